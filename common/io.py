@@ -137,7 +137,8 @@ def run_record(args: Union[argparse.Namespace, Mapping[str, Any], None] = None,
         "seed": config.get("seed"),
         "config": config,
         "versions": library_versions(),
-        "host": {"platform": platform.platform(), "cuda": torch.cuda.is_available(),
+        "host": {"platform": platform.platform(), "torch_build": torch.__version__,
+                 "cuda": torch.cuda.is_available(),
                  "torch_threads": torch.get_num_threads()},
     }
     record.update(extra)
@@ -155,12 +156,12 @@ def write_run_record(save_dir: PathLike, args: Union[argparse.Namespace, Mapping
 def ensure_writable_dir(path: PathLike, flag: str = "--save_dir") -> Path:
     """Create ``path`` if needed and check we can write there, with a one-line error otherwise."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path}: exists and is not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"{flag} {path}: cannot create folder ({err.strerror})") from None
-    if not path.is_dir():
-        raise UsageError(f"{flag} {path}: exists and is not a folder")
     if not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {path}: folder is not writable")
     return path

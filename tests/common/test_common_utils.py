@@ -1,0 +1,175 @@
+"""common.io, common.saliency, common.device, common.seed, common.registry, common.errors."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from common.device import get_device
+from common.errors import UsageError, cli_main
+from common.io import (atomic_path, atomic_torch_save, atomic_write_json, load_torch_file, read_json,
+                       write_run_record, ensure_writable_dir)
+from common.registry import Registry
+from common.saliency import (GradientMask, accumulate_gradients, check_mask, load_mask, mask_filename,
+                             save_masks, top_fraction_masks)
+from common.seed import seed_everything
+
+
+# ------------------------------------------------------------------ io
+
+def test_atomic_json_round_trip_with_tensors_and_numpy(tmp_path):
+    path = atomic_write_json({"acc": torch.tensor(93.5), "n": np.int64(3), "v": [np.float32(0.5)]},
+                             tmp_path / "out" / "r.json")
+    assert json.loads(path.read_text()) == {"acc": 93.5, "n": 3, "v": [0.5]}
+    assert os.listdir(tmp_path / "out") == ["r.json"]  # no temporary left behind
+
+
+def test_failed_atomic_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "model.pt"
+    atomic_torch_save({"w": torch.ones(2)}, target)
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("crash mid-write")
+    assert torch.equal(torch.load(target)["w"], torch.ones(2))
+    assert os.listdir(tmp_path) == ["model.pt"]
+
+
+def test_load_torch_file_errors_name_flag_and_file(tmp_path):
+    with pytest.raises(UsageError, match=r"--model_path .*missing.pt: file not found"):
+        load_torch_file(tmp_path / "missing.pt", "--model_path")
+    good = atomic_torch_save({"w": torch.arange(1000.0)}, tmp_path / "good.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(UsageError, match=r"--model_path .*truncated.pt: cannot be read"):
+        load_torch_file(truncated, "--model_path")
+    with pytest.raises(UsageError, match="is a folder"):
+        load_torch_file(tmp_path, "--model_path")
+    assert torch.equal(load_torch_file(good, "--model_path")["w"], torch.arange(1000.0))
+
+
+def test_read_json_corrupt_file(tmp_path):
+    bad = tmp_path / "eval_result.json"
+    bad.write_text('{"UA": 1')
+    with pytest.raises(UsageError, match="eval_result.json: not valid JSON"):
+        read_json(bad)
+
+
+def test_run_record_has_config_seed_versions_metrics(tmp_path):
+    import argparse
+    args = argparse.Namespace(seed=7, unlearn_lr=0.1, save_dir=tmp_path)
+    path = write_run_record(tmp_path, args, {"UA": 12.5})
+    record = json.loads(path.read_text())
+    assert record["seed"] == 7 and record["config"]["unlearn_lr"] == 0.1
+    assert record["config"]["save_dir"] == str(tmp_path)
+    assert record["metrics"] == {"UA": 12.5}
+    assert record["host"]["torch_build"] == torch.__version__
+    assert torch.__version__.startswith(record["versions"]["torch"])
+
+
+def test_ensure_writable_dir_rejects_a_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UsageError, match="--save_dir .*not a folder"):
+        ensure_writable_dir(tmp_path / "f")
+
+
+# ------------------------------------------------------------------ saliency
+
+def test_top_fraction_masks_keep_exact_fraction_of_highest_scores():
+    scores = {"a": torch.tensor([[5.0, 1.0], [3.0, 0.0]]), "b": torch.tensor([4.0, 2.0, -1.0, 6.0, 0.5, 7.0])}
+    masks = top_fraction_masks(scores, thresholds=(0.1, 0.5, 1.0))
+    # 10 weights; top 5 by score: 7, 6, 5, 4, 3
+    assert masks[0.5]["a"].tolist() == [[1, 0], [1, 0]]
+    assert masks[0.5]["b"].tolist() == [1, 0, 0, 1, 0, 1]
+    assert int(sum(m.sum() for m in masks[0.1].values())) == 1 and masks[0.1]["b"][5] == 1
+    assert all(m.all() for m in masks[1.0].values())
+    assert masks[0.5]["a"].shape == (2, 2)
+
+
+def test_save_and_load_masks_validated_against_model(tmp_path):
+    model = nn.Linear(3, 2)
+    scores = {n: torch.randn_like(p) for n, p in model.named_parameters()}
+    paths = save_masks(top_fraction_masks(scores, (0.5,)), tmp_path)
+    assert paths == [tmp_path / "with_0.5.pt"] and mask_filename(1.0) == "with_1.0.pt"
+    mask = load_mask(tmp_path / "with_0.5.pt", model)
+    assert set(mask) == {"weight", "bias"}
+    with pytest.raises(UsageError, match=r"--mask_path: key 'weight' has shape \(2, 3\), the model expects \(4, 3\)"):
+        check_mask(mask, nn.Linear(3, 4))
+    with pytest.raises(UsageError, match="not a parameter of the model"):
+        check_mask({"fc.weight": torch.ones(2, 3)}, model)
+    with pytest.raises(UsageError, match="expected a dict"):
+        check_mask([1, 2], model)
+
+
+def test_gradient_mask_zeroes_masked_gradients_only():
+    model = nn.Linear(2, 2)
+    mask = {"weight": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}
+    model(torch.ones(1, 2)).sum().backward()
+    bias_grad = model.bias.grad.clone()
+    GradientMask(model, mask)()
+    assert model.weight.grad.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert torch.equal(model.bias.grad, bias_grad)
+
+
+def test_accumulate_gradients_mean_and_fisher():
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    xs = [torch.tensor([[1.0]]), torch.tensor([[3.0]])]
+    # loss = w * x -> grad = x; mean grad = 2, mean squared grad = 5
+    mean = accumulate_gradients(model, xs, lambda m, x: m(x).sum())
+    fisher = accumulate_gradients(model, xs, lambda m, x: m(x).sum(), power=2)
+    assert mean["weight"].item() == pytest.approx(2.0)
+    assert fisher["weight"].item() == pytest.approx(5.0)
+    assert model.weight.grad is None
+
+
+# ------------------------------------------------------------------ device, seed, registry, errors
+
+def test_get_device_cpu_and_clear_error_for_missing_cuda():
+    assert get_device("cpu") == torch.device("cpu")
+    assert get_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="--device cuda: CUDA is not available"):
+            get_device("cuda")
+    with pytest.raises(UsageError, match="--device 'banana'"):
+        get_device("banana")
+
+
+def test_seed_everything_reproduces_draws():
+    seed_everything(3)
+    a = (torch.rand(3), np.random.rand(3))
+    seed_everything(3)
+    b = (torch.rand(3), np.random.rand(3))
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_registry_lookup_and_unknown_name():
+    registry = Registry("--arch")
+
+    @registry.register("tiny", "tiny_alias")
+    def tiny():
+        return "net"
+
+    assert registry.get("tiny_alias") is tiny and "tiny" in registry and len(registry) == 2
+    with pytest.raises(UsageError, match="--arch: unknown value 'huge'; expected one of tiny, tiny_alias"):
+        registry.get("huge")
+    with pytest.raises(KeyError):
+        registry.register("tiny")(tiny)
+
+
+def test_cli_main_prints_one_line_and_exits_2(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text(
+        "from common.errors import UsageError, cli_main\n"
+        "@cli_main\n"
+        "def main():\n"
+        "    raise UsageError('--dataset foo:\\n unknown')\n"
+        "main()\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == "error: --dataset foo: unknown\n"
