@@ -1,0 +1,1 @@
+"""DualOptim for LLMs: TOFU fine-tuning, unlearning (forget losses x optimizers) and evaluation."""

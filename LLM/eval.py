@@ -1,0 +1,108 @@
+"""Evaluate a (fine-tuned or unlearned) model on TOFU: forget, retain, real-authors and world-facts sets.
+
+    python LLM/eval.py --model_path results/.../unlearn_times_1/checkpoint-last --data_path data/tofu \\
+        --split forget05 --task_id 1 --retain_result ft/phi_retain90/eval_results-last
+
+Writes, as the original, ``eval_log.json``, ``eval_real_author_wo_options.json``,
+``eval_real_world_wo_options.json``, ``eval_log_forget.json`` (per-question
+statistics and generations), ``aggregate_stat.json``/``.txt`` (summary
+metrics) and ``run.json`` into ``--save_dir`` (default: ``eval_results-last``
+beside the model folder), and prints a one-line summary.  Forget quality
+needs ``--retain_result``: the eval folder (or ``eval_log_forget.json``) of
+the retain model on the same forget set.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional, Sequence
+
+from common.device import add_device_args
+from common.errors import UsageError, cli_main
+from common.io import atomic_write_json, atomic_write_text, ensure_writable_dir, read_json, write_run_record
+from common.seed import seed_everything
+from LLM.data import TofuSource, filter_task, forget_percent
+from LLM.evaluate import EVAL_SETS, evaluate_set
+from LLM.metrics import FORGET_FILE, aggregate
+from LLM.models import DTYPES, check_model_path, load_causal_lm, load_tokenizer
+from LLM.options import add_model_args, parse_with_config, template_from_args
+from LLM.trainer import make_accelerator
+
+SUMMARY_KEYS = ("Model Utility", "Forget Efficacy", "Forget Quality", "Forget ROUGE", "Retain ROUGE")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(parser)
+    parser.add_argument("--data_path", type=str, default="locuslab/TOFU", help="TOFU folder or hub id")
+    parser.add_argument("--split", type=str, default="forget05", help="forget01, forget05 or forget10")
+    parser.add_argument("--task_id", type=int, default=1, help="forget task to evaluate")
+    parser.add_argument("--ds_size", type=int, default=300, help="at most this many rows per set (0: all)")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--max_length", type=int, default=200, help="generation length incl. prompt")
+    parser.add_argument("--max_new_tokens", type=int, default=None)
+    parser.add_argument("--retain_result", type=str, default=None,
+                        help="retain model's eval folder or eval_log_forget.json (enables forget quality)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save_dir", type=str, default=None, help="default: <model folder>/../eval_results-last")
+    add_device_args(parser)
+    return parser
+
+
+def load_retain_result(path: str) -> dict:
+    file = Path(path)
+    if file.is_dir():
+        file = file / FORGET_FILE
+    stats = read_json(file, "--retain_result")
+    missing = [key for key in ("avg_paraphrased_loss", "average_perturb_loss") if key not in stats]
+    if missing:
+        raise UsageError(f"--retain_result {file}: lacks {', '.join(missing)} (not an eval_log_forget.json?)")
+    return stats
+
+
+@cli_main
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_with_config(build_parser(), argv)
+    forget_percent(args.split)
+    source = TofuSource(args.data_path)
+    fields = ("question", "answer", "perturbed_answer")
+    sets = []
+    for split, file, base_key in EVAL_SETS:
+        split = split.format(split=args.split)
+        rows = source.load(split, fields + (base_key,))
+        if file == FORGET_FILE:
+            rows = filter_task(rows, args.task_id)
+            if not rows:
+                raise UsageError(f"--task_id {args.task_id}: split {split} has no rows of this task")
+        sets.append((split, file, base_key, rows[:args.ds_size] if args.ds_size else rows))
+    retain_result = load_retain_result(args.retain_result) if args.retain_result else None
+    check_model_path(args.model_path)
+    tokenizer = load_tokenizer(args.model_path)
+    save_dir = Path(args.save_dir or Path(args.model_path).parent / "eval_results-last")
+    accelerator = make_accelerator(args.device, args.gpu)
+    ensure_writable_dir(save_dir)
+    seed_everything(args.seed)
+
+    model = load_causal_lm(args.model_path, args.dtype).to(accelerator.device).eval()
+    model.config.use_cache = True
+    template = template_from_args(args)
+    results = {}
+    for split, file, base_key, rows in sets:
+        results[file] = evaluate_set(accelerator, model, tokenizer, template, rows, base_key, args.batch_size,
+                                     args.max_length, args.max_new_tokens, desc=split)
+    summary = aggregate(results, retain_result)
+    if accelerator.is_main_process:
+        for file, stats in results.items():
+            atomic_write_json(stats, save_dir / file)
+        atomic_write_json(summary, save_dir / "aggregate_stat.json")
+        atomic_write_text("".join(f"{key}: {value}\n" for key, value in summary.items()),
+                          save_dir / "aggregate_stat.txt")
+        write_run_record(save_dir, args, summary)
+        print(" | ".join(f"{key} {summary[key]:.4f}" for key in SUMMARY_KEYS if key in summary)
+              + f" -> {save_dir}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

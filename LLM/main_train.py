@@ -1,0 +1,111 @@
+"""Fine-tune a causal LM on TOFU question/answer pairs (the "original" and "retain" models).
+
+    python LLM/main_train.py --model_family phi1.5 --data_path data/tofu --split full --save_dir ft/phi
+    python LLM/main_train.py --model_family phi1.5 --data_path data/tofu --split retain90 --save_dir ft/phi_retain90
+
+``--split full`` trains on all 4,000 pairs (``full.json`` if the folder has
+it, else ``forget01`` plus its retain split); a retain split trains the
+reference model that forget quality compares against.  The loss is the
+answer tokens' negative log-likelihood under the family's prompt template.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from functools import partial
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from common.device import add_device_args
+from common.errors import UsageError, cli_main
+from common.io import ensure_writable_dir, write_run_record
+from common.seed import seed_everything
+from LLM.data import UnlearnDataset, TofuSource, collate_unlearn, retain_split_name
+from LLM.losses import REGULARIZERS
+from LLM.models import DTYPES, apply_lora, check_model_path, load_causal_lm, load_tokenizer
+from LLM.options import add_model_args, parse_with_config, template_from_args
+from LLM.schedule import RETAIN, BatchStream, Schedule
+from LLM.trainer import build_optimizer, build_scheduler, make_accelerator, run_schedule, save_model
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(parser)
+    parser.add_argument("--data_path", type=str, default="locuslab/TOFU", help="TOFU folder or hub id")
+    parser.add_argument("--split", type=str, default="full", help="full, or a split name such as retain90")
+    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--num_epochs", type=int, default=5)
+    parser.add_argument("--batch_size", type=int, default=16, help="per-process micro-batch size")
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=4)
+    parser.add_argument("--weight_decay", type=float, default=0.01)
+    parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--max_length", type=int, default=500)
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--use_LoRA", action="store_true")
+    parser.add_argument("--LoRA_r", type=int, default=8)
+    parser.add_argument("--LoRA_alpha", type=int, default=32)
+    parser.add_argument("--LoRA_dropout", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--save_dir", type=str, required=True, help="folder for the fine-tuned model and run.json")
+    add_device_args(parser)
+    return parser
+
+
+def load_training_rows(source: TofuSource, split: str) -> List[dict]:
+    """Rows of ``split``; ``full`` falls back to forget01 + its retain split without duplicates."""
+    if split != "full" or source.has("full"):
+        return source.load(split)
+    forget = source.load("forget01")
+    retain = source.load(retain_split_name("forget01", any("task_id" in row for row in forget)))
+    seen, rows = set(), []
+    for row in forget + retain:
+        key = (row["question"], row["answer"])
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
+    return rows
+
+
+@cli_main
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_with_config(build_parser(), argv)
+    for flag in ("num_epochs", "batch_size", "gradient_accumulation_steps", "max_length"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag}: must be >= 1, got {getattr(args, flag)}")
+    rows = load_training_rows(TofuSource(args.data_path), args.split)
+    check_model_path(args.model_path)
+    tokenizer = load_tokenizer(args.model_path)
+    accelerator = make_accelerator(args.device, args.gpu)
+    ensure_writable_dir(args.save_dir)
+    seed_everything(args.seed)
+
+    model = load_causal_lm(args.model_path, args.dtype)
+    if args.use_LoRA:
+        model = apply_lora(model, args.LoRA_r, args.LoRA_alpha, args.LoRA_dropout)
+    dataset = UnlearnDataset(rows, tokenizer, template_from_args(args), args.max_length, kinds=(RETAIN,))
+    world = accelerator.num_processes
+    steps_per_epoch = math.ceil(len(dataset) / (args.batch_size * args.gradient_accumulation_steps * world))
+    max_steps = args.num_epochs * steps_per_epoch
+    stream = BatchStream(dataset, args.batch_size, partial(collate_unlearn, pad_id=tokenizer.pad_token_id),
+                         args.seed, accelerator.process_index, world)
+    schedule = Schedule({RETAIN: stream}, max_steps, args.gradient_accumulation_steps)
+
+    optimizer = build_optimizer("adam", model, args.lr, args.lr, args.weight_decay)
+    scheduler = build_scheduler(optimizer, max_steps, warmup_steps=max(1, max_steps // 10))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    nll = REGULARIZERS["GD"]
+    history = run_schedule(accelerator, model, optimizer, scheduler, schedule,
+                           lambda objective, batch: nll(model, None, batch, 0.0), args.max_grad_norm,
+                           desc="fine-tune")
+    save_model(accelerator, model, tokenizer, Path(args.save_dir))
+    metrics = {"num_rows": len(rows), "max_steps": max_steps, "final_loss": history[-1]["loss"],
+               "num_processes": world}
+    if accelerator.is_main_process:
+        write_run_record(args.save_dir, args, metrics, history=history)
+        print(f"fine-tuned on {len(rows)} rows for {max_steps} steps: final loss {metrics['final_loss']:.4f} "
+              f"-> {args.save_dir}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

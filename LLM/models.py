@@ -1,0 +1,112 @@
+"""Loading, adapting and saving Hugging Face causal LMs with one-line errors."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from common.errors import UsageError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _reason(err: Exception) -> str:
+    return " ".join(str(err).split())[:200] or type(err).__name__
+
+
+def check_model_path(path: Optional[str], flag: str = "--model_path") -> str:
+    """A local folder with ``config.json`` or a hub id (``owner/name``)."""
+    if not path:
+        raise UsageError(f"{flag}: a model path is required")
+    local = Path(path)
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise UsageError(f"{flag} {path}: not a Hugging Face model folder (no config.json)")
+    elif path.count("/") != 1 or path.startswith(("/", ".")):
+        raise UsageError(f"{flag} {path}: folder not found")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as err:  # transformers raises OSError/ValueError/... for bad or unreachable models
+        raise UsageError(f"{flag} {path}: cannot read the model config ({_reason(err)})") from None
+    if type(config) not in AutoModelForCausalLM._model_mapping:
+        raise UsageError(f"{flag} {path}: model type {config.model_type!r} is not a causal language model")
+    return path
+
+
+def load_tokenizer(path: str, flag: str = "--model_path"):
+    """The model's tokenizer; the end-of-sequence token doubles as padding, as in TOFU."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as err:
+        raise UsageError(f"{flag} {path}: cannot load a tokenizer ({_reason(err)})") from None
+    if tokenizer.eos_token_id is None:
+        raise UsageError(f"{flag} {path}: the tokenizer has no end-of-sequence token")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(path: str, dtype: str = "float32", flag: str = "--model_path"):
+    check_model_path(path, flag)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+    except Exception as err:
+        raise UsageError(f"{flag} {path}: cannot load the model weights ({_reason(err)})") from None
+    model.config.use_cache = False
+    return model
+
+
+def linear_module_names(model) -> List[str]:
+    """Short names of the linear layers LoRA adapts (all but the output head)."""
+    names = {name.split(".")[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    names.discard("lm_head")
+    return sorted(names)
+
+
+def apply_lora(model, r: int, alpha: int, dropout: float):
+    from peft import LoraConfig, get_peft_model
+    config = LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=dropout,
+                        target_modules=linear_module_names(model))
+    return get_peft_model(model, config)
+
+
+def decay_parameter_groups(model, weight_decay: float) -> list:
+    """Weight decay on matrices; none on biases and normalisation weights (as HF ``Trainer``)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or name.endswith(".bias") else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def save_pretrained_atomic(model, tokenizer, path: Path, state_dict=None) -> Path:
+    """Save model (LoRA merged) and tokenizer into ``path``, replacing it only once complete.
+
+    ``state_dict`` is the gathered full state of a sharded model
+    (``accelerator.get_state_dict``); LoRA models are merged instead.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "merge_and_unload"):
+        model, state_dict = model.merge_and_unload(), None
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        model.save_pretrained(tmp, state_dict=state_dict)
+        tokenizer.save_pretrained(tmp)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path

@@ -1,0 +1,131 @@
+"""The optimisation loop shared by fine-tuning and unlearning, on top of ``accelerate``.
+
+One loop serves every setting: the :class:`~LLM.schedule.Schedule` says which
+objective each optimizer step serves and supplies its micro-batches; the loop
+tells the optimizer that objective explicitly (``common.dualoptim.set_objective``,
+a no-op for plain optimizers) before accumulating the step's gradients.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Dict, List
+
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from common.device import get_device
+from common.dualoptim import DecoupledAdamW, set_objective
+from common.errors import UsageError
+from common.registry import Registry
+from LLM.models import decay_parameter_groups, save_pretrained_atomic
+from LLM.schedule import JOINT, Schedule
+
+#: ``--optim_cfg`` name -> builder ``(param_groups, lr, forget_lr) -> optimizer``.
+OPTIMIZERS: Registry[Callable] = Registry("--optim_cfg")
+
+
+@OPTIMIZERS.register("adam")
+def _adamw(groups, lr: float, forget_lr: float):
+    """AdamW at ``--lr`` for every step (one state for both objectives)."""
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(groups, lr: float, forget_lr: float):
+    return torch.optim.SGD(groups, lr=lr)
+
+
+@OPTIMIZERS.register("dual_adam")
+def _dual_adam(groups, lr: float, forget_lr: float):
+    """DualOptim: separate AdamW moments per objective, forget steps at ``--forget_lr``."""
+    return DecoupledAdamW(groups, lr=lr, forget_lr_ratio=forget_lr / lr)
+
+
+@OPTIMIZERS.register("adam_8bit")
+def _adamw_8bit(groups, lr: float, forget_lr: float):
+    """bitsandbytes' 8-bit AdamW (CUDA only)."""
+    if not torch.cuda.is_available():
+        raise UsageError("--optim_cfg adam_8bit: needs CUDA (bitsandbytes 8-bit optimizers)")
+    try:
+        import bitsandbytes
+    except ImportError:
+        raise UsageError("--optim_cfg adam_8bit: needs the bitsandbytes package") from None
+    return bitsandbytes.optim.AdamW8bit(groups, lr=lr)
+
+
+def make_accelerator(device=None, gpu=0):
+    """An ``Accelerator`` honouring ``--device``: CPU when asked for or when CUDA is absent.
+
+    Under ``accelerate launch`` the launcher's settings (processes, DeepSpeed,
+    FSDP, mixed precision) apply; ``--device`` is validated either way.
+    """
+    from accelerate import Accelerator
+    resolved = get_device(device, gpu)
+    return Accelerator(cpu=resolved.type == "cpu")
+
+
+def save_model(accelerator, model, tokenizer, path) -> None:
+    """Gather the (possibly sharded) model and write it from the main process."""
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    state_dict = None if hasattr(unwrapped, "merge_and_unload") else accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        save_pretrained_atomic(unwrapped, tokenizer, path, state_dict=state_dict)
+    accelerator.wait_for_everyone()
+
+
+def build_optimizer(name: str, model, lr: float, forget_lr: float, weight_decay: float):
+    if lr <= 0 or forget_lr <= 0:
+        raise UsageError(f"--lr/--forget_lr: must be positive, got {lr} and {forget_lr}")
+    return OPTIMIZERS.get(name)(decay_parameter_groups(model, weight_decay), lr, forget_lr)
+
+
+def build_scheduler(optimizer, max_steps: int, warmup_steps: int):
+    """Linear warm-up then linear decay to zero (Hugging Face ``Trainer``'s default)."""
+    return get_linear_schedule_with_warmup(optimizer, warmup_steps, max_steps)
+
+
+def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
+                 step_loss: Callable[[str, Dict], torch.Tensor], max_grad_norm: float = 1.0,
+                 desc: str = "train") -> List[Dict[str, float]]:
+    """Run every step of ``schedule``; returns ``{step, objective, loss, lr}`` per step.
+
+    ``step_loss(objective, micro_batch)`` returns the loss of one micro-batch;
+    it is divided by the accumulation count so a step averages its
+    micro-batches.  Gradients are synchronised across processes only on a
+    step's last micro-batch.  The reported loss is the mean over processes.
+    """
+    model.train()
+    history = []
+    progress = tqdm(schedule, total=len(schedule), desc=desc, disable=not accelerator.is_main_process)
+    for step, objective, micro_batches in progress:
+        if objective != JOINT:
+            set_objective(optimizer, objective)
+        total = torch.zeros((), device=accelerator.device)
+        for index, batch in enumerate(micro_batches):
+            batch = _to_device(batch, accelerator.device)
+            last = index == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
+            with sync:
+                loss = step_loss(objective, batch) / len(micro_batches)
+                accelerator.backward(loss)
+            total += loss.detach()
+        if max_grad_norm and max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        mean_loss = accelerator.reduce(total, reduction="mean").item()
+        history.append({"step": step + 1, "objective": objective, "loss": mean_loss, "lr": lr})
+        progress.set_postfix(objective=objective, loss=f"{mean_loss:.4f}")
+    return history
+
+
+def _to_device(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {key: _to_device(value, device) for key, value in batch.items()}
+    return batch

@@ -1,0 +1,76 @@
+"""Bad input: one clear line, exit status 2, nothing written."""
+from __future__ import annotations
+
+import pytest
+from transformers import DistilBertConfig
+
+from LLM import eval as eval_script
+from LLM import main_forget, main_train
+
+
+def run_error(main, argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    return err
+
+
+@pytest.fixture
+def base(tmp_path, tofu_dir, tiny_model):
+    save = tmp_path / "out"
+    return save, ["--model_path", str(tiny_model), "--data_path", str(tofu_dir), "--split", "forget01",
+                  "--save_dir", str(save), "--device", "cpu", "--max_length", "32"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--forget_loss", "XX"], "--forget_loss: unknown value 'XX'"),
+    (["--optim_cfg", "lion"], "--optim_cfg: unknown value 'lion'"),
+    (["--split", "forget07"], "--split: unknown value 'forget07'"),
+    (["--task_list", "1,3"], "--task_id 3: split forget01 has task ids 1, 2"),
+    (["--task_list", "1", "--task_id", "2"], "--task_id 2: not in --task_list 1"),
+    (["--task_list", "1,2", "--task_id", "2"], "previous task's model"),
+    (["--optim_cfg", "dual_adam"], "needs --alternate"),
+    (["--forget_loss", "ME", "--alternate"], "has no retain term"),
+    (["--forget_loss", "IDK+AP", "--idk_path", "/nonexistent/idk.jsonl"], "--idk_path /nonexistent/idk.jsonl: file not found"),
+])
+def test_forget_bad_flags(base, capsys, extra, message):
+    save, argv = base
+    assert message in run_error(main_forget.main, argv + extra, capsys)
+    assert not save.exists()
+
+
+def test_missing_data_and_non_causal_model(tmp_path, base, tofu_dir, capsys):
+    save, argv = base
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no forget01.json or forget01.jsonl" in run_error(
+        main_forget.main, argv + ["--data_path", str(empty)], capsys)
+    bert = tmp_path / "bert"
+    DistilBertConfig(vocab_size=10, dim=8, n_layers=1, n_heads=1,
+                     hidden_dim=8).save_pretrained(bert)
+    assert "is not a causal language model" in run_error(main_forget.main, argv + ["--model_path", str(bert)], capsys)
+    assert "folder not found" in run_error(main_train.main, argv[:2] + ["--model_path", str(tmp_path / "none")]
+                                           + argv[2:4] + ["--split", "full", "--save_dir", str(save)], capsys)
+    assert not save.exists()
+
+
+def test_missing_field_and_eval_errors(tmp_path, tofu_dir, tiny_model, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in tofu_dir.iterdir():
+        (broken / f.name).write_text(f.read_text())
+    (broken / "retain_perturbed.json").write_text('{"question": "q", "answer": "a"}\n')
+    save = tmp_path / "ev"
+    err = run_error(eval_script.main, ["--model_path", str(tiny_model), "--data_path", str(broken),
+                                       "--split", "forget01", "--save_dir", str(save), "--device", "cpu"], capsys)
+    assert "row 0 lacks field(s) perturbed_answer, paraphrased_answer" in err
+    err = run_error(eval_script.main, ["--model_path", str(tiny_model), "--data_path", str(tofu_dir),
+                                       "--split", "forget01", "--task_id", "7", "--save_dir", str(save)], capsys)
+    assert "--task_id 7" in err
+    err = run_error(eval_script.main, ["--model_path", str(tiny_model), "--data_path", str(tofu_dir),
+                                       "--retain_result", str(tmp_path), "--split", "forget01", "--save_dir", str(save)],
+                    capsys)
+    assert "--retain_result" in err and "file not found" in err
+    assert not save.exists()
