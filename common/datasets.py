@@ -91,20 +91,20 @@ def _decode(raw: bytes, name: str) -> np.ndarray:
         raise UsageError(f"{name}: not a readable image ({err})") from None
 
 
-def load_imagefolder_arrays(path: PathLike, split: str) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+def load_imagefolder_arrays(path: PathLike, split: str, flag: str = "--data") -> Tuple[np.ndarray, np.ndarray, List[str]]:
     """Read ``<split>/<class>/<image>`` from a folder or a zip of one into memory.
 
     Classes are sorted by name, as torchvision's ``ImageFolder`` does; a zip
     may hold the tree at its root or inside one top-level folder.  All images
-    of a split must share one size.  Errors name the path and what is missing.
+    of a split must share one size.  Errors name ``flag``, the path and what is missing.
     """
     path = Path(path)
     if not path.exists():
-        raise UsageError(f"--data {path}: not found (expected an ImageFolder tree or a .zip of one)")
+        raise UsageError(f"{flag} {path}: not found (expected an ImageFolder tree or a .zip of one)")
     entries: List[Tuple[str, str, Callable[[], bytes]]] = []  # (class, name, reader)
     if path.is_file():
         if not zipfile.is_zipfile(path):
-            raise UsageError(f"--data {path}: not a zip file or folder")
+            raise UsageError(f"{flag} {path}: not a zip file or folder")
         archive = zipfile.ZipFile(path)
         for name in archive.namelist():
             parts = name.split("/")
@@ -116,18 +116,18 @@ def load_imagefolder_arrays(path: PathLike, split: str) -> Tuple[np.ndarray, np.
     else:
         root = path / split
         if not root.is_dir():
-            raise UsageError(f"--data {path}: no '{split}' folder (expected {split}/<class>/<image>)")
+            raise UsageError(f"{flag} {path}: no '{split}' folder (expected {split}/<class>/<image>)")
         for file in root.glob("*/*"):
             if file.suffix.lower() in IMAGE_SUFFIXES:
                 entries.append((file.parent.name, str(file), file.read_bytes))
     if not entries:
-        raise UsageError(f"--data {path}: no images under {split}/<class>/")
+        raise UsageError(f"{flag} {path}: no images under {split}/<class>/")
     classes = sorted({cls for cls, _, _ in entries})
     class_index = {cls: i for i, cls in enumerate(classes)}
     entries.sort(key=lambda entry: (class_index[entry[0]], entry[1]))
     images = [_decode(read(), name) for _, name, read in entries]
     shapes = {image.shape for image in images}
     if len(shapes) != 1:
-        raise UsageError(f"--data {path}: images of {split} have different sizes {sorted(shapes)[:3]}")
+        raise UsageError(f"{flag} {path}: images of {split} have different sizes {sorted(shapes)[:3]}")
     labels = np.array([class_index[cls] for cls, _, _ in entries], dtype=np.int64)
     return np.stack(images), labels, classes

@@ -1,0 +1,75 @@
+"""Training data of the DDPM pipeline: digits (embedded) or CIFAR-10 (ImageFolder tree or zip)."""
+from __future__ import annotations
+
+import argparse
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from common.datasets import load_digits_arrays, load_imagefolder_arrays
+from common.errors import UsageError
+from common.seed import make_generator
+
+DATASETS = ("digits", "cifar10")
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", type=str, default=None, choices=DATASETS,
+                        help="digits: scikit-learn digits at 16x16 (embedded, CPU-sized); cifar10: --data_path "
+                             "(default: the checkpoint's dataset, digits for training)")
+    parser.add_argument("--data_path", type=str, default=None,
+                        help="CIFAR-10 as an ImageFolder tree or zip (train/<class>/*.jpg)")
+
+
+def resolve_dataset(requested: Optional[str], checkpoint_dataset: str) -> str:
+    """``--dataset`` if given (it must match the checkpoint's), else the checkpoint's dataset."""
+    if requested is not None and requested != checkpoint_dataset:
+        raise UsageError(f"--dataset {requested}: the checkpoint was trained on {checkpoint_dataset}")
+    return checkpoint_dataset
+
+
+def load_arrays(dataset: str, data_path: Optional[str], split: str, image_size: int,
+                channels: int) -> Tuple[np.ndarray, np.ndarray]:
+    """uint8 images ``(N, H, W, C)`` and int64 labels of one split."""
+    if dataset == "digits":
+        train_x, train_y, test_x, test_y = load_digits_arrays(image_size=image_size, channels=channels)
+        return (train_x, train_y) if split == "train" else (test_x, test_y)
+    if dataset == "cifar10":
+        if not data_path:
+            raise UsageError("--data_path: required for --dataset cifar10, an ImageFolder tree or zip "
+                             "(train/<class>/*.jpg)")
+        x, y, _ = load_imagefolder_arrays(data_path, split, flag="--data_path")
+        if x.shape[1] != image_size or x.shape[3] != channels:
+            raise UsageError(f"--data_path {data_path}: images are {x.shape[1]}x{x.shape[2]}x{x.shape[3]}, "
+                             f"the config expects {image_size}x{image_size}x{channels}")
+        return x, y
+    raise UsageError(f"--dataset {dataset!r}: expected digits or cifar10")
+
+
+def to_unit_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``(N, H, W, C)`` -> float ``(N, C, H, W)`` in ``[0, 1]``."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def make_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
+                shuffle: bool = True) -> DataLoader:
+    """An in-memory loader of ``(images in [0, 1], labels)`` with its own seeded shuffling."""
+    dataset = TensorDataset(to_unit_tensor(images), torch.as_tensor(labels, dtype=torch.long))
+    return DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=shuffle,
+                      generator=make_generator(seed), drop_last=False)
+
+
+def split_forget(images: np.ndarray, labels: np.ndarray, label_to_forget: int):
+    """``(remain_x, remain_y), (forget_x, forget_y)`` for one class to forget."""
+    forget = labels == label_to_forget
+    if not forget.any():
+        raise UsageError(f"--label_to_forget {label_to_forget}: the training data has no image of this class")
+    return (images[~forget], labels[~forget]), (images[forget], labels[forget])
+
+
+def random_flip(x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Flip each image horizontally with probability 1/2 (the configs' ``random_flip``)."""
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)

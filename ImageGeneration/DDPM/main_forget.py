@@ -1,0 +1,163 @@
+"""Make a trained conditional DDPM forget one class (SalUn, SFR-on, Selective Amnesia, GA, RL).
+
+    # SFR-on, and SFR-on + DualOptim
+    python -m ImageGeneration.DDPM.main_forget --ckpt_folder $CKPT --mode sfron --label_to_forget 0 \\
+        --method ron --unlearn_loss adaga --forget_alpha 10.0 --decay_forget_alpha --remain_alpha 1.0 \\
+        --mask_path $CKPT/mask_0/fisher_1.0.pt [--dual --forget_lr 1e-4]
+    # SalUn
+    python -m ImageGeneration.DDPM.main_forget --ckpt_folder $CKPT --mode salun --unlearn_loss rl \\
+        --remain_alpha 1e-3 --mask_path $CKPT/mask_0/with_0.5.pt
+
+Writes ``<exp_root>/results/<dataset>/forget_<k>/<method>_<loss>/f<alpha><decay>_r<alpha>_lr<lr>[_dual]/<time>/``
+(SFR-on) or ``.../forget_<k>/<mode>/f<alpha>_r<alpha>_lr<lr>[_dual]/<time>/`` with ``ckpts/ckpt.pth``.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from common.device import add_device_args, get_device
+from common.errors import UsageError, cli_main
+from common.io import load_torch_file, write_run_record
+from common.saliency import check_mask, load_mask
+from common.seed import seed_everything
+from ImageGeneration.core.diffusion import EMA, FORGET_LOSSES
+from ImageGeneration.core.images import check_label, load_image_folder
+from ImageGeneration.core.runs import new_run_dir, setup_logging
+from ImageGeneration.core.unlearn import cycle
+from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, resolve_dataset, split_forget
+from ImageGeneration.DDPM.model import (
+    CKPT_RELPATH, build_unlearn_optimizer, load_checkpoint, load_config, save_checkpoint, save_config,
+    to_dict)
+from ImageGeneration.DDPM.training import (
+    FORGET_MODES, SFRON_METHODS, BatchSource, ForgetSpec, adopt_architecture, forget_ddpm, plan_forgetting)
+
+CONFIG_KIND = {"salun": "saliency_unlearn", "ga": "saliency_unlearn", "rl": "saliency_unlearn",
+               "sfron": "sfron", "sa": "sa"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exp_root", type=str, default=".")
+    parser.add_argument("--config", type=str, default=None,
+                        help="YAML config (default <dataset>_sfron.yml, _saliency_unlearn.yml or _sa.yml)")
+    parser.add_argument("--ckpt_folder", type=str, required=True, help="run folder of the model to unlearn")
+    parser.add_argument("--mode", type=str, default="sfron", help=" | ".join(FORGET_MODES))
+    parser.add_argument("--label_to_forget", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--forget_alpha", type=float, default=1.0, help="forget loss alpha")
+    parser.add_argument("--decay_forget_alpha", action="store_true", help="cosine-decay the forget alpha (sfron)")
+    parser.add_argument("--remain_alpha", type=float, default=1.0, help="remain loss alpha")
+    parser.add_argument("--unlearn_loss", type=str, default=None,
+                        help="ga | rl | adaga (default: rl for salun, adaga for sfron)")
+    parser.add_argument("--method", type=str, default="ron", help="sfron update: ron (alternate) | joint")
+    parser.add_argument("--mask_path", type=str, default=None, help="saliency mask (generate_mask.py)")
+    parser.add_argument("--dual", action="store_true", help="DualOptim: separate forget/remain optimizer states")
+    parser.add_argument("--forget_lr", type=float, default=1e-4, help="learning rate of the forget optimizer")
+    add_data_args(parser)
+    add_device_args(parser)
+    return parser.parse_args(argv)
+
+
+def validate(args: argparse.Namespace) -> None:
+    if args.mode not in FORGET_MODES:
+        raise UsageError(f"--mode {args.mode!r}: expected one of {', '.join(FORGET_MODES)}")
+    if args.unlearn_loss is None:
+        args.unlearn_loss = {"salun": "rl", "sfron": "adaga"}.get(args.mode, args.mode)
+    if args.mode in ("salun", "sfron"):
+        FORGET_LOSSES.get(args.unlearn_loss)
+    if args.mode == "sfron" and args.method not in SFRON_METHODS:
+        raise UsageError(f"--method {args.method!r}: expected one of {', '.join(SFRON_METHODS)}")
+    if args.forget_lr <= 0:
+        raise UsageError(f"--forget_lr {args.forget_lr}: expected a positive learning rate")
+
+
+def run_parts(args: argparse.Namespace, config) -> list:
+    """The research code's result folder names."""
+    dual = "_dual" if args.dual else ""
+    if args.mode == "sfron":
+        loss = f"{args.unlearn_loss}{config.training.gamma}" if args.unlearn_loss == "adaga" else args.unlearn_loss
+        return [args.dataset, f"forget_{args.label_to_forget}", f"{args.method}_{loss}",
+                f"f{args.forget_alpha}{args.decay_forget_alpha}_r{args.remain_alpha}_lr{config.optim.lr}{dual}"]
+    return [args.dataset, f"forget_{args.label_to_forget}", args.mode,
+            f"f{args.forget_alpha}_r{args.remain_alpha}_lr{config.optim.lr}{dual}"]
+
+
+def replay_data(ckpt_folder: Path, ckpt_config, label_to_forget: int):
+    """Selective Amnesia's generative replay: the model's own samples of every other class."""
+    images, labels = [], []
+    for label in range(ckpt_config.data.n_classes):
+        folder = ckpt_folder / "class_samples" / str(label)
+        if label != label_to_forget and folder.is_dir():
+            x = load_image_folder(folder, "--ckpt_folder", ckpt_config.data.channels, ckpt_config.data.image_size)
+            images.append(x)
+            labels.append(np.full(len(x), label, dtype=np.int64))
+    if not images:
+        raise UsageError(f"--ckpt_folder {ckpt_folder}: --mode sa needs class_samples/<label>/ from "
+                         "sample.py --mode sample_classes")
+    return np.concatenate(images), np.concatenate(labels)
+
+
+@cli_main
+def main(argv=None) -> str:
+    args = parse_args(argv)
+    validate(args)
+    device = get_device(args.device, args.gpu)
+    seed_everything(args.seed)
+    ckpt_folder = Path(args.ckpt_folder)
+    loaded = load_checkpoint(ckpt_folder, device)
+    unet, ckpt_config = loaded.unet, loaded.config
+    args.dataset = resolve_dataset(args.dataset, loaded.dataset)
+    check_label(args.label_to_forget, ckpt_config.data.n_classes, "--label_to_forget")
+    config = adopt_architecture(load_config(args.config, args.dataset, CONFIG_KIND[args.mode]), ckpt_config)
+    mask = load_mask(args.mask_path, unet) if args.mask_path else None
+    batch_size = config.training.batch_size
+
+    sa_fisher = None
+    if args.mode == "sa":
+        fisher_path = ckpt_folder / "fisher_dict.pt"
+        if not fisher_path.is_file():
+            raise UsageError(f"--ckpt_folder {ckpt_folder}: --mode sa needs fisher_dict.pt from "
+                             "generate_mask.py --mode sa_fim")
+        sa_fisher = check_mask(load_torch_file(fisher_path, "--ckpt_folder"), unet, f"--ckpt_folder {fisher_path}")
+        remain_x, remain_y = replay_data(ckpt_folder, ckpt_config, args.label_to_forget)
+        forget_x = forget_y = None  # Selective Amnesia forgets with uniform noise, not data
+    else:
+        images, labels = load_arrays(args.dataset, args.data_path, "train", ckpt_config.data.image_size,
+                                     ckpt_config.data.channels)
+        (remain_x, remain_y), (forget_x, forget_y) = split_forget(images, labels, args.label_to_forget)
+    flip = config.data.random_flip
+    remain_batches = BatchSource(cycle(make_loader(remain_x, remain_y, batch_size, args.seed)), device, flip)
+    forget_batches = None if forget_x is None else BatchSource(
+        cycle(make_loader(forget_x, forget_y, batch_size, args.seed + 1)), device, flip)
+
+    spec = ForgetSpec(args.mode, args.label_to_forget, args.unlearn_loss, args.method, args.forget_alpha,
+                      args.decay_forget_alpha, args.remain_alpha, args.dual, args.forget_lr)
+    plan = plan_forgetting(spec, unet, config, forget_batches, remain_batches, mask, sa_fisher)
+    optimizer = build_unlearn_optimizer(config, unet, args.dual, args.forget_lr)
+    ema = EMA(unet, config.model.ema_rate, loaded.state.get("ema")) if config.model.ema else None
+
+    run_dir = new_run_dir(args.exp_root, run_parts(args, config))
+    logger = setup_logging(run_dir / "logs" / "stdout.txt")
+    save_config(config, run_dir / "logs" / "config.yaml")
+    logger.info(f"forgetting class {args.label_to_forget} of {ckpt_folder} with {args.mode} "
+                f"({plan.schedule} updates, {type(optimizer).__name__})")
+
+    def snapshot(step: int) -> None:
+        save_checkpoint(run_dir / CKPT_RELPATH, unet, config, loaded.trained_classes, step,
+                        ema.state_dict() if ema is not None else None, optimizer.state_dict())
+
+    history = forget_ddpm(spec, unet, config, optimizer, plan, ema, logger, snapshot)
+    write_run_record(run_dir, args, {"final_forget_loss": history[-1]["forget_loss"],
+                                     "final_remain_loss": history[-1]["remain_loss"],
+                                     "schedule": plan.schedule, "optimizer": repr(optimizer),
+                                     "run_dir": str(run_dir)},
+                     yaml_config=to_dict(config))
+    print(run_dir)
+    return str(run_dir)
+
+
+if __name__ == "__main__":
+    main()

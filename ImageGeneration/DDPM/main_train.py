@@ -1,0 +1,82 @@
+"""Train the class-conditional DDPM on every class (``--mode pretrain``) or without one (``--mode retrain``).
+
+    python -m ImageGeneration.DDPM.main_train --dataset digits --mode pretrain
+    python -m ImageGeneration.DDPM.main_train --dataset cifar10 --data_path cifar10-jpeg.zip \\
+        --config cifar10_pretrain.yml --mode retrain --label_to_forget 0
+
+Writes ``<exp_root>/results/<dataset>/<mode>/<timestamp>/`` with ``ckpts/ckpt.pth``
+(raw and EMA weights), ``logs/config.yaml``, ``logs/stdout.txt`` and ``run.json``.
+"""
+from __future__ import annotations
+
+import argparse
+
+from common.device import add_device_args, get_device
+from common.errors import UsageError, cli_main
+from common.io import write_run_record
+from common.seed import seed_everything
+from ImageGeneration.core.images import check_label
+from ImageGeneration.core.runs import new_run_dir, setup_logging
+from ImageGeneration.core.unlearn import cycle
+from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget
+from ImageGeneration.DDPM.model import (
+    CKPT_RELPATH, build_unet, load_config, save_checkpoint, save_config, to_dict)
+from ImageGeneration.DDPM.training import BatchSource, train_ddpm
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exp_root", type=str, default=".", help="results go to <exp_root>/results/...")
+    parser.add_argument("--config", type=str, default=None,
+                        help="YAML config (path or a name in DDPM/configs; default <dataset>_pretrain.yml)")
+    parser.add_argument("--mode", type=str, default="pretrain", help="pretrain | retrain")
+    parser.add_argument("--label_to_forget", type=int, default=0, help="class left out by --mode retrain")
+    parser.add_argument("--seed", type=int, default=1234)
+    add_data_args(parser)
+    add_device_args(parser)
+    return parser.parse_args(argv)
+
+
+@cli_main
+def main(argv=None) -> str:
+    args = parse_args(argv)
+    args.dataset = args.dataset or "digits"
+    if args.mode not in ("pretrain", "retrain"):
+        raise UsageError(f"--mode {args.mode!r}: expected pretrain or retrain")
+    config = load_config(args.config, args.dataset, "pretrain")
+    n_classes = config.data.n_classes
+    if args.mode == "retrain":
+        check_label(args.label_to_forget, n_classes, "--label_to_forget")
+    device = get_device(args.device, args.gpu)
+    seed_everything(args.seed)
+    images, labels = load_arrays(args.dataset, args.data_path, "train", config.data.image_size, config.data.channels)
+    if labels.max() >= n_classes:
+        raise UsageError(f"--config: data.n_classes is {n_classes} but --dataset {args.dataset} has "
+                         f"{int(labels.max()) + 1} classes")
+    trained_classes = list(range(n_classes))
+    if args.mode == "retrain":
+        (images, labels), _ = split_forget(images, labels, args.label_to_forget)
+        trained_classes.remove(args.label_to_forget)
+
+    run_dir = new_run_dir(args.exp_root, [args.dataset, args.mode])
+    logger = setup_logging(run_dir / "logs" / "stdout.txt")
+    save_config(config, run_dir / "logs" / "config.yaml")
+    logger.info(f"Writing log file to {run_dir / 'logs'}")
+    unet = build_unet(config.model, config.data).to(device)
+    loader = make_loader(images, labels, config.training.batch_size, args.seed)
+    batches = BatchSource(cycle(loader), device, config.data.random_flip)
+
+    def snapshot(step, optimizer, ema) -> None:
+        save_checkpoint(run_dir / CKPT_RELPATH, unet, config, trained_classes, step,
+                        ema.state_dict() if ema is not None else None, optimizer.state_dict())
+
+    losses = train_ddpm(unet, config, batches, logger, snapshot)
+    write_run_record(run_dir, args, {"final_loss": losses[-1], "n_iters": len(losses),
+                                     "trained_classes": trained_classes, "run_dir": str(run_dir)},
+                     yaml_config=to_dict(config))
+    print(run_dir)
+    return str(run_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""The class-conditional DDPM: YAML configs, the diffusers UNet, checkpoints, optimizers.
+
+The network is a ``diffusers.UNet2DModel`` with ``n_classes + 1`` class
+embeddings; the last one is the *null* class used for classifier-free
+guidance (a label is replaced by it with probability ``cond_drop_prob``
+during training, as in the research code's ``Conditional_Model``).
+
+Checkpoints live at ``<run folder>/ckpts/ckpt.pth`` and hold a dict with
+``model``, ``ema`` (or None), ``optimizer``, ``step``, ``config`` (the full
+config the run used) and ``trained_classes``; the network is always rebuilt
+from the checkpoint's own ``config['model']`` so a checkpoint loads whatever
+config the next script is given.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Dict, List, Optional
+
+import torch
+import yaml
+from diffusers import UNet2DModel
+
+from common.dualoptim import DualOptim, SharedOptim
+from common.errors import UsageError
+from common.io import PathLike, atomic_torch_save, atomic_write_text, load_torch_file
+from ImageGeneration.core.diffusion import alphas_cumprod_from_betas, beta_schedule
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CKPT_RELPATH = Path("ckpts") / "ckpt.pth"
+
+
+def to_namespace(tree: Any) -> Any:
+    """Nested dicts -> nested ``SimpleNamespace`` (``config.optim.lr``)."""
+    if isinstance(tree, dict):
+        return SimpleNamespace(**{k: to_namespace(v) for k, v in tree.items()})
+    return tree
+
+
+def to_dict(tree: Any) -> Any:
+    if isinstance(tree, SimpleNamespace):
+        return {k: to_dict(v) for k, v in vars(tree).items()}
+    return tree
+
+
+def default_config_path(dataset: str, kind: str) -> Path:
+    """``configs/<dataset>_<kind>.yml`` (``kind``: pretrain, sfron, saliency_unlearn, sa, fisher, sample)."""
+    return CONFIG_DIR / f"{dataset}_{kind}.yml"
+
+
+def load_config(path: Optional[PathLike], dataset: str, kind: str) -> SimpleNamespace:
+    """Read ``--config`` (a path, or a file name inside the package's ``configs/``) or the default.
+
+    ``--dataset`` overrides ``data.dataset`` so one config serves a renamed copy of the data.
+    """
+    if path is None:
+        path = default_config_path(dataset, kind)
+    path = Path(path)
+    if not path.exists() and (CONFIG_DIR / path).exists():
+        path = CONFIG_DIR / path
+    if not path.is_file():
+        raise UsageError(f"--config {path}: file not found")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UsageError(f"--config {path}: not valid YAML ({' '.join(str(err).split())})") from None
+    for section in ("data", "model", "diffusion"):
+        if not isinstance(tree, dict) or not isinstance(tree.get(section), dict):
+            raise UsageError(f"--config {path}: missing the '{section}:' section")
+    tree["data"]["dataset"] = dataset
+    return to_namespace(tree)
+
+
+def save_config(config: SimpleNamespace, path: PathLike) -> None:
+    atomic_write_text(yaml.safe_dump(to_dict(config), sort_keys=False), path)
+
+
+def build_unet(model_config: SimpleNamespace, data_config: SimpleNamespace) -> UNet2DModel:
+    """The UNet of ``model:`` (``ch * ch_mult`` channels, attention at ``attn_resolutions``)."""
+    down, up, resolution = [], [], data_config.image_size
+    for level in range(len(model_config.ch_mult)):
+        down.append("AttnDownBlock2D" if resolution in model_config.attn_resolutions else "DownBlock2D")
+        if level != len(model_config.ch_mult) - 1:
+            resolution //= 2
+    for block in reversed(down):
+        up.append("AttnUpBlock2D" if block == "AttnDownBlock2D" else "UpBlock2D")
+    return UNet2DModel(
+        sample_size=data_config.image_size, in_channels=data_config.channels, out_channels=data_config.channels,
+        down_block_types=tuple(down), up_block_types=tuple(up),
+        block_out_channels=tuple(model_config.ch * m for m in model_config.ch_mult),
+        layers_per_block=model_config.num_res_blocks, dropout=model_config.dropout,
+        norm_num_groups=model_config.norm_num_groups, num_class_embeds=data_config.n_classes + 1)
+
+
+def null_label(unet: UNet2DModel) -> int:
+    """Index of the unconditional ("null") class embedding."""
+    return unet.config.num_class_embeds - 1
+
+
+def noise_predictor(unet: UNet2DModel, cond_drop_prob: float = 0.0, generator: Optional[torch.Generator] = None):
+    """``eps_fn(x_t, t, c)`` for the core losses, dropping labels to null with ``cond_drop_prob``."""
+    null = null_label(unet)
+
+    def eps_fn(x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        c = c.to(x_t.device)
+        if cond_drop_prob > 0:
+            drop = torch.rand(c.shape, generator=generator).to(c.device) < cond_drop_prob
+            c = torch.where(drop, torch.full_like(c, null), c)
+        return unet(x_t, t, class_labels=c).sample
+
+    return eps_fn
+
+
+def alphas_cumprod(config: SimpleNamespace) -> torch.Tensor:
+    d = config.diffusion
+    return alphas_cumprod_from_betas(beta_schedule(d.beta_schedule, d.beta_start, d.beta_end,
+                                                   d.num_diffusion_timesteps))
+
+
+def data_transform(images: torch.Tensor) -> torch.Tensor:
+    """Images in ``[0, 1]`` -> model space ``[-1, 1]`` (the configs' ``rescaled: true``)."""
+    return images * 2.0 - 1.0
+
+
+def build_optimizer(config: SimpleNamespace, params, lr: Optional[float] = None) -> torch.optim.Optimizer:
+    """The ``optim:`` section's optimizer (``Adam``, ``SGD`` or ``RMSProp``)."""
+    o = config.optim
+    lr = o.lr if lr is None else lr
+    if o.optimizer == "Adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=o.weight_decay, betas=(o.beta1, 0.999),
+                                amsgrad=o.amsgrad, eps=o.eps)
+    if o.optimizer == "SGD":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=o.weight_decay)
+    if o.optimizer == "RMSProp":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=o.weight_decay)
+    raise UsageError(f"--config: optim.optimizer {o.optimizer!r} is not one of Adam, SGD, RMSProp")
+
+
+def build_unlearn_optimizer(config: SimpleNamespace, model: torch.nn.Module, dual: bool,
+                            forget_lr: float) -> DualOptim:
+    """The forgetting optimizer: one shared state, or DualOptim's two with ``--dual``.
+
+    Without ``--dual`` both objectives step the config's optimizer at
+    ``optim.lr`` (one state).  With ``--dual`` the forget loss gets its own
+    adaptive optimizer (Adam with the config's betas/eps at ``--forget_lr``)
+    and the remain loss the config's optimizer at ``optim.lr``, each with its
+    own state -- the research code's ``optimizer_f`` / ``optimizer`` pair.
+    """
+    o = config.optim
+    if not dual:
+        return SharedOptim(build_optimizer(config, model.parameters()), forget_lr=o.lr, retain_lr=o.lr)
+    adam_kwargs = {"betas": (o.beta1, 0.999), "eps": o.eps, "amsgrad": o.amsgrad}
+    retain = {"Adam": ("adam", adam_kwargs), "SGD": ("sgd", {})}.get(o.optimizer)
+    if retain is None:
+        raise UsageError(f"--dual: optim.optimizer {o.optimizer!r} is not supported; use Adam or SGD")
+    return DualOptim(model.parameters(), forget_optim="adam", forget_lr=forget_lr,
+                     forget_weight_decay=o.weight_decay, retain_optim=retain[0], retain_lr=o.lr,
+                     momentum=0.9, retain_weight_decay=o.weight_decay,
+                     forget_kwargs=adam_kwargs, retain_kwargs=retain[1])
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A rebuilt UNet with its raw weights, plus the checkpoint it came from."""
+
+    unet: UNet2DModel
+    state: Dict[str, Any]
+    config: SimpleNamespace
+    trained_classes: List[int]
+
+    @property
+    def dataset(self) -> str:
+        return self.config.data.dataset
+
+    def use_ema_weights(self) -> bool:
+        """Swap in the EMA weights when the checkpoint has them; returns whether it did."""
+        if self.state.get("ema") is None:
+            return False
+        self.unet.load_state_dict(self.state["ema"], strict=False)
+        return True
+
+
+def checkpoint_path(ckpt_folder: PathLike, flag: str = "--ckpt_folder") -> Path:
+    """``<ckpt_folder>/ckpts/ckpt.pth``, or a one-line error when the folder has none."""
+    folder = Path(ckpt_folder)
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {folder}: folder not found")
+    path = folder / CKPT_RELPATH
+    if not path.is_file():
+        raise UsageError(f"{flag} {folder}: no checkpoint at {CKPT_RELPATH} (train one with main_train.py)")
+    return path
+
+
+def load_checkpoint(ckpt_folder: PathLike, device: torch.device, flag: str = "--ckpt_folder") -> LoadedCheckpoint:
+    """Rebuild the UNet of a run folder from its stored config and load its raw weights."""
+    path = checkpoint_path(ckpt_folder, flag)
+    state = load_torch_file(path, flag)
+    if not isinstance(state, dict) or not {"model", "config", "trained_classes"} <= set(state):
+        raise UsageError(f"{flag} {path}: not a DDPM checkpoint of this toolkit (keys model/config missing)")
+    config = to_namespace(state["config"])
+    unet = build_unet(config.model, config.data)
+    try:
+        unet.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise UsageError(f"{flag} {path}: weights do not match the stored config "
+                         f"({' '.join(str(err).split())[:200]})") from None
+    return LoadedCheckpoint(unet.to(device), state, config, list(state["trained_classes"]))
+
+
+def save_checkpoint(path: PathLike, unet: UNet2DModel, config: SimpleNamespace, trained_classes: List[int],
+                    step: int, ema_state: Optional[Dict[str, torch.Tensor]] = None,
+                    optimizer_state: Optional[Dict[str, Any]] = None) -> Path:
+    return atomic_torch_save({
+        "model": {k: v.detach().cpu() for k, v in unet.state_dict().items()},
+        "ema": None if ema_state is None else {k: v.cpu() for k, v in ema_state.items()},
+        "optimizer": optimizer_state, "step": step, "config": to_dict(config),
+        "trained_classes": list(trained_classes)}, path)

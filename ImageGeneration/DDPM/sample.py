@@ -1,0 +1,104 @@
+"""Sample a trained (or unlearned) conditional DDPM with classifier-free guidance.
+
+``--mode sample_classes``  ``<ckpt_folder>/class_samples/<class>/<id>.png`` for each of
+                           ``--classes_to_generate`` (classifier evaluation, SA replay).
+``--mode sample_fid``      ``<ckpt_folder>/fid_samples_guidance_<s>[_excluded_class_<k>]/<id>.png``,
+                           e.g. ``--classes_to_generate x0`` for every class but 0.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from common.device import add_device_args, get_device
+from common.errors import UsageError, cli_main
+from common.io import write_run_record
+from common.seed import make_generator, seed_everything
+from ImageGeneration.core.diffusion import beta_schedule
+from ImageGeneration.core.images import parse_class_list, save_pngs, to_uint8_images
+from ImageGeneration.core.sampling import SAMPLE_TYPES, generate, make_scheduler
+from ImageGeneration.DDPM.data import DATASETS, resolve_dataset
+from ImageGeneration.DDPM.model import load_checkpoint, load_config, noise_predictor, null_label
+
+MODES = ("sample_classes", "sample_fid")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=str, default=None, help="YAML config (default <dataset>_sample.yml)")
+    parser.add_argument("--dataset", type=str, default=None, choices=DATASETS,
+                        help="selects the default config (default: the checkpoint's dataset)")
+    parser.add_argument("--ckpt_folder", type=str, required=True)
+    parser.add_argument("--mode", type=str, default="sample_classes", help=" | ".join(MODES))
+    parser.add_argument("--classes_to_generate", type=str, default=None,
+                        help="'0,3' or 'x0' (all but 0); default every class")
+    parser.add_argument("--n_samples_per_class", type=int, default=500)
+    parser.add_argument("--cond_scale", type=float, default=2.0, help="classifier-free guidance strength")
+    parser.add_argument("--sample_type", type=str, default="generalized", help=" | ".join(SAMPLE_TYPES))
+    parser.add_argument("--timesteps", type=int, default=1000, help="number of sampling steps")
+    parser.add_argument("--eta", type=float, default=1.0, help="DDIM eta (0: deterministic)")
+    parser.add_argument("--seed", type=int, default=1234)
+    add_device_args(parser)
+    return parser.parse_args(argv)
+
+
+@cli_main
+def main(argv=None) -> str:
+    args = parse_args(argv)
+    if args.mode not in MODES:
+        raise UsageError(f"--mode {args.mode!r}: expected one of {', '.join(MODES)}")
+    if args.sample_type not in SAMPLE_TYPES:
+        raise UsageError(f"--sample_type {args.sample_type!r}: expected one of {', '.join(SAMPLE_TYPES)}")
+    if args.n_samples_per_class < 1:
+        raise UsageError(f"--n_samples_per_class {args.n_samples_per_class}: expected a positive count")
+    device = get_device(args.device, args.gpu)
+    seed_everything(args.seed)
+    loaded = load_checkpoint(args.ckpt_folder, device)
+    args.dataset = resolve_dataset(args.dataset, loaded.dataset)
+    config = load_config(args.config, args.dataset, "sample")
+    used_ema = bool(config.model.ema) and loaded.use_ema_weights()
+    model_config = loaded.config
+    n_classes = model_config.data.n_classes
+    classes, excluded = parse_class_list(args.classes_to_generate or ",".join(map(str, range(n_classes))), n_classes)
+    never_trained = [c for c in classes if c not in loaded.trained_classes]
+    if never_trained:
+        raise UsageError(f"--classes_to_generate: the model in {args.ckpt_folder} was never trained on class(es) "
+                         f"{never_trained} (trained on {loaded.trained_classes})")
+    n_train = model_config.diffusion.num_diffusion_timesteps
+    if not 1 <= args.timesteps <= n_train:
+        raise UsageError(f"--timesteps {args.timesteps}: expected 1..{n_train} (the model's diffusion steps)")
+
+    d = model_config.diffusion
+    scheduler = make_scheduler(args.sample_type, beta_schedule(d.beta_schedule, d.beta_start, d.beta_end, n_train),
+                               args.timesteps)
+    ckpt_folder = Path(args.ckpt_folder)
+    if args.mode == "sample_classes":
+        out_dir = ckpt_folder / "class_samples"
+    else:
+        name = f"fid_samples_guidance_{args.cond_scale}"
+        if excluded:
+            name += "_excluded_class_" + "_".join(map(str, excluded))
+        out_dir = ckpt_folder / name
+    unet = loaded.unet.eval()
+    next_id = 0
+
+    def write(label: int, images: torch.Tensor) -> None:
+        nonlocal next_id
+        folder = out_dir / str(label) if args.mode == "sample_classes" else out_dir
+        next_id = save_pngs(to_uint8_images(images), folder, next_id)
+
+    shape = (model_config.data.channels, model_config.data.image_size, model_config.data.image_size)
+    total = generate(noise_predictor(unet), classes, args.n_samples_per_class, config.sampling.batch_size,
+                     null_label(unet), shape, scheduler, args.cond_scale, args.eta, device,
+                     make_generator(args.seed), on_batch=write)
+    write_run_record(out_dir, args, {"n_images": total, "classes": classes, "ema_weights": used_ema,
+                                          "out_dir": str(out_dir)},
+                     filename=f"run_{args.mode}.json")
+    print(out_dir)
+    return str(out_dir)
+
+
+if __name__ == "__main__":
+    main()

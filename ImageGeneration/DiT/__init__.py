@@ -1,0 +1,1 @@
+"""Class unlearning for a pretrained class-conditional DiT (ImageNet 256, latent diffusion)."""

@@ -1,0 +1,171 @@
+"""Pretrained class-conditional DiT + VAE through diffusers, and the ImageNet-style data it unlearns on.
+
+A checkpoint (``--ckpt``) is a hub id such as ``facebook/DiT-XL-2-256`` or a
+local folder with the same layout (``transformer/`` and ``vae/`` written by
+``save_pretrained``).  The DiT predicts noise in its first ``C`` output
+channels (and, for DiT-XL/2, learned variances in the rest); its class
+embedding has ``num_embeds_ada_norm + 1`` rows, the last one being the null
+class of classifier-free guidance, and in train mode it drops labels to it
+with ``class_dropout_prob`` itself.
+
+Losses are the core simple losses divided by the latent size ``C*H*W``: DiT
+averages the squared error over latent elements where the DDPM sums it.
+(The research code's DiT loss also has a variational term that trains only
+the learned-variance channels; it is not reproduced here.)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DiTTransformer2DModel
+from torch.utils.data import DataLoader, Subset
+from torchvision import datasets, transforms
+
+from common.errors import UsageError
+from common.seed import make_generator
+from ImageGeneration.core.diffusion import alphas_cumprod_from_betas, beta_schedule
+
+#: DiT's training schedule: 1000 linear steps from 1e-4 to 0.02.
+NUM_TIMESTEPS = 1000
+
+
+def dit_betas(num_timesteps: int = NUM_TIMESTEPS) -> torch.Tensor:
+    scale = 1000 / num_timesteps
+    return beta_schedule("linear", scale * 0.0001, scale * 0.02, num_timesteps)
+
+
+def dit_alphas_cumprod(num_timesteps: int = NUM_TIMESTEPS) -> torch.Tensor:
+    return alphas_cumprod_from_betas(dit_betas(num_timesteps))
+
+
+def _load(cls, ckpt: str, subfolder: str, flag: str):
+    """``cls.from_pretrained`` of ``<ckpt>/<subfolder>``, of ``ckpt`` itself when it holds the model's
+    ``config.json``, or of a hub id's subfolder."""
+    local = Path(ckpt)
+    kwargs = {"subfolder": subfolder}
+    if local.exists():
+        if (local / "config.json").is_file() and not (local / subfolder).is_dir():
+            kwargs = {}
+        elif not (local / subfolder).is_dir():
+            raise UsageError(f"{flag} {ckpt}: no '{subfolder}/' folder (expected a save_pretrained layout)")
+    try:
+        return cls.from_pretrained(ckpt, **kwargs)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{flag} {ckpt}: cannot load the {subfolder} ({' '.join(str(err).split())[:200]})") from None
+
+
+def load_transformer(ckpt: str, flag: str = "--ckpt") -> DiTTransformer2DModel:
+    return _load(DiTTransformer2DModel, ckpt, "transformer", flag)
+
+
+def load_vae(ckpt: str, flag: str = "--ckpt") -> AutoencoderKL:
+    return _load(AutoencoderKL, ckpt, "vae", flag)
+
+
+@dataclass
+class LatentDiT:
+    """A DiT and the VAE whose latents it denoises."""
+
+    transformer: DiTTransformer2DModel
+    vae: AutoencoderKL
+
+    @property
+    def num_classes(self) -> int:
+        return self.transformer.config.num_embeds_ada_norm
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_shape(self) -> Tuple[int, int, int]:
+        size = self.transformer.config.sample_size
+        return (self.transformer.config.in_channels, size, size)
+
+    @property
+    def image_size(self) -> int:
+        return self.transformer.config.sample_size * self.vae_scale
+
+    @property
+    def latent_numel(self) -> int:
+        return int(np.prod(self.latent_shape))
+
+    def eps_fn(self, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Predicted noise: the first ``C`` output channels of the DiT."""
+        out = self.transformer(x_t, timestep=t, class_labels=c).sample
+        return out[:, : x_t.shape[1]]
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in ``[-1, 1]`` -> scaled latents (a sample of the VAE posterior)."""
+        return self.vae.encode(images).latent_dist.sample() * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents / self.vae.config.scaling_factor).sample.clamp(-1, 1)
+
+    def to(self, device: torch.device) -> "LatentDiT":
+        self.transformer.to(device)
+        self.vae.to(device).eval()
+        self.vae.requires_grad_(False)
+        return self
+
+
+def load_latent_dit(ckpt: str, device: torch.device, transformer_path: Optional[str] = None,
+                    vae: Optional[str] = None) -> LatentDiT:
+    """The DiT of ``--ckpt`` (or an unlearned ``--transformer-path``) with the VAE of ``--vae`` or ``--ckpt``."""
+    transformer = (load_transformer(transformer_path, "--transformer-path") if transformer_path
+                   else load_transformer(ckpt))
+    return LatentDiT(transformer, load_vae(vae or ckpt, "--vae" if vae else "--ckpt")).to(device)
+
+
+def image_transform(image_size: int, flip: bool = True) -> transforms.Compose:
+    """Center crop to ``image_size`` (ADM style), random flip, scale to ``[-1, 1]``."""
+    steps = [transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
+             transforms.CenterCrop(image_size)]
+    if flip:
+        steps.append(transforms.RandomHorizontalFlip())
+    steps += [transforms.ToTensor(), transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])]
+    return transforms.Compose(steps)
+
+
+def forget_remain_loaders(data_path: str, forget_class: int, image_size: int, batch_size: int,
+                          num_workers: int, seed: int, num_classes: int) -> Tuple[DataLoader, DataLoader]:
+    """Loaders of the forget class and of every other class of an ImageFolder tree."""
+    if not Path(data_path).is_dir():
+        raise UsageError(f"--data-path {data_path}: folder not found (expected an ImageFolder tree)")
+    try:
+        dataset = datasets.ImageFolder(data_path, transform=image_transform(image_size))
+    except (FileNotFoundError, RuntimeError) as err:
+        raise UsageError(f"--data-path {data_path}: not an ImageFolder tree ({err})") from None
+    if len(dataset.classes) > num_classes:
+        raise UsageError(f"--data-path {data_path}: {len(dataset.classes)} class folders, the DiT knows "
+                         f"{num_classes} classes")
+    targets = np.asarray(dataset.targets)
+    forget_idx = np.flatnonzero(targets == forget_class)
+    remain_idx = np.flatnonzero(targets != forget_class)
+    if len(forget_idx) == 0:
+        raise UsageError(f"--forget-class {forget_class}: --data-path {data_path} has no image of this class")
+    if len(remain_idx) == 0:
+        raise UsageError(f"--data-path {data_path}: no image outside the forget class")
+
+    def loader(indices, offset):
+        subset = Subset(dataset, indices.tolist())
+        return DataLoader(subset, batch_size=min(batch_size, len(subset)), shuffle=True, num_workers=num_workers,
+                          generator=make_generator(seed + offset))
+
+    return loader(forget_idx, 0), loader(remain_idx, 1)
+
+
+def check_forget_class(forget_class: int, num_classes: int) -> int:
+    if not 0 <= forget_class < num_classes:
+        raise UsageError(f"--forget-class {forget_class}: expected a class in [0, {num_classes - 1}]")
+    return forget_class

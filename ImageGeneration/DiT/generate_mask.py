@@ -1,0 +1,99 @@
+"""Fisher diagonals and saliency masks for forgetting a class of a DiT.
+
+    python -m ImageGeneration.DiT.generate_mask --ckpt facebook/DiT-XL-2-256 --data-path $IMAGENET \\
+        --forget-class 207 --mask-path mask --n-iters 2000 --thresholds 0.5 1 3 5 10
+
+Writes ``<mask-path>/<class>/forget_fisher.pt`` and ``remain_fisher.pt`` (mean squared gradients
+of the diffusion loss over ``--n-iters`` batches; reused when already there unless ``--recompute``)
+and the masks: ``--method sfron``: ``fisher_<t>.pt`` keeps weights with
+``(F_f + 1e-15) / (F_r + 1e-15) >= t``; ``--method salun``: ``with_<t>.pt`` keeps the top
+fraction ``t`` of weights by forget Fisher.
+"""
+from __future__ import annotations
+
+import argparse
+from itertools import islice
+from pathlib import Path
+
+from common.device import add_device_args, get_device
+from common.errors import UsageError, cli_main
+from common.io import atomic_torch_save, ensure_writable_dir, load_torch_file, write_run_record
+from common.saliency import accumulate_gradients, save_masks, top_fraction_masks
+from common.seed import seed_everything
+from ImageGeneration.core.unlearn import cycle
+from ImageGeneration.core.masks import fisher_ratio_masks
+from ImageGeneration.DiT.dit import check_forget_class, forget_remain_loaders, load_latent_dit
+from ImageGeneration.DiT.unlearn import latent_loss_fn
+
+METHODS = ("sfron", "salun")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", type=str, default="sfron", help=" | ".join(METHODS))
+    parser.add_argument("--mask-path", type=str, default="./mask")
+    parser.add_argument("--forget-class", type=int, nargs="+", required=True)
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 1, 3, 5, 10])
+    parser.add_argument("--ckpt", type=str, default="facebook/DiT-XL-2-256")
+    parser.add_argument("--vae", type=str, default=None)
+    parser.add_argument("--data-path", type=str, default=None, help="ImageFolder tree (needed to compute Fishers)")
+    parser.add_argument("--n-iters", type=int, default=2000, help="batches per Fisher diagonal")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--num-workers", type=int, default=4)
+    parser.add_argument("--recompute", action="store_true", help="recompute Fishers even if stored")
+    parser.add_argument("--seed", type=int, default=0)
+    add_device_args(parser)
+    return parser.parse_args(argv)
+
+
+@cli_main
+def main(argv=None) -> str:
+    args = parse_args(argv)
+    if args.method not in METHODS:
+        raise UsageError(f"--method {args.method!r}: expected one of {', '.join(METHODS)}")
+    if args.method == "salun" and not all(0 <= t <= 1 for t in args.thresholds):
+        raise UsageError("--thresholds: salun keeps a fraction of weights, expected values in [0, 1]")
+    device = get_device(args.device, args.gpu)
+    seed_everything(args.seed)
+    model = None
+    metrics = {}
+    for forget_class in args.forget_class:
+        out_dir = ensure_writable_dir(Path(args.mask_path) / str(forget_class), "--mask-path")
+        stored = (out_dir / "forget_fisher.pt").exists() and (out_dir / "remain_fisher.pt").exists()
+        if stored and not args.recompute:
+            forget_fisher = load_torch_file(out_dir / "forget_fisher.pt", "--mask-path")
+            remain_fisher = load_torch_file(out_dir / "remain_fisher.pt", "--mask-path")
+        else:
+            if not args.data_path:
+                raise UsageError(f"--data-path: required to compute the Fisher diagonals of class {forget_class} "
+                                 f"(none stored in {out_dir})")
+            model = model or load_latent_dit(args.ckpt, device, vae=args.vae)
+            check_forget_class(forget_class, model.num_classes)
+            forget_loader, remain_loader = forget_remain_loaders(
+                args.data_path, forget_class, model.image_size, args.batch_size, args.num_workers, args.seed,
+                model.num_classes)
+            model.transformer.train()  # the research code's Fisher runs with label dropout on
+            loss_fn = latent_loss_fn(model)
+            forget_fisher = accumulate_gradients(model.transformer, islice(cycle(forget_loader), args.n_iters),
+                                                 loss_fn, power=2)
+            remain_fisher = accumulate_gradients(model.transformer, islice(cycle(remain_loader), args.n_iters),
+                                                 loss_fn, power=2)
+            atomic_torch_save({k: v.cpu() for k, v in forget_fisher.items()}, out_dir / "forget_fisher.pt")
+            atomic_torch_save({k: v.cpu() for k, v in remain_fisher.items()}, out_dir / "remain_fisher.pt")
+        if args.method == "sfron":
+            masks = fisher_ratio_masks(forget_fisher, remain_fisher, args.thresholds)
+            for threshold, mask in masks.items():
+                atomic_torch_save(mask, out_dir / f"fisher_{threshold}.pt")
+        else:
+            masks = top_fraction_masks(forget_fisher, args.thresholds)
+            save_masks(masks, out_dir)
+        for threshold, mask in masks.items():
+            kept = sum(float(v.sum()) for v in mask.values()) / sum(v.numel() for v in mask.values())
+            print(f"class {forget_class} threshold {threshold}: kept {kept * 100:.2f}% of weights")
+            metrics[f"{forget_class}/kept_fraction_{threshold}"] = kept
+        write_run_record(out_dir, args, metrics, filename=f"run_{args.method}.json")
+    return str(Path(args.mask_path))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Make a pretrained DiT forget one class (SFR-on, with DualOptim via ``--dual``).
+
+    python -m ImageGeneration.DiT.main_forget --ckpt facebook/DiT-XL-2-256 --data-path $IMAGENET \\
+        --n-iters 500 --snapshot-every 50 --lr 5e-5 --forget-class 207 --method ron --unlearn-loss ga \\
+        --forget-alpha 1 --decay-forget-alpha --remain-alpha 1.0 --mask-path mask/207/fisher_1.0.pt \\
+        --dual --forget_lr 5e-5
+
+Writes ``<results-dir>/<NNN>-<model>-forget-<k>-<method>-<loss>-lr<lr>-f<alpha|forget_lr>-r<alpha>[-dual]/``
+with ``checkpoints/<step>/transformer/`` (``save_pretrained``; load with ``--transformer-path``),
+``log.txt`` and ``run.json``.
+"""
+from __future__ import annotations
+
+import argparse
+from itertools import count
+from pathlib import Path
+
+from common.device import add_device_args, get_device
+from common.errors import UsageError, cli_main
+from common.io import ensure_writable_dir, write_run_record
+from common.saliency import load_mask
+from common.seed import seed_everything
+from ImageGeneration.core.runs import save_pretrained_atomic, setup_logging
+from ImageGeneration.core.unlearn import cycle, run_unlearning
+from ImageGeneration.DiT.dit import check_forget_class, forget_remain_loaders, load_latent_dit
+from ImageGeneration.DiT.unlearn import (
+    DiTForgetSpec, LatentBatches, dit_objectives, dit_optimizer, validate_spec)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-path", type=str, required=True, help="ImageFolder tree (class folders)")
+    parser.add_argument("--results-dir", type=str, default="results")
+    parser.add_argument("--model", type=str, default="DiT-XL/2", help="name used in the experiment folder")
+    parser.add_argument("--ckpt", type=str, default="facebook/DiT-XL-2-256",
+                        help="hub id or local folder with transformer/ and vae/")
+    parser.add_argument("--vae", type=str, default=None, help="hub id or folder of another VAE (with vae/)")
+    parser.add_argument("--n-iters", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=4)
+    parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument("--snapshot-every", type=int, default=1000, help="save the transformer every N steps")
+    parser.add_argument("--forget-class", type=int, required=True)
+    parser.add_argument("--method", type=str, default="ron", help="ron (alternate) | joint")
+    parser.add_argument("--unlearn-loss", type=str, default="ga", help="ga | rl | adaga")
+    parser.add_argument("--grad-clip", type=float, default=1.0)
+    parser.add_argument("--forget-alpha", type=float, default=1.0)
+    parser.add_argument("--decay-forget-alpha", action="store_true", help="cosine-decay the forget alpha")
+    parser.add_argument("--remain-alpha", type=float, default=1.0)
+    parser.add_argument("--mask-path", type=str, default=None)
+    parser.add_argument("--dual", action="store_true", help="DualOptim: separate forget/remain optimizer states")
+    parser.add_argument("--forget_lr", type=float, default=1e-4, help="learning rate of the forget optimizer")
+    add_device_args(parser)
+    return parser.parse_args(argv)
+
+
+def experiment_dir(args: argparse.Namespace) -> Path:
+    """``<results-dir>/<NNN>-...``, numbered after the folders already there, as the research code does."""
+    root = ensure_writable_dir(args.results_dir, "--results-dir")
+    name = (f"{args.model.replace('/', '-')}-forget-{args.forget_class}-{args.method}-{args.unlearn_loss}"
+            f"-lr{args.lr}-f{args.forget_lr if args.dual else args.forget_alpha}-r{args.remain_alpha}"
+            f"{'-dual' if args.dual else ''}")
+    for index in count(len(list(root.iterdir()))):
+        path = root / f"{index:03d}-{name}"
+        if not path.exists():
+            path.mkdir()
+            return path
+
+
+@cli_main
+def main(argv=None) -> str:
+    args = parse_args(argv)
+    spec = DiTForgetSpec(args.forget_class, args.unlearn_loss, args.method, args.forget_alpha,
+                         args.decay_forget_alpha, args.remain_alpha, args.n_iters, args.dual)
+    validate_spec(spec)
+    if args.n_iters < 1 or args.batch_size < 1:
+        raise UsageError("--n-iters and --batch-size: expected positive integers")
+    device = get_device(args.device, args.gpu)
+    seed_everything(args.seed)
+    model = load_latent_dit(args.ckpt, device, vae=args.vae)
+    check_forget_class(args.forget_class, model.num_classes)
+    mask = load_mask(args.mask_path, model.transformer, "--mask-path") if args.mask_path else None
+    forget_loader, remain_loader = forget_remain_loaders(args.data_path, args.forget_class, model.image_size,
+                                                         args.batch_size, args.num_workers, args.seed,
+                                                         model.num_classes)
+    forget = LatentBatches(cycle(forget_loader), model, device)
+    remain = LatentBatches(cycle(remain_loader), model, device)
+    forget_loss, remain_loss, schedule, forget_mask, remain_mask = dit_objectives(spec, model, forget, remain, mask)
+    optimizer = dit_optimizer(model.transformer, args.lr, args.dual, args.forget_lr)
+
+    out_dir = experiment_dir(args)
+    logger = setup_logging(out_dir / "log.txt")
+    logger.info(f"Experiment directory created at {out_dir}")
+    logger.info(f"Forget set: {len(forget_loader.dataset):,} images, remain set: {len(remain_loader.dataset):,}")
+
+    def snapshot(step: int) -> None:
+        path = save_pretrained_atomic(model.transformer, out_dir / "checkpoints" / f"{step + 1:07d}" / "transformer")
+        logger.info(f"Saved checkpoint to {path}")
+
+    history = run_unlearning(model.transformer, optimizer, args.n_iters, forget_loss, remain_loss,
+                             schedule=schedule, forget_mask=forget_mask, remain_mask=remain_mask,
+                             grad_clip=args.grad_clip, log_freq=args.log_every, on_snapshot=snapshot,
+                             snapshot_freq=args.snapshot_every, log=logger.info, desc="forgetting (DiT)")
+    write_run_record(out_dir, args, {"final_forget_loss": history[-1]["forget_loss"],
+                                     "final_remain_loss": history[-1]["remain_loss"], "schedule": schedule,
+                                     "optimizer": repr(optimizer), "experiment_dir": str(out_dir)})
+    print(out_dir)
+    return str(out_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Diffusion training objectives and the unlearning losses built on them.
+
+Every loss here takes a *noise predictor* ``eps_fn(x_t, t, c) -> eps_hat``
+instead of a network, so the same code serves the pixel-space DDPM (a
+``UNet2DModel`` with class embeddings) and the latent DiT (whose output also
+carries learned variances): each pipeline wraps its network once.
+
+Notation (Ho et al., 2020): ``abar_t`` is the cumulative product of
+``1 - beta``, ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` and the simple
+loss of one sample is ``sum_{c,h,w} (eps - eps_hat)^2`` (summed over pixels,
+averaged over the batch, as the research code does).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Mapping, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.registry import Registry
+
+NoisePredictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+BETA_SCHEDULES = ("linear", "quad", "const", "jsd", "sigmoid")
+
+
+def beta_schedule(name: str, beta_start: float, beta_end: float, num_timesteps: int) -> torch.Tensor:
+    """The noise schedule ``beta_1..beta_T`` of the DDIM/DDPM configs, as float64."""
+    if name == "linear":
+        betas = np.linspace(beta_start, beta_end, num_timesteps, dtype=np.float64)
+    elif name == "quad":
+        betas = np.linspace(beta_start ** 0.5, beta_end ** 0.5, num_timesteps, dtype=np.float64) ** 2
+    elif name == "const":
+        betas = np.full(num_timesteps, beta_end, dtype=np.float64)
+    elif name == "jsd":  # 1/T, 1/(T-1), ..., 1
+        betas = 1.0 / np.linspace(num_timesteps, 1, num_timesteps, dtype=np.float64)
+    elif name == "sigmoid":
+        betas = 1.0 / (1.0 + np.exp(-np.linspace(-6, 6, num_timesteps))) * (beta_end - beta_start) + beta_start
+    else:
+        raise ValueError(f"unknown beta schedule {name!r}; expected one of {', '.join(BETA_SCHEDULES)}")
+    return torch.from_numpy(betas)
+
+
+def alphas_cumprod_from_betas(betas: torch.Tensor) -> torch.Tensor:
+    """``abar_t = prod_{s<=t} (1 - beta_s)`` in float32."""
+    return torch.cumprod(1.0 - betas, dim=0).float()
+
+
+def antithetic_timesteps(n: int, num_timesteps: int, device: torch.device,
+                         generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """``n`` timesteps drawn in antithetic pairs ``(t, T-1-t)``, lowering the loss variance."""
+    half = torch.randint(0, num_timesteps, (n // 2 + 1,), generator=generator).to(device)
+    return torch.cat([half, num_timesteps - half - 1])[:n]
+
+
+def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """The forward process ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps``."""
+    a = alphas_cumprod.to(x0.device).index_select(0, t).view(-1, *([1] * (x0.dim() - 1)))
+    return x0 * a.sqrt() + noise * (1.0 - a).sqrt()
+
+
+def per_sample_sum(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1).sum(dim=1)
+
+
+def noise_prediction_loss(eps_fn: NoisePredictor, x0: torch.Tensor, t: torch.Tensor, c: torch.Tensor,
+                          noise: torch.Tensor, alphas_cumprod: torch.Tensor,
+                          keepdim: bool = False) -> torch.Tensor:
+    """Simple diffusion loss ``sum (eps - eps_hat(x_t, t, c))^2``; per sample with ``keepdim``."""
+    output = eps_fn(q_sample(x0, t, noise, alphas_cumprod), t, c)
+    per_sample = per_sample_sum((noise - output).square())
+    return per_sample if keepdim else per_sample.mean()
+
+
+def adaptive_weights(per_sample_loss: torch.Tensor, gamma: float) -> torch.Tensor:
+    """SFR-on's adaptive coefficients ``n * w_i / sum_j w_j`` with ``w_i = 1 / (l_i^gamma + 1e-8)``.
+
+    Samples the model already denoises badly (high loss, already forgotten)
+    get small weights, so gradient ascent concentrates on what is still
+    remembered.  The weights are constants (computed from detached losses).
+    """
+    coef = 1.0 / (per_sample_loss.detach().pow(gamma) + 1e-8)
+    return coef / coef.sum() * per_sample_loss.shape[0]
+
+
+def random_label_loss(eps_fn: NoisePredictor, x0: torch.Tensor, t: torch.Tensor, c: torch.Tensor,
+                      noise: torch.Tensor, alphas_cumprod: torch.Tensor,
+                      pseudo_labels: torch.Tensor) -> torch.Tensor:
+    """SalUn's random-label loss: match the prediction for ``c`` to the (frozen) one for another class.
+
+    ``mean (eps_hat(x_t, t, c) - sg[eps_hat(x_t, t, c')])^2`` with ``c'`` the
+    pseudo label; the mean runs over every element, as ``nn.MSELoss`` does.
+    """
+    x_t = q_sample(x0, t, noise, alphas_cumprod)
+    output = eps_fn(x_t, t, c)
+    with torch.no_grad():
+        target = eps_fn(x_t, t, pseudo_labels)
+    return (output - target).square().mean()
+
+
+def pseudo_labels_for(labels: torch.Tensor, label_to_forget: int, n_classes: int) -> torch.Tensor:
+    """The relabelling of the research code: every forget sample gets ``(k + 1) mod n_classes``.
+
+    The original hard-codes ``mod 10`` (CIFAR-10); with ``n_classes = 10`` this is identical.
+    The result never equals ``label_to_forget`` when ``n_classes > 1``.
+    """
+    return torch.full_like(labels, (label_to_forget + 1) % n_classes)
+
+
+def cosine_decay(base: float, step: int, total_steps: int) -> float:
+    """``base * (1 + cos(pi * step / total)) / 2``: SFR-on's ``--decay_forget_alpha`` schedule."""
+    return base * (1.0 + math.cos(math.pi * step / total_steps)) / 2.0
+
+
+#: ``--unlearn_loss`` -> forget objective to *minimise*.
+#: Signature: ``(eps_fn, x0, t, c, noise, alphas_cumprod, pseudo_labels, gamma) -> scalar``.
+FORGET_LOSSES: Registry[Callable[..., torch.Tensor]] = Registry("--unlearn_loss")
+
+
+@FORGET_LOSSES.register("ga")
+def gradient_ascent_loss(eps_fn, x0, t, c, noise, alphas_cumprod, pseudo_labels=None, gamma=1.0):
+    """Gradient ascent: the negated diffusion loss of the forget samples."""
+    return -noise_prediction_loss(eps_fn, x0, t, c, noise, alphas_cumprod)
+
+
+@FORGET_LOSSES.register("adaga")
+def adaptive_gradient_ascent_loss(eps_fn, x0, t, c, noise, alphas_cumprod, pseudo_labels=None, gamma=1.0):
+    """SFR-on's adaptive gradient ascent: the negated, re-weighted diffusion loss."""
+    per_sample = noise_prediction_loss(eps_fn, x0, t, c, noise, alphas_cumprod, keepdim=True)
+    return -(adaptive_weights(per_sample, gamma) * per_sample).mean()
+
+
+@FORGET_LOSSES.register("rl")
+def relabel_loss(eps_fn, x0, t, c, noise, alphas_cumprod, pseudo_labels=None, gamma=1.0):
+    """SalUn's random-label loss (see :func:`random_label_loss`)."""
+    if pseudo_labels is None:
+        raise ValueError("the 'rl' loss needs pseudo labels")
+    return random_label_loss(eps_fn, x0, t, c, noise, alphas_cumprod, pseudo_labels)
+
+
+def ewc_penalty(model: nn.Module, fisher: Mapping[str, torch.Tensor],
+                anchor: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Selective Amnesia's EWC term ``sum_i F_i (theta_i - theta*_i)^2`` over the Fisher's parameters."""
+    total = None
+    for name, param in model.named_parameters():
+        if name in fisher:
+            term = (fisher[name] * (param - anchor[name]).square()).sum()
+            total = term if total is None else total + term
+    if total is None:
+        raise ValueError("the Fisher dictionary shares no parameter name with the model")
+    return total
+
+
+class EMA:
+    """Exponential moving average of a model's parameters (the research code's ``EMAHelper``).
+
+    ``shadow <- mu * shadow + (1 - mu) * param`` after every optimizer step;
+    :meth:`state_dict` has the model's parameter names, so EMA weights load
+    straight into a copy of the model.
+    """
+
+    def __init__(self, model: nn.Module, mu: float, state: Optional[Dict[str, torch.Tensor]] = None) -> None:
+        self.mu = mu
+        self.shadow = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+        if state is not None:
+            for name, value in state.items():
+                if name in self.shadow:
+                    self.shadow[name].copy_(value)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for name, p in model.named_parameters():
+            if name in self.shadow:
+                self.shadow[name].mul_(self.mu).add_(p.detach(), alpha=1.0 - self.mu)
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        return {name: value.clone() for name, value in self.shadow.items()}
+
+
+def guided_noise(eps_fn: NoisePredictor, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor,
+                 null_labels: torch.Tensor, cond_scale: float) -> torch.Tensor:
+    """Classifier-free guidance as the research code defines it: ``(1 + s) eps_c - s eps_null``.
+
+    ``s = 0`` is the plain conditional prediction.  The conditional and
+    unconditional passes run as one batch.
+    """
+    if cond_scale == 0:
+        return eps_fn(x_t, t, c)
+    both = eps_fn(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([c, null_labels]))
+    cond, uncond = both.chunk(2)
+    return (1.0 + cond_scale) * cond - cond_scale * uncond

@@ -1,0 +1,105 @@
+"""Image-generation metrics on features or class probabilities.
+
+The feature extractor is the caller's choice (Inception when its weights are
+at hand, a dataset classifier, raw pixels offline), so the maths here is
+tested without any download.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+import torch
+
+
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a positive semi-definite matrix (negative rounding noise clipped)."""
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2.0)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """``|mu1 - mu2|^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^(1/2))`` between two Gaussians.
+
+    ``Tr((S1 S2)^(1/2))`` is computed as the sum of square roots of the
+    eigenvalues of the symmetric ``S1^(1/2) S2 S1^(1/2)`` (same spectrum as
+    ``S1 S2``), which stays real and stable for the singular covariances of
+    small sample sets, where ``scipy.linalg.sqrtm`` warns and goes complex.
+    """
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    diff = mu1 - mu2
+    root1 = _psd_sqrt(sigma1)
+    middle = root1 @ sigma2 @ root1
+    trace_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2.0), 0.0, None)).sum()
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_covmean)
+
+
+def feature_statistics(features: np.ndarray):
+    """Mean and (unbiased) covariance of an ``(N, D)`` feature matrix."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise ValueError(f"FID needs at least 2 feature vectors of shape (N, D), got {features.shape}")
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
+    """FID between two feature sets."""
+    return frechet_distance(*feature_statistics(features1), *feature_statistics(features2))
+
+
+def kernel_inception_distance(features1: np.ndarray, features2: np.ndarray, subset_size: int = 1000,
+                              n_subsets: int = 100, seed: int = 0) -> float:
+    """KID: the unbiased MMD^2 with kernel ``(x.y / d + 1)^3``, averaged over random subsets."""
+    x = np.asarray(features1, dtype=np.float64)
+    y = np.asarray(features2, dtype=np.float64)
+    m = min(subset_size, len(x), len(y))
+    if m < 2:
+        raise ValueError("KID needs at least 2 samples in each set")
+    rng = np.random.default_rng(seed)
+    d = x.shape[1]
+    values = []
+    for _ in range(n_subsets):
+        xs = x[rng.choice(len(x), m, replace=False)]
+        ys = y[rng.choice(len(y), m, replace=False)]
+        kxx = (xs @ xs.T / d + 1) ** 3
+        kyy = (ys @ ys.T / d + 1) ** 3
+        kxy = (xs @ ys.T / d + 1) ** 3
+        values.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+                      - 2 * kxy.mean())
+    return float(np.mean(values))
+
+
+def inception_score(probs: np.ndarray, splits: int = 1) -> float:
+    """``exp(E_x KL(p(y|x) || p(y)))`` from class probabilities, averaged over ``splits``."""
+    probs = np.asarray(probs, dtype=np.float64)
+    scores = []
+    for part in np.array_split(probs, splits):
+        marginal = part.mean(axis=0, keepdims=True)
+        kl = (part * (np.log(part + 1e-12) - np.log(marginal + 1e-12))).sum(axis=1)
+        scores.append(np.exp(kl.mean()))
+    return float(np.mean(scores))
+
+
+def forgetting_metrics(logits: torch.Tensor, forgotten_class: int, n_total: int) -> Dict[str, float]:
+    """Classifier evaluation of samples generated for the forgotten class.
+
+    Sums over the given logits, divided by ``n_total`` (the number of
+    generated images, including any the caller filtered out as blank, as the
+    research code does):
+
+    * ``accuracy of forgotten class``: fraction classified as that class;
+      ``unlearning accuracy`` is one minus it;
+    * ``entropy``: average entropy of the predicted distribution;
+    * ``prob of forgotten class``: average probability of that class.
+    """
+    if n_total <= 0:
+        raise ValueError("no samples to evaluate")
+    logits = logits.double()
+    log_probs = torch.log_softmax(logits, dim=-1)
+    probs = log_probs.exp()
+    accuracy = float((logits.argmax(dim=-1) == forgotten_class).sum()) / n_total
+    entropy = float(-(probs * log_probs).sum()) / n_total
+    forgotten_prob = float(probs[:, forgotten_class].sum()) / n_total
+    return {"entropy": entropy, "prob of forgotten class": forgotten_prob,
+            "accuracy of forgotten class": accuracy, "unlearning accuracy": 1.0 - accuracy}

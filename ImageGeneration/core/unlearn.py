@@ -1,0 +1,92 @@
+"""The forget/remain update loop shared by every diffusion unlearning method.
+
+A method supplies two closures, ``forget_loss(step)`` and ``remain_loss(step)``,
+each returning a scalar to minimise (already weighted by its alpha); this
+module applies them to the model with one of two update schedules:
+
+``alternate`` (SFR-on's ``--method ron``, and every ``--dual`` run)
+    forget backward -> forget mask -> clip -> ``optimizer.forget_step()``, then
+    remain backward -> remain mask -> clip -> ``optimizer.retain_step()``.
+    With :class:`~common.dualoptim.DualOptim` the two steps use separate
+    optimizer states, which is the point of DualOptim.
+
+``joint`` (SalUn, Selective Amnesia, ``--method joint``)
+    one backward of ``forget + remain`` -> clip -> mask -> one step, as the
+    research code does (it clips before masking in this schedule).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Iterable, Iterator, List, Optional
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from common.dualoptim import DualOptim
+from ImageGeneration.core.diffusion import EMA
+
+LossFn = Callable[[int], torch.Tensor]
+SCHEDULES = ("alternate", "joint")
+
+
+def cycle(loader: Iterable) -> Iterator:
+    """Endless iteration over a loader (a fresh shuffle every pass)."""
+    while True:
+        yield from loader
+
+
+def _clip(model: nn.Module, grad_clip: Optional[float]) -> None:
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+
+
+def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_loss: LossFn,
+                   remain_loss: LossFn, schedule: str = "alternate",
+                   forget_mask: Callable[[], None] = lambda: None,
+                   remain_mask: Callable[[], None] = lambda: None,
+                   grad_clip: Optional[float] = 1.0, ema: Optional[EMA] = None,
+                   log_freq: int = 50, on_snapshot: Optional[Callable[[int], None]] = None,
+                   snapshot_freq: int = 0, log: Callable[[str], None] = print,
+                   desc: str = "unlearning") -> List[Dict[str, float]]:
+    """Run ``n_iters`` unlearning steps; returns the per-step losses.
+
+    ``forget_mask``/``remain_mask`` multiply the gradients in place (a
+    :class:`~common.saliency.GradientMask` or a no-op); in the ``joint``
+    schedule only ``forget_mask`` applies.  ``on_snapshot(step)`` is called
+    every ``snapshot_freq`` steps and after the last one.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown update schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+    history: List[Dict[str, float]] = []
+    model.train()
+    for step in tqdm(range(n_iters), desc=desc, dynamic_ncols=True):
+        if schedule == "alternate":
+            optimizer.zero_grad()
+            f_loss = forget_loss(step)
+            f_loss.backward()
+            forget_mask()
+            _clip(model, grad_clip)
+            optimizer.forget_step()
+            optimizer.zero_grad()
+            r_loss = remain_loss(step)
+            r_loss.backward()
+            remain_mask()
+            _clip(model, grad_clip)
+            optimizer.retain_step()
+        else:
+            optimizer.zero_grad()
+            f_loss = forget_loss(step)
+            r_loss = remain_loss(step)
+            (f_loss + r_loss).backward()
+            _clip(model, grad_clip)
+            forget_mask()
+            optimizer.retain_step()
+        if ema is not None:
+            ema.update(model)
+        record = {"step": step, "forget_loss": float(f_loss.detach()), "remain_loss": float(r_loss.detach())}
+        history.append(record)
+        if log_freq and (step + 1) % log_freq == 0:
+            log(f"step:{step:04d}, forget L:{record['forget_loss']:.4f}, remain L:{record['remain_loss']:.4f}")
+        if on_snapshot is not None and ((snapshot_freq and (step + 1) % snapshot_freq == 0) or step + 1 == n_iters):
+            on_snapshot(step)
+    return history

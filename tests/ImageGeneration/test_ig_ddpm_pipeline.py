@@ -1,0 +1,331 @@
+"""Every DDPM entry script end to end on a tiny UNet and synthetic 8x8 data, plus their errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from common.dualoptim import DualOptim, SharedOptim
+from ImageGeneration.DDPM import (
+    classifier_evaluation, evaluator, generate_mask, main_forget, main_train, sample, train_classifier)
+from ImageGeneration.DDPM.model import build_unet, build_unlearn_optimizer, load_checkpoint, to_namespace
+
+from ig_fixtures import IMAGE_SIZE, N_CLASSES, TINY_CONFIG, fake_load_arrays
+
+CPU = ["--device", "cpu"]
+
+
+def patched(monkeypatch):
+    for module in (main_train, generate_mask, main_forget, train_classifier, evaluator):
+        monkeypatch.setattr(module, "load_arrays", fake_load_arrays)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("ddpm")
+
+
+@pytest.fixture(scope="module")
+def config_path(workdir):
+    path = workdir / "tiny.yml"
+    path.write_text(yaml.safe_dump(TINY_CONFIG))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def pretrained(workdir, config_path):
+    with pytest.MonkeyPatch.context() as mp:
+        patched(mp)
+        return main_train.main(["--config", config_path, "--exp_root", str(workdir), "--mode", "pretrain"] + CPU)
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())
+
+
+def test_unet_training_step_and_shapes():
+    config = to_namespace(TINY_CONFIG)
+    unet = build_unet(config.model, config.data)
+    x = torch.randn(3, 1, IMAGE_SIZE, IMAGE_SIZE)
+    out = unet(x, torch.tensor([0, 5, 9]), class_labels=torch.tensor([0, 1, N_CLASSES])).sample
+    assert out.shape == x.shape
+    assert unet.config.num_class_embeds == N_CLASSES + 1  # the last one is the null class
+
+
+def test_pretrain_writes_checkpoint_and_record(pretrained):
+    run_dir = Path(pretrained)
+    assert run_dir.parent.name == "pretrain" and run_dir.parent.parent.name == "digits"
+    state = torch.load(run_dir / "ckpts" / "ckpt.pth", weights_only=False)
+    assert state["step"] == TINY_CONFIG["training"]["n_iters"] - 1
+    assert state["trained_classes"] == list(range(N_CLASSES))
+    assert set(state["ema"]) == {k for k, _ in build_unet(to_namespace(TINY_CONFIG).model,
+                                                           to_namespace(TINY_CONFIG).data).named_parameters()}
+    record = read_json(run_dir / "run.json")
+    assert record["seed"] == 1234 and record["metrics"]["n_iters"] == 3
+    assert record["yaml_config"] == TINY_CONFIG
+    assert (run_dir / "logs" / "config.yaml").exists()
+
+
+def test_same_seed_same_numbers(pretrained, workdir, config_path, monkeypatch):
+    patched(monkeypatch)
+    again = main_train.main(["--config", config_path, "--exp_root", str(workdir / "again")] + CPU)
+    assert read_json(Path(again) / "run.json")["metrics"]["final_loss"] == \
+        read_json(Path(pretrained) / "run.json")["metrics"]["final_loss"]
+
+
+def test_retrain_excludes_class_and_sampling_it_is_refused(workdir, config_path, monkeypatch, capsys):
+    patched(monkeypatch)
+    run_dir = main_train.main(["--config", config_path, "--exp_root", str(workdir), "--mode", "retrain",
+                               "--label_to_forget", "2"] + CPU)
+    assert torch.load(Path(run_dir) / "ckpts/ckpt.pth", weights_only=False)["trained_classes"] == [0, 1, 3]
+    with pytest.raises(SystemExit) as exit_info:
+        sample.main(["--ckpt_folder", run_dir, "--config", config_path, "--classes_to_generate", "2"] + CPU)
+    assert exit_info.value.code == 2
+    assert "never trained on class(es) [2]" in capsys.readouterr().err
+    assert not (Path(run_dir) / "class_samples").exists()
+
+
+def test_masks(pretrained, config_path, monkeypatch):
+    patched(monkeypatch)
+    common = ["--ckpt_folder", pretrained, "--config", config_path, "--label_to_forget", "1"] + CPU
+    mask_dir = Path(generate_mask.main(common + ["--mode", "salun", "--threshold", "0.25", "0.5"]))
+    assert mask_dir == Path(pretrained) / "mask_1"
+    unet = load_checkpoint(pretrained, torch.device("cpu")).unet
+    total = sum(p.numel() for p in unet.parameters())
+    for threshold in (0.25, 0.5):
+        mask = torch.load(mask_dir / f"with_{threshold}.pt")
+        assert set(mask) == {name for name, _ in unet.named_parameters()}
+        assert sum(int(v.sum()) for v in mask.values()) == int(total * threshold)
+    generate_mask.main(common + ["--mode", "sfron", "--threshold", "1.0", "3.0"])
+    forget, remain = torch.load(mask_dir / "forget_fisher.pt"), torch.load(mask_dir / "remain_fisher.pt")
+    strict = torch.load(mask_dir / "fisher_3.0.pt")
+    for name, value in torch.load(mask_dir / "fisher_1.0.pt").items():
+        expected = ((forget[name] + 1e-15) / (remain[name] + 1e-15) >= 1.0).float()
+        assert torch.equal(value, expected)
+        assert (strict[name] <= value).all()  # a higher threshold keeps a subset
+    # thresholding stored diagonals again gives the same mask
+    generate_mask.main(common + ["--mode", "sfron", "--threshold", "1.0", "--fisher_dir", str(mask_dir),
+                                 "--save_dir", str(mask_dir / "again")])
+    again = torch.load(mask_dir / "again" / "fisher_1.0.pt")
+    assert all(torch.equal(again[k], v) for k, v in torch.load(mask_dir / "fisher_1.0.pt").items())
+
+
+@pytest.mark.parametrize("extra,schedule,optimizer", [
+    (["--mode", "sfron", "--unlearn_loss", "adaga", "--forget_alpha", "10", "--decay_forget_alpha"],
+     "alternate", "SharedOptim"),
+    (["--mode", "sfron", "--unlearn_loss", "adaga", "--dual", "--forget_lr", "1e-3"], "alternate", "DualOptim"),
+    (["--mode", "salun", "--unlearn_loss", "rl", "--remain_alpha", "1e-3"], "joint", "SharedOptim"),
+    (["--mode", "salun", "--unlearn_loss", "rl", "--dual"], "alternate", "DualOptim"),
+    (["--mode", "ga"], "joint", "SharedOptim"),
+    (["--mode", "rl", "--dual"], "alternate", "DualOptim"),
+])
+def test_forget_modes(pretrained, workdir, config_path, monkeypatch, extra, schedule, optimizer):
+    patched(monkeypatch)
+    mask_dir = Path(pretrained) / "mask_0"
+    if not (mask_dir / "with_0.5.pt").exists():
+        generate_mask.main(["--ckpt_folder", pretrained, "--config", config_path, "--mode", "salun"] + CPU)
+    if "sfron" in extra or "salun" in extra:
+        extra = extra + ["--mask_path", str(mask_dir / "with_0.5.pt")]
+    run_dir = Path(main_forget.main(["--ckpt_folder", pretrained, "--config", config_path,
+                                     "--exp_root", str(workdir)] + extra + CPU))
+    assert run_dir.parts[-5:-3] == ("digits", "forget_0")
+    assert run_dir.parent.name.endswith("_dual") == ("--dual" in extra)
+    record = read_json(run_dir / "run.json")
+    assert record["metrics"]["schedule"] == schedule
+    assert record["metrics"]["optimizer"].startswith(optimizer)
+    state = torch.load(run_dir / "ckpts/ckpt.pth", weights_only=False)
+    assert set(state["optimizer"]) == ({"forget", "retain"} if optimizer == "DualOptim" else {"shared"})
+    before = load_checkpoint(pretrained, torch.device("cpu")).unet.state_dict()
+    changed = [k for k, v in state["model"].items() if not torch.equal(v, before[k])]
+    assert changed, "forgetting did not move any weight"
+
+
+def test_masked_forgetting_leaves_unselected_weights(pretrained, workdir, config_path, monkeypatch):
+    patched(monkeypatch)
+    generate_mask.main(["--ckpt_folder", pretrained, "--config", config_path, "--mode", "salun",
+                        "--threshold", "0.1"] + CPU)
+    mask = torch.load(Path(pretrained) / "mask_0" / "with_0.1.pt")
+    run_dir = main_forget.main(["--ckpt_folder", pretrained, "--config", config_path, "--exp_root", str(workdir),
+                                "--mode", "salun", "--mask_path", str(Path(pretrained) / "mask_0/with_0.1.pt")] + CPU)
+    after = torch.load(Path(run_dir) / "ckpts/ckpt.pth", weights_only=False)["model"]
+    before = load_checkpoint(pretrained, torch.device("cpu")).unet.state_dict()
+    for name, m in mask.items():
+        frozen = m == 0
+        assert torch.equal(after[name][frozen], before[name][frozen]), name
+
+
+def test_dual_flag_builds_two_optimizer_states():
+    config = to_namespace(TINY_CONFIG)
+    unet = build_unet(config.model, config.data)
+    dual = build_unlearn_optimizer(config, unet, dual=True, forget_lr=5e-4)
+    assert isinstance(dual, DualOptim) and dual.forget_optimizer is not dual.retain_optimizer
+    assert dual.forget_optimizer.param_groups[0]["lr"] == 5e-4
+    assert dual.retain_optimizer.param_groups[0]["lr"] == config.optim.lr
+    shared = build_unlearn_optimizer(config, unet, dual=False, forget_lr=5e-4)
+    assert isinstance(shared, SharedOptim) and shared.forget_optimizer is shared.retain_optimizer
+
+
+def test_sampling_classifier_and_fid(pretrained, workdir, config_path, monkeypatch):
+    patched(monkeypatch)
+    base = ["--ckpt_folder", pretrained, "--config", config_path, "--timesteps", "3"] + CPU
+    out = Path(sample.main(base + ["--mode", "sample_classes", "--classes_to_generate", "0,2",
+                                   "--n_samples_per_class", "5"]))
+    assert sorted(p.name for p in (out / "0").iterdir()) == [f"{i}.png" for i in range(5)]
+    assert len(list((out / "2").glob("*.png"))) == 5
+    assert read_json(out / "run_sample_classes.json")["metrics"]["ema_weights"] is True
+    fid_dir = Path(sample.main(base + ["--mode", "sample_fid", "--classes_to_generate", "x0",
+                                       "--n_samples_per_class", "2", "--sample_type", "ddpm_noisy"]))
+    assert fid_dir.name == "fid_samples_guidance_2.0_excluded_class_0"
+    assert len(list(fid_dir.glob("*.png"))) == 2 * (N_CLASSES - 1)
+
+    clf = train_classifier.main(["--n_epochs", "2", "--save_dir", str(workdir / "clf")] + CPU)
+    assert Path(clf).name == "digits_small_cnn.pth"
+    metrics = classifier_evaluation.main(["--sample_path", str(out / "0"), "--ckpt_path",
+                                          str(workdir / "clf")] + CPU)
+    assert metrics["n_samples"] == 5
+    assert metrics["unlearning accuracy"] == pytest.approx(1 - metrics["accuracy of forgotten class"])
+    assert read_json(out / "0" / "classifier_evaluation.json")["metrics"]["entropy"] == metrics["entropy"]
+
+    for features in ("pixels", "classifier"):
+        result = evaluator.main([str(fid_dir), "--ref_dataset", "digits", "--label_to_forget", "0", "--features",
+                                 features, "--classifier_path", str(workdir / "clf"), "--kid_subset_size", "4"] + CPU)
+        assert result["n_samples"] == 6 and result["n_reference"] == 6 * (N_CLASSES - 1)
+        assert result["FID"] > 0
+    assert "Inception Score" in result
+    # a folder against itself: FID ~ 0
+    same = evaluator.main([str(fid_dir), str(fid_dir), "--features", "pixels", "--kid_subset_size", "4"] + CPU)
+    assert abs(same["FID"]) < 1e-3
+
+
+def test_selective_amnesia(pretrained, workdir, config_path, monkeypatch):
+    patched(monkeypatch)
+    sample.main(["--ckpt_folder", pretrained, "--config", config_path, "--timesteps", "2",
+                 "--n_samples_per_class", "2"] + CPU)
+    generate_mask.main(["--ckpt_folder", pretrained, "--config", config_path, "--mode", "sa_fim",
+                        "--fim_timesteps", "2"] + CPU)
+    fisher = torch.load(Path(pretrained) / "fisher_dict.pt")
+    assert all((v >= 0).all() for v in fisher.values()) and any(v.sum() > 0 for v in fisher.values())
+    for extra in ([], ["--dual"]):
+        run_dir = main_forget.main(["--ckpt_folder", pretrained, "--config", config_path, "--exp_root",
+                                    str(workdir), "--mode", "sa"] + extra + CPU)
+        assert Path(run_dir).parts[-3] == "sa"
+
+
+def test_sa_remain_loss_adds_lambda_times_ewc(pretrained, config_path):
+    from ImageGeneration.DDPM.training import BatchSource, ForgetSpec, plan_forgetting
+
+    def plan(lmbda):
+        loaded = load_checkpoint(pretrained, torch.device("cpu"))
+        config = to_namespace(TINY_CONFIG)
+        config.training.lmbda = lmbda
+        unet = loaded.unet
+        x = torch.rand(4, 1, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
+        batches = BatchSource(iter([(x, torch.tensor([1, 2, 3, 1]))]), torch.device("cpu"), flip=False)
+        fisher = {"conv_in.bias": torch.ones_like(unet.conv_in.bias)}
+        p = plan_forgetting(ForgetSpec("sa", 0), unet, config, None, batches, sa_fisher=fisher)
+        with torch.no_grad():
+            unet.conv_in.bias.add_(0.1)  # move away from the anchor
+        torch.manual_seed(0)
+        return p.remain_loss(0).item()
+
+    n = load_checkpoint(pretrained, torch.device("cpu")).unet.conv_in.bias.numel()
+    assert plan(10.0) - plan(0.0) == pytest.approx(10.0 * 0.01 * n, rel=1e-4)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--mode", "sfron", "--label_to_forget", "7"], "--label_to_forget 7: expected a class in [0, 3]"),
+    (["--mode", "bogus"], "--mode 'bogus': expected one of"),
+    (["--mode", "sfron", "--unlearn_loss", "xx"], "--unlearn_loss: unknown value 'xx'"),
+    (["--mode", "sfron", "--method", "xx"], "--method 'xx': expected one of ron, joint"),
+    (["--dataset", "cifar10"], "--dataset cifar10: the checkpoint was trained on digits"),
+])
+def test_forget_usage_errors(pretrained, workdir, config_path, capsys, argv, message):
+    before = sorted(p for p in workdir.rglob("*") if p.is_file())
+    with pytest.raises(SystemExit) as exit_info:
+        main_forget.main(["--ckpt_folder", pretrained, "--config", config_path, "--exp_root", str(workdir)]
+                         + argv + CPU)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert sorted(p for p in workdir.rglob("*") if p.is_file()) == before
+
+
+def test_mask_that_does_not_match_the_network(pretrained, workdir, config_path, tmp_path, capsys):
+    torch.save({"conv_in.weight": torch.ones(3, 3)}, tmp_path / "bad.pt")
+    with pytest.raises(SystemExit):
+        main_forget.main(["--ckpt_folder", pretrained, "--config", config_path, "--exp_root", str(workdir),
+                          "--mask_path", str(tmp_path / "bad.pt")] + CPU)
+    assert "--mask_path: key 'conv_in.weight' has shape (3, 3)" in capsys.readouterr().err
+
+
+def test_checkpoint_folder_without_checkpoint(tmp_path, config_path, capsys):
+    for script, extra in ((main_forget, []), (sample, []), (generate_mask, [])):
+        with pytest.raises(SystemExit):
+            script.main(["--ckpt_folder", str(tmp_path), "--config", config_path] + extra + CPU)
+        assert "no checkpoint at ckpts/ckpt.pth" in capsys.readouterr().err
+
+
+def test_script_runs_as_a_program_and_fails_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "ImageGeneration" / "DDPM" / "sample.py"
+    result = subprocess.run([sys.executable, str(script), "--ckpt_folder", str(tmp_path / "nope"), "--device", "cpu"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: --ckpt_folder {tmp_path / 'nope'}: folder not found"]
+
+
+def test_real_digits_and_imagefolder_data(tmp_path, capsys):
+    """The embedded digits and an ImageFolder tree (the CIFAR-10 layout) through common.datasets."""
+    from PIL import Image
+
+    config = json.loads(json.dumps(TINY_CONFIG))
+    config["training"]["n_iters"] = 1
+    (tmp_path / "digits4.yml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit):  # digits has 10 classes
+        main_train.main(["--config", str(tmp_path / "digits4.yml"), "--exp_root", str(tmp_path)] + CPU)
+    assert "data.n_classes is 4 but --dataset digits has 10 classes" in capsys.readouterr().err
+    config["data"]["n_classes"] = 10
+    (tmp_path / "digits.yml").write_text(yaml.safe_dump(config))
+    run_dir = main_train.main(["--config", str(tmp_path / "digits.yml"), "--exp_root", str(tmp_path)] + CPU)
+    assert read_json(Path(run_dir) / "run.json")["metrics"]["trained_classes"] == list(range(10))
+    config["data"]["n_classes"] = N_CLASSES
+
+    for label in range(N_CLASSES):
+        folder = tmp_path / "cifar" / "train" / f"class{label}"
+        folder.mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (60 * label, 0, 0)).save(folder / f"{i}.png")
+    config["data"]["channels"] = 3
+    (tmp_path / "rgb.yml").write_text(yaml.safe_dump(config))
+    run_dir = main_train.main(["--dataset", "cifar10", "--data_path", str(tmp_path / "cifar"), "--config",
+                               str(tmp_path / "rgb.yml"), "--exp_root", str(tmp_path), "--mode", "retrain",
+                               "--label_to_forget", "1"] + CPU)
+    assert Path(run_dir).parts[-3:-1] == ("cifar10", "retrain")
+    with pytest.raises(SystemExit):
+        main_train.main(["--dataset", "cifar10", "--data_path", str(tmp_path / "cifar"), "--config",
+                         str(tmp_path / "digits.yml"), "--exp_root", str(tmp_path)] + CPU)
+    assert "the config expects 8x8x1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main_train.main(["--dataset", "cifar10", "--config", str(tmp_path / "rgb.yml")] + CPU)
+    assert "--data_path: required for --dataset cifar10" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_inception_features_from_a_local_state_dict(pretrained, workdir, config_path, tmp_path, monkeypatch):
+    """FID/IS through torchvision Inception-v3 (random weights saved locally: nothing is downloaded)."""
+    import torchvision
+
+    patched(monkeypatch)
+    weights = tmp_path / "inception.pth"
+    torch.save(torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(),
+               weights)
+    out = sample.main(["--ckpt_folder", pretrained, "--config", config_path, "--timesteps", "2", "--mode",
+                       "sample_fid", "--n_samples_per_class", "2"] + CPU)
+    result = evaluator.main([out, out, "--features", "inception", "--inception_weights", str(weights),
+                             "--kid_subset_size", "4"] + CPU)
+    assert abs(result["FID"]) < 1e-3 and result["Inception Score"] >= 1.0

@@ -1,0 +1,139 @@
+"""DiT scripts end to end on a tiny random DiT and VAE saved with ``save_pretrained``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from diffusers import AutoencoderKL, DiTTransformer2DModel
+from PIL import Image
+
+from ImageGeneration.DiT import classifier_evaluation, generate_mask, main_forget, sample
+from ImageGeneration.DiT.dit import load_latent_dit
+from ImageGeneration.DiT.unlearn import relabel_target
+
+N_CLASSES = 3
+CPU = ["--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    """A 16x16-pixel, 8x8-latent DiT over 3 classes, in the hub layout (transformer/, vae/)."""
+    root = tmp_path_factory.mktemp("dit")
+    torch.manual_seed(0)
+    DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=1,
+                          sample_size=8, patch_size=2, num_embeds_ada_norm=N_CLASSES,
+                          norm_num_groups=4).save_pretrained(root / "ckpt" / "transformer")
+    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                  norm_num_groups=4, layers_per_block=1, sample_size=16).save_pretrained(root / "ckpt" / "vae")
+    rng = np.random.default_rng(0)
+    for label in range(N_CLASSES):
+        folder = root / "data" / f"class_{label}"
+        folder.mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 255, size=(20, 20, 3)).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def test_loading_through_the_same_code(tiny_ckpt):
+    model = load_latent_dit(str(tiny_ckpt / "ckpt"), torch.device("cpu"))
+    assert (model.num_classes, model.null_label, model.image_size, model.latent_shape) == (3, 3, 16, (4, 8, 8))
+    latents = model.encode(torch.zeros(2, 3, 16, 16))
+    assert latents.shape == (2, 4, 8, 8)
+    assert model.eps_fn(latents, torch.tensor([3, 900]), torch.tensor([0, 3])).shape == latents.shape
+
+
+def test_relabel_target_differs_from_the_forget_class():
+    assert relabel_target(207, 1000) == 307
+    for n in (2, 3, 4, 5, 10, 1000):
+        assert all(relabel_target(k, n) != k for k in range(n))
+
+
+def test_dit_pipeline(tiny_ckpt, capsys):
+    ckpt, data = str(tiny_ckpt / "ckpt"), str(tiny_ckpt / "data")
+    mask_root = tiny_ckpt / "mask"
+    generate_mask.main(["--ckpt", ckpt, "--data-path", data, "--forget-class", "1", "--mask-path", str(mask_root),
+                        "--n-iters", "2", "--batch-size", "2", "--num-workers", "0", "--thresholds", "0.5", "1"] + CPU)
+    names = sorted(p.name for p in (mask_root / "1").glob("*.pt"))
+    assert names == ["fisher_0.5.pt", "fisher_1.0.pt", "forget_fisher.pt", "remain_fisher.pt"]
+    forget, remain = torch.load(mask_root / "1" / "forget_fisher.pt"), torch.load(mask_root / "1" / "remain_fisher.pt")
+    for name, value in torch.load(mask_root / "1" / "fisher_1.0.pt").items():
+        assert torch.equal(value, ((forget[name] + 1e-15) / (remain[name] + 1e-15) >= 1.0).float())
+    # SalUn masks from the stored Fisher, without data
+    generate_mask.main(["--method", "salun", "--forget-class", "1", "--mask-path", str(mask_root),
+                        "--thresholds", "0.25"] + CPU)
+    mask = torch.load(mask_root / "1" / "with_0.25.pt")
+    total = sum(v.numel() for v in mask.values())
+    assert sum(int(v.sum()) for v in mask.values()) == int(total * 0.25)
+
+    results = tiny_ckpt / "results"
+    runs = {}
+    for extra in ([], ["--dual", "--forget_lr", "1e-3", "--unlearn-loss", "rl"]):
+        out = main_forget.main(["--ckpt", ckpt, "--data-path", data, "--results-dir", str(results), "--n-iters", "2",
+                                "--batch-size", "2", "--num-workers", "0", "--snapshot-every", "1",
+                                "--forget-class", "1", "--method", "ron", "--unlearn-loss", "ga",
+                                "--forget-alpha", "1", "--decay-forget-alpha", "--lr", "1e-3",
+                                "--mask-path", str(mask_root / "1" / "with_0.25.pt")] + extra + CPU)
+        runs[bool(extra)] = Path(out)
+    assert runs[False].name.startswith("000-DiT-XL-2-forget-1-ron-ga-lr0.001-f1.0-r1.0")
+    assert runs[True].name.startswith("001-") and runs[True].name.endswith("-dual")
+    record = json.loads((runs[True] / "run.json").read_text())
+    assert record["metrics"]["optimizer"].startswith("DualOptim")
+    assert sorted(p.name for p in (runs[True] / "checkpoints").iterdir()) == ["0000001", "0000002"]
+    transformer_path = runs[True] / "checkpoints" / "0000002" / "transformer"
+
+    # with the rl loss both steps are masked: 75% of the weights never move
+    before = load_latent_dit(ckpt, torch.device("cpu")).transformer.state_dict()
+    after = load_latent_dit(ckpt, torch.device("cpu"), str(transformer_path)).transformer.state_dict()
+    for name, m in mask.items():
+        assert torch.equal(after[name][m == 0], before[name][m == 0]), name
+    assert any(not torch.equal(after[n], before[n]) for n in mask)
+
+    sample_dir = tiny_ckpt / "samples"
+    sample.main(["--ckpt", ckpt, "--transformer-path", str(transformer_path), "--class-labels", "1", "2",
+                 "--n-samples-per-class", "3", "--batch-size", "2", "--num-sampling-steps", "3",
+                 "--sample-dir", str(sample_dir)] + CPU)
+    assert sorted(p.name for p in (sample_dir / "1").glob("*.png")) == ["0.png", "1.png", "2.png"]
+    with Image.open(sample_dir / "2" / "5.png") as img:
+        assert img.size == (16, 16) and img.mode == "RGB"
+
+    weights = tiny_ckpt / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(num_classes=N_CLASSES).state_dict(), weights)
+    metrics = classifier_evaluation.main(["--sample-path", str(sample_dir / "1"), "--forget-class", "1", "--arch",
+                                          "resnet18", "--classifier-weights", str(weights), "--num-classes", "3",
+                                          "--image-size", "32"] + CPU)
+    assert metrics["n_samples"] == 3
+    assert 0.0 <= metrics["prob of forgotten class"] <= 1.0
+    assert metrics["entropy"] <= np.log(N_CLASSES) + 1e-9
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--forget-class", "5"], "--forget-class 5: expected a class in [0, 2]"),
+    (["--forget-class", "0", "--unlearn-loss", "xx"], "--unlearn-loss 'xx': expected one of ga, rl, adaga"),
+    (["--forget-class", "0", "--method", "xx"], "--method 'xx': expected one of ron, joint"),
+])
+def test_dit_forget_errors(tiny_ckpt, capsys, argv, message):
+    results = tiny_ckpt / "bad_results"
+    with pytest.raises(SystemExit) as exit_info:
+        main_forget.main(["--ckpt", str(tiny_ckpt / "ckpt"), "--data-path", str(tiny_ckpt / "data"),
+                          "--results-dir", str(results), "--num-workers", "0"] + argv + CPU)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not results.exists() or not any(results.iterdir())
+
+
+def test_dit_missing_checkpoint_and_bad_mask(tiny_ckpt, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        sample.main(["--ckpt", str(tmp_path), "--class-labels", "0"] + CPU)
+    assert "no 'transformer/' folder" in capsys.readouterr().err
+    torch.save({"proj_out_2.weight": torch.ones(1)}, tmp_path / "bad.pt")
+    with pytest.raises(SystemExit):
+        main_forget.main(["--ckpt", str(tiny_ckpt / "ckpt"), "--data-path", str(tiny_ckpt / "data"),
+                          "--results-dir", str(tmp_path / "r"), "--forget-class", "0", "--mask-path",
+                          str(tmp_path / "bad.pt")] + CPU)
+    assert "--mask-path: key 'proj_out_2.weight' has shape (1,)" in capsys.readouterr().err
