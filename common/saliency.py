@@ -83,6 +83,19 @@ def top_fraction_masks(scores: Mapping[str, torch.Tensor], thresholds: Sequence[
     return masks
 
 
+def fisher_ratio_masks(forget_fisher: Mapping[str, torch.Tensor], remain_fisher: Mapping[str, torch.Tensor],
+                       thresholds: Sequence[float] = (1.0,), eps: float = 1e-15) -> Dict[float, Mask]:
+    """SFR-on's forget/remain saliency: keep a weight where ``(F_f + eps) / (F_r + eps) >= threshold``.
+
+    ``F_f`` and ``F_r`` are empirical Fisher diagonals on the forget and remain
+    data (:func:`accumulate_gradients` with ``power=2``); weights that matter
+    more to the forget data than to the remain data are the ones unlearning moves.
+    """
+    ratios = {name: (forget_fisher[name] + eps) / (remain_fisher[name] + eps) for name in forget_fisher}
+    return {threshold: {name: (ratio >= threshold).float() for name, ratio in ratios.items()}
+            for threshold in thresholds}
+
+
 def save_masks(masks: Mapping[float, Mask], save_dir: PathLike) -> List[Path]:
     """Write each mask as ``<save_dir>/with_<threshold>.pt`` atomically."""
     return [atomic_torch_save({k: v.cpu() for k, v in mask.items()}, Path(save_dir) / mask_filename(t))

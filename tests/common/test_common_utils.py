@@ -14,8 +14,8 @@ from common.errors import UsageError, cli_main
 from common.io import (atomic_path, atomic_torch_save, atomic_write_json, load_torch_file, read_json,
                        write_run_record, ensure_writable_dir)
 from common.registry import Registry
-from common.saliency import (GradientMask, accumulate_gradients, check_mask, load_mask, mask_filename,
-                             save_masks, top_fraction_masks)
+from common.saliency import (GradientMask, accumulate_gradients, check_mask, fisher_ratio_masks, load_mask,
+                             mask_filename, save_masks, top_fraction_masks)
 from common.seed import seed_everything
 
 
@@ -88,6 +88,14 @@ def test_top_fraction_masks_keep_exact_fraction_of_highest_scores():
     assert int(sum(m.sum() for m in masks[0.1].values())) == 1 and masks[0.1]["b"][5] == 1
     assert all(m.all() for m in masks[1.0].values())
     assert masks[0.5]["a"].shape == (2, 2)
+
+
+def test_fisher_ratio_masks_keep_forget_dominated_weights():
+    forget, remain = {"w": torch.tensor([1.0, 0.0, 2.0, 3.0])}, {"w": torch.tensor([1.0, 1.0, 4.0, 0.0])}
+    masks = fisher_ratio_masks(forget, remain, (1.0, 0.4))
+    # ratios: 1, ~0, 0.5, 3e15
+    assert masks[1.0]["w"].tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert masks[0.4]["w"].tolist() == [1.0, 0.0, 1.0, 1.0]
 
 
 def test_save_and_load_masks_validated_against_model(tmp_path):

@@ -1,0 +1,249 @@
+"""The epoch driver and the one training loop shared by every iterative method.
+
+The research code wraps each method's per-epoch function in a decorator that
+builds the optimizer(s) for ``--optim``, attaches a learning-rate scheduler,
+runs ``--unlearn_epochs`` epochs and saves ``checkpoint_{epoch}.pt`` after
+each.  :func:`run_epochs` is that driver; a method supplies only an epoch
+function, which trains through :meth:`UnlearnRun.train_on` (one loader, one
+loss, one objective) so no method carries its own copy of the batch loop.
+
+Objectives and optimizers
+-------------------------
+The optimizer is always a :class:`common.dualoptim.DualOptim` (``SharedOptim``
+for ``--optim sgd|adam``).  A forget-objective update goes through
+``forget_step()`` and a retain-objective update through ``retain_step()``.
+The research code's *main* optimizer (the one it schedules, logs and, for
+single-objective methods such as FT, GA and retrain, steps on every batch)
+is the retain-side optimizer here.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, MultiStepLR
+from tqdm.auto import tqdm
+
+from common.dualoptim import DualOptim, make_unlearn_optimizer
+from common.errors import UsageError
+from common.io import atomic_torch_save
+from common.saliency import Mask, maybe_gradient_mask
+
+#: ``(images, targets) -> (loss, logits)`` for one batch already on the device.
+BatchLoss = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
+
+
+def parse_milestones(decreasing_lr: Union[str, Sequence[int]]) -> List[int]:
+    """``--decreasing_lr "91,136"`` (or a list) as a list of epoch milestones."""
+    if isinstance(decreasing_lr, str):
+        try:
+            return [int(part) for part in decreasing_lr.split(",") if part.strip()]
+        except ValueError:
+            raise UsageError(f"--decreasing_lr: expected comma-separated epochs such as 91,136, "
+                             f"got {decreasing_lr!r}") from None
+    return [int(epoch) for epoch in decreasing_lr]
+
+
+def build_unlearn_optimizer(model: nn.Module, args: argparse.Namespace,
+                            lr_switching: bool = True) -> DualOptim:
+    """The ``--optim`` optimizer of a run, through :func:`make_unlearn_optimizer`.
+
+    ``lr_switching`` says whether the method, run with one optimizer
+    (``--optim sgd|adam``), steps forget batches at ``--unlearn_lr`` and retain
+    batches at ``--retain_lr`` as the research code's RL and SCRUB do.  Methods
+    that never switch (FT, GA, retrain, boundary_*) run the single optimizer at
+    ``--unlearn_lr`` throughout; under ``dual*`` their retain-side optimizer
+    runs at ``--retain_lr``, exactly as in the research code.
+    """
+    retain_lr = args.unlearn_lr if args.retain_lr is None else args.retain_lr
+    if not lr_switching and not args.optim.lower().startswith("dual"):
+        retain_lr = args.unlearn_lr
+    try:
+        return make_unlearn_optimizer(args.optim, model.parameters(), args.unlearn_lr, retain_lr,
+                                      momentum=args.momentum, weight_decay=args.weight_decay)
+    except ValueError as err:
+        raise UsageError(str(err) if str(err).startswith("--optim") else f"--optim: {err}") from None
+
+
+def make_epoch_scheduler(optimizer: Optimizer, args: argparse.Namespace) -> LRScheduler:
+    """Per-epoch scheduler of the research code.
+
+    ``MultiStepLR`` on ``--decreasing_lr`` with gamma 0.1, except for
+    ``retrain`` of an ``--imagenet_arch`` model: linear warmup over
+    ``--warmup`` epochs, then cosine decay to zero at ``--unlearn_epochs``.
+    """
+    if args.imagenet_arch and args.unlearn == "retrain":
+        warmup, total = args.warmup, args.unlearn_epochs
+
+        def warmup_cosine(epoch: int) -> float:
+            if epoch < warmup:
+                return (epoch + 1) / warmup
+            return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / max(total - warmup, 1)))
+
+        return LambdaLR(optimizer, lr_lambda=warmup_cosine)
+    return MultiStepLR(optimizer, milestones=parse_milestones(args.decreasing_lr), gamma=0.1)
+
+
+def warmup_lr(optimizer: Optimizer, epoch: int, step: int, steps_per_epoch: int,
+              args: argparse.Namespace) -> None:
+    """Linear per-step warmup of the research code over the first ``--warmup`` epochs.
+
+    Sets every group's learning rate to ``--lr * progress`` (capped at
+    ``--lr``).  As in the research code the warmup targets ``--lr`` (the
+    training learning rate), not ``--unlearn_lr``, and the value it writes
+    persists until the scheduler next changes the learning rate.
+    """
+    total_steps = args.warmup * steps_per_epoch
+    lr = min(args.lr * (epoch * steps_per_epoch + step) / total_steps, args.lr)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+class AverageMeter:
+    """Running value and size-weighted average of a logged quantity."""
+
+    def __init__(self) -> None:
+        self.val = self.avg = self.sum = 0.0
+        self.count = 0
+
+    def update(self, val: float, n: int = 1) -> None:
+        self.val = val
+        self.sum += val * n
+        self.count += n
+        self.avg = self.sum / self.count
+
+
+def top1_accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
+    """Top-1 accuracy in percent."""
+    return (logits.argmax(dim=1) == target).float().mean().item() * 100.0
+
+
+class UnlearnRun:
+    """What a method's epoch function works with: model, optimizer, flags, current epoch.
+
+    Args:
+        model: the model being unlearned (updated in place).
+        optimizer: the run's :class:`DualOptim`.
+        args: the parsed flags (``print_freq``, ``warmup``, ``lr``, ...).
+        device: where batches are moved.
+        mask: optional saliency mask; gradients are multiplied by it before
+            every masked update (one foreach kernel, see
+            :class:`common.saliency.GradientMask`).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: DualOptim, args: argparse.Namespace,
+                 device: torch.device, mask: Optional[Mask] = None) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.args = args
+        self.device = device
+        self.apply_mask = maybe_gradient_mask(model, mask)
+        self.epoch = 0
+
+    def warmup(self, step: int, steps_per_epoch: int) -> None:
+        """Warm the main (retain-side) optimizer up while ``epoch < --warmup``."""
+        if self.epoch < self.args.warmup:
+            warmup_lr(self.optimizer.retain_optimizer, self.epoch, step, steps_per_epoch, self.args)
+
+    def update(self, loss: torch.Tensor, objective: str, masked: bool = True,
+               max_grad_norm: Optional[float] = None) -> None:
+        """One optimizer step on ``loss``: zero grads, backward, mask, clip, step ``objective``."""
+        self.optimizer.zero_grad()
+        loss.backward()
+        if masked:
+            self.apply_mask()
+        if max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=max_grad_norm)
+        self.optimizer.step(objective)
+
+    def train_on(self, loader: Iterable, batch_loss: BatchLoss, objective: str, desc: str,
+                 warmup_every_step: bool = False, accum_steps: int = 1) -> float:
+        """Train one pass over ``loader``; returns the average top-1 accuracy (true labels).
+
+        Each batch is moved to the device, ``batch_loss(images, targets)``
+        gives the loss, and the ``objective`` optimizer steps (every
+        ``accum_steps`` batches and at the end of the pass, with the loss
+        divided by ``accum_steps``, as the research code's trainer does).
+        Every ``--print_freq`` batches a research-code style line is printed.
+        """
+        model, args = self.model, self.args
+        model.train()
+        losses, top1 = AverageMeter(), AverageMeter()
+        total = len(loader)
+        start = time.time()
+        progress = tqdm(loader, desc=f"epoch {self.epoch} {desc}", leave=False, dynamic_ncols=True)
+        for i, (images, targets) in enumerate(progress):
+            if warmup_every_step:
+                self.warmup(i + 1, total)
+            images, targets = images.to(self.device), targets.to(self.device)
+            loss, logits = batch_loss(images, targets)
+            if accum_steps == 1:
+                self.update(loss, objective)
+            else:
+                if i % accum_steps == 0:
+                    self.optimizer.zero_grad()
+                (loss / accum_steps).backward()
+                self.apply_mask()
+                if (i + 1) % accum_steps == 0 or i == total - 1:
+                    self.optimizer.step(objective)
+            losses.update(loss.item(), images.size(0))
+            top1.update(top1_accuracy(logits.detach(), targets), images.size(0))
+            progress.set_postfix(loss=f"{losses.avg:.4f}", acc=f"{top1.avg:.2f}")
+            if (i + 1) % args.print_freq == 0:
+                print(f"Epoch: [{self.epoch}][{i}/{total}]\tLoss {losses.val:.4f} ({losses.avg:.4f})\t"
+                      f"Accuracy {top1.val:.3f} ({top1.avg:.3f})\tTime {time.time() - start:.2f}")
+                start = time.time()
+        return top1.avg
+
+
+def cross_entropy_loss(model: nn.Module, sign: float = 1.0) -> BatchLoss:
+    """``sign * CE(model(x), y)``: the retain loss (``+1``) or gradient ascent (``-1``)."""
+    def batch_loss(images: torch.Tensor, targets: torch.Tensor):
+        logits = model(images)
+        return sign * F.cross_entropy(logits, targets), logits
+    return batch_loss
+
+
+def run_epochs(model: nn.Module, args: argparse.Namespace, device: torch.device,
+               mask: Optional[Mask], epoch_fn: Callable[[UnlearnRun], object],
+               lr_switching: bool = True, schedule_forget: bool = True) -> DualOptim:
+    """Run ``epoch_fn`` for ``--unlearn_epochs`` epochs with the ``--optim`` optimizer.
+
+    Per epoch: log ``Epoch #e, Learning rate: lr`` (the main optimizer's),
+    call ``epoch_fn(run)``, step the schedulers, then save the model's
+    ``state_dict`` atomically as ``<save_dir>/checkpoint_{e+1}.pt``.
+
+    Args:
+        lr_switching: see :func:`build_unlearn_optimizer`.
+        schedule_forget: attach a scheduler to a separate forget optimizer
+            too (the research code does for RL, not for SCRUB; methods that
+            never step the forget optimizer pass ``False``).
+
+    Returns:
+        The optimizer, for inspection.
+    """
+    optimizer = build_unlearn_optimizer(model, args, lr_switching)
+    scheduled = [optimizer.retain_optimizer]
+    if schedule_forget and optimizer.forget_optimizer is not optimizer.retain_optimizer:
+        scheduled.append(optimizer.forget_optimizer)
+    schedulers = [make_epoch_scheduler(opt, args) for opt in scheduled]
+    run = UnlearnRun(model, optimizer, args, device, mask)
+    save_dir = Path(args.save_dir) if getattr(args, "save_dir", None) else None
+    for epoch in tqdm(range(args.unlearn_epochs), desc=f"{args.unlearn} ({args.optim})", dynamic_ncols=True):
+        run.epoch = epoch
+        start = time.time()
+        print(f"Epoch #{epoch}, Learning rate: {optimizer.retain_optimizer.param_groups[0]['lr']}")
+        epoch_fn(run)
+        for scheduler in schedulers:
+            scheduler.step()
+        if save_dir is not None:
+            atomic_torch_save(model.state_dict(), save_dir / f"checkpoint_{epoch + 1}.pt")
+        print(f"one epoch duration:{time.time() - start}")
+    return optimizer
