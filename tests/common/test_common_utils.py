@@ -181,3 +181,31 @@ def test_cli_main_prints_one_line_and_exits_2(tmp_path):
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr == "error: --dataset foo: unknown\n"
+
+
+def test_atomic_directory_replaces_whole_folder_or_nothing(tmp_path):
+    from common.io import atomic_directory
+    target = tmp_path / "model"
+    with atomic_directory(target) as tmp:
+        (tmp / "a.txt").write_text("1")
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as tmp:
+            (tmp / "b.txt").write_text("half")
+            raise RuntimeError("crash")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
+    with atomic_directory(target) as tmp:
+        (tmp / "c.txt").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["c.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_setup_logging_writes_file_once_per_call(tmp_path):
+    from common.logging import setup_logging
+    setup_logging("dualoptim-test", tmp_path / "log.txt").info("first")
+    logger = setup_logging("dualoptim-test", tmp_path / "log2.txt")
+    logger.info("second")
+    for handler in logger.handlers:
+        handler.flush()
+    assert "first" in (tmp_path / "log.txt").read_text()
+    assert (tmp_path / "log2.txt").read_text().count("second") == 1
+    assert len(logger.handlers) == 2
