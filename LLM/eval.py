@@ -19,10 +19,10 @@ from typing import Optional, Sequence
 
 from common.device import add_device_args
 from common.errors import UsageError, cli_main
-from common.io import atomic_write_json, atomic_write_text, ensure_writable_dir, read_json, write_run_record
+from common.io import ensure_writable_dir, read_json, write_run_record
 from common.seed import seed_everything
 from LLM.data import TofuSource, filter_task, forget_percent
-from LLM.evaluate import EVAL_SETS, evaluate_set
+from LLM.evaluate import EVAL_SETS, evaluate_set, save_eval_outputs
 from LLM.metrics import FORGET_FILE, aggregate
 from LLM.models import DTYPES, check_model_path, load_causal_lm, load_tokenizer
 from LLM.options import add_model_args, parse_with_config, template_from_args
@@ -93,11 +93,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                                      args.max_length, args.max_new_tokens, desc=split)
     summary = aggregate(results, retain_result)
     if accelerator.is_main_process:
-        for file, stats in results.items():
-            atomic_write_json(stats, save_dir / file)
-        atomic_write_json(summary, save_dir / "aggregate_stat.json")
-        atomic_write_text("".join(f"{key}: {value}\n" for key, value in summary.items()),
-                          save_dir / "aggregate_stat.txt")
+        save_eval_outputs(save_dir, results, summary)
         write_run_record(save_dir, args, summary)
         print(" | ".join(f"{key} {summary[key]:.4f}" for key in SUMMARY_KEYS if key in summary)
               + f" -> {save_dir}")

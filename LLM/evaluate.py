@@ -7,11 +7,13 @@ numbers as one process.
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Dict, List, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from common.io import atomic_write_json, atomic_write_text
 from LLM.data import QADataset, collate_qa
 from LLM.losses import sequence_nll
 from LLM.metrics import rouge_recall, token_entropy
@@ -107,3 +109,13 @@ def evaluate_set(accelerator, model, tokenizer, template, rows, base_answer_key,
         indexed = gather_object(indexed)
     ordered = [record for _, record in sorted(indexed, key=lambda pair: pair[0])]
     return {key: [record[key] for record in ordered] for key in ordered[0]} if ordered else {}
+
+
+def save_eval_outputs(save_dir, results: Dict[str, Dict[str, list]], summary: Dict[str, object]) -> None:
+    """Per-set statistics (``<eval file>``), ``aggregate_stat.json`` and ``aggregate_stat.txt`` in ``save_dir``."""
+    save_dir = Path(save_dir)
+    for file, stats in results.items():
+        atomic_write_json(stats, save_dir / file)
+    atomic_write_json(summary, save_dir / "aggregate_stat.json")
+    atomic_write_text("".join(f"{key}: {value}\n" for key, value in summary.items()),
+                      save_dir / "aggregate_stat.txt")

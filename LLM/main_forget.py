@@ -15,64 +15,30 @@ from __future__ import annotations
 
 import argparse
 import os
-from functools import partial
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-import torch
-
-from common.device import add_device_args
 from common.errors import UsageError, cli_main
-from common.io import ensure_writable_dir, write_run_record
-from common.seed import seed_everything
-from LLM.data import TofuSource, UnlearnDataset, collate_unlearn, forget_percent, load_idk, load_task_data
-from LLM.losses import FORGET_LOSSES
-from LLM.models import DTYPES, apply_lora, check_model_path, load_causal_lm, load_tokenizer
-from LLM.options import add_model_args, parse_task_list, parse_with_config, template_from_args
-from LLM.schedule import FORGET, JOINT, RETAIN, BatchStream, Schedule, steps_per_epoch
-from LLM.trainer import OPTIMIZERS, build_optimizer, build_scheduler, make_accelerator, run_schedule, save_model
+from common.io import ensure_writable_dir
+from LLM.data import TofuSource, forget_percent, load_idk, load_task_data
+from LLM.models import check_model_path, load_tokenizer
+from LLM.options import parse_task_list, parse_with_config
+from LLM.trainer import make_accelerator
+from LLM.unlearn import add_unlearn_args, needs_idk, unlearn, validate_unlearn_args
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(parser)
     parser.add_argument("--data_path", type=str, default="locuslab/TOFU", help="TOFU folder or hub id")
-    parser.add_argument("--idk_path", type=str, default=None,
-                        help="refusal answers, one a line (default: <data_path>/idontknow.jsonl)")
     parser.add_argument("--split", type=str, default="forget05", help="forget01, forget05 or forget10")
     parser.add_argument("--task_list", type=str, default=None,
                         help="order of sequential tasks, e.g. 1,2,3 (default: $TASK_LIST, else --task_id)")
     parser.add_argument("--task_id", type=int, default=None, help="run only this task of --task_list")
-    parser.add_argument("--forget_loss", type=str, default="ME+GD", help=", ".join(FORGET_LOSSES.names()))
-    parser.add_argument("--optim_cfg", type=str, default="adam", help=", ".join(OPTIMIZERS.names()))
-    parser.add_argument("--alternate", action="store_true",
-                        help="alternate forget and retain steps (--forget_freq, --retain_freq)")
-    parser.add_argument("--forget_freq", type=int, default=1, help="forget steps per cycle")
-    parser.add_argument("--retain_freq", type=int, default=1, help="retain steps per cycle")
-    parser.add_argument("--lr", type=float, default=1e-5, help="(retain) learning rate")
-    parser.add_argument("--forget_lr", type=float, default=1e-5, help="forget learning rate of dual_adam")
-    parser.add_argument("--num_epochs", type=int, default=5)
-    parser.add_argument("--batch_size", type=int, default=5, help="per-process micro-batch size")
-    parser.add_argument("--gradient_accumulation_steps", type=int, default=4)
-    parser.add_argument("--forget_coeff", type=float, default=1.0)
-    parser.add_argument("--regularization_coeff", type=float, default=1.0)
-    parser.add_argument("--beta", type=float, default=0.1, help="inverse temperature of NPO/DPO/AP")
-    parser.add_argument("--weight_decay", type=float, default=0.01)
-    parser.add_argument("--max_grad_norm", type=float, default=1.0)
-    parser.add_argument("--mask", action=argparse.BooleanOptionalAction, default=True,
-                        help="exclude question tokens from the forget labels")
     parser.add_argument("--fix_ref_model", action="store_true",
                         help="reference model = --model_path for every task (else the task's start model)")
-    parser.add_argument("--max_length", type=int, default=500)
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    parser.add_argument("--use_LoRA", action="store_true")
-    parser.add_argument("--LoRA_r", type=int, default=8)
-    parser.add_argument("--LoRA_alpha", type=int, default=32)
-    parser.add_argument("--LoRA_dropout", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=1001)
     parser.add_argument("--save_root", type=str, default="results")
     parser.add_argument("--save_dir", type=str, default=None, help="default: the original's results pattern")
-    add_device_args(parser)
+    add_unlearn_args(parser)
     return parser
 
 
@@ -86,19 +52,8 @@ def default_save_dir(args: argparse.Namespace, first_task: int) -> str:
 
 def validate(args: argparse.Namespace) -> List[int]:
     """Check every input before anything is loaded or written; returns the tasks to run."""
-    for flag in ("num_epochs", "batch_size", "gradient_accumulation_steps", "forget_freq", "retain_freq",
-                 "max_length"):
-        if getattr(args, flag) < 1:
-            raise UsageError(f"--{flag}: must be >= 1, got {getattr(args, flag)}")
-    loss = FORGET_LOSSES.get(args.forget_loss)
-    OPTIMIZERS.get(args.optim_cfg)
+    validate_unlearn_args(args)
     forget_percent(args.split)
-    if args.alternate and loss.regularizer is None:
-        raise UsageError(f"--alternate: --forget_loss {args.forget_loss} has no retain term; use e.g. "
-                         f"{args.forget_loss}+GD")
-    if args.optim_cfg.startswith("dual") and not args.alternate:
-        raise UsageError(f"--optim_cfg {args.optim_cfg}: needs --alternate (a joint step serves both "
-                         f"objectives, so there is no objective to pick an optimizer state for)")
     task_text = args.task_list or os.environ.get("TASK_LIST") or str(args.task_id or 1)
     task_list = parse_task_list(task_text)
     if args.task_id is not None and args.task_id not in task_list:
@@ -115,67 +70,15 @@ def task_dir(args: argparse.Namespace, unlearn_times: int) -> Path:
 
 def unlearn_task(args, accelerator, loss, source: TofuSource, task_list: List[int], task_id: int,
                  idk_answers) -> dict:
-    """Unlearn one task and save ``checkpoint-last``; returns the run metrics."""
+    """Unlearn one task from the previous task's model and save ``checkpoint-last``; returns the metrics."""
     unlearn_times = task_list.index(task_id) + 1
-    out_dir = task_dir(args, unlearn_times)
     model_path = args.model_path if unlearn_times == 1 else str(task_dir(args, unlearn_times - 1) / "checkpoint-last")
     ref_path = args.model_path if args.fix_ref_model else model_path
     forget_rows, retain_rows = load_task_data(source, args.split, task_id, task_list[:unlearn_times])
-    seed_everything(args.seed)
-
-    tokenizer = load_tokenizer(model_path)
-    model = load_causal_lm(model_path, args.dtype)
-    if args.use_LoRA:
-        model = apply_lora(model, args.LoRA_r, args.LoRA_alpha, args.LoRA_dropout)
-    ref_model = None
-    if loss.needs_ref:
-        ref_model = load_causal_lm(ref_path, args.dtype, flag="--model_path (reference)").to(accelerator.device)
-        ref_model.eval().requires_grad_(False)
-
-    template, world, rank = template_from_args(args), accelerator.num_processes, accelerator.process_index
-    collate = partial(collate_unlearn, pad_id=tokenizer.pad_token_id)
-    make = partial(UnlearnDataset, tokenizer=tokenizer, template=template, max_length=args.max_length,
-                   idk_answers=idk_answers, mask_question=args.mask)
-    if args.alternate:
-        forget_set = make(forget_rows, kinds=loss.forget_term.kinds)
-        retain_set = make(retain_rows, kinds=loss.regularizer.kinds)
-        streams = {FORGET: BatchStream(forget_set, args.batch_size, collate, args.seed, rank, world),
-                   RETAIN: BatchStream(retain_set, args.batch_size, collate, args.seed + 1, rank, world)}
-        num_retain = len(retain_set)
-    else:
-        joint_set = make(forget_rows, kinds=loss.kinds, retain_rows=retain_rows)
-        streams = {JOINT: BatchStream(joint_set, args.batch_size, collate, args.seed, rank, world)}
-        num_retain = len(retain_rows)
-    per_epoch = steps_per_epoch(len(forget_rows), num_retain, args.batch_size, args.gradient_accumulation_steps,
-                                world, args.alternate, args.forget_freq, args.retain_freq)
-    max_steps = args.num_epochs * per_epoch
-    schedule = Schedule(streams, max_steps, args.gradient_accumulation_steps, args.forget_freq, args.retain_freq)
-
-    optimizer = build_optimizer(args.optim_cfg, model, args.lr, args.forget_lr, args.weight_decay)
-    scheduler = build_scheduler(optimizer, max_steps, warmup_steps=per_epoch if per_epoch > 1 else 0)
-    model, optimizer = accelerator.prepare(model, optimizer)
-
-    def step_loss(objective: str, batch) -> torch.Tensor:
-        if objective == FORGET:
-            return args.forget_coeff * loss.forget(model, ref_model, batch, args.beta)
-        if objective == RETAIN:
-            return args.regularization_coeff * loss.regularization(model, ref_model, batch, args.beta)
-        return loss.joint(model, ref_model, batch, args.beta, args.forget_coeff, args.regularization_coeff)
-
-    if accelerator.is_main_process:
-        print(f"######### Unlearn task {task_id} ({unlearn_times}/{len(task_list)}) -> {out_dir}; "
-              f"max steps {max_steps}")
-    history = run_schedule(accelerator, model, optimizer, scheduler, schedule, step_loss, args.max_grad_norm,
-                           desc=f"unlearn task {task_id}")
-    save_model(accelerator, model, tokenizer, out_dir / "checkpoint-last")
-    metrics = {"task_id": task_id, "unlearn_times": unlearn_times, "num_forget": len(forget_rows),
-               "num_retain": len(retain_rows), "max_steps": max_steps, "steps_per_epoch": per_epoch,
-               "num_processes": world, "final_loss": history[-1]["loss"] if history else None,
-               "model_path": model_path, "ref_model_path": ref_path if loss.needs_ref else None}
-    if accelerator.is_main_process:
-        write_run_record(out_dir, args, metrics, history=history)
-    accelerator.free_memory()
-    return metrics
+    return unlearn(args, accelerator, loss, forget_rows, retain_rows, model_path, ref_path,
+                   task_dir(args, unlearn_times), idk_answers,
+                   desc=f"unlearn task {task_id} ({unlearn_times}/{len(task_list)})",
+                   extra_metrics={"task_id": task_id, "unlearn_times": unlearn_times})
 
 
 @cli_main
@@ -183,13 +86,12 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     args = parse_with_config(build_parser(), argv)
     tasks = validate(args)
     task_list = parse_task_list(args.task_list)
-    loss = FORGET_LOSSES.get(args.forget_loss)
+    loss = validate_unlearn_args(args)
     source = TofuSource(args.data_path)
     for task in tasks:  # every task's data must be there before the first one runs
         load_task_data(source, args.split, task, task_list[:task_list.index(task) + 1])
-    needs_idk = any(kind.endswith("_idk") for kind in loss.kinds)
     idk_answers = None
-    if needs_idk:
+    if needs_idk(loss):
         idk_answers = load_idk(args.idk_path or os.path.join(args.data_path, "idontknow.jsonl"))
     check_model_path(args.model_path)
     load_tokenizer(args.model_path)

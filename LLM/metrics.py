@@ -124,3 +124,19 @@ def aggregate(eval_results: Mapping[str, Mapping[str, Sequence]],
                                   retain_forget_result["average_perturb_loss"])
             out.update(forget_quality(unlearn, retain))
     return out
+
+
+#: Downstream benchmarks of real-world unlearning: name -> (lm-eval task, metric key), as the original reports them.
+DOWNSTREAM_METRICS = {
+    "ARC-C": ("arc_challenge", "acc_norm,none"),
+    "MMLU": ("mmlu", "acc,none"),
+    "TruthfulQA(mc1)": ("truthfulqa_mc1", "acc,none"),
+    "TriviaQA": ("triviaqa", "exact_match,remove_whitespace"),
+    "GSM8k": ("gsm8k", "exact_match,flexible-extract"),
+}
+
+
+def downstream_summary(lm_eval_results: Mapping[str, Mapping[str, float]]) -> Dict[str, float]:
+    """The reported downstream scores from lm-evaluation-harness's ``results`` mapping (tasks run only)."""
+    return {name: float(lm_eval_results[task][key]) for name, (task, key) in DOWNSTREAM_METRICS.items()
+            if task in lm_eval_results and key in lm_eval_results[task]}

@@ -16,7 +16,7 @@ with accumulation ``N * A``.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Tuple
 
 import torch
 

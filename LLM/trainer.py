@@ -89,12 +89,14 @@ def build_scheduler(optimizer, max_steps: int, warmup_steps: int):
 def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
                  step_loss: Callable[[str, Dict], torch.Tensor], max_grad_norm: float = 1.0,
                  desc: str = "train") -> List[Dict[str, float]]:
-    """Run every step of ``schedule``; returns ``{step, objective, loss, lr}`` per step.
+    """Run every step of ``schedule``; returns ``{step, objective, loss, lr, tokens}`` per step.
 
     ``step_loss(objective, micro_batch)`` returns the loss of one micro-batch;
     it is divided by the accumulation count so a step averages its
     micro-batches.  Gradients are synchronised across processes only on a
-    step's last micro-batch.  The reported loss is the mean over processes.
+    step's last micro-batch.  The reported loss is the mean over processes;
+    ``tokens`` counts the attended input tokens of the step over all processes
+    (for throughput).
     """
     model.train()
     history = []
@@ -103,7 +105,9 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
         if objective != JOINT:
             set_objective(optimizer, objective)
         total = torch.zeros((), device=accelerator.device)
+        tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
         for index, batch in enumerate(micro_batches):
+            tokens += count_tokens(batch)
             batch = _to_device(batch, accelerator.device)
             last = index == len(micro_batches) - 1
             sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
@@ -118,9 +122,20 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         mean_loss = accelerator.reduce(total, reduction="mean").item()
-        history.append({"step": step + 1, "objective": objective, "loss": mean_loss, "lr": lr})
+        num_tokens = int(accelerator.reduce(tokens, reduction="sum").item())
+        history.append({"step": step + 1, "objective": objective, "loss": mean_loss, "lr": lr,
+                        "tokens": num_tokens})
         progress.set_postfix(objective=objective, loss=f"{mean_loss:.4f}")
     return history
+
+
+def count_tokens(batch) -> int:
+    """Attended tokens of a micro-batch: the sum of every ``attention_mask`` in it (all batch kinds)."""
+    if isinstance(batch, dict):
+        if "attention_mask" in batch:
+            return int(batch["attention_mask"].sum())
+        return sum(count_tokens(value) for value in batch.values())
+    return 0
 
 
 def _to_device(batch, device):

@@ -65,3 +65,36 @@ def tofu_dir(tmp_path_factory) -> Path:
 def tiny_model(tmp_path_factory, tofu_dir) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), corpus(tofu_dir), hidden_size=32,
                             num_layers=2, vocab_size=300)
+
+
+def real_world_eval_row(row):
+    """A perturbed-set row in the real-world layout, where the ground truth is ``golden_answer``."""
+    return {"question": row["question"], "answer": row["answer"], "golden_answer": row["answer"],
+            "paraphrased_answer": row["paraphrased_answer"], "perturbed_answer": row["perturbed_answer"]}
+
+
+@pytest.fixture(scope="session")
+def real_world_dir(tmp_path_factory) -> Path:
+    """Real-world layout: forget (authors 0-1, 4 rows), neighbor (authors 2-4, 6 rows), their perturbed sets."""
+    root = tmp_path_factory.mktemp("real_world")
+    forget = qa_rows(0) + qa_rows(1)
+    neighbor = qa_rows(2) + qa_rows(3) + qa_rows(4)
+    write_jsonl(root / "forget.json", [{"question": r["question"], "answer": r["answer"]} for r in forget])
+    write_jsonl(root / "neighbor.json", [{"question": r["question"], "answer": r["answer"]} for r in neighbor])
+    write_jsonl(root / "forget_perturbed.json", [real_world_eval_row(r) for r in forget])
+    write_jsonl(root / "neighbor_perturbed.json", [real_world_eval_row(r) for r in neighbor[:3]])
+    (root / "idontknow.jsonl").write_text("I don't know.\nNo idea, sorry.\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def run_error(capsys):
+    """Call a script's ``main(argv)`` expecting a usage error; returns its one-line message."""
+    def run(main, argv):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err
+        return err
+    return run

@@ -8,15 +8,6 @@ from LLM import eval as eval_script
 from LLM import main_forget, main_train
 
 
-def run_error(main, argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err
-    return err
-
-
 @pytest.fixture
 def base(tmp_path, tofu_dir, tiny_model):
     save = tmp_path / "out"
@@ -35,28 +26,28 @@ def base(tmp_path, tofu_dir, tiny_model):
     (["--forget_loss", "ME", "--alternate"], "has no retain term"),
     (["--forget_loss", "IDK+AP", "--idk_path", "/nonexistent/idk.jsonl"], "--idk_path /nonexistent/idk.jsonl: file not found"),
 ])
-def test_forget_bad_flags(base, capsys, extra, message):
+def test_forget_bad_flags(base, run_error, extra, message):
     save, argv = base
-    assert message in run_error(main_forget.main, argv + extra, capsys)
+    assert message in run_error(main_forget.main, argv + extra)
     assert not save.exists()
 
 
-def test_missing_data_and_non_causal_model(tmp_path, base, tofu_dir, capsys):
+def test_missing_data_and_non_causal_model(tmp_path, base, tofu_dir, run_error):
     save, argv = base
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no forget01.json or forget01.jsonl" in run_error(
-        main_forget.main, argv + ["--data_path", str(empty)], capsys)
+        main_forget.main, argv + ["--data_path", str(empty)])
     bert = tmp_path / "bert"
     DistilBertConfig(vocab_size=10, dim=8, n_layers=1, n_heads=1,
                      hidden_dim=8).save_pretrained(bert)
-    assert "is not a causal language model" in run_error(main_forget.main, argv + ["--model_path", str(bert)], capsys)
+    assert "is not a causal language model" in run_error(main_forget.main, argv + ["--model_path", str(bert)])
     assert "folder not found" in run_error(main_train.main, argv[:2] + ["--model_path", str(tmp_path / "none")]
-                                           + argv[2:4] + ["--split", "full", "--save_dir", str(save)], capsys)
+                                           + argv[2:4] + ["--split", "full", "--save_dir", str(save)])
     assert not save.exists()
 
 
-def test_missing_field_and_eval_errors(tmp_path, tofu_dir, tiny_model, capsys):
+def test_missing_field_and_eval_errors(tmp_path, tofu_dir, tiny_model, run_error):
     broken = tmp_path / "broken"
     broken.mkdir()
     for f in tofu_dir.iterdir():
@@ -64,13 +55,12 @@ def test_missing_field_and_eval_errors(tmp_path, tofu_dir, tiny_model, capsys):
     (broken / "retain_perturbed.json").write_text('{"question": "q", "answer": "a"}\n')
     save = tmp_path / "ev"
     err = run_error(eval_script.main, ["--model_path", str(tiny_model), "--data_path", str(broken),
-                                       "--split", "forget01", "--save_dir", str(save), "--device", "cpu"], capsys)
+                                       "--split", "forget01", "--save_dir", str(save), "--device", "cpu"])
     assert "row 0 lacks field(s) perturbed_answer, paraphrased_answer" in err
     err = run_error(eval_script.main, ["--model_path", str(tiny_model), "--data_path", str(tofu_dir),
-                                       "--split", "forget01", "--task_id", "7", "--save_dir", str(save)], capsys)
+                                       "--split", "forget01", "--task_id", "7", "--save_dir", str(save)])
     assert "--task_id 7" in err
     err = run_error(eval_script.main, ["--model_path", str(tiny_model), "--data_path", str(tofu_dir),
-                                       "--retain_result", str(tmp_path), "--split", "forget01", "--save_dir", str(save)],
-                    capsys)
+                                       "--retain_result", str(tmp_path), "--split", "forget01", "--save_dir", str(save)])
     assert "--retain_result" in err and "file not found" in err
     assert not save.exists()

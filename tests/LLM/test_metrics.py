@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
 from LLM.metrics import (aggregate, forget_quality, harmonic_mean, probability_score, rouge_recall,

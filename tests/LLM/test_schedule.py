@@ -1,7 +1,6 @@
 """The alternating schedule: which batches, which objective, also under accumulation and sharding."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from common.dualoptim import DecoupledAdamW

@@ -1,0 +1,157 @@
+"""One unlearning run on given forget/retain rows, shared by TOFU (``main_forget.py``) and
+real-world unlearning (``real_world_unlearn.py``).
+
+The entry scripts decide *which* rows, start model and reference model a run
+uses and where it is saved; this module owns the flags every unlearning run
+shares, their validation, and the run itself: datasets for the loss's batch
+kinds, the joint or alternating :class:`~LLM.schedule.Schedule`, the
+``--optim_cfg`` optimizer (told each step's objective), and the saved model.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from functools import partial
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from common.device import add_device_args
+from common.errors import UsageError
+from common.io import write_run_record
+from common.seed import seed_everything
+from LLM.data import Row, UnlearnDataset, collate_unlearn
+from LLM.losses import FORGET_LOSSES, UnlearnLoss
+from LLM.models import DTYPES, apply_lora, load_causal_lm, load_tokenizer
+from LLM.options import add_model_args, template_from_args
+from LLM.schedule import FORGET, JOINT, RETAIN, BatchStream, Schedule, steps_per_epoch
+from LLM.trainer import OPTIMIZERS, build_optimizer, build_scheduler, run_schedule, save_model
+
+
+def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forget_lr: float = 1e-5,
+                     batch_size: int = 5, forget_coeff: float = 1.0, optim_cfg: str = "adam",
+                     max_length: int = 500) -> None:
+    """The model, loss, optimizer, schedule and LoRA flags (the original's config keys).
+
+    Keyword arguments are the defaults that differ between the TOFU and real-world configs.
+    """
+    add_model_args(parser)
+    parser.add_argument("--idk_path", type=str, default=None,
+                        help="refusal answers, one a line (default: <data_path>/idontknow.jsonl)")
+    parser.add_argument("--forget_loss", type=str, default="ME+GD", help=", ".join(FORGET_LOSSES.names()))
+    parser.add_argument("--optim_cfg", type=str, default=optim_cfg, help=", ".join(OPTIMIZERS.names()))
+    parser.add_argument("--alternate", action="store_true",
+                        help="alternate forget and retain steps (--forget_freq, --retain_freq)")
+    parser.add_argument("--forget_freq", type=int, default=1, help="forget steps per cycle")
+    parser.add_argument("--retain_freq", type=int, default=1, help="retain steps per cycle")
+    parser.add_argument("--lr", type=float, default=lr, help="(retain) learning rate")
+    parser.add_argument("--forget_lr", type=float, default=forget_lr, help="forget learning rate of dual_adam")
+    parser.add_argument("--num_epochs", type=int, default=5)
+    parser.add_argument("--batch_size", type=int, default=batch_size, help="per-process micro-batch size")
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=4)
+    parser.add_argument("--forget_coeff", type=float, default=forget_coeff)
+    parser.add_argument("--regularization_coeff", type=float, default=1.0)
+    parser.add_argument("--beta", type=float, default=0.1, help="inverse temperature of NPO/DPO/AP")
+    parser.add_argument("--weight_decay", type=float, default=0.01)
+    parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--mask", action=argparse.BooleanOptionalAction, default=True,
+                        help="exclude question tokens from the forget labels")
+    parser.add_argument("--max_length", type=int, default=max_length)
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--use_LoRA", action="store_true")
+    parser.add_argument("--LoRA_r", type=int, default=8)
+    parser.add_argument("--LoRA_alpha", type=int, default=32)
+    parser.add_argument("--LoRA_dropout", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=1001)
+    add_device_args(parser)
+
+
+def validate_unlearn_args(args: argparse.Namespace) -> UnlearnLoss:
+    """Check the shared flags before anything is loaded or written; returns the loss."""
+    for flag in ("num_epochs", "batch_size", "gradient_accumulation_steps", "forget_freq", "retain_freq",
+                 "max_length"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag}: must be >= 1, got {getattr(args, flag)}")
+    loss = FORGET_LOSSES.get(args.forget_loss)
+    OPTIMIZERS.get(args.optim_cfg)
+    if args.alternate and loss.regularizer is None:
+        raise UsageError(f"--alternate: --forget_loss {args.forget_loss} has no retain term; use e.g. "
+                         f"{args.forget_loss}+GD")
+    if args.optim_cfg.startswith("dual") and not args.alternate:
+        raise UsageError(f"--optim_cfg {args.optim_cfg}: needs --alternate (a joint step serves both "
+                         f"objectives, so there is no objective to pick an optimizer state for)")
+    return loss
+
+
+def needs_idk(loss: UnlearnLoss) -> bool:
+    return any(kind.endswith("_idk") for kind in loss.kinds)
+
+
+def unlearn(args: argparse.Namespace, accelerator, loss: UnlearnLoss, forget_rows: Sequence[Row],
+            retain_rows: Sequence[Row], model_path: str, ref_path: str, out_dir: Path,
+            idk_answers: Optional[Sequence[str]], max_steps: Optional[int] = None,
+            desc: str = "unlearn", extra_metrics: Optional[dict] = None) -> dict:
+    """Unlearn ``forget_rows`` from ``model_path`` and save ``<out_dir>/checkpoint-last`` and ``run.json``.
+
+    ``max_steps`` defaults to ``num_epochs`` times :func:`~LLM.schedule.steps_per_epoch`;
+    warm-up lasts one epoch when an epoch has more than one step (as the original).
+    Returns the run's metrics (also written to ``run.json`` with the per-step history).
+    """
+    seed_everything(args.seed)
+    tokenizer = load_tokenizer(model_path)
+    model = load_causal_lm(model_path, args.dtype)
+    if args.use_LoRA:
+        model = apply_lora(model, args.LoRA_r, args.LoRA_alpha, args.LoRA_dropout)
+    ref_model = None
+    if loss.needs_ref:
+        ref_model = load_causal_lm(ref_path, args.dtype, flag="--model_path (reference)").to(accelerator.device)
+        ref_model.eval().requires_grad_(False)
+
+    template, world, rank = template_from_args(args), accelerator.num_processes, accelerator.process_index
+    collate = partial(collate_unlearn, pad_id=tokenizer.pad_token_id)
+    make = partial(UnlearnDataset, tokenizer=tokenizer, template=template, max_length=args.max_length,
+                   idk_answers=idk_answers, mask_question=args.mask)
+    if args.alternate:
+        forget_set = make(forget_rows, kinds=loss.forget_term.kinds)
+        retain_set = make(retain_rows, kinds=loss.regularizer.kinds)
+        streams = {FORGET: BatchStream(forget_set, args.batch_size, collate, args.seed, rank, world),
+                   RETAIN: BatchStream(retain_set, args.batch_size, collate, args.seed + 1, rank, world)}
+    else:
+        joint_set = make(forget_rows, kinds=loss.kinds, retain_rows=retain_rows)
+        streams = {JOINT: BatchStream(joint_set, args.batch_size, collate, args.seed, rank, world)}
+    per_epoch = steps_per_epoch(len(forget_rows), len(retain_rows), args.batch_size,
+                                args.gradient_accumulation_steps, world, args.alternate, args.forget_freq,
+                                args.retain_freq)
+    if max_steps is None:
+        max_steps = args.num_epochs * per_epoch
+    schedule = Schedule(streams, max_steps, args.gradient_accumulation_steps, args.forget_freq, args.retain_freq)
+
+    optimizer = build_optimizer(args.optim_cfg, model, args.lr, args.forget_lr, args.weight_decay)
+    scheduler = build_scheduler(optimizer, max_steps, warmup_steps=per_epoch if per_epoch > 1 else 0)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    def step_loss(objective: str, batch) -> torch.Tensor:
+        if objective == FORGET:
+            return args.forget_coeff * loss.forget(model, ref_model, batch, args.beta)
+        if objective == RETAIN:
+            return args.regularization_coeff * loss.regularization(model, ref_model, batch, args.beta)
+        return loss.joint(model, ref_model, batch, args.beta, args.forget_coeff, args.regularization_coeff)
+
+    if accelerator.is_main_process:
+        print(f"######### {desc} -> {out_dir}; max steps {max_steps}")
+    start = time.perf_counter()
+    history = run_schedule(accelerator, model, optimizer, scheduler, schedule, step_loss, args.max_grad_norm,
+                           desc=desc)
+    seconds = time.perf_counter() - start
+    save_model(accelerator, model, tokenizer, Path(out_dir) / "checkpoint-last")
+    metrics = dict(extra_metrics or {})
+    metrics.update({"num_forget": len(forget_rows), "num_retain": len(retain_rows), "max_steps": max_steps,
+                    "steps_per_epoch": per_epoch, "num_processes": world,
+                    "final_loss": history[-1]["loss"] if history else None, "train_seconds": seconds,
+                    "tokens_per_second": sum(h["tokens"] for h in history) / seconds if seconds > 0 else 0.0,
+                    "model_path": model_path, "ref_model_path": ref_path if loss.needs_ref else None})
+    if accelerator.is_main_process:
+        write_run_record(out_dir, args, metrics, history=history)
+    accelerator.free_memory()
+    return metrics

@@ -1,0 +1,54 @@
+# Shared settings of the LLM sweeps; sourced by the other scripts, not run directly.
+#
+# Environment (all optional except MODEL_PATH and DATA_PATH):
+#   MODEL_PATH      model to start from (hub id or folder): the fine-tuned model for the unlearning
+#                   sweeps, the pre-trained model for finetune.sh                 [required]
+#   DATA_PATH       TOFU folder (closer-look or locuslab/TOFU layout) or hub id    [required]
+#   SAVE_DIR        root of all outputs                                           (results)
+#   RETAIN_ROOT     folder with <split>/eval_log_forget.json of the retain model,
+#                   enabling forget quality                                       ($SAVE_DIR/retain_eval)
+#   MODEL_FAMILY    prompt template (LLM/config/model_config.yaml: phi1.5, llama2-7b, llama3-8b, plain)  (phi1.5)
+#   SEEDS           seeds of each setting                                         (1001 1002 1003)
+#   SPLITS          forget splits                                                 (forget10)
+#   TASK_ID         TOFU task (1 is the standard benchmark)                        (1)
+#   NUM_EPOCHS      unlearning epochs                                             (5)
+#   LAUNCH          how to start a script, e.g.
+#                   "accelerate launch --config_file LLM/config/accelerate/zero2.yaml"   (python)
+#   EXTRA_ARGS      appended to every training, unlearning and evaluation command, e.g. "--device cpu"  ()
+#   TRAIN_ARGS      appended to training / unlearning commands only, e.g.
+#                   "--batch_size 2 --gradient_accumulation_steps 1 --max_length 64"  ()
+#   EVAL_ARGS       appended to evaluation commands only, e.g. "--ds_size 50 --max_new_tokens 32"  ()
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+: "${MODEL_PATH:?set MODEL_PATH to the model to start from (see scripts/LLM/common.sh)}"
+: "${DATA_PATH:?set DATA_PATH to the TOFU data folder (or locuslab/TOFU)}"
+SAVE_DIR="${SAVE_DIR:-results}"
+RETAIN_ROOT="${RETAIN_ROOT:-$SAVE_DIR/retain_eval}"
+MODEL_FAMILY="${MODEL_FAMILY:-phi1.5}"
+read -r -a SEED_LIST <<< "${SEEDS:-1001 1002 1003}"
+read -r -a SPLIT_LIST <<< "${SPLITS:-forget10}"
+TASK_ID="${TASK_ID:-1}"
+NUM_EPOCHS="${NUM_EPOCHS:-5}"
+read -r -a LAUNCHER <<< "${LAUNCH:-python}"
+read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
+read -r -a TRAIN_EXTRA <<< "${TRAIN_ARGS:-}"
+read -r -a EVAL_EXTRA <<< "${EVAL_ARGS:-}"
+
+# unlearn_and_eval OUT_DIR SPLIT [main_forget.py flags...]
+# Unlearns task $TASK_ID of SPLIT into OUT_DIR, then evaluates checkpoint-last (with forget quality
+# when the retain model's statistics for SPLIT exist under $RETAIN_ROOT).
+unlearn_and_eval() {
+    local out_dir="$1" split="$2"
+    shift 2
+    "${LAUNCHER[@]}" "$REPO_ROOT/LLM/main_forget.py" --model_family "$MODEL_FAMILY" --model_path "$MODEL_PATH" \
+        --data_path "$DATA_PATH" --split "$split" --task_list "$TASK_ID" --num_epochs "$NUM_EPOCHS" \
+        --save_dir "$out_dir" "$@" "${EXTRA[@]}" "${TRAIN_EXTRA[@]}"
+    local retain=()
+    if [[ -f "$RETAIN_ROOT/$split/eval_log_forget.json" ]]; then
+        retain=(--retain_result "$RETAIN_ROOT/$split")
+    fi
+    "${LAUNCHER[@]}" "$REPO_ROOT/LLM/eval.py" --model_family "$MODEL_FAMILY" \
+        --model_path "$out_dir/$TASK_ID/unlearn_times_1/checkpoint-last" --data_path "$DATA_PATH" \
+        --split "$split" --task_id "$TASK_ID" "${retain[@]}" "${EXTRA[@]}" "${EVAL_EXTRA[@]}"
+}
