@@ -1,6 +1,7 @@
 """Errors that end a script with one clear line instead of a traceback."""
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from typing import Callable, TypeVar
@@ -30,3 +31,16 @@ def cli_main(func: F) -> F:
             raise SystemExit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line (``error: <prog>: <message>``), exit 2.
+
+    The stock parser prints its whole usage block before the error, which
+    buries the one fact the user needs (``--optim: invalid choice 'adamx'``).
+    ``--help`` still prints the full usage.
+    """
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"error: {self.prog}: {' '.join(message.split())}", file=sys.stderr)
+        raise SystemExit(2)

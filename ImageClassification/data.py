@@ -1,0 +1,267 @@
+"""Datasets, the train/validation split and forget-set selection of the image-classification scripts.
+
+The split and selection follow the research code exactly:
+
+* validation: 10% of every class of the training set, drawn with
+  ``np.random.RandomState(seed)``; the rest (in index order) is the train set;
+* forget set: ``--class_to_replace k`` takes the train samples of class ``k``
+  (``-1``: all samples), and ``--num_indexes_to_replace n`` draws ``n`` of them
+  with ``np.random.RandomState(seed - 1)`` without replacement;
+  ``--indexes_to_replace`` names them explicitly;
+* forgetting a whole class also removes it from the test set.
+
+Every draw uses its own seeded ``RandomState``, so the same ``--seed`` selects
+the same forget set on every machine.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torchvision import transforms
+
+from common.datasets import ArrayImageDataset, load_digits_arrays, load_imagefolder_arrays
+from common.errors import UsageError
+from common.registry import Registry
+from common.seed import make_generator, seed_worker
+from ImageClassification.unlearn.base import UnlearnLoaders
+
+Arrays = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train_x, train_y, test_x, test_y
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a ``--dataset`` name provides: loader of uint8 NHWC arrays and its constants."""
+
+    load: Callable[[argparse.Namespace], Arrays]
+    num_classes: int
+    mean: Sequence[float]
+    std: Sequence[float]
+    input_size: int
+    flip: bool = True  # horizontal flips are label-preserving (not for digits or house numbers)
+
+
+DATASETS: Registry[DatasetSpec] = Registry("--dataset")
+
+
+def _torchvision_arrays(name: str, args: argparse.Namespace) -> Arrays:
+    import torchvision.datasets as tvd
+
+    root = Path(args.data)
+    try:
+        if name == "svhn":
+            train = tvd.SVHN(root, split="train", download=args.download)
+            test = tvd.SVHN(root, split="test", download=args.download)
+            # SVHN stores NCHW; bring it to the NHWC layout of the other datasets
+            return (train.data.transpose(0, 2, 3, 1), np.asarray(train.labels),
+                    test.data.transpose(0, 2, 3, 1), np.asarray(test.labels))
+        cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+        train = cls(root, train=True, download=args.download)
+        test = cls(root, train=False, download=args.download)
+    except RuntimeError as err:
+        raise UsageError(f"--data {root}: {name} not found there ({' '.join(str(err).split())}); "
+                         f"pass --download to fetch it, or point --data at it") from None
+    return train.data, np.asarray(train.targets), test.data, np.asarray(test.targets)
+
+
+def _load_cifar10(args: argparse.Namespace) -> Arrays:
+    """torchvision's CIFAR-10 under ``--data``, or an ImageFolder tree / zip of it."""
+    path = Path(args.data)
+    if path.suffix == ".zip" or (path / "train").is_dir() and not (path / "cifar-10-batches-py").exists():
+        train_x, train_y, classes = load_imagefolder_arrays(path, "train")
+        test_x, test_y, test_classes = load_imagefolder_arrays(path, "test")
+        if classes != test_classes:
+            raise UsageError(f"--data {path}: train and test folders have different classes")
+        return train_x, train_y, test_x, test_y
+    return _torchvision_arrays("cifar10", args)
+
+
+def _load_tiny_imagenet(args: argparse.Namespace) -> Arrays:
+    """TinyImagenet as an ImageFolder at ``--data_dir`` with ``train/`` and ``test/`` (or ``val/``) folders."""
+    root = Path(args.data_dir)
+    test_split = "test" if (root / "test").is_dir() else "val"
+    train_x, train_y, _ = load_imagefolder_arrays(root, "train", flag="--data_dir")
+    test_x, test_y, _ = load_imagefolder_arrays(root, test_split, flag="--data_dir")
+    return train_x, train_y, test_x, test_y
+
+
+def _load_digits(args: argparse.Namespace) -> Arrays:
+    return load_digits_arrays(image_size=args.input_size, channels=3)
+
+
+DATASETS.register("cifar10")(DatasetSpec(_load_cifar10, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32))
+DATASETS.register("cifar100")(DatasetSpec(lambda a: _torchvision_arrays("cifar100", a), 100,
+                                          (0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762), 32))
+DATASETS.register("svhn")(DatasetSpec(lambda a: _torchvision_arrays("svhn", a), 10,
+                                      (0.4377, 0.4438, 0.4728), (0.1201, 0.1231, 0.1052), 32, flip=False))
+DATASETS.register("TinyImagenet")(DatasetSpec(_load_tiny_imagenet, 200, (0.485, 0.456, 0.406),
+                                              (0.229, 0.224, 0.225), 64))
+DATASETS.register("digits")(DatasetSpec(_load_digits, 10, (0.1, 0.1, 0.1), (0.25, 0.25, 0.25), 16, flip=False))
+
+
+def resolve_dataset(args: argparse.Namespace) -> DatasetSpec:
+    """Look up ``--dataset`` and fill the flags derived from it (classes, size, normalisation)."""
+    spec = DATASETS.get(args.dataset)
+    args.num_classes = spec.num_classes
+    if args.input_size is None:
+        args.input_size = spec.input_size
+    args.data_mean, args.data_std = list(spec.mean), list(spec.std)
+    return spec
+
+
+def train_transform(spec: DatasetSpec, args: argparse.Namespace) -> Callable:
+    """Random crop with padding (+ horizontal flip where label-preserving), or none with ``--no-aug``."""
+    steps = [] if args.no_aug else [transforms.RandomCrop(args.input_size, padding=args.input_size // 8)]
+    if spec.flip and not args.no_aug:
+        steps.append(transforms.RandomHorizontalFlip())
+    return transforms.Compose(steps + _to_model_input(args))
+
+
+def test_transform(args: argparse.Namespace) -> Callable:
+    return transforms.Compose(_to_model_input(args))
+
+
+def _to_model_input(args: argparse.Namespace) -> list:
+    steps = [transforms.ToTensor()]
+    if args.imagenet_arch and args.dataset == "TinyImagenet":
+        steps.append(transforms.Resize(224, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True))
+    return steps
+
+
+def split_validation(targets: np.ndarray, seed: int, fraction: float = 0.1) -> Tuple[np.ndarray, np.ndarray]:
+    """``(train_index, val_index)``: ``fraction`` of each class drawn with ``RandomState(seed)``."""
+    rng = np.random.RandomState(seed)
+    val_index = np.hstack([rng.choice(np.flatnonzero(targets == label),
+                                      int(fraction * np.sum(targets == label)), replace=False)
+                           for label in range(int(targets.max()) + 1)]).astype(np.int64)
+    return np.setdiff1d(np.arange(len(targets)), val_index), np.sort(val_index)
+
+
+def parse_indexes(text: Optional[str]) -> Optional[np.ndarray]:
+    if text is None:
+        return None
+    try:
+        return np.array([int(part) for part in str(text).replace(" ", "").split(",") if part], dtype=np.int64)
+    except ValueError:
+        raise UsageError(f"--indexes_to_replace: expected comma-separated integers, got {text!r}") from None
+
+
+def select_forget_indexes(targets: np.ndarray, seed: int, class_to_replace: int = -1,
+                          num_indexes_to_replace: Optional[int] = None,
+                          indexes_to_replace: Optional[np.ndarray] = None, num_classes: Optional[int] = None) -> np.ndarray:
+    """Indexes (into the train set) of the samples to forget, as the research code selects them."""
+    n = len(targets)
+    if indexes_to_replace is not None:
+        if num_indexes_to_replace is not None or class_to_replace != -1:
+            raise UsageError("--indexes_to_replace: cannot be combined with --class_to_replace or "
+                             "--num_indexes_to_replace")
+        bad = indexes_to_replace[(indexes_to_replace < 0) | (indexes_to_replace >= n)]
+        if len(bad):
+            raise UsageError(f"--indexes_to_replace: index {int(bad[0])} is outside the train set (0..{n - 1})")
+        return np.unique(indexes_to_replace)
+    num_classes = num_classes or int(targets.max()) + 1
+    if not -1 <= class_to_replace < num_classes:
+        raise UsageError(f"--class_to_replace: must be -1 (any class) or 0..{num_classes - 1}, "
+                         f"got {class_to_replace}")
+    candidates = np.flatnonzero(targets == class_to_replace) if class_to_replace >= 0 else np.arange(n)
+    if num_indexes_to_replace is None:
+        if class_to_replace < 0:
+            raise UsageError("--num_indexes_to_replace: required unless --class_to_replace or "
+                             "--indexes_to_replace selects the forget set")
+        return candidates
+    if num_indexes_to_replace > len(candidates):
+        what = f"class {class_to_replace}" if class_to_replace >= 0 else "the train set"
+        raise UsageError(f"--num_indexes_to_replace: {num_indexes_to_replace} is larger than {what} "
+                         f"({len(candidates)} samples)")
+    rng = np.random.RandomState(seed - 1)
+    return rng.choice(candidates, size=num_indexes_to_replace, replace=False)
+
+
+@dataclass
+class UnlearnData:
+    """Every split of one run, as arrays, with the transforms to view them."""
+
+    train: ArrayImageDataset            # the whole train split (forget + retain), train transform
+    forget_index: np.ndarray            # indexes into ``train``
+    val: ArrayImageDataset
+    test: ArrayImageDataset
+    num_classes: int
+    eval_transform: Callable
+    retain_index: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        keep = np.ones(len(self.train), dtype=bool)
+        keep[self.forget_index] = False
+        self.retain_index = np.flatnonzero(keep)
+
+    def subset(self, index: np.ndarray, train: bool = True) -> ArrayImageDataset:
+        transform = self.train.transform if train else self.eval_transform
+        return ArrayImageDataset(self.train.data[index], self.train.targets[index], transform)
+
+    @property
+    def forget(self) -> ArrayImageDataset:
+        return self.subset(self.forget_index)
+
+    @property
+    def retain(self) -> ArrayImageDataset:
+        return self.subset(self.retain_index)
+
+
+def load_unlearn_data(args: argparse.Namespace, split_seed: Optional[int] = None) -> UnlearnData:
+    """Load ``--dataset``, split off validation and select the forget set.
+
+    ``split_seed`` defaults to ``--seed`` (the research code's marked loader);
+    ``main_train`` passes 1, the seed of the research code's unmarked loader.
+    """
+    spec = resolve_dataset(args)
+    train_x, train_y, test_x, test_y = spec.load(args)
+    train_y, test_y = np.asarray(train_y, dtype=np.int64), np.asarray(test_y, dtype=np.int64)
+    train_index, val_index = split_validation(train_y, args.seed if split_seed is None else split_seed)
+    has_forget = (args.num_indexes_to_replace is not None or args.class_to_replace != -1
+                  or args.indexes_to_replace is not None)
+    targets = train_y[train_index]
+    forget_index = (select_forget_indexes(targets, args.seed, args.class_to_replace, args.num_indexes_to_replace,
+                                          parse_indexes(args.indexes_to_replace), spec.num_classes)
+                    if has_forget else np.array([], dtype=np.int64))
+    if args.class_to_replace >= 0 and (args.num_indexes_to_replace is None
+                                       or args.num_indexes_to_replace == np.sum(targets == args.class_to_replace)):
+        keep = test_y != args.class_to_replace  # the whole class is forgotten: drop it from the test set too
+        test_x, test_y = test_x[keep], test_y[keep]
+    evaluation = test_transform(args)
+    return UnlearnData(train=ArrayImageDataset(train_x[train_index], targets, train_transform(spec, args)),
+                       forget_index=np.sort(forget_index),
+                       val=ArrayImageDataset(train_x[val_index], train_y[val_index], evaluation),
+                       test=ArrayImageDataset(test_x, test_y, evaluation),
+                       num_classes=spec.num_classes, eval_transform=evaluation)
+
+
+def make_loader(dataset, args: argparse.Namespace, shuffle: bool, seed: Optional[int] = None) -> DataLoader:
+    """A DataLoader with the run's batch size and workers; shuffled by a generator seeded with ``seed``."""
+    return DataLoader(dataset, batch_size=args.batch_size, shuffle=shuffle, num_workers=args.num_workers,
+                      generator=make_generator(args.seed if seed is None else seed) if shuffle else None,
+                      worker_init_fn=seed_worker, pin_memory=torch.cuda.is_available())
+
+
+def unlearn_loaders(data: UnlearnData, args: argparse.Namespace) -> UnlearnLoaders:
+    """Shuffled train-transform loaders of the forget and retain sets, plus val/test loaders."""
+    if len(data.forget_index) == 0:
+        raise UsageError("--num_indexes_to_replace/--class_to_replace/--indexes_to_replace: "
+                         "the forget set is empty")
+    return UnlearnLoaders(forget_loader=make_loader(data.forget, args, shuffle=True),
+                          retain_loader=make_loader(data.retain, args, shuffle=True),
+                          test_loader=make_loader(data.test, args, shuffle=False),
+                          num_classes=data.num_classes,
+                          val_loader=make_loader(data.val, args, shuffle=False))
+
+
+def evaluation_loaders(data: UnlearnData, args: argparse.Namespace) -> Dict[str, DataLoader]:
+    """Test-transform loaders of retain, forget, val and test, in the research code's order."""
+    return {"retain": make_loader(data.subset(data.retain_index, train=False), args, shuffle=False),
+            "forget": make_loader(data.subset(data.forget_index, train=False), args, shuffle=False),
+            "val": make_loader(data.val, args, shuffle=False),
+            "test": make_loader(data.test, args, shuffle=False)}

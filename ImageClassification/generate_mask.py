@@ -1,0 +1,67 @@
+"""SalUn saliency masks for ``--mask_path``.
+
+    python generate_mask.py --save_dir mask --model_path MODEL --num_indexes_to_replace 4500 --unlearn_epochs 1
+
+The DualOptim research code scores every weight by
+``|mean forget gradient| - |mean retain gradient|`` of the (negated)
+cross-entropy, with the model in eval mode, and for each threshold
+``t`` in 0.1, ..., 1.0 keeps the top ``t`` fraction of all weights (ranked
+globally) in ``<save_dir>/with_<t>.pt``.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+
+from common.device import get_device
+from common.errors import UsageError, cli_main
+from common.io import ensure_writable_dir, write_run_record
+from common.saliency import SALUN_THRESHOLDS, accumulate_gradients, save_masks, top_fraction_masks
+from common.seed import seed_everything
+from ImageClassification.arg_parser import parse_args
+from ImageClassification.data import load_unlearn_data, unlearn_loaders
+from ImageClassification.pipeline import load_original_model
+
+
+def saliency_scores(model, forget_loader, retain_loader, device) -> Dict[str, torch.Tensor]:
+    """``|g_forget| - |g_retain|`` per weight, ``g`` the mean gradient of ``-CE`` over a loader."""
+    model.eval()
+
+    def negated_ce(net, batch):
+        images, targets = batch
+        return -F.cross_entropy(net(images.to(device)), targets.to(device))
+
+    forget_grad = accumulate_gradients(model, forget_loader, negated_ce)
+    retain_grad = accumulate_gradients(model, retain_loader, negated_ce)
+    return {name: forget_grad[name].abs() - retain_grad[name].abs() for name in forget_grad}
+
+
+def generate(args: argparse.Namespace) -> list:
+    if not args.save_dir:
+        raise UsageError("--save_dir: required (folder for the with_<t>.pt masks)")
+    device = get_device(args.device, args.gpu)
+    seed_everything(args.seed, args.deterministic)
+    data = load_unlearn_data(args)
+    loaders = unlearn_loaders(data, args)
+    if args.unlearn == "retrain":
+        args.unlearn = "RL"  # a mask is always computed from the original model, never a fresh one
+    model = load_original_model(args, device)
+    ensure_writable_dir(args.save_dir)
+    scores = saliency_scores(model, loaders.forget_loader, loaders.retain_loader, device)
+    paths = save_masks(top_fraction_masks(scores, SALUN_THRESHOLDS), args.save_dir)
+    write_run_record(args.save_dir, args, {"masks": [str(p) for p in paths]})
+    print(f"saved {len(paths)} masks to {Path(args.save_dir)}")
+    return paths
+
+
+@cli_main
+def main(argv=None):
+    return generate(parse_args(argv, description="Generate SalUn saliency masks"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Train the original model that unlearning starts from.
+
+    python main_train.py --arch resnet18 --dataset cifar10 --lr 0.1 --epochs 182 --save_dir resnet18_cifar10
+
+SGD (momentum ``--momentum``, weight decay ``--weight_decay``), MultiStepLR on
+``--decreasing_lr``, random-crop/flip augmentation unless ``--no-aug``.  Writes
+``0checkpoint.pth.tar`` (last epoch) and ``0model_SA_best.pth.tar`` (best
+validation accuracy), the research code's names; either is a ``--model_path``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+from common.checkpointing import refuse_overwrite
+from common.device import get_device
+from common.errors import UsageError, cli_main
+from common.io import atomic_torch_save, ensure_writable_dir, write_run_record
+from common.seed import seed_everything
+from ImageClassification.arg_parser import parse_args
+from ImageClassification.data import load_unlearn_data, make_loader
+from ImageClassification.evaluation import accuracy
+from ImageClassification.models import build_model_from_args
+from ImageClassification.unlearn.engine import cross_entropy_loss, run_epochs
+
+LAST, BEST = "0checkpoint.pth.tar", "0model_SA_best.pth.tar"
+# The research code trains on the split of its unmarked loader, whose seed is fixed at 1.
+TRAIN_SPLIT_SEED = 1
+
+
+def train(args: argparse.Namespace) -> dict:
+    if not args.save_dir:
+        raise UsageError("--save_dir: required (folder for the trained model)")
+    save_dir = Path(args.save_dir)
+    refuse_overwrite(save_dir, [BEST], args.overwrite)
+    device = get_device(args.device, args.gpu)
+    seed_everything(args.train_seed, args.deterministic)
+    data = load_unlearn_data(args, split_seed=TRAIN_SPLIT_SEED)
+    train_loader = make_loader(data.train, args, shuffle=True, seed=args.train_seed)
+    val_loader = make_loader(data.val, args, shuffle=False)
+    test_loader = make_loader(data.test, args, shuffle=False)
+    model = build_model_from_args(args).to(device)
+    ensure_writable_dir(save_dir)
+
+    # Training is fine-tuning from scratch on the whole train set: the unlearning epoch
+    # driver with one SGD optimizer at --lr for --epochs epochs.
+    schedule = copy.copy(args)
+    schedule.unlearn, schedule.optim = "train", "sgd"
+    schedule.unlearn_lr = schedule.retain_lr = args.lr
+    schedule.unlearn_epochs = args.epochs
+    schedule.save_dir = None
+    history, best = [], {"val_acc": -1.0}
+    train_loss = cross_entropy_loss(model)
+
+    def epoch(run) -> None:
+        train_acc = run.train_on(train_loader, train_loss, "retain", desc="train", warmup_every_step=True)
+        record = {"epoch": run.epoch + 1, "train_acc": train_acc, "val_acc": accuracy(model, val_loader, device)}
+        history.append(record)
+        print(f"epoch {record['epoch']}: train acc {train_acc:.2f}, val acc {record['val_acc']:.2f}")
+        state = {"state_dict": model.state_dict(), "arch": args.arch, "dataset": args.dataset,
+                 "num_classes": args.num_classes, "epoch": record["epoch"], "result": history}
+        atomic_torch_save(state, save_dir / LAST)
+        if record["val_acc"] > best["val_acc"]:
+            best.update(record)
+            atomic_torch_save(state, save_dir / BEST)
+
+    run_epochs(model, schedule, device, None, epoch)
+    metrics = {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"],
+               "final_val_acc": history[-1]["val_acc"], "test_acc": accuracy(model, test_loader, device)}
+    print(f"test acc: {metrics['test_acc']}")
+    write_run_record(save_dir, args, metrics, history=history)
+    return metrics
+
+
+@cli_main
+def main(argv=None):
+    return train(parse_args(argv, description="Train the original image classifier"))
+
+
+if __name__ == "__main__":
+    main()

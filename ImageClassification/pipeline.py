@@ -1,0 +1,92 @@
+"""The run behind ``main_random.py``, ``main_forget.py`` and ``main_random_sfron.py``.
+
+load flags -> check every input (method, checkpoint, mask, forget set) ->
+unlearn -> evaluate -> print the research code's result lines -> write the
+checkpoint, ``eval_result.json`` and ``run.json`` atomically.  All inputs are
+validated before anything is written, so a bad command leaves an existing
+``--save_dir`` untouched.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from common.checkpointing import refuse_overwrite
+from common.device import get_device
+from common.errors import UsageError
+from common.io import atomic_torch_save, atomic_write_json, ensure_writable_dir, load_torch_file, write_run_record
+from common.saliency import load_mask
+from common.seed import seed_everything
+from ImageClassification.data import evaluation_loaders, load_unlearn_data, unlearn_loaders
+from ImageClassification.evaluation import evaluate
+from ImageClassification.models import build_model_from_args, load_weights
+from ImageClassification.unlearn import get_unlearn_method
+
+RESULT_FILE = "eval_result.json"
+
+
+def checkpoint_name(unlearn: str) -> str:
+    """``<unlearn>checkpoint.pth.tar``, the research code's name for an unlearned model."""
+    return f"{unlearn}checkpoint.pth.tar"
+
+
+def load_original_model(args: argparse.Namespace, device: torch.device) -> nn.Module:
+    """A model of ``--arch`` for the dataset, with ``--model_path`` loaded unless the method is retrain."""
+    seed_everything(args.train_seed)  # the research code seeds model initialisation with --train_seed
+    model = build_model_from_args(args)
+    if args.unlearn != "retrain":
+        checkpoint = load_torch_file(args.model_path, "--model_path")
+        load_weights(model, checkpoint, "--model_path", args.model_path, args.arch)
+    return model.to(device)
+
+
+def print_results(metrics: Dict[str, float]) -> None:
+    """The lines the research code prints and its ``parse_result.py`` reads (forget acc is UA)."""
+    print(f"retain acc: {metrics['retain_acc']}")
+    print(f"forget acc: {metrics['UA']}")
+    print(f"val acc: {metrics['val_acc']}")
+    print(f"test acc: {metrics['test_acc']}")
+    print(f"MIA: {metrics['mia_raw']}")
+
+
+def run_unlearning(args: argparse.Namespace) -> Dict[str, float]:
+    """Unlearn, evaluate and save one run; returns the metrics."""
+    if not args.save_dir:
+        raise UsageError("--save_dir: required (folder for the unlearned model and results)")
+    method = get_unlearn_method(args.unlearn)
+    save_dir = Path(args.save_dir)
+    resumed = args.resume and (save_dir / checkpoint_name(args.unlearn)).exists()
+    if not resumed:
+        refuse_overwrite(save_dir, [RESULT_FILE], args.overwrite)
+    device = get_device(args.device, args.gpu)
+    seed_everything(args.seed, args.deterministic)
+    data = load_unlearn_data(args)
+    loaders = unlearn_loaders(data, args)
+    model = load_original_model(args, device)
+    mask = load_mask(args.mask_path, model) if args.mask_path else None
+    ensure_writable_dir(save_dir)
+    print(f"number of retain dataset {len(data.retain_index)}")
+    print(f"number of forget dataset {len(data.forget_index)}")
+
+    if resumed:
+        # the research code's --resume: evaluate the finished unlearned model again
+        saved = load_torch_file(save_dir / checkpoint_name(args.unlearn), "--resume")
+        model.load_state_dict(saved["state_dict"])
+    else:
+        seed_everything(args.seed)
+        method(loaders, model, args, mask, device)
+    metrics = evaluate(model, evaluation_loaders(data, args), device, args.mia)
+    print_results(metrics)
+    atomic_torch_save({"state_dict": model.state_dict(), "evaluation_result": metrics, "arch": args.arch},
+                      save_dir / checkpoint_name(args.unlearn))
+    atomic_torch_save(metrics, save_dir / f"{args.unlearn}eval_result.pth.tar")
+    # SalUn is RL with a saliency mask: give it its own name so results group apart from plain RL
+    method_name = "SalUn" if args.unlearn == "RL" and args.mask_path else args.unlearn
+    atomic_write_json({"method": method_name, "unlearn": args.unlearn, "optim": args.optim, "unlearn_lr": args.unlearn_lr,
+                       "retain_lr": args.retain_lr, "seed": args.seed, **metrics}, save_dir / RESULT_FILE)
+    write_run_record(save_dir, args, metrics)
+    return metrics
