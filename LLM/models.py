@@ -1,9 +1,6 @@
 """Loading, adapting and saving Hugging Face causal LMs with one-line errors."""
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import List, Optional
 
@@ -11,6 +8,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from common.errors import UsageError
+from common.io import atomic_directory
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -91,22 +89,9 @@ def save_pretrained_atomic(model, tokenizer, path: Path, state_dict=None) -> Pat
     ``state_dict`` is the gathered full state of a sharded model
     (``accelerator.get_state_dict``); LoRA models are merged instead.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "merge_and_unload"):
         model, state_dict = model.merge_and_unload(), None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_directory(path) as tmp:
         model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    return Path(path)

@@ -19,7 +19,7 @@ from torch import nn
 from common.saliency import Mask
 
 from .base import UnlearnLoaders
-from .engine import UnlearnRun, cross_entropy_loss, run_epochs
+from .engine import UnlearnRun, run_epochs
 from .registry import UNLEARN_METHODS
 
 

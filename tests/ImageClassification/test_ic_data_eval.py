@@ -1,5 +1,4 @@
 """Forget-set selection, validation split, MIA and accuracy on constructed inputs."""
-import argparse
 
 import numpy as np
 import pytest

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from common.device import get_device
-from common.errors import UsageError, cli_main
+from common.errors import UsageError
 from common.io import (atomic_path, atomic_torch_save, atomic_write_json, load_torch_file, read_json,
                        write_run_record, ensure_writable_dir)
 from common.registry import Registry

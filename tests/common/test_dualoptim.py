@@ -7,7 +7,6 @@ from torch import nn
 
 from common.dualoptim import (DecoupledAdamW, DualOptim, SharedOptim, make_unlearn_optimizer,
                               set_objective)
-from common.errors import UsageError
 
 
 def small_net(seed=0):
