@@ -25,7 +25,7 @@ from common.io import atomic_torch_save, ensure_writable_dir, load_torch_file, w
 from common.saliency import accumulate_gradients, save_masks, top_fraction_masks
 from common.seed import seed_everything
 from ImageGeneration.core.images import check_label, load_image_folder
-from ImageGeneration.core.masks import fisher_ratio_masks
+from common.saliency import fisher_ratio_masks
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, resolve_dataset, split_forget
 from ImageGeneration.DDPM.model import load_checkpoint, load_config
 from ImageGeneration.DDPM.training import elbo_fisher_loss_fn, guided_loss_fn

@@ -23,9 +23,10 @@ from common.errors import UsageError, cli_main
 from common.io import load_torch_file, write_run_record
 from common.saliency import check_mask, load_mask
 from common.seed import seed_everything
+from common.logging import setup_logging
 from ImageGeneration.core.diffusion import EMA, FORGET_LOSSES
 from ImageGeneration.core.images import check_label, load_image_folder
-from ImageGeneration.core.runs import new_run_dir, setup_logging
+from ImageGeneration.core.runs import LOGGER_NAME, new_run_dir
 from ImageGeneration.core.unlearn import cycle
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, resolve_dataset, split_forget
 from ImageGeneration.DDPM.model import (
@@ -140,7 +141,7 @@ def main(argv=None) -> str:
     ema = EMA(unet, config.model.ema_rate, loaded.state.get("ema")) if config.model.ema else None
 
     run_dir = new_run_dir(args.exp_root, run_parts(args, config))
-    logger = setup_logging(run_dir / "logs" / "stdout.txt")
+    logger = setup_logging(LOGGER_NAME, run_dir / "logs" / "stdout.txt")
     save_config(config, run_dir / "logs" / "config.yaml")
     logger.info(f"forgetting class {args.label_to_forget} of {ckpt_folder} with {args.mode} "
                 f"({plan.schedule} updates, {type(optimizer).__name__})")

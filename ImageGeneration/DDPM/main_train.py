@@ -15,8 +15,9 @@ from common.device import add_device_args, get_device
 from common.errors import UsageError, cli_main
 from common.io import write_run_record
 from common.seed import seed_everything
+from common.logging import setup_logging
 from ImageGeneration.core.images import check_label
-from ImageGeneration.core.runs import new_run_dir, setup_logging
+from ImageGeneration.core.runs import LOGGER_NAME, new_run_dir
 from ImageGeneration.core.unlearn import cycle
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget
 from ImageGeneration.DDPM.model import (
@@ -59,7 +60,7 @@ def main(argv=None) -> str:
         trained_classes.remove(args.label_to_forget)
 
     run_dir = new_run_dir(args.exp_root, [args.dataset, args.mode])
-    logger = setup_logging(run_dir / "logs" / "stdout.txt")
+    logger = setup_logging(LOGGER_NAME, run_dir / "logs" / "stdout.txt")
     save_config(config, run_dir / "logs" / "config.yaml")
     logger.info(f"Writing log file to {run_dir / 'logs'}")
     unet = build_unet(config.model, config.data).to(device)

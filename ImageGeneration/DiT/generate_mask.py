@@ -21,7 +21,7 @@ from common.io import atomic_torch_save, ensure_writable_dir, load_torch_file, w
 from common.saliency import accumulate_gradients, save_masks, top_fraction_masks
 from common.seed import seed_everything
 from ImageGeneration.core.unlearn import cycle
-from ImageGeneration.core.masks import fisher_ratio_masks
+from common.saliency import fisher_ratio_masks
 from ImageGeneration.DiT.dit import check_forget_class, forget_remain_loaders, load_latent_dit
 from ImageGeneration.DiT.unlearn import latent_loss_fn
 

@@ -20,7 +20,9 @@ from common.errors import UsageError, cli_main
 from common.io import ensure_writable_dir, write_run_record
 from common.saliency import load_mask
 from common.seed import seed_everything
-from ImageGeneration.core.runs import save_pretrained_atomic, setup_logging
+from common.io import atomic_directory
+from common.logging import setup_logging
+from ImageGeneration.core.runs import LOGGER_NAME
 from ImageGeneration.core.unlearn import cycle, run_unlearning
 from ImageGeneration.DiT.dit import check_forget_class, forget_remain_loaders, load_latent_dit
 from ImageGeneration.DiT.unlearn import (
@@ -91,12 +93,14 @@ def main(argv=None) -> str:
     optimizer = dit_optimizer(model.transformer, args.lr, args.dual, args.forget_lr)
 
     out_dir = experiment_dir(args)
-    logger = setup_logging(out_dir / "log.txt")
+    logger = setup_logging(LOGGER_NAME, out_dir / "log.txt")
     logger.info(f"Experiment directory created at {out_dir}")
     logger.info(f"Forget set: {len(forget_loader.dataset):,} images, remain set: {len(remain_loader.dataset):,}")
 
     def snapshot(step: int) -> None:
-        path = save_pretrained_atomic(model.transformer, out_dir / "checkpoints" / f"{step + 1:07d}" / "transformer")
+        path = out_dir / "checkpoints" / f"{step + 1:07d}" / "transformer"
+        with atomic_directory(path) as tmp:
+            model.transformer.save_pretrained(tmp)
         logger.info(f"Saved checkpoint to {path}")
 
     history = run_unlearning(model.transformer, optimizer, args.n_iters, forget_loss, remain_loss,

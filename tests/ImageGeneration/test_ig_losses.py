@@ -10,7 +10,6 @@ from torch import nn
 from ImageGeneration.core.diffusion import (
     EMA, FORGET_LOSSES, adaptive_weights, antithetic_timesteps, beta_schedule, cosine_decay, ewc_penalty,
     guided_noise, noise_prediction_loss, pseudo_labels_for, q_sample)
-from ImageGeneration.core.masks import fisher_ratio_masks
 
 
 def zero_eps(x, t, c):
@@ -130,11 +129,3 @@ def test_ema_update():
         model.weight.fill_(3.0)
     ema.update(model)
     assert ema.state_dict()["weight"].item() == pytest.approx(0.9 * 1.0 + 0.1 * 3.0)
-
-
-def test_fisher_ratio_mask_thresholds():
-    forget = {"w": torch.tensor([1.0, 2.0, 0.0, 5.0])}
-    remain = {"w": torch.tensor([1.0, 1.0, 1.0, 10.0])}
-    masks = fisher_ratio_masks(forget, remain, [1.0, 1.5])
-    assert masks[1.0]["w"].tolist() == [1.0, 1.0, 0.0, 0.0]
-    assert masks[1.5]["w"].tolist() == [0.0, 1.0, 0.0, 0.0]
