@@ -11,16 +11,14 @@ skipped but still counted in the denominators, as in the research code.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
 from common.device import add_device_args, get_device
 from common.errors import cli_main
-from common.io import write_run_record
 from common.seed import seed_everything
 from ImageGeneration.core.images import check_label, load_image_folder, uint8_to_model_space
-from ImageGeneration.core.metrics import forgetting_metrics
+from ImageGeneration.core.metrics import forgetting_metrics, report_forgetting
 from ImageGeneration.DDPM.classifier import load_classifier, predict
 
 
@@ -60,11 +58,7 @@ def main(argv=None) -> dict:
     metrics = evaluate_samples(classifier, uint8_to_model_space(images), args.label_of_forgotten_class,
                                args.batch_size)
     print("Classifier evaluation:")
-    print(f"Average entropy: {metrics['entropy']}")
-    print(f"Average prob of forgotten class: {metrics['prob of forgotten class']}")
-    print(f"Average accuracy of forgotten class: {metrics['accuracy of forgotten class']}")
-    write_run_record(Path(args.sample_path), args, metrics, filename="classifier_evaluation.json")
-    return metrics
+    return report_forgetting(metrics, args, args.sample_path)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Prints the average entropy, the average probability of the forgotten class and i
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -17,9 +16,9 @@ import torchvision
 
 from common.device import add_device_args, get_device
 from common.errors import UsageError, cli_main
-from common.io import load_torch_file, write_run_record
+from common.io import load_torch_file
 from ImageGeneration.core.images import check_label, load_image_folder, uint8_to_model_space
-from ImageGeneration.core.metrics import forgetting_metrics
+from ImageGeneration.core.metrics import forgetting_metrics, report_forgetting
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -74,11 +73,7 @@ def main(argv=None) -> dict:
     metrics = forgetting_metrics(classify(model, images, args.image_size, args.batch_size), args.forget_class,
                                  images.shape[0])
     metrics["n_samples"] = int(images.shape[0])
-    print(f"Average entropy: {metrics['entropy']}")
-    print(f"Average prob of forgotten class: {metrics['prob of forgotten class']}")
-    print(f"Average accuracy of forgotten class: {metrics['accuracy of forgotten class']}")
-    write_run_record(Path(args.sample_path), args, metrics, filename="classifier_evaluation.json")
-    return metrics
+    return report_forgetting(metrics, args, args.sample_path)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,13 @@ tested without any download.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict
 
 import numpy as np
 import torch
+
+from common.io import write_run_record
 
 
 def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
@@ -103,3 +106,13 @@ def forgetting_metrics(logits: torch.Tensor, forgotten_class: int, n_total: int)
     forgotten_prob = float(probs[:, forgotten_class].sum()) / n_total
     return {"entropy": entropy, "prob of forgotten class": forgotten_prob,
             "accuracy of forgotten class": accuracy, "unlearning accuracy": 1.0 - accuracy}
+
+
+def report_forgetting(metrics: Dict[str, float], args, sample_path) -> Dict[str, float]:
+    """Print the research code's three classifier-evaluation lines and record them next to the samples."""
+    print(f"Average entropy: {metrics['entropy']}")
+    print(f"Average prob of forgotten class: {metrics['prob of forgotten class']}")
+    print(f"Average accuracy of forgotten class: {metrics['accuracy of forgotten class']}")
+    write_run_record(Path(sample_path), args, metrics, filename="classifier_evaluation.json")
+    return metrics
+
