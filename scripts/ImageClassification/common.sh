@@ -1,17 +1,21 @@
-# Shared settings of the image-classification sweeps; sourced by the other scripts.
+# Shared settings of the image-classification sweeps; sourced by the other scripts (not run on its own).
 #
 # Environment (all optional):
-#   DATA        dataset root or ImageFolder tree/zip (unset: scikit-learn digits, no download)
+#   DATA        dataset root, or an ImageFolder tree/zip for cifar10 (unset: scikit-learn digits, no download)
 #   DATASET     cifar10 | cifar100 | svhn | TinyImagenet | digits   (default: cifar10 with DATA, else digits)
 #   ARCH        model architecture (default: resnet18 with DATA, else resnet20s)
-#   MODEL_PATH  original model (unset: train one into $SAVE_DIR/original on first use)
-#   SAVE_DIR    output root (default: runs/ImageClassification)
+#   MODEL_PATH  original model (unset: one is trained into $SAVE_DIR/original on first use, main_train.py)
+#   SAVE_DIR    output root (default: runs/ImageClassification); run k of a setting goes to
+#               $SAVE_DIR/<method>_<optim>_lr<lr>/seed<k> (eval_result.json, log.txt, checkpoints)
 #   NUM_FORGET  --num_indexes_to_replace (default: 4500 with DATA, else 130 = 10% of digits)
-#   SEEDS       seeds of each setting (default: "1 2 3 4 5")
+#   SEEDS       seeds of each setting (default: "1 2 3 4 5", the paper's protocol)
 #   OPTIM       sgd | adam | dual | dual_aa | dual_as (default: dual)
+#   RETAIN_LR   --retain_lr (default: 0.01 for sgd/dual, 1e-4 for adam/dual_aa, as the paper fixes it)
 #   EPOCHS      --unlearn_epochs (default: 10 with DATA, else 5)
-#   DEVICE      --device (default: cuda when available, else cpu)
-#   EXTRA       extra flags appended to every run
+#   TRAIN_EPOCHS epochs of the original model and of retrain (default: 182 with DATA, else 12)
+#   DEVICE      --device (cpu | cuda | cuda:1; default: cuda when available, else cpu)
+#   SKIP_DONE   1: skip runs whose eval_result.json exists (default: 0, rerun with --overwrite)
+#   EXTRA       extra flags appended to every run (e.g. "--batch_size 128 --mia salun")
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -20,6 +24,7 @@ SAVE_DIR="${SAVE_DIR:-runs/ImageClassification}"
 mkdir -p "$SAVE_DIR"
 SEEDS="${SEEDS:-1 2 3 4 5}"
 OPTIM="${OPTIM:-dual}"
+case "$OPTIM" in sgd|adam|dual|dual_as|dual_aa) ;; *) echo "error: OPTIM must be sgd|adam|dual|dual_as|dual_aa, got $OPTIM" >&2; exit 2 ;; esac
 if [[ -n "${DATA:-}" ]]; then
   DATASET="${DATASET:-cifar10}"; ARCH="${ARCH:-resnet18}"; NUM_FORGET="${NUM_FORGET:-4500}"
   EPOCHS="${EPOCHS:-10}"; TRAIN_EPOCHS="${TRAIN_EPOCHS:-182}"; DATA_FLAGS=(--data "$DATA")
@@ -28,34 +33,47 @@ else
   EPOCHS="${EPOCHS:-5}"; TRAIN_EPOCHS="${TRAIN_EPOCHS:-12}"; DATA_FLAGS=()
 fi
 COMMON_FLAGS=(--dataset "$DATASET" --arch "$ARCH" --num_indexes_to_replace "$NUM_FORGET" "${DATA_FLAGS[@]}")
-[[ -n "${DEVICE:-}" ]] && COMMON_FLAGS+=(--device "$DEVICE")
+if [[ -n "${DEVICE:-}" ]]; then COMMON_FLAGS+=(--device "$DEVICE"); fi
 # shellcheck disable=SC2206
-[[ -n "${EXTRA:-}" ]] && COMMON_FLAGS+=($EXTRA)
+if [[ -n "${EXTRA:-}" ]]; then COMMON_FLAGS+=($EXTRA); fi
+# the training schedule of main_train.py and retrain: lr / 10 at 1/2 and 3/4 of the epochs (91,136 of 182)
+TRAIN_SCHEDULE=(--decreasing_lr "$((TRAIN_EPOCHS / 2)),$((TRAIN_EPOCHS * 3 / 4))")
 
-# retain_lr as the seed README fixes it: 0.01 for SGD-based retaining, 1e-4 for Adam
-default_retain_lr() { [[ "$1" == "adam" || "$1" == "dual_aa" ]] && echo 1e-4 || echo 0.01; }
+# retain_lr as the paper fixes it: 0.01 with SGD retaining (sgd, dual), 1e-4 with Adam retaining
+default_retain_lr() { if [[ "$1" == adam || "$1" == dual_aa ]]; then echo 1e-4; else echo 0.01; fi; }
+RETAIN_LR="${RETAIN_LR:-$(default_retain_lr "$OPTIM")}"
+# a forget learning rate of the right order for the optimizer family: SGD ~1e-2, Adam ~1e-4
+default_forget_lr() { if [[ "$1" == sgd ]]; then echo "$2"; else echo "$3"; fi; }
 
-# The original model: $MODEL_PATH, or one trained once into $SAVE_DIR/original.
+# The original model: $MODEL_PATH, or one trained once into $SAVE_DIR/original (log: $SAVE_DIR/original.log).
 original_model() {
-  if [[ -n "${MODEL_PATH:-}" ]]; then echo "$MODEL_PATH"; return; fi
+  if [[ -n "${MODEL_PATH:-}" ]]; then
+    [[ -f "$MODEL_PATH" ]] || { echo "error: MODEL_PATH $MODEL_PATH does not exist" >&2; exit 2; }
+    echo "$MODEL_PATH"; return
+  fi
   local out="$SAVE_DIR/original"
   if [[ ! -f "$out/0model_SA_best.pth.tar" ]]; then
-    python "$IC/main_train.py" "${COMMON_FLAGS[@]}" --epochs "$TRAIN_EPOCHS" --lr 0.1 \
-      --decreasing_lr "$((TRAIN_EPOCHS / 2)),$((TRAIN_EPOCHS * 3 / 4))" --save_dir "$out" --overwrite \
-      > "$out.log" 2>&1 || { echo "training the original model failed, see $out.log" >&2; exit 1; }
+    echo "== training the original model -> $out" >&2
+    python "$IC/main_train.py" "${COMMON_FLAGS[@]}" --epochs "$TRAIN_EPOCHS" --lr 0.1 "${TRAIN_SCHEDULE[@]}" \
+      --save_dir "$out" --overwrite > "$SAVE_DIR/original.log" 2>&1 \
+      || { echo "error: training the original model failed, see $SAVE_DIR/original.log" >&2; exit 1; }
   fi
   echo "$out/0model_SA_best.pth.tar"
 }
 
-# run NAME SCRIPT FLAGS...: one setting over $SEEDS, each seed in $SAVE_DIR/NAME/seed<k> with its log.txt
+# run NAME SCRIPT FLAGS...: one setting over $SEEDS, seed k in $SAVE_DIR/NAME/seed<k> with its stdout in log.txt;
+# the result lines are echoed. Stops at the first failing run.
 run() {
   local name="$1" script="$2"; shift 2
+  local seed out
   for seed in $SEEDS; do
-    local out="$SAVE_DIR/$name/seed$seed"
+    out="$SAVE_DIR/$name/seed$seed"
+    if [[ "${SKIP_DONE:-0}" == 1 && -f "$out/eval_result.json" ]]; then echo "== $name seed $seed: done, skipped"; continue; fi
     mkdir -p "$out"
     echo "== $name seed $seed -> $out"
-    python "$IC/$script" "${COMMON_FLAGS[@]}" --seed "$seed" --save_dir "$out" --overwrite "$@" \
-      2>&1 | tee "$out/log.txt" | grep -E "^(retain|forget|test) acc|^MIA" || true
-    [[ -f "$out/eval_result.json" ]] || { echo "run failed, see $out/log.txt" >&2; exit 1; }
+    if ! python "$IC/$script" "${COMMON_FLAGS[@]}" --seed "$seed" --save_dir "$out" --overwrite "$@" 2>&1 \
+        | tee "$out/log.txt" | { grep -E "^(retain|forget|test) acc|^MIA" || true; }; then
+      echo "error: $name seed $seed failed, see $out/log.txt" >&2; exit 1
+    fi
   done
 }

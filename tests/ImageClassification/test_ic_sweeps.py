@@ -1,4 +1,4 @@
-"""The bash sweeps in scripts/ImageClassification: syntax, and one lr search end to end on digits."""
+"""The bash sweeps in scripts/ImageClassification: syntax, bad input, and one lr search end to end on digits."""
 import json
 import os
 import subprocess
@@ -7,22 +7,60 @@ from pathlib import Path
 import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts" / "ImageClassification"
+ALL = sorted(p.name for p in SCRIPTS.glob("*.sh"))
 
 
-@pytest.mark.parametrize("script", sorted(p.name for p in SCRIPTS.glob("*.sh")))
-def test_script_syntax(script):
+def test_every_sweep_is_present():
+    assert {"common.sh", "salun.sh", "sfron.sh", "scrub.sh", "baselines.sh", "lr_search.sh"} <= set(ALL)
+
+
+@pytest.mark.parametrize("script", ALL)
+def test_script_syntax_and_strict_mode(script):
     assert subprocess.run(["bash", "-n", str(SCRIPTS / script)]).returncode == 0
+    text = (SCRIPTS / script).read_text()
+    assert "set -euo pipefail" in text or 'source "$(dirname "$0")/common.sh"' in text
+
+
+def _run(script, tmp_path, **env):
+    env = dict(os.environ, SAVE_DIR=str(tmp_path), DEVICE="cpu", OMP_NUM_THREADS="2", TQDM_DISABLE="1", **env)
+    # from another directory: the scripts must find the repository from their own location
+    return subprocess.run(["bash", str(SCRIPTS / script)], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=600)
+
+
+@pytest.mark.parametrize("env, message", [({"OPTIM": "lion"}, "OPTIM must be"),
+                                          ({"METHODS": "FT bogus"}, "unknown baseline bogus"),
+                                          ({"MODEL_PATH": "/nonexistent.pth.tar", "METHODS": "FT"}, "MODEL_PATH")])
+def test_bad_settings_fail_with_one_line(tmp_path, env, message):
+    result = _run("baselines.sh", tmp_path, **env)
+    assert result.returncode != 0 and message in result.stderr
+    assert not any(tmp_path.glob("*/seed*")), "nothing may run"
 
 
 def test_lr_search_on_digits_trains_runs_and_tabulates(tmp_path):
-    env = dict(os.environ, SAVE_DIR=str(tmp_path), SEEDS="1", LRS="1e-4", EPOCHS="1", TRAIN_EPOCHS="2",
-               DEVICE="cpu", OMP_NUM_THREADS="1", TQDM_DISABLE="1")
-    result = subprocess.run(["bash", str(SCRIPTS / "lr_search.sh")], capture_output=True, text=True, env=env,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    for folder in ("original", "mask", "retrain_sgd_lr0.1/seed1", "salun_dual_lr1e-4/seed1"):
-        assert (tmp_path / folder).is_dir(), folder
-    record = json.loads((tmp_path / "salun_dual_lr1e-4" / "seed1" / "eval_result.json").read_text())
-    assert record["method"] == "SalUn" and record["optim"] == "dual" and record["retain_lr"] == 0.01
-    assert "| SalUn | dual | 0.0001 | 1 |" in result.stdout
-    assert (tmp_path / "salun_dual_avg_gap.png").exists()
+    result = _run("lr_search.sh", tmp_path, SEEDS="1 2", LRS="1e-4 2e-4", EPOCHS="1", TRAIN_EPOCHS="1",
+                  EXTRA="--batch_size 128")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    # the original model, trained once; one saliency mask per seed (the forget set depends on the seed)
+    assert (tmp_path / "original" / "0model_SA_best.pth.tar").is_file()
+    for seed in (1, 2):
+        assert (tmp_path / "mask" / f"seed{seed}" / "with_0.5.pt").is_file()
+    for name, method, lr, retain_lr in [("retrain_sgd_lr0.1", "retrain", 0.1, 0.1),
+                                        ("salun_dual_lr1e-4", "SalUn", 1e-4, 0.01),
+                                        ("salun_dual_lr2e-4", "SalUn", 2e-4, 0.01)]:
+        for seed in (1, 2):
+            folder = tmp_path / name / f"seed{seed}"
+            record = json.loads((folder / "eval_result.json").read_text())
+            assert (record["method"], record["seed"], record["unlearn_lr"], record["retain_lr"]) == \
+                (method, seed, lr, retain_lr)
+            assert record["optim"] == ("sgd" if method == "retrain" else "dual")
+            log = (folder / "log.txt").read_text()
+            assert f"forget acc: {record['UA']}" in log and "MIA:" in log
+    # the masks of the two seeds differ, and each run used its own seed's mask
+    run = json.loads((tmp_path / "salun_dual_lr2e-4" / "seed2" / "run.json").read_text())
+    assert "mask/seed2/with_0.5.pt" in json.dumps(run)
+    # parse_result's table: one row per lr over 2 seeds, the reference row, and the plot
+    table = result.stdout[result.stdout.index("reference (Retrain)"):]
+    assert "| SalUn | dual | 0.0001 | 2 |" in table and "| SalUn | dual | 0.0002 | 2 |" in table
+    assert "| retrain | sgd | 0.1 | 2 |" in table
+    assert (tmp_path / "salun_dual_avg_gap.png").stat().st_size > 0
