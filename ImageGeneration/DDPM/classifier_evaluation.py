@@ -14,9 +14,8 @@ import argparse
 
 import torch
 
-from common.device import add_device_args, get_device
 from common.errors import cli_main
-from common.seed import seed_everything
+from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.core.images import check_label, load_image_folder, uint8_to_model_space
 from ImageGeneration.core.metrics import forgetting_metrics, report_forgetting
 from ImageGeneration.DDPM.classifier import load_classifier, predict
@@ -30,9 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dataset", type=str, default="digits", choices=("digits", "cifar10"))
     parser.add_argument("--label_of_forgotten_class", type=int, default=0)
     parser.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=1234)
-    add_device_args(parser)
-    return parser.parse_args(argv)
+    return parse_run_args(parser, argv)
 
 
 def evaluate_samples(classifier, images: torch.Tensor, forgotten_class: int, batch_size: int) -> dict:
@@ -49,8 +46,7 @@ def evaluate_samples(classifier, images: torch.Tensor, forgotten_class: int, bat
 @cli_main
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    device = get_device(args.device, args.gpu)
-    seed_everything(args.seed)
+    device = start_run(args)
     classifier = load_classifier(args.ckpt_path, device)
     meta = classifier.meta
     check_label(args.label_of_forgotten_class, meta["n_classes"], "--label_of_forgotten_class")

@@ -23,13 +23,6 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                         help="CIFAR-10 as an ImageFolder tree or zip (train/<class>/*.jpg)")
 
 
-def resolve_dataset(requested: Optional[str], checkpoint_dataset: str) -> str:
-    """``--dataset`` if given (it must match the checkpoint's), else the checkpoint's dataset."""
-    if requested is not None and requested != checkpoint_dataset:
-        raise UsageError(f"--dataset {requested}: the checkpoint was trained on {checkpoint_dataset}")
-    return checkpoint_dataset
-
-
 def load_arrays(dataset: str, data_path: Optional[str], split: str, image_size: int,
                 channels: int) -> Tuple[np.ndarray, np.ndarray]:
     """uint8 images ``(N, H, W, C)`` and int64 labels of one split."""

@@ -22,11 +22,10 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from common.device import add_device_args, get_device
 from common.errors import UsageError, cli_main
 from common.io import load_torch_file, write_run_record
 from common.registry import Registry
-from common.seed import seed_everything
+from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.core.images import check_label, image_format, load_image_folder, uint8_to_model_space
 from ImageGeneration.core.metrics import fid_from_features, inception_score, kernel_inception_distance
 from ImageGeneration.DDPM.classifier import load_classifier, predict
@@ -89,7 +88,9 @@ def inception_features(args: argparse.Namespace, device: torch.device) -> Featur
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sample_dir", type=str, help="folder of generated images")
+    parser.add_argument("sample_dir", type=str,
+                        help="folder of generated images, or of per-class subfolders (sample.py's class_samples/; "
+                             "the --label_to_forget one is left out)")
     parser.add_argument("ref_dir", type=str, nargs="?", default=None, help="folder of real images")
     parser.add_argument("--ref_dataset", type=str, default=None, choices=("digits", "cifar10"),
                         help="use this dataset's images (without --label_to_forget) instead of ref_dir")
@@ -101,9 +102,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--inception_weights", type=str, default=None)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--kid_subset_size", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=1234)
-    add_device_args(parser)
-    return parser.parse_args(argv)
+    return parse_run_args(parser, argv)
+
+
+def generated_images(sample_dir: str, label_to_forget: Optional[int]) -> np.ndarray:
+    """The generated images of ``sample_dir``: its own image files, else those of its ``<class>/`` subfolders.
+
+    ``sample.py --mode sample_classes`` writes one subfolder per class; the forgotten class's is
+    skipped so that the set matches the reference images without that class.
+    """
+    folder = Path(sample_dir)
+    subfolders = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()),
+                        key=lambda p: int(p.name)) if folder.is_dir() else []
+    if not subfolders:
+        channels, image_size = image_format(folder, "sample_dir")
+        return load_image_folder(folder, "sample_dir", channels, image_size)
+    subfolders = [p for p in subfolders if label_to_forget is None or int(p.name) != label_to_forget]
+    if not subfolders:
+        raise UsageError(f"sample_dir {folder}: no class subfolder besides the forgotten class {label_to_forget}")
+    channels, image_size = image_format(subfolders[0], "sample_dir")
+    return np.concatenate([load_image_folder(p, "sample_dir", channels, image_size) for p in subfolders])
 
 
 def reference_images(args: argparse.Namespace, channels: int, image_size: int) -> np.ndarray:
@@ -122,11 +140,9 @@ def reference_images(args: argparse.Namespace, channels: int, image_size: int) -
 def main(argv=None) -> dict:
     args = parse_args(argv)
     embed_factory = FEATURES.get(args.features)
-    device = get_device(args.device, args.gpu)
-    seed_everything(args.seed)
-    channels, image_size = image_format(args.sample_dir, "sample_dir")
-    samples = load_image_folder(args.sample_dir, "sample_dir", channels, image_size)
-    reference = reference_images(args, channels, image_size)
+    device = start_run(args)
+    samples = generated_images(args.sample_dir, args.label_to_forget)
+    reference = reference_images(args, samples.shape[3], samples.shape[1])
     if len(samples) < 2 or len(reference) < 2:
         raise UsageError(f"sample_dir/reference: FID needs at least 2 images in each set, got "
                          f"{len(samples)} and {len(reference)}")

@@ -19,15 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.device import add_device_args, get_device
 from common.errors import UsageError, cli_main
 from common.io import atomic_torch_save, ensure_writable_dir, load_torch_file, write_run_record
 from common.saliency import accumulate_gradients, save_masks, top_fraction_masks
-from common.seed import seed_everything
+from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.core.images import check_label, load_image_folder
 from common.saliency import fisher_ratio_masks
-from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, resolve_dataset, split_forget
-from ImageGeneration.DDPM.model import load_checkpoint, load_config
+from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget
+from ImageGeneration.DDPM.model import load_config, load_run_checkpoint
 from ImageGeneration.DDPM.training import elbo_fisher_loss_fn, guided_loss_fn
 
 MODES = ("salun", "sfron", "sa_fim")
@@ -47,10 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fim_timesteps", type=int, default=None,
                         help="sa_fim: timesteps summed per sample (evenly spaced; default all)")
     parser.add_argument("--save_dir", type=str, default=None)
-    parser.add_argument("--seed", type=int, default=1234)
     add_data_args(parser)
-    add_device_args(parser)
-    return parser.parse_args(argv)
+    return parse_run_args(parser, argv)
 
 
 def _load_fisher_pair(fisher_dir: Path):
@@ -66,11 +63,9 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     if args.mode not in MODES:
         raise UsageError(f"--mode {args.mode!r}: expected one of {', '.join(MODES)}")
-    device = get_device(args.device, args.gpu)
-    seed_everything(args.seed)
-    loaded = load_checkpoint(args.ckpt_folder, device)
+    device = start_run(args)
+    loaded = load_run_checkpoint(args, device)
     unet, ckpt_config = loaded.unet, loaded.config
-    args.dataset = resolve_dataset(args.dataset, loaded.dataset)
     config = load_config(args.config, args.dataset, "fisher")
     check_label(args.label_to_forget, ckpt_config.data.n_classes, "--label_to_forget")
     ckpt_folder = Path(args.ckpt_folder)

@@ -18,19 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from common.device import add_device_args, get_device
 from common.errors import UsageError, cli_main
 from common.io import load_torch_file, write_run_record
 from common.saliency import check_mask, load_mask
-from common.seed import seed_everything
-from common.logging import setup_logging
 from ImageGeneration.core.diffusion import EMA, FORGET_LOSSES
 from ImageGeneration.core.images import check_label, load_image_folder
-from ImageGeneration.core.runs import LOGGER_NAME, new_run_dir
+from ImageGeneration.core.distributed import SampleSharding
+from ImageGeneration.core.runs import open_run, parse_run_args, start_run
 from ImageGeneration.core.unlearn import cycle
-from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, resolve_dataset, split_forget
+from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget
 from ImageGeneration.DDPM.model import (
-    CKPT_RELPATH, build_unlearn_optimizer, load_checkpoint, load_config, save_checkpoint, save_config,
+    CKPT_RELPATH, build_unlearn_optimizer, load_config, load_run_checkpoint, save_checkpoint, save_config,
     to_dict)
 from ImageGeneration.DDPM.training import (
     FORGET_MODES, SFRON_METHODS, BatchSource, ForgetSpec, adopt_architecture, forget_ddpm, plan_forgetting)
@@ -47,7 +45,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ckpt_folder", type=str, required=True, help="run folder of the model to unlearn")
     parser.add_argument("--mode", type=str, default="sfron", help=" | ".join(FORGET_MODES))
     parser.add_argument("--label_to_forget", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--forget_alpha", type=float, default=1.0, help="forget loss alpha")
     parser.add_argument("--decay_forget_alpha", action="store_true", help="cosine-decay the forget alpha (sfron)")
     parser.add_argument("--remain_alpha", type=float, default=1.0, help="remain loss alpha")
@@ -58,8 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dual", action="store_true", help="DualOptim: separate forget/remain optimizer states")
     parser.add_argument("--forget_lr", type=float, default=1e-4, help="learning rate of the forget optimizer")
     add_data_args(parser)
-    add_device_args(parser)
-    return parser.parse_args(argv)
+    return parse_run_args(parser, argv)
 
 
 def validate(args: argparse.Namespace) -> None:
@@ -105,12 +101,12 @@ def replay_data(ckpt_folder: Path, ckpt_config, label_to_forget: int):
 def main(argv=None) -> str:
     args = parse_args(argv)
     validate(args)
-    device = get_device(args.device, args.gpu)
-    seed_everything(args.seed)
+    device = start_run(args)
+    sharding = SampleSharding.from_launch(device, args.seed)
+    device = sharding.device(device)
     ckpt_folder = Path(args.ckpt_folder)
-    loaded = load_checkpoint(ckpt_folder, device)
+    loaded = load_run_checkpoint(args, device)
     unet, ckpt_config = loaded.unet, loaded.config
-    args.dataset = resolve_dataset(args.dataset, loaded.dataset)
     check_label(args.label_to_forget, ckpt_config.data.n_classes, "--label_to_forget")
     config = adopt_architecture(load_config(args.config, args.dataset, CONFIG_KIND[args.mode]), ckpt_config)
     mask = load_mask(args.mask_path, unet) if args.mask_path else None
@@ -134,29 +130,33 @@ def main(argv=None) -> str:
     forget_batches = None if forget_x is None else BatchSource(
         cycle(make_loader(forget_x, forget_y, batch_size, args.seed + 1)), device, flip)
 
-    spec = ForgetSpec(args.mode, args.label_to_forget, args.unlearn_loss, args.method, args.forget_alpha,
-                      args.decay_forget_alpha, args.remain_alpha, args.dual, args.forget_lr)
-    plan = plan_forgetting(spec, unet, config, forget_batches, remain_batches, mask, sa_fisher)
+    spec = ForgetSpec(mode=args.mode, label_to_forget=args.label_to_forget, unlearn_loss=args.unlearn_loss,
+                      method=args.method, forget_alpha=args.forget_alpha,
+                      decay_forget_alpha=args.decay_forget_alpha, remain_alpha=args.remain_alpha, dual=args.dual)
+    plan = plan_forgetting(spec, unet, config, forget_batches, remain_batches, mask, sa_fisher, sharding)
     optimizer = build_unlearn_optimizer(config, unet, args.dual, args.forget_lr)
     ema = EMA(unet, config.model.ema_rate, loaded.state.get("ema")) if config.model.ema else None
 
-    run_dir = new_run_dir(args.exp_root, run_parts(args, config))
-    logger = setup_logging(LOGGER_NAME, run_dir / "logs" / "stdout.txt")
-    save_config(config, run_dir / "logs" / "config.yaml")
+    run_dir, logger = open_run(args.exp_root, run_parts(args, config), sharding)
+    if sharding.is_main:
+        save_config(config, run_dir / "logs" / "config.yaml")
     logger.info(f"forgetting class {args.label_to_forget} of {ckpt_folder} with {args.mode} "
                 f"({plan.schedule} updates, {type(optimizer).__name__})")
 
     def snapshot(step: int) -> None:
-        save_checkpoint(run_dir / CKPT_RELPATH, unet, config, loaded.trained_classes, step,
-                        ema.state_dict() if ema is not None else None, optimizer.state_dict())
+        if sharding.is_main:
+            save_checkpoint(run_dir / CKPT_RELPATH, unet, config, loaded.trained_classes, step,
+                            ema.state_dict() if ema is not None else None, optimizer.state_dict())
 
-    history = forget_ddpm(spec, unet, config, optimizer, plan, ema, logger, snapshot)
-    write_run_record(run_dir, args, {"final_forget_loss": history[-1]["forget_loss"],
-                                     "final_remain_loss": history[-1]["remain_loss"],
-                                     "schedule": plan.schedule, "optimizer": repr(optimizer),
-                                     "run_dir": str(run_dir)},
-                     yaml_config=to_dict(config))
-    print(run_dir)
+    history = forget_ddpm(spec, unet, config, optimizer, plan, ema, logger, snapshot, sharding)
+    if sharding.is_main:
+        write_run_record(run_dir, args, {"final_forget_loss": history[-1]["forget_loss"],
+                                         "final_remain_loss": history[-1]["remain_loss"], "history": history,
+                                         "schedule": plan.schedule, "optimizer": repr(optimizer),
+                                         "run_dir": str(run_dir), "num_processes": sharding.world},
+                         yaml_config=to_dict(config))
+        print(run_dir)
+    sharding.barrier()
     return str(run_dir)
 
 

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 
-from common.device import add_device_args, get_device
 from common.errors import UsageError, cli_main
 from common.io import write_run_record
-from common.seed import seed_everything
-from common.logging import setup_logging
 from ImageGeneration.core.images import check_label
-from ImageGeneration.core.runs import LOGGER_NAME, new_run_dir
+from ImageGeneration.core.distributed import SampleSharding
+from ImageGeneration.core.runs import open_run, parse_run_args, start_run
 from ImageGeneration.core.unlearn import cycle
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget
 from ImageGeneration.DDPM.model import (
@@ -32,10 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="YAML config (path or a name in DDPM/configs; default <dataset>_pretrain.yml)")
     parser.add_argument("--mode", type=str, default="pretrain", help="pretrain | retrain")
     parser.add_argument("--label_to_forget", type=int, default=0, help="class left out by --mode retrain")
-    parser.add_argument("--seed", type=int, default=1234)
     add_data_args(parser)
-    add_device_args(parser)
-    return parser.parse_args(argv)
+    return parse_run_args(parser, argv)
 
 
 @cli_main
@@ -48,8 +44,9 @@ def main(argv=None) -> str:
     n_classes = config.data.n_classes
     if args.mode == "retrain":
         check_label(args.label_to_forget, n_classes, "--label_to_forget")
-    device = get_device(args.device, args.gpu)
-    seed_everything(args.seed)
+    device = start_run(args)
+    sharding = SampleSharding.from_launch(device, args.seed)
+    device = sharding.device(device)
     images, labels = load_arrays(args.dataset, args.data_path, "train", config.data.image_size, config.data.channels)
     if labels.max() >= n_classes:
         raise UsageError(f"--config: data.n_classes is {n_classes} but --dataset {args.dataset} has "
@@ -59,23 +56,27 @@ def main(argv=None) -> str:
         (images, labels), _ = split_forget(images, labels, args.label_to_forget)
         trained_classes.remove(args.label_to_forget)
 
-    run_dir = new_run_dir(args.exp_root, [args.dataset, args.mode])
-    logger = setup_logging(LOGGER_NAME, run_dir / "logs" / "stdout.txt")
-    save_config(config, run_dir / "logs" / "config.yaml")
+    run_dir, logger = open_run(args.exp_root, [args.dataset, args.mode], sharding)
+    if sharding.is_main:
+        save_config(config, run_dir / "logs" / "config.yaml")
     logger.info(f"Writing log file to {run_dir / 'logs'}")
     unet = build_unet(config.model, config.data).to(device)
     loader = make_loader(images, labels, config.training.batch_size, args.seed)
     batches = BatchSource(cycle(loader), device, config.data.random_flip)
 
     def snapshot(step, optimizer, ema) -> None:
-        save_checkpoint(run_dir / CKPT_RELPATH, unet, config, trained_classes, step,
-                        ema.state_dict() if ema is not None else None, optimizer.state_dict())
+        if sharding.is_main:
+            save_checkpoint(run_dir / CKPT_RELPATH, unet, config, trained_classes, step,
+                            ema.state_dict() if ema is not None else None, optimizer.state_dict())
 
-    losses = train_ddpm(unet, config, batches, logger, snapshot)
-    write_run_record(run_dir, args, {"final_loss": losses[-1], "n_iters": len(losses),
-                                     "trained_classes": trained_classes, "run_dir": str(run_dir)},
-                     yaml_config=to_dict(config))
-    print(run_dir)
+    losses = train_ddpm(unet, config, batches, logger, snapshot, sharding)
+    if sharding.is_main:
+        write_run_record(run_dir, args, {"final_loss": losses[-1], "n_iters": len(losses), "losses": losses,
+                                         "trained_classes": trained_classes, "run_dir": str(run_dir),
+                                         "num_processes": sharding.world},
+                         yaml_config=to_dict(config))
+        print(run_dir)
+    sharding.barrier()
     return str(run_dir)
 
 

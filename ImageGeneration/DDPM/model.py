@@ -26,6 +26,7 @@ from common.dualoptim import DualOptim, SharedOptim
 from common.errors import UsageError
 from common.io import PathLike, atomic_torch_save, atomic_write_text, load_torch_file
 from ImageGeneration.core.diffusion import alphas_cumprod_from_betas, beta_schedule
+from ImageGeneration.core.distributed import SampleSharding
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CKPT_RELPATH = Path("ckpts") / "ckpt.pth"
@@ -98,16 +99,24 @@ def null_label(unet: UNet2DModel) -> int:
     return unet.config.num_class_embeds - 1
 
 
-def noise_predictor(unet: UNet2DModel, cond_drop_prob: float = 0.0, generator: Optional[torch.Generator] = None):
-    """``eps_fn(x_t, t, c)`` for the core losses, dropping labels to null with ``cond_drop_prob``."""
+def noise_predictor(unet: UNet2DModel, cond_drop_prob: float = 0.0, generator: Optional[torch.Generator] = None,
+                    sharding: Optional[SampleSharding] = None):
+    """``eps_fn(x_t, t, c)`` for the core losses, dropping labels to null with ``cond_drop_prob``.
+
+    With a multi-process ``sharding`` the labels are dropped on the whole batch and only the
+    network runs on this process's slice (see :mod:`ImageGeneration.core.distributed`).
+    """
     null = null_label(unet)
+
+    def network(x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return unet(x_t, t, class_labels=c).sample
 
     def eps_fn(x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         c = c.to(x_t.device)
         if cond_drop_prob > 0:
             drop = torch.rand(c.shape, generator=generator).to(c.device) < cond_drop_prob
             c = torch.where(drop, torch.full_like(c, null), c)
-        return unet(x_t, t, class_labels=c).sample
+        return network(x_t, t, c) if sharding is None else sharding.forward(network, x_t, t, c)
 
     return eps_fn
 
@@ -206,6 +215,19 @@ def load_checkpoint(ckpt_folder: PathLike, device: torch.device, flag: str = "--
         raise UsageError(f"{flag} {path}: weights do not match the stored config "
                          f"({' '.join(str(err).split())[:200]})") from None
     return LoadedCheckpoint(unet.to(device), state, config, list(state["trained_classes"]))
+
+
+def load_run_checkpoint(args, device: torch.device) -> LoadedCheckpoint:
+    """Load ``args.ckpt_folder`` and settle ``args.dataset`` on the checkpoint's dataset.
+
+    ``--dataset``, when given, must name the dataset the checkpoint was trained on;
+    left out, the checkpoint's is used (so the default configs follow the model).
+    """
+    loaded = load_checkpoint(args.ckpt_folder, device)
+    if args.dataset is not None and args.dataset != loaded.dataset:
+        raise UsageError(f"--dataset {args.dataset}: the checkpoint was trained on {loaded.dataset}")
+    args.dataset = loaded.dataset
+    return loaded
 
 
 def save_checkpoint(path: PathLike, unet: UNet2DModel, config: SimpleNamespace, trained_classes: List[int],

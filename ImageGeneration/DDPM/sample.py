@@ -12,15 +12,15 @@ from pathlib import Path
 
 import torch
 
-from common.device import add_device_args, get_device
 from common.errors import UsageError, cli_main
 from common.io import write_run_record
-from common.seed import make_generator, seed_everything
+from common.seed import make_generator
+from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.core.diffusion import beta_schedule
 from ImageGeneration.core.images import parse_class_list, save_pngs, to_uint8_images
 from ImageGeneration.core.sampling import SAMPLE_TYPES, generate, make_scheduler
-from ImageGeneration.DDPM.data import DATASETS, resolve_dataset
-from ImageGeneration.DDPM.model import load_checkpoint, load_config, noise_predictor, null_label
+from ImageGeneration.DDPM.data import DATASETS
+from ImageGeneration.DDPM.model import load_config, load_run_checkpoint, noise_predictor, null_label
 
 MODES = ("sample_classes", "sample_fid")
 
@@ -39,9 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sample_type", type=str, default="generalized", help=" | ".join(SAMPLE_TYPES))
     parser.add_argument("--timesteps", type=int, default=1000, help="number of sampling steps")
     parser.add_argument("--eta", type=float, default=1.0, help="DDIM eta (0: deterministic)")
-    parser.add_argument("--seed", type=int, default=1234)
-    add_device_args(parser)
-    return parser.parse_args(argv)
+    return parse_run_args(parser, argv)
 
 
 @cli_main
@@ -53,10 +51,8 @@ def main(argv=None) -> str:
         raise UsageError(f"--sample_type {args.sample_type!r}: expected one of {', '.join(SAMPLE_TYPES)}")
     if args.n_samples_per_class < 1:
         raise UsageError(f"--n_samples_per_class {args.n_samples_per_class}: expected a positive count")
-    device = get_device(args.device, args.gpu)
-    seed_everything(args.seed)
-    loaded = load_checkpoint(args.ckpt_folder, device)
-    args.dataset = resolve_dataset(args.dataset, loaded.dataset)
+    device = start_run(args)
+    loaded = load_run_checkpoint(args, device)
     config = load_config(args.config, args.dataset, "sample")
     used_ema = bool(config.model.ema) and loaded.use_ema_weights()
     model_config = loaded.config

@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common.device import add_device_args, get_device
 from common.errors import UsageError, cli_main
 from common.io import ensure_writable_dir, load_torch_file, write_run_record
-from common.seed import seed_everything
+from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.DDPM.classifier import (
     ARCHS, DEFAULT_ARCH, DEFAULT_IMAGE_SIZE, ImageClassifier, classifier_filename, predict, save_classifier)
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, random_flip, to_unit_tensor
@@ -36,9 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--n_epochs", type=int, default=10)
     parser.add_argument("--save_dir", type=str, default=".", help="where <dataset>_<arch>.pth is written")
-    parser.add_argument("--seed", type=int, default=1234)
-    add_device_args(parser)
-    return parser.parse_args(argv)
+    return parse_run_args(parser, argv)
 
 
 @cli_main
@@ -51,8 +48,7 @@ def main(argv=None) -> str:
     lr = args.lr or (1e-5 if arch == "resnet34" else 1e-3)
     if args.n_epochs < 1:
         raise UsageError(f"--n_epochs {args.n_epochs}: expected at least 1")
-    device = get_device(args.device, args.gpu)
-    seed_everything(args.seed)
+    device = start_run(args)
     channels = 3 if args.dataset == "cifar10" else 1
     native = 32 if args.dataset == "cifar10" else 16
     train_x, train_y = load_arrays(args.dataset, args.data_path, "train", native, channels)

@@ -19,9 +19,10 @@ from tqdm import tqdm
 from common.dualoptim import DualOptim
 from common.saliency import maybe_gradient_mask
 from ImageGeneration.core.diffusion import (
-    EMA, FORGET_LOSSES, antithetic_timesteps, cosine_decay, ewc_penalty, guided_noise, noise_prediction_loss,
+    EMA, FORGET_LOSSES, antithetic_timesteps, ewc_penalty, guided_noise, noise_prediction_loss,
     per_sample_sum, pseudo_labels_for, q_sample)
-from ImageGeneration.core.unlearn import run_unlearning
+from ImageGeneration.core.distributed import SampleSharding
+from ImageGeneration.core.unlearn import ForgetWeights, run_unlearning
 from ImageGeneration.DDPM.data import random_flip
 from ImageGeneration.DDPM.model import alphas_cumprod, build_optimizer, data_transform, noise_predictor, null_label
 
@@ -49,20 +50,27 @@ def diffusion_loss_on(eps_fn, x0: torch.Tensor, c: torch.Tensor, abar: torch.Ten
 
 
 def train_ddpm(unet: UNet2DModel, config: SimpleNamespace, batches: BatchSource, logger: logging.Logger,
-               on_snapshot: Callable[[int, torch.optim.Optimizer, Optional[EMA]], None]) -> List[float]:
-    """Train (or retrain) the conditional DDPM for ``training.n_iters`` steps; returns the losses."""
+               on_snapshot: Callable[[int, torch.optim.Optimizer, Optional[EMA]], None],
+               sharding: Optional[SampleSharding] = None) -> List[float]:
+    """Train (or retrain) the conditional DDPM for ``training.n_iters`` steps; returns the losses.
+
+    Under a multi-process ``sharding`` every process runs its slice of each batch and the
+    gradients are summed, so the losses and weights are those of one process.
+    """
+    sharding = sharding or SampleSharding()
     device = next(unet.parameters()).device
     optimizer = build_optimizer(config, unet.parameters())
     ema = EMA(unet, config.model.ema_rate) if config.model.ema else None
-    eps_fn = noise_predictor(unet, config.model.cond_drop_prob)
+    eps_fn = noise_predictor(unet, config.model.cond_drop_prob, sharding=sharding)
     abar = alphas_cumprod(config).to(device)
     t_cfg, losses = config.training, []
     unet.train()
-    for step in tqdm(range(t_cfg.n_iters), desc="training", dynamic_ncols=True):
+    for step in tqdm(range(t_cfg.n_iters), desc="training", dynamic_ncols=True, disable=not sharding.is_main):
         x0, c = batches.next()
         loss = diffusion_loss_on(eps_fn, x0, c, abar)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        sharding.sync_gradients(unet)
         if config.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_(unet.parameters(), config.optim.grad_clip)
         optimizer.step()
@@ -144,18 +152,11 @@ def adopt_architecture(run_config: SimpleNamespace, ckpt_config: SimpleNamespace
 
 
 @dataclass
-class ForgetSpec:
+class ForgetSpec(ForgetWeights):
     """What to forget and how: the flags of ``main_forget.py``."""
 
     mode: str
     label_to_forget: int
-    unlearn_loss: str = "rl"
-    method: str = "ron"
-    forget_alpha: float = 1.0
-    decay_forget_alpha: bool = False
-    remain_alpha: float = 1.0
-    dual: bool = False
-    forget_lr: float = 1e-4
 
 
 @dataclass
@@ -172,7 +173,8 @@ class ForgetPlan:
 def plan_forgetting(spec: ForgetSpec, unet: UNet2DModel, config: SimpleNamespace,
                     forget_batches: Optional[BatchSource],
                     remain_batches: BatchSource, mask: Optional[Dict[str, torch.Tensor]] = None,
-                    sa_fisher: Optional[Mapping[str, torch.Tensor]] = None) -> ForgetPlan:
+                    sa_fisher: Optional[Mapping[str, torch.Tensor]] = None,
+                    sharding: Optional[SampleSharding] = None) -> ForgetPlan:
     """Turn a :class:`ForgetSpec` into forget/remain losses and an update schedule.
 
     ``salun``/``ga``/``rl``: ``forget_alpha * L_forget`` and ``remain_alpha * L_remain`` in one
@@ -183,19 +185,21 @@ def plan_forgetting(spec: ForgetSpec, unet: UNet2DModel, config: SimpleNamespace
     class, plus ``gamma`` times that of replayed samples of the other classes and ``lmbda``
     times the EWC penalty at the pretrained weights.
     With ``--dual`` every mode alternates, so DualOptim's forget and retain states each see
-    only their own objective's gradients.
+    only their own objective's gradients.  ``sharding`` runs the network data-parallel
+    (:mod:`ImageGeneration.core.distributed`).
     """
+    sharding = sharding or SampleSharding()
     device = next(unet.parameters()).device
     abar = alphas_cumprod(config).to(device)
     n_iters = config.training.n_iters
     n_classes = config.data.n_classes
-    train_eps = noise_predictor(unet, config.model.cond_drop_prob)
+    train_eps = noise_predictor(unet, config.model.cond_drop_prob, sharding=sharding)
     masker = maybe_gradient_mask(unet, mask)
 
     if spec.mode == "sa":
         if sa_fisher is None:
             raise ValueError("Selective Amnesia needs the Fisher dictionary")
-        plain_eps = noise_predictor(unet, 0.0)
+        plain_eps = noise_predictor(unet, 0.0, sharding=sharding)
         anchor = {name: p.detach().clone() for name, p in unet.named_parameters()}
         fisher = {name: value.to(device) for name, value in sa_fisher.items()}
         gamma, lmbda = config.training.gamma, config.training.lmbda
@@ -209,7 +213,8 @@ def plan_forgetting(spec: ForgetSpec, unet: UNet2DModel, config: SimpleNamespace
 
         def remain_loss(step: int) -> torch.Tensor:
             x, c = remain_batches.next()
-            return gamma * diffusion_loss_on(plain_eps, x, c, abar) + lmbda * ewc_penalty(unet, fisher, anchor)
+            penalty = sharding.replicated(ewc_penalty(unet, fisher, anchor))  # the weights', not the batch's
+            return gamma * diffusion_loss_on(plain_eps, x, c, abar) + lmbda * penalty
 
         schedule = "joint"
         forget_mask = remain_mask = masker
@@ -217,17 +222,12 @@ def plan_forgetting(spec: ForgetSpec, unet: UNet2DModel, config: SimpleNamespace
         loss_kind = spec.mode if spec.mode in ("ga", "rl") else spec.unlearn_loss
         objective = FORGET_LOSSES.get(loss_kind)
 
-        def alpha(step: int) -> float:
-            if spec.mode == "sfron" and spec.decay_forget_alpha:
-                return cosine_decay(spec.forget_alpha, step, n_iters)
-            return spec.forget_alpha
-
         def forget_loss(step: int) -> torch.Tensor:
             x0, c = forget_batches.next()
             t = antithetic_timesteps(x0.shape[0], abar.shape[0], device)
             pseudo = pseudo_labels_for(c, spec.label_to_forget, n_classes)
             loss = objective(train_eps, x0, t, c, torch.randn_like(x0), abar, pseudo, config.training.gamma)
-            return alpha(step) * loss
+            return (spec.forget_weight(step, n_iters) if spec.mode == "sfron" else spec.forget_alpha) * loss
 
         def remain_loss(step: int) -> torch.Tensor:
             x0, c = remain_batches.next()
@@ -239,17 +239,16 @@ def plan_forgetting(spec: ForgetSpec, unet: UNet2DModel, config: SimpleNamespace
             remain_mask = masker if loss_kind == "rl" else (lambda: None)
         else:
             schedule, forget_mask, remain_mask = "joint", masker, masker
-    if spec.dual:
-        schedule = "alternate"
-    return ForgetPlan(forget_loss, remain_loss, schedule, forget_mask, remain_mask)
+    return ForgetPlan(forget_loss, remain_loss, spec.schedule(schedule), forget_mask, remain_mask)
 
 
 def forget_ddpm(spec: ForgetSpec, unet: UNet2DModel, config: SimpleNamespace, optimizer: DualOptim,
                 plan: ForgetPlan, ema: Optional[EMA], logger: logging.Logger,
-                on_snapshot: Callable[[int], None]) -> List[Dict[str, float]]:
+                on_snapshot: Callable[[int], None],
+                sharding: Optional[SampleSharding] = None) -> List[Dict[str, float]]:
     """Run the planned forgetting for ``training.n_iters`` steps."""
     return run_unlearning(
         unet, optimizer, config.training.n_iters, plan.forget_loss, plan.remain_loss, schedule=plan.schedule,
         forget_mask=plan.forget_mask, remain_mask=plan.remain_mask, grad_clip=config.optim.grad_clip, ema=ema,
         log_freq=config.training.log_freq, on_snapshot=on_snapshot, snapshot_freq=config.training.snapshot_freq,
-        log=logger.info, desc=f"forgetting ({spec.mode})")
+        log=logger.info, desc=f"forgetting ({spec.mode})", sharding=sharding)

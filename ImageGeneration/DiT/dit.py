@@ -58,6 +58,15 @@ def _load(cls, ckpt: str, subfolder: str, flag: str):
         raise UsageError(f"{flag} {ckpt}: cannot load the {subfolder} ({' '.join(str(err).split())[:200]})") from None
 
 
+def add_model_args(parser, transformer_path: bool = False) -> None:
+    """``--ckpt`` and ``--vae`` (and ``--transformer-path`` for scripts that load an unlearned transformer)."""
+    parser.add_argument("--ckpt", type=str, default="facebook/DiT-XL-2-256",
+                        help="hub id or local folder with transformer/ and vae/")
+    if transformer_path:
+        parser.add_argument("--transformer-path", type=str, default=None, help="unlearned transformer folder")
+    parser.add_argument("--vae", type=str, default=None, help="hub id or folder of another VAE (with vae/)")
+
+
 def load_transformer(ckpt: str, flag: str = "--ckpt") -> DiTTransformer2DModel:
     return _load(DiTTransformer2DModel, ckpt, "transformer", flag)
 
@@ -98,10 +107,18 @@ class LatentDiT:
     def latent_numel(self) -> int:
         return int(np.prod(self.latent_shape))
 
+    @property
+    def learns_variance(self) -> bool:
+        """Whether the DiT also predicts the reverse variances (``out_channels = 2 C``, as DiT-XL/2)."""
+        return self.transformer.config.out_channels == 2 * self.transformer.config.in_channels
+
+    def output_fn(self, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The DiT's whole output: the noise, then (when it learns them) the variance values."""
+        return self.transformer(x_t, timestep=t, class_labels=c).sample
+
     def eps_fn(self, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Predicted noise: the first ``C`` output channels of the DiT."""
-        out = self.transformer(x_t, timestep=t, class_labels=c).sample
-        return out[:, : x_t.shape[1]]
+        return self.output_fn(x_t, t, c)[:, : x_t.shape[1]]
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:

@@ -15,15 +15,14 @@ import argparse
 from itertools import islice
 from pathlib import Path
 
-from common.device import add_device_args, get_device
 from common.errors import UsageError, cli_main
 from common.io import atomic_torch_save, ensure_writable_dir, load_torch_file, write_run_record
 from common.saliency import accumulate_gradients, save_masks, top_fraction_masks
-from common.seed import seed_everything
+from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.core.unlearn import cycle
 from common.saliency import fisher_ratio_masks
-from ImageGeneration.DiT.dit import check_forget_class, forget_remain_loaders, load_latent_dit
-from ImageGeneration.DiT.unlearn import latent_loss_fn
+from ImageGeneration.DiT.dit import add_model_args, check_forget_class, forget_remain_loaders, load_latent_dit
+from ImageGeneration.DiT.unlearn import add_vb_arg, latent_loss_fn, resolve_vb
 
 METHODS = ("sfron", "salun")
 
@@ -34,16 +33,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mask-path", type=str, default="./mask")
     parser.add_argument("--forget-class", type=int, nargs="+", required=True)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 1, 3, 5, 10])
-    parser.add_argument("--ckpt", type=str, default="facebook/DiT-XL-2-256")
-    parser.add_argument("--vae", type=str, default=None)
+    add_model_args(parser)
     parser.add_argument("--data-path", type=str, default=None, help="ImageFolder tree (needed to compute Fishers)")
     parser.add_argument("--n-iters", type=int, default=2000, help="batches per Fisher diagonal")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=4)
     parser.add_argument("--recompute", action="store_true", help="recompute Fishers even if stored")
-    parser.add_argument("--seed", type=int, default=0)
-    add_device_args(parser)
-    return parser.parse_args(argv)
+    add_vb_arg(parser)
+    return parse_run_args(parser, argv, seed=0)
 
 
 @cli_main
@@ -53,8 +50,7 @@ def main(argv=None) -> str:
         raise UsageError(f"--method {args.method!r}: expected one of {', '.join(METHODS)}")
     if args.method == "salun" and not all(0 <= t <= 1 for t in args.thresholds):
         raise UsageError("--thresholds: salun keeps a fraction of weights, expected values in [0, 1]")
-    device = get_device(args.device, args.gpu)
-    seed_everything(args.seed)
+    device = start_run(args)
     model = None
     metrics = {}
     for forget_class in args.forget_class:
@@ -73,7 +69,7 @@ def main(argv=None) -> str:
                 args.data_path, forget_class, model.image_size, args.batch_size, args.num_workers, args.seed,
                 model.num_classes)
             model.transformer.train()  # the research code's Fisher runs with label dropout on
-            loss_fn = latent_loss_fn(model)
+            loss_fn = latent_loss_fn(model, resolve_vb(args.vb_loss, model))
             forget_fisher = accumulate_gradients(model.transformer, islice(cycle(forget_loader), args.n_iters),
                                                  loss_fn, power=2)
             remain_fisher = accumulate_gradients(model.transformer, islice(cycle(remain_loader), args.n_iters),

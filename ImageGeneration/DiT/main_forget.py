@@ -15,18 +15,16 @@ import argparse
 from itertools import count
 from pathlib import Path
 
-from common.device import add_device_args, get_device
 from common.errors import UsageError, cli_main
 from common.io import ensure_writable_dir, write_run_record
 from common.saliency import load_mask
-from common.seed import seed_everything
 from common.io import atomic_directory
 from common.logging import setup_logging
-from ImageGeneration.core.runs import LOGGER_NAME
+from ImageGeneration.core.runs import LOGGER_NAME, parse_run_args, start_run
 from ImageGeneration.core.unlearn import cycle, run_unlearning
-from ImageGeneration.DiT.dit import check_forget_class, forget_remain_loaders, load_latent_dit
+from ImageGeneration.DiT.dit import add_model_args, check_forget_class, forget_remain_loaders, load_latent_dit
 from ImageGeneration.DiT.unlearn import (
-    DiTForgetSpec, LatentBatches, dit_objectives, dit_optimizer, validate_spec)
+    DiTForgetSpec, LatentBatches, add_vb_arg, dit_objectives, dit_optimizer, resolve_vb, validate_spec)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,13 +32,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-path", type=str, required=True, help="ImageFolder tree (class folders)")
     parser.add_argument("--results-dir", type=str, default="results")
     parser.add_argument("--model", type=str, default="DiT-XL/2", help="name used in the experiment folder")
-    parser.add_argument("--ckpt", type=str, default="facebook/DiT-XL-2-256",
-                        help="hub id or local folder with transformer/ and vae/")
-    parser.add_argument("--vae", type=str, default=None, help="hub id or folder of another VAE (with vae/)")
+    add_model_args(parser)
     parser.add_argument("--n-iters", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--lr", type=float, default=1e-5)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-workers", type=int, default=4)
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument("--snapshot-every", type=int, default=1000, help="save the transformer every N steps")
@@ -54,8 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mask-path", type=str, default=None)
     parser.add_argument("--dual", action="store_true", help="DualOptim: separate forget/remain optimizer states")
     parser.add_argument("--forget_lr", type=float, default=1e-4, help="learning rate of the forget optimizer")
-    add_device_args(parser)
-    return parser.parse_args(argv)
+    add_vb_arg(parser)
+    return parse_run_args(parser, argv, seed=0)
 
 
 def experiment_dir(args: argparse.Namespace) -> Path:
@@ -74,15 +69,16 @@ def experiment_dir(args: argparse.Namespace) -> Path:
 @cli_main
 def main(argv=None) -> str:
     args = parse_args(argv)
-    spec = DiTForgetSpec(args.forget_class, args.unlearn_loss, args.method, args.forget_alpha,
-                         args.decay_forget_alpha, args.remain_alpha, args.n_iters, args.dual)
+    spec = DiTForgetSpec(forget_class=args.forget_class, n_iters=args.n_iters, unlearn_loss=args.unlearn_loss,
+                         method=args.method, forget_alpha=args.forget_alpha,
+                         decay_forget_alpha=args.decay_forget_alpha, remain_alpha=args.remain_alpha, dual=args.dual)
     validate_spec(spec)
     if args.n_iters < 1 or args.batch_size < 1:
         raise UsageError("--n-iters and --batch-size: expected positive integers")
-    device = get_device(args.device, args.gpu)
-    seed_everything(args.seed)
+    device = start_run(args)
     model = load_latent_dit(args.ckpt, device, vae=args.vae)
     check_forget_class(args.forget_class, model.num_classes)
+    spec.vb_loss = resolve_vb(args.vb_loss, model)
     mask = load_mask(args.mask_path, model.transformer, "--mask-path") if args.mask_path else None
     forget_loader, remain_loader = forget_remain_loaders(args.data_path, args.forget_class, model.image_size,
                                                          args.batch_size, args.num_workers, args.seed,
@@ -109,6 +105,7 @@ def main(argv=None) -> str:
                              snapshot_freq=args.snapshot_every, log=logger.info, desc="forgetting (DiT)")
     write_run_record(out_dir, args, {"final_forget_loss": history[-1]["forget_loss"],
                                      "final_remain_loss": history[-1]["remain_loss"], "schedule": schedule,
+                                     "vb_loss": spec.vb_loss,
                                      "optimizer": repr(optimizer), "experiment_dir": str(out_dir)})
     print(out_dir)
     return str(out_dir)

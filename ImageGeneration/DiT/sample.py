@@ -12,20 +12,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common.device import add_device_args, get_device
 from common.errors import UsageError, cli_main
 from common.io import write_run_record
-from common.seed import make_generator, seed_everything
+from common.seed import make_generator
+from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.core.images import save_pngs, to_uint8_images
 from ImageGeneration.core.sampling import SAMPLE_TYPES, generate, make_scheduler
-from ImageGeneration.DiT.dit import NUM_TIMESTEPS, check_forget_class, dit_betas, load_latent_dit
+from ImageGeneration.DiT.dit import add_model_args, NUM_TIMESTEPS, check_forget_class, dit_betas, load_latent_dit
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", type=str, default="facebook/DiT-XL-2-256")
-    parser.add_argument("--transformer-path", type=str, default=None, help="unlearned transformer folder")
-    parser.add_argument("--vae", type=str, default=None)
+    add_model_args(parser, transformer_path=True)
     parser.add_argument("--class-labels", type=int, nargs="+", required=True)
     parser.add_argument("--n-samples-per-class", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=25)
@@ -34,9 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sample-type", type=str, default="ddpm_noisy", help=" | ".join(SAMPLE_TYPES))
     parser.add_argument("--eta", type=float, default=1.0, help="DDIM eta for --sample-type generalized")
     parser.add_argument("--sample-dir", type=str, default="samples")
-    parser.add_argument("--seed", type=int, default=0)
-    add_device_args(parser)
-    return parser.parse_args(argv)
+    return parse_run_args(parser, argv, seed=0)
 
 
 @cli_main
@@ -48,8 +44,7 @@ def main(argv=None) -> str:
         raise UsageError(f"--num-sampling-steps {args.num_sampling_steps}: expected 1..{NUM_TIMESTEPS}")
     if args.n_samples_per_class < 1 or args.batch_size < 1:
         raise UsageError("--n-samples-per-class and --batch-size: expected positive integers")
-    device = get_device(args.device, args.gpu)
-    seed_everything(args.seed)
+    device = start_run(args)
     model = load_latent_dit(args.ckpt, device, args.transformer_path, args.vae)
     for label in args.class_labels:
         check_forget_class(label, model.num_classes)

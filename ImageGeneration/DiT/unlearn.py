@@ -1,6 +1,7 @@
 """Forgetting objectives and Fisher statistics of the latent DiT (shared loop from :mod:`ImageGeneration.core`)."""
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
@@ -10,8 +11,9 @@ from torch import nn
 from common.dualoptim import DualOptim, SharedOptim
 from common.errors import UsageError
 from common.saliency import maybe_gradient_mask
-from ImageGeneration.core.diffusion import FORGET_LOSSES, cosine_decay, noise_prediction_loss
-from ImageGeneration.DiT.dit import LatentDiT, dit_alphas_cumprod
+from ImageGeneration.core.diffusion import FORGET_LOSSES, noise_prediction_loss
+from ImageGeneration.core.unlearn import ForgetWeights
+from ImageGeneration.DiT.dit import LatentDiT, dit_alphas_cumprod, dit_betas
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 DIT_LOSSES = ("ga", "rl", "adaga")
@@ -36,27 +38,43 @@ class LatentBatches:
 
 
 def latent_loss(model: LatentDiT, latents: torch.Tensor, labels: torch.Tensor, abar: torch.Tensor,
-                kind: str = "plain", gamma: float = 1.0) -> torch.Tensor:
-    """Element-mean diffusion loss (``plain``) or a core forget loss, at uniform random timesteps."""
+                kind: str = "plain", gamma: float = 1.0, vb: bool = False) -> torch.Tensor:
+    """Element-mean diffusion loss (``plain``) or a core forget loss, at uniform random timesteps.
+
+    ``vb`` adds the learned-variance bound of a variance-predicting DiT to every sample's loss,
+    as the research code's ``training_losses`` does (``mse + vb``).
+    """
     t = torch.randint(0, abar.shape[0], (latents.shape[0],)).to(latents.device)
     noise = torch.randn_like(latents)
+    variance = {"variance_betas": dit_betas(abar.shape[0])} if vb else {}
+    eps_fn = model.output_fn if vb else model.eps_fn
     if kind == "plain":
-        loss = noise_prediction_loss(model.eps_fn, latents, t, labels, noise, abar)
+        loss = noise_prediction_loss(eps_fn, latents, t, labels, noise, abar, **variance)
     else:
-        loss = FORGET_LOSSES.get(kind)(model.eps_fn, latents, t, labels, noise, abar, None, gamma)
+        loss = FORGET_LOSSES.get(kind)(eps_fn, latents, t, labels, noise, abar, None, gamma, **variance)
     return loss / model.latent_numel
 
 
+def add_vb_arg(parser) -> None:
+    parser.add_argument("--vb-loss", action=argparse.BooleanOptionalAction, default=None,
+                        help="add the learned-variance bound to the diffusion loss (default: on when the DiT "
+                             "predicts variances, as the research code's DiT-XL/2)")
+
+
+def resolve_vb(requested: Optional[bool], model: LatentDiT) -> bool:
+    """``--vb-loss``, defaulting to whether the DiT learns its variances; on for one that does not is an error."""
+    if requested and not model.learns_variance:
+        raise UsageError("--vb-loss: the DiT does not predict variances (out_channels must be 2 x in_channels)")
+    return model.learns_variance if requested is None else requested
+
+
 @dataclass
-class DiTForgetSpec:
+class DiTForgetSpec(ForgetWeights):
+    """The flags of ``DiT/main_forget.py`` that shape the objectives."""
+
     forget_class: int
-    unlearn_loss: str = "ga"
-    method: str = "ron"
-    forget_alpha: float = 1.0
-    decay_forget_alpha: bool = False
-    remain_alpha: float = 1.0
     n_iters: int = 1000
-    dual: bool = False
+    vb_loss: bool = False
 
 
 def validate_spec(spec: DiTForgetSpec) -> None:
@@ -80,19 +98,19 @@ def dit_objectives(spec: DiTForgetSpec, model: LatentDiT, forget: LatentBatches,
     masker = maybe_gradient_mask(model.transformer, mask)
 
     def forget_loss(step: int) -> torch.Tensor:
-        alpha = cosine_decay(spec.forget_alpha, step, spec.n_iters) if spec.decay_forget_alpha else spec.forget_alpha
+        alpha = spec.forget_weight(step, spec.n_iters)
         latents, labels = forget.next()
         if spec.unlearn_loss == "rl":
-            loss = latent_loss(model, latents, torch.full_like(labels, target), abar)
+            loss = latent_loss(model, latents, torch.full_like(labels, target), abar, vb=spec.vb_loss)
         else:
-            loss = latent_loss(model, latents, labels, abar, kind=spec.unlearn_loss)
+            loss = latent_loss(model, latents, labels, abar, kind=spec.unlearn_loss, vb=spec.vb_loss)
         return alpha * loss
 
     def remain_loss(step: int) -> torch.Tensor:
         latents, labels = remain.next()
-        return spec.remain_alpha * latent_loss(model, latents, labels, abar)
+        return spec.remain_alpha * latent_loss(model, latents, labels, abar, vb=spec.vb_loss)
 
-    schedule = "alternate" if spec.method == "ron" or spec.dual else "joint"
+    schedule = spec.schedule("alternate" if spec.method == "ron" else "joint")
     remain_mask = masker if spec.unlearn_loss == "rl" else (lambda: None)
     return forget_loss, remain_loss, schedule, masker, remain_mask
 
@@ -105,13 +123,13 @@ def dit_optimizer(model: nn.Module, lr: float, dual: bool, forget_lr: float) -> 
     return SharedOptim(torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0), forget_lr=lr, retain_lr=lr)
 
 
-def latent_loss_fn(model: LatentDiT) -> Callable[[nn.Module, Batch], torch.Tensor]:
+def latent_loss_fn(model: LatentDiT, vb: bool = False) -> Callable[[nn.Module, Batch], torch.Tensor]:
     """``compute_loss(transformer, (images, labels))`` for Fisher diagonals over image batches."""
     abar = dit_alphas_cumprod()
 
     def compute_loss(transformer: nn.Module, batch: Batch) -> torch.Tensor:
         device = next(transformer.parameters()).device
         images, labels = batch
-        return latent_loss(model, model.encode(images.to(device)), labels.to(device), abar.to(device))
+        return latent_loss(model, model.encode(images.to(device)), labels.to(device), abar.to(device), vb=vb)
 
     return compute_loss

@@ -67,11 +67,81 @@ def per_sample_sum(x: torch.Tensor) -> torch.Tensor:
 
 def noise_prediction_loss(eps_fn: NoisePredictor, x0: torch.Tensor, t: torch.Tensor, c: torch.Tensor,
                           noise: torch.Tensor, alphas_cumprod: torch.Tensor,
-                          keepdim: bool = False) -> torch.Tensor:
-    """Simple diffusion loss ``sum (eps - eps_hat(x_t, t, c))^2``; per sample with ``keepdim``."""
-    output = eps_fn(q_sample(x0, t, noise, alphas_cumprod), t, c)
-    per_sample = per_sample_sum((noise - output).square())
+                          keepdim: bool = False, variance_betas: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Simple diffusion loss ``sum (eps - eps_hat(x_t, t, c))^2``; per sample with ``keepdim``.
+
+    With ``variance_betas`` (the training betas) ``eps_fn`` returns the noise in its first ``C``
+    channels and the learned-variance interpolation values in the next ``C``; the loss then adds
+    the variational bound of those variances, :func:`learned_variance_vb` (bits per dimension,
+    times the sample's element count so that the element mean is ``mse + vb``, as the DiT
+    research code's ``training_losses`` with ``learn_sigma``).
+    """
+    x_t = q_sample(x0, t, noise, alphas_cumprod)
+    output = eps_fn(x_t, t, c)
+    channels = x0.shape[1]
+    per_sample = per_sample_sum((noise - output[:, :channels]).square())
+    if variance_betas is not None:
+        vb = learned_variance_vb(x0, x_t, t, output[:, :channels].detach(), output[:, channels:], variance_betas)
+        per_sample = per_sample + x0[0].numel() * vb
     return per_sample if keepdim else per_sample.mean()
+
+
+def _at(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``values[t]`` (a float64 schedule) as ``like``'s dtype, broadcastable over its sample dims."""
+    return values.to(like.device)[t].to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
+def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
+    """Elementwise ``KL(N(mean1, e^logvar1) || N(mean2, e^logvar2))`` in nats."""
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
+                  + (mean1 - mean2).square() * torch.exp(-logvar2))
+
+
+def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """Log-likelihood of data in ``[-1, 1]`` quantised to 256 levels under ``N(mean, e^{2 log_scale})``.
+
+    Each level is a bin of width ``2/255``; the outermost bins extend to infinity.  The normal
+    CDF uses the tanh approximation of Ho et al.'s code, so the values match it.
+    """
+    def cdf(v):
+        return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v.pow(3))))
+
+    centered, inv_std = x - mean, torch.exp(-log_scale)
+    cdf_plus, cdf_min = cdf(inv_std * (centered + 1.0 / 255.0)), cdf(inv_std * (centered - 1.0 / 255.0))
+    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
+    log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
+    log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
+    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
+
+
+def learned_variance_vb(x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
+                        var_values: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+    """Per-sample variational-bound term of a learned reverse variance, in bits per dimension.
+
+    The reverse step's log-variance interpolates ``log beta_t`` and the clipped log posterior
+    variance with ``(var_values + 1) / 2`` (Nichol & Dhariwal, 2021); its mean comes from the
+    given (detached) ``eps``, so only the variance learns from this term.  ``t > 0``: the KL to
+    the true posterior ``q(x_{t-1} | x_t, x_0)``; ``t = 0``: the decoder's negative
+    log-likelihood of ``x0``.
+    """
+    betas = betas.double()
+    abar = torch.cumprod(1.0 - betas, dim=0)
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+    posterior_var = betas * (1.0 - abar_prev) / (1.0 - abar)
+    log_posterior_var = torch.log(torch.cat([posterior_var[1:2], posterior_var[1:]]))
+    coef_x0 = betas * abar_prev.sqrt() / (1.0 - abar)
+    coef_xt = (1.0 - abar_prev) * (1.0 - betas).sqrt() / (1.0 - abar)
+
+    true_mean = _at(coef_x0, t, x_t) * x0 + _at(coef_xt, t, x_t) * x_t
+    true_logvar = _at(log_posterior_var, t, x_t)
+    x0_hat = _at(1.0 / abar.sqrt(), t, x_t) * x_t - _at((1.0 / abar - 1.0).sqrt(), t, x_t) * eps
+    model_mean = _at(coef_x0, t, x_t) * x0_hat + _at(coef_xt, t, x_t) * x_t
+    frac = (var_values + 1.0) / 2.0
+    model_logvar = frac * _at(torch.log(betas), t, x_t) + (1.0 - frac) * true_logvar
+
+    kl = normal_kl(true_mean, true_logvar, model_mean, model_logvar).flatten(1).mean(dim=1) / math.log(2.0)
+    nll = -discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar).flatten(1).mean(dim=1)
+    return torch.where(t == 0, nll / math.log(2.0), kl)
 
 
 def adaptive_weights(per_sample_loss: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -120,15 +190,18 @@ FORGET_LOSSES: Registry[Callable[..., torch.Tensor]] = Registry("--unlearn_loss"
 
 
 @FORGET_LOSSES.register("ga")
-def gradient_ascent_loss(eps_fn, x0, t, c, noise, alphas_cumprod, pseudo_labels=None, gamma=1.0):
+def gradient_ascent_loss(eps_fn, x0, t, c, noise, alphas_cumprod, pseudo_labels=None, gamma=1.0,
+                         variance_betas=None):
     """Gradient ascent: the negated diffusion loss of the forget samples."""
-    return -noise_prediction_loss(eps_fn, x0, t, c, noise, alphas_cumprod)
+    return -noise_prediction_loss(eps_fn, x0, t, c, noise, alphas_cumprod, variance_betas=variance_betas)
 
 
 @FORGET_LOSSES.register("adaga")
-def adaptive_gradient_ascent_loss(eps_fn, x0, t, c, noise, alphas_cumprod, pseudo_labels=None, gamma=1.0):
+def adaptive_gradient_ascent_loss(eps_fn, x0, t, c, noise, alphas_cumprod, pseudo_labels=None, gamma=1.0,
+                                  variance_betas=None):
     """SFR-on's adaptive gradient ascent: the negated, re-weighted diffusion loss."""
-    per_sample = noise_prediction_loss(eps_fn, x0, t, c, noise, alphas_cumprod, keepdim=True)
+    per_sample = noise_prediction_loss(eps_fn, x0, t, c, noise, alphas_cumprod, keepdim=True,
+                                       variance_betas=variance_betas)
     return -(adaptive_weights(per_sample, gamma) * per_sample).mean()
 
 

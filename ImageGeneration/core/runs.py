@@ -1,13 +1,36 @@
-"""Run folders of the image-generation scripts (results/<dataset>/<mode>/<timestamp>/)."""
+"""What every image-generation script shares: the ``--seed``/``--device`` flags and run folders."""
 from __future__ import annotations
 
+import argparse
 import datetime
+import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence, Tuple
 
+import torch
+
+from common.device import add_device_args, get_device
 from common.io import PathLike, ensure_writable_dir
+from common.logging import setup_logging
+from common.seed import seed_everything
+from ImageGeneration.core.distributed import SampleSharding
 
 LOGGER_NAME = "ImageGeneration"
+
+
+def parse_run_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None,
+                   seed: int = 1234) -> argparse.Namespace:
+    """Add ``--seed`` (default ``seed``) and ``--device``/``--gpu`` to a script's parser and parse ``argv``."""
+    parser.add_argument("--seed", type=int, default=seed)
+    add_device_args(parser)
+    return parser.parse_args(argv)
+
+
+def start_run(args: argparse.Namespace) -> torch.device:
+    """Resolve ``--device``/``--gpu`` and seed every RNG with ``--seed``; returns the device."""
+    device = get_device(args.device, args.gpu)
+    seed_everything(args.seed)
+    return device
 
 
 def new_run_dir(exp_root: PathLike, parts: Sequence[str], flag: str = "--exp_root") -> Path:
@@ -20,3 +43,19 @@ def new_run_dir(exp_root: PathLike, parts: Sequence[str], flag: str = "--exp_roo
         run_dir, n = base / f"{stamp}_{n}", n + 1
     run_dir.mkdir()
     return run_dir
+
+
+def open_run(exp_root: PathLike, parts: Sequence[str], sharding: SampleSharding) -> Tuple[Path, logging.Logger]:
+    """The run folder (:func:`new_run_dir`) and its logger writing ``logs/stdout.txt``.
+
+    Under ``accelerate launch`` only the main process creates the folder and logs;
+    the others get its path and a silent logger.
+    """
+    run_dir = new_run_dir(exp_root, parts) if sharding.is_main else None
+    run_dir = Path(sharding.broadcast(str(run_dir) if run_dir else None))
+    if sharding.is_main:
+        return run_dir, setup_logging(LOGGER_NAME, run_dir / "logs" / "stdout.txt")
+    logger = logging.getLogger(f"{LOGGER_NAME}.process{sharding.rank}")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    return run_dir, logger

@@ -16,6 +16,7 @@ module applies them to the model with one of two update schedules:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 import torch
@@ -23,10 +24,32 @@ from torch import nn
 from tqdm import tqdm
 
 from common.dualoptim import DualOptim
-from ImageGeneration.core.diffusion import EMA
+from ImageGeneration.core.diffusion import EMA, cosine_decay
+from ImageGeneration.core.distributed import SampleSharding
 
 LossFn = Callable[[int], torch.Tensor]
 SCHEDULES = ("alternate", "joint")
+
+
+@dataclass(kw_only=True)
+class ForgetWeights:
+    """The forgetting knobs every model shares: the forget loss, the update method, the alphas, ``--dual``."""
+
+    unlearn_loss: str = "rl"
+    method: str = "ron"
+    forget_alpha: float = 1.0
+    decay_forget_alpha: bool = False
+    remain_alpha: float = 1.0
+    dual: bool = False
+
+    def forget_weight(self, step: int, n_iters: int) -> float:
+        """``forget_alpha``, cosine-decayed over ``n_iters`` steps with ``decay_forget_alpha``."""
+        return cosine_decay(self.forget_alpha, step, n_iters) if self.decay_forget_alpha else self.forget_alpha
+
+    def schedule(self, default: str) -> str:
+        """The update schedule: ``default``, but always ``alternate`` with ``--dual`` -- DualOptim's
+        two optimizer states need the forget and remain gradients separately."""
+        return "alternate" if self.dual else default
 
 
 def cycle(loader: Iterable) -> Iterator:
@@ -47,29 +70,34 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
                    grad_clip: Optional[float] = 1.0, ema: Optional[EMA] = None,
                    log_freq: int = 50, on_snapshot: Optional[Callable[[int], None]] = None,
                    snapshot_freq: int = 0, log: Callable[[str], None] = print,
-                   desc: str = "unlearning") -> List[Dict[str, float]]:
+                   desc: str = "unlearning",
+                   sharding: Optional[SampleSharding] = None) -> List[Dict[str, float]]:
     """Run ``n_iters`` unlearning steps; returns the per-step losses.
 
     ``forget_mask``/``remain_mask`` multiply the gradients in place (a
     :class:`~common.saliency.GradientMask` or a no-op); in the ``joint``
     schedule only ``forget_mask`` applies.  ``on_snapshot(step)`` is called
-    every ``snapshot_freq`` steps and after the last one.
+    every ``snapshot_freq`` steps and after the last one.  Under a multi-process
+    ``sharding`` the gradients are summed over the processes after every backward.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown update schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+    sharding = sharding or SampleSharding()
     history: List[Dict[str, float]] = []
     model.train()
-    for step in tqdm(range(n_iters), desc=desc, dynamic_ncols=True):
+    for step in tqdm(range(n_iters), desc=desc, dynamic_ncols=True, disable=not sharding.is_main):
         if schedule == "alternate":
             optimizer.zero_grad()
             f_loss = forget_loss(step)
             f_loss.backward()
+            sharding.sync_gradients(model)
             forget_mask()
             _clip(model, grad_clip)
             optimizer.forget_step()
             optimizer.zero_grad()
             r_loss = remain_loss(step)
             r_loss.backward()
+            sharding.sync_gradients(model)
             remain_mask()
             _clip(model, grad_clip)
             optimizer.retain_step()
@@ -78,6 +106,7 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
             f_loss = forget_loss(step)
             r_loss = remain_loss(step)
             (f_loss + r_loss).backward()
+            sharding.sync_gradients(model)
             _clip(model, grad_clip)
             forget_mask()
             optimizer.retain_step()

@@ -198,6 +198,12 @@ def test_sampling_classifier_and_fid(pretrained, workdir, config_path, monkeypat
     # a folder against itself: FID ~ 0
     same = evaluator.main([str(fid_dir), str(fid_dir), "--features", "pixels", "--kid_subset_size", "4"] + CPU)
     assert abs(same["FID"]) < 1e-3
+    # class_samples/<k>/ subfolders are pooled, the forgotten class's left out
+    pooled = evaluator.main([str(out), "--ref_dataset", "digits", "--label_to_forget", "0", "--features", "pixels",
+                             "--kid_subset_size", "4"] + CPU)
+    assert pooled["n_samples"] == 5
+    everything = evaluator.main([str(out), str(fid_dir), "--features", "pixels", "--kid_subset_size", "4"] + CPU)
+    assert everything["n_samples"] == 10
 
 
 def test_selective_amnesia(pretrained, workdir, config_path, monkeypatch):

@@ -73,7 +73,7 @@ def test_dit_pipeline(tiny_ckpt, capsys):
 
     results = tiny_ckpt / "results"
     runs = {}
-    for extra in ([], ["--dual", "--forget_lr", "1e-3", "--unlearn-loss", "rl"]):
+    for extra in ([], ["--dual", "--forget_lr", "1e-3", "--unlearn-loss", "rl", "--no-vb-loss"]):
         out = main_forget.main(["--ckpt", ckpt, "--data-path", data, "--results-dir", str(results), "--n-iters", "2",
                                 "--batch-size", "2", "--num-workers", "0", "--snapshot-every", "1",
                                 "--forget-class", "1", "--method", "ron", "--unlearn-loss", "ga",
@@ -84,6 +84,9 @@ def test_dit_pipeline(tiny_ckpt, capsys):
     assert runs[True].name.startswith("001-") and runs[True].name.endswith("-dual")
     record = json.loads((runs[True] / "run.json").read_text())
     assert record["metrics"]["optimizer"].startswith("DualOptim")
+    # the tiny DiT predicts variances (8 = 2 x 4 channels), so its loss adds the bound unless told not to
+    assert not record["metrics"]["vb_loss"]
+    assert json.loads((runs[False] / "run.json").read_text())["metrics"]["vb_loss"]
     assert sorted(p.name for p in (runs[True] / "checkpoints").iterdir()) == ["0000001", "0000002"]
     transformer_path = runs[True] / "checkpoints" / "0000002" / "transformer"
 

@@ -1,0 +1,110 @@
+"""``accelerate launch`` with 2 CPU processes trains and unlearns the DDPM exactly as one process does.
+
+accelerate 1.x's ``--cpu`` flag always starts a single process, so two CPU processes are
+launched with ``--multi_gpu`` on a machine without GPUs (``--device cpu`` then selects gloo).
+The data is the embedded digits set at its native 8x8, so the launched scripts need no patching.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ImageGeneration.core.distributed import SampleSharding
+from ImageGeneration.DDPM import main_forget, main_train
+
+from ig_fixtures import TINY_CONFIG
+
+REPO = Path(__file__).resolve().parents[2]
+CPU = ["--device", "cpu"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(script: str, args):
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port()), str(REPO / "ImageGeneration" / "DDPM" / script)] + args
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    if result.returncode < 0:  # a gloo worker may abort during start-up on a loaded machine: retry once
+        command[command.index("--main_process_port") + 1] = str(free_port())
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    errors = [line for line in result.stderr.splitlines() if "it/s" not in line]
+    assert result.returncode == 0, "\n".join(errors[-40:])
+    return result
+
+
+def only_run(root: Path) -> Path:
+    runs = [p.parent.parent for p in root.glob("results/**/ckpts/ckpt.pth")]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def assert_same_run(one: Path, two: Path, history_key: str) -> None:
+    records = {n: json.loads((d / "run.json").read_text())["metrics"] for n, d in (("one", one), ("two", two))}
+    assert records["one"]["num_processes"] == 1 and records["two"]["num_processes"] == 2
+    for a, b in zip(records["one"][history_key], records["two"][history_key], strict=True):
+        a, b = (a, b) if isinstance(a, dict) else ({"loss": a}, {"loss": b})
+        assert b == pytest.approx(a, rel=1e-4)
+    states = [torch.load(d / "ckpts" / "ckpt.pth", weights_only=False) for d in (one, two)]
+    for key in ("model", "ema"):
+        assert states[0][key].keys() == states[1][key].keys()
+        # Attention key biases get no true gradient (softmax ignores them), only float noise that
+        # Adam normalises into lr-sized steps; they agree to the step size, everything else tightly.
+        mismatched = {name: float((states[0][key][name] - states[1][key][name]).abs().max())
+                      for name in states[0][key]
+                      if not torch.allclose(states[0][key][name], states[1][key][name],
+                                            atol=1e-3 if name.endswith("to_k.bias") else 1e-5)}
+        assert not mismatched, (key, mismatched)
+    assert not any(two.parent.glob("*_1")), "only the main process creates the run folder"
+
+
+@pytest.fixture(scope="module")
+def digits_config(tmp_path_factory):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["data"].update(n_classes=10, image_size=8)
+    config["training"].update(batch_size=7, n_iters=3)  # 7 = uneven slices of 4 and 3 samples
+    config["model"]["cond_drop_prob"] = 0.5
+    # SGD without clipping: any error in the gradient's scale shows in the weights (Adam and
+    # clipping would normalise it away); --dual still steps its forget state with Adam.
+    config["optim"].update(optimizer="SGD", lr=1e-4, grad_clip=0.0)
+    path = tmp_path_factory.mktemp("accelerate") / "digits8.yml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_two_processes_train_and_unlearn_like_one(tmp_path, digits_config):
+    train = ["--config", digits_config, "--mode", "pretrain"] + CPU
+    launch("main_train.py", train + ["--exp_root", str(tmp_path / "train_two")])
+    pretrained = main_train.main(train + ["--exp_root", str(tmp_path / "train_one")])
+    assert_same_run(Path(pretrained), only_run(tmp_path / "train_two"), "losses")
+
+    forget = ["--ckpt_folder", pretrained, "--config", digits_config, "--mode", "sfron", "--method", "ron",
+              "--unlearn_loss", "adaga", "--forget_alpha", "2.0", "--decay_forget_alpha", "--dual",
+              "--forget_lr", "1e-4"] + CPU
+    launch("main_forget.py", forget + ["--exp_root", str(tmp_path / "forget_two")])
+    unlearned = main_forget.main(forget + ["--exp_root", str(tmp_path / "forget_one")])
+    assert_same_run(Path(unlearned), only_run(tmp_path / "forget_two"), "history")
+
+
+def test_single_process_sharding_is_the_identity():
+    sharding = SampleSharding()
+    assert not sharding.active and sharding.is_main and sharding.world == 1
+    x = torch.randn(3, 2, requires_grad=True)
+    assert sharding.forward(lambda a: a * 2, x).equal(x * 2)
+    term = (x ** 2).sum()
+    assert sharding.replicated(term) is term
+    assert sharding.broadcast("run") == "run"
