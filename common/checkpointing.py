@@ -26,14 +26,12 @@ SNAPSHOT_NAME = "resume_state.pt"
 
 
 def add_resume_args(parser: argparse.ArgumentParser, resume: bool = True) -> None:
-    """``--resume``, ``--overwrite`` and ``--save_every`` (batches between snapshots)."""
+    """``--resume`` and ``--overwrite``."""
     if resume:
         parser.add_argument("--resume", action="store_true",
-                            help="continue from the last complete snapshot in --save_dir")
+                            help="continue from the run already saved in --save_dir")
     parser.add_argument("--overwrite", action="store_true",
                         help="allow replacing finished results already in --save_dir")
-    parser.add_argument("--save_every", type=int, default=0,
-                        help="save a resume snapshot every N optimizer steps (0: at the end of each epoch only)")
 
 
 def get_rng_state() -> Dict[str, Any]:

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import UsageError, cli_main
-from common.io import load_torch_file, write_run_record
+from common.io import load_torch_file
 from common.saliency import check_mask, load_mask
 from ImageGeneration.core.diffusion import EMA, FORGET_LOSSES
 from ImageGeneration.core.images import check_label, load_image_folder
 from ImageGeneration.core.distributed import SampleSharding
-from ImageGeneration.core.runs import open_run, parse_run_args, start_run
+from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, start_run
 from ImageGeneration.core.unlearn import cycle
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget
 from ImageGeneration.DDPM.model import (
@@ -149,15 +149,10 @@ def main(argv=None) -> str:
                             ema.state_dict() if ema is not None else None, optimizer.state_dict())
 
     history = forget_ddpm(spec, unet, config, optimizer, plan, ema, logger, snapshot, sharding)
-    if sharding.is_main:
-        write_run_record(run_dir, args, {"final_forget_loss": history[-1]["forget_loss"],
-                                         "final_remain_loss": history[-1]["remain_loss"], "history": history,
-                                         "schedule": plan.schedule, "optimizer": repr(optimizer),
-                                         "run_dir": str(run_dir), "num_processes": sharding.world},
-                         yaml_config=to_dict(config))
-        print(run_dir)
-    sharding.barrier()
-    return str(run_dir)
+    return finish_run(run_dir, args, {"final_forget_loss": history[-1]["forget_loss"],
+                                      "final_remain_loss": history[-1]["remain_loss"], "history": history,
+                                      "schedule": plan.schedule, "optimizer": repr(optimizer)},
+                      sharding, to_dict(config))
 
 
 if __name__ == "__main__":

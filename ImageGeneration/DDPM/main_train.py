@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 
 from common.errors import UsageError, cli_main
-from common.io import write_run_record
 from ImageGeneration.core.images import check_label
 from ImageGeneration.core.distributed import SampleSharding
-from ImageGeneration.core.runs import open_run, parse_run_args, start_run
+from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, start_run
 from ImageGeneration.core.unlearn import cycle
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget
 from ImageGeneration.DDPM.model import (
@@ -70,14 +69,8 @@ def main(argv=None) -> str:
                             ema.state_dict() if ema is not None else None, optimizer.state_dict())
 
     losses = train_ddpm(unet, config, batches, logger, snapshot, sharding)
-    if sharding.is_main:
-        write_run_record(run_dir, args, {"final_loss": losses[-1], "n_iters": len(losses), "losses": losses,
-                                         "trained_classes": trained_classes, "run_dir": str(run_dir),
-                                         "num_processes": sharding.world},
-                         yaml_config=to_dict(config))
-        print(run_dir)
-    sharding.barrier()
-    return str(run_dir)
+    return finish_run(run_dir, args, {"final_loss": losses[-1], "n_iters": len(losses), "losses": losses,
+                                      "trained_classes": trained_classes}, sharding, to_dict(config))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from common.device import add_device_args, get_device
-from common.io import PathLike, ensure_writable_dir
+from common.io import PathLike, ensure_writable_dir, write_run_record
 from common.logging import setup_logging
 from common.seed import seed_everything
 from ImageGeneration.core.distributed import SampleSharding
@@ -59,3 +59,15 @@ def open_run(exp_root: PathLike, parts: Sequence[str], sharding: SampleSharding)
     logger.addHandler(logging.NullHandler())
     logger.propagate = False
     return run_dir, logger
+
+
+def finish_run(run_dir: Path, args: argparse.Namespace, metrics: dict, sharding: SampleSharding,
+               yaml_config: dict) -> str:
+    """Write ``run.json`` and print the run folder on the main process, then wait for the others."""
+    if sharding.is_main:
+        write_run_record(run_dir, args, {**metrics, "run_dir": str(run_dir), "num_processes": sharding.world},
+                         yaml_config=yaml_config)
+        print(run_dir)
+    sharding.barrier()
+    return str(run_dir)
+

@@ -132,3 +132,18 @@ def recorder(monkeypatch) -> StepRecorder:
     factory = sfron.make_unlearn_optimizer
     monkeypatch.setattr(sfron, "make_unlearn_optimizer", lambda *a, **k: rec.wrap(factory(*a, **k)))
     return rec
+
+
+@pytest.fixture
+def sgd_step_lrs(monkeypatch):
+    """The learning rate of every ``torch.optim.SGD.step`` call, in order."""
+    used = []
+    sgd_step = torch.optim.SGD.step
+
+    def spy(self, closure=None):
+        used.append(self.param_groups[0]["lr"])
+        return sgd_step(self, closure)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    return used
+

@@ -121,16 +121,9 @@ def test_rl_dual_forget_batches_use_forget_optimizer(optim, model, loaders, make
         assert int(retain_state["step"]) == 2 * nr
 
 
-def test_rl_sgd_switches_learning_rate_per_objective(model, loaders, make_args, recorder, monkeypatch):
+def test_rl_sgd_switches_learning_rate_per_objective(model, loaders, make_args, sgd_step_lrs):
     args = make_args(optim="sgd", unlearn_lr=0.04, retain_lr=0.01, unlearn_epochs=1)
-    used = []
-    sgd_step = torch.optim.SGD.step
-
-    def spy(self, closure=None):
-        used.append(self.param_groups[0]["lr"])
-        return sgd_step(self, closure)
-
-    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    used = sgd_step_lrs
     get_unlearn_method("RL")(loaders, model, args, None, CPU)
     nf, nr = len(loaders.forget_loader), len(loaders.retain_loader)
     assert used == pytest.approx([0.04] * nf + [0.01] * nr)

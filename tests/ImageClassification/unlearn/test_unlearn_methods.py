@@ -140,15 +140,8 @@ def test_sfron_interleaves_steps_and_anneals(tmp_path, model, loaders, make_args
     assert forget_ce(model, loaders) > before
 
 
-def test_sfron_single_optimizer_runs_both_objectives_at_retain_lr(model, loaders, make_args, monkeypatch):
-    used = []
-    sgd_step = torch.optim.SGD.step
-
-    def spy(self, closure=None):
-        used.append(self.param_groups[0]["lr"])
-        return sgd_step(self, closure)
-
-    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+def test_sfron_single_optimizer_runs_both_objectives_at_retain_lr(model, loaders, make_args, sgd_step_lrs):
+    used = sgd_step_lrs
     args = make_args(unlearn="SFRon", optim="sgd", unlearn_lr=5.0, retain_lr=0.01, sfron_iters=2, sfron_freq=2)
     get_unlearn_method("SFRon")(loaders, model, args, None, CPU)
     assert used == pytest.approx([0.01, 0.01, 0.01 * (1 + math.cos(math.pi / 2)) / 2])
