@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from ImageGeneration.core.distributed import SampleSharding
-from ImageGeneration.DDPM import main_forget, main_train
+from ImageGeneration.DDPM import generate_mask, main_forget, main_train, sample
 
 from ig_fixtures import TINY_CONFIG
 
@@ -86,10 +86,18 @@ def digits_config(tmp_path_factory):
     return str(path)
 
 
-def test_two_processes_train_and_unlearn_like_one(tmp_path, digits_config):
-    train = ["--config", digits_config, "--mode", "pretrain"] + CPU
-    launch("main_train.py", train + ["--exp_root", str(tmp_path / "train_two")])
-    pretrained = main_train.main(train + ["--exp_root", str(tmp_path / "train_one")])
+PRETRAIN = ["--mode", "pretrain"] + CPU
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, digits_config):
+    """The one-process pretrained model every multi-process run is compared against (or starts from)."""
+    root = tmp_path_factory.mktemp("train_one")
+    return main_train.main(["--config", digits_config, "--exp_root", str(root)] + PRETRAIN)
+
+
+def test_two_processes_train_and_unlearn_like_one(tmp_path, digits_config, pretrained):
+    launch("main_train.py", ["--config", digits_config, "--exp_root", str(tmp_path / "train_two")] + PRETRAIN)
     assert_same_run(Path(pretrained), only_run(tmp_path / "train_two"), "losses")
 
     forget = ["--ckpt_folder", pretrained, "--config", digits_config, "--mode", "sfron", "--method", "ron",
@@ -98,6 +106,33 @@ def test_two_processes_train_and_unlearn_like_one(tmp_path, digits_config):
     launch("main_forget.py", forget + ["--exp_root", str(tmp_path / "forget_two")])
     unlearned = main_forget.main(forget + ["--exp_root", str(tmp_path / "forget_one")])
     assert_same_run(Path(unlearned), only_run(tmp_path / "forget_two"), "history")
+
+
+@pytest.mark.slow
+def test_two_processes_run_selective_amnesia_like_one(tmp_path, digits_config, pretrained):
+    """``--mode sa``: every process loads the Fisher dictionary and the replayed samples, draws the same
+    uniform-noise forget batch, and the EWC penalty -- a function of the weights, computed in full on
+    every process -- enters the summed gradient once."""
+    common = ["--ckpt_folder", pretrained, "--config", digits_config] + CPU
+    sample.main(common + ["--mode", "sample_classes", "--n_samples_per_class", "3", "--timesteps", "2"])
+    generate_mask.main(common + ["--mode", "sa_fim", "--fim_timesteps", "2"])
+    fisher = torch.load(Path(pretrained) / "fisher_dict.pt")
+    config = yaml.safe_load(Path(digits_config).read_text())
+    # lr * lmbda * max F = 0.4: an EWC gradient counted twice would move the weights of largest
+    # Fisher by 0.4 x their distance from the anchor per step (visible at the 1e-5 tolerance),
+    # while one EWC step stays stable (factor 1 - 2 * 0.4 on that distance).
+    config["optim"]["lr"] = 1e-3
+    config["training"].update(n_iters=4, gamma=1.0,
+                              lmbda=0.4 / (1e-3 * max(float(v.max()) for v in fisher.values())))
+    sa_config = tmp_path / "sa.yml"
+    sa_config.write_text(yaml.safe_dump(config))
+
+    forget = ["--ckpt_folder", pretrained, "--config", str(sa_config), "--mode", "sa", "--label_to_forget", "0"] + CPU
+    launch("main_forget.py", forget + ["--exp_root", str(tmp_path / "sa_two")])
+    unlearned = main_forget.main(forget + ["--exp_root", str(tmp_path / "sa_one")])
+    record = json.loads((Path(unlearned) / "run.json").read_text())["metrics"]
+    assert record["schedule"] == "joint"
+    assert_same_run(Path(unlearned), only_run(tmp_path / "sa_two"), "history")
 
 
 def test_single_process_sharding_is_the_identity():
