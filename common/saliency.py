@@ -7,7 +7,7 @@ before the optimizer step, so only salient weights move.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -26,20 +26,31 @@ def mask_filename(threshold: float) -> str:
     return f"with_{threshold}.pt"
 
 
-def accumulate_gradients(model: nn.Module, batches: Iterable, compute_loss: Callable[[nn.Module, object], torch.Tensor],
-                         power: int = 1) -> Dict[str, torch.Tensor]:
+LossOrChunks = Union[torch.Tensor, Iterable[torch.Tensor]]
+
+
+def accumulate_gradients(model: nn.Module, batches: Iterable, compute_loss: Callable[[nn.Module, object], LossOrChunks],
+                         power: int = 1, grad_clip: Optional[float] = None) -> Dict[str, torch.Tensor]:
     """Average over batches of ``grad ** power`` for every trainable parameter.
 
     ``power=1`` gives the mean gradient used by SalUn saliency, ``power=2`` the
-    empirical Fisher diagonal used by SFR-on and Selective Amnesia.  The model's
-    existing gradients are cleared and left cleared.
+    empirical Fisher diagonal used by SFR-on and Selective Amnesia.  ``compute_loss``
+    returns the batch's loss, or an iterable of loss chunks whose gradients add up
+    (each chunk is backpropagated as it comes, so only one chunk's graph is alive at a
+    time).  With ``grad_clip`` each batch's gradient is clipped to that total norm before
+    it is accumulated (the DDPM research code's masks do this).  The model's existing
+    gradients are cleared and left cleared.
     """
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     totals = {name: torch.zeros_like(p) for name, p in named}
     count = 0
     for batch in batches:
         model.zero_grad(set_to_none=True)
-        compute_loss(model, batch).backward()
+        losses = compute_loss(model, batch)
+        for loss in [losses] if isinstance(losses, torch.Tensor) else losses:
+            loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for _, p in named], grad_clip)
         with torch.no_grad():
             present = [(totals[name], p.grad) for name, p in named if p.grad is not None]
             if present:

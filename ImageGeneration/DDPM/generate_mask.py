@@ -5,11 +5,15 @@
 ``--mode sfron``  SFR-on: Fisher diagonals of the forget and remain data
                   (``forget_fisher.pt``, ``remain_fisher.pt``) and the masks
                   ``(F_f + 1e-15) / (F_r + 1e-15) >= --threshold`` -> ``fisher_<t>.pt``.
-                  With ``--fisher_dir`` the stored diagonals are thresholded again.
+                  Given a ``--ckpt_folder`` that holds the two diagonals (a ``mask_<k>/`` folder, as
+                  the research code's ``generate_fisher_mask.py`` takes it), thresholds them again.
 ``--mode sa_fim`` Selective Amnesia's Fisher information of the generated ``class_samples``
                   (from ``sample.py --mode sample_classes``) -> ``<ckpt_folder>/fisher_dict.pt``.
 
-Masks go to ``<ckpt_folder>/mask_<label_to_forget>/`` unless ``--save_dir`` is given.
+The research code's ``train.py`` mode names work too: ``--mode generate_mask`` (SalUn) and
+``--mode generate_fisher`` (SFR-on).  As there, every batch's gradient is clipped to
+``optim.grad_clip`` of ``--config`` before it is accumulated.  Masks go to
+``<ckpt_folder>/mask_<label_to_forget>/`` unless ``--save_dir`` is given.
 """
 from __future__ import annotations
 
@@ -21,105 +25,135 @@ import torch
 
 from common.errors import UsageError, cli_main
 from common.io import atomic_torch_save, ensure_writable_dir, load_torch_file, write_run_record
-from common.saliency import accumulate_gradients, save_masks, top_fraction_masks
-from ImageGeneration.core.runs import parse_run_args, start_run
+from common.saliency import accumulate_gradients, fisher_ratio_masks, save_masks, top_fraction_masks
 from ImageGeneration.core.images import check_label, load_image_folder
-from common.saliency import fisher_ratio_masks
+from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget
-from ImageGeneration.DDPM.model import load_config, load_run_checkpoint
+from ImageGeneration.DDPM.model import CKPT_RELPATH, load_config, load_run_checkpoint
 from ImageGeneration.DDPM.training import elbo_fisher_loss_fn, guided_loss_fn
 
 MODES = ("salun", "sfron", "sa_fim")
+#: The research code's ``train.py --mode`` names for the same statistics.
+MODE_ALIASES = {"generate_mask": "salun", "generate_fisher": "sfron"}
+FISHER_FILES = ("forget_fisher.pt", "remain_fisher.pt")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", type=str, default="salun", help=" | ".join(MODES))
-    parser.add_argument("--ckpt_folder", type=str, required=True, help="run folder of the model to unlearn")
-    parser.add_argument("--config", type=str, default=None, help="YAML config (default <dataset>_fisher.yml)")
+    parser.add_argument("--mode", type=str, default="salun", help=" | ".join(MODES + tuple(MODE_ALIASES)))
+    parser.add_argument("--ckpt_folder", type=str, required=True,
+                        help="run folder of the model to unlearn (sfron: or a folder with stored Fisher diagonals)")
+    parser.add_argument("--config", type=str, default=None,
+                        help="YAML config (default <dataset>_fisher.yml; sa_fim reads nothing from it, the "
+                             "model's own config applies)")
     parser.add_argument("--label_to_forget", type=int, default=0)
     parser.add_argument("--threshold", type=float, nargs="+", default=None,
                         help="salun: fractions of weights kept (default 0.5); sfron: ratio thresholds (default 1.0)")
     parser.add_argument("--cond_scale", type=float, default=2.0, help="guidance scale of the scored prediction")
-    parser.add_argument("--fisher_dir", type=str, default=None,
-                        help="sfron: folder with forget_fisher.pt/remain_fisher.pt to threshold instead of computing")
     parser.add_argument("--fim_timesteps", type=int, default=None,
                         help="sa_fim: timesteps summed per sample (evenly spaced; default all)")
+    parser.add_argument("--n_chunks", type=int, default=20,
+                        help="sa_fim: backpropagate the timestep sum in this many chunks (more: less memory)")
     parser.add_argument("--save_dir", type=str, default=None)
     add_data_args(parser)
     return parse_run_args(parser, argv)
 
 
-def _load_fisher_pair(fisher_dir: Path):
-    forget = load_torch_file(fisher_dir / "forget_fisher.pt", "--fisher_dir")
-    remain = load_torch_file(fisher_dir / "remain_fisher.pt", "--fisher_dir")
+def stored_fishers(folder: Path) -> bool:
+    """Whether ``folder`` holds Fisher diagonals to threshold rather than a model to score."""
+    return all((folder / name).is_file() for name in FISHER_FILES) and not (folder / CKPT_RELPATH).is_file()
+
+
+def threshold_stored_fishers(args: argparse.Namespace, fisher_dir: Path):
+    """SFR-on masks from the diagonals in ``fisher_dir``, written next to them (or to ``--save_dir``)."""
+    forget, remain = (load_torch_file(fisher_dir / name, "--ckpt_folder") for name in FISHER_FILES)
     if set(forget) != set(remain):
-        raise UsageError(f"--fisher_dir {fisher_dir}: forget_fisher.pt and remain_fisher.pt cover different parameters")
-    return forget, remain
+        raise UsageError(f"--ckpt_folder {fisher_dir}: forget_fisher.pt and remain_fisher.pt cover different "
+                         "parameters")
+    save_dir = ensure_writable_dir(args.save_dir or fisher_dir, "--save_dir")
+    return save_dir, fisher_ratio_masks(forget, remain, args.threshold or [1.0])
+
+
+def report_masks(masks: dict, paths, metrics: dict) -> None:
+    for (threshold, mask), path in zip(masks.items(), paths):
+        kept = sum(float(v.sum()) for v in mask.values()) / sum(v.numel() for v in mask.values())
+        print(f"threshold {threshold}: kept {kept * 100:.2f}% of weights -> {path}")
+        metrics[f"kept_fraction_{threshold}"] = kept
+
+
+def save_fisher_masks(masks: dict, save_dir: Path) -> list:
+    return [atomic_torch_save({k: v.cpu() for k, v in mask.items()}, save_dir / f"fisher_{t}.pt")
+            for t, mask in masks.items()]
+
+
+def fisher_information(args: argparse.Namespace, unet, ckpt_config, ckpt_folder: Path) -> dict:
+    """Selective Amnesia's FIM over the model's own ``class_samples`` -> ``<ckpt_folder>/fisher_dict.pt``."""
+    samples_dir = ckpt_folder / "class_samples"
+    images, labels = [], []
+    for label in range(ckpt_config.data.n_classes):
+        if (samples_dir / str(label)).is_dir():
+            x = load_image_folder(samples_dir / str(label), "--ckpt_folder", ckpt_config.data.channels,
+                                  ckpt_config.data.image_size)
+            images.append(x)
+            labels.append(np.full(len(x), label, dtype=np.int64))
+    if not images:
+        raise UsageError(f"--ckpt_folder {ckpt_folder}: no class_samples/<label>/ folders; run "
+                         "sample.py --mode sample_classes first")
+    if args.n_chunks < 1:
+        raise UsageError(f"--n_chunks {args.n_chunks}: expected a positive count")
+    loader = make_loader(np.concatenate(images), np.concatenate(labels), 1, args.seed)
+    n_steps = ckpt_config.diffusion.num_diffusion_timesteps
+    timesteps = torch.linspace(0, n_steps - 1, args.fim_timesteps or n_steps).round().long().unique()
+    fisher = accumulate_gradients(unet, loader, elbo_fisher_loss_fn(ckpt_config, timesteps, args.n_chunks), power=2)
+    out = atomic_torch_save({k: v.cpu() for k, v in fisher.items()}, ckpt_folder / "fisher_dict.pt")
+    return {"fisher_dict": str(out), "n_samples": len(loader.dataset), "n_timesteps": len(timesteps)}
 
 
 @cli_main
 def main(argv=None) -> str:
     args = parse_args(argv)
+    args.mode = MODE_ALIASES.get(args.mode, args.mode)
     if args.mode not in MODES:
-        raise UsageError(f"--mode {args.mode!r}: expected one of {', '.join(MODES)}")
+        raise UsageError(f"--mode {args.mode!r}: expected one of {', '.join(MODES + tuple(MODE_ALIASES))}")
     device = start_run(args)
+    ckpt_folder = Path(args.ckpt_folder)
+    metrics = {}
+    if args.mode == "sfron" and stored_fishers(ckpt_folder):
+        save_dir, masks = threshold_stored_fishers(args, ckpt_folder)
+        report_masks(masks, save_fisher_masks(masks, save_dir), metrics)
+        write_run_record(save_dir, args, metrics, filename=f"run_{args.mode}.json")
+        return str(save_dir)
+
     loaded = load_run_checkpoint(args, device)
     unet, ckpt_config = loaded.unet, loaded.config
-    config = load_config(args.config, args.dataset, "fisher")
     check_label(args.label_to_forget, ckpt_config.data.n_classes, "--label_to_forget")
-    ckpt_folder = Path(args.ckpt_folder)
     save_dir = ckpt_folder if args.mode == "sa_fim" else ensure_writable_dir(
         args.save_dir or ckpt_folder / f"mask_{args.label_to_forget}", "--save_dir")
-    unet.eval()  # the research code scores saliency without dropout
-    metrics = {}
+    unet.eval()  # the research code scores saliency and Fisher information without dropout
 
     if args.mode == "sa_fim":
-        samples_dir = ckpt_folder / "class_samples"
-        images, labels = [], []
-        for label in range(ckpt_config.data.n_classes):
-            if (samples_dir / str(label)).is_dir():
-                x = load_image_folder(samples_dir / str(label), "--ckpt_folder", ckpt_config.data.channels,
-                                      ckpt_config.data.image_size)
-                images.append(x)
-                labels.append(np.full(len(x), label, dtype=np.int64))
-        if not images:
-            raise UsageError(f"--ckpt_folder {ckpt_folder}: no class_samples/<label>/ folders; run "
-                             "sample.py --mode sample_classes first")
-        loader = make_loader(np.concatenate(images), np.concatenate(labels), 1, args.seed)
-        n_steps = ckpt_config.diffusion.num_diffusion_timesteps
-        count = args.fim_timesteps or n_steps
-        timesteps = torch.linspace(0, n_steps - 1, count).round().long().unique()
-        fisher = accumulate_gradients(unet, loader, elbo_fisher_loss_fn(ckpt_config, timesteps), power=2)
-        out = atomic_torch_save({k: v.cpu() for k, v in fisher.items()}, ckpt_folder / "fisher_dict.pt")
-        metrics = {"fisher_dict": str(out), "n_samples": len(loader.dataset), "n_timesteps": len(timesteps)}
+        metrics = fisher_information(args, unet, ckpt_config, ckpt_folder)
     else:
-        if not (args.mode == "sfron" and args.fisher_dir):
-            images, labels = load_arrays(args.dataset, args.data_path, "train", ckpt_config.data.image_size,
-                                         ckpt_config.data.channels)
-            (remain_x, remain_y), (forget_x, forget_y) = split_forget(images, labels, args.label_to_forget)
-            forget_loader = make_loader(forget_x, forget_y, config.training.batch_size, args.seed, shuffle=False)
+        config = load_config(args.config, args.dataset, "fisher")
+        images, labels = load_arrays(args.dataset, args.data_path, "train", ckpt_config.data.image_size,
+                                     ckpt_config.data.channels)
+        (remain_x, remain_y), (forget_x, forget_y) = split_forget(images, labels, args.label_to_forget)
+        batch_size, clip = config.training.batch_size, config.optim.grad_clip
+        forget_loader = make_loader(forget_x, forget_y, batch_size, args.seed)
         loss_fn = guided_loss_fn(ckpt_config, args.cond_scale)
         if args.mode == "salun":
-            gradients = accumulate_gradients(unet, forget_loader, loss_fn, power=1)
+            gradients = accumulate_gradients(unet, forget_loader, loss_fn, power=1, grad_clip=clip)
             masks = top_fraction_masks({k: v.abs() for k, v in gradients.items()}, args.threshold or [0.5])
             written = save_masks(masks, save_dir)
         else:
-            if args.fisher_dir:
-                forget_fisher, remain_fisher = _load_fisher_pair(Path(args.fisher_dir))
-            else:
-                remain_loader = make_loader(remain_x, remain_y, config.training.batch_size, args.seed, shuffle=False)
-                forget_fisher = accumulate_gradients(unet, forget_loader, loss_fn, power=2)
-                remain_fisher = accumulate_gradients(unet, remain_loader, loss_fn, power=2)
-                atomic_torch_save({k: v.cpu() for k, v in forget_fisher.items()}, save_dir / "forget_fisher.pt")
-                atomic_torch_save({k: v.cpu() for k, v in remain_fisher.items()}, save_dir / "remain_fisher.pt")
-            masks = fisher_ratio_masks(forget_fisher, remain_fisher, args.threshold or [1.0])
-            written = [atomic_torch_save({k: v.cpu() for k, v in mask.items()}, save_dir / f"fisher_{t}.pt")
-                       for t, mask in masks.items()]
-        for (threshold, mask), path in zip(masks.items(), written):
-            kept = sum(float(v.sum()) for v in mask.values()) / sum(v.numel() for v in mask.values())
-            print(f"threshold {threshold}: kept {kept * 100:.2f}% of weights -> {path}")
-            metrics[f"kept_fraction_{threshold}"] = kept
+            remain_loader = make_loader(remain_x, remain_y, batch_size, args.seed + 1)
+            fishers = [accumulate_gradients(unet, loader, loss_fn, power=2, grad_clip=clip)
+                       for loader in (forget_loader, remain_loader)]
+            for name, fisher in zip(FISHER_FILES, fishers):
+                atomic_torch_save({k: v.cpu() for k, v in fisher.items()}, save_dir / name)
+            masks = fisher_ratio_masks(*fishers, args.threshold or [1.0])
+            written = save_fisher_masks(masks, save_dir)
+        report_masks(masks, written, metrics)
     write_run_record(save_dir, args, metrics, filename=f"run_{args.mode}.json")
     return str(save_dir)
 

@@ -36,10 +36,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 @cli_main
 def main(argv=None) -> str:
     args = parse_args(argv)
-    args.dataset = args.dataset or "digits"
     if args.mode not in ("pretrain", "retrain"):
         raise UsageError(f"--mode {args.mode!r}: expected pretrain or retrain")
     config = load_config(args.config, args.dataset, "pretrain")
+    args.dataset = config.data.dataset
     n_classes = config.data.n_classes
     if args.mode == "retrain":
         check_label(args.label_to_forget, n_classes, "--label_to_forget")

@@ -27,6 +27,7 @@ from common.errors import UsageError
 from common.io import PathLike, atomic_torch_save, atomic_write_text, load_torch_file
 from ImageGeneration.core.diffusion import alphas_cumprod_from_betas, beta_schedule
 from ImageGeneration.core.distributed import SampleSharding
+from ImageGeneration.DDPM.data import DATASETS
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CKPT_RELPATH = Path("ckpts") / "ckpt.pth"
@@ -50,13 +51,20 @@ def default_config_path(dataset: str, kind: str) -> Path:
     return CONFIG_DIR / f"{dataset}_{kind}.yml"
 
 
-def load_config(path: Optional[PathLike], dataset: str, kind: str) -> SimpleNamespace:
+#: Keys this toolkit reads that the research code's configs leave out, with the value its network implies.
+CONFIG_DEFAULTS = {"model": {"norm_num_groups": 32}, "training": {"visualization_samples": 100}}
+
+
+def load_config(path: Optional[PathLike], dataset: Optional[str], kind: str) -> SimpleNamespace:
     """Read ``--config`` (a path, or a file name inside the package's ``configs/``) or the default.
 
-    ``--dataset`` overrides ``data.dataset`` so one config serves a renamed copy of the data.
+    The research code's own YAML files load as they are (``data.dataset: CIFAR10``, keys this
+    toolkit does not use are kept and ignored, :data:`CONFIG_DEFAULTS` fills the rest).
+    ``dataset`` (``--dataset`` or the checkpoint's) overrides ``data.dataset``; without it the
+    config's dataset is used, and without a config ``digits``.
     """
     if path is None:
-        path = default_config_path(dataset, kind)
+        path = default_config_path(dataset or "digits", kind)
     path = Path(path)
     if not path.exists() and (CONFIG_DIR / path).exists():
         path = CONFIG_DIR / path
@@ -69,7 +77,16 @@ def load_config(path: Optional[PathLike], dataset: str, kind: str) -> SimpleName
     for section in ("data", "model", "diffusion"):
         if not isinstance(tree, dict) or not isinstance(tree.get(section), dict):
             raise UsageError(f"--config {path}: missing the '{section}:' section")
-    tree["data"]["dataset"] = dataset
+    data = tree["data"]
+    if data.get("rescaled", True) is not True or data.get("logit_transform", False):
+        raise UsageError(f"--config {path}: only data.rescaled: true (images in [-1, 1]) is supported")
+    data["dataset"] = dataset or str(data.get("dataset", "digits")).lower()
+    if data["dataset"] not in DATASETS:
+        raise UsageError(f"--config {path}: data.dataset {data['dataset']!r} is not one of {', '.join(DATASETS)}")
+    for section, defaults in CONFIG_DEFAULTS.items():
+        tree.setdefault(section, {})
+        for key, value in defaults.items():
+            tree[section].setdefault(key, value)
     return to_namespace(tree)
 
 

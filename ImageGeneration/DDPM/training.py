@@ -107,24 +107,28 @@ def guided_loss_fn(config: SimpleNamespace, cond_scale: float) -> Callable[[nn.M
     return compute_loss
 
 
-def elbo_fisher_loss_fn(config: SimpleNamespace, timesteps: torch.Tensor) -> Callable[[nn.Module, Batch], torch.Tensor]:
+def elbo_fisher_loss_fn(config: SimpleNamespace, timesteps: torch.Tensor,
+                        n_chunks: int = 1) -> Callable[[nn.Module, Batch], Iterator[torch.Tensor]]:
     """Selective Amnesia's per-sample Fisher loss: the simple loss summed over ``timesteps``.
 
-    Used with batches of one sample so that ``accumulate_gradients(power=2)``
-    averages squared *per-sample* gradients, as the research code's FIM does.
+    Used with batches of one sample so that ``accumulate_gradients(power=2)`` averages squared
+    *per-sample* gradients, as the research code's FIM does.  The sum comes in ``n_chunks``
+    chunks of timesteps, each backpropagated before the next is built, so memory holds one
+    chunk's graphs (the research code's ``--n_chunks``); the gradient is the same.
     """
     abar = alphas_cumprod(config)
 
-    def compute_loss(unet: UNet2DModel, batch: Batch) -> torch.Tensor:
+    def compute_loss(unet: UNet2DModel, batch: Batch) -> Iterator[torch.Tensor]:
         device = next(unet.parameters()).device
         x, c = batch
         x0, c = data_transform(x.to(device)), c.to(device)
         eps_fn = noise_predictor(unet, config.model.cond_drop_prob)
-        total = 0.0
-        for t in timesteps.tolist():
-            t_batch = torch.full((x0.shape[0],), t, dtype=torch.long, device=device)
-            total = total + noise_prediction_loss(eps_fn, x0, t_batch, c, torch.randn_like(x0), abar)
-        return total
+        for chunk in timesteps.chunk(n_chunks):
+            total = 0.0
+            for t in chunk.tolist():
+                t_batch = torch.full((x0.shape[0],), t, dtype=torch.long, device=device)
+                total = total + noise_prediction_loss(eps_fn, x0, t_batch, c, torch.randn_like(x0), abar)
+            yield total
 
     return compute_loss
 

@@ -134,6 +134,12 @@ def test_accumulate_gradients_mean_and_fisher():
     assert mean["weight"].item() == pytest.approx(2.0)
     assert fisher["weight"].item() == pytest.approx(5.0)
     assert model.weight.grad is None
+    # clipped to norm 2 per batch: grads 1 and 2 -> mean 1.5; mean squared (1 + 4) / 2
+    assert accumulate_gradients(model, xs, lambda m, x: m(x).sum(), grad_clip=2.0)["weight"].item() == \
+        pytest.approx(1.5)
+    # loss chunks add up: (w x) + (2 w x) -> grad 3 x; mean squared (9 + 81) / 2
+    chunks = accumulate_gradients(model, xs, lambda m, x: (m(x).sum() * k for k in (1.0, 2.0)), power=2)
+    assert chunks["weight"].item() == pytest.approx(45.0)
 
 
 # ------------------------------------------------------------------ device, seed, registry, errors
