@@ -85,14 +85,17 @@ def save_classifier(model: ImageClassifier, path: PathLike, extra: Optional[Dict
                               "state_dict": {k: v.cpu() for k, v in model.net.state_dict().items()}}, path)
 
 
-def load_classifier(path: PathLike, device: torch.device, flag: str = "--ckpt_path") -> ImageClassifier:
-    """Load a classifier written by ``train_classifier.py`` (a file, or the folder holding one)."""
+def load_classifier(path: PathLike, device: torch.device, flag: str = "--ckpt_path",
+                    dataset: Optional[str] = None) -> ImageClassifier:
+    """Load a classifier written by ``train_classifier.py``: a file, or the folder holding one
+    (``<dataset>_<arch>.pth``; with ``dataset`` that dataset's, as the research code picks
+    ``<ckpt_path>/<dataset>_resnet34.pth``)."""
     path = Path(path)
     if path.is_dir():
-        found = sorted(path.glob("*_*.pth"))
+        name = f"{dataset or '<dataset>'}_<arch>.pth"
+        found = sorted(path.glob(f"{dataset or '*'}_*.pth"))
         if len(found) != 1:
-            raise UsageError(f"{flag} {path}: expected exactly one <dataset>_<arch>.pth classifier, "
-                             f"found {len(found)}")
+            raise UsageError(f"{flag} {path}: expected exactly one {name} classifier, found {len(found)}")
         path = found[0]
     state = load_torch_file(path, flag)
     if not isinstance(state, dict) or "state_dict" not in state or "arch" not in state:

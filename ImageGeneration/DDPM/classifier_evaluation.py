@@ -19,6 +19,7 @@ from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.core.images import check_label, load_image_folder, uint8_to_model_space
 from ImageGeneration.core.metrics import forgetting_metrics, report_forgetting
 from ImageGeneration.DDPM.classifier import load_classifier, predict
+from ImageGeneration.DDPM.data import DATASETS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -26,7 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sample_path", type=str, required=True, help="folder of generated images")
     parser.add_argument("--ckpt_path", type=str, default=".",
                         help="classifier file, or the folder holding <dataset>_<arch>.pth")
-    parser.add_argument("--dataset", type=str, default="digits", choices=("digits", "cifar10"))
+    parser.add_argument("--dataset", type=str, default=None, choices=DATASETS,
+                        help="picks <ckpt_path>/<dataset>_<arch>.pth when --ckpt_path is a folder")
     parser.add_argument("--label_of_forgotten_class", type=int, default=0)
     parser.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=64)
     return parse_run_args(parser, argv)
@@ -47,7 +49,7 @@ def evaluate_samples(classifier, images: torch.Tensor, forgotten_class: int, bat
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = start_run(args)
-    classifier = load_classifier(args.ckpt_path, device)
+    classifier = load_classifier(args.ckpt_path, device, dataset=args.dataset)
     meta = classifier.meta
     check_label(args.label_of_forgotten_class, meta["n_classes"], "--label_of_forgotten_class")
     images = load_image_folder(args.sample_path, "--sample_path", meta["channels"], meta["image_size"])

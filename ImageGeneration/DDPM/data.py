@@ -18,7 +18,7 @@ DATASETS = ("digits", "cifar10")
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=str, default=None, choices=DATASETS,
                         help="digits: scikit-learn digits at 16x16 (embedded, CPU-sized); cifar10: --data_path "
-                             "(default: the checkpoint's dataset, digits for training)")
+                             "(default: the checkpoint's dataset; for training the config's, else digits)")
     parser.add_argument("--data_path", type=str, default=None,
                         help="CIFAR-10 as an ImageFolder tree or zip (train/<class>/*.jpg)")
 

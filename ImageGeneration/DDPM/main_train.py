@@ -1,8 +1,10 @@
 """Train the class-conditional DDPM on every class (``--mode pretrain``) or without one (``--mode retrain``).
 
-    python -m ImageGeneration.DDPM.main_train --dataset digits --mode pretrain
-    python -m ImageGeneration.DDPM.main_train --dataset cifar10 --data_path cifar10-jpeg.zip \\
-        --config cifar10_pretrain.yml --mode retrain --label_to_forget 0
+    python -m ImageGeneration.DDPM.main_train --mode pretrain                 # digits
+    python -m ImageGeneration.DDPM.main_train --config cifar10_pretrain.yml --data_path cifar10-jpeg.zip \\
+        --mode retrain --label_to_forget 0
+
+The dataset is ``--dataset``, else the config's ``data.dataset``, else digits.
 
 Writes ``<exp_root>/results/<dataset>/<mode>/<timestamp>/`` with ``ckpts/ckpt.pth``
 (raw and EMA weights), ``logs/config.yaml``, ``logs/stdout.txt`` and ``run.json``.

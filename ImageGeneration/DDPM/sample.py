@@ -4,6 +4,8 @@
                            ``--classes_to_generate`` (classifier evaluation, SA replay).
 ``--mode sample_fid``      ``<ckpt_folder>/fid_samples_guidance_<s>[_excluded_class_<k>]/<id>.png``,
                            e.g. ``--classes_to_generate x0`` for every class but 0.
+``--mode visualization``   ``<ckpt_folder>/sample-<s>.png``: one row per class, ``training.visualization_samples``
+                           images in all (``--n_samples_per_class`` is not used).
 """
 from __future__ import annotations
 
@@ -17,12 +19,12 @@ from common.io import write_run_record
 from common.seed import make_generator
 from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.core.diffusion import beta_schedule
-from ImageGeneration.core.images import parse_class_list, save_pngs, to_uint8_images
+from ImageGeneration.core.images import parse_class_list, save_grid_png, save_pngs, to_uint8_images
 from ImageGeneration.core.sampling import SAMPLE_TYPES, generate, make_scheduler
 from ImageGeneration.DDPM.data import DATASETS
 from ImageGeneration.DDPM.model import load_config, load_run_checkpoint, noise_predictor, null_label
 
-MODES = ("sample_classes", "sample_fid")
+MODES = ("sample_classes", "sample_fid", "visualization")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mode", type=str, default="sample_classes", help=" | ".join(MODES))
     parser.add_argument("--classes_to_generate", type=str, default=None,
                         help="'0,3' or 'x0' (all but 0); default every class")
-    parser.add_argument("--n_samples_per_class", type=int, default=500)
+    parser.add_argument("--n_samples_per_class", type=int, default=1000)
     parser.add_argument("--cond_scale", type=float, default=2.0, help="classifier-free guidance strength")
     parser.add_argument("--sample_type", type=str, default="generalized", help=" | ".join(SAMPLE_TYPES))
     parser.add_argument("--timesteps", type=int, default=1000, help="number of sampling steps")
@@ -70,6 +72,27 @@ def main(argv=None) -> str:
     scheduler = make_scheduler(args.sample_type, beta_schedule(d.beta_schedule, d.beta_start, d.beta_end, n_train),
                                args.timesteps)
     ckpt_folder = Path(args.ckpt_folder)
+    unet = loaded.unet.eval()
+    shape = (model_config.data.channels, model_config.data.image_size, model_config.data.image_size)
+
+    def draw(n_per_class: int, on_batch) -> int:
+        return generate(noise_predictor(unet), classes, n_per_class, config.sampling.batch_size, null_label(unet),
+                        shape, scheduler, args.cond_scale, args.eta, device, make_generator(args.seed),
+                        on_batch=on_batch)
+
+    if args.mode == "visualization":
+        per_class = config.training.visualization_samples // len(classes)
+        if per_class < 1:
+            raise UsageError(f"--config: training.visualization_samples {config.training.visualization_samples} "
+                             f"is fewer than the {len(classes)} classes to show")
+        batches = []
+        total = draw(per_class, lambda label, images: batches.append(images.cpu()))
+        out = save_grid_png(torch.cat(batches), per_class, ckpt_folder / f"sample-{args.cond_scale}.png")
+        write_run_record(ckpt_folder, args, {"n_images": total, "classes": classes, "ema_weights": used_ema,
+                                             "grid": str(out)}, filename="run_visualization.json")
+        print(out)
+        return str(out)
+
     if args.mode == "sample_classes":
         out_dir = ckpt_folder / "class_samples"
     else:
@@ -77,7 +100,6 @@ def main(argv=None) -> str:
         if excluded:
             name += "_excluded_class_" + "_".join(map(str, excluded))
         out_dir = ckpt_folder / name
-    unet = loaded.unet.eval()
     next_id = 0
 
     def write(label: int, images: torch.Tensor) -> None:
@@ -85,13 +107,9 @@ def main(argv=None) -> str:
         folder = out_dir / str(label) if args.mode == "sample_classes" else out_dir
         next_id = save_pngs(to_uint8_images(images), folder, next_id)
 
-    shape = (model_config.data.channels, model_config.data.image_size, model_config.data.image_size)
-    total = generate(noise_predictor(unet), classes, args.n_samples_per_class, config.sampling.batch_size,
-                     null_label(unet), shape, scheduler, args.cond_scale, args.eta, device,
-                     make_generator(args.seed), on_batch=write)
+    total = draw(args.n_samples_per_class, write)
     write_run_record(out_dir, args, {"n_images": total, "classes": classes, "ema_weights": used_ema,
-                                          "out_dir": str(out_dir)},
-                     filename=f"run_{args.mode}.json")
+                                     "out_dir": str(out_dir)}, filename=f"run_{args.mode}.json")
     print(out_dir)
     return str(out_dir)
 

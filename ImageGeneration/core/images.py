@@ -6,6 +6,7 @@ from typing import List, Tuple
 
 import numpy as np
 import torch
+import torchvision
 from PIL import Image
 
 from common.errors import UsageError
@@ -57,6 +58,14 @@ def save_pngs(images: np.ndarray, folder: PathLike, start_id: int) -> int:
     for offset, image in enumerate(images):
         save_png(image, folder / f"{start_id + offset}.png")
     return start_id + len(images)
+
+
+def save_grid_png(images: torch.Tensor, n_per_row: int, path: PathLike) -> Path:
+    """Model-space images ``(N, C, H, W)`` tiled ``n_per_row`` to a row without padding, as one PNG."""
+    grid = torchvision.utils.make_grid(images.detach().float().cpu(), nrow=n_per_row, padding=0)
+    image = to_uint8_images(grid.unsqueeze(0))[0]
+    save_png(image[..., :1] if images.shape[1] == 1 else image, path)
+    return Path(path)
 
 
 def list_images(folder: PathLike, flag: str) -> List[Path]:

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from common.dualoptim import DualOptim, SharedOptim
 from ImageGeneration.DDPM import (
-    classifier_evaluation, evaluator, generate_mask, main_forget, main_train, sample, train_classifier)
+    classifier_evaluation, evaluator, generate_mask, main_forget, main_train, sample, save_base_dataset,
+    train_classifier)
 from ImageGeneration.DDPM.model import build_unet, build_unlearn_optimizer, load_checkpoint, to_namespace
 
 from ig_fixtures import IMAGE_SIZE, N_CLASSES, TINY_CONFIG, fake_load_arrays
@@ -186,7 +189,7 @@ def test_dual_flag_builds_two_optimizer_states():
     assert isinstance(shared, SharedOptim) and shared.forget_optimizer is shared.retain_optimizer
 
 
-def test_sampling_classifier_and_fid(pretrained, workdir, config_path, monkeypatch):
+def test_sampling_classifier_and_fid(pretrained, workdir, config_path, monkeypatch, capsys):
     patched(monkeypatch)
     base = ["--ckpt_folder", pretrained, "--config", config_path, "--timesteps", "3"] + CPU
     out = Path(sample.main(base + ["--mode", "sample_classes", "--classes_to_generate", "0,2",
@@ -206,6 +209,16 @@ def test_sampling_classifier_and_fid(pretrained, workdir, config_path, monkeypat
     assert metrics["n_samples"] == 5
     assert metrics["unlearning accuracy"] == pytest.approx(1 - metrics["accuracy of forgotten class"])
     assert read_json(out / "0" / "classifier_evaluation.json")["metrics"]["entropy"] == metrics["entropy"]
+    # a folder with judges of two datasets: --dataset picks <dataset>_<arch>.pth, as the research code
+    judges = workdir / "two_judges"
+    judges.mkdir()
+    for name in ("digits_small_cnn.pth", "cifar10_small_cnn.pth"):
+        shutil.copy(clf, judges / name)
+    judged = ["--sample_path", str(out / "0"), "--ckpt_path", str(judges)] + CPU
+    assert classifier_evaluation.main(judged + ["--dataset", "digits"]) == metrics
+    with pytest.raises(SystemExit):
+        classifier_evaluation.main(judged)
+    assert "expected exactly one <dataset>_<arch>.pth classifier, found 2" in capsys.readouterr().err
 
     for features in ("pixels", "classifier"):
         result = evaluator.main([str(fid_dir), "--ref_dataset", "digits", "--label_to_forget", "0", "--features",
@@ -222,6 +235,27 @@ def test_sampling_classifier_and_fid(pretrained, workdir, config_path, monkeypat
     assert pooled["n_samples"] == 5
     everything = evaluator.main([str(out), str(fid_dir), "--features", "pixels", "--kid_subset_size", "4"] + CPU)
     assert everything["n_samples"] == 10
+
+
+def test_visualization_grid_rows_are_the_class_samples(pretrained, config_path, tmp_path):
+    """``--mode visualization``: ``sample-<scale>.png`` holds one row per class, the same images (same seed,
+    same batches) that ``--mode sample_classes`` writes one by one."""
+    from PIL import Image
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(pretrained) / "ckpts", run / "ckpts")
+    base = ["--ckpt_folder", str(run), "--config", config_path, "--timesteps", "3"] + CPU
+    grid_path = Path(sample.main(base + ["--mode", "visualization"]))
+    assert grid_path == run / "sample-2.0.png"
+    per_class = TINY_CONFIG["training"]["visualization_samples"] // N_CLASSES
+    sample.main(base + ["--mode", "sample_classes", "--n_samples_per_class", str(per_class)])
+    grid = np.asarray(Image.open(grid_path))
+    assert grid.shape == (N_CLASSES * IMAGE_SIZE, per_class * IMAGE_SIZE)
+    for label in range(N_CLASSES):
+        for j in range(per_class):
+            tile = grid[label * IMAGE_SIZE:(label + 1) * IMAGE_SIZE, j * IMAGE_SIZE:(j + 1) * IMAGE_SIZE]
+            with Image.open(run / "class_samples" / str(label) / f"{label * per_class + j}.png") as img:
+                assert np.array_equal(tile, np.asarray(img))
 
 
 def test_selective_amnesia(pretrained, workdir, config_path, monkeypatch):
@@ -384,6 +418,29 @@ def test_real_digits_and_imagefolder_data(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main_train.main(["--dataset", "cifar10", "--config", str(tmp_path / "rgb.yml")] + CPU)
     assert "--data_path: required for --dataset cifar10" in capsys.readouterr().err
+
+
+def test_save_base_dataset_writes_the_reference_folder(tmp_path, monkeypatch, capsys):
+    """The research code's reference set: the first 500 training images of every class but the forgotten
+    one (the synthetic set has fewer per class, so all of them), as PNGs that evaluator.py takes as ref_dir."""
+    from PIL import Image
+
+    from ig_fixtures import synthetic_arrays
+
+    assert save_base_dataset.reference_subset(np.array([0, 1, 1, 2, 1, 0, 2]), 2, per_class=2).tolist() == \
+        [0, 5, 1, 2]
+    monkeypatch.setattr(save_base_dataset, "load_arrays", fake_load_arrays)
+    out = Path(save_base_dataset.main(["--dataset", "digits", "--label_to_forget", "3",
+                                       "--save_path", str(tmp_path)]))
+    assert out == tmp_path / "digits_without_label_3"
+    images, labels = synthetic_arrays(image_size=16)  # the digits config's 16x16
+    pngs = sorted(out.glob("*.png"), key=lambda p: int(p.stem))
+    assert [p.name for p in pngs] == [f"{i}.png" for i in range(int((labels != 3).sum()))]
+    with Image.open(pngs[-1]) as img:
+        assert img.mode == "L" and np.array_equal(np.asarray(img), images[labels != 3][-1, ..., 0])
+    assert f"Saved {len(pngs)} images without label 3 to {out}" in capsys.readouterr().out
+    same = evaluator.main([str(out), str(out), "--features", "pixels", "--kid_subset_size", "4"] + CPU)
+    assert abs(same["FID"]) < 1e-3 and same["n_samples"] == len(pngs)
 
 
 @pytest.mark.slow
