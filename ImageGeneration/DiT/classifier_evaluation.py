@@ -1,7 +1,10 @@
 """Classifier evaluation of DiT samples of the forgotten class with a torchvision ImageNet classifier.
 
     python -m ImageGeneration.DiT.classifier_evaluation --sample-path samples/207 --forget-class 207 \\
-        --arch resnet50 --classifier-weights resnet50-imagenet.pth
+        --classifier-weights resnet34-imagenet.pth
+
+``--sample_path`` and ``--label_of_forgotten_class`` (the research script's spellings) work too; the
+default judge is its torchvision ResNet-34, whose ImageNet weights are read from ``--classifier-weights``.
 
 Prints the average entropy, the average probability of the forgotten class and its accuracy
 (unlearning accuracy = 1 - accuracy); writes ``<sample-path>/classifier_evaluation.json``.
@@ -26,13 +29,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sample-path", type=str, required=True)
-    parser.add_argument("--forget-class", type=int, required=True)
-    parser.add_argument("--arch", type=str, default="resnet50", help="a torchvision classification model")
+    parser.add_argument("--sample-path", "--sample_path", dest="sample_path", type=str, required=True)
+    parser.add_argument("--forget-class", "--label_of_forgotten_class", dest="forget_class", type=int, required=True)
+    parser.add_argument("--arch", type=str, default="resnet34", help="a torchvision classification model")
     parser.add_argument("--classifier-weights", type=str, required=True, help="its state dict (no download)")
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=64)
     add_device_args(parser)
     return parser.parse_args(argv)
 

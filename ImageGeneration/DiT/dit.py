@@ -10,14 +10,15 @@ with ``class_dropout_prob`` itself.
 
 Losses are the core simple losses divided by the latent size ``C*H*W``: DiT
 averages the squared error over latent elements where the DDPM sums it.
-(The research code's DiT loss also has a variational term that trains only
-the learned-variance channels; it is not reproduced here.)
+For a DiT that learns its variances the loss adds the research code's
+variational term (``DiT/unlearn.py``, ``--vb-loss``).  Sampling uses the
+fixed-large variance of :mod:`ImageGeneration.core.sampling`, not the learned one.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from torchvision import datasets, transforms
 from common.errors import UsageError
 from common.seed import make_generator
 from ImageGeneration.core.diffusion import alphas_cumprod_from_betas, beta_schedule
+from ImageGeneration.core.sampling import make_scheduler, sample_images
 
 #: DiT's training schedule: 1000 linear steps from 1e-4 to 0.02.
 NUM_TIMESTEPS = 1000
@@ -42,12 +44,17 @@ def dit_alphas_cumprod(num_timesteps: int = NUM_TIMESTEPS) -> torch.Tensor:
     return alphas_cumprod_from_betas(dit_betas(num_timesteps))
 
 
-def _load(cls, ckpt: str, subfolder: str, flag: str):
+#: ``--vae`` names of the research code: the Stable Diffusion VAEs DiT was trained with (hub repos holding
+#: the VAE itself, no ``vae/`` subfolder).
+VAE_NAMES = {"ema": "stabilityai/sd-vae-ft-ema", "mse": "stabilityai/sd-vae-ft-mse"}
+
+
+def _load(cls, ckpt: str, subfolder: Optional[str], flag: str):
     """``cls.from_pretrained`` of ``<ckpt>/<subfolder>``, of ``ckpt`` itself when it holds the model's
-    ``config.json``, or of a hub id's subfolder."""
+    ``config.json`` (or ``subfolder`` is None), or of a hub id's subfolder."""
     local = Path(ckpt)
-    kwargs = {"subfolder": subfolder}
-    if local.exists():
+    kwargs = {"subfolder": subfolder} if subfolder else {}
+    if local.exists() and subfolder:
         if (local / "config.json").is_file() and not (local / subfolder).is_dir():
             kwargs = {}
         elif not (local / subfolder).is_dir():
@@ -55,16 +62,22 @@ def _load(cls, ckpt: str, subfolder: str, flag: str):
     try:
         return cls.from_pretrained(ckpt, **kwargs)
     except (OSError, ValueError) as err:
-        raise UsageError(f"{flag} {ckpt}: cannot load the {subfolder} ({' '.join(str(err).split())[:200]})") from None
+        raise UsageError(f"{flag} {ckpt}: cannot load the {subfolder or 'model'} "
+                         f"({' '.join(str(err).split())[:200]})") from None
 
 
 def add_model_args(parser, transformer_path: bool = False) -> None:
-    """``--ckpt`` and ``--vae`` (and ``--transformer-path`` for scripts that load an unlearned transformer)."""
+    """``--model``, ``--ckpt`` and ``--vae`` (and ``--transformer-path`` for scripts that load an unlearned
+    transformer)."""
+    parser.add_argument("--model", type=str, default="DiT-XL/2",
+                        help="the research code's model name; the network itself comes from --ckpt")
     parser.add_argument("--ckpt", type=str, default="facebook/DiT-XL-2-256",
                         help="hub id or local folder with transformer/ and vae/")
     if transformer_path:
         parser.add_argument("--transformer-path", type=str, default=None, help="unlearned transformer folder")
-    parser.add_argument("--vae", type=str, default=None, help="hub id or folder of another VAE (with vae/)")
+    parser.add_argument("--vae", type=str, default=None,
+                        help="ema | mse (stabilityai/sd-vae-ft-<name>, as the research code), or a hub id or "
+                             "folder holding vae/ (default: the VAE of --ckpt)")
 
 
 def load_transformer(ckpt: str, flag: str = "--ckpt") -> DiTTransformer2DModel:
@@ -72,6 +85,9 @@ def load_transformer(ckpt: str, flag: str = "--ckpt") -> DiTTransformer2DModel:
 
 
 def load_vae(ckpt: str, flag: str = "--ckpt") -> AutoencoderKL:
+    """The VAE of ``--ckpt``, or of ``--vae`` (``ema``/``mse`` name the research code's hub VAEs)."""
+    if ckpt in VAE_NAMES:
+        return _load(AutoencoderKL, VAE_NAMES[ckpt], None, flag)
     return _load(AutoencoderKL, ckpt, "vae", flag)
 
 
@@ -129,6 +145,20 @@ class LatentDiT:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(latents / self.vae.config.scaling_factor).sample.clamp(-1, 1)
 
+    @torch.no_grad()
+    def sample(self, labels: Sequence[int], cfg_scale: float, num_steps: int, generator: torch.Generator,
+               sample_type: str = "ddpm_noisy", eta: float = 1.0) -> torch.Tensor:
+        """One image in ``[-1, 1]`` per label, all labels in one guided batch (DiT's weight ``w``:
+        ``eps_null + w (eps_c - eps_null)``), the transformer in eval mode."""
+        was_training = self.transformer.training
+        self.transformer.eval()
+        device = next(self.transformer.parameters()).device
+        scheduler = make_scheduler(sample_type, dit_betas(), num_steps)
+        latents = sample_images(self.eps_fn, torch.tensor(list(labels), device=device), self.null_label,
+                                self.latent_shape, scheduler, cfg_scale - 1.0, eta, generator)
+        self.transformer.train(was_training)
+        return self.decode(latents)
+
     def to(self, device: torch.device) -> "LatentDiT":
         self.transformer.to(device)
         self.vae.to(device).eval()
@@ -156,11 +186,15 @@ def image_transform(image_size: int, flip: bool = True) -> transforms.Compose:
 
 def forget_remain_loaders(data_path: str, forget_class: int, image_size: int, batch_size: int,
                           num_workers: int, seed: int, num_classes: int) -> Tuple[DataLoader, DataLoader]:
-    """Loaders of the forget class and of every other class of an ImageFolder tree."""
-    if not Path(data_path).is_dir():
+    """Loaders of the forget class and of every other class of an ImageFolder tree: ``<data-path>/train/``
+    when there is one (the ImageNet root the research code takes), else ``<data-path>`` itself."""
+    root = Path(data_path)
+    if not root.is_dir():
         raise UsageError(f"--data-path {data_path}: folder not found (expected an ImageFolder tree)")
+    if (root / "train").is_dir():  # the research code's dataset root: <data-path>/train/<class>/
+        root = root / "train"
     try:
-        dataset = datasets.ImageFolder(data_path, transform=image_transform(image_size))
+        dataset = datasets.ImageFolder(root, transform=image_transform(image_size))
     except (FileNotFoundError, RuntimeError) as err:
         raise UsageError(f"--data-path {data_path}: not an ImageFolder tree ({err})") from None
     if len(dataset.classes) > num_classes:

@@ -34,7 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--forget-class", type=int, nargs="+", required=True)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 1, 3, 5, 10])
     add_model_args(parser)
-    parser.add_argument("--data-path", type=str, default=None, help="ImageFolder tree (needed to compute Fishers)")
+    parser.add_argument("--data-path", type=str, default=None,
+                        help="ImageFolder tree, <data-path>/train/<class>/ or <data-path>/<class>/ (needed to "
+                             "compute Fishers)")
     parser.add_argument("--n-iters", type=int, default=2000, help="batches per Fisher diagonal")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=4)
@@ -68,7 +70,7 @@ def main(argv=None) -> str:
             forget_loader, remain_loader = forget_remain_loaders(
                 args.data_path, forget_class, model.image_size, args.batch_size, args.num_workers, args.seed,
                 model.num_classes)
-            model.transformer.train()  # the research code's Fisher runs with label dropout on
+            model.transformer.eval()  # as the research code: no label dropout in the Fisher
             loss_fn = latent_loss_fn(model, resolve_vb(args.vb_loss, model))
             forget_fisher = accumulate_gradients(model.transformer, islice(cycle(forget_loader), args.n_iters),
                                                  loss_fn, power=2)

@@ -6,8 +6,10 @@
         --dual --forget_lr 5e-5
 
 Writes ``<results-dir>/<NNN>-<model>-forget-<k>-<method>-<loss>-lr<lr>-f<alpha|forget_lr>-r<alpha>[-dual]/``
-with ``checkpoints/<step>/transformer/`` (``save_pretrained``; load with ``--transformer-path``),
-``log.txt`` and ``run.json``.
+with ``log.txt``, ``run.json`` and in ``checkpoints/``, as the research code: ``<step>_sample.png`` every
+``--snapshot-every`` steps (one guided sample of each of ten classes, 1000 sampling steps) and the
+transformer after the last step, here also every ``--ckpt-every`` steps, as ``<step>/transformer/``
+(``save_pretrained``; load it with ``--transformer-path``).
 """
 from __future__ import annotations
 
@@ -16,29 +18,32 @@ from itertools import count
 from pathlib import Path
 
 from common.errors import UsageError, cli_main
-from common.io import ensure_writable_dir, write_run_record
-from common.saliency import load_mask
-from common.io import atomic_directory
+from common.io import atomic_directory, ensure_writable_dir, write_run_record
 from common.logging import setup_logging
+from common.saliency import load_mask
+from common.seed import make_generator
+from ImageGeneration.core.images import save_grid_png
 from ImageGeneration.core.runs import LOGGER_NAME, parse_run_args, start_run
 from ImageGeneration.core.unlearn import cycle, run_unlearning
-from ImageGeneration.DiT.dit import add_model_args, check_forget_class, forget_remain_loaders, load_latent_dit
+from ImageGeneration.DiT.dit import (
+    NUM_TIMESTEPS, add_model_args, check_forget_class, forget_remain_loaders, load_latent_dit)
 from ImageGeneration.DiT.unlearn import (
     DiTForgetSpec, LatentBatches, add_vb_arg, dit_objectives, dit_optimizer, resolve_vb, validate_spec)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-path", type=str, required=True, help="ImageFolder tree (class folders)")
+    parser.add_argument("--data-path", type=str, required=True,
+                        help="ImageFolder tree (<data-path>/train/<class>/ or <data-path>/<class>/)")
     parser.add_argument("--results-dir", type=str, default="results")
-    parser.add_argument("--model", type=str, default="DiT-XL/2", help="name used in the experiment folder")
     add_model_args(parser)
     parser.add_argument("--n-iters", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--num-workers", type=int, default=4)
     parser.add_argument("--log-every", type=int, default=100)
-    parser.add_argument("--snapshot-every", type=int, default=1000, help="save the transformer every N steps")
+    parser.add_argument("--ckpt-every", type=int, default=1000, help="save the transformer every N steps")
+    parser.add_argument("--snapshot-every", type=int, default=1000, help="save a grid of samples every N steps")
     parser.add_argument("--forget-class", type=int, required=True)
     parser.add_argument("--method", type=str, default="ron", help="ron (alternate) | joint")
     parser.add_argument("--unlearn-loss", type=str, default="ga", help="ga | rl | adaga")
@@ -51,6 +56,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--forget_lr", type=float, default=1e-4, help="learning rate of the forget optimizer")
     add_vb_arg(parser)
     return parse_run_args(parser, argv, seed=0)
+
+
+#: The research code's visualization classes (ImageNet) and guidance weight.
+VISUALIZATION_CLASSES = (207, 360, 387, 972, 89, 979, 417, 279, 270, 980)
+VISUALIZATION_CFG = 4.0
+
+
+def visualization_labels(num_classes: int) -> list:
+    """The research code's ten classes, taken modulo the class count of a smaller DiT."""
+    return [label % num_classes for label in VISUALIZATION_CLASSES]
 
 
 def experiment_dir(args: argparse.Namespace) -> Path:
@@ -73,8 +88,8 @@ def main(argv=None) -> str:
                          method=args.method, forget_alpha=args.forget_alpha,
                          decay_forget_alpha=args.decay_forget_alpha, remain_alpha=args.remain_alpha, dual=args.dual)
     validate_spec(spec)
-    if args.n_iters < 1 or args.batch_size < 1:
-        raise UsageError("--n-iters and --batch-size: expected positive integers")
+    if min(args.n_iters, args.batch_size, args.ckpt_every, args.snapshot_every) < 1:
+        raise UsageError("--n-iters, --batch-size, --ckpt-every and --snapshot-every: expected positive integers")
     device = start_run(args)
     model = load_latent_dit(args.ckpt, device, vae=args.vae)
     check_forget_class(args.forget_class, model.num_classes)
@@ -93,16 +108,22 @@ def main(argv=None) -> str:
     logger.info(f"Experiment directory created at {out_dir}")
     logger.info(f"Forget set: {len(forget_loader.dataset):,} images, remain set: {len(remain_loader.dataset):,}")
 
-    def snapshot(step: int) -> None:
-        path = out_dir / "checkpoints" / f"{step + 1:07d}" / "transformer"
-        with atomic_directory(path) as tmp:
-            model.transformer.save_pretrained(tmp)
-        logger.info(f"Saved checkpoint to {path}")
+    def snapshot(step: int) -> None:  # called after every step
+        done = step + 1
+        if done % args.snapshot_every == 0:
+            images = model.sample(visualization_labels(model.num_classes), VISUALIZATION_CFG, NUM_TIMESTEPS,
+                                  make_generator(args.seed + done))
+            save_grid_png(images, 5, out_dir / "checkpoints" / f"{done:07d}_sample.png")
+        if done % args.ckpt_every == 0 or done == args.n_iters:
+            path = out_dir / "checkpoints" / f"{done:07d}" / "transformer"
+            with atomic_directory(path) as tmp:
+                model.transformer.save_pretrained(tmp)
+            logger.info(f"Saved checkpoint to {path}")
 
     history = run_unlearning(model.transformer, optimizer, args.n_iters, forget_loss, remain_loss,
                              schedule=schedule, forget_mask=forget_mask, remain_mask=remain_mask,
                              grad_clip=args.grad_clip, log_freq=args.log_every, on_snapshot=snapshot,
-                             snapshot_freq=args.snapshot_every, log=logger.info, desc="forgetting (DiT)")
+                             snapshot_freq=1, log=logger.info, desc="forgetting (DiT)", clip_remain=False)
     write_run_record(out_dir, args, {"final_forget_loss": history[-1]["forget_loss"],
                                      "final_remain_loss": history[-1]["remain_loss"], "schedule": schedule,
                                      "vb_loss": spec.vb_loss,

@@ -71,7 +71,8 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
                    log_freq: int = 50, on_snapshot: Optional[Callable[[int], None]] = None,
                    snapshot_freq: int = 0, log: Callable[[str], None] = print,
                    desc: str = "unlearning",
-                   sharding: Optional[SampleSharding] = None) -> List[Dict[str, float]]:
+                   sharding: Optional[SampleSharding] = None,
+                   clip_remain: bool = True) -> List[Dict[str, float]]:
     """Run ``n_iters`` unlearning steps; returns the per-step losses.
 
     ``forget_mask``/``remain_mask`` multiply the gradients in place (a
@@ -79,7 +80,10 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
     schedule only ``forget_mask`` applies.  ``on_snapshot(step)`` is called
     every ``snapshot_freq`` steps and after the last one.  Under a multi-process
     ``sharding`` the gradients are summed over the processes after every backward.
+    ``clip_remain=False`` clips only the forget step's gradients (the DiT research code clips
+    neither its remain step nor its joint step).
     """
+    remain_clip = grad_clip if clip_remain else None
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown update schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
     sharding = sharding or SampleSharding()
@@ -99,7 +103,7 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
             r_loss.backward()
             sharding.sync_gradients(model)
             remain_mask()
-            _clip(model, grad_clip)
+            _clip(model, remain_clip)
             optimizer.retain_step()
         else:
             optimizer.zero_grad()
@@ -107,7 +111,7 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
             r_loss = remain_loss(step)
             (f_loss + r_loss).backward()
             sharding.sync_gradients(model)
-            _clip(model, grad_clip)
+            _clip(model, remain_clip)
             forget_mask()
             optimizer.retain_step()
         if ema is not None:

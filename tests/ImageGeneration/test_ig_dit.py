@@ -12,7 +12,7 @@ from diffusers import AutoencoderKL, DiTTransformer2DModel
 from PIL import Image
 
 from ImageGeneration.DiT import classifier_evaluation, generate_mask, main_forget, sample
-from ImageGeneration.DiT.dit import load_latent_dit
+from ImageGeneration.DiT.dit import load_latent_dit, load_vae
 from ImageGeneration.DiT.unlearn import relabel_target
 
 N_CLASSES = 3
@@ -31,8 +31,8 @@ def tiny_ckpt(tmp_path_factory):
                   up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
                   norm_num_groups=4, layers_per_block=1, sample_size=16).save_pretrained(root / "ckpt" / "vae")
     rng = np.random.default_rng(0)
-    for label in range(N_CLASSES):
-        folder = root / "data" / f"class_{label}"
+    for label in range(N_CLASSES):  # the ImageNet root layout of the research code: <data>/train/<class>/
+        folder = root / "data" / "train" / f"class_{label}"
         folder.mkdir(parents=True)
         for i in range(3):
             pixels = rng.integers(0, 255, size=(20, 20, 3)).astype(np.uint8)
@@ -57,11 +57,17 @@ def test_relabel_target_differs_from_the_forget_class():
 def test_dit_pipeline(tiny_ckpt, capsys):
     ckpt, data = str(tiny_ckpt / "ckpt"), str(tiny_ckpt / "data")
     mask_root = tiny_ckpt / "mask"
-    generate_mask.main(["--ckpt", ckpt, "--data-path", data, "--forget-class", "1", "--mask-path", str(mask_root),
-                        "--n-iters", "2", "--batch-size", "2", "--num-workers", "0", "--thresholds", "0.5", "1"] + CPU)
+    # the research README's generate_fisher.py flags; here the class folders themselves as --data-path
+    generate_mask.main(["--model", "DiT-XL/2", "--ckpt", ckpt, "--data-path", f"{data}/train", "--forget-class", "1",
+                        "--mask-path", str(mask_root), "--n-iters", "2", "--batch-size", "2", "--num-workers", "0",
+                        "--thresholds", "0.5", "1"] + CPU)
     names = sorted(p.name for p in (mask_root / "1").glob("*.pt"))
     assert names == ["fisher_0.5.pt", "fisher_1.0.pt", "forget_fisher.pt", "remain_fisher.pt"]
     forget, remain = torch.load(mask_root / "1" / "forget_fisher.pt"), torch.load(mask_root / "1" / "remain_fisher.pt")
+    # eval mode, as the research code: labels are never dropped, so the null class's embedding gets no gradient
+    table = "transformer_blocks.0.norm1.emb.class_embedder.embedding_table.weight"
+    assert forget[table][N_CLASSES].abs().sum() == 0 and remain[table][N_CLASSES].abs().sum() == 0
+    assert forget[table][1].abs().sum() > 0
     for name, value in torch.load(mask_root / "1" / "fisher_1.0.pt").items():
         assert torch.equal(value, ((forget[name] + 1e-15) / (remain[name] + 1e-15) >= 1.0).float())
     # SalUn masks from the stored Fisher, without data
@@ -75,7 +81,8 @@ def test_dit_pipeline(tiny_ckpt, capsys):
     runs = {}
     for extra in ([], ["--dual", "--forget_lr", "1e-3", "--unlearn-loss", "rl", "--no-vb-loss"]):
         out = main_forget.main(["--ckpt", ckpt, "--data-path", data, "--results-dir", str(results), "--n-iters", "2",
-                                "--batch-size", "2", "--num-workers", "0", "--snapshot-every", "1",
+                                "--batch-size", "2", "--num-workers", "0", "--ckpt-every", "1",
+                                "--snapshot-every", "2" if extra else "5",
                                 "--forget-class", "1", "--method", "ron", "--unlearn-loss", "ga",
                                 "--forget-alpha", "1", "--decay-forget-alpha", "--lr", "1e-3",
                                 "--mask-path", str(mask_root / "1" / "with_0.25.pt")] + extra + CPU)
@@ -87,7 +94,11 @@ def test_dit_pipeline(tiny_ckpt, capsys):
     # the tiny DiT predicts variances (8 = 2 x 4 channels), so its loss adds the bound unless told not to
     assert not record["metrics"]["vb_loss"]
     assert json.loads((runs[False] / "run.json").read_text())["metrics"]["vb_loss"]
-    assert sorted(p.name for p in (runs[True] / "checkpoints").iterdir()) == ["0000001", "0000002"]
+    assert sorted(p.name for p in (runs[True] / "checkpoints").iterdir()) == ["0000001", "0000002",
+                                                                             "0000002_sample.png"]
+    with Image.open(runs[True] / "checkpoints" / "0000002_sample.png") as grid:  # 10 classes, 5 a row
+        assert grid.size == (5 * 16, 2 * 16)
+    assert sorted(p.name for p in (runs[False] / "checkpoints").iterdir()) == ["0000001", "0000002"]
     transformer_path = runs[True] / "checkpoints" / "0000002" / "transformer"
 
     # with the rl loss both steps are masked: 75% of the weights never move
@@ -107,7 +118,8 @@ def test_dit_pipeline(tiny_ckpt, capsys):
 
     weights = tiny_ckpt / "resnet18.pth"
     torch.save(torchvision.models.resnet18(num_classes=N_CLASSES).state_dict(), weights)
-    metrics = classifier_evaluation.main(["--sample-path", str(sample_dir / "1"), "--forget-class", "1", "--arch",
+    metrics = classifier_evaluation.main(["--sample_path", str(sample_dir / "1"), "--label_of_forgotten_class", "1",
+                                          "--arch",
                                           "resnet18", "--classifier-weights", str(weights), "--num-classes", "3",
                                           "--image-size", "32"] + CPU)
     assert metrics["n_samples"] == 3
@@ -128,6 +140,18 @@ def test_dit_forget_errors(tiny_ckpt, capsys, argv, message):
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not results.exists() or not any(results.iterdir())
+
+
+def test_vae_names_of_the_research_code(monkeypatch):
+    """``--vae ema|mse`` load stabilityai/sd-vae-ft-<name> (the VAE at the repository root); other values
+    are hub ids or folders holding vae/."""
+    calls = []
+    monkeypatch.setattr(AutoencoderKL, "from_pretrained", lambda source, **kwargs: calls.append((source, kwargs)))
+    load_vae("ema", "--vae")
+    load_vae("mse", "--vae")
+    load_vae("facebook/DiT-XL-2-256")
+    assert calls == [("stabilityai/sd-vae-ft-ema", {}), ("stabilityai/sd-vae-ft-mse", {}),
+                     ("facebook/DiT-XL-2-256", {"subfolder": "vae"})]
 
 
 def test_dit_missing_checkpoint_and_bad_mask(tiny_ckpt, tmp_path, capsys):

@@ -58,6 +58,19 @@ def test_joint_schedule_takes_one_step_on_the_summed_loss():
     assert model.weight.item() == pytest.approx(1.0 - 0.1 * (3.0 - 1.0))
 
 
+@pytest.mark.parametrize("clip_remain,expected", [
+    (True, 1.0 - 0.1 * 0.5 - 0.1 * -0.5),      # both steps clipped to norm 0.5
+    (False, 1.0 - 0.1 * 0.5 - 0.1 * -1.0),     # the DiT research code: only the forget step clipped
+])
+def test_remain_step_clipping(clip_remain, expected):
+    model = scalar_model(1.0)
+    optimizer = SharedOptim(torch.optim.SGD(model.parameters(), lr=0.1), forget_lr=0.1, retain_lr=0.1)
+    forget, remain = linear_losses(model)
+    run_unlearning(model, optimizer, 1, forget, remain, schedule="alternate", grad_clip=0.5, log_freq=0,
+                   clip_remain=clip_remain)
+    assert model.weight.item() == pytest.approx(expected)
+
+
 def test_mask_freezes_unselected_weights_in_forget_step():
     model = nn.Linear(2, 1, bias=False)
     with torch.no_grad():
