@@ -6,7 +6,8 @@
                   (``forget_fisher.pt``, ``remain_fisher.pt``) and the masks
                   ``(F_f + 1e-15) / (F_r + 1e-15) >= --threshold`` -> ``fisher_<t>.pt``.
                   Given a ``--ckpt_folder`` that holds the two diagonals (a ``mask_<k>/`` folder, as
-                  the research code's ``generate_fisher_mask.py`` takes it), thresholds them again.
+                  the research code's ``generate_fisher_mask.py`` takes it), thresholds them again;
+                  this is the default mode for such a folder.
 ``--mode sa_fim`` Selective Amnesia's Fisher information of the generated ``class_samples``
                   (from ``sample.py --mode sample_classes``) -> ``<ckpt_folder>/fisher_dict.pt``.
 
@@ -40,7 +41,9 @@ FISHER_FILES = ("forget_fisher.pt", "remain_fisher.pt")
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", type=str, default="salun", help=" | ".join(MODES + tuple(MODE_ALIASES)))
+    parser.add_argument("--mode", type=str, default=None,
+                        help=" | ".join(MODES + tuple(MODE_ALIASES)) + " (default: sfron for a folder of stored "
+                             "Fisher diagonals, else salun)")
     parser.add_argument("--ckpt_folder", type=str, required=True,
                         help="run folder of the model to unlearn (sfron: or a folder with stored Fisher diagonals)")
     parser.add_argument("--config", type=str, default=None,
@@ -112,11 +115,13 @@ def fisher_information(args: argparse.Namespace, unet, ckpt_config, ckpt_folder:
 @cli_main
 def main(argv=None) -> str:
     args = parse_args(argv)
+    ckpt_folder = Path(args.ckpt_folder)
+    if args.mode is None:
+        args.mode = "sfron" if stored_fishers(ckpt_folder) else "salun"
     args.mode = MODE_ALIASES.get(args.mode, args.mode)
     if args.mode not in MODES:
         raise UsageError(f"--mode {args.mode!r}: expected one of {', '.join(MODES + tuple(MODE_ALIASES))}")
     device = start_run(args)
-    ckpt_folder = Path(args.ckpt_folder)
     metrics = {}
     if args.mode == "sfron" and stored_fishers(ckpt_folder):
         save_dir, masks = threshold_stored_fishers(args, ckpt_folder)

@@ -110,8 +110,8 @@ def test_masks(pretrained, config_path, monkeypatch):
         expected = ((forget[name] + 1e-15) / (remain[name] + 1e-15) >= 1.0).float()
         assert torch.equal(value, expected)
         assert (strict[name] <= value).all()  # a higher threshold keeps a subset
-    # generate_fisher_mask.py's convention: --ckpt_folder is the folder of stored diagonals
-    generate_mask.main(["--mode", "sfron", "--ckpt_folder", str(mask_dir), "--threshold", "0.5"] + CPU)
+    # generate_fisher_mask.py's command: --ckpt_folder is the folder of stored diagonals (sfron by default)
+    generate_mask.main(["--ckpt_folder", str(mask_dir), "--threshold", "0.5"] + CPU)
     loose = torch.load(mask_dir / "fisher_0.5.pt")
     for name, value in loose.items():
         assert torch.equal(value, ((forget[name] + 1e-15) / (remain[name] + 1e-15) >= 0.5).float())
