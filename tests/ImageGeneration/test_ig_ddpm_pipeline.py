@@ -298,6 +298,36 @@ def test_sa_remain_loss_adds_lambda_times_ewc(pretrained, config_path):
     assert plan(10.0) - plan(0.0) == pytest.approx(10.0 * 0.01 * n, rel=1e-4)
 
 
+def test_sa_forget_loss_is_uniform_noise_labelled_with_the_forgotten_class(pretrained):
+    """Selective Amnesia's forget term: the simple loss of a batch of U[-1, 1] noise images, every one
+    labelled with the forgotten class (no label dropped to null), against the same draws by hand."""
+    from ImageGeneration.core.diffusion import antithetic_timesteps, q_sample
+    from ImageGeneration.DDPM.model import alphas_cumprod
+    from ImageGeneration.DDPM.training import ForgetSpec, plan_forgetting
+
+    config = to_namespace(TINY_CONFIG)
+    unet = load_checkpoint(pretrained, torch.device("cpu")).unet
+    calls = []
+    network = unet.forward
+    unet.forward = lambda x, t, class_labels=None: calls.append((x, class_labels)) or network(x, t, class_labels)
+    fisher = {"conv_in.bias": torch.ones_like(unet.conv_in.bias)}
+    plan = plan_forgetting(ForgetSpec("sa", 2), unet, config, None, None, sa_fisher=fisher)
+    torch.manual_seed(0)
+    loss = plan.forget_loss(0)
+    (x_t, labels), = calls
+    n, shape = config.training.batch_size, (1, IMAGE_SIZE, IMAGE_SIZE)
+    torch.manual_seed(0)
+    x0 = (torch.rand(n, *shape) - 0.5) * 2.0
+    abar = alphas_cumprod(config)
+    t = antithetic_timesteps(n, abar.shape[0], torch.device("cpu"))
+    noise = torch.randn_like(x0)
+    assert labels.tolist() == [2] * n
+    assert torch.allclose(x_t, q_sample(x0, t, noise, abar))
+    with torch.no_grad():
+        expected = (noise - network(x_t, t, labels).sample).square().flatten(1).sum(1).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--mode", "sfron", "--label_to_forget", "7"], "--label_to_forget 7: expected a class in [0, 3]"),
     (["--mode", "bogus"], "--mode 'bogus': expected one of"),
