@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SFR-on and SFR-on + DualOptim on a pretrained DiT-XL/2 (the research code's DiT commands).
-# Usage: bash scripts/ImageGeneration/dit_sfron.sh IMAGENET_TRAIN_DIR [CLASS] [CKPT]
+# Usage: bash scripts/ImageGeneration/dit_sfron.sh IMAGENET [CLASS] [CKPT]   (IMAGENET: root with train/, or class folders)
 set -euo pipefail
 DATA=$1
 CLS=${2:-207}
