@@ -77,11 +77,14 @@ def threshold_stored_fishers(args: argparse.Namespace, fisher_dir: Path):
     return save_dir, fisher_ratio_masks(forget, remain, args.threshold or [1.0])
 
 
-def report_masks(masks: dict, paths, metrics: dict) -> None:
+def report_masks(masks: dict, paths) -> dict:
+    """Print and return the fraction of weights each mask keeps."""
+    metrics = {}
     for (threshold, mask), path in zip(masks.items(), paths):
         kept = sum(float(v.sum()) for v in mask.values()) / sum(v.numel() for v in mask.values())
         print(f"threshold {threshold}: kept {kept * 100:.2f}% of weights -> {path}")
         metrics[f"kept_fraction_{threshold}"] = kept
+    return metrics
 
 
 def save_fisher_masks(masks: dict, save_dir: Path) -> list:
@@ -112,6 +115,34 @@ def fisher_information(args: argparse.Namespace, unet, ckpt_config, ckpt_folder:
     return {"fisher_dict": str(out), "n_samples": len(loader.dataset), "n_timesteps": len(timesteps)}
 
 
+def model_masks(args: argparse.Namespace, unet, ckpt_config, ckpt_folder: Path):
+    """SalUn's saliency mask or SFR-on's Fisher diagonals and masks of a model; returns the folder and metrics.
+
+    The data and config are read before the folder is created, so a bad input leaves nothing behind.
+    """
+    config = load_config(args.config, args.dataset, "fisher")
+    images, labels = load_arrays(args.dataset, args.data_path, "train", ckpt_config.data.image_size,
+                                 ckpt_config.data.channels)
+    (remain_x, remain_y), (forget_x, forget_y) = split_forget(images, labels, args.label_to_forget)
+    save_dir = ensure_writable_dir(args.save_dir or ckpt_folder / f"mask_{args.label_to_forget}", "--save_dir")
+    batch_size, clip = config.training.batch_size, config.optim.grad_clip
+    forget_loader = make_loader(forget_x, forget_y, batch_size, args.seed)
+    loss_fn = guided_loss_fn(ckpt_config, args.cond_scale)
+    if args.mode == "salun":
+        gradients = accumulate_gradients(unet, forget_loader, loss_fn, power=1, grad_clip=clip)
+        masks = top_fraction_masks({k: v.abs() for k, v in gradients.items()}, args.threshold or [0.5])
+        written = save_masks(masks, save_dir)
+    else:
+        remain_loader = make_loader(remain_x, remain_y, batch_size, args.seed + 1)
+        fishers = [accumulate_gradients(unet, loader, loss_fn, power=2, grad_clip=clip)
+                   for loader in (forget_loader, remain_loader)]
+        for name, fisher in zip(FISHER_FILES, fishers):
+            atomic_torch_save({k: v.cpu() for k, v in fisher.items()}, save_dir / name)
+        masks = fisher_ratio_masks(*fishers, args.threshold or [1.0])
+        written = save_fisher_masks(masks, save_dir)
+    return save_dir, report_masks(masks, written)
+
+
 @cli_main
 def main(argv=None) -> str:
     args = parse_args(argv)
@@ -122,43 +153,17 @@ def main(argv=None) -> str:
     if args.mode not in MODES:
         raise UsageError(f"--mode {args.mode!r}: expected one of {', '.join(MODES + tuple(MODE_ALIASES))}")
     device = start_run(args)
-    metrics = {}
     if args.mode == "sfron" and stored_fishers(ckpt_folder):
         save_dir, masks = threshold_stored_fishers(args, ckpt_folder)
-        report_masks(masks, save_fisher_masks(masks, save_dir), metrics)
-        write_run_record(save_dir, args, metrics, filename=f"run_{args.mode}.json")
-        return str(save_dir)
-
-    loaded = load_run_checkpoint(args, device)
-    unet, ckpt_config = loaded.unet, loaded.config
-    check_label(args.label_to_forget, ckpt_config.data.n_classes, "--label_to_forget")
-    save_dir = ckpt_folder if args.mode == "sa_fim" else ensure_writable_dir(
-        args.save_dir or ckpt_folder / f"mask_{args.label_to_forget}", "--save_dir")
-    unet.eval()  # the research code scores saliency and Fisher information without dropout
-
-    if args.mode == "sa_fim":
-        metrics = fisher_information(args, unet, ckpt_config, ckpt_folder)
+        metrics = report_masks(masks, save_fisher_masks(masks, save_dir))
     else:
-        config = load_config(args.config, args.dataset, "fisher")
-        images, labels = load_arrays(args.dataset, args.data_path, "train", ckpt_config.data.image_size,
-                                     ckpt_config.data.channels)
-        (remain_x, remain_y), (forget_x, forget_y) = split_forget(images, labels, args.label_to_forget)
-        batch_size, clip = config.training.batch_size, config.optim.grad_clip
-        forget_loader = make_loader(forget_x, forget_y, batch_size, args.seed)
-        loss_fn = guided_loss_fn(ckpt_config, args.cond_scale)
-        if args.mode == "salun":
-            gradients = accumulate_gradients(unet, forget_loader, loss_fn, power=1, grad_clip=clip)
-            masks = top_fraction_masks({k: v.abs() for k, v in gradients.items()}, args.threshold or [0.5])
-            written = save_masks(masks, save_dir)
+        loaded = load_run_checkpoint(args, device)
+        check_label(args.label_to_forget, loaded.config.data.n_classes, "--label_to_forget")
+        unet = loaded.unet.eval()  # the research code scores saliency and Fisher information without dropout
+        if args.mode == "sa_fim":
+            save_dir, metrics = ckpt_folder, fisher_information(args, unet, loaded.config, ckpt_folder)
         else:
-            remain_loader = make_loader(remain_x, remain_y, batch_size, args.seed + 1)
-            fishers = [accumulate_gradients(unet, loader, loss_fn, power=2, grad_clip=clip)
-                       for loader in (forget_loader, remain_loader)]
-            for name, fisher in zip(FISHER_FILES, fishers):
-                atomic_torch_save({k: v.cpu() for k, v in fisher.items()}, save_dir / name)
-            masks = fisher_ratio_masks(*fishers, args.threshold or [1.0])
-            written = save_fisher_masks(masks, save_dir)
-        report_masks(masks, written, metrics)
+            save_dir, metrics = model_masks(args, unet, loaded.config, ckpt_folder)
     write_run_record(save_dir, args, metrics, filename=f"run_{args.mode}.json")
     return str(save_dir)
 
