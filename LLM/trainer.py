@@ -8,6 +8,7 @@ a no-op for plain optimizers) before accumulating the step's gradients.
 from __future__ import annotations
 
 import contextlib
+import importlib
 from typing import Callable, Dict, List
 
 import torch
@@ -21,37 +22,59 @@ from common.registry import Registry
 from LLM.models import decay_parameter_groups, save_pretrained_atomic
 from LLM.schedule import JOINT, Schedule
 
-#: ``--optim_cfg`` name -> builder ``(param_groups, lr, forget_lr) -> optimizer``.
+#: ``--optim_cfg`` name -> builder ``(model, param_groups, lr, forget_lr) -> optimizer``.
 OPTIMIZERS: Registry[Callable] = Registry("--optim_cfg")
 
 
 @OPTIMIZERS.register("adam")
-def _adamw(groups, lr: float, forget_lr: float):
+def _adamw(model, groups, lr: float, forget_lr: float):
     """AdamW at ``--lr`` for every step (one state for both objectives)."""
     return torch.optim.AdamW(groups, lr=lr)
 
 
 @OPTIMIZERS.register("sgd")
-def _sgd(groups, lr: float, forget_lr: float):
+def _sgd(model, groups, lr: float, forget_lr: float):
     return torch.optim.SGD(groups, lr=lr)
 
 
 @OPTIMIZERS.register("dual_adam")
-def _dual_adam(groups, lr: float, forget_lr: float):
+def _dual_adam(model, groups, lr: float, forget_lr: float):
     """DualOptim: separate AdamW moments per objective, forget steps at ``--forget_lr``."""
     return DecoupledAdamW(groups, lr=lr, forget_lr_ratio=forget_lr / lr)
 
 
-@OPTIMIZERS.register("adam_8bit")
-def _adamw_8bit(groups, lr: float, forget_lr: float):
-    """bitsandbytes' 8-bit AdamW (CUDA only)."""
-    if not torch.cuda.is_available():
-        raise UsageError("--optim_cfg adam_8bit: needs CUDA (bitsandbytes 8-bit optimizers)")
+def _import_dualoptim_8bit(optim_cfg: str):
+    """``common.dualoptim_8bit``, imported on demand: bitsandbytes is an optional dependency."""
     try:
-        import bitsandbytes
-    except ImportError:
-        raise UsageError("--optim_cfg adam_8bit: needs the bitsandbytes package") from None
+        return importlib.import_module("common.dualoptim_8bit")
+    except ModuleNotFoundError as err:
+        if err.name != "bitsandbytes":
+            raise
+        raise UsageError(f"--optim_cfg {optim_cfg}: needs the bitsandbytes package "
+                         f"(pip install bitsandbytes)") from None
+
+
+@OPTIMIZERS.register("adam_8bit")
+def _adamw_8bit(model, groups, lr: float, forget_lr: float):
+    """bitsandbytes' AdamW with 8-bit block-wise states (embeddings kept in 32 bits)."""
+    _import_dualoptim_8bit("adam_8bit").keep_embeddings_32bit(model)
+    import bitsandbytes
     return bitsandbytes.optim.AdamW8bit(groups, lr=lr)
+
+
+@OPTIMIZERS.register("dual_adam_8bit")
+def _dual_adam_8bit(model, groups, lr: float, forget_lr: float):
+    """``dual_adam`` with 8-bit block-wise states per objective (embeddings kept in 32 bits)."""
+    optimizers_8bit = _import_dualoptim_8bit("dual_adam_8bit")
+    optimizers_8bit.keep_embeddings_32bit(model)
+    return optimizers_8bit.DecoupledAdamW8bit(groups, lr=lr, forget_lr_ratio=forget_lr / lr)
+
+
+def check_optim_cfg(name: str) -> None:
+    """Fail early (before anything is loaded or written) on an unknown or unavailable ``--optim_cfg``."""
+    OPTIMIZERS.get(name)
+    if name.endswith("_8bit"):
+        _import_dualoptim_8bit(name)
 
 
 def make_accelerator(device=None, gpu=0):
@@ -78,7 +101,7 @@ def save_model(accelerator, model, tokenizer, path) -> None:
 def build_optimizer(name: str, model, lr: float, forget_lr: float, weight_decay: float):
     if lr <= 0 or forget_lr <= 0:
         raise UsageError(f"--lr/--forget_lr: must be positive, got {lr} and {forget_lr}")
-    return OPTIMIZERS.get(name)(decay_parameter_groups(model, weight_decay), lr, forget_lr)
+    return OPTIMIZERS.get(name)(model, decay_parameter_groups(model, weight_decay), lr, forget_lr)
 
 
 def build_scheduler(optimizer, max_steps: int, warmup_steps: int):

@@ -26,7 +26,8 @@ from LLM.losses import FORGET_LOSSES, UnlearnLoss
 from LLM.models import DTYPES, apply_lora, load_causal_lm, load_tokenizer
 from LLM.options import add_model_args, template_from_args
 from LLM.schedule import FORGET, JOINT, RETAIN, BatchStream, Schedule, steps_per_epoch
-from LLM.trainer import OPTIMIZERS, build_optimizer, build_scheduler, run_schedule, save_model
+from LLM.trainer import (OPTIMIZERS, build_optimizer, build_scheduler, check_optim_cfg, run_schedule,
+                         save_model)
 
 
 def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forget_lr: float = 1e-5,
@@ -74,7 +75,7 @@ def validate_unlearn_args(args: argparse.Namespace) -> UnlearnLoss:
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag}: must be >= 1, got {getattr(args, flag)}")
     loss = FORGET_LOSSES.get(args.forget_loss)
-    OPTIMIZERS.get(args.optim_cfg)
+    check_optim_cfg(args.optim_cfg)
     if args.alternate and loss.regularizer is None:
         raise UsageError(f"--alternate: --forget_loss {args.forget_loss} has no retain term; use e.g. "
                          f"{args.forget_loss}+GD")
