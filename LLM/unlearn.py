@@ -79,6 +79,10 @@ def validate_unlearn_args(args: argparse.Namespace) -> UnlearnLoss:
     if args.alternate and loss.regularizer is None:
         raise UsageError(f"--alternate: --forget_loss {args.forget_loss} has no retain term; use e.g. "
                          f"{args.forget_loss}+GD")
+    if args.alternate and any(kind.startswith("forget") for kind in loss.regularizer.kinds):
+        # Retain steps draw retain rows only; LLMU's mismatch term needs forget questions.
+        raise UsageError(f"--alternate: the retain term of --forget_loss {args.forget_loss} "
+                         f"({loss.regularizer.name}) reads forget rows; train it jointly (without --alternate)")
     if args.optim_cfg.startswith("dual") and not args.alternate:
         raise UsageError(f"--optim_cfg {args.optim_cfg}: needs --alternate (a joint step serves both "
                          f"objectives, so there is no objective to pick an optimizer state for)")

@@ -24,6 +24,7 @@ def base(tmp_path, tofu_dir, tiny_model):
     (["--task_list", "1,2", "--task_id", "2"], "previous task's model"),
     (["--optim_cfg", "dual_adam"], "needs --alternate"),
     (["--forget_loss", "ME", "--alternate"], "has no retain term"),
+    (["--forget_loss", "LLMU", "--alternate"], "(mismatch+KL) reads forget rows; train it jointly"),
     (["--forget_loss", "IDK+AP", "--idk_path", "/nonexistent/idk.jsonl"], "--idk_path /nonexistent/idk.jsonl: file not found"),
 ])
 def test_forget_bad_flags(base, run_error, extra, message):
