@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 from typing import Callable, Dict, List
 
 import torch
@@ -85,7 +86,29 @@ def make_accelerator(device=None, gpu=0):
     """
     from accelerate import Accelerator
     resolved = get_device(device, gpu)
+    if resolved.type == "cpu" and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        # accelerate would quietly fall back to plain data parallelism (it runs DeepSpeed on accelerators only)
+        raise UsageError("--device cpu: the accelerate config asks for DeepSpeed, which accelerate runs on GPUs "
+                         "only; launch CPU processes with LLM/config/accelerate/ddp.yaml or --multi_gpu")
     return Accelerator(cpu=resolved.type == "cpu")
+
+
+def prepare_for_training(accelerator, model, optimizer, micro_batch_size: int, accumulation: int,
+                         max_grad_norm: float):
+    """``accelerator.prepare(model, optimizer)``; under DeepSpeed, configured as :func:`run_schedule` needs.
+
+    DeepSpeed reads the per-process micro-batch size from a prepared dataloader, and our schedules
+    prepare none. It runs the optimizer step inside ``accelerator.backward``: knowing the schedule's
+    accumulation count, it steps on each step's last micro-batch (also with accelerate versions that do
+    not pass ``sync_gradients`` on) and averages the micro-batch losses itself. It clips gradients
+    inside that step, so ``max_grad_norm`` goes into its config (0 disables clipping, as elsewhere).
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:
+        plugin.deepspeed_config.update(train_micro_batch_size_per_gpu=micro_batch_size,
+                                       gradient_accumulation_steps=accumulation,
+                                       gradient_clipping=max(max_grad_norm or 0.0, 0.0))
+    return accelerator.prepare(model, optimizer)
 
 
 def save_model(accelerator, model, tokenizer, path) -> None:
@@ -117,12 +140,15 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
     ``step_loss(objective, micro_batch)`` returns the loss of one micro-batch;
     it is divided by the accumulation count so a step averages its
     micro-batches.  Gradients are synchronised across processes only on a
-    step's last micro-batch.  The reported loss is the mean over processes;
-    ``tokens`` counts the attended input tokens of the step over all processes
-    (for throughput).
+    step's last micro-batch.  Under DeepSpeed (prepared with
+    :func:`prepare_for_training`) ``accelerator.backward`` runs the optimizer
+    step on that micro-batch, and ``optimizer.step()`` / ``zero_grad()`` are
+    no-ops.  The reported loss is the mean over processes; ``tokens`` counts
+    the attended input tokens of the step over all processes (for throughput).
     """
     model.train()
     history = []
+    deepspeed = accelerator.state.deepspeed_plugin is not None
     progress = tqdm(schedule, total=len(schedule), desc=desc, disable=not accelerator.is_main_process)
     for step, objective, micro_batches in progress:
         if objective != JOINT:
@@ -134,9 +160,13 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
             batch = _to_device(batch, accelerator.device)
             last = index == len(micro_batches) - 1
             sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
+            # accelerate >= 1.9 steps DeepSpeed's optimizer in ``backward`` whenever gradients sync
+            accelerator.sync_gradients = last
             with sync:
-                loss = step_loss(objective, batch) / len(micro_batches)
-                accelerator.backward(loss)
+                raw = step_loss(objective, batch)
+                loss = raw / len(micro_batches)
+                # DeepSpeed divides by the accumulation count itself (see prepare_for_training)
+                accelerator.backward(raw if deepspeed else loss)
             total += loss.detach()
         if max_grad_norm and max_grad_norm > 0:
             accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)

@@ -26,8 +26,8 @@ from LLM.losses import FORGET_LOSSES, UnlearnLoss
 from LLM.models import DTYPES, apply_lora, load_causal_lm, load_tokenizer
 from LLM.options import add_model_args, template_from_args
 from LLM.schedule import FORGET, JOINT, RETAIN, BatchStream, Schedule, steps_per_epoch
-from LLM.trainer import (OPTIMIZERS, build_optimizer, build_scheduler, check_optim_cfg, run_schedule,
-                         save_model)
+from LLM.trainer import (OPTIMIZERS, build_optimizer, build_scheduler, check_optim_cfg, prepare_for_training,
+                         run_schedule, save_model)
 
 
 def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forget_lr: float = 1e-5,
@@ -134,7 +134,8 @@ def unlearn(args: argparse.Namespace, accelerator, loss: UnlearnLoss, forget_row
 
     optimizer = build_optimizer(args.optim_cfg, model, args.lr, args.forget_lr, args.weight_decay)
     scheduler = build_scheduler(optimizer, max_steps, warmup_steps=per_epoch if per_epoch > 1 else 0)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = prepare_for_training(accelerator, model, optimizer, args.batch_size,
+                                            args.gradient_accumulation_steps, args.max_grad_norm)
 
     def step_loss(objective: str, batch) -> torch.Tensor:
         if objective == FORGET:

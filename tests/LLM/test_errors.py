@@ -65,3 +65,12 @@ def test_missing_field_and_eval_errors(tmp_path, tofu_dir, tiny_model, run_error
                                        "--retain_result", str(tmp_path), "--split", "forget01", "--save_dir", str(save)])
     assert "--retain_result" in err and "file not found" in err
     assert not save.exists()
+
+
+def test_deepspeed_launch_on_cpu_is_one_line_error(base, run_error, monkeypatch):
+    # what `accelerate launch --config_file LLM/config/accelerate/zero2.yaml` sets for the script
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    save, argv = base
+    err = run_error(main_forget.main, argv + ["--forget_loss", "GA+GD"])
+    assert "--device cpu: the accelerate config asks for DeepSpeed, which accelerate runs on GPUs only" in err
+    assert not save.exists()
