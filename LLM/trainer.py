@@ -58,17 +58,16 @@ def _import_dualoptim_8bit(optim_cfg: str):
 @OPTIMIZERS.register("adam_8bit")
 def _adamw_8bit(model, groups, lr: float, forget_lr: float):
     """bitsandbytes' AdamW with 8-bit block-wise states (embeddings kept in 32 bits)."""
-    _import_dualoptim_8bit("adam_8bit").keep_embeddings_32bit(model)
-    import bitsandbytes
-    return bitsandbytes.optim.AdamW8bit(groups, lr=lr)
+    optimizers_8bit = _import_dualoptim_8bit("adam_8bit")
+    return optimizers_8bit.AdamW8bit(groups, lr=lr, fp32_params=optimizers_8bit.embedding_weights(model))
 
 
 @OPTIMIZERS.register("dual_adam_8bit")
 def _dual_adam_8bit(model, groups, lr: float, forget_lr: float):
     """``dual_adam`` with 8-bit block-wise states per objective (embeddings kept in 32 bits)."""
     optimizers_8bit = _import_dualoptim_8bit("dual_adam_8bit")
-    optimizers_8bit.keep_embeddings_32bit(model)
-    return optimizers_8bit.DecoupledAdamW8bit(groups, lr=lr, forget_lr_ratio=forget_lr / lr)
+    return optimizers_8bit.DecoupledAdamW8bit(groups, lr=lr, forget_lr_ratio=forget_lr / lr,
+                                              fp32_params=optimizers_8bit.embedding_weights(model))
 
 
 def check_optim_cfg(name: str) -> None:

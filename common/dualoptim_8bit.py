@@ -8,9 +8,9 @@ follows the same objective protocol (:class:`common.dualoptim.PerObjectiveState`
 ``decouple_v``), and each step is bitsandbytes' own ``AdamW8bit`` update run on
 the selected objective's states, so fixed to one objective it *is*
 ``bitsandbytes.optim.AdamW8bit``.  Tensors smaller than ``min_8bit_size``
-elements, and any parameter bitsandbytes' ``GlobalOptimManager`` overrides to
-``optim_bits=32`` (see :func:`keep_embeddings_32bit`), keep 32-bit states, as
-in bitsandbytes.
+elements, and the parameters passed as ``fp32_params`` (embeddings, see
+:func:`embedding_weights`), keep 32-bit states. :class:`AdamW8bit` is
+bitsandbytes' ``AdamW8bit`` with the same ``fp32_params``.
 
 This module imports bitsandbytes at import time; import it only when an 8-bit
 optimizer is asked for (``common.dualoptim`` never does).  bitsandbytes'
@@ -18,7 +18,7 @@ optimizer is asked for (``common.dualoptim`` never does).  bitsandbytes'
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 import bitsandbytes as bnb
 import torch
@@ -26,14 +26,41 @@ from bitsandbytes.optim.optimizer import Optimizer2State
 
 from common.dualoptim import OBJECTIVES, PerObjectiveState
 
-__all__ = ["DecoupledAdamW8bit", "keep_embeddings_32bit"]
+__all__ = ["AdamW8bit", "DecoupledAdamW8bit", "embedding_weights"]
 
 #: bitsandbytes' per-parameter keys of the first and second moment (quantised state, block scales).
 _FIRST_MOMENT_KEYS = ("state1", "absmax1")
 _SECOND_MOMENT_KEYS = ("state2", "absmax2")
 
 
-class DecoupledAdamW8bit(PerObjectiveState, Optimizer2State):
+class Fp32Params:
+    """Mixin for bitsandbytes optimizers: 32-bit states for the parameters in ``fp32_params``.
+
+    bitsandbytes' own ``GlobalOptimManager`` is process-wide and maps module overrides to
+    (group, parameter) positions, so an override registered for one model applies to whatever
+    sits at that position in every later 8-bit optimizer; this one belongs to the optimizer.
+    """
+
+    def _keep_32bit(self, fp32_params: Iterable[torch.Tensor]) -> None:
+        self.fp32_params = tuple(fp32_params)  # held, so their ids stay theirs
+        self._fp32_ids = {id(p) for p in self.fp32_params}
+
+    def get_config(self, gindex, pindex, group):
+        config = super().get_config(gindex, pindex, group)
+        if id(group["params"][pindex]) in self._fp32_ids:
+            config["optim_bits"] = 32
+        return config
+
+
+class AdamW8bit(Fp32Params, bnb.optim.AdamW8bit):
+    """``bitsandbytes.optim.AdamW8bit`` keeping 32-bit states for ``fp32_params``."""
+
+    def __init__(self, params, fp32_params: Iterable[torch.Tensor] = (), **kwargs) -> None:
+        super().__init__(params, **kwargs)
+        self._keep_32bit(fp32_params)
+
+
+class DecoupledAdamW8bit(Fp32Params, PerObjectiveState, Optimizer2State):
     """AdamW with separate 8-bit block-wise moments for the forget and retain objectives.
 
     Args:
@@ -44,14 +71,17 @@ class DecoupledAdamW8bit(PerObjectiveState, Optimizer2State):
         forget_lr_ratio: ``forget_lr / lr``.
         decouple_m, decouple_v: keep separate first / second moments.
         min_8bit_size: tensors with fewer elements keep 32-bit states.
+        fp32_params: parameters that keep 32-bit states whatever their size.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, forget_lr_ratio: float = 1.0,
-                 decouple_m: bool = True, decouple_v: bool = True, min_8bit_size: int = 4096) -> None:
+                 decouple_m: bool = True, decouple_v: bool = True, min_8bit_size: int = 4096,
+                 fp32_params: Iterable[torch.Tensor] = ()) -> None:
         objective_defaults = self._objective_defaults(forget_lr_ratio, decouple_m, decouple_v)
         super().__init__("adam", params, lr, betas, eps, weight_decay, optim_bits=8,
                          min_8bit_size=min_8bit_size)
+        self._keep_32bit(fp32_params)
         # bitsandbytes builds its own defaults; the protocol's entries join them (and every group).
         self.defaults.update(objective_defaults)
         for group in self.param_groups:
@@ -109,18 +139,11 @@ class DecoupledAdamW8bit(PerObjectiveState, Optimizer2State):
             state.update({key: view[bnb_key] for bnb_key, key in keys.items()})
 
 
-def keep_embeddings_32bit(model: torch.nn.Module) -> int:
-    """Keep 32-bit optimizer states for every ``nn.Embedding`` weight of ``model``.
+def embedding_weights(model: torch.nn.Module) -> List[torch.Tensor]:
+    """Every ``nn.Embedding`` weight of ``model``: the ``fp32_params`` of an LLM's 8-bit optimizer.
 
-    8-bit states for embeddings hurt stability (bitsandbytes' advice, followed by
-    HF ``Trainer`` and the original DualOptim code).  Registers the override with
-    bitsandbytes' global manager, which 8-bit optimizers apply at their first
-    step; returns the number of parameters kept in 32 bits.
+    8-bit states for embeddings hurt stability (bitsandbytes' advice, followed by HF ``Trainer``
+    and the original DualOptim code).
     """
-    manager = bnb.optim.GlobalOptimManager.get_instance()
-    kept = {}
-    for module in model.modules():
-        if isinstance(module, torch.nn.Embedding):
-            manager.register_module_override(module, "weight", {"optim_bits": 32})
-            kept[module.weight.data_ptr()] = module.weight.numel()
-    return sum(kept.values())
+    weights = {id(m.weight): m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    return list(weights.values())

@@ -9,7 +9,7 @@ from torch import nn
 bnb = pytest.importorskip("bitsandbytes")
 
 from common.dualoptim import set_objective  # noqa: E402
-from common.dualoptim_8bit import DecoupledAdamW8bit  # noqa: E402
+from common.dualoptim_8bit import AdamW8bit, DecoupledAdamW8bit, embedding_weights  # noqa: E402
 
 
 def net(seed=0):
@@ -162,3 +162,25 @@ def test_bad_objective_and_ratio_are_rejected():
         opt.set_objective("both")
     with pytest.raises(ValueError, match="forget_lr_ratio"):
         DecoupledAdamW8bit(net().parameters(), forget_lr_ratio=-1.0)
+
+
+@pytest.mark.parametrize("make", [lambda params, **kw: AdamW8bit(params, **kw),
+                                  lambda params, **kw: DecoupledAdamW8bit(params, **kw)])
+def test_fp32_params_stay_32bit_in_their_optimizer_only(make):
+    embedded = nn.Sequential(nn.Embedding(100, 64), nn.Linear(64, 96))  # both above the 4096-element threshold
+    opt = make(embedded.parameters(), fp32_params=embedding_weights(embedded))
+    embedded(torch.tensor([[1, 2, 3]])).sum().backward()
+    opt.step()
+
+    def moment_dtypes(optimizer, param):
+        return {value.dtype for key, value in optimizer.state[param].items() if key.startswith(("state1", "state2"))}
+
+    assert moment_dtypes(opt, embedded[0].weight) == {torch.float32}
+    assert moment_dtypes(opt, embedded[1].weight) == {torch.uint8}
+    # a later optimizer over another model is not affected (bitsandbytes' global manager would be,
+    # through the parameter's position)
+    other = net()
+    later = make(other.parameters())
+    backward(other, *batches(1)[0], "retain")
+    later.step()
+    assert moment_dtypes(later, other[0].weight) == {torch.uint8}
