@@ -25,7 +25,8 @@ from LLM.losses import REGULARIZERS
 from LLM.models import DTYPES, apply_lora, check_model_path, load_causal_lm, load_tokenizer
 from LLM.options import add_model_args, parse_with_config, template_from_args
 from LLM.schedule import RETAIN, BatchStream, Schedule
-from LLM.trainer import build_optimizer, build_scheduler, make_accelerator, run_schedule, save_model
+from LLM.trainer import (build_optimizer, build_scheduler, make_accelerator, prepare_for_training, run_schedule,
+                         save_model)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +93,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
     optimizer = build_optimizer("adam", model, args.lr, args.lr, args.weight_decay)
     scheduler = build_scheduler(optimizer, max_steps, warmup_steps=max(1, max_steps // 10))
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = prepare_for_training(accelerator, model, optimizer, args.batch_size,
+                                            args.gradient_accumulation_steps, args.max_grad_norm)
     nll = REGULARIZERS["GD"]
     history = run_schedule(accelerator, model, optimizer, scheduler, schedule,
                            lambda objective, batch: nll(model, None, batch, 0.0), args.max_grad_norm,

@@ -93,7 +93,9 @@ def aggregate(eval_results: Mapping[str, Mapping[str, Sequence]],
       the retain, real-authors and world-facts sets (TOFU's 9 numbers);
     * ``Model Utility (all)``: harmonic mean over every non-forget metric
       (the closer-look / DualOptim summary, token entropy included);
+    * ``Model Utility Retain``: the same over the retain set's metrics only;
     * ``Forget Efficacy``: ``1 - mean`` of the forget set's ROUGE, Probability and Truth Ratio;
+    * ``Avg Metric``: ``(Model Utility (all) + Forget Efficacy) / 2``, the paper tables' average;
     * ``Forget Quality`` / ``KS Test Forget`` when the retain model's forget-set
       statistics are given.
     """
@@ -114,9 +116,13 @@ def aggregate(eval_results: Mapping[str, Mapping[str, Sequence]],
         out["Model Utility"] = harmonic_mean(utility)
         out["Model Utility (all)"] = harmonic_mean(
             [value for key, value in out.items() if not key.startswith("Forget") and not key.startswith("Model")])
+    if "eval_log.json" in eval_results:
+        out["Model Utility Retain"] = harmonic_mean([value for key, value in out.items() if key.startswith("Retain ")])
     if FORGET_FILE in eval_results:
         out["Forget Efficacy"] = 1.0 - float(np.mean([out["Forget ROUGE"], out["Forget Probability"],
                                                       out["Forget Truth Ratio"]]))
+        if "Model Utility (all)" in out:
+            out["Avg Metric"] = (out["Model Utility (all)"] + out["Forget Efficacy"]) / 2
         if retain_forget_result is not None:
             unlearn = truth_ratios(eval_results[FORGET_FILE]["avg_paraphrased_loss"],
                                    eval_results[FORGET_FILE]["average_perturb_loss"])

@@ -21,7 +21,7 @@ from common.errors import UsageError, cli_main
 from common.io import atomic_path, atomic_write_text, read_json
 
 METRICS = ("Forget Quality", "Model Utility", "Forget Efficacy", "Forget ROUGE", "Forget Probability",
-           "Retain ROUGE", "Retain Probability")
+           "Retain ROUGE", "Retain Probability", "Avg Metric")
 SEED_PART = re.compile(r"^seed[_-]?\d+$")
 
 

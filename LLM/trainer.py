@@ -8,6 +8,8 @@ a no-op for plain optimizers) before accumulating the step's gradients.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import os
 from typing import Callable, Dict, List
 
 import torch
@@ -21,37 +23,58 @@ from common.registry import Registry
 from LLM.models import decay_parameter_groups, save_pretrained_atomic
 from LLM.schedule import JOINT, Schedule
 
-#: ``--optim_cfg`` name -> builder ``(param_groups, lr, forget_lr) -> optimizer``.
+#: ``--optim_cfg`` name -> builder ``(model, param_groups, lr, forget_lr) -> optimizer``.
 OPTIMIZERS: Registry[Callable] = Registry("--optim_cfg")
 
 
 @OPTIMIZERS.register("adam")
-def _adamw(groups, lr: float, forget_lr: float):
+def _adamw(model, groups, lr: float, forget_lr: float):
     """AdamW at ``--lr`` for every step (one state for both objectives)."""
     return torch.optim.AdamW(groups, lr=lr)
 
 
 @OPTIMIZERS.register("sgd")
-def _sgd(groups, lr: float, forget_lr: float):
+def _sgd(model, groups, lr: float, forget_lr: float):
     return torch.optim.SGD(groups, lr=lr)
 
 
 @OPTIMIZERS.register("dual_adam")
-def _dual_adam(groups, lr: float, forget_lr: float):
+def _dual_adam(model, groups, lr: float, forget_lr: float):
     """DualOptim: separate AdamW moments per objective, forget steps at ``--forget_lr``."""
     return DecoupledAdamW(groups, lr=lr, forget_lr_ratio=forget_lr / lr)
 
 
-@OPTIMIZERS.register("adam_8bit")
-def _adamw_8bit(groups, lr: float, forget_lr: float):
-    """bitsandbytes' 8-bit AdamW (CUDA only)."""
-    if not torch.cuda.is_available():
-        raise UsageError("--optim_cfg adam_8bit: needs CUDA (bitsandbytes 8-bit optimizers)")
+def _import_dualoptim_8bit(optim_cfg: str):
+    """``common.dualoptim_8bit``, imported on demand: bitsandbytes is an optional dependency."""
     try:
-        import bitsandbytes
-    except ImportError:
-        raise UsageError("--optim_cfg adam_8bit: needs the bitsandbytes package") from None
-    return bitsandbytes.optim.AdamW8bit(groups, lr=lr)
+        return importlib.import_module("common.dualoptim_8bit")
+    except ModuleNotFoundError as err:
+        if err.name != "bitsandbytes":
+            raise
+        raise UsageError(f"--optim_cfg {optim_cfg}: needs the bitsandbytes package "
+                         f"(pip install bitsandbytes)") from None
+
+
+@OPTIMIZERS.register("adam_8bit")
+def _adamw_8bit(model, groups, lr: float, forget_lr: float):
+    """bitsandbytes' AdamW with 8-bit block-wise states (embeddings kept in 32 bits)."""
+    optimizers_8bit = _import_dualoptim_8bit("adam_8bit")
+    return optimizers_8bit.AdamW8bit(groups, lr=lr, fp32_params=optimizers_8bit.embedding_weights(model))
+
+
+@OPTIMIZERS.register("dual_adam_8bit")
+def _dual_adam_8bit(model, groups, lr: float, forget_lr: float):
+    """``dual_adam`` with 8-bit block-wise states per objective (embeddings kept in 32 bits)."""
+    optimizers_8bit = _import_dualoptim_8bit("dual_adam_8bit")
+    return optimizers_8bit.DecoupledAdamW8bit(groups, lr=lr, forget_lr_ratio=forget_lr / lr,
+                                              fp32_params=optimizers_8bit.embedding_weights(model))
+
+
+def check_optim_cfg(name: str) -> None:
+    """Fail early (before anything is loaded or written) on an unknown or unavailable ``--optim_cfg``."""
+    OPTIMIZERS.get(name)
+    if name.endswith("_8bit"):
+        _import_dualoptim_8bit(name)
 
 
 def make_accelerator(device=None, gpu=0):
@@ -62,7 +85,29 @@ def make_accelerator(device=None, gpu=0):
     """
     from accelerate import Accelerator
     resolved = get_device(device, gpu)
+    if resolved.type == "cpu" and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        # accelerate would quietly fall back to plain data parallelism (it runs DeepSpeed on accelerators only)
+        raise UsageError("--device cpu: the accelerate config asks for DeepSpeed, which accelerate runs on GPUs "
+                         "only; launch CPU processes with LLM/config/accelerate/ddp.yaml or --multi_gpu")
     return Accelerator(cpu=resolved.type == "cpu")
+
+
+def prepare_for_training(accelerator, model, optimizer, micro_batch_size: int, accumulation: int,
+                         max_grad_norm: float):
+    """``accelerator.prepare(model, optimizer)``; under DeepSpeed, configured as :func:`run_schedule` needs.
+
+    DeepSpeed reads the per-process micro-batch size from a prepared dataloader, and our schedules
+    prepare none. It runs the optimizer step inside ``accelerator.backward``: knowing the schedule's
+    accumulation count, it steps on each step's last micro-batch (also with accelerate versions that do
+    not pass ``sync_gradients`` on) and averages the micro-batch losses itself. It clips gradients
+    inside that step, so ``max_grad_norm`` goes into its config (0 disables clipping, as elsewhere).
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:
+        plugin.deepspeed_config.update(train_micro_batch_size_per_gpu=micro_batch_size,
+                                       gradient_accumulation_steps=accumulation,
+                                       gradient_clipping=max(max_grad_norm or 0.0, 0.0))
+    return accelerator.prepare(model, optimizer)
 
 
 def save_model(accelerator, model, tokenizer, path) -> None:
@@ -78,7 +123,7 @@ def save_model(accelerator, model, tokenizer, path) -> None:
 def build_optimizer(name: str, model, lr: float, forget_lr: float, weight_decay: float):
     if lr <= 0 or forget_lr <= 0:
         raise UsageError(f"--lr/--forget_lr: must be positive, got {lr} and {forget_lr}")
-    return OPTIMIZERS.get(name)(decay_parameter_groups(model, weight_decay), lr, forget_lr)
+    return OPTIMIZERS.get(name)(model, decay_parameter_groups(model, weight_decay), lr, forget_lr)
 
 
 def build_scheduler(optimizer, max_steps: int, warmup_steps: int):
@@ -94,12 +139,15 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
     ``step_loss(objective, micro_batch)`` returns the loss of one micro-batch;
     it is divided by the accumulation count so a step averages its
     micro-batches.  Gradients are synchronised across processes only on a
-    step's last micro-batch.  The reported loss is the mean over processes;
-    ``tokens`` counts the attended input tokens of the step over all processes
-    (for throughput).
+    step's last micro-batch.  Under DeepSpeed (prepared with
+    :func:`prepare_for_training`) ``accelerator.backward`` runs the optimizer
+    step on that micro-batch, and ``optimizer.step()`` / ``zero_grad()`` are
+    no-ops.  The reported loss is the mean over processes; ``tokens`` counts
+    the attended input tokens of the step over all processes (for throughput).
     """
     model.train()
     history = []
+    deepspeed = accelerator.state.deepspeed_plugin is not None
     progress = tqdm(schedule, total=len(schedule), desc=desc, disable=not accelerator.is_main_process)
     for step, objective, micro_batches in progress:
         if objective != JOINT:
@@ -111,9 +159,13 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
             batch = _to_device(batch, accelerator.device)
             last = index == len(micro_batches) - 1
             sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
+            # accelerate >= 1.9 steps DeepSpeed's optimizer in ``backward`` whenever gradients sync
+            accelerator.sync_gradients = last
             with sync:
-                loss = step_loss(objective, batch) / len(micro_batches)
-                accelerator.backward(loss)
+                raw = step_loss(objective, batch)
+                loss = raw / len(micro_batches)
+                # DeepSpeed divides by the accumulation count itself (see prepare_for_training)
+                accelerator.backward(raw if deepspeed else loss)
             total += loss.detach()
         if max_grad_norm and max_grad_norm > 0:
             accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)

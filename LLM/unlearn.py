@@ -26,7 +26,8 @@ from LLM.losses import FORGET_LOSSES, UnlearnLoss
 from LLM.models import DTYPES, apply_lora, load_causal_lm, load_tokenizer
 from LLM.options import add_model_args, template_from_args
 from LLM.schedule import FORGET, JOINT, RETAIN, BatchStream, Schedule, steps_per_epoch
-from LLM.trainer import OPTIMIZERS, build_optimizer, build_scheduler, run_schedule, save_model
+from LLM.trainer import (OPTIMIZERS, build_optimizer, build_scheduler, check_optim_cfg, prepare_for_training,
+                         run_schedule, save_model)
 
 
 def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forget_lr: float = 1e-5,
@@ -74,10 +75,14 @@ def validate_unlearn_args(args: argparse.Namespace) -> UnlearnLoss:
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag}: must be >= 1, got {getattr(args, flag)}")
     loss = FORGET_LOSSES.get(args.forget_loss)
-    OPTIMIZERS.get(args.optim_cfg)
+    check_optim_cfg(args.optim_cfg)
     if args.alternate and loss.regularizer is None:
         raise UsageError(f"--alternate: --forget_loss {args.forget_loss} has no retain term; use e.g. "
                          f"{args.forget_loss}+GD")
+    if args.alternate and any(kind.startswith("forget") for kind in loss.regularizer.kinds):
+        # Retain steps draw retain rows only; LLMU's mismatch term needs forget questions.
+        raise UsageError(f"--alternate: the retain term of --forget_loss {args.forget_loss} "
+                         f"({loss.regularizer.name}) reads forget rows; train it jointly (without --alternate)")
     if args.optim_cfg.startswith("dual") and not args.alternate:
         raise UsageError(f"--optim_cfg {args.optim_cfg}: needs --alternate (a joint step serves both "
                          f"objectives, so there is no objective to pick an optimizer state for)")
@@ -129,7 +134,8 @@ def unlearn(args: argparse.Namespace, accelerator, loss: UnlearnLoss, forget_row
 
     optimizer = build_optimizer(args.optim_cfg, model, args.lr, args.forget_lr, args.weight_decay)
     scheduler = build_scheduler(optimizer, max_steps, warmup_steps=per_epoch if per_epoch > 1 else 0)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = prepare_for_training(accelerator, model, optimizer, args.batch_size,
+                                            args.gradient_accumulation_steps, args.max_grad_norm)
 
     def step_loss(objective: str, batch) -> torch.Tensor:
         if objective == FORGET:

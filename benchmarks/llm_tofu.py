@@ -1,8 +1,9 @@
 """TOFU forget10 task 1 on CPU: a small Llama fine-tuned from scratch, then unlearned with ME+GD and IDK+AP
 under AdamW vs DualOptim (dual_adam) over seeds.
 
-    python benchmarks/llm_tofu.py --quick                      # about 3 minutes on 2 CPU cores
-    python benchmarks/llm_tofu.py --data_path /path/to/tofu    # full sizes (hours on CPU)
+    python benchmarks/llm_tofu.py --quick                      # about 1.5 minutes on 2 CPU cores
+    python benchmarks/llm_tofu.py --size medium                # about 20 minutes (1 torch thread)
+    python benchmarks/llm_tofu.py --data_path /path/to/tofu    # full sizes (about 1.5 hours at 1 thread)
 
 Pipeline (every step goes through the LLM entry scripts' ``main``):
 1. a TOFU folder is written under ``--out_dir`` holding ``--num_forget`` rows of forget10 task 1 and
@@ -44,13 +45,34 @@ OPTIMS = ("adam", "dual_adam")
 EVAL_FILES = ("real_authors_perturbed", "world_facts_perturbed")
 
 
+#: ``--size`` presets. ``medium`` keeps the full run's model (4 x 128 Llama, 2,000-token BPE) and its
+#: unlearning recipe (5 epochs, retain_freq 5, batch 8) on a 1:9 forget/retain subset; it fine-tunes 20
+#: epochs so the smaller data set is still memorised, and unlearns at 3e-4 for its 240 steps (the quick
+#: run's 1e-3 x 60 steps, spread over 4x the steps). Its time was sized from measured CPU costs at 1
+#: thread: 0.64 s per fine-tuning step (batch 32), 0.14 s / 0.20 s per ME+GD / IDK+AP unlearning step
+#: (batch 8), 0.08 s per evaluated row.
+SIZES = {
+    "quick": {"num_forget": 40, "num_retain": 160, "num_eval": 20, "hidden_size": 64, "num_layers": 2,
+              "vocab_size": 800, "max_length": 80, "ft_epochs": 40, "ft_lr": 3e-3, "ft_batch_size": 16,
+              "epochs": 2, "batch_size": 4, "lr": 1e-3, "forget_lr": 1e-3, "retain_freq": 2, "max_new_tokens": 32,
+              "seeds": [1001, 1002, 1003], "threads": 1},
+    "medium": {"num_forget": 60, "num_retain": 540, "num_eval": 40, "hidden_size": 128, "num_layers": 4,
+               "vocab_size": 2000, "max_length": 128, "ft_epochs": 20, "ft_lr": 3e-3, "ft_batch_size": 32,
+               "epochs": 5, "batch_size": 8, "lr": 3e-4, "forget_lr": 3e-4, "retain_freq": 5,
+               "max_new_tokens": 48, "seeds": [1001, 1002, 1003], "threads": 1},
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_path", default=str(REPO.parent / "shared" / "data" / "tofu"),
                         help="closer-look TOFU folder (forget10.json with task_id, retain90.json, *_perturbed.json)")
     parser.add_argument("--out_dir", default=str(REPO / "runs" / "llm_tofu"),
                         help="work folder (models, evaluations, results.json)")
-    parser.add_argument("--quick", action="store_true", help="small sizes: about 3 minutes on 2 CPU cores")
+    parser.add_argument("--size", choices=("full",) + tuple(SIZES), default="full",
+                        help="preset sizes (flags given explicitly still win): quick ~1.5 min, medium ~20 min "
+                             "on 2 CPU cores, full ~1.5 h at 1 thread")
+    parser.add_argument("--quick", action="store_true", help="same as --size quick")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1001, 1002, 1003])
     parser.add_argument("--num_forget", type=int, default=400, help="forget10 task-1 rows used")
     parser.add_argument("--num_retain", type=int, default=3600, help="retain90 rows used")
@@ -73,10 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-QUICK = {"num_forget": 40, "num_retain": 160, "num_eval": 20, "hidden_size": 64, "num_layers": 2,
-         "vocab_size": 800, "max_length": 80, "ft_epochs": 40, "ft_lr": 3e-3, "ft_batch_size": 16, "epochs": 2,
-         "batch_size": 4, "lr": 1e-3, "forget_lr": 1e-3, "retain_freq": 2, "max_new_tokens": 32,
-         "seeds": [1001, 1002, 1003], "threads": 1}
+def parse_args(argv: List[str]) -> argparse.Namespace:
+    """The flags, with the ``--size`` (or ``--quick``) preset filling every size not given explicitly."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.quick:
+        if args.size not in ("full", "quick"):
+            raise UsageError(f"--quick: contradicts --size {args.size}")
+        args.size = "quick"
+    if args.size in SIZES:
+        given = {action.dest for action in parser._actions if any(opt in argv for opt in action.option_strings)}
+        for key, value in SIZES[args.size].items():
+            if key not in given:
+                setattr(args, key, value)
+    return args
 
 
 def write_subset(source: TofuSource, folder: Path, args: argparse.Namespace) -> List[str]:
@@ -125,15 +157,7 @@ def mean_std(values: List[float]) -> str:
 
 @cli_main
 def main(argv=None) -> Dict[str, list]:
-    parser = build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    if args.quick:
-        # --quick sets the sizes the user did not give explicitly.
-        given = {action.dest for action in parser._actions if any(opt in argv for opt in action.option_strings)}
-        for key, value in QUICK.items():
-            if key not in given:
-                setattr(args, key, value)
+    args = parse_args(sys.argv[1:] if argv is None else list(argv))
     if args.threads:
         torch.set_num_threads(args.threads)
     source = TofuSource(args.data_path)

@@ -27,6 +27,9 @@ Public API
   to one of the two classes above.
 * :class:`DecoupledAdamW` -- one :class:`torch.optim.Optimizer` with separate
   AdamW moments per objective, selected explicitly with :func:`set_objective`.
+* :class:`PerObjectiveState` -- that objective protocol, shared with the
+  bitsandbytes 8-bit variant in ``common.dualoptim_8bit`` (kept apart so this
+  module never imports bitsandbytes).
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ __all__ = [
     "DualOptim",
     "SharedOptim",
     "DecoupledAdamW",
+    "PerObjectiveState",
     "build_optimizer",
     "make_unlearn_optimizer",
     "set_objective",
@@ -255,7 +259,62 @@ def make_unlearn_optimizer(optim: str, params: Params, unlearn_lr: float,
     raise ValueError(f"--optim: unknown optimizer {optim!r}; expected one of {', '.join(OPTIM_CHOICES)}")
 
 
-class DecoupledAdamW(Optimizer):
+class PerObjectiveState:
+    """The objective protocol of optimizers that keep one state per objective.
+
+    Shared by :class:`DecoupledAdamW` and its bitsandbytes 8-bit variant
+    (``common.dualoptim_8bit.DecoupledAdamW8bit``).  The objective of the next
+    step lives in every param group under ``"objective"`` (so it survives
+    optimizer wrappers and ``state_dict``), next to ``forget_lr_ratio``,
+    ``decouple_m`` and ``decouple_v``.  Per-parameter state keys carry the
+    suffix ``_forget`` / ``_retain`` when they belong to one objective.
+    """
+
+    @staticmethod
+    def _objective_defaults(forget_lr_ratio: float, decouple_m: bool, decouple_v: bool) -> Dict[str, Any]:
+        """The param-group entries of the protocol (the first steps serve ``retain``)."""
+        if forget_lr_ratio < 0.0:
+            raise ValueError(f"Invalid forget_lr_ratio: {forget_lr_ratio}")
+        return dict(forget_lr_ratio=forget_lr_ratio, decouple_m=decouple_m, decouple_v=decouple_v,
+                    objective="retain")
+
+    def set_objective(self, objective: str) -> None:
+        """Select the objective (``"forget"`` or ``"retain"``) the next steps serve."""
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; expected 'forget' or 'retain'")
+        for group in self.param_groups:
+            group["objective"] = objective
+
+    @property
+    def objective(self) -> str:
+        return self.param_groups[0]["objective"]
+
+    @staticmethod
+    def _group_objective(group: Dict[str, Any]) -> str:
+        objective = group["objective"]
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r} in param group")
+        return objective
+
+    @classmethod
+    def _lr_ratio(cls, group: Dict[str, Any]) -> float:
+        """Factor on the group's (scheduled) ``lr`` for the step's objective."""
+        return group["forget_lr_ratio"] if cls._group_objective(group) == "forget" else 1.0
+
+    @staticmethod
+    def _state_suffixes(group: Dict[str, Any], objective: str) -> Tuple[str, str, str]:
+        """Key suffixes of ``objective``'s (step count, first moment, second moment) in ``group``.
+
+        A shared moment has no suffix; step counts are per objective whenever
+        any moment is decoupled (as the original DualOptim code does).
+        """
+        suffix = "_" + objective
+        decoupled = group["decouple_m"] or group["decouple_v"]
+        return (suffix if decoupled else "", suffix if group["decouple_m"] else "",
+                suffix if group["decouple_v"] else "")
+
+
+class DecoupledAdamW(PerObjectiveState, Optimizer):
     r"""AdamW with separate moment estimates for the forget and retain objectives.
 
     The LLM form of DualOptim: one optimizer (so it drops into HF ``Trainer``,
@@ -306,34 +365,17 @@ class DecoupledAdamW(Optimizer):
             raise ValueError(f"Invalid betas: {betas}")
         if weight_decay < 0.0:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if forget_lr_ratio < 0.0:
-            raise ValueError(f"Invalid forget_lr_ratio: {forget_lr_ratio}")
         if foreach and fused:
             raise ValueError("foreach and fused cannot both be True")
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        forget_lr_ratio=forget_lr_ratio, decouple_m=decouple_m,
-                        decouple_v=decouple_v, objective="retain", foreach=foreach, fused=fused)
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, foreach=foreach,
+                        fused=fused, **self._objective_defaults(forget_lr_ratio, decouple_m, decouple_v))
         super().__init__(params, defaults)
 
-    def set_objective(self, objective: str) -> None:
-        """Select the objective (``"forget"`` or ``"retain"``) the next steps serve."""
-        if objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {objective!r}; expected 'forget' or 'retain'")
-        for group in self.param_groups:
-            group["objective"] = objective
-
-    @property
-    def objective(self) -> str:
-        return self.param_groups[0]["objective"]
-
-    @staticmethod
-    def _state_keys(group: Dict[str, Any], objective: str) -> Tuple[str, str, str]:
+    @classmethod
+    def _state_keys(cls, group: Dict[str, Any], objective: str) -> Tuple[str, str, str]:
         """Names of (step, exp_avg, exp_avg_sq) used by ``objective`` in ``group``."""
-        suffix = "_" + objective
-        decoupled = group["decouple_m"] or group["decouple_v"]
-        return ("step" + (suffix if decoupled else ""),
-                "exp_avg" + (suffix if group["decouple_m"] else ""),
-                "exp_avg_sq" + (suffix if group["decouple_v"] else ""))
+        step, m, v = cls._state_suffixes(group, objective)
+        return "step" + step, "exp_avg" + m, "exp_avg_sq" + v
 
     def _init_state(self, group: Dict[str, Any], p: torch.Tensor) -> None:
         state = self.state[p]
@@ -355,10 +397,7 @@ class DecoupledAdamW(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            objective = group["objective"]
-            if objective not in OBJECTIVES:
-                raise ValueError(f"unknown objective {objective!r} in param group")
-            step_key, m_key, v_key = self._state_keys(group, objective)
+            step_key, m_key, v_key = self._state_keys(group, self._group_objective(group))
             params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
             for p in group["params"]:
                 if p.grad is None:
@@ -376,7 +415,7 @@ class DecoupledAdamW(Optimizer):
             if not params:
                 continue
             beta1, beta2 = group["betas"]
-            lr = group["lr"] * (group["forget_lr_ratio"] if objective == "forget" else 1.0)
+            lr = group["lr"] * self._lr_ratio(group)
             _functional_adamw(
                 params, grads, exp_avgs, exp_avg_sqs, [], steps,
                 foreach=group["foreach"], fused=group["fused"],

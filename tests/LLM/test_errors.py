@@ -24,6 +24,7 @@ def base(tmp_path, tofu_dir, tiny_model):
     (["--task_list", "1,2", "--task_id", "2"], "previous task's model"),
     (["--optim_cfg", "dual_adam"], "needs --alternate"),
     (["--forget_loss", "ME", "--alternate"], "has no retain term"),
+    (["--forget_loss", "LLMU", "--alternate"], "(mismatch+KL) reads forget rows; train it jointly"),
     (["--forget_loss", "IDK+AP", "--idk_path", "/nonexistent/idk.jsonl"], "--idk_path /nonexistent/idk.jsonl: file not found"),
 ])
 def test_forget_bad_flags(base, run_error, extra, message):
@@ -63,4 +64,13 @@ def test_missing_field_and_eval_errors(tmp_path, tofu_dir, tiny_model, run_error
     err = run_error(eval_script.main, ["--model_path", str(tiny_model), "--data_path", str(tofu_dir),
                                        "--retain_result", str(tmp_path), "--split", "forget01", "--save_dir", str(save)])
     assert "--retain_result" in err and "file not found" in err
+    assert not save.exists()
+
+
+def test_deepspeed_launch_on_cpu_is_one_line_error(base, run_error, monkeypatch):
+    # what `accelerate launch --config_file LLM/config/accelerate/zero2.yaml` sets for the script
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    save, argv = base
+    err = run_error(main_forget.main, argv + ["--forget_loss", "GA+GD"])
+    assert "--device cpu: the accelerate config asks for DeepSpeed, which accelerate runs on GPUs only" in err
     assert not save.exists()

@@ -52,4 +52,8 @@ def test_aggregate_model_utility_and_forget_efficacy():
     expected_mu = 9 / (1 / 1 + 1 / 1 + 2 + 2 * (2 + 1.5 + 2))
     assert out["Model Utility"] == pytest.approx(expected_mu)
     assert out["Forget Efficacy"] == pytest.approx(1 - (0.2 + 0.25 + 0.5) / 3)
+    # with token entropy 0.5: retain (1, 1, 1/2, 1/2) -> 4 / 6; all 12 utility numbers -> 12 / 21
+    assert out["Model Utility Retain"] == pytest.approx(4 / 6)
+    assert out["Model Utility (all)"] == pytest.approx(12 / 21)
+    assert out["Avg Metric"] == pytest.approx((12 / 21 + 1 - 0.95 / 3) / 2)
     assert out["Forget Quality"] == pytest.approx(1.0)
