@@ -17,14 +17,13 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
-from common.device import get_device
 from common.errors import UsageError, cli_main
 from common.io import ensure_writable_dir, write_run_record
 from common.saliency import SALUN_THRESHOLDS, accumulate_gradients, save_masks, top_fraction_masks
 from common.seed import seed_everything
 from ImageClassification.arg_parser import parse_args
 from ImageClassification.data import load_unlearn_data, unlearn_loaders
-from ImageClassification.pipeline import load_original_model
+from ImageClassification.pipeline import load_original_model, start_processes
 
 
 def saliency_scores(model, forget_loader, retain_loader, device) -> Dict[str, torch.Tensor]:
@@ -43,7 +42,7 @@ def saliency_scores(model, forget_loader, retain_loader, device) -> Dict[str, to
 def generate(args: argparse.Namespace) -> list:
     if not args.save_dir:
         raise UsageError("--save_dir: required (folder for the with_<t>.pt masks)")
-    device = get_device(args.device, args.gpu)
+    sharding, device = start_processes(args)
     seed_everything(args.seed, args.deterministic)
     data = load_unlearn_data(args)
     loaders = unlearn_loaders(data, args)
@@ -51,9 +50,13 @@ def generate(args: argparse.Namespace) -> list:
         args.unlearn = "RL"  # a mask is always computed from the original model, never a fresh one
     model = load_original_model(args, device)
     ensure_writable_dir(args.save_dir)
+    if not sharding.is_main:
+        # Under accelerate launch the saliency pass is not split (its eval-mode gradients would not
+        # be, see common.distributed.shard_forward): the main process computes and writes the masks.
+        return []
     scores = saliency_scores(model, loaders.forget_loader, loaders.retain_loader, device)
     paths = save_masks(top_fraction_masks(scores, SALUN_THRESHOLDS), args.save_dir)
-    write_run_record(args.save_dir, args, {"masks": [str(p) for p in paths]})
+    write_run_record(args.save_dir, args, {"masks": [str(p) for p in paths]}, num_processes=sharding.world)
     print(f"saved {len(paths)} masks to {Path(args.save_dir)}")
     return paths
 

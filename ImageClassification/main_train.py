@@ -14,7 +14,7 @@ import copy
 from pathlib import Path
 
 from common.checkpointing import refuse_overwrite
-from common.device import get_device
+from common.distributed import shard_forward
 from common.errors import UsageError, cli_main
 from common.io import atomic_torch_save, ensure_writable_dir, write_run_record
 from common.seed import seed_everything
@@ -22,6 +22,7 @@ from ImageClassification.arg_parser import parse_args
 from ImageClassification.data import load_unlearn_data, make_loader
 from ImageClassification.evaluation import accuracy
 from ImageClassification.models import build_model_from_args
+from ImageClassification.pipeline import start_processes
 from ImageClassification.unlearn.engine import cross_entropy_loss, run_epochs
 
 LAST, BEST = "0checkpoint.pth.tar", "0model_SA_best.pth.tar"
@@ -34,13 +35,13 @@ def train(args: argparse.Namespace) -> dict:
         raise UsageError("--save_dir: required (folder for the trained model)")
     save_dir = Path(args.save_dir)
     refuse_overwrite(save_dir, [BEST], args.overwrite)
-    device = get_device(args.device, args.gpu)
+    sharding, device = start_processes(args)
     seed_everything(args.train_seed, args.deterministic)
     data = load_unlearn_data(args, split_seed=TRAIN_SPLIT_SEED)
     train_loader = make_loader(data.train, args, shuffle=True, seed=args.train_seed)
     val_loader = make_loader(data.val, args, shuffle=False)
     test_loader = make_loader(data.test, args, shuffle=False)
-    model = build_model_from_args(args).to(device)
+    model = shard_forward(build_model_from_args(args).to(device), sharding)
     ensure_writable_dir(save_dir)
 
     # Training is fine-tuning from scratch on the whole train set: the unlearning epoch
@@ -58,18 +59,22 @@ def train(args: argparse.Namespace) -> dict:
         record = {"epoch": run.epoch + 1, "train_acc": train_acc, "val_acc": accuracy(model, val_loader, device)}
         history.append(record)
         print(f"epoch {record['epoch']}: train acc {train_acc:.2f}, val acc {record['val_acc']:.2f}")
-        state = {"state_dict": model.state_dict(), "arch": args.arch, "dataset": args.dataset,
-                 "num_classes": args.num_classes, "epoch": record["epoch"], "result": history}
-        atomic_torch_save(state, save_dir / LAST)
-        if record["val_acc"] > best["val_acc"]:
+        improved = record["val_acc"] > best["val_acc"]
+        if improved:
             best.update(record)
-            atomic_torch_save(state, save_dir / BEST)
+        if sharding.is_main:
+            state = {"state_dict": model.state_dict(), "arch": args.arch, "dataset": args.dataset,
+                     "num_classes": args.num_classes, "epoch": record["epoch"], "result": history}
+            atomic_torch_save(state, save_dir / LAST)
+            if improved:
+                atomic_torch_save(state, save_dir / BEST)
 
     run_epochs(model, schedule, device, None, epoch)
     metrics = {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"],
                "final_val_acc": history[-1]["val_acc"], "test_acc": accuracy(model, test_loader, device)}
     print(f"test acc: {metrics['test_acc']}")
-    write_run_record(save_dir, args, metrics, history=history)
+    if sharding.is_main:
+        write_run_record(save_dir, args, metrics, history=history, num_processes=sharding.world)
     return metrics
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
 from torch import nn
 
 from common.checkpointing import refuse_overwrite
 from common.device import get_device
+from common.distributed import SampleSharding, shard_forward
 from common.errors import UsageError
 from common.io import atomic_torch_save, atomic_write_json, ensure_writable_dir, load_torch_file, write_run_record
 from common.saliency import load_mask
@@ -32,6 +33,19 @@ RESULT_FILE = "eval_result.json"
 def checkpoint_name(unlearn: str) -> str:
     """``<unlearn>checkpoint.pth.tar``, the research code's name for an unlearned model."""
     return f"{unlearn}checkpoint.pth.tar"
+
+
+def start_processes(args: argparse.Namespace) -> Tuple[SampleSharding, torch.device]:
+    """This process's data-parallel sharding and device.
+
+    A plain run: the trivial sharding and ``--device``/``--gpu``.  Under ``accelerate launch``:
+    every process runs on the launcher's device for it (the CPU with ``--device cpu``), and
+    only the main process prints to stdout (see :mod:`common.distributed`).
+    """
+    device = get_device(args.device, args.gpu)
+    sharding = SampleSharding.from_launch(device, args.seed)
+    sharding.print_on_main_only()
+    return sharding, sharding.device(device)
 
 
 def load_original_model(args: argparse.Namespace, device: torch.device) -> nn.Module:
@@ -62,11 +76,11 @@ def run_unlearning(args: argparse.Namespace) -> Dict[str, float]:
     resumed = args.resume and (save_dir / checkpoint_name(args.unlearn)).exists()
     if not resumed:
         refuse_overwrite(save_dir, [RESULT_FILE], args.overwrite)
-    device = get_device(args.device, args.gpu)
+    sharding, device = start_processes(args)
     seed_everything(args.seed, args.deterministic)
     data = load_unlearn_data(args)
     loaders = unlearn_loaders(data, args)
-    model = load_original_model(args, device)
+    model = shard_forward(load_original_model(args, device), sharding)
     mask = load_mask(args.mask_path, model) if args.mask_path else None
     ensure_writable_dir(save_dir)
     print(f"number of retain dataset {len(data.retain_index)}")
@@ -80,6 +94,8 @@ def run_unlearning(args: argparse.Namespace) -> Dict[str, float]:
         seed_everything(args.seed)
         method(loaders, model, args, mask, device)
     metrics = evaluate(model, evaluation_loaders(data, args), device, args.mia)
+    if not sharding.is_main:  # every process has the same metrics; the main one reports and saves them
+        return metrics
     print_results(metrics)
     atomic_torch_save({"state_dict": model.state_dict(), "evaluation_result": metrics, "arch": args.arch},
                       save_dir / checkpoint_name(args.unlearn))
@@ -88,5 +104,5 @@ def run_unlearning(args: argparse.Namespace) -> Dict[str, float]:
     method_name = "SalUn" if args.unlearn == "RL" and args.mask_path else args.unlearn
     atomic_write_json({"method": method_name, "unlearn": args.unlearn, "optim": args.optim, "unlearn_lr": args.unlearn_lr,
                        "retain_lr": args.retain_lr, "seed": args.seed, **metrics}, save_dir / RESULT_FILE)
-    write_run_record(save_dir, args, metrics)
+    write_run_record(save_dir, args, metrics, num_processes=sharding.world)
     return metrics

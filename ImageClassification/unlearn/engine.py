@@ -31,6 +31,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, MultiStepLR
 from tqdm.auto import tqdm
 
+from common.distributed import sharding_of
 from common.dualoptim import DualOptim, make_unlearn_optimizer
 from common.errors import UsageError
 from common.io import atomic_torch_save
@@ -146,6 +147,9 @@ class UnlearnRun:
         self.device = device
         self.apply_mask = maybe_gradient_mask(model, mask)
         self.epoch = 0
+        # Under ``accelerate launch``: each backward covers this process's slice of the batch
+        # (common.distributed.shard_forward); the slices' gradients are summed before each step.
+        self.sharding = sharding_of(model)
 
     def warmup(self, step: int, steps_per_epoch: int) -> None:
         """Warm the main (retain-side) optimizer up while ``epoch < --warmup``."""
@@ -154,9 +158,10 @@ class UnlearnRun:
 
     def update(self, loss: torch.Tensor, objective: str, masked: bool = True,
                max_grad_norm: Optional[float] = None) -> None:
-        """One optimizer step on ``loss``: zero grads, backward, mask, clip, step ``objective``."""
+        """One step on ``loss``: zero grads, backward (summed over processes), mask, clip, step ``objective``."""
         self.optimizer.zero_grad()
         loss.backward()
+        self.sharding.sync_gradients(self.model)
         if masked:
             self.apply_mask()
         if max_grad_norm is not None:
@@ -178,7 +183,8 @@ class UnlearnRun:
         losses, top1 = AverageMeter(), AverageMeter()
         total = len(loader)
         start = time.time()
-        progress = tqdm(loader, desc=f"epoch {self.epoch} {desc}", leave=False, dynamic_ncols=True)
+        progress = tqdm(loader, desc=f"epoch {self.epoch} {desc}", leave=False, dynamic_ncols=True,
+                        disable=not self.sharding.is_main)
         for i, (images, targets) in enumerate(progress):
             if warmup_every_step:
                 self.warmup(i + 1, total)
@@ -192,6 +198,7 @@ class UnlearnRun:
                 (loss / accum_steps).backward()
                 self.apply_mask()
                 if (i + 1) % accum_steps == 0 or i == total - 1:
+                    self.sharding.sync_gradients(model)
                     self.optimizer.step(objective)
             losses.update(loss.item(), images.size(0))
             top1.update(top1_accuracy(logits.detach(), targets), images.size(0))
@@ -236,14 +243,15 @@ def run_epochs(model: nn.Module, args: argparse.Namespace, device: torch.device,
     schedulers = [make_epoch_scheduler(opt, args) for opt in scheduled]
     run = UnlearnRun(model, optimizer, args, device, mask)
     save_dir = Path(args.save_dir) if getattr(args, "save_dir", None) else None
-    for epoch in tqdm(range(args.unlearn_epochs), desc=f"{args.unlearn} ({args.optim})", dynamic_ncols=True):
+    for epoch in tqdm(range(args.unlearn_epochs), desc=f"{args.unlearn} ({args.optim})", dynamic_ncols=True,
+                      disable=not run.sharding.is_main):
         run.epoch = epoch
         start = time.time()
         print(f"Epoch #{epoch}, Learning rate: {optimizer.retain_optimizer.param_groups[0]['lr']}")
         epoch_fn(run)
         for scheduler in schedulers:
             scheduler.step()
-        if save_dir is not None:
+        if save_dir is not None and run.sharding.is_main:
             atomic_torch_save(model.state_dict(), save_dir / f"checkpoint_{epoch + 1}.pt")
         print(f"one epoch duration:{time.time() - start}")
     return optimizer

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.distributed import sharding_of
 from common.saliency import Mask
 
 from .base import UnlearnLoaders
@@ -42,8 +43,8 @@ def penalised_loss(model: nn.Module, sign: float, l1: float):
     def batch_loss(images: torch.Tensor, targets: torch.Tensor):
         logits = model(images)
         loss = sign * F.cross_entropy(logits, targets)
-        if l1:
-            loss = loss + l1 * l1_norm(model)
+        if l1:  # a term of the weights alone: every process adds it, its gradient must count once
+            loss = loss + l1 * sharding_of(model).replicated(l1_norm(model))
         return loss, logits
     return batch_loss
 

@@ -32,6 +32,7 @@ from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 from tqdm.auto import tqdm
 
+from common.distributed import sharding_of
 from common.dualoptim import make_unlearn_optimizer
 from common.errors import UsageError
 from common.io import atomic_torch_save
@@ -74,7 +75,8 @@ def empirical_fisher(model: nn.Module, loader: Iterable, device: torch.device) -
         images, targets = batch
         return F.cross_entropy(net(images.to(device)), targets.to(device))
 
-    return accumulate_gradients(model, tqdm(loader, desc="fisher", leave=False), batch_loss, power=2)
+    progress = tqdm(loader, desc="fisher", leave=False, disable=not sharding_of(model).is_main)
+    return accumulate_gradients(model, progress, batch_loss, power=2)
 
 
 def cycle(loader: Iterable) -> Iterator:
@@ -103,10 +105,11 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     if freq < 1:
         raise UsageError(f"--sfron_freq: expected a positive step frequency, got {freq}")
     save_dir = Path(args.save_dir) if getattr(args, "save_dir", None) else None
+    sharding = sharding_of(model)
 
     forget_fisher = empirical_fisher(model, loaders.forget_loader, device)
     remain_fisher = empirical_fisher(model, loaders.retain_loader, device)
-    if save_dir is not None:
+    if save_dir is not None and sharding.is_main:
         atomic_torch_save({k: v.cpu() for k, v in forget_fisher.items()}, save_dir / "forget_fisher.pt")
         atomic_torch_save({k: v.cpu() for k, v in remain_fisher.items()}, save_dir / "remain_fisher.pt")
     saliency = fisher_ratio_masks(forget_fisher, remain_fisher, (MASK_THRESHOLD,))[MASK_THRESHOLD]
@@ -134,7 +137,7 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     running = {"forget_loss": 0.0, "forget_acc": 0.0, "forget_n": 0,
                "remain_loss": 0.0, "remain_acc": 0.0, "remain_n": 0}
     start = time.time()
-    progress = tqdm(range(iters), desc=f"SFRon ({args.optim})", dynamic_ncols=True)
+    progress = tqdm(range(iters), desc=f"SFRon ({args.optim})", dynamic_ncols=True, disable=not sharding.is_main)
     for step in progress:
         model.train()
         if step % freq == 0:

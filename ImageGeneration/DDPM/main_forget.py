@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from common.distributed import SampleSharding
 from common.errors import UsageError, cli_main
 from common.io import load_torch_file
 from common.saliency import check_mask, load_mask
 from ImageGeneration.core.diffusion import EMA, FORGET_LOSSES
 from ImageGeneration.core.images import check_label, load_image_folder
-from ImageGeneration.core.distributed import SampleSharding
 from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, start_run
 from ImageGeneration.core.unlearn import cycle
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 
+from common.distributed import SampleSharding
 from common.errors import UsageError, cli_main
 from ImageGeneration.core.images import check_label
-from ImageGeneration.core.distributed import SampleSharding
 from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, start_run
 from ImageGeneration.core.unlearn import cycle
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget

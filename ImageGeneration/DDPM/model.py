@@ -22,12 +22,16 @@ import torch
 import yaml
 from diffusers import UNet2DModel
 
+from common.distributed import SampleSharding
 from common.dualoptim import DualOptim, SharedOptim
 from common.errors import UsageError
 from common.io import PathLike, atomic_torch_save, atomic_write_text, load_torch_file
 from ImageGeneration.core.diffusion import alphas_cumprod_from_betas, beta_schedule
-from ImageGeneration.core.distributed import SampleSharding
+<<<<<<< HEAD
+from common.distributed import SampleSharding
 from ImageGeneration.DDPM.data import DATASETS
+=======
+>>>>>>> ddp
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CKPT_RELPATH = Path("ckpts") / "ckpt.pth"
@@ -121,7 +125,7 @@ def noise_predictor(unet: UNet2DModel, cond_drop_prob: float = 0.0, generator: O
     """``eps_fn(x_t, t, c)`` for the core losses, dropping labels to null with ``cond_drop_prob``.
 
     With a multi-process ``sharding`` the labels are dropped on the whole batch and only the
-    network runs on this process's slice (see :mod:`ImageGeneration.core.distributed`).
+    network runs on this process's slice (see :mod:`common.distributed`).
     """
     null = null_label(unet)
 

@@ -16,12 +16,12 @@ from diffusers import UNet2DModel
 from torch import nn
 from tqdm import tqdm
 
+from common.distributed import SampleSharding
 from common.dualoptim import DualOptim
 from common.saliency import maybe_gradient_mask
 from ImageGeneration.core.diffusion import (
     EMA, FORGET_LOSSES, antithetic_timesteps, ewc_penalty, guided_noise, noise_prediction_loss,
     per_sample_sum, pseudo_labels_for, q_sample)
-from ImageGeneration.core.distributed import SampleSharding
 from ImageGeneration.core.unlearn import ForgetWeights, run_unlearning
 from ImageGeneration.DDPM.data import random_flip
 from ImageGeneration.DDPM.model import alphas_cumprod, build_optimizer, data_transform, noise_predictor, null_label
@@ -190,7 +190,7 @@ def plan_forgetting(spec: ForgetSpec, unet: UNet2DModel, config: SimpleNamespace
     times the EWC penalty at the pretrained weights.
     With ``--dual`` every mode alternates, so DualOptim's forget and retain states each see
     only their own objective's gradients.  ``sharding`` runs the network data-parallel
-    (:mod:`ImageGeneration.core.distributed`).
+    (:mod:`common.distributed`).
     """
     sharding = sharding or SampleSharding()
     device = next(unet.parameters()).device

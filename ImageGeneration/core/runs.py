@@ -10,10 +10,10 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from common.device import add_device_args, get_device
+from common.distributed import SampleSharding
 from common.io import PathLike, ensure_writable_dir, write_run_record
 from common.logging import setup_logging
 from common.seed import seed_everything
-from ImageGeneration.core.distributed import SampleSharding
 
 LOGGER_NAME = "ImageGeneration"
 

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from common.distributed import SampleSharding
 from common.dualoptim import DualOptim
 from ImageGeneration.core.diffusion import EMA, cosine_decay
-from ImageGeneration.core.distributed import SampleSharding
 
 LossFn = Callable[[int], torch.Tensor]
 SCHEDULES = ("alternate", "joint")

@@ -1,50 +1,24 @@
 """``accelerate launch`` with 2 CPU processes trains and unlearns the DDPM exactly as one process does.
 
-accelerate 1.x's ``--cpu`` flag always starts a single process, so two CPU processes are
-launched with ``--multi_gpu`` on a machine without GPUs (``--device cpu`` then selects gloo).
 The data is the embedded digits set at its native 8x8, so the launched scripts need no patching.
 """
 from __future__ import annotations
 
 import copy
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from ImageGeneration.core.distributed import SampleSharding
+from common.distributed import SampleSharding
 from ImageGeneration.DDPM import generate_mask, main_forget, main_train, sample
 
 from ig_fixtures import TINY_CONFIG
 
-REPO = Path(__file__).resolve().parents[2]
 CPU = ["--device", "cpu"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def launch(script: str, args):
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()), str(REPO / "ImageGeneration" / "DDPM" / script)] + args
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    if result.returncode < 0:  # a gloo worker may abort during start-up on a loaded machine: retry once
-        command[command.index("--main_process_port") + 1] = str(free_port())
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    errors = [line for line in result.stderr.splitlines() if "it/s" not in line]
-    assert result.returncode == 0, "\n".join(errors[-40:])
-    return result
+DDPM = "ImageGeneration/DDPM/"
 
 
 def only_run(root: Path) -> Path:
@@ -96,20 +70,21 @@ def pretrained(tmp_path_factory, digits_config):
     return main_train.main(["--config", digits_config, "--exp_root", str(root)] + PRETRAIN)
 
 
-def test_two_processes_train_and_unlearn_like_one(tmp_path, digits_config, pretrained):
-    launch("main_train.py", ["--config", digits_config, "--exp_root", str(tmp_path / "train_two")] + PRETRAIN)
+def test_two_processes_train_and_unlearn_like_one(tmp_path, digits_config, pretrained, launch_two_processes):
+    launch_two_processes(DDPM + "main_train.py",
+                         ["--config", digits_config, "--exp_root", str(tmp_path / "train_two")] + PRETRAIN)
     assert_same_run(Path(pretrained), only_run(tmp_path / "train_two"), "losses")
 
     forget = ["--ckpt_folder", pretrained, "--config", digits_config, "--mode", "sfron", "--method", "ron",
               "--unlearn_loss", "adaga", "--forget_alpha", "2.0", "--decay_forget_alpha", "--dual",
               "--forget_lr", "1e-4"] + CPU
-    launch("main_forget.py", forget + ["--exp_root", str(tmp_path / "forget_two")])
+    launch_two_processes(DDPM + "main_forget.py", forget + ["--exp_root", str(tmp_path / "forget_two")])
     unlearned = main_forget.main(forget + ["--exp_root", str(tmp_path / "forget_one")])
     assert_same_run(Path(unlearned), only_run(tmp_path / "forget_two"), "history")
 
 
 @pytest.mark.slow
-def test_two_processes_run_selective_amnesia_like_one(tmp_path, digits_config, pretrained):
+def test_two_processes_run_selective_amnesia_like_one(tmp_path, digits_config, pretrained, launch_two_processes):
     """``--mode sa``: every process loads the Fisher dictionary and the replayed samples, draws the same
     uniform-noise forget batch, and the EWC penalty -- a function of the weights, computed in full on
     every process -- enters the summed gradient once."""
@@ -128,7 +103,7 @@ def test_two_processes_run_selective_amnesia_like_one(tmp_path, digits_config, p
     sa_config.write_text(yaml.safe_dump(config))
 
     forget = ["--ckpt_folder", pretrained, "--config", str(sa_config), "--mode", "sa", "--label_to_forget", "0"] + CPU
-    launch("main_forget.py", forget + ["--exp_root", str(tmp_path / "sa_two")])
+    launch_two_processes(DDPM + "main_forget.py", forget + ["--exp_root", str(tmp_path / "sa_two")])
     unlearned = main_forget.main(forget + ["--exp_root", str(tmp_path / "sa_one")])
     record = json.loads((Path(unlearned) / "run.json").read_text())["metrics"]
     assert record["schedule"] == "joint"

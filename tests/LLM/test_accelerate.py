@@ -1,17 +1,10 @@
 """`accelerate launch` with 2 CPU processes gives the same unlearned weights and metrics as one process.
 
-accelerate 1.x's ``--cpu`` flag always starts a single process, so two CPU
-processes are launched with ``--multi_gpu`` on a machine without GPUs (the
-scripts' ``--device cpu`` then selects gloo / MULTI_CPU).  Two processes with
-accumulation 1 see the same samples per step as one process with accumulation 2.
+Two processes with accumulation 1 see the same samples per step as one process with accumulation 2.
 """
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -20,37 +13,14 @@ from safetensors.torch import load_file
 from LLM import eval as eval_script
 from LLM import main_forget
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def launch(script, args):
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()), os.path.join(REPO, "LLM", script)] + args
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    if result.returncode < 0:
-        # A gloo worker was seen to abort (SIGABRT) once during process-group start-up on a
-        # loaded 2-core machine; a signal death is retried once, a Python error never is.
-        command[command.index("--main_process_port") + 1] = str(free_port())
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    errors = [line for line in result.stderr.splitlines() if "it/s" not in line]
-    assert result.returncode == 0, "\n".join(errors[-40:])
-    return result
-
-
-def test_two_processes_match_one(tmp_path, tofu_dir, tiny_model):
+def test_two_processes_match_one(tmp_path, tofu_dir, tiny_model, launch_two_processes):
     common = ["--model_path", str(tiny_model), "--data_path", str(tofu_dir), "--split", "forget01",
               "--task_list", "1", "--forget_loss", "ME+GD", "--optim_cfg", "dual_adam", "--alternate",
               "--retain_freq", "2", "--lr", "1e-3", "--forget_lr", "5e-3", "--num_epochs", "1",
               "--batch_size", "1", "--max_length", "48", "--device", "cpu"]
-    launch("main_forget.py", common + ["--gradient_accumulation_steps", "1", "--save_dir", str(tmp_path / "two")])
+    launch_two_processes("LLM/main_forget.py",
+                         common + ["--gradient_accumulation_steps", "1", "--save_dir", str(tmp_path / "two")])
     main_forget.main(common + ["--gradient_accumulation_steps", "2", "--save_dir", str(tmp_path / "one")])
     runs = {n: tmp_path / n / "1" / "unlearn_times_1" for n in ("one", "two")}
     records = {n: json.loads((d / "run.json").read_text()) for n, d in runs.items()}
@@ -65,7 +35,7 @@ def test_two_processes_match_one(tmp_path, tofu_dir, tiny_model):
     model = str(runs["one"] / "checkpoint-last")
     eval_args = ["--model_path", model, "--data_path", str(tofu_dir), "--split", "forget01", "--task_id", "1",
                  "--max_new_tokens", "6", "--batch_size", "2", "--device", "cpu"]
-    launch("eval.py", eval_args + ["--save_dir", str(tmp_path / "eval_two")])
+    launch_two_processes("LLM/eval.py", eval_args + ["--save_dir", str(tmp_path / "eval_two")])
     single = eval_script.main(eval_args + ["--save_dir", str(tmp_path / "eval_one")])
     double = json.loads((tmp_path / "eval_two" / "aggregate_stat.json").read_text())
     assert double.keys() == single.keys()
