@@ -27,11 +27,7 @@ from common.dualoptim import DualOptim, SharedOptim
 from common.errors import UsageError
 from common.io import PathLike, atomic_torch_save, atomic_write_text, load_torch_file
 from ImageGeneration.core.diffusion import alphas_cumprod_from_betas, beta_schedule
-<<<<<<< HEAD
-from common.distributed import SampleSharding
 from ImageGeneration.DDPM.data import DATASETS
-=======
->>>>>>> ddp
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CKPT_RELPATH = Path("ckpts") / "ckpt.pth"
