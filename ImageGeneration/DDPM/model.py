@@ -30,6 +30,10 @@ from ImageGeneration.core.distributed import SampleSharding
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CKPT_RELPATH = Path("ckpts") / "ckpt.pth"
+#: Sections a config of each kind must have besides ``data``, ``model`` and ``diffusion``.
+KIND_SECTIONS = {"pretrain": ("training", "optim"), "sfron": ("training", "optim"),
+                 "saliency_unlearn": ("training", "optim"), "sa": ("training", "optim"),
+                 "fisher": ("training",), "sample": ("sampling",)}
 
 
 def to_namespace(tree: Any) -> Any:
@@ -66,7 +70,7 @@ def load_config(path: Optional[PathLike], dataset: str, kind: str) -> SimpleName
         tree = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise UsageError(f"--config {path}: not valid YAML ({' '.join(str(err).split())})") from None
-    for section in ("data", "model", "diffusion"):
+    for section in ("data", "model", "diffusion", *KIND_SECTIONS[kind]):
         if not isinstance(tree, dict) or not isinstance(tree.get(section), dict):
             raise UsageError(f"--config {path}: missing the '{section}:' section")
     tree["data"]["dataset"] = dataset
