@@ -1,12 +1,18 @@
-"""Tiny TOFU-like data and a tiny random Llama, built on the fly (no downloads)."""
+"""Tiny models and data shared by the test folders, built on the fly (no downloads).
+
+TOFU-like data and a tiny random Llama (LLM tests), a tiny DiT with its VAE and
+an ImageFolder tree (DiT tests), an untrained digits ResNet-20 checkpoint and a
+tiny digits DDPM config and run folder; the bad-input and determinism tests use
+them all.
+Heavy libraries are imported inside the fixtures so tests that need none of
+them do not pay for the imports.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
-
-from LLM.tiny import build_tiny_llama
 
 AUTHORS = ["Ana Lind", "Bo Chen", "Cy Moor", "Dee Park", "Eli Novak", "Fay Ruiz"]
 CITIES = ["Oslo", "Lima", "Pune", "Kyiv", "Accra", "Quito"]
@@ -63,6 +69,7 @@ def tofu_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, tofu_dir) -> Path:
+    from LLM.tiny import build_tiny_llama
     return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), corpus(tofu_dir), hidden_size=32,
                             num_layers=2, vocab_size=300)
 
@@ -98,3 +105,78 @@ def run_error(capsys):
         assert err.startswith("error: ") and "\n" not in err
         return err
     return run
+
+
+DIT_CLASSES = 3
+
+
+@pytest.fixture(scope="session")
+def tiny_dit(tmp_path_factory) -> Path:
+    """A 16x16-pixel, 8x8-latent DiT over 3 classes in the hub layout (``ckpt/transformer``, ``ckpt/vae``)
+    and an ImageFolder tree ``data/class_<k>/`` of three random 20x20 images per class."""
+    import numpy as np
+    import torch
+    from diffusers import AutoencoderKL, DiTTransformer2DModel
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("dit")
+    torch.manual_seed(0)
+    DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=1,
+                          sample_size=8, patch_size=2, num_embeds_ada_norm=DIT_CLASSES,
+                          norm_num_groups=4).save_pretrained(root / "ckpt" / "transformer")
+    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                  norm_num_groups=4, layers_per_block=1, sample_size=16).save_pretrained(root / "ckpt" / "vae")
+    rng = np.random.default_rng(0)
+    for label in range(DIT_CLASSES):
+        folder = root / "data" / f"class_{label}"
+        folder.mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 255, size=(20, 20, 3)).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def digits_resnet20s(tmp_path_factory) -> Path:
+    """An untrained ``--arch resnet20s`` checkpoint for ``--dataset digits`` (a valid ``--model_path``)."""
+    import torch
+
+    from ImageClassification.data import DATASETS
+    from ImageClassification.models import build_model
+
+    digits = DATASETS.get("digits")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("digits_resnet20s") / "0model_SA_best.pth.tar"
+    torch.save({"state_dict": build_model("resnet20s", 10, digits.mean, digits.std).state_dict(),
+                "arch": "resnet20s"}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_ddpm_config(tmp_path_factory) -> Path:
+    """The shipped digits DDPM config shrunk to an 8x8, 8-channel UNet, 10 diffusion steps and 2 iterations."""
+    import yaml
+
+    from ImageGeneration.DDPM.model import default_config_path
+
+    config = yaml.safe_load(default_config_path("digits", "pretrain").read_text())
+    config["data"]["image_size"] = 8
+    config["model"].update(ch=8, attn_resolutions=[4], norm_num_groups=4)
+    config["diffusion"]["num_diffusion_timesteps"] = 10
+    config["training"].update(batch_size=16, n_iters=2, snapshot_freq=2, log_freq=1, gamma=0.5, lmbda=10)
+    config["sampling"]["batch_size"] = 4
+    path = tmp_path_factory.mktemp("ddpm_config") / "tiny_digits.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_ddpm_run(tmp_path_factory, tiny_ddpm_config) -> Path:
+    """A run folder (``ckpts/ckpt.pth``) of an untrained :func:`tiny_ddpm_config` DDPM on all 10 digits."""
+    from ImageGeneration.DDPM.model import CKPT_RELPATH, build_unet, load_config, save_checkpoint
+
+    config = load_config(tiny_ddpm_config, "digits", "pretrain")
+    folder = tmp_path_factory.mktemp("ddpm_run")
+    save_checkpoint(folder / CKPT_RELPATH, build_unet(config.model, config.data), config, list(range(10)), step=0)
+    return folder
