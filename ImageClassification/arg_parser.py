@@ -12,7 +12,8 @@ from typing import Optional, Sequence
 from common.checkpointing import add_resume_args
 from common.device import add_device_args
 from common.dualoptim import OPTIM_CHOICES
-from common.errors import ArgumentParser, UsageError
+from common.errors import ArgumentParser, non_negative_float, non_negative_int, positive_float, positive_int
+from common.seed import DETERMINISTIC_HELP
 from ImageClassification.unlearn.args import add_method_args
 
 
@@ -26,11 +27,11 @@ def build_parser(description: str = "DualOptim image-classification unlearning")
     data.add_argument("--dataset", type=str, default="cifar10",
                       help="cifar10 | cifar100 | svhn | TinyImagenet | digits (scikit-learn, no download)")
     data.add_argument("--download", action="store_true", help="let torchvision download the dataset into --data")
-    data.add_argument("--input_size", type=int, default=None,
+    data.add_argument("--input_size", type=positive_int, default=None,
                       help="image size (default: 32 for CIFAR/SVHN, 64 for TinyImagenet, 16 for digits)")
     data.add_argument("--data_dir", type=str, default="./tiny-imagenet-200", help="TinyImagenet folder")
-    data.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
-    data.add_argument("--workers", type=int, default=0, help="alias of --num_workers (research code)")
+    data.add_argument("--num_workers", type=non_negative_int, default=0, help="DataLoader worker processes")
+    data.add_argument("--workers", type=non_negative_int, default=0, help="alias of --num_workers (research code)")
     data.add_argument("--num_classes", type=int, default=10, help="set from the dataset")
     data.add_argument("--no-aug", dest="no_aug", action="store_true", default=False,
                       help="no augmentation in the training set")
@@ -40,32 +41,34 @@ def build_parser(description: str = "DualOptim image-classification unlearning")
     model.add_argument("--imagenet_arch", action="store_true", help="architecture for ImageNet-sized inputs")
 
     general = parser.add_argument_group("general")
-    general.add_argument("--seed", default=2, type=int, help="random seed (validation split and forget set)")
+    # >= 1: the forget set is drawn with RandomState(seed - 1), as in the research code
+    general.add_argument("--seed", default=2, type=positive_int, help="random seed (validation split and forget set)")
     general.add_argument("--train_seed", default=1, type=int, help="seed for model initialisation and training")
     add_device_args(general)
     add_resume_args(general)
     general.add_argument("--save_dir", type=str, default=None, help="folder for checkpoints and results")
     general.add_argument("--model_path", type=str, default=None, help="checkpoint of the original model")
-    general.add_argument("--deterministic", action="store_true",
-                         help="ask torch for deterministic kernels (bitwise CUDA reruns, slower)")
+    general.add_argument("--deterministic", action="store_true", help=DETERMINISTIC_HELP)
 
     train = parser.add_argument_group("training")
-    train.add_argument("--batch_size", type=int, default=256)
-    train.add_argument("--lr", default=0.1, type=float, help="initial learning rate (main_train)")
-    train.add_argument("--momentum", default=0.9, type=float)
-    train.add_argument("--weight_decay", default=5e-4, type=float)
-    train.add_argument("--epochs", default=182, type=int, help="training epochs (main_train)")
-    train.add_argument("--warmup", default=0, type=int, help="warm-up epochs")
-    train.add_argument("--print_freq", default=50, type=int)
+    train.add_argument("--batch_size", type=positive_int, default=256)
+    train.add_argument("--lr", default=0.1, type=positive_float, help="initial learning rate (main_train)")
+    train.add_argument("--momentum", default=0.9, type=non_negative_float)
+    train.add_argument("--weight_decay", default=5e-4, type=non_negative_float)
+    train.add_argument("--epochs", default=182, type=positive_int, help="training epochs (main_train)")
+    train.add_argument("--warmup", default=0, type=non_negative_int, help="warm-up epochs")
+    train.add_argument("--print_freq", default=50, type=positive_int)
     train.add_argument("--decreasing_lr", default="91,136", help="epochs at which the lr is divided by 10")
 
     unlearn = parser.add_argument_group("unlearning")
     unlearn.add_argument("--unlearn", type=str, default="retrain", help="unlearning method")
-    unlearn.add_argument("--unlearn_lr", default=0.01, type=float, help="learning rate of the forget objective")
-    unlearn.add_argument("--retain_lr", default=None, type=float,
+    unlearn.add_argument("--unlearn_lr", default=0.01, type=positive_float,
+                         help="learning rate of the forget objective")
+    unlearn.add_argument("--retain_lr", default=None, type=positive_float,
                          help="learning rate of the retain objective (default: --unlearn_lr)")
-    unlearn.add_argument("--unlearn_epochs", default=10, type=int)
-    unlearn.add_argument("--num_indexes_to_replace", type=int, default=None, help="number of samples to forget")
+    unlearn.add_argument("--unlearn_epochs", default=10, type=positive_int)
+    unlearn.add_argument("--num_indexes_to_replace", type=positive_int, default=None,
+                         help="number of samples to forget")
     unlearn.add_argument("--class_to_replace", type=int, default=-1, help="class to forget (-1: any class)")
     unlearn.add_argument("--indexes_to_replace", type=str, default=None,
                          help="comma-separated training-set indexes to forget")
@@ -81,22 +84,9 @@ def build_parser(description: str = "DualOptim image-classification unlearning")
 
 
 def validate_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Range checks with one-line errors, and the research code's derived defaults."""
-    positive = {"--batch_size": args.batch_size, "--epochs": args.epochs, "--unlearn_epochs": args.unlearn_epochs,
-                "--lr": args.lr, "--unlearn_lr": args.unlearn_lr}
-    for flag, value in positive.items():
-        if value <= 0:
-            raise UsageError(f"{flag}: must be positive, got {value}")
-    if args.retain_lr is not None and args.retain_lr <= 0:
-        raise UsageError(f"--retain_lr: must be positive, got {args.retain_lr}")
+    """The research code's derived defaults (ranges are checked by the flags' types)."""
     if args.retain_lr is None:
         args.retain_lr = args.unlearn_lr
-    for flag, value in {"--warmup": args.warmup, "--num_workers": args.num_workers,
-                        "--weight_decay": args.weight_decay, "--momentum": args.momentum}.items():
-        if value < 0:
-            raise UsageError(f"{flag}: must be >= 0, got {value}")
-    if args.num_indexes_to_replace is not None and args.num_indexes_to_replace <= 0:
-        raise UsageError(f"--num_indexes_to_replace: must be positive, got {args.num_indexes_to_replace}")
     args.num_workers = max(args.num_workers, args.workers)
     return args
 

@@ -24,6 +24,7 @@ from typing import List, Tuple  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from common.errors import ArgumentParser, cli_main  # noqa: E402
+from common.io import ensure_writable_dir  # noqa: E402
 from ImageClassification import (generate_mask, main_forget, main_random, main_random_sfron,  # noqa: E402
                                  main_train, parse_result)
 
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return run_all(Path(args.out), args.quick)
+    return run_all(ensure_writable_dir(args.out, "--out"), args.quick)
 
 
 if __name__ == "__main__":

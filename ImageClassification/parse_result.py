@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from common.errors import ArgumentParser, UsageError, cli_main
-from common.io import read_json
+from common.io import ensure_writable_plot, read_json
 
 METRICS = ("UA", "RA", "TA", "MIA")
 Group = Tuple[str, str, float]  # (method, optimizer, unlearn_lr)
@@ -202,6 +202,8 @@ def main(argv=None):
     groups = collect(_expand(args.log_paths))
     ref = reference(groups, args.ref)
     rows = summarize(groups, ref)
+    if args.plot:
+        ensure_writable_plot(args.plot)
     print(render(rows, ref, args.format))
     if args.plot:
         plot(rows, args.plot)

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from common.device import add_device_args
-from common.errors import UsageError, cli_main
+from common.errors import ArgumentParser, UsageError, cli_main, non_negative_int, positive_int
 from common.io import ensure_writable_dir, read_json, write_run_record
-from common.seed import seed_everything
+from common.seed import add_seed_args, seed_everything
 from LLM.data import TofuSource, filter_task, forget_percent
 from LLM.evaluate import EVAL_SETS, evaluate_set, save_eval_outputs
 from LLM.metrics import FORGET_FILE, aggregate
@@ -32,19 +32,19 @@ SUMMARY_KEYS = ("Model Utility", "Forget Efficacy", "Forget Quality", "Forget RO
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser)
     parser.add_argument("--data_path", type=str, default="locuslab/TOFU", help="TOFU folder or hub id")
     parser.add_argument("--split", type=str, default="forget05", help="forget01, forget05 or forget10")
     parser.add_argument("--task_id", type=int, default=1, help="forget task to evaluate")
-    parser.add_argument("--ds_size", type=int, default=300, help="at most this many rows per set (0: all)")
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--max_length", type=int, default=200, help="generation length incl. prompt")
-    parser.add_argument("--max_new_tokens", type=int, default=None)
+    parser.add_argument("--ds_size", type=non_negative_int, default=300, help="at most this many rows per set (0: all)")
+    parser.add_argument("--batch_size", type=positive_int, default=16)
+    parser.add_argument("--max_length", type=positive_int, default=200, help="generation length incl. prompt")
+    parser.add_argument("--max_new_tokens", type=positive_int, default=None)
     parser.add_argument("--retain_result", type=str, default=None,
                         help="retain model's eval folder or eval_log_forget.json (enables forget quality)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    parser.add_argument("--seed", type=int, default=0)
+    add_seed_args(parser, default=0)
     parser.add_argument("--save_dir", type=str, default=None, help="default: <model folder>/../eval_results-last")
     add_device_args(parser)
     return parser
@@ -82,7 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     save_dir = Path(args.save_dir or Path(args.model_path).parent / "eval_results-last")
     accelerator = make_accelerator(args.device, args.gpu)
     ensure_writable_dir(save_dir)
-    seed_everything(args.seed)
+    seed_everything(args.seed, args.deterministic)
 
     model = load_causal_lm(args.model_path, args.dtype).to(accelerator.device).eval()
     model.config.use_cache = True

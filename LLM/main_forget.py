@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from common.errors import UsageError, cli_main
+from common.errors import ArgumentParser, UsageError, cli_main
 from common.io import ensure_writable_dir
 from LLM.data import TofuSource, forget_percent, load_idk, load_task_data
 from LLM.models import check_model_path, load_tokenizer
@@ -28,7 +28,7 @@ from LLM.unlearn import add_unlearn_args, needs_idk, unlearn, validate_unlearn_a
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_path", type=str, default="locuslab/TOFU", help="TOFU folder or hub id")
     parser.add_argument("--split", type=str, default="forget05", help="forget01, forget05 or forget10")
     parser.add_argument("--task_list", type=str, default=None,

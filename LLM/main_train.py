@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from common.device import add_device_args
-from common.errors import UsageError, cli_main
+from common.errors import ArgumentParser, cli_main, non_negative_float, positive_float, positive_int
 from common.io import ensure_writable_dir, write_run_record
-from common.seed import seed_everything
+from common.seed import add_seed_args, seed_everything
 from LLM.data import UnlearnDataset, TofuSource, collate_unlearn, retain_split_name
 from LLM.losses import REGULARIZERS
-from LLM.models import DTYPES, apply_lora, check_model_path, load_causal_lm, load_tokenizer
+from LLM.models import add_weight_args, apply_lora, check_model_path, load_causal_lm, load_tokenizer
 from LLM.options import add_model_args, parse_with_config, template_from_args
 from LLM.schedule import RETAIN, BatchStream, Schedule
 from LLM.trainer import (build_optimizer, build_scheduler, make_accelerator, prepare_for_training, run_schedule,
@@ -30,23 +30,19 @@ from LLM.trainer import (build_optimizer, build_scheduler, make_accelerator, pre
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser)
     parser.add_argument("--data_path", type=str, default="locuslab/TOFU", help="TOFU folder or hub id")
     parser.add_argument("--split", type=str, default="full", help="full, or a split name such as retain90")
-    parser.add_argument("--lr", type=float, default=1e-5)
-    parser.add_argument("--num_epochs", type=int, default=5)
-    parser.add_argument("--batch_size", type=int, default=16, help="per-process micro-batch size")
-    parser.add_argument("--gradient_accumulation_steps", type=int, default=4)
-    parser.add_argument("--weight_decay", type=float, default=0.01)
-    parser.add_argument("--max_grad_norm", type=float, default=1.0)
-    parser.add_argument("--max_length", type=int, default=500)
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    parser.add_argument("--use_LoRA", action="store_true")
-    parser.add_argument("--LoRA_r", type=int, default=8)
-    parser.add_argument("--LoRA_alpha", type=int, default=32)
-    parser.add_argument("--LoRA_dropout", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--lr", type=positive_float, default=1e-5)
+    parser.add_argument("--num_epochs", type=positive_int, default=5)
+    parser.add_argument("--batch_size", type=positive_int, default=16, help="per-process micro-batch size")
+    parser.add_argument("--gradient_accumulation_steps", type=positive_int, default=4)
+    parser.add_argument("--weight_decay", type=non_negative_float, default=0.01)
+    parser.add_argument("--max_grad_norm", type=non_negative_float, default=1.0, help="0: no clipping")
+    parser.add_argument("--max_length", type=positive_int, default=500)
+    add_weight_args(parser)
+    add_seed_args(parser, default=42)
     parser.add_argument("--save_dir", type=str, required=True, help="folder for the fine-tuned model and run.json")
     add_device_args(parser)
     return parser
@@ -70,15 +66,12 @@ def load_training_rows(source: TofuSource, split: str) -> List[dict]:
 @cli_main
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_with_config(build_parser(), argv)
-    for flag in ("num_epochs", "batch_size", "gradient_accumulation_steps", "max_length"):
-        if getattr(args, flag) < 1:
-            raise UsageError(f"--{flag}: must be >= 1, got {getattr(args, flag)}")
     rows = load_training_rows(TofuSource(args.data_path), args.split)
     check_model_path(args.model_path)
     tokenizer = load_tokenizer(args.model_path)
     accelerator = make_accelerator(args.device, args.gpu)
     ensure_writable_dir(args.save_dir)
-    seed_everything(args.seed)
+    seed_everything(args.seed, args.deterministic)
 
     model = load_causal_lm(args.model_path, args.dtype)
     if args.use_LoRA:

@@ -1,13 +1,14 @@
 """Loading, adapting and saving Hugging Face causal LMs with one-line errors."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import List, Optional
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from common.errors import UsageError
+from common.errors import Bounded, UsageError, positive_int
 from common.io import atomic_directory
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -57,6 +58,15 @@ def load_causal_lm(path: str, dtype: str = "float32", flag: str = "--model_path"
         raise UsageError(f"{flag} {path}: cannot load the model weights ({_reason(err)})") from None
     model.config.use_cache = False
     return model
+
+
+def add_weight_args(parser: argparse.ArgumentParser) -> None:
+    """``--dtype`` and the LoRA flags of the scripts that train a model."""
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--use_LoRA", action="store_true")
+    parser.add_argument("--LoRA_r", type=positive_int, default=8)
+    parser.add_argument("--LoRA_alpha", type=positive_int, default=32)
+    parser.add_argument("--LoRA_dropout", type=Bounded(float, 0, 1, high_open=True), default=0.05)
 
 
 def linear_module_names(model) -> List[str]:

@@ -17,8 +17,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from common.errors import UsageError, cli_main
-from common.io import atomic_path, atomic_write_text, read_json
+from common.errors import ArgumentParser, UsageError, cli_main
+from common.io import atomic_path, atomic_write_text, ensure_writable_file, ensure_writable_plot, read_json
 
 METRICS = ("Forget Quality", "Model Utility", "Forget Efficacy", "Forget ROUGE", "Forget Probability",
            "Retain ROUGE", "Retain Probability", "Avg Metric")
@@ -83,7 +83,7 @@ def plot(table: List[dict], path: Path) -> None:
 
 @cli_main
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=str, required=True, help="folder searched for aggregate_stat.json")
     parser.add_argument("--save_csv", type=str, default=None, help="write the table as CSV")
     parser.add_argument("--plot", type=str, default=None, help="write forget quality vs model utility (png/pdf)")
@@ -94,6 +94,10 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     table = summarise(collect(root))
     if not table:
         raise UsageError(f"--root {root}: no aggregate_stat.json found (run LLM/eval.py first)")
+    if args.save_csv:
+        ensure_writable_file(args.save_csv, "--save_csv")
+    if args.plot:
+        ensure_writable_plot(args.plot)
     if args.save_csv:
         columns = list(dict.fromkeys(key for row in table for key in row))
         buffer = io.StringIO()

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from common.device import add_device_args
-from common.errors import UsageError, cli_main
+from common.errors import ArgumentParser, UsageError, cli_main, non_negative_int, positive_int
 from common.io import atomic_write_json, atomic_write_text, ensure_writable_dir, read_json, write_run_record
-from common.seed import seed_everything
+from common.seed import add_seed_args, seed_everything
 from LLM.data import Row, TofuSource
 from LLM.evaluate import evaluate_set, save_eval_outputs
 from LLM.metrics import FORGET_FILE, aggregate, downstream_summary
@@ -44,7 +44,7 @@ RECORDED_FLAGS = ("split", "forget_loss", "optim_cfg", "forget_coeff", "regulari
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser)
     parser.add_argument("--data_path", type=str, default="data/real_world", help="folder of the JSON splits")
     parser.add_argument("--split", type=str, default="forget", help="forget set name (<split>_perturbed.json)")
@@ -56,14 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--answer_key", type=str, default="golden_answer", help="ground-truth answer field")
     parser.add_argument("--base_answer_key", type=str, default="paraphrased_answer")
     parser.add_argument("--perturbed_answer_key", type=str, default="perturbed_answer")
-    parser.add_argument("--ds_size", type=int, default=0, help="at most this many rows per set (0: all)")
-    parser.add_argument("--batch_size", type=int, default=100)
-    parser.add_argument("--max_length", type=int, default=200, help="generation length incl. prompt")
-    parser.add_argument("--max_new_tokens", type=int, default=None)
+    parser.add_argument("--ds_size", type=non_negative_int, default=0, help="at most this many rows per set (0: all)")
+    parser.add_argument("--batch_size", type=positive_int, default=100)
+    parser.add_argument("--max_length", type=positive_int, default=200, help="generation length incl. prompt")
+    parser.add_argument("--max_new_tokens", type=positive_int, default=None)
     parser.add_argument("--downstream_tasks", type=str, default="",
                         help="comma-separated lm-eval tasks, e.g. arc_challenge,mmlu,truthfulqa,triviaqa,gsm8k")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    parser.add_argument("--seed", type=int, default=1001)
+    add_seed_args(parser, default=1001)
     add_device_args(parser)
     return parser
 
@@ -130,7 +130,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     eval_dir = Path(args.save_dir) / f"eval_results-{args.eval_unlearn_step}"
     accelerator = make_accelerator(args.device, args.gpu)
     ensure_writable_dir(eval_dir, "--save_dir")
-    seed_everything(args.seed)
+    seed_everything(args.seed, args.deterministic)
 
     model = load_causal_lm(model_dir, args.dtype).to(accelerator.device).eval()
     model.config.use_cache = True

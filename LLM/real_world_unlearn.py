@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from common.errors import cli_main
+from common.errors import ArgumentParser, cli_main
 from common.io import ensure_writable_dir
 from LLM.data import TofuSource, load_idk
 from LLM.models import check_model_path, load_tokenizer
@@ -29,7 +29,7 @@ from LLM.unlearn import add_unlearn_args, needs_idk, unlearn, validate_unlearn_a
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_path", type=str, default="data/real_world", help="folder of the JSON splits")
     parser.add_argument("--split", type=str, default="forget", help="forget set file name (without .json)")
     parser.add_argument("--retain", type=str, default="neighbor", help="retain (neighbor) set file name")

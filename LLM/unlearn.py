@@ -18,12 +18,12 @@ from typing import Optional, Sequence
 import torch
 
 from common.device import add_device_args
-from common.errors import UsageError
+from common.errors import UsageError, non_negative_float, positive_float, positive_int
 from common.io import write_run_record
-from common.seed import seed_everything
+from common.seed import add_seed_args, seed_everything
 from LLM.data import Row, UnlearnDataset, collate_unlearn
 from LLM.losses import FORGET_LOSSES, UnlearnLoss
-from LLM.models import DTYPES, apply_lora, load_causal_lm, load_tokenizer
+from LLM.models import add_weight_args, apply_lora, load_causal_lm, load_tokenizer
 from LLM.options import add_model_args, template_from_args
 from LLM.schedule import FORGET, JOINT, RETAIN, BatchStream, Schedule, steps_per_epoch
 from LLM.trainer import (OPTIMIZERS, build_optimizer, build_scheduler, check_optim_cfg, prepare_for_training,
@@ -44,36 +44,31 @@ def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forge
     parser.add_argument("--optim_cfg", type=str, default=optim_cfg, help=", ".join(OPTIMIZERS.names()))
     parser.add_argument("--alternate", action="store_true",
                         help="alternate forget and retain steps (--forget_freq, --retain_freq)")
-    parser.add_argument("--forget_freq", type=int, default=1, help="forget steps per cycle")
-    parser.add_argument("--retain_freq", type=int, default=1, help="retain steps per cycle")
-    parser.add_argument("--lr", type=float, default=lr, help="(retain) learning rate")
-    parser.add_argument("--forget_lr", type=float, default=forget_lr, help="forget learning rate of dual_adam")
-    parser.add_argument("--num_epochs", type=int, default=5)
-    parser.add_argument("--batch_size", type=int, default=batch_size, help="per-process micro-batch size")
-    parser.add_argument("--gradient_accumulation_steps", type=int, default=4)
-    parser.add_argument("--forget_coeff", type=float, default=forget_coeff)
-    parser.add_argument("--regularization_coeff", type=float, default=1.0)
-    parser.add_argument("--beta", type=float, default=0.1, help="inverse temperature of NPO/DPO/AP")
-    parser.add_argument("--weight_decay", type=float, default=0.01)
-    parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--forget_freq", type=positive_int, default=1, help="forget steps per cycle")
+    parser.add_argument("--retain_freq", type=positive_int, default=1, help="retain steps per cycle")
+    parser.add_argument("--lr", type=positive_float, default=lr, help="(retain) learning rate")
+    parser.add_argument("--forget_lr", type=positive_float, default=forget_lr, help="forget learning rate of dual_adam")
+    parser.add_argument("--num_epochs", type=positive_int, default=5)
+    parser.add_argument("--batch_size", type=positive_int, default=batch_size, help="per-process micro-batch size")
+    parser.add_argument("--gradient_accumulation_steps", type=positive_int, default=4)
+    parser.add_argument("--forget_coeff", type=non_negative_float, default=forget_coeff)
+    parser.add_argument("--regularization_coeff", type=non_negative_float, default=1.0)
+    parser.add_argument("--beta", type=positive_float, default=0.1, help="inverse temperature of NPO/DPO/AP")
+    parser.add_argument("--weight_decay", type=non_negative_float, default=0.01)
+    parser.add_argument("--max_grad_norm", type=non_negative_float, default=1.0, help="0: no clipping")
     parser.add_argument("--mask", action=argparse.BooleanOptionalAction, default=True,
                         help="exclude question tokens from the forget labels")
-    parser.add_argument("--max_length", type=int, default=max_length)
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    parser.add_argument("--use_LoRA", action="store_true")
-    parser.add_argument("--LoRA_r", type=int, default=8)
-    parser.add_argument("--LoRA_alpha", type=int, default=32)
-    parser.add_argument("--LoRA_dropout", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=1001)
+    parser.add_argument("--max_length", type=positive_int, default=max_length)
+    add_weight_args(parser)
+    add_seed_args(parser, default=1001)
     add_device_args(parser)
 
 
 def validate_unlearn_args(args: argparse.Namespace) -> UnlearnLoss:
-    """Check the shared flags before anything is loaded or written; returns the loss."""
-    for flag in ("num_epochs", "batch_size", "gradient_accumulation_steps", "forget_freq", "retain_freq",
-                 "max_length"):
-        if getattr(args, flag) < 1:
-            raise UsageError(f"--{flag}: must be >= 1, got {getattr(args, flag)}")
+    """Check the flags that depend on each other before anything is loaded or written; returns the loss.
+
+    (Each flag's own range is checked by its argparse type.)
+    """
     loss = FORGET_LOSSES.get(args.forget_loss)
     check_optim_cfg(args.optim_cfg)
     if args.alternate and loss.regularizer is None:
@@ -103,7 +98,7 @@ def unlearn(args: argparse.Namespace, accelerator, loss: UnlearnLoss, forget_row
     warm-up lasts one epoch when an epoch has more than one step (as the original).
     Returns the run's metrics (also written to ``run.json`` with the per-step history).
     """
-    seed_everything(args.seed)
+    seed_everything(args.seed, args.deterministic)
     tokenizer = load_tokenizer(model_path)
     model = load_causal_lm(model_path, args.dtype)
     if args.use_LoRA:

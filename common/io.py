@@ -19,7 +19,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -180,11 +180,28 @@ def write_run_record(save_dir: PathLike, args: Union[argparse.Namespace, Mapping
     return atomic_write_json(run_record(args, metrics, **extra), Path(save_dir) / filename)
 
 
-def ensure_writable_dir(path: PathLike, flag: str = "--save_dir") -> Path:
-    """Create ``path`` if needed and check we can write there, with a one-line error otherwise."""
+def check_writable_dir(path: PathLike, flag: str = "--save_dir") -> Path:
+    """Check that ``path`` is, or can be created as, a writable folder -- without creating anything.
+
+    For validating an output folder before work whose inputs may still turn
+    out bad; :func:`ensure_writable_dir` creates it once they are all checked.
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {path}: exists and is not a folder")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{flag} {path}: cannot create folder ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: folder {existing} is not writable")
+    return path
+
+
+def ensure_writable_dir(path: PathLike, flag: str = "--save_dir") -> Path:
+    """Create ``path`` if needed and check we can write there, with a one-line error otherwise."""
+    path = check_writable_dir(path, flag)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -192,3 +209,24 @@ def ensure_writable_dir(path: PathLike, flag: str = "--save_dir") -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {path}: folder is not writable")
     return path
+
+
+def ensure_writable_file(path: PathLike, flag: str, suffixes: Optional[Sequence[str]] = None) -> Path:
+    """Check, before any work, that ``path`` can be written as a file (its folder is created if needed).
+
+    ``suffixes`` (without dots; ``""`` allows none) restricts the file type.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder, expected a file name")
+    if suffixes is not None and path.suffix.lower().lstrip(".") not in suffixes:
+        raise UsageError(f"{flag} {path}: unsupported file type {path.suffix!r}; expected one of "
+                         f"{', '.join('.' + s for s in sorted(suffixes) if s)}")
+    ensure_writable_dir(path.parent, flag)
+    return path
+
+
+def ensure_writable_plot(path: PathLike, flag: str = "--plot") -> Path:
+    """:func:`ensure_writable_file` for a matplotlib figure: a format matplotlib writes, or no suffix (png)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    return ensure_writable_file(path, flag, suffixes=["", *FigureCanvasAgg.get_supported_filetypes()])

@@ -9,27 +9,29 @@ from __future__ import annotations
 
 import argparse
 
+from common.errors import fraction, non_negative_float, non_negative_int, positive_int
+
 
 def add_method_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the method-specific flags to ``parser`` (in a group of their own) and return it."""
     group = parser.add_argument_group("unlearning-method options")
-    group.add_argument("--alpha", default=0.2, type=float,
+    group.add_argument("--alpha", default=0.2, type=non_negative_float,
                        help="FT_l1/FT_prune/GA_l1: l1 weight; fisher/wfisher: noise/perturbation scale")
-    group.add_argument("--no-l1-epochs", dest="no_l1_epochs", default=0, type=int,
+    group.add_argument("--no-l1-epochs", dest="no_l1_epochs", default=0, type=non_negative_int,
                        help="FT_l1/FT_prune: final epochs trained without the l1 term")
-    group.add_argument("--accum_steps", default=1, type=int,
+    group.add_argument("--accum_steps", default=1, type=positive_int,
                        help="retrain: gradient-accumulation steps per optimizer step")
-    group.add_argument("--scrub_alpha", default=0.5, type=float,
+    group.add_argument("--scrub_alpha", default=0.5, type=non_negative_float,
                        help="SCRUB: weight of the retain-set KL(teacher || student) term")
-    group.add_argument("--scrub_gamma", default=1.0, type=float,
+    group.add_argument("--scrub_gamma", default=1.0, type=non_negative_float,
                        help="SCRUB: weight of the retain-set cross-entropy term")
-    group.add_argument("--sfron_alpha", default=25, type=float,
+    group.add_argument("--sfron_alpha", default=25, type=non_negative_float,
                        help="SFR-on: initial weight of the adaptive gradient-ascent forget loss")
-    group.add_argument("--sfron_freq", default=5, type=int,
+    group.add_argument("--sfron_freq", default=5, type=positive_int,
                        help="SFR-on: one forget step every this many retain steps")
-    group.add_argument("--sfron_iters", default=1500, type=int,
+    group.add_argument("--sfron_iters", default=1500, type=positive_int,
                        help="SFR-on: number of retain steps (iterations)")
-    group.add_argument("--sfron_ema_beta", default=1.0, type=float,
+    group.add_argument("--sfron_ema_beta", default=1.0, type=fraction,
                        help="SFR-on: fast-slow weight update theta <- beta*theta + (1-beta)*theta_prev "
                             "(the research code fixes beta=1, i.e. off)")
     return parser

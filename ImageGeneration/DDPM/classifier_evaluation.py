@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from common.errors import cli_main
+from common.errors import ArgumentParser, cli_main, positive_int
 from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.core.images import check_label, load_image_folder, uint8_to_model_space
 from ImageGeneration.core.metrics import forgetting_metrics, report_forgetting
@@ -23,14 +23,14 @@ from ImageGeneration.DDPM.data import DATASETS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sample_path", type=str, required=True, help="folder of generated images")
     parser.add_argument("--ckpt_path", type=str, default=".",
                         help="classifier file, or the folder holding <dataset>_<arch>.pth")
     parser.add_argument("--dataset", type=str, default=None, choices=DATASETS,
                         help="picks <ckpt_path>/<dataset>_<arch>.pth when --ckpt_path is a folder")
     parser.add_argument("--label_of_forgotten_class", type=int, default=0)
-    parser.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=64)
+    parser.add_argument("-b", "--batch-size", dest="batch_size", type=positive_int, default=64)
     return parse_run_args(parser, argv)
 
 

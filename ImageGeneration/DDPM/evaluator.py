@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from common.errors import UsageError, cli_main
+from common.errors import ArgumentParser, Bounded, UsageError, cli_main, positive_int
 from common.io import load_torch_file, write_run_record
 from common.registry import Registry
 from ImageGeneration.core.runs import parse_run_args, start_run
@@ -87,7 +87,7 @@ def inception_features(args: argparse.Namespace, device: torch.device) -> Featur
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sample_dir", type=str,
                         help="folder of generated images, or of per-class subfolders (sample.py's class_samples/; "
                              "the --label_to_forget one is left out)")
@@ -100,8 +100,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--features", type=str, default="inception", help=" | ".join(FEATURES))
     parser.add_argument("--classifier_path", type=str, default=None)
     parser.add_argument("--inception_weights", type=str, default=None)
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--kid_subset_size", type=int, default=1000)
+    parser.add_argument("--batch_size", type=positive_int, default=128)
+    parser.add_argument("--kid_subset_size", type=Bounded(int, 2), default=1000)
     return parse_run_args(parser, argv)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.errors import UsageError, cli_main
+from common.errors import ArgumentParser, UsageError, cli_main, non_negative_float, positive_int
 from common.io import atomic_torch_save, ensure_writable_dir, load_torch_file, write_run_record
 from common.saliency import accumulate_gradients, fisher_ratio_masks, save_masks, top_fraction_masks
 from ImageGeneration.core.images import check_label, load_image_folder
@@ -40,7 +40,7 @@ FISHER_FILES = ("forget_fisher.pt", "remain_fisher.pt")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", type=str, default=None,
                         help=" | ".join(MODES + tuple(MODE_ALIASES)) + " (default: sfron for a folder of stored "
                              "Fisher diagonals, else salun)")
@@ -50,12 +50,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="YAML config (default <dataset>_fisher.yml; sa_fim reads nothing from it, the "
                              "model's own config applies)")
     parser.add_argument("--label_to_forget", type=int, default=0)
-    parser.add_argument("--threshold", type=float, nargs="+", default=None,
+    parser.add_argument("--threshold", type=non_negative_float, nargs="+", default=None,
                         help="salun: fractions of weights kept (default 0.5); sfron: ratio thresholds (default 1.0)")
-    parser.add_argument("--cond_scale", type=float, default=2.0, help="guidance scale of the scored prediction")
-    parser.add_argument("--fim_timesteps", type=int, default=None,
+    parser.add_argument("--cond_scale", type=non_negative_float, default=2.0,
+                        help="guidance scale of the scored prediction")
+    parser.add_argument("--fim_timesteps", type=positive_int, default=None,
                         help="sa_fim: timesteps summed per sample (evenly spaced; default all)")
-    parser.add_argument("--n_chunks", type=int, default=20,
+    parser.add_argument("--n_chunks", type=positive_int, default=20,
                         help="sa_fim: backpropagate the timestep sum in this many chunks (more: less memory)")
     parser.add_argument("--save_dir", type=str, default=None)
     add_data_args(parser)
@@ -105,8 +106,6 @@ def fisher_information(args: argparse.Namespace, unet, ckpt_config, ckpt_folder:
     if not images:
         raise UsageError(f"--ckpt_folder {ckpt_folder}: no class_samples/<label>/ folders; run "
                          "sample.py --mode sample_classes first")
-    if args.n_chunks < 1:
-        raise UsageError(f"--n_chunks {args.n_chunks}: expected a positive count")
     loader = make_loader(np.concatenate(images), np.concatenate(labels), 1, args.seed)
     n_steps = ckpt_config.diffusion.num_diffusion_timesteps
     timesteps = torch.linspace(0, n_steps - 1, args.fim_timesteps or n_steps).round().long().unique()
@@ -152,6 +151,8 @@ def main(argv=None) -> str:
     args.mode = MODE_ALIASES.get(args.mode, args.mode)
     if args.mode not in MODES:
         raise UsageError(f"--mode {args.mode!r}: expected one of {', '.join(MODES + tuple(MODE_ALIASES))}")
+    if args.mode == "salun" and args.threshold and not all(t <= 1 for t in args.threshold):
+        raise UsageError("--threshold: salun keeps a fraction of weights, expected values in [0, 1]")
     device = start_run(args)
     if args.mode == "sfron" and stored_fishers(ckpt_folder):
         save_dir, masks = threshold_stored_fishers(args, ckpt_folder)

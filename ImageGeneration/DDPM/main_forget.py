@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from common.distributed import SampleSharding
-from common.errors import UsageError, cli_main
+from common.errors import ArgumentParser, UsageError, cli_main, non_negative_float, positive_float
 from common.io import load_torch_file
 from common.saliency import check_mask, load_mask
 from ImageGeneration.core.diffusion import EMA, FORGET_LOSSES
@@ -38,22 +38,22 @@ CONFIG_KIND = {"salun": "saliency_unlearn", "ga": "saliency_unlearn", "rl": "sal
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp_root", type=str, default=".")
     parser.add_argument("--config", type=str, default=None,
                         help="YAML config (default <dataset>_sfron.yml, _saliency_unlearn.yml or _sa.yml)")
     parser.add_argument("--ckpt_folder", type=str, required=True, help="run folder of the model to unlearn")
     parser.add_argument("--mode", type=str, default="sfron", help=" | ".join(FORGET_MODES))
     parser.add_argument("--label_to_forget", type=int, default=0)
-    parser.add_argument("--forget_alpha", type=float, default=1.0, help="forget loss alpha")
+    parser.add_argument("--forget_alpha", type=non_negative_float, default=1.0, help="forget loss alpha")
     parser.add_argument("--decay_forget_alpha", action="store_true", help="cosine-decay the forget alpha (sfron)")
-    parser.add_argument("--remain_alpha", type=float, default=1.0, help="remain loss alpha")
+    parser.add_argument("--remain_alpha", type=non_negative_float, default=1.0, help="remain loss alpha")
     parser.add_argument("--unlearn_loss", type=str, default=None,
                         help="ga | rl | adaga (default: rl for salun, adaga for sfron)")
     parser.add_argument("--method", type=str, default="ron", help="sfron update: ron (alternate) | joint")
     parser.add_argument("--mask_path", type=str, default=None, help="saliency mask (generate_mask.py)")
     parser.add_argument("--dual", action="store_true", help="DualOptim: separate forget/remain optimizer states")
-    parser.add_argument("--forget_lr", type=float, default=1e-4, help="learning rate of the forget optimizer")
+    parser.add_argument("--forget_lr", type=positive_float, default=1e-4, help="learning rate of the forget optimizer")
     add_data_args(parser)
     return parse_run_args(parser, argv)
 
@@ -67,8 +67,6 @@ def validate(args: argparse.Namespace) -> None:
         FORGET_LOSSES.get(args.unlearn_loss)
     if args.mode == "sfron" and args.method not in SFRON_METHODS:
         raise UsageError(f"--method {args.method!r}: expected one of {', '.join(SFRON_METHODS)}")
-    if args.forget_lr <= 0:
-        raise UsageError(f"--forget_lr {args.forget_lr}: expected a positive learning rate")
 
 
 def run_parts(args: argparse.Namespace, config) -> list:

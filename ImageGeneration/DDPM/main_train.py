@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from common.distributed import SampleSharding
-from common.errors import UsageError, cli_main
+from common.errors import ArgumentParser, UsageError, cli_main
 from ImageGeneration.core.images import check_label
 from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, start_run
 from ImageGeneration.core.unlearn import cycle
@@ -25,7 +25,7 @@ from ImageGeneration.DDPM.training import BatchSource, train_ddpm
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp_root", type=str, default=".", help="results go to <exp_root>/results/...")
     parser.add_argument("--config", type=str, default=None,
                         help="YAML config (path or a name in DDPM/configs; default <dataset>_pretrain.yml)")

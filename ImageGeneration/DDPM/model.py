@@ -31,6 +31,10 @@ from ImageGeneration.DDPM.data import DATASETS
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CKPT_RELPATH = Path("ckpts") / "ckpt.pth"
+#: Sections a config of each kind must have besides ``data``, ``model`` and ``diffusion``.
+KIND_SECTIONS = {"pretrain": ("training", "optim"), "sfron": ("training", "optim"),
+                 "saliency_unlearn": ("training", "optim"), "sa": ("training", "optim"),
+                 "fisher": ("training",), "sample": ("sampling",)}
 
 
 def to_namespace(tree: Any) -> Any:
@@ -74,7 +78,7 @@ def load_config(path: Optional[PathLike], dataset: Optional[str], kind: str) -> 
         tree = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise UsageError(f"--config {path}: not valid YAML ({' '.join(str(err).split())})") from None
-    for section in ("data", "model", "diffusion"):
+    for section in ("data", "model", "diffusion", *KIND_SECTIONS[kind]):
         if not isinstance(tree, dict) or not isinstance(tree.get(section), dict):
             raise UsageError(f"--config {path}: missing the '{section}:' section")
     data = tree["data"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from common.errors import UsageError, cli_main
+from common.errors import ArgumentParser, UsageError, cli_main, non_negative_float, positive_int
 from common.io import write_run_record
 from common.seed import make_generator
 from ImageGeneration.core.runs import parse_run_args, start_run
@@ -28,7 +28,7 @@ MODES = ("sample_classes", "sample_fid", "visualization")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=str, default=None, help="YAML config (default <dataset>_sample.yml)")
     parser.add_argument("--dataset", type=str, default=None, choices=DATASETS,
                         help="selects the default config (default: the checkpoint's dataset)")
@@ -36,11 +36,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mode", type=str, default="sample_classes", help=" | ".join(MODES))
     parser.add_argument("--classes_to_generate", type=str, default=None,
                         help="'0,3' or 'x0' (all but 0); default every class")
-    parser.add_argument("--n_samples_per_class", type=int, default=1000)
-    parser.add_argument("--cond_scale", type=float, default=2.0, help="classifier-free guidance strength")
+    parser.add_argument("--n_samples_per_class", type=positive_int, default=1000)
+    parser.add_argument("--cond_scale", type=non_negative_float, default=2.0, help="classifier-free guidance strength")
     parser.add_argument("--sample_type", type=str, default="generalized", help=" | ".join(SAMPLE_TYPES))
-    parser.add_argument("--timesteps", type=int, default=1000, help="number of sampling steps")
-    parser.add_argument("--eta", type=float, default=1.0, help="DDIM eta (0: deterministic)")
+    parser.add_argument("--timesteps", type=positive_int, default=1000, help="number of sampling steps")
+    parser.add_argument("--eta", type=non_negative_float, default=1.0, help="DDIM eta (0: deterministic)")
     return parse_run_args(parser, argv)
 
 
@@ -51,8 +51,6 @@ def main(argv=None) -> str:
         raise UsageError(f"--mode {args.mode!r}: expected one of {', '.join(MODES)}")
     if args.sample_type not in SAMPLE_TYPES:
         raise UsageError(f"--sample_type {args.sample_type!r}: expected one of {', '.join(SAMPLE_TYPES)}")
-    if args.n_samples_per_class < 1:
-        raise UsageError(f"--n_samples_per_class {args.n_samples_per_class}: expected a positive count")
     device = start_run(args)
     loaded = load_run_checkpoint(args, device)
     config = load_config(args.config, args.dataset, "sample")
@@ -65,7 +63,7 @@ def main(argv=None) -> str:
         raise UsageError(f"--classes_to_generate: the model in {args.ckpt_folder} was never trained on class(es) "
                          f"{never_trained} (trained on {loaded.trained_classes})")
     n_train = model_config.diffusion.num_diffusion_timesteps
-    if not 1 <= args.timesteps <= n_train:
+    if args.timesteps > n_train:
         raise UsageError(f"--timesteps {args.timesteps}: expected 1..{n_train} (the model's diffusion steps)")
 
     d = model_config.diffusion

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common.errors import UsageError, cli_main
+from common.errors import ArgumentParser, UsageError, cli_main, positive_float, positive_int
 from common.io import ensure_writable_dir, load_torch_file, write_run_record
 from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.DDPM.classifier import (
@@ -25,15 +25,17 @@ from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, r
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(parser)
     parser.add_argument("--arch", type=str, default=None, help="small_cnn | resnet34 (default per dataset)")
-    parser.add_argument("--image_size", type=int, default=None, help="classifier input size (default per arch)")
+    parser.add_argument("--image_size", type=positive_int, default=None,
+                        help="classifier input size (default per arch)")
     parser.add_argument("--pretrained_weights", type=str, default=None,
                         help="torchvision ImageNet state dict to start resnet34 from")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-5 resnet34, 1e-3 small_cnn)")
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--n_epochs", type=int, default=10)
+    parser.add_argument("--lr", type=positive_float, default=None,
+                        help="learning rate (default 1e-5 resnet34, 1e-3 small_cnn)")
+    parser.add_argument("--batch_size", type=positive_int, default=128)
+    parser.add_argument("--n_epochs", type=positive_int, default=10)
     parser.add_argument("--save_dir", type=str, default=".", help="where <dataset>_<arch>.pth is written")
     return parse_run_args(parser, argv)
 
@@ -46,8 +48,6 @@ def main(argv=None) -> str:
     ARCHS.get(arch)
     image_size = args.image_size or DEFAULT_IMAGE_SIZE[arch]
     lr = args.lr or (1e-5 if arch == "resnet34" else 1e-3)
-    if args.n_epochs < 1:
-        raise UsageError(f"--n_epochs {args.n_epochs}: expected at least 1")
     device = start_run(args)
     channels = 3 if args.dataset == "cifar10" else 1
     native = 32 if args.dataset == "cifar10" else 16
@@ -56,13 +56,20 @@ def main(argv=None) -> str:
     n_classes = int(max(train_y.max(), test_y.max())) + 1
     model = ImageClassifier(arch, n_classes, channels, image_size)
     if args.pretrained_weights:
+        label = f"--pretrained_weights {args.pretrained_weights}"
         state = load_torch_file(args.pretrained_weights, "--pretrained_weights")
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        if not isinstance(state, dict):
+            raise UsageError(f"{label}: expected a state dict, got {type(state).__name__}")
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the head is trained from scratch
         try:
-            model.net.load_state_dict(state, strict=False)
+            loaded = model.net.load_state_dict(state, strict=False)
         except RuntimeError as err:
-            raise UsageError(f"--pretrained_weights {args.pretrained_weights}: does not fit {arch} "
-                             f"({' '.join(str(err).split())[:200]})") from None
+            raise UsageError(f"{label}: does not fit {arch} ({' '.join(str(err).split())[:200]})") from None
+        missing = [k for k in loaded.missing_keys if not k.startswith("fc.")]
+        if missing or loaded.unexpected_keys:
+            raise UsageError(f"{label}: does not fit {arch} ({len(missing)} missing and "
+                             f"{len(loaded.unexpected_keys)} unexpected weights, e.g. "
+                             f"{(missing or loaded.unexpected_keys)[0]!r})")
     save_dir = ensure_writable_dir(args.save_dir, "--save_dir")
     model.to(device)
     head = model.net.fc if hasattr(model.net, "fc") else model.net[-1]

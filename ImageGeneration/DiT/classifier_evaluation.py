@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import torchvision
 
 from common.device import add_device_args, get_device
-from common.errors import UsageError, cli_main
+from common.errors import ArgumentParser, UsageError, cli_main, positive_int
 from common.io import load_torch_file
 from ImageGeneration.core.images import check_label, load_image_folder, uint8_to_model_space
 from ImageGeneration.core.metrics import forgetting_metrics, report_forgetting
@@ -28,14 +28,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sample-path", "--sample_path", dest="sample_path", type=str, required=True)
     parser.add_argument("--forget-class", "--label_of_forgotten_class", dest="forget_class", type=int, required=True)
     parser.add_argument("--arch", type=str, default="resnet34", help="a torchvision classification model")
     parser.add_argument("--classifier-weights", type=str, required=True, help="its state dict (no download)")
-    parser.add_argument("--num-classes", type=int, default=1000)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=64)
+    parser.add_argument("--num-classes", type=positive_int, default=1000)
+    parser.add_argument("--image-size", type=positive_int, default=224)
+    parser.add_argument("-b", "--batch-size", dest="batch_size", type=positive_int, default=64)
     add_device_args(parser)
     return parser.parse_args(argv)
 

@@ -15,8 +15,9 @@ import argparse
 from itertools import islice
 from pathlib import Path
 
-from common.errors import UsageError, cli_main
-from common.io import atomic_torch_save, ensure_writable_dir, load_torch_file, write_run_record
+from common.errors import ArgumentParser, UsageError, cli_main, non_negative_float, non_negative_int, positive_int
+from common.io import (atomic_torch_save, check_writable_dir, ensure_writable_dir, load_torch_file,
+                       write_run_record)
 from common.saliency import accumulate_gradients, save_masks, top_fraction_masks
 from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.core.unlearn import cycle
@@ -28,18 +29,18 @@ METHODS = ("sfron", "salun")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", type=str, default="sfron", help=" | ".join(METHODS))
     parser.add_argument("--mask-path", type=str, default="./mask")
     parser.add_argument("--forget-class", type=int, nargs="+", required=True)
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 1, 3, 5, 10])
+    parser.add_argument("--thresholds", type=non_negative_float, nargs="+", default=[0.5, 1, 3, 5, 10])
     add_model_args(parser)
     parser.add_argument("--data-path", type=str, default=None,
                         help="ImageFolder tree, <data-path>/train/<class>/ or <data-path>/<class>/ (needed to "
                              "compute Fishers)")
-    parser.add_argument("--n-iters", type=int, default=2000, help="batches per Fisher diagonal")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--num-workers", type=int, default=4)
+    parser.add_argument("--n-iters", type=positive_int, default=2000, help="batches per Fisher diagonal")
+    parser.add_argument("--batch-size", type=positive_int, default=1)
+    parser.add_argument("--num-workers", type=non_negative_int, default=4)
     parser.add_argument("--recompute", action="store_true", help="recompute Fishers even if stored")
     add_vb_arg(parser)
     return parse_run_args(parser, argv, seed=0)
@@ -50,34 +51,40 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     if args.method not in METHODS:
         raise UsageError(f"--method {args.method!r}: expected one of {', '.join(METHODS)}")
-    if args.method == "salun" and not all(0 <= t <= 1 for t in args.thresholds):
+    if args.method == "salun" and not all(t <= 1 for t in args.thresholds):
         raise UsageError("--thresholds: salun keeps a fraction of weights, expected values in [0, 1]")
     device = start_run(args)
-    model = None
-    metrics = {}
-    for forget_class in args.forget_class:
-        out_dir = ensure_writable_dir(Path(args.mask_path) / str(forget_class), "--mask-path")
-        stored = (out_dir / "forget_fisher.pt").exists() and (out_dir / "remain_fisher.pt").exists()
-        if stored and not args.recompute:
-            forget_fisher = load_torch_file(out_dir / "forget_fisher.pt", "--mask-path")
-            remain_fisher = load_torch_file(out_dir / "remain_fisher.pt", "--mask-path")
-        else:
-            if not args.data_path:
-                raise UsageError(f"--data-path: required to compute the Fisher diagonals of class {forget_class} "
-                                 f"(none stored in {out_dir})")
-            model = model or load_latent_dit(args.ckpt, device, vae=args.vae)
+    # every class's inputs are checked before the first file is written
+    out_dirs = {c: check_writable_dir(Path(args.mask_path) / str(c), "--mask-path") for c in args.forget_class}
+    to_compute = [c for c, out_dir in out_dirs.items() if args.recompute or not (
+        (out_dir / "forget_fisher.pt").exists() and (out_dir / "remain_fisher.pt").exists())]
+    loaders = {}
+    if to_compute:
+        if not args.data_path:
+            raise UsageError(f"--data-path: required to compute the Fisher diagonals of class {to_compute[0]} "
+                             f"(none stored in {out_dirs[to_compute[0]]})")
+        model = load_latent_dit(args.ckpt, device, vae=args.vae)
+        for forget_class in to_compute:
             check_forget_class(forget_class, model.num_classes)
-            forget_loader, remain_loader = forget_remain_loaders(
-                args.data_path, forget_class, model.image_size, args.batch_size, args.num_workers, args.seed,
-                model.num_classes)
-            model.transformer.eval()  # as the research code: no label dropout in the Fisher
-            loss_fn = latent_loss_fn(model, resolve_vb(args.vb_loss, model))
+            loaders[forget_class] = forget_remain_loaders(args.data_path, forget_class, model.image_size,
+                                                          args.batch_size, args.num_workers, args.seed,
+                                                          model.num_classes)
+        model.transformer.eval()  # as the research code: no label dropout in the Fisher
+        loss_fn = latent_loss_fn(model, resolve_vb(args.vb_loss, model))
+    metrics = {}
+    for forget_class, out_dir in out_dirs.items():
+        ensure_writable_dir(out_dir, "--mask-path")
+        if forget_class in loaders:
+            forget_loader, remain_loader = loaders[forget_class]
             forget_fisher = accumulate_gradients(model.transformer, islice(cycle(forget_loader), args.n_iters),
                                                  loss_fn, power=2)
             remain_fisher = accumulate_gradients(model.transformer, islice(cycle(remain_loader), args.n_iters),
                                                  loss_fn, power=2)
             atomic_torch_save({k: v.cpu() for k, v in forget_fisher.items()}, out_dir / "forget_fisher.pt")
             atomic_torch_save({k: v.cpu() for k, v in remain_fisher.items()}, out_dir / "remain_fisher.pt")
+        else:
+            forget_fisher = load_torch_file(out_dir / "forget_fisher.pt", "--mask-path")
+            remain_fisher = load_torch_file(out_dir / "remain_fisher.pt", "--mask-path")
         if args.method == "sfron":
             masks = fisher_ratio_masks(forget_fisher, remain_fisher, args.thresholds)
             for threshold, mask in masks.items():

@@ -17,7 +17,7 @@ import argparse
 from itertools import count
 from pathlib import Path
 
-from common.errors import UsageError, cli_main
+from common.errors import ArgumentParser, cli_main, non_negative_float, non_negative_int, positive_float, positive_int
 from common.io import atomic_directory, ensure_writable_dir, write_run_record
 from common.logging import setup_logging
 from common.saliency import load_mask
@@ -32,28 +32,28 @@ from ImageGeneration.DiT.unlearn import (
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-path", type=str, required=True,
                         help="ImageFolder tree (<data-path>/train/<class>/ or <data-path>/<class>/)")
     parser.add_argument("--results-dir", type=str, default="results")
     add_model_args(parser)
-    parser.add_argument("--n-iters", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=1e-5)
-    parser.add_argument("--num-workers", type=int, default=4)
-    parser.add_argument("--log-every", type=int, default=100)
-    parser.add_argument("--ckpt-every", type=int, default=1000, help="save the transformer every N steps")
-    parser.add_argument("--snapshot-every", type=int, default=1000, help="save a grid of samples every N steps")
+    parser.add_argument("--n-iters", type=positive_int, default=1000)
+    parser.add_argument("--batch-size", type=positive_int, default=1)
+    parser.add_argument("--lr", type=positive_float, default=1e-5)
+    parser.add_argument("--num-workers", type=non_negative_int, default=4)
+    parser.add_argument("--log-every", type=positive_int, default=100)
+    parser.add_argument("--ckpt-every", type=positive_int, default=1000, help="save the transformer every N steps")
+    parser.add_argument("--snapshot-every", type=positive_int, default=1000, help="save a grid of samples every N steps")
     parser.add_argument("--forget-class", type=int, required=True)
     parser.add_argument("--method", type=str, default="ron", help="ron (alternate) | joint")
     parser.add_argument("--unlearn-loss", type=str, default="ga", help="ga | rl | adaga")
-    parser.add_argument("--grad-clip", type=float, default=1.0)
-    parser.add_argument("--forget-alpha", type=float, default=1.0)
+    parser.add_argument("--grad-clip", type=non_negative_float, default=1.0)
+    parser.add_argument("--forget-alpha", type=non_negative_float, default=1.0)
     parser.add_argument("--decay-forget-alpha", action="store_true", help="cosine-decay the forget alpha")
-    parser.add_argument("--remain-alpha", type=float, default=1.0)
+    parser.add_argument("--remain-alpha", type=non_negative_float, default=1.0)
     parser.add_argument("--mask-path", type=str, default=None)
     parser.add_argument("--dual", action="store_true", help="DualOptim: separate forget/remain optimizer states")
-    parser.add_argument("--forget_lr", type=float, default=1e-4, help="learning rate of the forget optimizer")
+    parser.add_argument("--forget_lr", type=positive_float, default=1e-4, help="learning rate of the forget optimizer")
     add_vb_arg(parser)
     return parse_run_args(parser, argv, seed=0)
 
@@ -88,8 +88,6 @@ def main(argv=None) -> str:
                          method=args.method, forget_alpha=args.forget_alpha,
                          decay_forget_alpha=args.decay_forget_alpha, remain_alpha=args.remain_alpha, dual=args.dual)
     validate_spec(spec)
-    if min(args.n_iters, args.batch_size, args.ckpt_every, args.snapshot_every) < 1:
-        raise UsageError("--n-iters, --batch-size, --ckpt-every and --snapshot-every: expected positive integers")
     device = start_run(args)
     model = load_latent_dit(args.ckpt, device, vae=args.vae)
     check_forget_class(args.forget_class, model.num_classes)

@@ -10,27 +10,26 @@ Writes ``<sample-dir>/<class>/<id>.png``.  ``--cfg-scale`` is DiT's guidance wei
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from common.errors import UsageError, cli_main
-from common.io import write_run_record
+from common.errors import ArgumentParser, UsageError, cli_main, non_negative_float, positive_int
+from common.io import check_writable_dir, write_run_record
 from common.seed import make_generator
 from ImageGeneration.core.runs import parse_run_args, start_run
-from ImageGeneration.core.images import save_pngs, to_uint8_images
+from ImageGeneration.core.images import check_label, save_pngs, to_uint8_images
 from ImageGeneration.core.sampling import SAMPLE_TYPES, generate, make_scheduler
-from ImageGeneration.DiT.dit import add_model_args, NUM_TIMESTEPS, check_forget_class, dit_betas, load_latent_dit
+from ImageGeneration.DiT.dit import add_model_args, NUM_TIMESTEPS, dit_betas, load_latent_dit
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser, transformer_path=True)
     parser.add_argument("--class-labels", type=int, nargs="+", required=True)
-    parser.add_argument("--n-samples-per-class", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=25)
-    parser.add_argument("--cfg-scale", type=float, default=4.0)
-    parser.add_argument("--num-sampling-steps", type=int, default=250)
+    parser.add_argument("--n-samples-per-class", type=positive_int, default=50)
+    parser.add_argument("--batch-size", type=positive_int, default=25)
+    parser.add_argument("--cfg-scale", type=non_negative_float, default=4.0)
+    parser.add_argument("--num-sampling-steps", type=positive_int, default=250)
     parser.add_argument("--sample-type", type=str, default="ddpm_noisy", help=" | ".join(SAMPLE_TYPES))
-    parser.add_argument("--eta", type=float, default=1.0, help="DDIM eta for --sample-type generalized")
+    parser.add_argument("--eta", type=non_negative_float, default=1.0, help="DDIM eta for --sample-type generalized")
     parser.add_argument("--sample-dir", type=str, default="samples")
     return parse_run_args(parser, argv, seed=0)
 
@@ -40,16 +39,14 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     if args.sample_type not in SAMPLE_TYPES:
         raise UsageError(f"--sample-type {args.sample_type!r}: expected one of {', '.join(SAMPLE_TYPES)}")
-    if not 1 <= args.num_sampling_steps <= NUM_TIMESTEPS:
+    if args.num_sampling_steps > NUM_TIMESTEPS:
         raise UsageError(f"--num-sampling-steps {args.num_sampling_steps}: expected 1..{NUM_TIMESTEPS}")
-    if args.n_samples_per_class < 1 or args.batch_size < 1:
-        raise UsageError("--n-samples-per-class and --batch-size: expected positive integers")
+    sample_dir = check_writable_dir(args.sample_dir, "--sample-dir")
     device = start_run(args)
     model = load_latent_dit(args.ckpt, device, args.transformer_path, args.vae)
     for label in args.class_labels:
-        check_forget_class(label, model.num_classes)
+        check_label(label, model.num_classes, "--class-labels")
     model.transformer.eval()
-    sample_dir = Path(args.sample_dir)
     next_id = 0
 
     def write(label, images) -> None:

@@ -1,4 +1,4 @@
-"""What every image-generation script shares: the ``--seed``/``--device`` flags and run folders."""
+"""What every image-generation script shares: the ``--seed``/``--deterministic``/``--device`` flags and run folders."""
 from __future__ import annotations
 
 import argparse
@@ -13,23 +13,24 @@ from common.device import add_device_args, get_device
 from common.distributed import SampleSharding
 from common.io import PathLike, ensure_writable_dir, write_run_record
 from common.logging import setup_logging
-from common.seed import seed_everything
+from common.seed import add_seed_args, seed_everything
 
 LOGGER_NAME = "ImageGeneration"
 
 
 def parse_run_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None,
                    seed: int = 1234) -> argparse.Namespace:
-    """Add ``--seed`` (default ``seed``) and ``--device``/``--gpu`` to a script's parser and parse ``argv``."""
-    parser.add_argument("--seed", type=int, default=seed)
+    """Add ``--seed`` (default ``seed``), ``--deterministic`` and ``--device``/``--gpu`` to a script's parser
+    and parse ``argv``."""
+    add_seed_args(parser, default=seed)
     add_device_args(parser)
     return parser.parse_args(argv)
 
 
 def start_run(args: argparse.Namespace) -> torch.device:
-    """Resolve ``--device``/``--gpu`` and seed every RNG with ``--seed``; returns the device."""
+    """Resolve ``--device``/``--gpu`` and seed every RNG with ``--seed`` (``--deterministic``); returns the device."""
     device = get_device(args.device, args.gpu)
-    seed_everything(args.seed)
+    seed_everything(args.seed, args.deterministic)
     return device
 
 

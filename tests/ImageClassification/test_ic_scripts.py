@@ -97,7 +97,7 @@ def test_same_seed_same_numbers(original, tmp_path):
     (["--class_to_replace", "10"], "--class_to_replace: must be -1 (any class) or 0..9, got 10"),
     (["--arch", "resnet44s"], "checkpoint is a resnet20s, but --arch is resnet44s"),
     (["--optim", "rmsprop"], "argument --optim: invalid choice: 'rmsprop'"),
-    (["--unlearn_lr", "-1"], "--unlearn_lr: must be positive"),
+    (["--unlearn_lr", "-1"], "argument --unlearn_lr: expected a number > 0, got '-1'"),
     (["--dataset", "cifar10", "--data", "/nonexistent/cifar.zip"], "--data /nonexistent/cifar.zip: not found"),
 ])
 def test_bad_input_is_one_line_and_keeps_existing_results(original, tmp_path, capsys, extra, message):

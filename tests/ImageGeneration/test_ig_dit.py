@@ -1,4 +1,4 @@
-"""DiT scripts end to end on a tiny random DiT and VAE saved with ``save_pretrained``."""
+"""DiT scripts end to end on a tiny random DiT and VAE saved with ``save_pretrained`` (``tiny_dit`` fixture)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from diffusers import AutoencoderKL, DiTTransformer2DModel
+from diffusers import AutoencoderKL
 from PIL import Image
 
 from ImageGeneration.DiT import classifier_evaluation, generate_mask, main_forget, sample
@@ -19,29 +19,8 @@ N_CLASSES = 3
 CPU = ["--device", "cpu"]
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    """A 16x16-pixel, 8x8-latent DiT over 3 classes, in the hub layout (transformer/, vae/)."""
-    root = tmp_path_factory.mktemp("dit")
-    torch.manual_seed(0)
-    DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=1,
-                          sample_size=8, patch_size=2, num_embeds_ada_norm=N_CLASSES,
-                          norm_num_groups=4).save_pretrained(root / "ckpt" / "transformer")
-    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-                  norm_num_groups=4, layers_per_block=1, sample_size=16).save_pretrained(root / "ckpt" / "vae")
-    rng = np.random.default_rng(0)
-    for label in range(N_CLASSES):  # the ImageNet root layout of the research code: <data>/train/<class>/
-        folder = root / "data" / "train" / f"class_{label}"
-        folder.mkdir(parents=True)
-        for i in range(3):
-            pixels = rng.integers(0, 255, size=(20, 20, 3)).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
-
-
-def test_loading_through_the_same_code(tiny_ckpt):
-    model = load_latent_dit(str(tiny_ckpt / "ckpt"), torch.device("cpu"))
+def test_loading_through_the_same_code(tiny_dit):
+    model = load_latent_dit(str(tiny_dit / "ckpt"), torch.device("cpu"))
     assert (model.num_classes, model.null_label, model.image_size, model.latent_shape) == (3, 3, 16, (4, 8, 8))
     latents = model.encode(torch.zeros(2, 3, 16, 16))
     assert latents.shape == (2, 4, 8, 8)
@@ -54,9 +33,9 @@ def test_relabel_target_differs_from_the_forget_class():
         assert all(relabel_target(k, n) != k for k in range(n))
 
 
-def test_dit_pipeline(tiny_ckpt, capsys):
-    ckpt, data = str(tiny_ckpt / "ckpt"), str(tiny_ckpt / "data")
-    mask_root = tiny_ckpt / "mask"
+def test_dit_pipeline(tiny_dit, capsys):
+    ckpt, data = str(tiny_dit / "ckpt"), str(tiny_dit / "data")
+    mask_root = tiny_dit / "mask"
     # the research README's generate_fisher.py flags; here the class folders themselves as --data-path
     generate_mask.main(["--model", "DiT-XL/2", "--ckpt", ckpt, "--data-path", f"{data}/train", "--forget-class", "1",
                         "--mask-path", str(mask_root), "--n-iters", "2", "--batch-size", "2", "--num-workers", "0",
@@ -77,7 +56,7 @@ def test_dit_pipeline(tiny_ckpt, capsys):
     total = sum(v.numel() for v in mask.values())
     assert sum(int(v.sum()) for v in mask.values()) == int(total * 0.25)
 
-    results = tiny_ckpt / "results"
+    results = tiny_dit / "results"
     runs = {}
     for extra in ([], ["--dual", "--forget_lr", "1e-3", "--unlearn-loss", "rl", "--no-vb-loss"]):
         out = main_forget.main(["--ckpt", ckpt, "--data-path", data, "--results-dir", str(results), "--n-iters", "2",
@@ -108,7 +87,7 @@ def test_dit_pipeline(tiny_ckpt, capsys):
         assert torch.equal(after[name][m == 0], before[name][m == 0]), name
     assert any(not torch.equal(after[n], before[n]) for n in mask)
 
-    sample_dir = tiny_ckpt / "samples"
+    sample_dir = tiny_dit / "samples"
     sample.main(["--ckpt", ckpt, "--transformer-path", str(transformer_path), "--class-labels", "1", "2",
                  "--n-samples-per-class", "3", "--batch-size", "2", "--num-sampling-steps", "3",
                  "--sample-dir", str(sample_dir)] + CPU)
@@ -116,7 +95,7 @@ def test_dit_pipeline(tiny_ckpt, capsys):
     with Image.open(sample_dir / "2" / "5.png") as img:
         assert img.size == (16, 16) and img.mode == "RGB"
 
-    weights = tiny_ckpt / "resnet18.pth"
+    weights = tiny_dit / "resnet18.pth"
     torch.save(torchvision.models.resnet18(num_classes=N_CLASSES).state_dict(), weights)
     metrics = classifier_evaluation.main(["--sample_path", str(sample_dir / "1"), "--label_of_forgotten_class", "1",
                                           "--arch",
@@ -132,10 +111,10 @@ def test_dit_pipeline(tiny_ckpt, capsys):
     (["--forget-class", "0", "--unlearn-loss", "xx"], "--unlearn-loss 'xx': expected one of ga, rl, adaga"),
     (["--forget-class", "0", "--method", "xx"], "--method 'xx': expected one of ron, joint"),
 ])
-def test_dit_forget_errors(tiny_ckpt, capsys, argv, message):
-    results = tiny_ckpt / "bad_results"
+def test_dit_forget_errors(tiny_dit, capsys, argv, message):
+    results = tiny_dit / "bad_results"
     with pytest.raises(SystemExit) as exit_info:
-        main_forget.main(["--ckpt", str(tiny_ckpt / "ckpt"), "--data-path", str(tiny_ckpt / "data"),
+        main_forget.main(["--ckpt", str(tiny_dit / "ckpt"), "--data-path", str(tiny_dit / "data"),
                           "--results-dir", str(results), "--num-workers", "0"] + argv + CPU)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
@@ -154,13 +133,13 @@ def test_vae_names_of_the_research_code(monkeypatch):
                      ("facebook/DiT-XL-2-256", {"subfolder": "vae"})]
 
 
-def test_dit_missing_checkpoint_and_bad_mask(tiny_ckpt, tmp_path, capsys):
+def test_dit_missing_checkpoint_and_bad_mask(tiny_dit, tmp_path, capsys):
     with pytest.raises(SystemExit):
         sample.main(["--ckpt", str(tmp_path), "--class-labels", "0"] + CPU)
     assert "no 'transformer/' folder" in capsys.readouterr().err
     torch.save({"proj_out_2.weight": torch.ones(1)}, tmp_path / "bad.pt")
     with pytest.raises(SystemExit):
-        main_forget.main(["--ckpt", str(tiny_ckpt / "ckpt"), "--data-path", str(tiny_ckpt / "data"),
+        main_forget.main(["--ckpt", str(tiny_dit / "ckpt"), "--data-path", str(tiny_dit / "data"),
                           "--results-dir", str(tmp_path / "r"), "--forget-class", "0", "--mask-path",
                           str(tmp_path / "bad.pt")] + CPU)
     assert "--mask-path: key 'proj_out_2.weight' has shape (1,)" in capsys.readouterr().err

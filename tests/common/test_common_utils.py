@@ -1,6 +1,7 @@
 """common.io, common.saliency, common.device, common.seed, common.registry, common.errors."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -160,6 +161,54 @@ def test_seed_everything_reproduces_draws():
     seed_everything(3)
     b = (torch.rand(3), np.random.rand(3))
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_bounded_types_accept_the_range_and_name_it_otherwise():
+    import argparse
+
+    from common.errors import Bounded, fraction, positive_float, positive_int
+
+    assert positive_int("3") == 3 and positive_float("1e-5") == 1e-5 and fraction("1") == 1.0
+    half_open = Bounded(float, 0, 1, high_open=True)
+    assert half_open("0") == 0.0
+    for parse, text, expected in [(positive_int, "0", "an integer >= 1"), (positive_int, "2.5", "an integer >= 1"),
+                                  (positive_float, "0", "a number > 0"), (positive_float, "nan", "a number > 0"),
+                                  (positive_float, "inf", "a number > 0"), (fraction, "1.01", "a number in [0, 1]"),
+                                  (half_open, "1", "a number in [0, 1)")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=rf"expected {re.escape(expected)}, got '{text}'"):
+            parse(text)
+    with pytest.raises(argparse.ArgumentTypeError, match="got True"):
+        positive_int.check(True)  # a YAML boolean is not a count
+
+
+def test_argument_parser_checks_config_defaults_too(capsys):
+    from common.errors import ArgumentParser, positive_int
+
+    parser = ArgumentParser(prog="train")
+    parser.add_argument("--epochs", type=positive_int, default=5)
+    parser.add_argument("--sizes", type=positive_int, nargs="+", default=[1])
+    assert parser.parse_args(["--epochs", "2"]).epochs == 2
+    parser.set_defaults(sizes=[4, 0])  # as a --config file does; argparse would not convert or check it
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args([])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: train: argument --sizes: expected an integer >= 1, got 0\n"
+
+
+def test_output_paths_are_checked_without_creating_anything(tmp_path):
+    from common.io import check_writable_dir, ensure_writable_file, ensure_writable_plot
+
+    (tmp_path / "file").write_text("x")
+    assert check_writable_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    with pytest.raises(UsageError, match=r"--save_dir .*file/sub: cannot create folder \(.*file is a file\)"):
+        check_writable_dir(tmp_path / "file" / "sub")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    with pytest.raises(UsageError, match="--save_csv .*: is a folder, expected a file name"):
+        ensure_writable_file(tmp_path, "--save_csv")
+    with pytest.raises(UsageError, match=r"--plot .*gap.docx: unsupported file type '.docx'; expected one of .*\.png"):
+        ensure_writable_plot(tmp_path / "gap.docx")
+    assert ensure_writable_plot(tmp_path / "plots" / "gap.PDF") == tmp_path / "plots" / "gap.PDF"
+    assert (tmp_path / "plots").is_dir()
 
 
 def test_registry_lookup_and_unknown_name():

@@ -1,0 +1,726 @@
+"""Bad input for every entry script: exit status 2, one line on stderr naming the flag or file, nothing written.
+
+One table, :data:`CASES`, holds for every entry script each class of bad input
+that applies to it: missing or unreadable data, wrong types and ranges of
+numeric flags, unknown choices, checkpoints and masks that do not fit, and an
+output folder that cannot be created (a path below a regular file -- the tests
+run as root, where a read-only folder would still be writable).  Each case runs
+the script's ``main(argv)`` in-process and checks that
+
+* it exits with status 2 and prints exactly one line, ``error: ...``, holding
+  the expected text (no traceback, no usage block);
+* no file or folder appears, disappears or changes under the run's own folder
+  (which holds an earlier "finished" result) or under any shared input.
+
+A few cases also run as programs, to prove the real command line prints one line.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = ["--device", "cpu"]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Paths a case's command line is built from; ``tmp``, ``out``, ``blocked``, ``missing`` and ``corrupt``
+    are the case's own, the rest are shared, valid inputs."""
+
+    tmp: Path
+    out: Path          # the output folder, holding an earlier finished result
+    blocked: str       # a regular file: "<blocked>/sub" can never be created as a folder
+    missing: str       # a path that does not exist
+    corrupt: str       # a truncated torch checkpoint
+    ic_model: str
+    ic_model_100: str  # the same architecture with a 100-class head
+    ic_bad_mask: str
+    llm_model: str
+    tofu: str
+    real_world: str
+    bert: str          # a Hugging Face model folder that is not a causal LM
+    ddpm_config: str
+    ddpm_run: str
+    ddpm_retrain_run: str  # trained on every class but 0
+    ddpm_bad_mask: str
+    ddpm_classifier: str
+    gray_samples: str  # a folder of 8x8 grayscale PNGs
+    dit_ckpt: str
+    dit_data: str
+    dit_bad_mask: str
+    dit_classifier: str
+    rgb_samples: str   # a folder of 16x16 RGB PNGs
+    shared_roots: Tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class Case:
+    module: str
+    label: str
+    argv: Callable[[Inputs], List[str]]
+    message: str  # expected in the error line ("a ... b": both, in order); ``{i.<field>}`` is filled in
+
+    @property
+    def id(self) -> str:
+        return f"{self.module.replace('ImageClassification', 'IC').replace('ImageGeneration.', '')}: {self.label}"
+
+
+# --------------------------------------------------------------------------- shared inputs
+
+def write_pngs(folder: Path, count: int, size: int, mode: str) -> str:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        shape = (size, size) if mode == "L" else (size, size, 3)
+        Image.fromarray(rng.integers(0, 255, size=shape).astype(np.uint8), mode).save(folder / f"{index}.png")
+    return str(folder)
+
+
+def ddpm_run_folder(folder: Path, config_path: str, trained_classes) -> str:
+    """A run folder of an untrained DDPM that was trained, says its checkpoint, on ``trained_classes``."""
+    from ImageGeneration.DDPM.model import CKPT_RELPATH, build_unet, load_config, save_checkpoint
+
+    config = load_config(config_path, "digits", "pretrain")
+    save_checkpoint(folder / CKPT_RELPATH, build_unet(config.model, config.data), config, trained_classes, step=0)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def shared_inputs(tmp_path_factory, tofu_dir, tiny_model, real_world_dir, tiny_dit, digits_resnet20s,
+                  tiny_ddpm_config, tiny_ddpm_run) -> Dict[str, object]:
+    import torchvision
+    from transformers import DistilBertConfig
+
+    from ImageClassification.data import DATASETS
+    from ImageClassification.models import build_model
+    from ImageGeneration.DDPM.classifier import ImageClassifier, save_classifier
+
+    root = tmp_path_factory.mktemp("bad_input_inputs")
+    digits = DATASETS.get("digits")
+    model = build_model("resnet20s", 100, digits.mean, digits.std)
+    torch.save({"state_dict": model.state_dict(), "arch": "resnet20s"}, root / "ic_model_100.pth.tar")
+    torch.save({"backbone.fc.weight": torch.ones(3, 3)}, root / "ic_bad_mask.pt")
+    DistilBertConfig(vocab_size=10, dim=8, n_layers=1, n_heads=1, hidden_dim=8).save_pretrained(root / "bert")
+
+    config = str(tiny_ddpm_config)
+    torch.save({"conv_in.weight": torch.ones(3, 3)}, root / "ddpm_bad_mask.pt")
+    save_classifier(ImageClassifier("small_cnn", 10, 1, 8), root / "classifier" / "digits_small_cnn.pth")
+    torch.save({"proj_out_2.weight": torch.ones(1)}, root / "dit_bad_mask.pt")
+    torch.save(torchvision.models.shufflenet_v2_x0_5(num_classes=3).state_dict(), root / "dit_classifier.pth")
+    return dict(
+        ic_model=str(digits_resnet20s), ic_model_100=str(root / "ic_model_100.pth.tar"),
+        ic_bad_mask=str(root / "ic_bad_mask.pt"), llm_model=str(tiny_model), tofu=str(tofu_dir),
+        real_world=str(real_world_dir), bert=str(root / "bert"), ddpm_config=config,
+        ddpm_run=str(tiny_ddpm_run),
+        ddpm_retrain_run=ddpm_run_folder(root / "ddpm_retrain", config, list(range(1, 10))),
+        ddpm_bad_mask=str(root / "ddpm_bad_mask.pt"), ddpm_classifier=str(root / "classifier"),
+        gray_samples=write_pngs(root / "gray", 4, 8, "L"), dit_ckpt=str(tiny_dit / "ckpt"),
+        dit_data=str(tiny_dit / "data"), dit_bad_mask=str(root / "dit_bad_mask.pt"),
+        dit_classifier=str(root / "dit_classifier.pth"), rgb_samples=write_pngs(root / "rgb", 2, 16, "RGB"),
+        shared_roots=(root, Path(tofu_dir), Path(tiny_model), Path(real_world_dir), Path(tiny_dit),
+                      digits_resnet20s.parent, tiny_ddpm_config.parent, tiny_ddpm_run))
+
+
+@pytest.fixture
+def inputs(shared_inputs, tmp_path) -> Inputs:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier_run.json").write_text('{"finished": true}\n')
+    (tmp_path / "blocker").write_text("a regular file\n")
+    corrupt = tmp_path / "corrupt.pt"
+    torch.save({"w": torch.arange(1000.0)}, corrupt)
+    corrupt.write_bytes(corrupt.read_bytes()[:300])
+    return Inputs(tmp=tmp_path, out=out, blocked=str(tmp_path / "blocker"), missing=str(tmp_path / "missing"),
+                  corrupt=str(corrupt), **shared_inputs)
+
+
+def snapshot(roots) -> Dict[str, tuple]:
+    """Every file and folder under ``roots`` with what changes when it is rewritten (size, mtime, inode)."""
+    state = {}
+    for root in roots:
+        for path in [root, *root.rglob("*")]:
+            info = path.stat()
+            state[str(path)] = ("dir",) if path.is_dir() else (info.st_size, info.st_mtime_ns, info.st_ino)
+    return state
+
+
+# --------------------------------------------------------------------------- command lines
+# Builders return a case's argv; some first write the case's broken input files into ``i.tmp``.
+
+IC = ["--dataset", "digits", "--arch", "resnet20s", "--batch_size", "128", "--num_indexes_to_replace", "60"] + CPU
+
+
+def ic_train(i: Inputs, *extra: str) -> List[str]:
+    return IC + ["--epochs", "1", "--save_dir", str(i.out), *extra]
+
+
+def finished_training(i: Inputs) -> List[str]:
+    (i.out / "0model_SA_best.pth.tar").write_text("an earlier run's model")
+    return ic_train(i)
+
+
+def ic_unlearn(i: Inputs, *extra: str, unlearn: str = "RL") -> List[str]:
+    return IC + ["--unlearn", unlearn, "--unlearn_epochs", "1", "--model_path", i.ic_model,
+                 "--save_dir", str(i.out), *extra]
+
+
+def ic_sfron(i: Inputs, *extra: str) -> List[str]:
+    return ic_unlearn(i, "--sfron_iters", "2", *extra, unlearn="SFRon")
+
+
+def ic_mask(i: Inputs, *extra: str) -> List[str]:
+    return IC + ["--model_path", i.ic_model, "--save_dir", str(i.out), *extra]
+
+
+def ic_results(i: Inputs, *extra: str) -> List[str]:
+    """Two finished runs (retrain and RL) for parse_result."""
+    for name, unlearn in (("retrain", "retrain"), ("rl", "RL")):
+        folder = i.tmp / "runs" / name
+        folder.mkdir(parents=True)
+        (folder / "eval_result.json").write_text(
+            f'{{"unlearn": "{unlearn}", "optim": "sgd", "unlearn_lr": 0.01, "UA": 5, "RA": 99, "TA": 94, "MIA": 10}}')
+    return ["--log_paths", str(i.tmp / "runs"), *extra]
+
+
+def corrupt_eval_result(i: Inputs) -> List[str]:
+    bad = i.tmp / "bad" / "eval_result.json"
+    bad.parent.mkdir()
+    bad.write_text('{"UA": 1')
+    return ["--log_paths", str(bad.parent)]
+
+
+def llm(i: Inputs, *extra: str) -> List[str]:
+    return ["--model_path", i.llm_model, "--data_path", i.tofu, "--split", "forget01", "--save_dir", str(i.out),
+            "--max_length", "32", *CPU, *extra]
+
+
+def tofu_copy(i: Inputs, broken_file: str, text: str) -> str:
+    """The tiny TOFU folder with one file replaced by ``text``."""
+    folder = i.tmp / "tofu"
+    folder.mkdir()
+    for file in Path(i.tofu).iterdir():
+        (folder / file.name).write_bytes(file.read_bytes())
+    (folder / broken_file).write_text(text)
+    return str(folder)
+
+
+def llm_config(i: Inputs, text: str) -> str:
+    path = i.tmp / "config.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def llm_results(i: Inputs, *extra: str) -> List[str]:
+    run = i.tmp / "results" / "seed1" / "eval_results-last"
+    run.mkdir(parents=True)
+    (run / "aggregate_stat.json").write_text('{"Model Utility": 0.5, "Forget Quality": 0.1}')
+    return ["--root", str(i.tmp / "results"), *extra]
+
+
+def real_world(i: Inputs, *extra: str) -> List[str]:
+    return ["--model_path", i.llm_model, "--data_path", i.real_world, "--save_dir", str(i.out),
+            "--max_length", "32", *CPU, *extra]
+
+
+def ddpm(i: Inputs, *extra: str, run: str = "") -> List[str]:
+    return ["--ckpt_folder", run or i.ddpm_run, "--config", i.ddpm_config, *CPU, *extra]
+
+
+def stored_fishers(i: Inputs, remain_key: str = "b", corrupt_forget: bool = False) -> str:
+    """A folder of stored Fisher diagonals (``generate_mask.py --ckpt_folder`` of that kind): ``forget`` over key
+    ``a`` (or a truncated file) and ``remain`` over ``remain_key``."""
+    torch.save({"a": torch.ones(2)}, i.tmp / "forget_fisher.pt")
+    torch.save({remain_key: torch.ones(2)}, i.tmp / "remain_fisher.pt")
+    if corrupt_forget:
+        (i.tmp / "forget_fisher.pt").write_bytes(Path(i.corrupt).read_bytes())
+    return str(i.tmp)
+
+
+def corrupt_run(i: Inputs) -> str:
+    """A run folder whose ``ckpts/ckpt.pth`` is truncated."""
+    (i.tmp / "run" / "ckpts").mkdir(parents=True)
+    (i.tmp / "run" / "ckpts" / "ckpt.pth").write_bytes(Path(i.corrupt).read_bytes())
+    return str(i.tmp / "run")
+
+
+def ddpm_train(i: Inputs, *extra: str) -> List[str]:
+    return ["--config", i.ddpm_config, "--exp_root", str(i.out), *CPU, *extra]
+
+
+def ddpm_forget(i: Inputs, *extra: str) -> List[str]:
+    return ddpm(i, "--exp_root", str(i.out), *extra)
+
+
+def ddpm_mask(i: Inputs, *extra: str) -> List[str]:
+    return ddpm(i, "--save_dir", str(i.out), *extra)
+
+
+def classifier_eval(i: Inputs, *extra: str) -> List[str]:
+    return ["--sample_path", i.gray_samples, "--ckpt_path", i.ddpm_classifier, *CPU, *extra]
+
+
+def fid(i: Inputs, *extra: str) -> List[str]:
+    return [i.gray_samples, "--ref_dataset", "digits", "--features", "pixels", "--kid_subset_size", "2", *CPU,
+            *extra]
+
+
+def dit_forget(i: Inputs, *extra: str) -> List[str]:
+    return ["--ckpt", i.dit_ckpt, "--data-path", i.dit_data, "--results-dir", str(i.out), "--n-iters", "1",
+            "--batch-size", "2", "--num-workers", "0", "--forget-class", "1", *CPU, *extra]
+
+
+def dit_mask(i: Inputs, *extra: str) -> List[str]:
+    return ["--ckpt", i.dit_ckpt, "--data-path", i.dit_data, "--mask-path", str(i.out), "--n-iters", "1",
+            "--batch-size", "2", "--num-workers", "0", "--forget-class", "1", *CPU, *extra]
+
+
+def dit_sample(i: Inputs, *extra: str) -> List[str]:
+    return ["--ckpt", i.dit_ckpt, "--class-labels", "1", "--n-samples-per-class", "1", "--num-sampling-steps", "2",
+            "--sample-dir", str(i.out), *CPU, *extra]
+
+
+def dit_judge(i: Inputs, *extra: str) -> List[str]:
+    return ["--sample-path", i.rgb_samples, "--forget-class", "1", "--arch", "shufflenet_v2_x0_5",
+            "--num-classes", "3", "--classifier-weights", i.dit_classifier, "--image-size", "16", *CPU, *extra]
+
+
+def case(module: str, label: str, argv: Callable[[Inputs], List[str]], message: str) -> Case:
+    return Case(module, label, argv, message)
+
+
+UNWRITABLE = "cannot create folder ({i.blocked} is a file)"
+
+CASES = [
+    # ---------------------------------------------------------------- image classification
+    case("ImageClassification.main_train", "negative epochs", lambda i: ic_train(i, "--epochs", "-1"),
+         "argument --epochs: expected an integer >= 1, got '-1'"),
+    case("ImageClassification.main_train", "learning rate not a number", lambda i: ic_train(i, "--lr", "fast"),
+         "argument --lr: expected a number > 0, got 'fast'"),
+    case("ImageClassification.main_train", "unknown dataset", lambda i: ic_train(i, "--dataset", "mnist"),
+         "--dataset: unknown value 'mnist'"),
+    case("ImageClassification.main_train", "missing data", lambda i: ic_train(
+        i, "--dataset", "cifar10", "--data", i.missing + ".zip"), "--data {i.missing}.zip: not found"),
+    case("ImageClassification.main_train", "unwritable save_dir",
+         lambda i: ic_train(i, "--save_dir", i.blocked + "/sub"), "--save_dir {i.blocked}/sub: " + UNWRITABLE),
+    case("ImageClassification.main_train", "finished result in save_dir", finished_training,
+         "already holds finished results (0model_SA_best.pth.tar)"),
+    case("ImageClassification.main_random", "unknown method", lambda i: ic_unlearn(i, "--unlearn", "salun"),
+         "--unlearn: unknown value 'salun'"),
+    case("ImageClassification.main_random", "unknown optimizer", lambda i: ic_unlearn(i, "--optim", "rmsprop"),
+         "argument --optim: invalid choice: 'rmsprop'"),
+    case("ImageClassification.main_random", "zero epochs", lambda i: ic_unlearn(i, "--unlearn_epochs", "0"),
+         "argument --unlearn_epochs: expected an integer >= 1, got '0'"),
+    case("ImageClassification.main_random", "negative retain lr", lambda i: ic_unlearn(i, "--retain_lr", "-0.1"),
+         "argument --retain_lr: expected a number > 0, got '-0.1'"),
+    case("ImageClassification.main_random", "seed 0", lambda i: ic_unlearn(i, "--seed", "0"),
+         "argument --seed: expected an integer >= 1, got '0'"),
+    case("ImageClassification.main_random", "forget set larger than the data",
+         lambda i: ic_unlearn(i, "--num_indexes_to_replace", "100000"),
+         "--num_indexes_to_replace: 100000 is larger than the train set"),
+    case("ImageClassification.main_random", "class out of range", lambda i: ic_unlearn(i, "--class_to_replace", "10"),
+         "--class_to_replace: must be -1 (any class) or 0..9, got 10"),
+    case("ImageClassification.main_random", "missing checkpoint", lambda i: ic_unlearn(i, "--model_path", i.missing),
+         "--model_path {i.missing}: file not found"),
+    case("ImageClassification.main_random", "corrupt checkpoint", lambda i: ic_unlearn(i, "--model_path", i.corrupt),
+         "--model_path {i.corrupt}: cannot be read as a torch checkpoint"),
+    case("ImageClassification.main_random", "checkpoint of another arch",
+         lambda i: ic_unlearn(i, "--arch", "resnet44s"), "checkpoint is a resnet20s, but --arch is resnet44s"),
+    case("ImageClassification.main_random", "checkpoint with another class count",
+         lambda i: ic_unlearn(i, "--model_path", i.ic_model_100),
+         "weight 'backbone.fc.weight' has shape (100, 64), --arch resnet20s with this dataset expects (10, 64)"),
+    case("ImageClassification.main_random", "mask of another model",
+         lambda i: ic_unlearn(i, "--mask_path", i.ic_bad_mask),
+         "--mask_path: key 'backbone.fc.weight' has shape (3, 3), the model expects (10, 64)"),
+    case("ImageClassification.main_random", "missing mask", lambda i: ic_unlearn(i, "--mask_path", i.missing),
+         "--mask_path {i.missing}: file not found"),
+    case("ImageClassification.main_random", "unwritable save_dir",
+         lambda i: ic_unlearn(i, "--save_dir", i.blocked + "/sub"), "--save_dir {i.blocked}/sub: " + UNWRITABLE),
+    case("ImageClassification.main_forget", "unknown MIA", lambda i: ic_unlearn(i, "--mia", "lira", unlearn="GA"),
+         "argument --mia: invalid choice: 'lira'"),
+    case("ImageClassification.main_forget", "zero lr", lambda i: ic_unlearn(i, "--unlearn_lr", "0", unlearn="GA"),
+         "argument --unlearn_lr: expected a number > 0, got '0'"),
+    case("ImageClassification.main_forget", "checkpoint is a folder",
+         lambda i: ic_unlearn(i, "--model_path", str(i.out), unlearn="SCRUB"),
+         "--model_path {i.out}: is a folder, expected a checkpoint file"),
+    case("ImageClassification.main_forget", "bad forget indexes",
+         lambda i: [a for a in ic_unlearn(i, "--indexes_to_replace", "1,x", unlearn="GA")
+                    if a not in ("--num_indexes_to_replace", "60")],
+         "--indexes_to_replace: expected comma-separated integers, got '1,x'"),
+    case("ImageClassification.main_forget", "unwritable save_dir",
+         lambda i: ic_unlearn(i, "--save_dir", i.blocked + "/sub", unlearn="FT"),
+         "--save_dir {i.blocked}/sub: " + UNWRITABLE),
+    case("ImageClassification.main_random_sfron", "zero iterations", lambda i: ic_sfron(i, "--sfron_iters", "0"),
+         "argument --sfron_iters: expected an integer >= 1, got '0'"),
+    case("ImageClassification.main_random_sfron", "ema beta above 1", lambda i: ic_sfron(i, "--sfron_ema_beta", "2"),
+         "argument --sfron_ema_beta: expected a number in [0, 1], got '2'"),
+    case("ImageClassification.main_random_sfron", "checkpoint of another arch",
+         lambda i: ic_sfron(i, "--arch", "resnet56s"), "checkpoint is a resnet20s, but --arch is resnet56s"),
+    case("ImageClassification.main_random_sfron", "unwritable save_dir",
+         lambda i: ic_sfron(i, "--save_dir", i.blocked + "/sub"), "--save_dir {i.blocked}/sub: " + UNWRITABLE),
+    case("ImageClassification.generate_mask", "zero batch size", lambda i: ic_mask(i, "--batch_size", "0"),
+         "argument --batch_size: expected an integer >= 1, got '0'"),
+    case("ImageClassification.generate_mask", "missing checkpoint", lambda i: ic_mask(i, "--model_path", i.missing),
+         "--model_path {i.missing}: file not found"),
+    case("ImageClassification.generate_mask", "checkpoint with another class count",
+         lambda i: ic_mask(i, "--model_path", i.ic_model_100), "has shape (100, 64)"),
+    case("ImageClassification.generate_mask", "no save_dir", lambda i: IC + ["--model_path", i.ic_model],
+         "--save_dir: required"),
+    case("ImageClassification.generate_mask", "unwritable save_dir",
+         lambda i: ic_mask(i, "--save_dir", i.blocked + "/sub"), "--save_dir {i.blocked}/sub: " + UNWRITABLE),
+    case("ImageClassification.parse_result", "nothing matches", lambda i: ["--log_paths", i.missing + "/*.json"],
+         "--log_paths {i.missing}/*.json: no file matches"),
+    case("ImageClassification.parse_result", "corrupt result", corrupt_eval_result, "eval_result.json: not valid JSON"),
+    case("ImageClassification.parse_result", "unknown format", lambda i: ic_results(i, "--format", "xml"),
+         "argument --format: invalid choice: 'xml'"),
+    case("ImageClassification.parse_result", "reference not numbers",
+         lambda i: ic_results(i, "--ref", "1", "2", "3", "four"), "argument --ref: invalid float value: 'four'"),
+    case("ImageClassification.parse_result", "unwritable plot",
+         lambda i: ic_results(i, "--plot", i.blocked + "/sub/gap.png"), "--plot {i.blocked}/sub: " + UNWRITABLE),
+    case("ImageClassification.parse_result", "unknown plot format",
+         lambda i: ic_results(i, "--plot", str(i.out / "gap.xyz")), "unsupported file type '.xyz'"),
+    case("ImageClassification.demo", "unwritable output folder", lambda i: ["--quick", "--out", i.blocked + "/sub"],
+         "--out {i.blocked}/sub: " + UNWRITABLE),
+    case("ImageClassification.demo", "unknown flag", lambda i: ["--quick", "--epochs", "3"],
+         "unrecognized arguments: --epochs 3"),
+    # ---------------------------------------------------------------- LLM
+    case("LLM.main_train", "zero epochs", lambda i: llm(i, "--num_epochs", "0"),
+         "argument --num_epochs: expected an integer >= 1, got '0'"),
+    case("LLM.main_train", "lr not a number", lambda i: llm(i, "--lr", "1e-5x"),
+         "argument --lr: expected a number > 0, got '1e-5x'"),
+    case("LLM.main_train", "unknown dtype", lambda i: llm(i, "--dtype", "float8"),
+         "argument --dtype: invalid choice: 'float8'"),
+    case("LLM.main_train", "LoRA dropout of 1", lambda i: llm(i, "--LoRA_dropout", "1"),
+         "argument --LoRA_dropout: expected a number in [0, 1), got '1'"),
+    case("LLM.main_train", "out-of-range value in --config",
+         lambda i: llm(i, "--config", llm_config(i, "num_epochs: -2\n")),
+         "argument --num_epochs: expected an integer >= 1, got -2"),
+    case("LLM.main_train", "unknown key in --config", lambda i: llm(i, "--config", llm_config(i, "epochs: 2\n")),
+         "unknown option(s) epochs"),
+    case("LLM.main_train", "missing --config", lambda i: llm(i, "--config", i.missing),
+         "--config {i.missing}: file not found"),
+    case("LLM.main_train", "missing data", lambda i: llm(i, "--data_path", i.missing),
+         "--data_path {i.missing}: not a folder of TOFU JSON files"),
+    case("LLM.main_train", "missing split", lambda i: llm(i, "--split", "retain77"), "no retain77.json"),
+    case("LLM.main_train", "missing model", lambda i: llm(i, "--model_path", i.missing),
+         "--model_path {i.missing}: folder not found"),
+    case("LLM.main_train", "not a causal LM", lambda i: llm(i, "--model_path", i.bert),
+         "is not a causal language model"),
+    case("LLM.main_train", "unwritable save_dir", lambda i: llm(i, "--save_dir", i.blocked + "/sub"),
+         "--save_dir {i.blocked}/sub: " + UNWRITABLE),
+    case("LLM.main_forget", "unknown loss", lambda i: llm(i, "--forget_loss", "XX"),
+         "--forget_loss: unknown value 'XX'"),
+    case("LLM.main_forget", "unknown optimizer", lambda i: llm(i, "--optim_cfg", "lion"),
+         "--optim_cfg: unknown value 'lion'"),
+    case("LLM.main_forget", "unknown split", lambda i: llm(i, "--split", "forget07"),
+         "--split: unknown value 'forget07'"),
+    case("LLM.main_forget", "accumulation steps not an integer",
+         lambda i: llm(i, "--gradient_accumulation_steps", "2.5"),
+         "argument --gradient_accumulation_steps: expected an integer >= 1, got '2.5'"),
+    case("LLM.main_forget", "negative forget coefficient", lambda i: llm(i, "--forget_coeff", "-1"),
+         "argument --forget_coeff: expected a number >= 0, got '-1'"),
+    case("LLM.main_forget", "unknown task", lambda i: llm(i, "--task_list", "1,3"),
+         "--task_id 3: split forget01 has task ids 1, 2"),
+    case("LLM.main_forget", "dual optimizer without --alternate", lambda i: llm(i, "--optim_cfg", "dual_adam"),
+         "needs --alternate"),
+    case("LLM.main_forget", "missing refusal answers",
+         lambda i: llm(i, "--forget_loss", "IDK+AP", "--idk_path", i.missing), "--idk_path {i.missing}: file not found"),
+    case("LLM.main_forget", "corrupt data",
+         lambda i: llm(i, "--data_path", tofu_copy(i, "forget01.json", '{"question": ')),
+         "forget01.json: not valid JSON or JSON lines"),
+    case("LLM.main_forget", "not a causal LM", lambda i: llm(i, "--model_path", i.bert),
+         "is not a causal language model"),
+    case("LLM.main_forget", "unwritable save_dir", lambda i: llm(i, "--save_dir", i.blocked + "/sub"),
+         "--save_dir {i.blocked}/sub: " + UNWRITABLE),
+    case("LLM.eval", "zero batch size", lambda i: llm(i, "--batch_size", "0"),
+         "argument --batch_size: expected an integer >= 1, got '0'"),
+    case("LLM.eval", "negative ds_size", lambda i: llm(i, "--ds_size", "-5"),
+         "argument --ds_size: expected an integer >= 0, got '-5'"),
+    case("LLM.eval", "unknown task", lambda i: llm(i, "--task_id", "7"), "--task_id 7"),
+    case("LLM.eval", "data lacks a field",
+         lambda i: llm(i, "--data_path", tofu_copy(i, "retain_perturbed.json", '{"question": "q", "answer": "a"}\n')),
+         "row 0 lacks field(s) perturbed_answer, paraphrased_answer"),
+    case("LLM.eval", "missing retain result", lambda i: llm(i, "--retain_result", i.missing),
+         "--retain_result {i.missing}: file not found"),
+    case("LLM.eval", "retain result of another kind",
+         lambda i: llm(i, "--retain_result", str(i.out / "earlier_run.json")),
+         "lacks avg_paraphrased_loss, average_perturb_loss"),
+    case("LLM.eval", "missing model", lambda i: llm(i, "--model_path", i.missing),
+         "--model_path {i.missing}: folder not found"),
+    case("LLM.eval", "unwritable save_dir", lambda i: llm(i, "--save_dir", i.blocked + "/sub"),
+         "--save_dir {i.blocked}/sub: " + UNWRITABLE),
+    case("LLM.parse_result", "missing root", lambda i: ["--root", i.missing], "--root {i.missing}: folder not found"),
+    case("LLM.parse_result", "no results", lambda i: ["--root", str(i.tmp / "out")], "no aggregate_stat.json found"),
+    case("LLM.parse_result", "unwritable csv", lambda i: llm_results(i, "--save_csv", i.blocked + "/sub/t.csv"),
+         "--save_csv {i.blocked}/sub: " + UNWRITABLE),
+    case("LLM.parse_result", "unknown plot format", lambda i: llm_results(i, "--plot", str(i.out / "fq.doc")),
+         "unsupported file type '.doc'"),
+    case("LLM.real_world_unlearn", "negative epochs", lambda i: real_world(i, "--num_epochs", "-1"),
+         "argument --num_epochs: expected an integer >= 1, got '-1'"),
+    case("LLM.real_world_unlearn", "unknown loss", lambda i: real_world(i, "--forget_loss", "XX"),
+         "--forget_loss: unknown value 'XX'"),
+    case("LLM.real_world_unlearn", "missing retain set", lambda i: real_world(i, "--retain", "neighbour"),
+         "no neighbour.json or neighbour.jsonl"),
+    case("LLM.real_world_unlearn", "not a causal LM", lambda i: real_world(i, "--model_path", i.bert),
+         "is not a causal language model"),
+    case("LLM.real_world_unlearn", "unwritable save_dir", lambda i: real_world(i, "--save_dir", i.blocked + "/sub"),
+         "--save_dir {i.blocked}/sub: " + UNWRITABLE),
+    case("LLM.real_world_eval", "bad step", lambda i: real_world(i, "--eval_unlearn_step", "best"),
+         "--eval_unlearn_step 'best': expected last, 0 or a step number"),
+    case("LLM.real_world_eval", "no unlearned model", lambda i: real_world(i),
+         "--save_dir {i.out}: no checkpoint-last"),
+    case("LLM.real_world_eval", "zero batch size", lambda i: real_world(i, "--batch_size", "0"),
+         "argument --batch_size: expected an integer >= 1, got '0'"),
+    case("LLM.real_world_eval", "missing perturbed set", lambda i: real_world(i, "--split", "forgotten"),
+         "no forgotten_perturbed.json"),
+    case("LLM.real_world_eval", "unwritable save_dir",
+         lambda i: real_world(i, "--eval_unlearn_step", "0", "--save_dir", i.blocked + "/sub"),
+         "--save_dir {i.blocked}/sub/eval_results-0: " + UNWRITABLE),
+    # ---------------------------------------------------------------- DDPM
+    case("ImageGeneration.DDPM.main_train", "unknown mode", lambda i: ddpm_train(i, "--mode", "finetune"),
+         "--mode 'finetune': expected pretrain or retrain"),
+    case("ImageGeneration.DDPM.main_train", "unknown dataset", lambda i: ddpm_train(i, "--dataset", "mnist"),
+         "argument --dataset: invalid choice: 'mnist'"),
+    case("ImageGeneration.DDPM.main_train", "seed not an integer", lambda i: ddpm_train(i, "--seed", "one"),
+         "argument --seed: invalid int value: 'one'"),
+    case("ImageGeneration.DDPM.main_train", "class out of range",
+         lambda i: ddpm_train(i, "--mode", "retrain", "--label_to_forget", "12"),
+         "--label_to_forget 12: expected a class in [0, 9]"),
+    case("ImageGeneration.DDPM.main_train", "missing config", lambda i: ddpm_train(i, "--config", i.missing),
+         "--config {i.missing}: file not found"),
+    case("ImageGeneration.DDPM.main_train", "config without a training section",
+         lambda i: ddpm_train(i, "--config", llm_config(i, "data: {}\nmodel: {}\ndiffusion: {}\n")),
+         "missing the 'training:' section"),
+    case("ImageGeneration.DDPM.main_train", "missing data",
+         lambda i: ddpm_train(i, "--dataset", "cifar10", "--data_path", i.missing), "--data_path {i.missing}"),
+    case("ImageGeneration.DDPM.main_train", "unwritable exp_root",
+         lambda i: ddpm_train(i, "--exp_root", i.blocked + "/sub"), "--exp_root {i.blocked}/sub/results/digits/pretrain: "
+         + UNWRITABLE),
+    case("ImageGeneration.DDPM.main_forget", "unknown mode", lambda i: ddpm_forget(i, "--mode", "bogus"),
+         "--mode 'bogus': expected one of"),
+    case("ImageGeneration.DDPM.main_forget", "zero forget lr", lambda i: ddpm_forget(i, "--forget_lr", "0"),
+         "argument --forget_lr: expected a number > 0, got '0'"),
+    case("ImageGeneration.DDPM.main_forget", "negative forget alpha", lambda i: ddpm_forget(i, "--forget_alpha", "-1"),
+         "argument --forget_alpha: expected a number >= 0, got '-1'"),
+    case("ImageGeneration.DDPM.main_forget", "unknown loss", lambda i: ddpm_forget(i, "--unlearn_loss", "xx"),
+         "--unlearn_loss: unknown value 'xx'"),
+    case("ImageGeneration.DDPM.main_forget", "missing run folder", lambda i: ddpm_forget(i, "--ckpt_folder", i.missing),
+         "--ckpt_folder {i.missing}: folder not found"),
+    case("ImageGeneration.DDPM.main_forget", "run folder without checkpoint",
+         lambda i: ddpm_forget(i, "--ckpt_folder", str(i.out)), "no checkpoint at ckpts/ckpt.pth"),
+    case("ImageGeneration.DDPM.main_forget", "checkpoint of another dataset",
+         lambda i: ddpm_forget(i, "--dataset", "cifar10"), "--dataset cifar10: the checkpoint was trained on digits"),
+    case("ImageGeneration.DDPM.main_forget", "class out of range", lambda i: ddpm_forget(i, "--label_to_forget", "10"),
+         "--label_to_forget 10: expected a class in [0, 9]"),
+    case("ImageGeneration.DDPM.main_forget", "mask of another model",
+         lambda i: ddpm_forget(i, "--mask_path", i.ddpm_bad_mask), "--mask_path: key 'conv_in.weight' has shape (3, 3)"),
+    case("ImageGeneration.DDPM.main_forget", "selective amnesia without its Fisher",
+         lambda i: ddpm_forget(i, "--mode", "sa"), "--mode sa needs fisher_dict.pt"),
+    case("ImageGeneration.DDPM.main_forget", "unwritable exp_root",
+         lambda i: ddpm_forget(i, "--exp_root", i.blocked + "/sub"),
+         "--exp_root {i.blocked}/sub/results/digits/forget_0/ ... : " + UNWRITABLE),
+    case("ImageGeneration.DDPM.generate_mask", "unknown mode", lambda i: ddpm_mask(i, "--mode", "fisher"),
+         "--mode 'fisher': expected one of salun, sfron, sa_fim"),
+    case("ImageGeneration.DDPM.generate_mask", "salun threshold above 1", lambda i: ddpm_mask(i, "--threshold", "2"),
+         "--threshold: salun keeps a fraction of weights, expected values in [0, 1]"),
+    case("ImageGeneration.DDPM.generate_mask", "negative threshold",
+         lambda i: ddpm_mask(i, "--mode", "sfron", "--threshold", "1", "-1"),
+         "argument --threshold: expected a number >= 0, got '-1'"),
+    case("ImageGeneration.DDPM.generate_mask", "zero timesteps",
+         lambda i: ddpm_mask(i, "--mode", "sa_fim", "--fim_timesteps", "0"),
+         "argument --fim_timesteps: expected an integer >= 1, got '0'"),
+    case("ImageGeneration.DDPM.generate_mask", "stored Fishers over different parameters",
+         lambda i: ["--ckpt_folder", stored_fishers(i), "--mode", "sfron", *CPU],
+         "--ckpt_folder {i.tmp}: forget_fisher.pt and remain_fisher.pt cover different parameters"),
+    case("ImageGeneration.DDPM.generate_mask", "truncated stored Fisher",
+         lambda i: ["--ckpt_folder", stored_fishers(i, remain_key="a", corrupt_forget=True), *CPU],
+         "--ckpt_folder {i.tmp}/forget_fisher.pt: "),
+    case("ImageGeneration.DDPM.generate_mask", "no generated samples", lambda i: ddpm(i, "--mode", "sa_fim"),
+         "no class_samples/<label>/ folders"),
+    case("ImageGeneration.DDPM.generate_mask", "unwritable save_dir",
+         lambda i: ddpm_mask(i, "--save_dir", i.blocked + "/sub"), "--save_dir {i.blocked}/sub: " + UNWRITABLE),
+    case("ImageGeneration.DDPM.sample", "unknown mode", lambda i: ddpm(i, "--mode", "sample_all"),
+         "--mode 'sample_all': expected one of sample_classes, sample_fid"),
+    case("ImageGeneration.DDPM.sample", "unknown sampler", lambda i: ddpm(i, "--sample_type", "euler"),
+         "--sample_type 'euler': expected one of"),
+    case("ImageGeneration.DDPM.sample", "zero samples", lambda i: ddpm(i, "--n_samples_per_class", "0"),
+         "argument --n_samples_per_class: expected an integer >= 1, got '0'"),
+    case("ImageGeneration.DDPM.sample", "negative eta", lambda i: ddpm(i, "--eta", "-0.5"),
+         "argument --eta: expected a number >= 0, got '-0.5'"),
+    case("ImageGeneration.DDPM.sample", "more steps than the model", lambda i: ddpm(i, "--timesteps", "50"),
+         "--timesteps 50: expected 1..10"),
+    case("ImageGeneration.DDPM.sample", "class out of range", lambda i: ddpm(i, "--classes_to_generate", "12"),
+         "--classes_to_generate: class 12 is out of range for a model of 10 classes"),
+    case("ImageGeneration.DDPM.sample", "class never trained",
+         lambda i: ddpm(i, "--classes_to_generate", "0", run=i.ddpm_retrain_run), "never trained on class(es) [0]"),
+    case("ImageGeneration.DDPM.sample", "corrupt checkpoint", lambda i: ddpm(i, "--ckpt_folder", corrupt_run(i)),
+         "ckpt.pth: cannot be read as a torch checkpoint"),
+    case("ImageGeneration.DDPM.train_classifier", "zero epochs", lambda i: ["--n_epochs", "0", *CPU],
+         "argument --n_epochs: expected an integer >= 1, got '0'"),
+    case("ImageGeneration.DDPM.train_classifier", "negative lr", lambda i: ["--lr", "-0.001", *CPU],
+         "argument --lr: expected a number > 0, got '-0.001'"),
+    case("ImageGeneration.DDPM.train_classifier", "lr that looks like a flag", lambda i: ["--lr", "-1e-3", *CPU],
+         "argument --lr: expected one argument"),
+    case("ImageGeneration.DDPM.train_classifier", "unknown arch", lambda i: ["--arch", "vgg", *CPU],
+         "--arch: unknown value 'vgg'"),
+    case("ImageGeneration.DDPM.train_classifier", "missing data", lambda i: ["--dataset", "cifar10", *CPU],
+         "--data_path: required for --dataset cifar10"),
+    case("ImageGeneration.DDPM.train_classifier", "weights of another network",
+         lambda i: ["--arch", "resnet34", "--pretrained_weights", i.dit_classifier, "--save_dir", str(i.out), *CPU],
+         "does not fit resnet34"),
+    case("ImageGeneration.DDPM.train_classifier", "unwritable save_dir",
+         lambda i: ["--save_dir", i.blocked + "/sub", *CPU], "--save_dir {i.blocked}/sub: " + UNWRITABLE),
+    case("ImageGeneration.DDPM.classifier_evaluation", "missing samples",
+         lambda i: classifier_eval(i, "--sample_path", i.missing), "--sample_path {i.missing}: folder not found"),
+    case("ImageGeneration.DDPM.classifier_evaluation", "no classifier in the folder",
+         lambda i: classifier_eval(i, "--ckpt_path", str(i.out)), "expected exactly one <dataset>_<arch>.pth"),
+    case("ImageGeneration.DDPM.classifier_evaluation", "corrupt classifier",
+         lambda i: classifier_eval(i, "--ckpt_path", i.corrupt), "cannot be read as a torch checkpoint"),
+    case("ImageGeneration.DDPM.classifier_evaluation", "class out of range",
+         lambda i: classifier_eval(i, "--label_of_forgotten_class", "10"),
+         "--label_of_forgotten_class 10: expected a class in [0, 9]"),
+    case("ImageGeneration.DDPM.classifier_evaluation", "zero batch size", lambda i: classifier_eval(i, "-b", "0"),
+         "argument -b/--batch-size: expected an integer >= 1, got '0'"),
+    case("ImageGeneration.DDPM.evaluator", "missing samples", lambda i: fid(i)[1:] + [i.missing],
+         "sample_dir {i.missing}: folder not found"),
+    case("ImageGeneration.DDPM.evaluator", "unknown features", lambda i: fid(i, "--features", "clip"),
+         "--features: unknown value 'clip'"),
+    case("ImageGeneration.DDPM.evaluator", "two references", lambda i: fid(i)[:1] + [i.gray_samples] + fid(i)[1:],
+         "give exactly one of ref_dir"),
+    case("ImageGeneration.DDPM.evaluator", "KID subset of one", lambda i: fid(i, "--kid_subset_size", "1"),
+         "argument --kid_subset_size: expected an integer >= 2, got '1'"),
+    case("ImageGeneration.DDPM.evaluator", "classifier features without a classifier",
+         lambda i: fid(i, "--features", "classifier"), "--classifier_path: required with --features classifier"),
+    case("ImageGeneration.DDPM.evaluator", "foreign Inception weights",
+         lambda i: fid(i, "--features", "inception", "--inception_weights", i.dit_classifier),
+         "not Inception-v3 weights"),
+    case("ImageGeneration.DDPM.evaluator", "class out of range", lambda i: fid(i, "--label_to_forget", "10"),
+         "--label_to_forget 10: expected a class in [0, 9]"),
+    # ---------------------------------------------------------------- DiT
+    case("ImageGeneration.DiT.main_forget", "unknown loss", lambda i: dit_forget(i, "--unlearn-loss", "xx"),
+         "--unlearn-loss 'xx': expected one of ga, rl, adaga"),
+    case("ImageGeneration.DiT.main_forget", "unknown method", lambda i: dit_forget(i, "--method", "xx"),
+         "--method 'xx': expected one of ron, joint"),
+    case("ImageGeneration.DiT.main_forget", "zero iterations", lambda i: dit_forget(i, "--n-iters", "0"),
+         "argument --n-iters: expected an integer >= 1, got '0'"),
+    case("ImageGeneration.DiT.main_forget", "negative workers", lambda i: dit_forget(i, "--num-workers", "-1"),
+         "argument --num-workers: expected an integer >= 0, got '-1'"),
+    case("ImageGeneration.DiT.main_forget", "missing checkpoint", lambda i: dit_forget(i, "--ckpt", str(i.out)),
+         "--ckpt {i.out}: no 'transformer/' folder"),
+    case("ImageGeneration.DiT.main_forget", "missing data", lambda i: dit_forget(i, "--data-path", i.missing),
+         "--data-path {i.missing}: folder not found"),
+    case("ImageGeneration.DiT.main_forget", "class out of range", lambda i: dit_forget(i, "--forget-class", "5"),
+         "--forget-class 5: expected a class in [0, 2]"),
+    case("ImageGeneration.DiT.main_forget", "mask of another model",
+         lambda i: dit_forget(i, "--mask-path", i.dit_bad_mask), "--mask-path: key 'proj_out_2.weight' has shape (1,)"),
+    case("ImageGeneration.DiT.main_forget", "unwritable results-dir",
+         lambda i: dit_forget(i, "--results-dir", i.blocked + "/sub"), "--results-dir {i.blocked}/sub: " + UNWRITABLE),
+    case("ImageGeneration.DiT.generate_mask", "unknown method", lambda i: dit_mask(i, "--method", "fisher"),
+         "--method 'fisher': expected one of sfron, salun"),
+    case("ImageGeneration.DiT.generate_mask", "salun threshold above 1",
+         lambda i: dit_mask(i, "--method", "salun", "--thresholds", "0.5", "3"),
+         "--thresholds: salun keeps a fraction of weights"),
+    case("ImageGeneration.DiT.generate_mask", "second class out of range",
+         lambda i: dit_mask(i, "--forget-class", "1", "7"), "--forget-class 7: expected a class in [0, 2]"),
+    case("ImageGeneration.DiT.generate_mask", "nothing stored and no data",
+         lambda i: [a for a in dit_mask(i) if a not in ("--data-path", i.dit_data)],
+         "--data-path: required to compute the Fisher diagonals of class 1"),
+    case("ImageGeneration.DiT.generate_mask", "zero batch size", lambda i: dit_mask(i, "--batch-size", "0"),
+         "argument --batch-size: expected an integer >= 1, got '0'"),
+    case("ImageGeneration.DiT.generate_mask", "unwritable mask-path",
+         lambda i: dit_mask(i, "--mask-path", i.blocked + "/sub"), "--mask-path {i.blocked}/sub/1: " + UNWRITABLE),
+    case("ImageGeneration.DiT.sample", "unknown sampler", lambda i: dit_sample(i, "--sample-type", "euler"),
+         "--sample-type 'euler': expected one of"),
+    case("ImageGeneration.DiT.sample", "more steps than the model", lambda i: dit_sample(i, "--num-sampling-steps",
+                                                                                      "5000"),
+         "--num-sampling-steps 5000: expected 1..1000"),
+    case("ImageGeneration.DiT.sample", "negative guidance", lambda i: dit_sample(i, "--cfg-scale", "-2"),
+         "argument --cfg-scale: expected a number >= 0, got '-2'"),
+    case("ImageGeneration.DiT.sample", "class out of range", lambda i: dit_sample(i, "--class-labels", "1", "3"),
+         "--class-labels 3: expected a class in [0, 2]"),
+    case("ImageGeneration.DiT.sample", "missing transformer", lambda i: dit_sample(i, "--transformer-path", i.missing),
+         "--transformer-path {i.missing}"),
+    case("ImageGeneration.DiT.sample", "unwritable sample-dir", lambda i: dit_sample(i, "--sample-dir",
+                                                                                  i.blocked + "/sub"),
+         "--sample-dir {i.blocked}/sub: " + UNWRITABLE),
+    case("ImageGeneration.DiT.classifier_evaluation", "unknown arch", lambda i: dit_judge(i, "--arch", "resnet9000"),
+         "--arch 'resnet9000': not a torchvision classification model"),
+    case("ImageGeneration.DiT.classifier_evaluation", "class out of range", lambda i: dit_judge(i, "--forget-class",
+                                                                                             "3"),
+         "--forget-class 3: expected a class in [0, 2]"),
+    case("ImageGeneration.DiT.classifier_evaluation", "weights of another class count",
+         lambda i: dit_judge(i, "--num-classes", "5"), "does not fit shufflenet_v2_x0_5 with 5 classes"),
+    case("ImageGeneration.DiT.classifier_evaluation", "missing weights",
+         lambda i: dit_judge(i, "--classifier-weights", i.missing), "--classifier-weights {i.missing}: file not found"),
+    case("ImageGeneration.DiT.classifier_evaluation", "missing samples", lambda i: dit_judge(i, "--sample-path",
+                                                                                          i.missing),
+         "--sample-path {i.missing}: folder not found"),
+    case("ImageGeneration.DiT.classifier_evaluation", "zero image size", lambda i: dit_judge(i, "--image-size", "0"),
+         "argument --image-size: expected an integer >= 1, got '0'"),
+]
+
+
+def entry_scripts() -> List[str]:
+    """Every entry script of the four script folders, as a module name."""
+    names = []
+    for folder in ("ImageClassification", "LLM", "ImageGeneration/DDPM", "ImageGeneration/DiT"):
+        for path in sorted((REPO / folder).glob("*.py")):
+            is_entry = path.stem.startswith("main_") or path.stem in {
+                "generate_mask", "parse_result", "eval", "sample", "train_classifier", "classifier_evaluation",
+                "evaluator", "demo"} or path.stem.startswith("real_world_")
+            if is_entry:
+                names.append(f"{folder.replace('/', '.')}.{path.stem}")
+    return names
+
+
+def test_the_table_covers_every_entry_script():
+    assert {c.module for c in CASES} == set(entry_scripts())
+    assert len(entry_scripts()) == 24
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("bad", CASES, ids=lambda c: c.id)
+def test_bad_input_fails_with_one_line_and_writes_nothing(bad: Case, inputs: Inputs, capsys):
+    argv = bad.argv(inputs)  # may write the case's broken input files into inputs.tmp
+    roots = (inputs.tmp, *inputs.shared_roots)
+    before = snapshot(roots)
+    main = importlib.import_module(bad.module).main
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert exit_info.value.code == 2, captured.err
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert re.search(".*".join(map(re.escape, bad.message.format(i=inputs).split(" ... "))), lines[0]), lines[0]
+    assert snapshot(roots) == before
+
+
+PROGRAM_CASES = [
+    ("ImageClassification/main_train.py", lambda i: ic_train(i, "--epochs", "-1"),
+     "argument --epochs: expected an integer >= 1, got '-1'"),
+    ("ImageClassification/demo.py", lambda i: ["--out", i.blocked + "/sub"], "--out {i.blocked}/sub: " + UNWRITABLE),
+    ("LLM/parse_result.py", lambda i: ["--root", i.missing], "--root {i.missing}: folder not found"),
+]
+
+
+@pytest.mark.parametrize("script,argv,message", PROGRAM_CASES, ids=[c[0] for c in PROGRAM_CASES])
+def test_as_a_program_one_line_and_exit_status_2(script, argv, message, inputs):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, str(REPO / script), *argv(inputs)], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message.format(i=inputs) in lines[0], result.stderr
+    assert result.stdout == ""
