@@ -27,7 +27,8 @@ def build_parser(description: str = "DualOptim image-classification unlearning")
                       help="cifar10 | cifar100 | svhn | TinyImagenet | digits (scikit-learn, no download)")
     data.add_argument("--download", action="store_true", help="let torchvision download the dataset into --data")
     data.add_argument("--input_size", type=int, default=None,
-                      help="image size (default: 32 for CIFAR/SVHN, 64 for TinyImagenet, 16 for digits)")
+                      help="model input size; images of another size are resized to it (default: 32 for "
+                           "CIFAR/SVHN, 224 for TinyImagenet's 64x64 images as the research code, 16 for digits)")
     data.add_argument("--data_dir", type=str, default="./tiny-imagenet-200", help="TinyImagenet folder")
     data.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
     data.add_argument("--workers", type=int, default=0, help="alias of --num_workers (research code)")
