@@ -59,6 +59,12 @@ def build_parser(description: str = "DualOptim image-classification unlearning")
     train.add_argument("--warmup", default=0, type=int, help="warm-up epochs")
     train.add_argument("--print_freq", default=50, type=int)
     train.add_argument("--decreasing_lr", default="91,136", help="epochs at which the lr is divided by 10")
+    train.add_argument("--amp", action="store_true",
+                       help="mixed precision (torch.autocast) in the training and unlearning loops")
+    train.add_argument("--amp_dtype", default="bfloat16", choices=("bfloat16", "float16"),
+                       help="--amp precision; float16 adds a GradScaler (loss scaling, overflowed steps skipped)")
+    train.add_argument("--channels_last", action="store_true",
+                       help="channels-last memory format for the model and its input batches")
 
     unlearn = parser.add_argument_group("unlearning")
     unlearn.add_argument("--unlearn", type=str, default="retrain", help="unlearning method")

@@ -83,6 +83,15 @@ def test_sfron_and_main_forget_methods_then_parse_result(original, tmp_path, cap
     assert retrain["avg_gap"] == 0.0
 
 
+def test_amp_and_channels_last_run_end_to_end(original, tmp_path):
+    metrics, save_dir = unlearn(main_forget, tmp_path, "scrub_amp", "--unlearn", "SCRUB", "--unlearn_lr", "1e-3",
+                                "--retain_lr", "0.01", "--optim", "dual", "--amp", "--channels_last",
+                                model_path=original)
+    config = json.loads((save_dir / "run.json").read_text())["config"]
+    assert config["amp"] and config["amp_dtype"] == "bfloat16" and config["channels_last"]
+    assert 50 < metrics["test_acc"] <= 100 and (save_dir / "eval_result.json").exists()
+
+
 def test_same_seed_same_numbers(original, tmp_path):
     first, _ = unlearn(main_random, tmp_path, "a", "--unlearn", "RL", "--unlearn_lr", "0.02", model_path=original)
     second, _ = unlearn(main_random, tmp_path, "b", "--unlearn", "RL", "--unlearn_lr", "0.02", model_path=original)
