@@ -86,8 +86,15 @@ def make_epoch_scheduler(optimizer: Optimizer, args: argparse.Namespace) -> LRSc
 
     ``MultiStepLR`` on ``--decreasing_lr`` with gamma 0.1, except for
     ``retrain`` of an ``--imagenet_arch`` model: linear warmup over
-    ``--warmup`` epochs, then cosine decay to zero at ``--unlearn_epochs``.
+    ``--warmup`` epochs, then cosine decay to zero at ``--unlearn_epochs``;
+    and ``main_train.py --periodic_cosine_lr``: the research code's per-epoch
+    lr overwrite.
     """
+    if getattr(args, "periodic_cosine_lr", False):
+        # main_train.py --periodic_cosine_lr: the research code's main_train sets the lr at the start of every
+        # epoch to lr * (1 + cos(pi * (epoch - 10) / 10)) / 2 (a leftover; its MultiStepLR is never stepped),
+        # so models it trained followed this 20-epoch cosine cycle, starting from lr 0.
+        return LambdaLR(optimizer, lr_lambda=lambda epoch: (1.0 + math.cos(math.pi * (epoch - 10) / 10)) / 2.0)
     if args.imagenet_arch and args.unlearn == "retrain":
         warmup, total = args.warmup, args.unlearn_epochs
 

@@ -1,5 +1,6 @@
 """Every image-classification entry script end to end on digits, and their bad-input errors."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -42,6 +43,14 @@ def test_main_train_writes_checkpoints_record_and_refuses_overwrite(original, ca
     with pytest.raises(SystemExit):
         main_train.main(COMMON + ["--epochs", "1", "--save_dir", str(save_dir)])
     assert "already holds finished results" in capsys.readouterr().err
+
+
+def test_main_train_periodic_cosine_lr_is_the_research_code_schedule(tmp_path, capsys):
+    main_train.main(COMMON + ["--epochs", "2", "--lr", "0.1", "--periodic_cosine_lr", "--save_dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    # lr * (1 + cos(pi * (epoch - 10) / 10)) / 2 at the start of each epoch: 0 at epoch 0
+    assert "Epoch #0, Learning rate: 0.0\n" in out
+    assert f"Epoch #1, Learning rate: {0.1 * ((1 + math.cos(math.pi * (1 - 10) / 10)) / 2)}\n" in out
 
 
 def test_rl_and_salun_with_sgd_and_dual(original, tmp_path, capsys):
