@@ -80,16 +80,24 @@ def test_rl_and_salun_with_sgd_and_dual(original, tmp_path, capsys):
 
 
 def test_sfron_and_main_forget_methods_then_parse_result(original, tmp_path, capsys):
+    capsys.readouterr()
     unlearn(main_random_sfron, tmp_path, "sfron", "--unlearn", "SFRon", "--sfron_iters", "6", "--unlearn_lr", "1e-3",
             "--optim", "dual", model_path=original)
+    (tmp_path / "sfron.log").write_text(capsys.readouterr().out)
     for method in ("SCRUB", "GA", "FT"):
         unlearn(main_forget, tmp_path, method.lower(), "--unlearn", method, "--unlearn_lr", "0.01", model_path=original)
+        (tmp_path / f"{method}.log").write_text(capsys.readouterr().out)
     unlearn(main_forget, tmp_path, "retrain", "--unlearn", "retrain", "--unlearn_lr", "0.1")
-    capsys.readouterr()
+    (tmp_path / "retrain.log").write_text(capsys.readouterr().out)
     rows = parse_result.main(["--log_paths", str(tmp_path)])
     assert {r["method"] for r in rows} == {"SFRon", "SCRUB", "GA", "FT", "retrain"}
     retrain = next(r for r in rows if r["method"] == "retrain")
     assert retrain["avg_gap"] == 0.0
+    # the printed logs (the research code's format, `model` / `alpha` headers) give the same table
+    from_logs = parse_result.main(["--log_paths", str(tmp_path / "*.log")])
+    assert sorted((r["method"], r["unlearn_lr"]) for r in from_logs) == sorted(
+        (f"{r['method']} {r['optim']}", r["unlearn_lr"]) for r in rows)
+    assert sorted(r["avg_gap"] for r in from_logs) == pytest.approx(sorted(r["avg_gap"] for r in rows), abs=1e-9)
 
 
 def test_amp_and_channels_last_run_end_to_end(original, tmp_path):
