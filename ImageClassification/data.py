@@ -120,6 +120,8 @@ def _tiny_imagenet_test_half(tree: ImageTree, classes: Sequence[str]) -> Tuple[l
     by_class: Dict[str, list] = {}
     for number, line in enumerate(tree.read("val/val_annotations.txt").decode().splitlines(), 1):
         fields = line.split("\t")
+        if not line.strip():
+            continue
         if len(fields) < 2 or fields[1] not in class_index:
             raise UsageError(f"--data_dir {tree.path}: val/val_annotations.txt line {number}: expected "
                              f"'<file>\\t<wnid of a train/ class>...', got {line[:60]!r}")
