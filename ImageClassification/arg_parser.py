@@ -28,7 +28,8 @@ def build_parser(description: str = "DualOptim image-classification unlearning")
                       help="cifar10 | cifar100 | svhn | TinyImagenet | digits (scikit-learn, no download)")
     data.add_argument("--download", action="store_true", help="let torchvision download the dataset into --data")
     data.add_argument("--input_size", type=positive_int, default=None,
-                      help="image size (default: 32 for CIFAR/SVHN, 64 for TinyImagenet, 16 for digits)")
+                      help="model input size; images of another size are resized to it (default: 32 for "
+                           "CIFAR/SVHN, 224 for TinyImagenet's 64x64 images as the research code, 16 for digits)")
     data.add_argument("--data_dir", type=str, default="./tiny-imagenet-200", help="TinyImagenet folder")
     data.add_argument("--num_workers", type=non_negative_int, default=0, help="DataLoader worker processes")
     data.add_argument("--workers", type=non_negative_int, default=0, help="alias of --num_workers (research code)")
@@ -59,6 +60,12 @@ def build_parser(description: str = "DualOptim image-classification unlearning")
     train.add_argument("--warmup", default=0, type=non_negative_int, help="warm-up epochs")
     train.add_argument("--print_freq", default=50, type=positive_int)
     train.add_argument("--decreasing_lr", default="91,136", help="epochs at which the lr is divided by 10")
+    train.add_argument("--amp", action="store_true",
+                       help="mixed precision (torch.autocast) in the training and unlearning loops")
+    train.add_argument("--amp_dtype", default="bfloat16", choices=("bfloat16", "float16"),
+                       help="--amp precision; float16 adds a GradScaler (loss scaling, overflowed steps skipped)")
+    train.add_argument("--channels_last", action="store_true",
+                       help="channels-last memory format for the model and its input batches")
 
     unlearn = parser.add_argument_group("unlearning")
     unlearn.add_argument("--unlearn", type=str, default="retrain", help="unlearning method")

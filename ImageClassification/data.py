@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from common.datasets import ArrayImageDataset, load_digits_arrays, load_imagefolder_arrays
+from common.datasets import ArrayImageDataset, ImageTree, load_digits_arrays, load_imagefolder_arrays
 from common.errors import UsageError
 from common.registry import Registry
 from common.seed import make_generator, seed_worker
@@ -36,14 +36,20 @@ Arrays = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train_x, train
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What a ``--dataset`` name provides: loader of uint8 NHWC arrays and its constants."""
+    """What a ``--dataset`` name provides: loader of uint8 NHWC arrays and its constants (as the research code)."""
 
     load: Callable[[argparse.Namespace], Arrays]
     num_classes: int
     mean: Sequence[float]
     std: Sequence[float]
-    input_size: int
-    flip: bool = True  # horizontal flips are label-preserving (not for digits or house numbers)
+    input_size: int                       # model input; images of another size are resized (bicubic) to it
+    crop_padding: Optional[int] = 4       # RandomCrop(image size, padding) in training; None: no crop
+    flip: bool = True                     # horizontal flips are label-preserving (not for digits or house numbers)
+    val_fraction: float = 0.1             # of each class, held out of the train split for validation
+    # TinyImagenet: RandAugment(2, 2) in training when "retrain" is in --unlearn (main_train's default too)
+    randaugment_for_retrain: bool = False
+    # whether forgetting a whole class also removes it from the test set
+    drop_forgotten_class_from_test: bool = True
 
 
 DATASETS: Registry[DatasetSpec] = Registry("--dataset")
@@ -82,12 +88,53 @@ def _load_cifar10(args: argparse.Namespace) -> Arrays:
 
 
 def _load_tiny_imagenet(args: argparse.Namespace) -> Arrays:
-    """TinyImagenet as an ImageFolder at ``--data_dir`` with ``train/`` and ``test/`` (or ``val/``) folders."""
-    root = Path(args.data_dir)
-    test_split = "test" if (root / "test").is_dir() else "val"
-    train_x, train_y, _ = load_imagefolder_arrays(root, "train", flag="--data_dir")
-    test_x, test_y, _ = load_imagefolder_arrays(root, test_split, flag="--data_dir")
+    """TinyImagenet at ``--data_dir`` (a folder or a zip of one), in any of three layouts.
+
+    1. As distributed (``tiny-imagenet-200``): ``train/<wnid>/images/*.JPEG``,
+       ``val/images/*.JPEG`` labelled by ``val/val_annotations.txt``; ``test/``
+       has no labels and is not read.  The research code moves the validation
+       images on its first run: the first 25 of each class into
+       ``val/<wnid>/images/`` (which it never reads) and the other 25 into
+       ``test/<wnid>/images/``, its test set.  We read the tree as it is and
+       take the same test set, the second half of each class's validation
+       images (in annotation-file order: the research code's split follows the
+       directory listing, which differs between file systems).
+    2. As the research code leaves it: ``train/``, ``test/<wnid>/images/``.
+    3. Any ImageFolder: ``train/<class>/``, ``test/<class>/`` (or ``val/<class>/``).
+    """
+    tree = ImageTree(args.data_dir, "--data_dir", expect="train")
+    train_x, train_y, classes = tree.imagefolder("train")
+    if tree.is_file("val/val_annotations.txt") and tree.is_dir("val/images"):
+        files, labels = _tiny_imagenet_test_half(tree, classes)
+        return train_x, train_y, tree.decode(files, "val/images/"), labels
+    if not (tree.is_dir("test") or tree.is_dir("val")):
+        raise UsageError(f"--data_dir {args.data_dir}: no test/ or val/ folder (expected TinyImageNet's "
+                         f"val/images/ with val/val_annotations.txt, or test/<class>/)")
+    test_x, test_y, _ = tree.imagefolder("test" if tree.is_dir("test") else "val", classes)
     return train_x, train_y, test_x, test_y
+
+
+def _tiny_imagenet_test_half(tree: ImageTree, classes: Sequence[str]) -> Tuple[list, np.ndarray]:
+    """The research code's TinyImagenet test set: of each class's validation images, the second half."""
+    class_index = {wnid: i for i, wnid in enumerate(classes)}
+    by_class: Dict[str, list] = {}
+    for number, line in enumerate(tree.read("val/val_annotations.txt").decode().splitlines(), 1):
+        fields = line.split("\t")
+        if not line.strip():
+            continue
+        if len(fields) < 2 or fields[1] not in class_index:
+            raise UsageError(f"--data_dir {tree.path}: val/val_annotations.txt line {number}: expected "
+                             f"'<file>\\t<wnid of a train/ class>...', got {line[:60]!r}")
+        by_class.setdefault(fields[1], []).append(fields[0])
+    files, labels = [], []
+    for wnid in classes:  # ImageFolder order of the research code's test/ folder: class, then file name
+        members = by_class.get(wnid, [])
+        test_half = sorted(members[len(members) // 2:])
+        files += [f"val/images/{name}" for name in test_half]
+        labels += [class_index[wnid]] * len(test_half)
+    if not files:
+        raise UsageError(f"--data_dir {tree.path}: val/val_annotations.txt lists no validation images")
+    return files, np.array(labels, dtype=np.int64)
 
 
 def _load_digits(args: argparse.Namespace) -> Arrays:
@@ -97,11 +144,19 @@ def _load_digits(args: argparse.Namespace) -> Arrays:
 DATASETS.register("cifar10")(DatasetSpec(_load_cifar10, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32))
 DATASETS.register("cifar100")(DatasetSpec(lambda a: _torchvision_arrays("cifar100", a), 100,
                                           (0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762), 32))
+# The research code trains SVHN without augmentation.
 DATASETS.register("svhn")(DatasetSpec(lambda a: _torchvision_arrays("svhn", a), 10,
-                                      (0.4377, 0.4438, 0.4728), (0.1201, 0.1231, 0.1052), 32, flip=False))
+                                      (0.4377, 0.4438, 0.4728), (0.1201, 0.1231, 0.1052), 32,
+                                      crop_padding=None, flip=False))
+# TinyImagenet as the research code reads it: 64x64 images cropped and flipped at 64, then resized to 224
+# (for every --arch; --input_size 64 keeps them at 64), no validation hold-out (its validation loader is
+# the test set), and a class forgotten as a whole stays in the test set.  The research code normalises
+# these images twice for its ResNets (in the dataset and in the model); we normalise once.
 DATASETS.register("TinyImagenet")(DatasetSpec(_load_tiny_imagenet, 200, (0.485, 0.456, 0.406),
-                                              (0.229, 0.224, 0.225), 64))
-DATASETS.register("digits")(DatasetSpec(_load_digits, 10, (0.1, 0.1, 0.1), (0.25, 0.25, 0.25), 16, flip=False))
+                                              (0.229, 0.224, 0.225), 224, val_fraction=0.0,
+                                              randaugment_for_retrain=True, drop_forgotten_class_from_test=False))
+DATASETS.register("digits")(DatasetSpec(_load_digits, 10, (0.1, 0.1, 0.1), (0.25, 0.25, 0.25), 16,
+                                        crop_padding=2, flip=False))
 
 
 def resolve_dataset(args: argparse.Namespace) -> DatasetSpec:
@@ -114,23 +169,29 @@ def resolve_dataset(args: argparse.Namespace) -> DatasetSpec:
     return spec
 
 
-def train_transform(spec: DatasetSpec, args: argparse.Namespace) -> Callable:
-    """Random crop with padding (+ horizontal flip where label-preserving), or none with ``--no-aug``."""
-    steps = [] if args.no_aug else [transforms.RandomCrop(args.input_size, padding=args.input_size // 8)]
-    if spec.flip and not args.no_aug:
+def train_transform(spec: DatasetSpec, args: argparse.Namespace, image_size: int) -> Callable:
+    """Random crop with padding and horizontal flip where the dataset has them (none with ``--no-aug``),
+    resizing to ``--input_size``, and TinyImagenet's RandAugment for retraining."""
+    augment = not args.no_aug
+    steps = []
+    if augment and spec.crop_padding is not None:
+        steps.append(transforms.RandomCrop(image_size, padding=spec.crop_padding))
+    if augment and spec.flip:
         steps.append(transforms.RandomHorizontalFlip())
-    return transforms.Compose(steps + _to_model_input(args))
+    steps += _resize(args, image_size)
+    if augment and spec.randaugment_for_retrain and "retrain" in args.unlearn:
+        steps.append(transforms.RandAugment(num_ops=2, magnitude=2))
+    return transforms.Compose(steps + [transforms.ToTensor()])
 
 
-def test_transform(args: argparse.Namespace) -> Callable:
-    return transforms.Compose(_to_model_input(args))
+def test_transform(args: argparse.Namespace, image_size: int) -> Callable:
+    return transforms.Compose(_resize(args, image_size) + [transforms.ToTensor()])
 
 
-def _to_model_input(args: argparse.Namespace) -> list:
-    steps = [transforms.ToTensor()]
-    if args.imagenet_arch and args.dataset == "TinyImagenet":
-        steps.append(transforms.Resize(224, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True))
-    return steps
+def _resize(args: argparse.Namespace, image_size: int) -> list:
+    if args.input_size == image_size:
+        return []
+    return [transforms.Resize(args.input_size, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True)]
 
 
 def split_validation(targets: np.ndarray, seed: int, fraction: float = 0.1) -> Tuple[np.ndarray, np.ndarray]:
@@ -221,22 +282,26 @@ def load_unlearn_data(args: argparse.Namespace, split_seed: Optional[int] = None
     spec = resolve_dataset(args)
     train_x, train_y, test_x, test_y = spec.load(args)
     train_y, test_y = np.asarray(train_y, dtype=np.int64), np.asarray(test_y, dtype=np.int64)
-    train_index, val_index = split_validation(train_y, args.seed if split_seed is None else split_seed)
+    train_index, val_index = split_validation(train_y, args.seed if split_seed is None else split_seed,
+                                              spec.val_fraction)
     has_forget = (args.num_indexes_to_replace is not None or args.class_to_replace != -1
                   or args.indexes_to_replace is not None)
     targets = train_y[train_index]
     forget_index = (select_forget_indexes(targets, args.seed, args.class_to_replace, args.num_indexes_to_replace,
                                           parse_indexes(args.indexes_to_replace), spec.num_classes)
                     if has_forget else np.array([], dtype=np.int64))
-    if args.class_to_replace >= 0 and (args.num_indexes_to_replace is None
-                                       or args.num_indexes_to_replace == np.sum(targets == args.class_to_replace)):
+    if spec.drop_forgotten_class_from_test and args.class_to_replace >= 0 and (
+            args.num_indexes_to_replace is None
+            or args.num_indexes_to_replace == np.sum(targets == args.class_to_replace)):
         keep = test_y != args.class_to_replace  # the whole class is forgotten: drop it from the test set too
         test_x, test_y = test_x[keep], test_y[keep]
-    evaluation = test_transform(args)
-    return UnlearnData(train=ArrayImageDataset(train_x[train_index], targets, train_transform(spec, args)),
-                       forget_index=np.sort(forget_index),
-                       val=ArrayImageDataset(train_x[val_index], train_y[val_index], evaluation),
-                       test=ArrayImageDataset(test_x, test_y, evaluation),
+    image_size = train_x.shape[1]
+    evaluation = test_transform(args, image_size)
+    test = ArrayImageDataset(test_x, test_y, evaluation)
+    # without a validation hold-out the research code validates on the test set
+    val = ArrayImageDataset(train_x[val_index], train_y[val_index], evaluation) if len(val_index) else test
+    return UnlearnData(train=ArrayImageDataset(train_x[train_index], targets, train_transform(spec, args, image_size)),
+                       forget_index=np.sort(forget_index), val=val, test=test,
                        num_classes=spec.num_classes, eval_transform=evaluation)
 
 

@@ -3,7 +3,8 @@
     python main_train.py --arch resnet18 --dataset cifar10 --lr 0.1 --epochs 182 --save_dir resnet18_cifar10
 
 SGD (momentum ``--momentum``, weight decay ``--weight_decay``), MultiStepLR on
-``--decreasing_lr``, random-crop/flip augmentation unless ``--no-aug``.  Writes
+``--decreasing_lr`` (``--periodic_cosine_lr``: the research code's actual schedule),
+random-crop/flip augmentation unless ``--no-aug``.  Writes
 ``0checkpoint.pth.tar`` (last epoch) and ``0model_SA_best.pth.tar`` (best
 validation accuracy), the research code's names; either is a ``--model_path``.
 """
@@ -18,7 +19,7 @@ from common.distributed import shard_forward
 from common.errors import UsageError, cli_main
 from common.io import atomic_torch_save, ensure_writable_dir, write_run_record
 from common.seed import seed_everything
-from ImageClassification.arg_parser import parse_args
+from ImageClassification.arg_parser import build_parser, validate_args
 from ImageClassification.data import load_unlearn_data, make_loader
 from ImageClassification.evaluation import accuracy
 from ImageClassification.models import build_model_from_args
@@ -78,9 +79,18 @@ def train(args: argparse.Namespace) -> dict:
     return metrics
 
 
+def build_train_parser():
+    parser = build_parser("Train the original image classifier")
+    parser.add_argument("--periodic_cosine_lr", action="store_true",
+                        help="the research code's schedule instead of MultiStepLR: at the start of epoch e the lr "
+                             "is --lr * (1 + cos(pi * (e - 10) / 10)) / 2, a 20-epoch cycle starting at 0 "
+                             "(its main_train overwrites the lr so; for models trained with it)")
+    return parser
+
+
 @cli_main
 def main(argv=None):
-    return train(parse_args(argv, description="Train the original image classifier"))
+    return train(validate_args(build_train_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -96,12 +96,15 @@ def run_unlearning(args: argparse.Namespace) -> Dict[str, float]:
     metrics = evaluate(model, evaluation_loaders(data, args), device, args.mia)
     if not sharding.is_main:  # every process has the same metrics; the main one reports and saves them
         return metrics
+    # SalUn is RL with a saliency mask: give it its own name so results group apart from plain RL
+    method_name = "SalUn" if args.unlearn == "RL" and args.mask_path else args.unlearn
+    # the group header of the research code's logs: a saved stdout is a parse_result.py --log_paths input
+    print(f"model {method_name} {args.optim}")
+    print(f"alpha {args.unlearn_lr}")
     print_results(metrics)
     atomic_torch_save({"state_dict": model.state_dict(), "evaluation_result": metrics, "arch": args.arch},
                       save_dir / checkpoint_name(args.unlearn))
     atomic_torch_save(metrics, save_dir / f"{args.unlearn}eval_result.pth.tar")
-    # SalUn is RL with a saliency mask: give it its own name so results group apart from plain RL
-    method_name = "SalUn" if args.unlearn == "RL" and args.mask_path else args.unlearn
     atomic_write_json({"method": method_name, "unlearn": args.unlearn, "optim": args.optim, "unlearn_lr": args.unlearn_lr,
                        "retain_lr": args.retain_lr, "seed": args.seed, **metrics}, save_dir / RESULT_FILE)
     write_run_record(save_dir, args, metrics, num_processes=sharding.world)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -91,43 +91,95 @@ def _decode(raw: bytes, name: str) -> np.ndarray:
         raise UsageError(f"{name}: not a readable image ({err})") from None
 
 
-def load_imagefolder_arrays(path: PathLike, split: str, flag: str = "--data") -> Tuple[np.ndarray, np.ndarray, List[str]]:
-    """Read ``<split>/<class>/<image>`` from a folder or a zip of one into memory.
+def is_image_file(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES)
 
-    Classes are sorted by name, as torchvision's ``ImageFolder`` does; a zip
-    may hold the tree at its root or inside one top-level folder.  All images
-    of a split must share one size.  Errors name ``flag``, the path and what is missing.
+
+class ImageTree:
+    """The files of a folder, or of a zip of one, addressed by posix paths relative to the tree's root.
+
+    A zip may hold the tree at its root or inside one top-level folder
+    (``cifar10/train/...``, ``tiny-imagenet-200/train/...``): ``expect`` names
+    a folder the root holds (``train``), which tells the two apart.  Errors are
+    one line naming ``flag`` and the path.
     """
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"{flag} {path}: not found (expected an ImageFolder tree or a .zip of one)")
-    entries: List[Tuple[str, str, Callable[[], bytes]]] = []  # (class, name, reader)
-    if path.is_file():
-        if not zipfile.is_zipfile(path):
-            raise UsageError(f"{flag} {path}: not a zip file or folder")
-        archive = zipfile.ZipFile(path)
-        for name in archive.namelist():
-            parts = name.split("/")
-            if name.endswith("/") or not name.lower().endswith(IMAGE_SUFFIXES):
-                continue
-            # accept <split>/<class>/<file> and <top>/<split>/<class>/<file>
-            if len(parts) >= 3 and parts[-3] == split:
-                entries.append((parts[-2], name, lambda n=name: archive.read(n)))
-    else:
-        root = path / split
-        if not root.is_dir():
-            raise UsageError(f"{flag} {path}: no '{split}' folder (expected {split}/<class>/<image>)")
-        for file in root.glob("*/*"):
-            if file.suffix.lower() in IMAGE_SUFFIXES:
-                entries.append((file.parent.name, str(file), file.read_bytes))
-    if not entries:
-        raise UsageError(f"{flag} {path}: no images under {split}/<class>/")
-    classes = sorted({cls for cls, _, _ in entries})
-    class_index = {cls: i for i, cls in enumerate(classes)}
-    entries.sort(key=lambda entry: (class_index[entry[0]], entry[1]))
-    images = [_decode(read(), name) for _, name, read in entries]
-    shapes = {image.shape for image in images}
-    if len(shapes) != 1:
-        raise UsageError(f"{flag} {path}: images of {split} have different sizes {sorted(shapes)[:3]}")
-    labels = np.array([class_index[cls] for cls, _, _ in entries], dtype=np.int64)
-    return np.stack(images), labels, classes
+
+    def __init__(self, path: PathLike, flag: str = "--data", expect: str = "train") -> None:
+        self.path, self.flag = Path(path), flag
+        if not self.path.exists():
+            raise UsageError(f"{flag} {self.path}: not found (expected an ImageFolder tree or a .zip of one)")
+        self._archive: Optional[zipfile.ZipFile] = None
+        if self.path.is_file():
+            if not zipfile.is_zipfile(self.path):
+                raise UsageError(f"{flag} {self.path}: not a zip file or folder")
+            self._archive = zipfile.ZipFile(self.path)
+            names = [name for name in self._archive.namelist() if not name.endswith("/")]
+            tops = {name.split("/", 1)[0] for name in names if "/" in name}
+            prefix = ""
+            if not any(name.startswith(expect + "/") for name in names) and len(tops) == 1:
+                prefix = tops.pop() + "/"
+            self._members = {name[len(prefix):]: name for name in names if name.startswith(prefix)}
+
+    def files(self, folder: str) -> List[str]:
+        """Every file under ``folder`` (recursively), as paths relative to the root."""
+        if self._archive is not None:
+            return [name for name in self._members if name.startswith(folder + "/")]
+        root = self.path / folder
+        return [file.relative_to(self.path).as_posix() for file in root.rglob("*") if file.is_file()]
+
+    def is_dir(self, folder: str) -> bool:
+        if self._archive is not None:
+            return any(name.startswith(folder + "/") for name in self._members)
+        return (self.path / folder).is_dir()
+
+    def is_file(self, name: str) -> bool:
+        return name in self._members if self._archive is not None else (self.path / name).is_file()
+
+    def read(self, name: str) -> bytes:
+        if not self.is_file(name):
+            raise UsageError(f"{self.flag} {self.path}: {name} not found")
+        if self._archive is not None:
+            return self._archive.read(self._members[name])
+        return (self.path / name).read_bytes()
+
+    def decode(self, names: Sequence[str], what: str) -> np.ndarray:
+        """The images ``names`` as one uint8 ``(N, H, W, 3)`` array; they must share one size."""
+        images = [_decode(self.read(name), f"{self.flag} {self.path}: {name}") for name in names]
+        shapes = {image.shape for image in images}
+        if len(shapes) != 1:
+            raise UsageError(f"{self.flag} {self.path}: images of {what} have different sizes {sorted(shapes)[:3]}")
+        return np.stack(images)
+
+    def imagefolder(self, split: str, classes: Optional[Sequence[str]] = None
+                    ) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+        """``<split>/<class>/**/<image>`` as torchvision's ``ImageFolder`` reads it.
+
+        Classes are the sorted folder names (or ``classes``, e.g. the train
+        split's, which every folder of this split must be one of); images are
+        in ImageFolder order: by class, then folder, then file name.
+        """
+        if not self.is_dir(split):
+            raise UsageError(f"{self.flag} {self.path}: no '{split}' folder (expected {split}/<class>/<image>)")
+        entries = [(name.split("/")[1], name) for name in self.files(split)
+                   if name.count("/") >= 2 and is_image_file(name)]
+        if not entries:
+            raise UsageError(f"{self.flag} {self.path}: no images under {split}/<class>/")
+        classes = list(classes) if classes is not None else sorted({cls for cls, _ in entries})
+        class_index = {cls: i for i, cls in enumerate(classes)}
+        unknown = sorted({cls for cls, _ in entries if cls not in class_index})
+        if unknown:
+            raise UsageError(f"{self.flag} {self.path}: {split}/{unknown[0]}/ is not one of the "
+                             f"{len(classes)} training classes")
+        entries.sort(key=lambda entry: (class_index[entry[0]],) + tuple(entry[1].rsplit("/", 1)))
+        labels = np.array([class_index[cls] for cls, _ in entries], dtype=np.int64)
+        return self.decode([name for _, name in entries], f"{split}/"), labels, classes
+
+
+def load_imagefolder_arrays(path: PathLike, split: str, flag: str = "--data") -> Tuple[np.ndarray, np.ndarray, List[str]]:
+    """Read ``<split>/<class>/<image>`` from a folder or a zip of one into memory (see :class:`ImageTree`).
+
+    Classes are sorted by name, as torchvision's ``ImageFolder`` does; images
+    may sit in sub-folders of their class folder.  All images of a split must
+    share one size.  Errors name ``flag``, the path and what is missing.
+    """
+    return ImageTree(path, flag, expect=split).imagefolder(split)

@@ -15,6 +15,15 @@ for ``--optim sgd|adam``).  A forget-objective update goes through
 The research code's *main* optimizer (the one it schedules, logs and, for
 single-objective methods such as FT, GA and retrain, steps on every batch)
 is the retain-side optimizer here.
+
+Mixed precision and memory format
+---------------------------------
+``--amp`` runs every training forward pass (model and loss) under
+``torch.autocast`` in ``--amp_dtype``; float16 adds a ``torch.amp.GradScaler``
+that scales each objective's loss, unscales before clipping and skips a step
+whose gradients overflowed, for either of DualOptim's optimizers.
+``--channels_last`` converts the model and its input batches to channels-last.
+Both are off by default, and then every step is exactly the plain one.
 """
 from __future__ import annotations
 
@@ -78,8 +87,15 @@ def make_epoch_scheduler(optimizer: Optimizer, args: argparse.Namespace) -> LRSc
 
     ``MultiStepLR`` on ``--decreasing_lr`` with gamma 0.1, except for
     ``retrain`` of an ``--imagenet_arch`` model: linear warmup over
-    ``--warmup`` epochs, then cosine decay to zero at ``--unlearn_epochs``.
+    ``--warmup`` epochs, then cosine decay to zero at ``--unlearn_epochs``;
+    and ``main_train.py --periodic_cosine_lr``: the research code's per-epoch
+    lr overwrite.
     """
+    if getattr(args, "periodic_cosine_lr", False):
+        # main_train.py --periodic_cosine_lr: the research code's main_train sets the lr at the start of every
+        # epoch to lr * (1 + cos(pi * (epoch - 10) / 10)) / 2 (a leftover; its MultiStepLR is never stepped),
+        # so models it trained followed this 20-epoch cosine cycle, starting from lr 0.
+        return LambdaLR(optimizer, lr_lambda=lambda epoch: (1.0 + math.cos(math.pi * (epoch - 10) / 10)) / 2.0)
     if args.imagenet_arch and args.unlearn == "retrain":
         warmup, total = args.warmup, args.unlearn_epochs
 
@@ -126,6 +142,33 @@ def top1_accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
     return (logits.argmax(dim=1) == target).float().mean().item() * 100.0
 
 
+def memory_format(args: argparse.Namespace) -> torch.memory_format:
+    """``torch.channels_last`` under ``--channels_last``, else ``torch.preserve_format`` (no conversion)."""
+    return torch.channels_last if getattr(args, "channels_last", False) else torch.preserve_format
+
+
+def apply_memory_format(model: nn.Module, args: argparse.Namespace) -> nn.Module:
+    """``model`` converted in place to channels-last under ``--channels_last``, else untouched."""
+    return model.to(memory_format=torch.channels_last) if getattr(args, "channels_last", False) else model
+
+
+class _ObjectiveOptimizer:
+    """One objective of a :class:`DualOptim` as ``GradScaler`` sees an optimizer.
+
+    ``GradScaler.unscale_``/``step`` need the param groups that hold the
+    gradients and a ``step()``; stepping through ``DualOptim.step(objective)``
+    keeps ``SharedOptim``'s per-objective learning rate under AMP.
+    """
+
+    def __init__(self, optimizer: DualOptim, objective: str) -> None:
+        torch_optimizer = optimizer.forget_optimizer if objective == "forget" else optimizer.retain_optimizer
+        self.param_groups = torch_optimizer.param_groups
+        self._optimizer, self._objective = optimizer, objective
+
+    def step(self) -> object:
+        return self._optimizer.step(self._objective)
+
+
 class UnlearnRun:
     """What a method's epoch function works with: model, optimizer, flags, current epoch.
 
@@ -141,15 +184,27 @@ class UnlearnRun:
 
     def __init__(self, model: nn.Module, optimizer: DualOptim, args: argparse.Namespace,
                  device: torch.device, mask: Optional[Mask] = None) -> None:
-        self.model = model
+        self.memory_format = memory_format(args)
+        self.model = apply_memory_format(model, args)
         self.optimizer = optimizer
         self.args = args
         self.device = device
+        self.amp_dtype = getattr(torch, getattr(args, "amp_dtype", "bfloat16"))
+        self.amp = bool(getattr(args, "amp", False))
+        # loss scaling only for float16; a disabled scaler passes every call straight through
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp and self.amp_dtype == torch.float16)
         self.apply_mask = maybe_gradient_mask(model, mask)
         self.epoch = 0
         # Under ``accelerate launch``: each backward covers this process's slice of the batch
         # (common.distributed.shard_forward); the slices' gradients are summed before each step.
         self.sharding = sharding_of(model)
+
+    def autocast(self) -> torch.autocast:
+        """The ``--amp`` context of a training forward pass (disabled without ``--amp``)."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
+
+    def to_device(self, images: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return images.to(self.device, memory_format=self.memory_format), targets.to(self.device)
 
     def warmup(self, step: int, steps_per_epoch: int) -> None:
         """Warm the main (retain-side) optimizer up while ``epoch < --warmup``."""
@@ -160,13 +215,25 @@ class UnlearnRun:
                max_grad_norm: Optional[float] = None) -> None:
         """One step on ``loss``: zero grads, backward (summed over processes), mask, clip, step ``objective``."""
         self.optimizer.zero_grad()
-        loss.backward()
-        self.sharding.sync_gradients(self.model)
+        self.backward(loss)
         if masked:
             self.apply_mask()
+        self.step(objective, max_grad_norm)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def step(self, objective: str, max_grad_norm: Optional[float] = None) -> None:
+        """Step ``objective`` on the current gradients, summed over the processes of a launch first and
+        clipped to ``max_grad_norm`` (true scale under AMP).  Masking commutes with the sum, so a mask
+        applied to the local gradients is the mask of the summed ones."""
+        self.sharding.sync_gradients(self.model)
+        optimizer = _ObjectiveOptimizer(self.optimizer, objective)
         if max_grad_norm is not None:
+            self.scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=max_grad_norm)
-        self.optimizer.step(objective)
+        self.scaler.step(optimizer)
+        self.scaler.update()
 
     def train_on(self, loader: Iterable, batch_loss: BatchLoss, objective: str, desc: str,
                  warmup_every_step: bool = False, accum_steps: int = 1) -> float:
@@ -188,18 +255,18 @@ class UnlearnRun:
         for i, (images, targets) in enumerate(progress):
             if warmup_every_step:
                 self.warmup(i + 1, total)
-            images, targets = images.to(self.device), targets.to(self.device)
-            loss, logits = batch_loss(images, targets)
+            images, targets = self.to_device(images, targets)
+            with self.autocast():
+                loss, logits = batch_loss(images, targets)
             if accum_steps == 1:
                 self.update(loss, objective)
             else:
                 if i % accum_steps == 0:
                     self.optimizer.zero_grad()
-                (loss / accum_steps).backward()
+                self.backward(loss / accum_steps)
                 self.apply_mask()
                 if (i + 1) % accum_steps == 0 or i == total - 1:
-                    self.sharding.sync_gradients(model)
-                    self.optimizer.step(objective)
+                    self.step(objective)
             losses.update(loss.item(), images.size(0))
             top1.update(top1_accuracy(logits.detach(), targets), images.size(0))
             progress.set_postfix(loss=f"{losses.avg:.4f}", acc=f"{top1.avg:.2f}")

@@ -141,18 +141,20 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     for step in progress:
         model.train()
         if step % freq == 0:
-            images, targets = (t.to(device) for t in next(forget_iter))
-            logits = model(images)
-            ascent = -adaptive_ce(logits, targets, lambd)
+            images, targets = run.to_device(*next(forget_iter))
+            with run.autocast():
+                logits = model(images)
+                ascent = -adaptive_ce(logits, targets, lambd)
             run.update(cosine_decay(args.sfron_alpha, step, iters) * ascent, "forget",
                        masked=True, max_grad_norm=MAX_GRAD_NORM)
             running["forget_loss"] += ascent.item()
             running["forget_acc"] += top1_accuracy(logits.detach(), targets)
             running["forget_n"] += 1
 
-        images, targets = (t.to(device) for t in next(retain_iter))
-        logits = model(images)
-        remain_loss = F.cross_entropy(logits, targets)
+        images, targets = run.to_device(*next(retain_iter))
+        with run.autocast():
+            logits = model(images)
+            remain_loss = F.cross_entropy(logits, targets)
         run.update(remain_loss, "retain", masked=False)
         running["remain_loss"] += remain_loss.item()
         running["remain_acc"] += top1_accuracy(logits.detach(), targets)

@@ -1,5 +1,6 @@
 """Every image-classification entry script end to end on digits, and their bad-input errors."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -44,6 +45,14 @@ def test_main_train_writes_checkpoints_record_and_refuses_overwrite(original, ca
     assert "already holds finished results" in capsys.readouterr().err
 
 
+def test_main_train_periodic_cosine_lr_is_the_research_code_schedule(tmp_path, capsys):
+    main_train.main(COMMON + ["--epochs", "2", "--lr", "0.1", "--periodic_cosine_lr", "--save_dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    # lr * (1 + cos(pi * (epoch - 10) / 10)) / 2 at the start of each epoch: 0 at epoch 0
+    assert "Epoch #0, Learning rate: 0.0\n" in out
+    assert f"Epoch #1, Learning rate: {0.1 * ((1 + math.cos(math.pi * (1 - 10) / 10)) / 2)}\n" in out
+
+
 def test_rl_and_salun_with_sgd_and_dual(original, tmp_path, capsys):
     metrics, save_dir = unlearn(main_random, tmp_path, "rl", "--unlearn", "RL", "--unlearn_lr", "0.02",
                                 "--optim", "sgd", model_path=original)
@@ -71,16 +80,33 @@ def test_rl_and_salun_with_sgd_and_dual(original, tmp_path, capsys):
 
 
 def test_sfron_and_main_forget_methods_then_parse_result(original, tmp_path, capsys):
+    capsys.readouterr()
     unlearn(main_random_sfron, tmp_path, "sfron", "--unlearn", "SFRon", "--sfron_iters", "6", "--unlearn_lr", "1e-3",
             "--optim", "dual", model_path=original)
+    (tmp_path / "sfron.log").write_text(capsys.readouterr().out)
     for method in ("SCRUB", "GA", "FT"):
         unlearn(main_forget, tmp_path, method.lower(), "--unlearn", method, "--unlearn_lr", "0.01", model_path=original)
+        (tmp_path / f"{method}.log").write_text(capsys.readouterr().out)
     unlearn(main_forget, tmp_path, "retrain", "--unlearn", "retrain", "--unlearn_lr", "0.1")
-    capsys.readouterr()
+    (tmp_path / "retrain.log").write_text(capsys.readouterr().out)
     rows = parse_result.main(["--log_paths", str(tmp_path)])
     assert {r["method"] for r in rows} == {"SFRon", "SCRUB", "GA", "FT", "retrain"}
     retrain = next(r for r in rows if r["method"] == "retrain")
     assert retrain["avg_gap"] == 0.0
+    # the printed logs (the research code's format, `model` / `alpha` headers) give the same table
+    from_logs = parse_result.main(["--log_paths", str(tmp_path / "*.log")])
+    assert sorted((r["method"], r["unlearn_lr"]) for r in from_logs) == sorted(
+        (f"{r['method']} {r['optim']}", r["unlearn_lr"]) for r in rows)
+    assert sorted(r["avg_gap"] for r in from_logs) == pytest.approx(sorted(r["avg_gap"] for r in rows), abs=1e-9)
+
+
+def test_amp_and_channels_last_run_end_to_end(original, tmp_path):
+    metrics, save_dir = unlearn(main_forget, tmp_path, "scrub_amp", "--unlearn", "SCRUB", "--unlearn_lr", "1e-3",
+                                "--retain_lr", "0.01", "--optim", "dual", "--amp", "--channels_last",
+                                model_path=original)
+    config = json.loads((save_dir / "run.json").read_text())["config"]
+    assert config["amp"] and config["amp_dtype"] == "bfloat16" and config["channels_last"]
+    assert 50 < metrics["test_acc"] <= 100 and (save_dir / "eval_result.json").exists()
 
 
 def test_same_seed_same_numbers(original, tmp_path):

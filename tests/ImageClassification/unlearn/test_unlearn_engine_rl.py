@@ -45,6 +45,17 @@ def test_parse_milestones_and_bad_value():
         parse_milestones("ten")
 
 
+def test_periodic_cosine_schedule_of_the_research_code_main_train(make_args):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make_epoch_scheduler(opt, make_args(unlearn="train", periodic_cosine_lr=True, imagenet_arch=True))
+    lrs = []
+    for _ in range(31):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert [lrs[e] for e in (0, 5, 10, 15, 20, 30)] == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0, 1.0], abs=1e-12)
+
+
 @pytest.mark.filterwarnings("ignore:Detected call of")
 def test_schedulers_and_warmup(make_args):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
