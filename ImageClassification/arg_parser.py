@@ -43,7 +43,7 @@ def build_parser(description: str = "DualOptim image-classification unlearning")
     general.add_argument("--seed", default=2, type=int, help="random seed (validation split and forget set)")
     general.add_argument("--train_seed", default=1, type=int, help="seed for model initialisation and training")
     add_device_args(general)
-    add_resume_args(general)
+    add_resume_args(general, save_every="0: at the end of every epoch only; SFR-on: every log interval")
     general.add_argument("--save_dir", type=str, default=None, help="folder for checkpoints and results")
     general.add_argument("--model_path", type=str, default=None, help="checkpoint of the original model")
     general.add_argument("--deterministic", action="store_true",
@@ -91,7 +91,7 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
         raise UsageError(f"--retain_lr: must be positive, got {args.retain_lr}")
     if args.retain_lr is None:
         args.retain_lr = args.unlearn_lr
-    for flag, value in {"--warmup": args.warmup, "--num_workers": args.num_workers,
+    for flag, value in {"--warmup": args.warmup, "--num_workers": args.num_workers, "--save_every": args.save_every,
                         "--weight_decay": args.weight_decay, "--momentum": args.momentum}.items():
         if value < 0:
             raise UsageError(f"{flag}: must be >= 0, got {value}")
