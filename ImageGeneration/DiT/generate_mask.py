@@ -15,11 +15,11 @@ import argparse
 from itertools import islice
 from pathlib import Path
 
+from common.checkpointing import EndlessLoader
 from common.errors import UsageError, cli_main
 from common.io import atomic_torch_save, ensure_writable_dir, load_torch_file, write_run_record
 from common.saliency import accumulate_gradients, save_masks, top_fraction_masks
 from ImageGeneration.core.runs import parse_run_args, start_run
-from ImageGeneration.core.unlearn import cycle
 from common.saliency import fisher_ratio_masks
 from ImageGeneration.DiT.dit import add_model_args, check_forget_class, forget_remain_loaders, load_latent_dit
 from ImageGeneration.DiT.unlearn import add_vb_arg, latent_loss_fn, resolve_vb
@@ -70,9 +70,9 @@ def main(argv=None) -> str:
                 model.num_classes)
             model.transformer.train()  # the research code's Fisher runs with label dropout on
             loss_fn = latent_loss_fn(model, resolve_vb(args.vb_loss, model))
-            forget_fisher = accumulate_gradients(model.transformer, islice(cycle(forget_loader), args.n_iters),
+            forget_fisher = accumulate_gradients(model.transformer, islice(EndlessLoader(forget_loader), args.n_iters),
                                                  loss_fn, power=2)
-            remain_fisher = accumulate_gradients(model.transformer, islice(cycle(remain_loader), args.n_iters),
+            remain_fisher = accumulate_gradients(model.transformer, islice(EndlessLoader(remain_loader), args.n_iters),
                                                  loss_fn, power=2)
             atomic_torch_save({k: v.cpu() for k, v in forget_fisher.items()}, out_dir / "forget_fisher.pt")
             atomic_torch_save({k: v.cpu() for k, v in remain_fisher.items()}, out_dir / "remain_fisher.pt")

@@ -7,7 +7,8 @@
 
 Writes ``<results-dir>/<NNN>-<model>-forget-<k>-<method>-<loss>-lr<lr>-f<alpha|forget_lr>-r<alpha>[-dual]/``
 with ``checkpoints/<step>/transformer/`` (``save_pretrained``; load with ``--transformer-path``),
-``log.txt`` and ``run.json``.
+``log.txt`` and ``run.json``.  Every ``--snapshot-every`` steps it also writes a resume snapshot
+there; ``--resume`` continues the latest unfinished experiment folder of the same settings.
 """
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ import argparse
 from itertools import count
 from pathlib import Path
 
+from common.checkpointing import EndlessLoader, Snapshotter, add_resume_args, latest_snapshot_folder
 from common.errors import UsageError, cli_main
-from common.io import ensure_writable_dir, write_run_record
-from common.saliency import load_mask
-from common.io import atomic_directory
+from common.io import atomic_directory, ensure_writable_dir, write_run_record
 from common.logging import setup_logging
+from common.saliency import load_mask
 from ImageGeneration.core.runs import LOGGER_NAME, parse_run_args, start_run
-from ImageGeneration.core.unlearn import cycle, run_unlearning
+from ImageGeneration.core.unlearn import run_unlearning
 from ImageGeneration.DiT.dit import add_model_args, check_forget_class, forget_remain_loaders, load_latent_dit
 from ImageGeneration.DiT.unlearn import (
     DiTForgetSpec, LatentBatches, add_vb_arg, dit_objectives, dit_optimizer, resolve_vb, validate_spec)
@@ -50,15 +51,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dual", action="store_true", help="DualOptim: separate forget/remain optimizer states")
     parser.add_argument("--forget_lr", type=float, default=1e-4, help="learning rate of the forget optimizer")
     add_vb_arg(parser)
+    add_resume_args(parser, overwrite=False)
     return parse_run_args(parser, argv, seed=0)
 
 
 def experiment_dir(args: argparse.Namespace) -> Path:
-    """``<results-dir>/<NNN>-...``, numbered after the folders already there, as the research code does."""
+    """``<results-dir>/<NNN>-...``, numbered after the folders already there, as the research code does.
+
+    With ``--resume``: the latest folder of this name that holds a resume snapshot, if any.
+    """
     root = ensure_writable_dir(args.results_dir, "--results-dir")
     name = (f"{args.model.replace('/', '-')}-forget-{args.forget_class}-{args.method}-{args.unlearn_loss}"
             f"-lr{args.lr}-f{args.forget_lr if args.dual else args.forget_alpha}-r{args.remain_alpha}"
             f"{'-dual' if args.dual else ''}")
+    unfinished = latest_snapshot_folder(sorted(root.glob(f"[0-9][0-9][0-9]-{name}"))) if args.resume else None
+    if unfinished is not None:
+        return unfinished
     for index in count(len(list(root.iterdir()))):
         path = root / f"{index:03d}-{name}"
         if not path.exists():
@@ -75,6 +83,8 @@ def main(argv=None) -> str:
     validate_spec(spec)
     if args.n_iters < 1 or args.batch_size < 1:
         raise UsageError("--n-iters and --batch-size: expected positive integers")
+    if args.snapshot_every < 0:
+        raise UsageError(f"--snapshot-every {args.snapshot_every}: expected a number of steps >= 0")
     device = start_run(args)
     model = load_latent_dit(args.ckpt, device, vae=args.vae)
     check_forget_class(args.forget_class, model.num_classes)
@@ -83,8 +93,8 @@ def main(argv=None) -> str:
     forget_loader, remain_loader = forget_remain_loaders(args.data_path, args.forget_class, model.image_size,
                                                          args.batch_size, args.num_workers, args.seed,
                                                          model.num_classes)
-    forget = LatentBatches(cycle(forget_loader), model, device)
-    remain = LatentBatches(cycle(remain_loader), model, device)
+    forget = LatentBatches(EndlessLoader(forget_loader), model, device)
+    remain = LatentBatches(EndlessLoader(remain_loader), model, device)
     forget_loss, remain_loss, schedule, forget_mask, remain_mask = dit_objectives(spec, model, forget, remain, mask)
     optimizer = dit_optimizer(model.transformer, args.lr, args.dual, args.forget_lr)
 
@@ -99,14 +109,18 @@ def main(argv=None) -> str:
             model.transformer.save_pretrained(tmp)
         logger.info(f"Saved checkpoint to {path}")
 
+    snapshots = Snapshotter(out_dir, every=args.snapshot_every, resume=args.resume, config=vars(args)).register(
+        forget_batches=forget, remain_batches=remain)
     history = run_unlearning(model.transformer, optimizer, args.n_iters, forget_loss, remain_loss,
                              schedule=schedule, forget_mask=forget_mask, remain_mask=remain_mask,
                              grad_clip=args.grad_clip, log_freq=args.log_every, on_snapshot=snapshot,
-                             snapshot_freq=args.snapshot_every, log=logger.info, desc="forgetting (DiT)")
+                             snapshot_freq=args.snapshot_every, log=logger.info, desc="forgetting (DiT)",
+                             snapshots=snapshots)
     write_run_record(out_dir, args, {"final_forget_loss": history[-1]["forget_loss"],
                                      "final_remain_loss": history[-1]["remain_loss"], "schedule": schedule,
                                      "vb_loss": spec.vb_loss,
                                      "optimizer": repr(optimizer), "experiment_dir": str(out_dir)})
+    snapshots.remove()
     print(out_dir)
     return str(out_dir)
 
