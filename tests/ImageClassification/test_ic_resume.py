@@ -14,11 +14,11 @@ from ImageClassification.arg_parser import parse_args
 from ImageClassification.data import resolve_dataset
 from ImageClassification.models import build_model_from_args
 
-DIGITS = ["--dataset", "digits", "--arch", "resnet20s", "--batch_size", "128", "--device", "cpu",
+DIGITS = ["--dataset", "digits", "--arch", "resnet20s", "--input_size", "8", "--batch_size", "256", "--device", "cpu",
           "--num_indexes_to_replace", "60"]
-# RL with DualOptim: per epoch 1 forget step (AdamW) then 10 retain steps (SGD), snapshots every 5 steps.
+# RL with DualOptim: per epoch 1 forget step (AdamW) then 5 retain steps (SGD), snapshots every 4 steps.
 RL_DUAL = ["--unlearn", "RL", "--optim", "dual", "--unlearn_lr", "1e-3", "--retain_lr", "0.01",
-           "--unlearn_epochs", "2", "--save_every", "5"]
+           "--unlearn_epochs", "2", "--save_every", "4"]
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +48,12 @@ def test_sigkill_mid_epoch_then_resume_equals_straight_run(original, tmp_path, k
     argv = DIGITS + RL_DUAL + ["--model_path", str(original)]
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     main_random.main(argv + ["--save_dir", str(straight)])
-    # step 17 = epoch 1, retain batch 5; the last snapshot (step 15) is after retain batch 3 of that pass
-    killed_run("ImageClassification.main_random", argv + ["--save_dir", interrupted], kill_at=17)
+    # step 10 = epoch 1, retain batch 3; the last snapshot (step 8) is after retain batch 1 of that pass
+    killed_run("ImageClassification.main_random", argv + ["--save_dir", interrupted], kill_at=10)
     assert sorted(p.name for p in interrupted.iterdir() if not p.name.startswith(".")) == [
         "checkpoint_1.pt", "resume_state.pt"]
     snapshot = torch.load(interrupted / "resume_state.pt", weights_only=False)
-    assert snapshot["loop"]["epoch"] == 1 and snapshot["loop"]["partial"]["batch"] == 3
+    assert snapshot["loop"]["epoch"] == 1 and snapshot["loop"]["partial"]["batch"] == 1
     assert set(snapshot["objects"]["optimizer"]) == {"forget", "retain"}  # both DualOptim halves
     capsys.readouterr()
 
@@ -97,7 +97,7 @@ def test_main_train_resumes_history_best_and_last(tmp_path, killed_run, one_thre
     argv = DIGITS + ["--epochs", "3", "--lr", "0.05", "--decreasing_lr", "2", "--save_every", "4"]
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     main_train.main(argv + ["--save_dir", str(straight)])
-    killed_run("ImageClassification.main_train", argv + ["--save_dir", interrupted], kill_at=17)  # epoch 1
+    killed_run("ImageClassification.main_train", argv + ["--save_dir", interrupted], kill_at=9)  # epoch 1
     main_train.main(argv + ["--save_dir", str(interrupted), "--resume"])
     for name in ("0checkpoint.pth.tar", "0model_SA_best.pth.tar"):
         a, b = torch.load(straight / name, weights_only=False), torch.load(interrupted / name, weights_only=False)
