@@ -25,10 +25,11 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
+from common.checkpointing import resumable_loader
 from common.datasets import ArrayImageDataset, ImageTree, load_digits_arrays, load_imagefolder_arrays
 from common.errors import UsageError
 from common.registry import Registry
-from common.seed import make_generator, seed_worker
+from common.seed import seed_worker
 from ImageClassification.unlearn.base import UnlearnLoaders
 
 Arrays = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train_x, train_y, test_x, test_y
@@ -306,9 +307,16 @@ def load_unlearn_data(args: argparse.Namespace, split_seed: Optional[int] = None
 
 
 def make_loader(dataset, args: argparse.Namespace, shuffle: bool, seed: Optional[int] = None) -> DataLoader:
-    """A DataLoader with the run's batch size and workers; shuffled by a generator seeded with ``seed``."""
-    return DataLoader(dataset, batch_size=args.batch_size, shuffle=shuffle, num_workers=args.num_workers,
-                      generator=make_generator(args.seed if seed is None else seed) if shuffle else None,
+    """A DataLoader with the run's batch size and workers.
+
+    Shuffled loaders come from :func:`~common.checkpointing.resumable_loader`: the
+    order of epoch ``e`` depends on ``(seed, e)`` only (``seed`` defaults to
+    ``--seed``), so a resumed run sees the same batches.
+    """
+    if shuffle:
+        return resumable_loader(dataset, args.batch_size, args.seed if seed is None else seed,
+                                num_workers=args.num_workers, pin_memory=torch.cuda.is_available())
+    return DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,
                       worker_init_fn=seed_worker, pin_memory=torch.cuda.is_available())
 
 

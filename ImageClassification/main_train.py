@@ -7,6 +7,8 @@ SGD (momentum ``--momentum``, weight decay ``--weight_decay``), MultiStepLR on
 random-crop/flip augmentation unless ``--no-aug``.  Writes
 ``0checkpoint.pth.tar`` (last epoch) and ``0model_SA_best.pth.tar`` (best
 validation accuracy), the research code's names; either is a ``--model_path``.
+A resume snapshot is written after every epoch (and every ``--save_every``
+steps); ``--resume`` continues a killed run from it.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import argparse
 import copy
 from pathlib import Path
 
-from common.checkpointing import refuse_overwrite
+from common.checkpointing import Snapshotter, refuse_overwrite
 from common.distributed import shard_forward
 from common.errors import UsageError, cli_main
 from common.io import atomic_torch_save, ensure_writable_dir, write_run_record
@@ -35,7 +37,8 @@ def train(args: argparse.Namespace) -> dict:
     if not args.save_dir:
         raise UsageError("--save_dir: required (folder for the trained model)")
     save_dir = Path(args.save_dir)
-    refuse_overwrite(save_dir, [BEST], args.overwrite)
+    if not (args.resume and Snapshotter(save_dir).exists()):
+        refuse_overwrite(save_dir, [BEST], args.overwrite)
     sharding, device = start_processes(args)
     seed_everything(args.train_seed, args.deterministic)
     data = load_unlearn_data(args, split_seed=TRAIN_SPLIT_SEED)
@@ -51,31 +54,29 @@ def train(args: argparse.Namespace) -> dict:
     schedule.unlearn, schedule.optim = "train", "sgd"
     schedule.unlearn_lr = schedule.retain_lr = args.lr
     schedule.unlearn_epochs = args.epochs
-    schedule.save_dir = None
-    history, best = [], {"val_acc": -1.0}
     train_loss = cross_entropy_loss(model)
 
-    def epoch(run) -> None:
+    def epoch(run) -> dict:
         train_acc = run.train_on(train_loader, train_loss, "retain", desc="train", warmup_every_step=True)
         record = {"epoch": run.epoch + 1, "train_acc": train_acc, "val_acc": accuracy(model, val_loader, device)}
-        history.append(record)
+        history = run.epoch_results + [record]
         print(f"epoch {record['epoch']}: train acc {train_acc:.2f}, val acc {record['val_acc']:.2f}")
-        improved = record["val_acc"] > best["val_acc"]
-        if improved:
-            best.update(record)
         if sharding.is_main:
             state = {"state_dict": model.state_dict(), "arch": args.arch, "dataset": args.dataset,
                      "num_classes": args.num_classes, "epoch": record["epoch"], "result": history}
             atomic_torch_save(state, save_dir / LAST)
-            if improved:
+            if record["val_acc"] > max((r["val_acc"] for r in run.epoch_results), default=-1.0):
                 atomic_torch_save(state, save_dir / BEST)
+        return record
 
-    run_epochs(model, schedule, device, None, epoch)
+    history = run_epochs(model, schedule, device, None, epoch, epoch_checkpoints=False).epoch_results
+    best = max(history, key=lambda record: record["val_acc"])  # the first of equal maxima, as saved above
     metrics = {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"],
                "final_val_acc": history[-1]["val_acc"], "test_acc": accuracy(model, test_loader, device)}
     print(f"test acc: {metrics['test_acc']}")
     if sharding.is_main:
         write_run_record(save_dir, args, metrics, history=history, num_processes=sharding.world)
+        Snapshotter(save_dir).remove()
     return metrics
 
 

@@ -5,6 +5,10 @@ unlearn -> evaluate -> print the research code's result lines -> write the
 checkpoint, ``eval_result.json`` and ``run.json`` atomically.  All inputs are
 validated before anything is written, so a bad command leaves an existing
 ``--save_dir`` untouched.
+
+``--resume`` continues an interrupted run from its resume snapshot in
+``--save_dir``; without one, but with the finished checkpoint there, it
+re-evaluates that checkpoint (the research code's ``--resume``).
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from typing import Dict, Tuple
 import torch
 from torch import nn
 
-from common.checkpointing import refuse_overwrite
+from common.checkpointing import Snapshotter, refuse_overwrite
 from common.device import get_device
 from common.distributed import SampleSharding, shard_forward
 from common.errors import UsageError
@@ -73,8 +77,9 @@ def run_unlearning(args: argparse.Namespace) -> Dict[str, float]:
         raise UsageError("--save_dir: required (folder for the unlearned model and results)")
     method = get_unlearn_method(args.unlearn)
     save_dir = Path(args.save_dir)
-    resumed = args.resume and (save_dir / checkpoint_name(args.unlearn)).exists()
-    if not resumed:
+    continued = args.resume and Snapshotter(save_dir).exists()
+    reevaluated = args.resume and not continued and (save_dir / checkpoint_name(args.unlearn)).exists()
+    if not (continued or reevaluated):
         refuse_overwrite(save_dir, [RESULT_FILE], args.overwrite)
     sharding, device = start_processes(args)
     seed_everything(args.seed, args.deterministic)
@@ -86,7 +91,7 @@ def run_unlearning(args: argparse.Namespace) -> Dict[str, float]:
     print(f"number of retain dataset {len(data.retain_index)}")
     print(f"number of forget dataset {len(data.forget_index)}")
 
-    if resumed:
+    if reevaluated:
         # the research code's --resume: evaluate the finished unlearned model again
         saved = load_torch_file(save_dir / checkpoint_name(args.unlearn), "--resume")
         model.load_state_dict(saved["state_dict"])
@@ -108,4 +113,5 @@ def run_unlearning(args: argparse.Namespace) -> Dict[str, float]:
     atomic_write_json({"method": method_name, "unlearn": args.unlearn, "optim": args.optim, "unlearn_lr": args.unlearn_lr,
                        "retain_lr": args.retain_lr, "seed": args.seed, **metrics}, save_dir / RESULT_FILE)
     write_run_record(save_dir, args, metrics, num_processes=sharding.world)
+    Snapshotter(save_dir).remove()
     return metrics

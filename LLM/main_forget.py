@@ -9,7 +9,9 @@ task starts from the previous task's ``checkpoint-last``.  Without
 ``--task_id`` every task of the list runs in order; with it, only that task
 (its predecessors' checkpoints must exist).  Outputs, as the original:
 ``<save_dir>/<task list joined by ->/unlearn_times_<k>/checkpoint-last/`` and
-``run.json`` beside it.
+``run.json`` beside it.  A task whose results exist is refused unless
+``--overwrite``; ``--resume`` skips finished tasks and continues an interrupted
+one from its resume snapshot.
 """
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ import os
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from common.checkpointing import refuse_overwrite
 from common.errors import ArgumentParser, UsageError, cli_main
-from common.io import ensure_writable_dir
+from common.io import ensure_writable_dir, read_json
 from LLM.data import TofuSource, forget_percent, load_idk, load_task_data
 from LLM.models import check_model_path, load_tokenizer
 from LLM.options import parse_task_list, parse_with_config
@@ -68,6 +71,10 @@ def task_dir(args: argparse.Namespace, unlearn_times: int) -> Path:
     return Path(args.save_dir) / args.task_list.replace(",", "-") / f"unlearn_times_{unlearn_times}"
 
 
+#: What a finished task leaves in its folder; ``run.json`` is written last.
+FINISHED_FILES = ("checkpoint-last", "run.json")
+
+
 def unlearn_task(args, accelerator, loss, source: TofuSource, task_list: List[int], task_id: int,
                  idk_answers) -> dict:
     """Unlearn one task from the previous task's model and save ``checkpoint-last``; returns the metrics."""
@@ -99,9 +106,21 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     if first > 1 and not (task_dir(args, first - 1) / "checkpoint-last").is_dir():
         raise UsageError(f"--task_id {tasks[0]}: the previous task's model "
                          f"{task_dir(args, first - 1) / 'checkpoint-last'} does not exist; run it first")
+    times = {task: task_list.index(task) + 1 for task in tasks}
+    finished = {task for task in tasks if (task_dir(args, times[task]) / "run.json").is_file()}
+    if not args.resume:
+        for task in tasks:
+            refuse_overwrite(task_dir(args, times[task]), FINISHED_FILES, args.overwrite)
     accelerator = make_accelerator(args.device, args.gpu)
     ensure_writable_dir(args.save_dir)
-    results = [unlearn_task(args, accelerator, loss, source, task_list, task, idk_answers) for task in tasks]
+    results = []
+    for task in tasks:
+        if args.resume and task in finished:
+            if accelerator.is_main_process:
+                print(f"task {task} already unlearned in {task_dir(args, times[task])}; skipped (--resume)")
+            results.append(read_json(task_dir(args, times[task]) / "run.json", "--resume")["metrics"])
+        else:
+            results.append(unlearn_task(args, accelerator, loss, source, task_list, task, idk_answers))
     if accelerator.is_main_process:
         last = results[-1]
         print(f"unlearned task(s) {','.join(str(r['task_id']) for r in results)} with {args.forget_loss} / "

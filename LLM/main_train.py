@@ -7,6 +7,9 @@
 it, else ``forget01`` plus its retain split); a retain split trains the
 reference model that forget quality compares against.  The loss is the
 answer tokens' negative log-likelihood under the family's prompt template.
+A folder that holds a trained model is refused unless ``--overwrite``; a resume
+snapshot is written every ``--save_every`` steps (default: every epoch) and
+``--resume`` continues from it (and skips a finished run).
 """
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ from functools import partial
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from common.checkpointing import Snapshotter, add_resume_args, refuse_overwrite
 from common.device import add_device_args
 from common.errors import ArgumentParser, cli_main, non_negative_float, positive_float, positive_int
-from common.io import ensure_writable_dir, write_run_record
+from common.io import ensure_writable_dir, read_json, write_run_record
 from common.seed import add_seed_args, seed_everything
 from LLM.data import UnlearnDataset, TofuSource, collate_unlearn, retain_split_name
 from LLM.losses import REGULARIZERS
@@ -26,7 +30,10 @@ from LLM.models import add_weight_args, apply_lora, check_model_path, load_causa
 from LLM.options import add_model_args, parse_with_config, template_from_args
 from LLM.schedule import RETAIN, BatchStream, Schedule
 from LLM.trainer import (build_optimizer, build_scheduler, make_accelerator, prepare_for_training, run_schedule,
-                         save_model)
+                         save_model, schedule_snapshots)
+
+#: What a finished fine-tuning leaves in ``--save_dir`` (``run.json`` last).
+FINISHED_FILES = ("config.json", "run.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_weight_args(parser)
     add_seed_args(parser, default=42)
     parser.add_argument("--save_dir", type=str, required=True, help="folder for the fine-tuned model and run.json")
+    add_resume_args(parser, save_every="0: at the end of every epoch")
     add_device_args(parser)
     return parser
 
@@ -66,6 +74,12 @@ def load_training_rows(source: TofuSource, split: str) -> List[dict]:
 @cli_main
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_with_config(build_parser(), argv)
+    resumable = args.resume and Snapshotter(args.save_dir).exists()
+    if args.resume and not resumable and (Path(args.save_dir) / "run.json").is_file():
+        print(f"{args.save_dir} already holds a fine-tuned model; skipped (--resume)")
+        return read_json(Path(args.save_dir) / "run.json", "--resume")["metrics"]
+    if not resumable:
+        refuse_overwrite(args.save_dir, FINISHED_FILES, args.overwrite)
     rows = load_training_rows(TofuSource(args.data_path), args.split)
     check_model_path(args.model_path)
     tokenizer = load_tokenizer(args.model_path)
@@ -89,10 +103,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     model, optimizer = prepare_for_training(accelerator, model, optimizer, args.batch_size,
                                             args.gradient_accumulation_steps, args.max_grad_norm)
     nll = REGULARIZERS["GD"]
+    snapshots = schedule_snapshots(accelerator, Path(args.save_dir), args, args.save_every or steps_per_epoch)
     history = run_schedule(accelerator, model, optimizer, scheduler, schedule,
                            lambda objective, batch: nll(model, None, batch, 0.0), args.max_grad_norm,
-                           desc="fine-tune")
-    save_model(accelerator, model, tokenizer, Path(args.save_dir))
+                           desc="fine-tune", snapshots=snapshots)
+    save_model(accelerator, model, tokenizer, Path(args.save_dir))  # replaces the folder, snapshot included
     metrics = {"num_rows": len(rows), "max_steps": max_steps, "final_loss": history[-1]["loss"],
                "num_processes": world}
     if accelerator.is_main_process:

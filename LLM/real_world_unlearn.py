@@ -9,7 +9,8 @@ retain set the neighbouring knowledge ``<data_path>/<retain>.json`` (default
 the joint or alternating schedule are those of ``main_forget.py``.  As the
 original, a joint run takes ``num_epochs * len(forget) // (batch * accumulation
 * processes)`` optimizer steps, and a folder that already holds
-``checkpoint-last`` is skipped unless ``--overwrite_dir`` is given.  Outputs:
+``checkpoint-last`` is skipped unless ``--overwrite_dir`` is given; ``--resume``
+continues an interrupted run from its snapshot.  Outputs:
 ``<save_dir>/checkpoint-last/`` and ``<save_dir>/run.json``.
 """
 from __future__ import annotations
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save_dir", type=str, default=None, help="default: the original's results pattern")
     parser.add_argument("--overwrite_dir", action="store_true",
                         help="unlearn again even if <save_dir>/checkpoint-last exists")
-    add_unlearn_args(parser, lr=5e-6, forget_lr=1e-5, batch_size=4, forget_coeff=0.5, max_length=300)
+    add_unlearn_args(parser, lr=5e-6, forget_lr=1e-5, batch_size=4, forget_coeff=0.5, max_length=300,
+                     overwrite=False)
     return parser
 
 

@@ -28,7 +28,10 @@ class BatchStream:
 
     Indices come from successive seeded permutations (pass ``k`` uses seed
     ``seed + k``); a batch that runs past a permutation's end continues into
-    the next one, so every batch is full.
+    the next one, so every batch is full.  Each call reads one round of
+    ``world_size`` global micro-batches and keeps this process's, so the
+    position (global micro-batches read, :meth:`state_dict`) is the same on
+    every process and a resumed stream continues without replaying the data.
     """
 
     def __init__(self, dataset, batch_size: int, collate: Callable, seed: int, rank: int = 0,
@@ -37,24 +40,27 @@ class BatchStream:
             raise ValueError("BatchStream needs a non-empty dataset")
         self.dataset, self.batch_size, self.collate = dataset, batch_size, collate
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self._indices = self._index_stream()
-        self._global_batch = 0
+        self.load_state_dict({"global_batch": 0})
 
-    def _index_stream(self) -> Iterator[int]:
-        passes = 0
+    def _index_stream(self, start: int) -> Iterator[int]:
+        passes, offset = divmod(start, len(self.dataset))
         while True:
             generator = torch.Generator().manual_seed(self.seed + passes)
-            yield from torch.randperm(len(self.dataset), generator=generator).tolist()
-            passes += 1
+            yield from torch.randperm(len(self.dataset), generator=generator).tolist()[offset:]
+            passes, offset = passes + 1, 0
 
     def next_indices(self) -> List[int]:
         """Dataset indices of this process's next micro-batch."""
-        while True:
-            indices = [next(self._indices) for _ in range(self.batch_size)]
-            mine = self._global_batch % self.world_size == self.rank
-            self._global_batch += 1
-            if mine:
-                return indices
+        round_indices = [next(self._indices) for _ in range(self.batch_size * self.world_size)]
+        self._global_batch += self.world_size
+        return round_indices[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+
+    def state_dict(self) -> Dict[str, int]:
+        return {"global_batch": self._global_batch}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self._global_batch = int(state["global_batch"])
+        self._indices = self._index_stream(self._global_batch * self.batch_size)
 
     def __next__(self):
         return self.collate([self.dataset[i] for i in self.next_indices()])
@@ -110,7 +116,21 @@ class Schedule:
         return self.max_steps
 
     def __iter__(self) -> Iterator[Tuple[int, str, list]]:
-        for step in range(self.max_steps):
+        return self.steps(0)
+
+    def steps(self, start: int) -> Iterator[Tuple[int, str, list]]:
+        """Steps ``start, ..., max_steps - 1``; the streams must be where step ``start`` reads
+        (their :meth:`state_dict` is part of this schedule's)."""
+        for step in range(start, self.max_steps):
             objective = self.objective(step)
             stream = self.streams[objective]
             yield step, objective, [next(stream) for _ in range(self.accumulation)]
+
+    def state_dict(self) -> Dict[str, Dict[str, int]]:
+        return {name: stream.state_dict() for name, stream in self.streams.items()}
+
+    def load_state_dict(self, state: Dict[str, Dict[str, int]]) -> None:
+        if set(state) != set(self.streams):
+            raise ValueError(f"schedule streams {sorted(state)} differ from this run's {sorted(self.streams)}")
+        for name, stream in self.streams.items():
+            stream.load_state_dict(state[name])

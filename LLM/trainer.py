@@ -3,19 +3,26 @@
 One loop serves every setting: the :class:`~LLM.schedule.Schedule` says which
 objective each optimizer step serves and supplies its micro-batches; the loop
 tells the optimizer that objective explicitly (``common.dualoptim.set_objective``,
-a no-op for plain optimizers) before accumulating the step's gradients.
+a no-op for plain optimizers) before accumulating the step's gradients.  It
+offers a resume snapshot (:class:`common.checkpointing.Snapshotter`) after
+every step: model, optimizer (both moment sets of ``DecoupledAdamW``),
+scheduler, the schedule's stream positions, the per-step history and every
+process's RNG state.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import os
-from typing import Callable, Dict, List
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
 
 import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from common.checkpointing import ProcessGroup, Snapshotter
 from common.device import get_device
 from common.dualoptim import DecoupledAdamW, set_objective
 from common.errors import UsageError
@@ -131,9 +138,27 @@ def build_scheduler(optimizer, max_steps: int, warmup_steps: int):
     return get_linear_schedule_with_warmup(optimizer, warmup_steps, max_steps)
 
 
+def schedule_snapshots(accelerator, save_dir: Path, args: argparse.Namespace, every: int) -> Snapshotter:
+    """Resume snapshots of a :func:`run_schedule` run in ``save_dir`` every ``every`` steps (rank 0 writes).
+
+    Under DeepSpeed and FSDP the optimizer state is sharded over the
+    processes, so no single process can write it: snapshots are off there
+    and ``--resume`` is refused.
+    """
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        if args.resume:
+            raise UsageError(f"--resume: not supported under {accelerator.distributed_type.value} (the optimizer "
+                             f"state is sharded over the processes); run without --resume")
+        return Snapshotter(None)
+    return Snapshotter(save_dir, every=every, resume=args.resume, config=vars(args),
+                       processes=ProcessGroup.of(accelerator))
+
+
 def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
                  step_loss: Callable[[str, Dict], torch.Tensor], max_grad_norm: float = 1.0,
-                 desc: str = "train") -> List[Dict[str, float]]:
+                 desc: str = "train", snapshots: Optional[Snapshotter] = None) -> List[Dict[str, float]]:
     """Run every step of ``schedule``; returns ``{step, objective, loss, lr, tokens}`` per step.
 
     ``step_loss(objective, micro_batch)`` returns the loss of one micro-batch;
@@ -144,11 +169,17 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
     step on that micro-batch, and ``optimizer.step()`` / ``zero_grad()`` are
     no-ops.  The reported loss is the mean over processes; ``tokens`` counts
     the attended input tokens of the step over all processes (for throughput).
+    With ``snapshots`` the run continues from its last snapshot when resuming
+    and offers one after every step.
     """
+    snapshots = (snapshots or Snapshotter(None)).register(
+        model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler, schedule=schedule)
+    loop = snapshots.restore() or {"step": 0, "history": []}
     model.train()
-    history = []
+    history = loop["history"]
     deepspeed = accelerator.state.deepspeed_plugin is not None
-    progress = tqdm(schedule, total=len(schedule), desc=desc, disable=not accelerator.is_main_process)
+    progress = tqdm(schedule.steps(loop["step"]), total=len(schedule), initial=loop["step"], desc=desc,
+                    disable=not accelerator.is_main_process)
     for step, objective, micro_batches in progress:
         if objective != JOINT:
             set_objective(optimizer, objective)
@@ -178,6 +209,7 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
         history.append({"step": step + 1, "objective": objective, "loss": mean_loss, "lr": lr,
                         "tokens": num_tokens})
         progress.set_postfix(objective=objective, loss=f"{mean_loss:.4f}")
+        snapshots.step(step + 1, step=step + 1, history=history)
     return history
 
 

@@ -5,7 +5,8 @@ The entry scripts decide *which* rows, start model and reference model a run
 uses and where it is saved; this module owns the flags every unlearning run
 shares, their validation, and the run itself: datasets for the loss's batch
 kinds, the joint or alternating :class:`~LLM.schedule.Schedule`, the
-``--optim_cfg`` optimizer (told each step's objective), and the saved model.
+``--optim_cfg`` optimizer (told each step's objective), the resume snapshots
+and the saved model.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from common.checkpointing import add_resume_args
 from common.device import add_device_args
 from common.errors import UsageError, non_negative_float, positive_float, positive_int
 from common.io import write_run_record
@@ -27,15 +29,16 @@ from LLM.models import add_weight_args, apply_lora, load_causal_lm, load_tokeniz
 from LLM.options import add_model_args, template_from_args
 from LLM.schedule import FORGET, JOINT, RETAIN, BatchStream, Schedule, steps_per_epoch
 from LLM.trainer import (OPTIMIZERS, build_optimizer, build_scheduler, check_optim_cfg, prepare_for_training,
-                         run_schedule, save_model)
+                         run_schedule, save_model, schedule_snapshots)
 
 
 def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forget_lr: float = 1e-5,
                      batch_size: int = 5, forget_coeff: float = 1.0, optim_cfg: str = "adam",
-                     max_length: int = 500) -> None:
-    """The model, loss, optimizer, schedule and LoRA flags (the original's config keys).
+                     max_length: int = 500, overwrite: bool = True) -> None:
+    """The model, loss, optimizer, schedule, LoRA and resume flags (the original's config keys).
 
-    Keyword arguments are the defaults that differ between the TOFU and real-world configs.
+    Keyword arguments are the defaults that differ between the TOFU and real-world configs
+    (``overwrite``: whether to add ``--overwrite``).
     """
     add_model_args(parser)
     parser.add_argument("--idk_path", type=str, default=None,
@@ -61,6 +64,7 @@ def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forge
     parser.add_argument("--max_length", type=positive_int, default=max_length)
     add_weight_args(parser)
     add_seed_args(parser, default=1001)
+    add_resume_args(parser, overwrite=overwrite, save_every="0: at the end of every epoch")
     add_device_args(parser)
 
 
@@ -96,6 +100,8 @@ def unlearn(args: argparse.Namespace, accelerator, loss: UnlearnLoss, forget_row
 
     ``max_steps`` defaults to ``num_epochs`` times :func:`~LLM.schedule.steps_per_epoch`;
     warm-up lasts one epoch when an epoch has more than one step (as the original).
+    A resume snapshot goes to ``out_dir`` every ``--save_every`` steps (default: every
+    epoch); with ``--resume`` the run continues from it.
     Returns the run's metrics (also written to ``run.json`` with the per-step history).
     """
     seed_everything(args.seed, args.deterministic)
@@ -141,18 +147,23 @@ def unlearn(args: argparse.Namespace, accelerator, loss: UnlearnLoss, forget_row
 
     if accelerator.is_main_process:
         print(f"######### {desc} -> {out_dir}; max steps {max_steps}")
+    snapshots = schedule_snapshots(accelerator, Path(out_dir), args, args.save_every or per_epoch)
     start = time.perf_counter()
     history = run_schedule(accelerator, model, optimizer, scheduler, schedule, step_loss, args.max_grad_norm,
-                           desc=desc)
+                           desc=desc, snapshots=snapshots)
     seconds = time.perf_counter() - start
     save_model(accelerator, model, tokenizer, Path(out_dir) / "checkpoint-last")
+    resumed_at = (snapshots.restored or {}).get("step", 0)  # seconds cover the steps run by this invocation
     metrics = dict(extra_metrics or {})
     metrics.update({"num_forget": len(forget_rows), "num_retain": len(retain_rows), "max_steps": max_steps,
                     "steps_per_epoch": per_epoch, "num_processes": world,
                     "final_loss": history[-1]["loss"] if history else None, "train_seconds": seconds,
-                    "tokens_per_second": sum(h["tokens"] for h in history) / seconds if seconds > 0 else 0.0,
+                    "resumed_at_step": resumed_at,
+                    "tokens_per_second": (sum(h["tokens"] for h in history[resumed_at:]) / seconds
+                                          if seconds > 0 else 0.0),
                     "model_path": model_path, "ref_model_path": ref_path if loss.needs_ref else None})
     if accelerator.is_main_process:
         write_run_record(out_dir, args, metrics, history=history)
+    snapshots.remove()
     accelerator.free_memory()
     return metrics

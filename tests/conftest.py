@@ -3,7 +3,8 @@
 TOFU-like data and a tiny random Llama (LLM tests), a tiny DiT with its VAE and
 an ImageFolder tree (DiT tests), an untrained digits ResNet-20 checkpoint and a
 tiny digits DDPM config and run folder; the bad-input and determinism tests use
-them all.  ``launch_two_processes`` runs a script under ``accelerate launch`` with 2 CPU processes.
+them all.  ``launch_two_processes`` runs a script under ``accelerate launch`` with 2 CPU processes;
+``killed_run`` and ``one_thread`` serve the resume tests.
 Heavy libraries are imported inside the fixtures so tests that need none of
 them do not pay for the imports.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -223,3 +225,33 @@ def launch_two_cpu_processes(script: str, args: Sequence[str]) -> subprocess.Com
 def launch_two_processes():
     """:func:`launch_two_cpu_processes`, for tests that compare a 2-process run with one process."""
     return launch_two_cpu_processes
+
+
+# --------------------------------------------------------------------------- resume tests
+
+@pytest.fixture
+def killed_run():
+    """``run(module, argv, kill_at)``: ``python -m module argv`` in a new process that SIGKILLs itself
+    right after its ``kill_at``-th optimizer step (the test hook of :mod:`common.checkpointing`)."""
+    from common.checkpointing import KILL_AT_STEP_ENV
+
+    def run(module: str, argv, kill_at: int) -> subprocess.CompletedProcess:
+        env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        env[KILL_AT_STEP_ENV] = str(kill_at)
+        result = subprocess.run([sys.executable, "-m", module, *map(str, argv)], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+        return result
+    return run
+
+
+@pytest.fixture
+def one_thread():
+    """Run in-process with one intra-op thread, as the ``OMP_NUM_THREADS=1`` processes compared with it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

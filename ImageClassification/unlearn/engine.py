@@ -7,6 +7,17 @@ each.  :func:`run_epochs` is that driver; a method supplies only an epoch
 function, which trains through :meth:`UnlearnRun.train_on` (one loader, one
 loss, one objective) so no method carries its own copy of the batch loop.
 
+Resuming
+--------
+With ``--save_dir`` the driver writes a resume snapshot
+(:class:`common.checkpointing.Snapshotter`) at the end of every epoch and, with
+``--save_every N``, after every ``N`` optimizer steps.  The loop position is
+``(epoch, pass, batch)``: a pass is one :meth:`UnlearnRun.train_on` call, the
+loader of pass ``(epoch, k)`` is put at ``epoch``'s data order
+(:func:`common.checkpointing.position_loader`), and on ``--resume`` the passes
+an interrupted epoch had finished return their recorded result without
+running again.
+
 Objectives and optimizers
 -------------------------
 The optimizer is always a :class:`common.dualoptim.DualOptim` (``SharedOptim``
@@ -40,6 +51,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, MultiStepLR
 from tqdm.auto import tqdm
 
+from common.checkpointing import ProcessGroup, Snapshotter, position_loader
 from common.distributed import sharding_of
 from common.dualoptim import DualOptim, make_unlearn_optimizer
 from common.errors import UsageError
@@ -136,6 +148,20 @@ class AverageMeter:
         self.count += n
         self.avg = self.sum / self.count
 
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        vars(self).update(state)
+
+
+def run_snapshots(args: argparse.Namespace, every: Optional[int] = None,
+                  processes: ProcessGroup = ProcessGroup()) -> Snapshotter:
+    """The resume snapshots of a run: in ``--save_dir`` (none without it), every ``--save_every`` steps."""
+    return Snapshotter(getattr(args, "save_dir", None),
+                       every=getattr(args, "save_every", 0) if every is None else every,
+                       resume=getattr(args, "resume", False), config=vars(args), processes=processes)
+
 
 def top1_accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
     """Top-1 accuracy in percent."""
@@ -180,10 +206,13 @@ class UnlearnRun:
         mask: optional saliency mask; gradients are multiplied by it before
             every masked update (one foreach kernel, see
             :class:`common.saliency.GradientMask`).
+        snapshots: where :meth:`train_on` saves its position every
+            ``--save_every`` optimizer steps (default: nowhere).
     """
 
     def __init__(self, model: nn.Module, optimizer: DualOptim, args: argparse.Namespace,
-                 device: torch.device, mask: Optional[Mask] = None) -> None:
+                 device: torch.device, mask: Optional[Mask] = None,
+                 snapshots: Optional[Snapshotter] = None) -> None:
         self.memory_format = memory_format(args)
         self.model = apply_memory_format(model, args)
         self.optimizer = optimizer
@@ -194,10 +223,18 @@ class UnlearnRun:
         # loss scaling only for float16; a disabled scaler passes every call straight through
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp and self.amp_dtype == torch.float16)
         self.apply_mask = maybe_gradient_mask(model, mask)
+        self.snapshots = snapshots or Snapshotter(None)
+        if self.scaler.is_enabled():  # float16 loss scale: part of the state a resumed run continues
+            self.snapshots.register(grad_scaler=self.scaler)
         self.epoch = 0
         # Under ``accelerate launch``: each backward covers this process's slice of the batch
         # (common.distributed.shard_forward); the slices' gradients are summed before each step.
         self.sharding = sharding_of(model)
+        self.steps = 0                  # optimizer steps taken, over every pass and epoch
+        self.epoch_results: list = []   # what the epoch function returned, per finished epoch
+        self._pass_results: list = []   # what this epoch's finished passes returned
+        self._pass_calls = 0            # train_on calls so far in this epoch
+        self._partial: Optional[dict] = None  # where a resumed snapshot interrupted a pass
 
     def autocast(self) -> torch.autocast:
         """The ``--amp`` context of a training forward pass (disabled without ``--amp``)."""
@@ -205,6 +242,30 @@ class UnlearnRun:
 
     def to_device(self, images: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         return images.to(self.device, memory_format=self.memory_format), targets.to(self.device)
+
+    def position(self, epoch: int, partial: Optional[dict] = None) -> dict:
+        """The loop values of a snapshot taken now (``partial``: the unfinished pass)."""
+        return {"epoch": epoch, "steps": self.steps, "epoch_results": self.epoch_results,
+                "pass_results": self._pass_results, "partial": partial}
+
+    def resume(self) -> int:
+        """Restore the last snapshot when resuming; returns the epoch to start at."""
+        loop = self.snapshots.restore()
+        if loop is None:
+            return 0
+        self.steps, self.epoch_results = loop["steps"], loop["epoch_results"]
+        self._pass_results, self._partial = loop["pass_results"], loop["partial"]
+        return loop["epoch"]
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self._pass_calls = 0
+
+    def end_epoch(self, result: object) -> None:
+        """Record the epoch's result and snapshot the start of the next epoch."""
+        self.epoch_results.append(result)
+        self._pass_results, self._partial = [], None
+        self.snapshots.save(**self.position(self.epoch + 1))
 
     def warmup(self, step: int, steps_per_epoch: int) -> None:
         """Warm the main (retain-side) optimizer up while ``epoch < --warmup``."""
@@ -244,20 +305,32 @@ class UnlearnRun:
         ``accum_steps`` batches and at the end of the pass, with the loss
         divided by ``accum_steps``, as the research code's trainer does).
         Every ``--print_freq`` batches a research-code style line is printed.
+        After every optimizer step the position is offered to the snapshots.
         """
+        index = self._pass_calls
+        self._pass_calls += 1
+        if index < len(self._pass_results):  # finished before the snapshot this run resumed from
+            return self._pass_results[index]
         model, args = self.model, self.args
         model.train()
         losses, top1 = AverageMeter(), AverageMeter()
-        total = len(loader)
+        total, first = len(loader), 0
+        if self._partial is not None:
+            first = self._partial["batch"]
+            losses.load_state_dict(self._partial["losses"])
+            top1.load_state_dict(self._partial["top1"])
+            self._partial = None
+        position_loader(loader, self.epoch, first)
         start = time.time()
-        progress = tqdm(loader, desc=f"epoch {self.epoch} {desc}", leave=False, dynamic_ncols=True,
-                        disable=not self.sharding.is_main)
-        for i, (images, targets) in enumerate(progress):
+        progress = tqdm(loader, desc=f"epoch {self.epoch} {desc}", total=total, initial=first, leave=False,
+                        dynamic_ncols=True, disable=not self.sharding.is_main)
+        for i, (images, targets) in enumerate(progress, start=first):
             if warmup_every_step:
                 self.warmup(i + 1, total)
             images, targets = self.to_device(images, targets)
             with self.autocast():
                 loss, logits = batch_loss(images, targets)
+            stepped = accum_steps == 1 or (i + 1) % accum_steps == 0 or i == total - 1
             if accum_steps == 1:
                 self.update(loss, objective)
             else:
@@ -265,15 +338,20 @@ class UnlearnRun:
                     self.optimizer.zero_grad()
                 self.backward(loss / accum_steps)
                 self.apply_mask()
-                if (i + 1) % accum_steps == 0 or i == total - 1:
+                if stepped:
                     self.step(objective)
             losses.update(loss.item(), images.size(0))
             top1.update(top1_accuracy(logits.detach(), targets), images.size(0))
+            if stepped:  # a snapshot between accumulated batches would lose their gradients
+                self.steps += 1
+                partial = {"batch": i + 1, "losses": losses.state_dict(), "top1": top1.state_dict()}
+                self.snapshots.step(self.steps, **self.position(self.epoch, partial))
             progress.set_postfix(loss=f"{losses.avg:.4f}", acc=f"{top1.avg:.2f}")
             if (i + 1) % args.print_freq == 0:
                 print(f"Epoch: [{self.epoch}][{i}/{total}]\tLoss {losses.val:.4f} ({losses.avg:.4f})\t"
                       f"Accuracy {top1.val:.3f} ({top1.avg:.3f})\tTime {time.time() - start:.2f}")
                 start = time.time()
+        self._pass_results.append(top1.avg)
         return top1.avg
 
 
@@ -287,38 +365,49 @@ def cross_entropy_loss(model: nn.Module, sign: float = 1.0) -> BatchLoss:
 
 def run_epochs(model: nn.Module, args: argparse.Namespace, device: torch.device,
                mask: Optional[Mask], epoch_fn: Callable[[UnlearnRun], object],
-               lr_switching: bool = True, schedule_forget: bool = True) -> DualOptim:
+               lr_switching: bool = True, schedule_forget: bool = True,
+               epoch_checkpoints: bool = True) -> UnlearnRun:
     """Run ``epoch_fn`` for ``--unlearn_epochs`` epochs with the ``--optim`` optimizer.
 
     Per epoch: log ``Epoch #e, Learning rate: lr`` (the main optimizer's),
-    call ``epoch_fn(run)``, step the schedulers, then save the model's
-    ``state_dict`` atomically as ``<save_dir>/checkpoint_{e+1}.pt``.
+    call ``epoch_fn(run)``, step the schedulers, save the model's
+    ``state_dict`` atomically as ``<save_dir>/checkpoint_{e+1}.pt``, then a
+    resume snapshot (see the module docstring); with ``--resume`` the run
+    continues from the last snapshot in ``--save_dir``.
 
     Args:
         lr_switching: see :func:`build_unlearn_optimizer`.
         schedule_forget: attach a scheduler to a separate forget optimizer
             too (the research code does for RL, not for SCRUB; methods that
             never step the forget optimizer pass ``False``).
+        epoch_checkpoints: write the ``checkpoint_{e}.pt`` files.
 
     Returns:
-        The optimizer, for inspection.
+        The run: its ``optimizer`` and the epoch function's results per epoch
+        (``epoch_results``).
     """
     optimizer = build_unlearn_optimizer(model, args, lr_switching)
     scheduled = [optimizer.retain_optimizer]
     if schedule_forget and optimizer.forget_optimizer is not optimizer.retain_optimizer:
         scheduled.append(optimizer.forget_optimizer)
     schedulers = [make_epoch_scheduler(opt, args) for opt in scheduled]
-    run = UnlearnRun(model, optimizer, args, device, mask)
-    save_dir = Path(args.save_dir) if getattr(args, "save_dir", None) else None
-    for epoch in tqdm(range(args.unlearn_epochs), desc=f"{args.unlearn} ({args.optim})", dynamic_ncols=True,
-                      disable=not run.sharding.is_main):
-        run.epoch = epoch
+    sharding = sharding_of(model)
+    # every process restores its own RNG state; only the main one writes the snapshot
+    snapshots = run_snapshots(args, processes=ProcessGroup.of(sharding.accelerator)).register(
+        model=model, optimizer=optimizer, **{f"scheduler{i}": s for i, s in enumerate(schedulers)})
+    run = UnlearnRun(model, optimizer, args, device, mask, snapshots)
+    save_dir = Path(args.save_dir) if getattr(args, "save_dir", None) and epoch_checkpoints else None
+    first_epoch = run.resume()
+    for epoch in tqdm(range(first_epoch, args.unlearn_epochs), desc=f"{args.unlearn} ({args.optim})",
+                      total=args.unlearn_epochs, initial=first_epoch, dynamic_ncols=True, disable=not sharding.is_main):
+        run.begin_epoch(epoch)
         start = time.time()
         print(f"Epoch #{epoch}, Learning rate: {optimizer.retain_optimizer.param_groups[0]['lr']}")
-        epoch_fn(run)
+        result = epoch_fn(run)
         for scheduler in schedulers:
             scheduler.step()
         if save_dir is not None and run.sharding.is_main:
             atomic_torch_save(model.state_dict(), save_dir / f"checkpoint_{epoch + 1}.pt")
+        run.end_epoch(result)
         print(f"one epoch duration:{time.time() - start}")
-    return optimizer
+    return run

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from common.checkpointing import resumable_loader
 from common.saliency import Mask
 
 from .base import UnlearnLoaders
@@ -62,12 +63,18 @@ def random_label_loss(model: nn.Module, num_classes: int):
     return batch_loss
 
 
-def mixed_relabel_loader(loaders: UnlearnLoaders, batch_size: int) -> DataLoader:
-    """One shuffled loader over the forget set (random labels, drawn once) and the retain set."""
+def mixed_relabel_loader(loaders: UnlearnLoaders, batch_size: int, seed: int, epoch: int) -> DataLoader:
+    """One shuffled loader over the forget set (random labels, drawn once) and the retain set.
+
+    The labels and the order depend on ``(seed, epoch)`` only (the research
+    code draws both from the global RNG), so a resumed run rebuilds the same
+    loader for the epoch it continues.
+    """
     forget_dataset = loaders.forget_loader.dataset
-    labels = torch.randint(0, loaders.num_classes, (len(forget_dataset),))
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    labels = torch.randint(0, loaders.num_classes, (len(forget_dataset),), generator=generator)
     mixed = ConcatDataset([RelabelledDataset(forget_dataset, labels), loaders.retain_loader.dataset])
-    return DataLoader(mixed, batch_size=batch_size, shuffle=True)
+    return resumable_loader(mixed, batch_size, seed)
 
 
 @UNLEARN_METHODS.register("RL")
@@ -93,7 +100,8 @@ def RL(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
         # The research code warms up once per epoch, at the first step.
         run.warmup(1, len(loaders.forget_loader) + len(loaders.retain_loader))
         if mixed:
-            run.train_on(mixed_relabel_loader(loaders, args.batch_size), retain_loss, "forget", "forget+retain")
+            run.train_on(mixed_relabel_loader(loaders, args.batch_size, args.seed, run.epoch), retain_loss, "forget",
+                         "forget+retain")
         else:
             run.train_on(loaders.forget_loader, forget_loss, "forget", "forget")
             run.train_on(loaders.retain_loader, retain_loss, "retain", "retain")

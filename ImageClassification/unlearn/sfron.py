@@ -14,6 +14,9 @@ epoch-based: ``--sfron_iters`` retain steps, with one forget step before every
   ``beta = 1`` (``--sfron_ema_beta``), which leaves the fast weights as they are.
 * Both learning rates follow ``CosineAnnealingLR(T_max=--sfron_iters)``.
 
+With ``--save_dir`` a resume snapshot is written every ``--save_every``
+iterations (default: every log interval); ``--resume`` continues from it.
+
 With ``--optim sgd|adam`` the research code runs one optimizer at
 ``--retain_lr`` for both objectives; ``dual*`` adds a forget optimizer at
 ``--unlearn_lr``.
@@ -24,7 +27,7 @@ import argparse
 import math
 import time
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, Optional
+from typing import Dict, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -33,13 +36,14 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from tqdm.auto import tqdm
 
 from common.distributed import sharding_of
+from common.checkpointing import EndlessLoader
 from common.dualoptim import make_unlearn_optimizer
 from common.errors import UsageError
 from common.io import atomic_torch_save
 from common.saliency import Mask, accumulate_gradients, fisher_ratio_masks
 
 from .base import UnlearnLoaders
-from .engine import UnlearnRun, top1_accuracy
+from .engine import UnlearnRun, run_snapshots, top1_accuracy
 from .registry import UNLEARN_METHODS
 
 #: Gradient-norm clip of the forget step.
@@ -77,12 +81,6 @@ def empirical_fisher(model: nn.Module, loader: Iterable, device: torch.device) -
 
     progress = tqdm(loader, desc="fisher", leave=False, disable=not sharding_of(model).is_main)
     return accumulate_gradients(model, progress, batch_loss, power=2)
-
-
-def cycle(loader: Iterable) -> Iterator:
-    """Endless iteration over ``loader``, reshuffling at every pass."""
-    while True:
-        yield from loader
 
 
 def sfron_lambda(dataset: str) -> float:
@@ -133,11 +131,19 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     log_freq = 100 if args.dataset == "TinyImagenet" else 500
     params = list(model.parameters())
     slow = [p.detach().clone() for p in params] if ema_beta != 1.0 else None
-    forget_iter, retain_iter = cycle(loaders.forget_loader), cycle(loaders.retain_loader)
+    forget_iter, retain_iter = EndlessLoader(loaders.forget_loader), EndlessLoader(loaders.retain_loader)
     running = {"forget_loss": 0.0, "forget_acc": 0.0, "forget_n": 0,
                "remain_loss": 0.0, "remain_acc": 0.0, "remain_n": 0}
+    snapshots = run_snapshots(args, every=getattr(args, "save_every", 0) or log_freq).register(
+        model=model, optimizer=optimizer, forget_data=forget_iter, retain_data=retain_iter,
+        **{f"scheduler{i}": s for i, s in enumerate(schedulers)})
+    loop = snapshots.restore() or {"step": 0, "running": running, "slow": slow}
+    running = loop["running"]
+    if slow is not None:
+        torch._foreach_copy_(slow, loop["slow"])
     start = time.time()
-    progress = tqdm(range(iters), desc=f"SFRon ({args.optim})", dynamic_ncols=True, disable=not sharding.is_main)
+    progress = tqdm(range(loop["step"], iters), desc=f"SFRon ({args.optim})", total=iters, initial=loop["step"],
+                    dynamic_ncols=True, disable=not sharding.is_main)
     for step in progress:
         model.train()
         if step % freq == 0:
@@ -178,3 +184,4 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
                   f"({running['remain_n'] / (time.time() - start):.2f} steps/s)")
             running = dict.fromkeys(running, 0)
             start = time.time()
+        snapshots.step(step + 1, step=step + 1, running=running, slow=slow)

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from common.checkpointing import resumable_loader
 from common.datasets import load_digits_arrays, load_imagefolder_arrays
 from common.errors import UsageError
-from common.seed import make_generator
 
 DATASETS = ("digits", "cifar10")
 
@@ -48,10 +48,14 @@ def to_unit_tensor(images: np.ndarray) -> torch.Tensor:
 
 def make_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
                 shuffle: bool = True) -> DataLoader:
-    """An in-memory loader of ``(images in [0, 1], labels)`` with its own seeded shuffling."""
+    """An in-memory loader of ``(images in [0, 1], labels)``.
+
+    A :func:`~common.checkpointing.resumable_loader`: the order of pass ``p``
+    depends on ``(seed, p)`` only, so an :class:`~common.checkpointing.EndlessLoader`
+    over it can resume mid-pass.
+    """
     dataset = TensorDataset(to_unit_tensor(images), torch.as_tensor(labels, dtype=torch.long))
-    return DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=shuffle,
-                      generator=make_generator(seed), drop_last=False)
+    return resumable_loader(dataset, min(batch_size, len(dataset)), seed, shuffle=shuffle)
 
 
 def split_forget(images: np.ndarray, labels: np.ndarray, label_to_forget: int):

@@ -10,6 +10,8 @@
 
 Writes ``<exp_root>/results/<dataset>/forget_<k>/<method>_<loss>/f<alpha><decay>_r<alpha>_lr<lr>[_dual]/<time>/``
 (SFR-on) or ``.../forget_<k>/<mode>/f<alpha>_r<alpha>_lr<lr>[_dual]/<time>/`` with ``ckpts/ckpt.pth``.
+Every ``training.snapshot_freq`` steps it also writes a resume snapshot there;
+``--resume`` continues the latest unfinished run of the same settings.
 """
 from __future__ import annotations
 
@@ -18,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from common.checkpointing import EndlessLoader, add_resume_args
 from common.distributed import SampleSharding
 from common.errors import ArgumentParser, UsageError, cli_main, non_negative_float, positive_float
 from common.io import load_torch_file
 from common.saliency import check_mask, load_mask
 from ImageGeneration.core.diffusion import EMA, FORGET_LOSSES
 from ImageGeneration.core.images import check_label, load_image_folder
-from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, start_run
-from ImageGeneration.core.unlearn import cycle
+from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, run_snapshots, start_run
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget
 from ImageGeneration.DDPM.model import (
     CKPT_RELPATH, build_unlearn_optimizer, load_config, load_run_checkpoint, save_checkpoint, save_config,
@@ -55,6 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dual", action="store_true", help="DualOptim: separate forget/remain optimizer states")
     parser.add_argument("--forget_lr", type=positive_float, default=1e-4, help="learning rate of the forget optimizer")
     add_data_args(parser)
+    add_resume_args(parser, overwrite=False)
     return parse_run_args(parser, argv)
 
 
@@ -124,9 +127,9 @@ def main(argv=None) -> str:
                                      ckpt_config.data.channels)
         (remain_x, remain_y), (forget_x, forget_y) = split_forget(images, labels, args.label_to_forget)
     flip = config.data.random_flip
-    remain_batches = BatchSource(cycle(make_loader(remain_x, remain_y, batch_size, args.seed)), device, flip)
+    remain_batches = BatchSource(EndlessLoader(make_loader(remain_x, remain_y, batch_size, args.seed)), device, flip)
     forget_batches = None if forget_x is None else BatchSource(
-        cycle(make_loader(forget_x, forget_y, batch_size, args.seed + 1)), device, flip)
+        EndlessLoader(make_loader(forget_x, forget_y, batch_size, args.seed + 1)), device, flip)
 
     spec = ForgetSpec(mode=args.mode, label_to_forget=args.label_to_forget, unlearn_loss=args.unlearn_loss,
                       method=args.method, forget_alpha=args.forget_alpha,
@@ -135,7 +138,9 @@ def main(argv=None) -> str:
     optimizer = build_unlearn_optimizer(config, unet, args.dual, args.forget_lr)
     ema = EMA(unet, config.model.ema_rate, loaded.state.get("ema")) if config.model.ema else None
 
-    run_dir, logger = open_run(args.exp_root, run_parts(args, config), sharding)
+    run_dir, logger = open_run(args.exp_root, run_parts(args, config), sharding, args.resume)
+    snapshots = run_snapshots(run_dir, args, config.training.snapshot_freq, sharding, to_dict(config)).register(
+        remain_batches=remain_batches, **({"forget_batches": forget_batches} if forget_batches else {}))
     if sharding.is_main:
         save_config(config, run_dir / "logs" / "config.yaml")
     logger.info(f"forgetting class {args.label_to_forget} of {ckpt_folder} with {args.mode} "
@@ -146,11 +151,11 @@ def main(argv=None) -> str:
             save_checkpoint(run_dir / CKPT_RELPATH, unet, config, loaded.trained_classes, step,
                             ema.state_dict() if ema is not None else None, optimizer.state_dict())
 
-    history = forget_ddpm(spec, unet, config, optimizer, plan, ema, logger, snapshot, sharding)
+    history = forget_ddpm(spec, unet, config, optimizer, plan, ema, logger, snapshot, sharding, snapshots)
     return finish_run(run_dir, args, {"final_forget_loss": history[-1]["forget_loss"],
                                       "final_remain_loss": history[-1]["remain_loss"], "history": history,
                                       "schedule": plan.schedule, "optimizer": repr(optimizer)},
-                      sharding, to_dict(config))
+                      sharding, to_dict(config), snapshots)
 
 
 if __name__ == "__main__":

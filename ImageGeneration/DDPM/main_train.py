@@ -8,16 +8,18 @@ The dataset is ``--dataset``, else the config's ``data.dataset``, else digits.
 
 Writes ``<exp_root>/results/<dataset>/<mode>/<timestamp>/`` with ``ckpts/ckpt.pth``
 (raw and EMA weights), ``logs/config.yaml``, ``logs/stdout.txt`` and ``run.json``.
+Every ``training.snapshot_freq`` steps it also writes a resume snapshot there;
+``--resume`` continues the latest unfinished run of the same settings.
 """
 from __future__ import annotations
 
 import argparse
 
+from common.checkpointing import EndlessLoader, add_resume_args
 from common.distributed import SampleSharding
 from common.errors import ArgumentParser, UsageError, cli_main
 from ImageGeneration.core.images import check_label
-from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, start_run
-from ImageGeneration.core.unlearn import cycle
+from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, run_snapshots, start_run
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget
 from ImageGeneration.DDPM.model import (
     CKPT_RELPATH, build_unet, load_config, save_checkpoint, save_config, to_dict)
@@ -32,6 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mode", type=str, default="pretrain", help="pretrain | retrain")
     parser.add_argument("--label_to_forget", type=int, default=0, help="class left out by --mode retrain")
     add_data_args(parser)
+    add_resume_args(parser, overwrite=False)
     return parse_run_args(parser, argv)
 
 
@@ -57,22 +60,23 @@ def main(argv=None) -> str:
         (images, labels), _ = split_forget(images, labels, args.label_to_forget)
         trained_classes.remove(args.label_to_forget)
 
-    run_dir, logger = open_run(args.exp_root, [args.dataset, args.mode], sharding)
+    run_dir, logger = open_run(args.exp_root, [args.dataset, args.mode], sharding, args.resume)
     if sharding.is_main:
         save_config(config, run_dir / "logs" / "config.yaml")
     logger.info(f"Writing log file to {run_dir / 'logs'}")
     unet = build_unet(config.model, config.data).to(device)
     loader = make_loader(images, labels, config.training.batch_size, args.seed)
-    batches = BatchSource(cycle(loader), device, config.data.random_flip)
+    batches = BatchSource(EndlessLoader(loader), device, config.data.random_flip)
+    snapshots = run_snapshots(run_dir, args, config.training.snapshot_freq, sharding, to_dict(config))
 
     def snapshot(step, optimizer, ema) -> None:
         if sharding.is_main:
             save_checkpoint(run_dir / CKPT_RELPATH, unet, config, trained_classes, step,
                             ema.state_dict() if ema is not None else None, optimizer.state_dict())
 
-    losses = train_ddpm(unet, config, batches, logger, snapshot, sharding)
+    losses = train_ddpm(unet, config, batches, logger, snapshot, sharding, snapshots)
     return finish_run(run_dir, args, {"final_loss": losses[-1], "n_iters": len(losses), "losses": losses,
-                                      "trained_classes": trained_classes}, sharding, to_dict(config))
+                                      "trained_classes": trained_classes}, sharding, to_dict(config), snapshots)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from diffusers import UNet2DModel
 from torch import nn
 from tqdm import tqdm
 
+from common.checkpointing import Snapshotter
 from common.distributed import SampleSharding
 from common.dualoptim import DualOptim
 from common.saliency import maybe_gradient_mask
@@ -30,7 +31,11 @@ Batch = Tuple[torch.Tensor, torch.Tensor]
 
 
 class BatchSource:
-    """Endless ``(x0, c)`` batches in model space (``[-1, 1]``, optional random flips) on ``device``."""
+    """Endless ``(x0, c)`` batches in model space (``[-1, 1]``, optional random flips) on ``device``.
+
+    Its position is that of ``batches`` (an :class:`~common.checkpointing.EndlessLoader`),
+    so it can be registered with resume snapshots.
+    """
 
     def __init__(self, batches: Iterator[Batch], device: torch.device, flip: bool) -> None:
         self.batches, self.device, self.flip = batches, device, flip
@@ -42,6 +47,12 @@ class BatchSource:
             x = random_flip(x)
         return data_transform(x), c.to(self.device)
 
+    def state_dict(self) -> Dict[str, int]:
+        return self.batches.state_dict()
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self.batches.load_state_dict(state)
+
 
 def diffusion_loss_on(eps_fn, x0: torch.Tensor, c: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
     """The simple loss of one batch with antithetic timesteps and fresh noise."""
@@ -51,21 +62,29 @@ def diffusion_loss_on(eps_fn, x0: torch.Tensor, c: torch.Tensor, abar: torch.Ten
 
 def train_ddpm(unet: UNet2DModel, config: SimpleNamespace, batches: BatchSource, logger: logging.Logger,
                on_snapshot: Callable[[int, torch.optim.Optimizer, Optional[EMA]], None],
-               sharding: Optional[SampleSharding] = None) -> List[float]:
+               sharding: Optional[SampleSharding] = None,
+               snapshots: Optional[Snapshotter] = None) -> List[float]:
     """Train (or retrain) the conditional DDPM for ``training.n_iters`` steps; returns the losses.
 
     Under a multi-process ``sharding`` every process runs its slice of each batch and the
-    gradients are summed, so the losses and weights are those of one process.
+    gradients are summed, so the losses and weights are those of one process.  With
+    ``snapshots`` (every ``training.snapshot_freq`` steps, after ``on_snapshot``) a
+    resumed run continues from the last one.
     """
     sharding = sharding or SampleSharding()
     device = next(unet.parameters()).device
     optimizer = build_optimizer(config, unet.parameters())
     ema = EMA(unet, config.model.ema_rate) if config.model.ema else None
+    snapshots = (snapshots or Snapshotter(None)).register(
+        model=unet, optimizer=optimizer, batches=batches, forward_generator=sharding.forward_generator,
+        **({"ema": ema} if ema is not None else {}))
+    loop = snapshots.restore() or {"step": 0, "losses": []}
     eps_fn = noise_predictor(unet, config.model.cond_drop_prob, sharding=sharding)
     abar = alphas_cumprod(config).to(device)
-    t_cfg, losses = config.training, []
+    t_cfg, losses = config.training, loop["losses"]
     unet.train()
-    for step in tqdm(range(t_cfg.n_iters), desc="training", dynamic_ncols=True, disable=not sharding.is_main):
+    for step in tqdm(range(loop["step"], t_cfg.n_iters), desc="training", total=t_cfg.n_iters,
+                     initial=loop["step"], dynamic_ncols=True, disable=not sharding.is_main):
         x0, c = batches.next()
         loss = diffusion_loss_on(eps_fn, x0, c, abar)
         optimizer.zero_grad(set_to_none=True)
@@ -81,6 +100,7 @@ def train_ddpm(unet: UNet2DModel, config: SimpleNamespace, batches: BatchSource,
             logger.info(f"step: {step}, loss: {losses[-1]}")
         if (step + 1) % t_cfg.snapshot_freq == 0 or step + 1 == t_cfg.n_iters:
             on_snapshot(step, optimizer, ema)
+        snapshots.step(step + 1, step=step + 1, losses=losses)
     return losses
 
 
@@ -249,10 +269,11 @@ def plan_forgetting(spec: ForgetSpec, unet: UNet2DModel, config: SimpleNamespace
 def forget_ddpm(spec: ForgetSpec, unet: UNet2DModel, config: SimpleNamespace, optimizer: DualOptim,
                 plan: ForgetPlan, ema: Optional[EMA], logger: logging.Logger,
                 on_snapshot: Callable[[int], None],
-                sharding: Optional[SampleSharding] = None) -> List[Dict[str, float]]:
-    """Run the planned forgetting for ``training.n_iters`` steps."""
+                sharding: Optional[SampleSharding] = None,
+                snapshots: Optional[Snapshotter] = None) -> List[Dict[str, float]]:
+    """Run the planned forgetting for ``training.n_iters`` steps (resumable with ``snapshots``)."""
     return run_unlearning(
         unet, optimizer, config.training.n_iters, plan.forget_loss, plan.remain_loss, schedule=plan.schedule,
         forget_mask=plan.forget_mask, remain_mask=plan.remain_mask, grad_clip=config.optim.grad_clip, ema=ema,
         log_freq=config.training.log_freq, on_snapshot=on_snapshot, snapshot_freq=config.training.snapshot_freq,
-        log=logger.info, desc=f"forgetting ({spec.mode})", sharding=sharding)
+        log=logger.info, desc=f"forgetting ({spec.mode})", sharding=sharding, snapshots=snapshots)

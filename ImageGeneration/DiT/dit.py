@@ -26,8 +26,8 @@ from diffusers import AutoencoderKL, DiTTransformer2DModel
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
+from common.checkpointing import resumable_loader
 from common.errors import UsageError
-from common.seed import make_generator
 from ImageGeneration.core.diffusion import alphas_cumprod_from_betas, beta_schedule
 from ImageGeneration.core.sampling import make_scheduler, sample_images
 
@@ -186,8 +186,11 @@ def image_transform(image_size: int, flip: bool = True) -> transforms.Compose:
 
 def forget_remain_loaders(data_path: str, forget_class: int, image_size: int, batch_size: int,
                           num_workers: int, seed: int, num_classes: int) -> Tuple[DataLoader, DataLoader]:
-    """Loaders of the forget class and of every other class of an ImageFolder tree: ``<data-path>/train/``
-    when there is one (the ImageNet root the research code takes), else ``<data-path>`` itself."""
+    """Shuffled loaders of the forget class and of every other class of an ImageFolder tree:
+    ``<data-path>/train/`` when there is one (the ImageNet root the research code takes), else
+    ``<data-path>`` itself.  Both come from :func:`~common.checkpointing.resumable_loader`, so
+    unlearning can resume mid-pass.
+    """
     root = Path(data_path)
     if not root.is_dir():
         raise UsageError(f"--data-path {data_path}: folder not found (expected an ImageFolder tree)")
@@ -210,8 +213,7 @@ def forget_remain_loaders(data_path: str, forget_class: int, image_size: int, ba
 
     def loader(indices, offset):
         subset = Subset(dataset, indices.tolist())
-        return DataLoader(subset, batch_size=min(batch_size, len(subset)), shuffle=True, num_workers=num_workers,
-                          generator=make_generator(seed + offset))
+        return resumable_loader(subset, min(batch_size, len(subset)), seed + offset, num_workers=num_workers)
 
     return loader(forget_idx, 0), loader(remain_idx, 1)
 

@@ -15,13 +15,12 @@ import argparse
 from itertools import islice
 from pathlib import Path
 
+from common.checkpointing import EndlessLoader
 from common.errors import ArgumentParser, UsageError, cli_main, non_negative_float, non_negative_int, positive_int
 from common.io import (atomic_torch_save, check_writable_dir, ensure_writable_dir, load_torch_file,
                        write_run_record)
-from common.saliency import accumulate_gradients, save_masks, top_fraction_masks
+from common.saliency import accumulate_gradients, fisher_ratio_masks, save_masks, top_fraction_masks
 from ImageGeneration.core.runs import parse_run_args, start_run
-from ImageGeneration.core.unlearn import cycle
-from common.saliency import fisher_ratio_masks
 from ImageGeneration.DiT.dit import add_model_args, check_forget_class, forget_remain_loaders, load_latent_dit
 from ImageGeneration.DiT.unlearn import add_vb_arg, latent_loss_fn, resolve_vb
 
@@ -76,9 +75,9 @@ def main(argv=None) -> str:
         ensure_writable_dir(out_dir, "--mask-path")
         if forget_class in loaders:
             forget_loader, remain_loader = loaders[forget_class]
-            forget_fisher = accumulate_gradients(model.transformer, islice(cycle(forget_loader), args.n_iters),
+            forget_fisher = accumulate_gradients(model.transformer, islice(EndlessLoader(forget_loader), args.n_iters),
                                                  loss_fn, power=2)
-            remain_fisher = accumulate_gradients(model.transformer, islice(cycle(remain_loader), args.n_iters),
+            remain_fisher = accumulate_gradients(model.transformer, islice(EndlessLoader(remain_loader), args.n_iters),
                                                  loss_fn, power=2)
             atomic_torch_save({k: v.cpu() for k, v in forget_fisher.items()}, out_dir / "forget_fisher.pt")
             atomic_torch_save({k: v.cpu() for k, v in remain_fisher.items()}, out_dir / "remain_fisher.pt")

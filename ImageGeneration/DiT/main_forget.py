@@ -9,7 +9,8 @@ Writes ``<results-dir>/<NNN>-<model>-forget-<k>-<method>-<loss>-lr<lr>-f<alpha|f
 with ``log.txt``, ``run.json`` and in ``checkpoints/``, as the research code: ``<step>_sample.png`` every
 ``--snapshot-every`` steps (one guided sample of each of ten classes, 1000 sampling steps) and the
 transformer after the last step, here also every ``--ckpt-every`` steps, as ``<step>/transformer/``
-(``save_pretrained``; load it with ``--transformer-path``).
+(``save_pretrained``; load it with ``--transformer-path``).  With every such checkpoint it also writes a
+resume snapshot; ``--resume`` continues the latest unfinished experiment folder of the same settings.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import argparse
 from itertools import count
 from pathlib import Path
 
+from common.checkpointing import EndlessLoader, Snapshotter, add_resume_args, latest_snapshot_folder
 from common.errors import ArgumentParser, cli_main, non_negative_float, non_negative_int, positive_float, positive_int
 from common.io import atomic_directory, ensure_writable_dir, write_run_record
 from common.logging import setup_logging
@@ -24,7 +26,7 @@ from common.saliency import load_mask
 from common.seed import make_generator
 from ImageGeneration.core.images import save_grid_png
 from ImageGeneration.core.runs import LOGGER_NAME, parse_run_args, start_run
-from ImageGeneration.core.unlearn import cycle, run_unlearning
+from ImageGeneration.core.unlearn import run_unlearning
 from ImageGeneration.DiT.dit import (
     NUM_TIMESTEPS, add_model_args, check_forget_class, forget_remain_loaders, load_latent_dit)
 from ImageGeneration.DiT.unlearn import (
@@ -42,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=positive_float, default=1e-5)
     parser.add_argument("--num-workers", type=non_negative_int, default=4)
     parser.add_argument("--log-every", type=positive_int, default=100)
-    parser.add_argument("--ckpt-every", type=positive_int, default=1000, help="save the transformer every N steps")
+    parser.add_argument("--ckpt-every", type=positive_int, default=1000, help="save the transformer and a resume snapshot every N steps")
     parser.add_argument("--snapshot-every", type=positive_int, default=1000, help="save a grid of samples every N steps")
     parser.add_argument("--forget-class", type=int, required=True)
     parser.add_argument("--method", type=str, default="ron", help="ron (alternate) | joint")
@@ -55,6 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dual", action="store_true", help="DualOptim: separate forget/remain optimizer states")
     parser.add_argument("--forget_lr", type=positive_float, default=1e-4, help="learning rate of the forget optimizer")
     add_vb_arg(parser)
+    add_resume_args(parser, overwrite=False)
     return parse_run_args(parser, argv, seed=0)
 
 
@@ -69,11 +72,17 @@ def visualization_labels(num_classes: int) -> list:
 
 
 def experiment_dir(args: argparse.Namespace) -> Path:
-    """``<results-dir>/<NNN>-...``, numbered after the folders already there, as the research code does."""
+    """``<results-dir>/<NNN>-...``, numbered after the folders already there, as the research code does.
+
+    With ``--resume``: the latest folder of this name that holds a resume snapshot, if any.
+    """
     root = ensure_writable_dir(args.results_dir, "--results-dir")
     name = (f"{args.model.replace('/', '-')}-forget-{args.forget_class}-{args.method}-{args.unlearn_loss}"
             f"-lr{args.lr}-f{args.forget_lr if args.dual else args.forget_alpha}-r{args.remain_alpha}"
             f"{'-dual' if args.dual else ''}")
+    unfinished = latest_snapshot_folder(sorted(root.glob(f"[0-9][0-9][0-9]-{name}"))) if args.resume else None
+    if unfinished is not None:
+        return unfinished
     for index in count(len(list(root.iterdir()))):
         path = root / f"{index:03d}-{name}"
         if not path.exists():
@@ -96,8 +105,8 @@ def main(argv=None) -> str:
     forget_loader, remain_loader = forget_remain_loaders(args.data_path, args.forget_class, model.image_size,
                                                          args.batch_size, args.num_workers, args.seed,
                                                          model.num_classes)
-    forget = LatentBatches(cycle(forget_loader), model, device)
-    remain = LatentBatches(cycle(remain_loader), model, device)
+    forget = LatentBatches(EndlessLoader(forget_loader), model, device)
+    remain = LatentBatches(EndlessLoader(remain_loader), model, device)
     forget_loss, remain_loss, schedule, forget_mask, remain_mask = dit_objectives(spec, model, forget, remain, mask)
     optimizer = dit_optimizer(model.transformer, args.lr, args.dual, args.forget_lr)
 
@@ -118,14 +127,18 @@ def main(argv=None) -> str:
                 model.transformer.save_pretrained(tmp)
             logger.info(f"Saved checkpoint to {path}")
 
+    snapshots = Snapshotter(out_dir, every=args.ckpt_every, resume=args.resume, config=vars(args)).register(
+        forget_batches=forget, remain_batches=remain)
     history = run_unlearning(model.transformer, optimizer, args.n_iters, forget_loss, remain_loss,
                              schedule=schedule, forget_mask=forget_mask, remain_mask=remain_mask,
                              grad_clip=args.grad_clip, log_freq=args.log_every, on_snapshot=snapshot,
-                             snapshot_freq=1, log=logger.info, desc="forgetting (DiT)", clip_remain=False)
+                             snapshot_freq=1, log=logger.info, desc="forgetting (DiT)", clip_remain=False,
+                             snapshots=snapshots)
     write_run_record(out_dir, args, {"final_forget_loss": history[-1]["forget_loss"],
                                      "final_remain_loss": history[-1]["remain_loss"], "schedule": schedule,
                                      "vb_loss": spec.vb_loss,
                                      "optimizer": repr(optimizer), "experiment_dir": str(out_dir)})
+    snapshots.remove()
     print(out_dir)
     return str(out_dir)
 

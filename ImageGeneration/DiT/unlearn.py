@@ -27,7 +27,11 @@ def relabel_target(forget_class: int, num_classes: int) -> int:
 
 
 class LatentBatches:
-    """Endless ``(latents, labels)`` batches: images from a loader encoded by the VAE."""
+    """Endless ``(latents, labels)`` batches: images from a loader encoded by the VAE.
+
+    Its position is that of ``batches`` (an :class:`~common.checkpointing.EndlessLoader`),
+    so it can be registered with resume snapshots.
+    """
 
     def __init__(self, batches: Iterator[Batch], model: LatentDiT, device: torch.device) -> None:
         self.batches, self.model, self.device = batches, model, device
@@ -35,6 +39,12 @@ class LatentBatches:
     def next(self) -> Batch:
         x, y = next(self.batches)
         return self.model.encode(x.to(self.device)), y.to(self.device)
+
+    def state_dict(self) -> Dict[str, int]:
+        return self.batches.state_dict()
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self.batches.load_state_dict(state)
 
 
 def latent_loss(model: LatentDiT, latents: torch.Tensor, labels: torch.Tensor, abar: torch.Tensor,

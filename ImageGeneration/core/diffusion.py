@@ -242,6 +242,13 @@ class EMA:
                 if name in self.shadow:
                     self.shadow[name].copy_(value)
 
+    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        """Restore every shadow weight (a resume snapshot's EMA); the names must match exactly."""
+        if set(state) != set(self.shadow):
+            raise KeyError(f"EMA state has {len(state)} weights, this model {len(self.shadow)}")
+        for name, value in state.items():
+            self.shadow[name].copy_(value)
+
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         for name, p in model.named_parameters():

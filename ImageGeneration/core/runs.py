@@ -1,14 +1,21 @@
-"""What every image-generation script shares: the ``--seed``/``--deterministic``/``--device`` flags and run folders."""
+"""What every image-generation script shares: the ``--seed``/``--deterministic``/``--device`` flags, run folders,
+resume snapshots.
+
+Every training or unlearning run writes into a new folder, so a second run never
+touches the results of a first; ``--resume`` instead continues the most recent
+folder of the same settings that still holds a resume snapshot.
+"""
 from __future__ import annotations
 
 import argparse
 import datetime
 import logging
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from common.checkpointing import ProcessGroup, Snapshotter, latest_snapshot_folder
 from common.device import add_device_args, get_device
 from common.distributed import SampleSharding
 from common.io import PathLike, ensure_writable_dir, write_run_record
@@ -46,13 +53,24 @@ def new_run_dir(exp_root: PathLike, parts: Sequence[str], flag: str = "--exp_roo
     return run_dir
 
 
-def open_run(exp_root: PathLike, parts: Sequence[str], sharding: SampleSharding) -> Tuple[Path, logging.Logger]:
-    """The run folder (:func:`new_run_dir`) and its logger writing ``logs/stdout.txt``.
+def resumable_run_dir(parent: PathLike) -> Optional[Path]:
+    """The folder under ``parent`` whose resume snapshot was written last, if any."""
+    parent = Path(parent)
+    return latest_snapshot_folder(sorted(parent.iterdir()) if parent.is_dir() else [])
 
-    Under ``accelerate launch`` only the main process creates the folder and logs;
+
+def open_run(exp_root: PathLike, parts: Sequence[str], sharding: SampleSharding,
+             resume: bool = False) -> Tuple[Path, logging.Logger]:
+    """The run folder and its logger writing ``logs/stdout.txt``.
+
+    A new folder (:func:`new_run_dir`), or with ``resume`` the latest one of
+    ``parts`` that holds a resume snapshot (a new one when there is none).
+    Under ``accelerate launch`` only the main process chooses the folder and logs;
     the others get its path and a silent logger.
     """
-    run_dir = new_run_dir(exp_root, parts) if sharding.is_main else None
+    run_dir = None
+    if sharding.is_main:
+        run_dir = (resume and resumable_run_dir(Path(exp_root, "results", *parts))) or new_run_dir(exp_root, parts)
     run_dir = Path(sharding.broadcast(str(run_dir) if run_dir else None))
     if sharding.is_main:
         return run_dir, setup_logging(LOGGER_NAME, run_dir / "logs" / "stdout.txt")
@@ -62,12 +80,24 @@ def open_run(exp_root: PathLike, parts: Sequence[str], sharding: SampleSharding)
     return run_dir, logger
 
 
+def run_snapshots(run_dir: Path, args: argparse.Namespace, every: int, sharding: SampleSharding,
+                  yaml_config: Optional[Mapping[str, Any]] = None) -> Snapshotter:
+    """Resume snapshots of a run in ``run_dir`` every ``every`` steps, refused on resume under other
+    flags or another YAML config."""
+    config = {**vars(args), "yaml_config": yaml_config}
+    return Snapshotter(run_dir, every=every, resume=args.resume, config=config,
+                       processes=ProcessGroup.of(sharding.accelerator))
+
+
 def finish_run(run_dir: Path, args: argparse.Namespace, metrics: dict, sharding: SampleSharding,
-               yaml_config: dict) -> str:
-    """Write ``run.json`` and print the run folder on the main process, then wait for the others."""
+               yaml_config: dict, snapshots: Optional[Snapshotter] = None) -> str:
+    """Write ``run.json``, drop the resume snapshot and print the run folder on the main process,
+    then wait for the others."""
     if sharding.is_main:
         write_run_record(run_dir, args, {**metrics, "run_dir": str(run_dir), "num_processes": sharding.world},
                          yaml_config=yaml_config)
+        if snapshots is not None:
+            snapshots.remove()
         print(run_dir)
     sharding.barrier()
     return str(run_dir)

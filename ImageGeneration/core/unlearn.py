@@ -13,16 +13,22 @@ module applies them to the model with one of two update schedules:
 ``joint`` (SalUn, Selective Amnesia, ``--method joint``)
     one backward of ``forget + remain`` -> clip -> mask -> one step, as the
     research code does (it clips before masking in this schedule).
+
+With a :class:`~common.checkpointing.Snapshotter` the loop registers the model,
+optimizer (both DualOptim states), EMA and the sharded forward generator,
+continues from the last snapshot when resuming and offers one after every
+step; the caller registers the data streams its loss closures read.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Iterator, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from common.checkpointing import Snapshotter
 from common.distributed import SampleSharding
 from common.dualoptim import DualOptim
 from ImageGeneration.core.diffusion import EMA, cosine_decay
@@ -52,12 +58,6 @@ class ForgetWeights:
         return "alternate" if self.dual else default
 
 
-def cycle(loader: Iterable) -> Iterator:
-    """Endless iteration over a loader (a fresh shuffle every pass)."""
-    while True:
-        yield from loader
-
-
 def _clip(model: nn.Module, grad_clip: Optional[float]) -> None:
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -72,24 +72,30 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
                    snapshot_freq: int = 0, log: Callable[[str], None] = print,
                    desc: str = "unlearning",
                    sharding: Optional[SampleSharding] = None,
-                   clip_remain: bool = True) -> List[Dict[str, float]]:
+                   clip_remain: bool = True, snapshots: Optional[Snapshotter] = None) -> List[Dict[str, float]]:
     """Run ``n_iters`` unlearning steps; returns the per-step losses.
 
     ``forget_mask``/``remain_mask`` multiply the gradients in place (a
     :class:`~common.saliency.GradientMask` or a no-op); in the ``joint``
     schedule only ``forget_mask`` applies.  ``on_snapshot(step)`` is called
-    every ``snapshot_freq`` steps and after the last one.  Under a multi-process
-    ``sharding`` the gradients are summed over the processes after every backward.
-    ``clip_remain=False`` clips only the forget step's gradients (the DiT research code clips
-    neither its remain step nor its joint step).
+    every ``snapshot_freq`` steps and after the last one, before the resume
+    snapshot of that step.  Under a multi-process ``sharding`` the gradients
+    are summed over the processes after every backward.  ``clip_remain=False``
+    clips only the forget step's gradients (the DiT research code clips neither
+    its remain step nor its joint step).
     """
     remain_clip = grad_clip if clip_remain else None
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown update schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
     sharding = sharding or SampleSharding()
-    history: List[Dict[str, float]] = []
+    snapshots = (snapshots or Snapshotter(None)).register(
+        model=model, optimizer=optimizer, forward_generator=sharding.forward_generator,
+        **({"ema": ema} if ema is not None else {}))
+    loop = snapshots.restore() or {"step": 0, "history": []}
+    history: List[Dict[str, float]] = loop["history"]
     model.train()
-    for step in tqdm(range(n_iters), desc=desc, dynamic_ncols=True, disable=not sharding.is_main):
+    for step in tqdm(range(loop["step"], n_iters), desc=desc, total=n_iters, initial=loop["step"],
+                     dynamic_ncols=True, disable=not sharding.is_main):
         if schedule == "alternate":
             optimizer.zero_grad()
             f_loss = forget_loss(step)
@@ -122,4 +128,5 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
             log(f"step:{step:04d}, forget L:{record['forget_loss']:.4f}, remain L:{record['remain_loss']:.4f}")
         if on_snapshot is not None and ((snapshot_freq and (step + 1) % snapshot_freq == 0) or step + 1 == n_iters):
             on_snapshot(step)
+        snapshots.step(step + 1, step=step + 1, history=history)
     return history

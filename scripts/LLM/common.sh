@@ -37,13 +37,14 @@ read -r -a EVAL_EXTRA <<< "${EVAL_ARGS:-}"
 
 # unlearn_and_eval OUT_DIR SPLIT [main_forget.py flags...]
 # Unlearns task $TASK_ID of SPLIT into OUT_DIR, then evaluates checkpoint-last (with forget quality
-# when the retain model's statistics for SPLIT exist under $RETAIN_ROOT).
+# when the retain model's statistics for SPLIT exist under $RETAIN_ROOT).  Training and unlearning run
+# with --resume, so a rerun of a sweep skips finished runs and continues interrupted ones.
 unlearn_and_eval() {
     local out_dir="$1" split="$2"
     shift 2
     "${LAUNCHER[@]}" "$REPO_ROOT/LLM/main_forget.py" --model_family "$MODEL_FAMILY" --model_path "$MODEL_PATH" \
         --data_path "$DATA_PATH" --split "$split" --task_list "$TASK_ID" --num_epochs "$NUM_EPOCHS" \
-        --save_dir "$out_dir" "$@" "${EXTRA[@]}" "${TRAIN_EXTRA[@]}"
+        --save_dir "$out_dir" --resume "$@" "${EXTRA[@]}" "${TRAIN_EXTRA[@]}"
     local retain=()
     if [[ -f "$RETAIN_ROOT/$split/eval_log_forget.json" ]]; then
         retain=(--retain_result "$RETAIN_ROOT/$split")

@@ -16,7 +16,7 @@ FT_SEED="${FT_SEED:-42}"
 train() {  # train SPLIT OUT_DIR
     "${LAUNCHER[@]}" "$REPO_ROOT/LLM/main_train.py" --model_family "$MODEL_FAMILY" --model_path "$MODEL_PATH" \
         --data_path "$DATA_PATH" --split "$1" --lr "$FT_LR" --num_epochs "$FT_EPOCHS" --seed "$FT_SEED" \
-        --save_dir "$2" "${EXTRA[@]}" "${TRAIN_EXTRA[@]}"
+        --save_dir "$2" --resume "${EXTRA[@]}" "${TRAIN_EXTRA[@]}"
 }
 
 train full "$SAVE_DIR/ft/full"

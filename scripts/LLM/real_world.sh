@@ -25,7 +25,7 @@ for forget_loss in "${LOSSES[@]}"; do
             "${LAUNCHER[@]}" "$REPO_ROOT/LLM/real_world_unlearn.py" --model_family "$MODEL_FAMILY" \
                 --model_path "$MODEL_PATH" --data_path "$DATA_PATH" --forget_loss "$forget_loss" --optim_cfg "$optim" \
                 "${schedule[@]}" --lr "$LR" --forget_lr "$FORGET_LR" --num_epochs "$NUM_EPOCHS" --seed "$seed" \
-                --save_dir "$out" "${EXTRA[@]}" "${TRAIN_EXTRA[@]}"
+                --save_dir "$out" --resume "${EXTRA[@]}" "${TRAIN_EXTRA[@]}"
             "${LAUNCHER[@]}" "$REPO_ROOT/LLM/real_world_eval.py" --model_family "$MODEL_FAMILY" \
                 --model_path "$MODEL_PATH" --data_path "$DATA_PATH" --save_dir "$out" \
                 --downstream_tasks "$DOWNSTREAM_TASKS" "${EXTRA[@]}" "${EVAL_EXTRA[@]}"

@@ -83,8 +83,9 @@ def test_schedulers_and_warmup(make_args):
 def test_driver_logs_schedules_and_saves_every_epoch(tmp_path, model, make_args, capsys):
     args = make_args(save_dir=str(tmp_path), unlearn_epochs=3, decreasing_lr="2")
     seen = []
-    optimizer = run_epochs(model, args, CPU, None, lambda run: seen.append(run.epoch))
-    assert seen == [0, 1, 2]
+    run = run_epochs(model, args, CPU, None, lambda run: seen.append(run.epoch) or run.epoch * 10)
+    optimizer = run.optimizer
+    assert seen == [0, 1, 2] and run.epoch_results == [0, 10, 20]
     out = capsys.readouterr().out
     assert "Epoch #0, Learning rate: 0.05" in out and "Epoch #2, Learning rate: 0.005" in out
     assert isinstance(optimizer, SharedOptim)
@@ -154,11 +155,15 @@ def test_rl_mixed_branch_on_cifar100_single_optimizer(model, loaders, make_args,
     get_unlearn_method("RL")(loaders, model, args, None, CPU)
     total = len(loaders.forget_loader.dataset) + len(loaders.retain_loader.dataset)
     assert recorder.steps == ["forget"] * math.ceil(total / args.batch_size)
-    torch.manual_seed(0)
-    mixed = mixed_relabel_loader(loaders, 8).dataset
+    mixed = mixed_relabel_loader(loaders, 8, seed=1, epoch=0).dataset
     assert len(mixed) == total
     labels = [int(mixed[i][1]) for i in range(len(loaders.forget_loader.dataset))]
     assert set(labels) <= {0, 1, 2}
+    # the labels of an epoch depend on (seed, epoch) only, so a resumed run redraws the same ones
+    again = mixed_relabel_loader(loaders, 8, seed=1, epoch=0).dataset
+    assert [int(again[i][1]) for i in range(len(labels))] == labels
+    next_epoch = mixed_relabel_loader(loaders, 8, seed=1, epoch=1).dataset
+    assert [int(next_epoch[i][1]) for i in range(len(labels))] != labels
     assert mixed[len(labels)][1] == int(loaders.retain_loader.dataset.tensors[1][0])  # retain keeps its label
     # with dual the per-batch branch is used even on cifar100
     recorder.steps.clear()
