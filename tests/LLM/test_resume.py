@@ -15,7 +15,6 @@ from safetensors.torch import load_file
 
 from common.checkpointing import KILL_AT_STEP_ENV
 from LLM import main_forget, main_train
-from test_accelerate import launch
 
 # Two tasks of 8 steps each (2 epochs of forget, retain, forget, retain); snapshots every 3 steps.
 TIMING = {"train_seconds", "tokens_per_second", "resumed_at_step", "model_path"}
@@ -94,23 +93,23 @@ def test_finished_results_are_refused_and_a_truncated_snapshot_is_one_line(tofu_
 
 
 @pytest.mark.slow
-def test_two_processes_resume_on_every_rank(tofu_dir, tiny_model, tmp_path):
+def test_two_processes_resume_on_every_rank(tofu_dir, tiny_model, tmp_path, launch_two_processes):
     """``accelerate launch`` with 2 CPU processes: rank 0 writes the snapshot, both ranks load it.
 
     Two processes take 4 steps per task; both kill themselves at task 2's step 3, after the
     snapshot of its step 2.
     """
     argv = forget_args(tofu_dir, tiny_model, save_every=2)
-    launch("main_forget.py", argv + ["--save_dir", str(tmp_path / "straight")])
+    launch_two_processes("LLM/main_forget.py", argv + ["--save_dir", str(tmp_path / "straight")])
     os.environ[KILL_AT_STEP_ENV] = "7"
     try:
         with pytest.raises(AssertionError):  # the launcher reports the killed processes
-            launch("main_forget.py", argv + ["--save_dir", str(tmp_path / "interrupted")])
+            launch_two_processes("LLM/main_forget.py", argv + ["--save_dir", str(tmp_path / "interrupted")])
     finally:
         del os.environ[KILL_AT_STEP_ENV]
     snapshot = torch.load(task_dir(tmp_path / "interrupted", 2) / "resume_state.pt", weights_only=False)
     assert len(snapshot["rng"]) == 2 and snapshot["loop"]["step"] == 2
-    launch("main_forget.py", argv + ["--save_dir", str(tmp_path / "interrupted"), "--resume"])
+    launch_two_processes("LLM/main_forget.py", argv + ["--save_dir", str(tmp_path / "interrupted"), "--resume"])
     for k in (1, 2):
         a = load_file(str(task_dir(tmp_path / "straight", k) / "checkpoint-last" / "model.safetensors"))
         b = load_file(str(task_dir(tmp_path / "interrupted", k) / "checkpoint-last" / "model.safetensors"))
