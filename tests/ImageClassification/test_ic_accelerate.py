@@ -78,7 +78,11 @@ def unlearn_with_one_and_two_processes(script, argv, tmp_path, launch_two_proces
     result = launch_two_processes(f"ImageClassification/{script}", argv + ["--save_dir", tmp_path / "two"])
     assert result.stdout.count("retain acc:") == 1  # only the main process prints the result lines
     two = json.loads((tmp_path / "two" / "eval_result.json").read_text())
-    assert {k: two[k] for k in METRICS} == pytest.approx({k: one[k] for k in METRICS})
+    accuracies = [k for k in METRICS if k != "mia_raw"]
+    assert {k: two[k] for k in accuracies} == pytest.approx({k: one[k] for k in accuracies})
+    # The MIA refits a classifier on a few dozen loss features: float-level differences can move one
+    # sample across its decision boundary (seen for SCRUB), so it agrees to one sample of 60.
+    assert two["mia_raw"] == pytest.approx(one["mia_raw"], abs=1 / 60 + 1e-9)
     assert json.loads((tmp_path / "two" / "run.json").read_text())["num_processes"] == 2
     unlearn = argv[argv.index("--unlearn") + 1]
     return [state_dict(tmp_path / d / f"{unlearn}checkpoint.pth.tar") for d in ("one", "two")]

@@ -146,15 +146,15 @@ def test_dit_missing_checkpoint_and_bad_mask(tiny_dit, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_forgetting_resumes_bitwise_after_sigkill(tiny_ckpt, tmp_path, killed_run, one_thread):
-    argv = ["--ckpt", str(tiny_ckpt / "ckpt"), "--data-path", str(tiny_ckpt / "data"), "--n-iters", "4",
-            "--batch-size", "2", "--num-workers", "0", "--snapshot-every", "2", "--forget-class", "1",
+def test_forgetting_resumes_bitwise_after_sigkill(tiny_dit, tmp_path, killed_run, one_thread):
+    argv = ["--ckpt", str(tiny_dit / "ckpt"), "--data-path", str(tiny_dit / "data"), "--n-iters", "4",
+            "--batch-size", "2", "--num-workers", "0", "--ckpt-every", "2", "--forget-class", "1",
             "--dual", "--forget_lr", "1e-3", "--lr", "1e-3"] + CPU
     straight = Path(main_forget.main(argv + ["--results-dir", str(tmp_path / "straight")]))
     killed_run("ImageGeneration.DiT.main_forget", argv + ["--results-dir", tmp_path / "interrupted"], kill_at=3)
     resumed = Path(main_forget.main(argv + ["--results-dir", str(tmp_path / "interrupted"), "--resume"]))
     assert resumed.name == straight.name and not (resumed / "resume_state.pt").exists()
-    weights = [load_latent_dit(str(tiny_ckpt / "ckpt"), torch.device("cpu"),
+    weights = [load_latent_dit(str(tiny_dit / "ckpt"), torch.device("cpu"),
                                str(run / "checkpoints" / "0000004" / "transformer")).transformer.state_dict()
                for run in (straight, resumed)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
