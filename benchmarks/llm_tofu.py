@@ -2,7 +2,7 @@
 under AdamW vs DualOptim (dual_adam) over seeds.
 
     python benchmarks/llm_tofu.py --quick                      # about 1.5 minutes on 2 CPU cores
-    python benchmarks/llm_tofu.py --size medium                # about 20 minutes (1 torch thread)
+    python benchmarks/llm_tofu.py --size medium                # about 15 minutes (1 torch thread)
     python benchmarks/llm_tofu.py --data_path /path/to/tofu    # full sizes (about 1.5 hours at 1 thread)
 
 Pipeline (every step goes through the LLM entry scripts' ``main``):
