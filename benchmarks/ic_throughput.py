@@ -25,7 +25,6 @@ import contextlib  # noqa: E402
 import io  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Dict, List, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
