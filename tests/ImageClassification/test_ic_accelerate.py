@@ -103,7 +103,10 @@ def test_salun_dual_two_processes_like_one(original, tmp_path, launch_two_proces
     # the train-mode teacher; SGD, since the first forget gradient (of a KL at its minimum) is float
     # noise, which Adam would turn into learning-rate-sized steps that differ with the summation order
     ("main_forget.py", ["--unlearn", "SCRUB", "--optim", "sgd"]),
-    ("main_random_sfron.py", ["--unlearn", "SFRon", "--sfron_iters", "4", "--sfron_freq", "2"]),  # Fisher, clip
+    # Fisher, mask, clip; SGD, as SFR-on's adaptive ascent (weights l^-1/2) amplifies float noise:
+    # in one process a 1e-7 relative change of the original's weights moves its 4-step update by
+    # 2% (OMP_NUM_THREADS=1); Adam's sign-like first steps make that 16%
+    ("main_random_sfron.py", ["--unlearn", "SFRon", "--sfron_iters", "4", "--sfron_freq", "2", "--optim", "sgd"]),
     ("main_forget.py", ["--unlearn", "FT_l1", "--alpha", "0.01"]),               # a weights-only loss term
     ("main_forget.py", ["--unlearn", "boundary_shrink"]),                        # eval-mode FGSM
     ("main_forget.py", ["--unlearn", "boundary_expanding"]),                     # a head replaced after sharding
@@ -115,6 +118,9 @@ def test_unlearning_methods_two_processes_like_one(original, tmp_path, launch_tw
     argv = COMMON + method + optim + ["--unlearn_epochs", "1", "--unlearn_lr", "1e-3", "--retain_lr", "1e-3",
                                       "--model_path", str(model_path)]
     weights = unlearn_with_one_and_two_processes(script, argv, tmp_path, launch_two_processes)
+    if "SFRon" in method:  # the Fisher diagonals behind its mask, written by the main process
+        for name in ("forget_fisher.pt", "remain_fisher.pt"):
+            assert_same_weights(torch.load(tmp_path / "one" / name), torch.load(tmp_path / "two" / name), atol=1e-9)
     if "retrain" in method:  # from a fresh initialisation, with SGD only: the weights themselves agree
         assert_same_weights(*weights, atol=1e-5)
     elif "boundary_expanding" in method:  # the head gained a row: compare the rest as updates
@@ -122,10 +128,7 @@ def test_unlearning_methods_two_processes_like_one(original, tmp_path, launch_tw
         same = [name for name in before if before[name].shape == weights[0][name].shape]
         assert_same_updates(*({name: w[name] for name in same} for w in (before, *weights)), rtol=1e-2)
     else:
-        assert_same_updates(state_dict(model_path), *weights, rtol=1e-2)
-    if "SFRon" in method:  # the Fisher diagonals behind its mask, written by the main process
-        for name in ("forget_fisher.pt", "remain_fisher.pt"):
-            assert_same_weights(torch.load(tmp_path / "one" / name), torch.load(tmp_path / "two" / name), atol=1e-9)
+        assert_same_updates(state_dict(model_path), *weights, rtol=5e-2 if "SFRon" in method else 1e-2)
 
 
 @pytest.mark.slow
