@@ -142,15 +142,18 @@ def schedule_snapshots(accelerator, save_dir: Path, args: argparse.Namespace, ev
     """Resume snapshots of a :func:`run_schedule` run in ``save_dir`` every ``every`` steps (rank 0 writes).
 
     Under DeepSpeed and FSDP the optimizer state is sharded over the
-    processes, so no single process can write it: snapshots are off there
-    and ``--resume`` is refused.
+    processes, so no single process can write it: snapshots are off there.
+    ``--resume`` still starts afresh (the sweep scripts always pass it) but
+    refuses a snapshot it cannot continue.
     """
     from accelerate.utils import DistributedType
 
     if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
-        if args.resume:
-            raise UsageError(f"--resume: not supported under {accelerator.distributed_type.value} (the optimizer "
-                             f"state is sharded over the processes); run without --resume")
+        snapshot = Snapshotter(save_dir)
+        if args.resume and snapshot.exists():
+            raise UsageError(f"--resume {snapshot.path}: cannot be continued under "
+                             f"{accelerator.distributed_type.value} (the optimizer state is sharded over the "
+                             f"processes); resume it without DeepSpeed/FSDP, or remove it to start afresh")
         return Snapshotter(None)
     return Snapshotter(save_dir, every=every, resume=args.resume, config=vars(args),
                        processes=ProcessGroup.of(accelerator))

@@ -18,9 +18,10 @@ Prints the parse_result table of the best settings (UA, RA, TA, MIA mean +- std 
 to Retrain, average std), the search table, and unlearning throughput (images forwarded through the
 model per second of each unlearning call), and draws the average-gap-vs-lr curves into
 ``<out>/avg_gap_vs_lr.png``.  Each run calls the entry script's ``main(argv)`` in-process with its printed
-log in ``<run folder>/log.txt`` (a folder that already holds its result is skipped, so an interrupted
-benchmark resumes); the folders follow scripts/ImageClassification (``<out>/<method>_<optim>_lr<lr>/seed<k>``),
-so ``parse_result.py --log_paths <out>`` works on them.  ``<out>/timings.json`` holds every run's seconds.
+log in ``<run folder>/log.txt`` (a folder whose ``run.json`` exists is skipped and an unfinished one
+continues from its last ``--resume`` snapshot, so an interrupted benchmark resumes); the folders follow scripts/ImageClassification (``<out>/<method>_<optim>_lr<lr>/seed<k>``),
+so ``parse_result.py --log_paths <out>`` works on them.  ``<out>/timings.json`` holds every run's seconds and
+``<out>/throughput.json`` every unlearning call's images and seconds, over all invocations.
 
 Presets (``--preset``; any flag given overrides its value):
 
@@ -56,7 +57,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from common.datasets import ImageTree, is_image_file  # noqa: E402
-from common.io import atomic_path, atomic_write_json  # noqa: E402
+from common.io import atomic_path, atomic_write_json, read_json  # noqa: E402
 from ImageClassification import (data, generate_mask, main_forget, main_random, main_random_sfron,  # noqa: E402
                                  main_train, parse_result, pipeline)
 
@@ -84,10 +85,12 @@ PRESETS = {
                     grid_adam=[1e-4, 2e-4, 5e-4], train_subset=5000, test_subset=None),
 }
 
-# (method, optim) -> list of (images forwarded, seconds) of the unlearning call
-THROUGHPUT: Dict[Tuple[str, str], List[Tuple[int, float]]] = {}
-CURRENT = [("", "")]
+# Per run folder: seconds of the entry call, and (method, optim, images forwarded, seconds) of its
+# unlearning call. main() merges in the files of an earlier, interrupted invocation.
 TIMINGS: Dict[str, float] = {}
+THROUGHPUT: Dict[str, Tuple[str, str, int, float]] = {}
+CURRENT = [("", "")]               # (method, optim) of the run being called
+MEASURED: List[Tuple[int, float]] = []  # what the timer saw of the current call's unlearning
 
 
 @contextlib.contextmanager
@@ -121,7 +124,7 @@ def install_timer() -> None:
         def wrapped(loaders, model, args, mask, device):
             with images_forwarded(model, device) as seen:
                 result = method(loaders, model, args, mask, device)
-            THROUGHPUT.setdefault(CURRENT[0], []).append(tuple(seen[:2]))
+            MEASURED.append(tuple(seen[:2]))
             return result
         return wrapped
 
@@ -161,14 +164,21 @@ def lr_name(lr: float) -> str:
 
 
 def call(entry, argv: List[str], save_dir: Path) -> None:
-    """Run one entry point in-process with its stdout in save_dir/log.txt (skipped when already done)."""
-    if (save_dir / "eval_result.json").exists() or (save_dir / "0model_SA_best.pth.tar").exists():
+    """Run one entry point in-process with its stdout in save_dir/log.txt.
+
+    Skipped when already done (``run.json`` is the last file every entry script writes); an
+    interrupted run continues from its last resume snapshot.
+    """
+    if (save_dir / "run.json").exists():
         return
     save_dir.mkdir(parents=True, exist_ok=True)
+    MEASURED.clear()
     start = time.time()
-    with open(save_dir / "log.txt", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-        entry.main(argv + ["--save_dir", str(save_dir), "--overwrite"])
+    with open(save_dir / "log.txt", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+        entry.main(argv + ["--save_dir", str(save_dir), "--overwrite", "--resume"])
     TIMINGS[str(save_dir)] = round(time.time() - start, 1)
+    if MEASURED:
+        THROUGHPUT[str(save_dir)] = (*CURRENT[0], *MEASURED[-1])
 
 
 def unlearn_run(out: Path, common: List[str], method: str, optim: str, lr: float, seed: int,
@@ -252,6 +262,9 @@ def main() -> None:
     schedule = ["--decreasing_lr", f"{args.train_epochs // 2},{args.train_epochs * 3 // 4}"]
     install_timer()
     cache_image_folders()
+    for name, store in (("timings.json", TIMINGS), ("throughput.json", THROUGHPUT)):
+        if (out / name).is_file():
+            store.update(read_json(out / name))
 
     call(main_train, common + ["--epochs", str(args.train_epochs), "--lr", "0.1"] + schedule, out / "original")
     log("original model trained")
@@ -262,7 +275,7 @@ def main() -> None:
             mask_dir.mkdir(parents=True, exist_ok=True)
             with open(mask_dir / "log.txt", "w", encoding="utf-8") as f, contextlib.redirect_stdout(f):
                 generate_mask.main(common + ["--seed", str(seed), "--model_path", model_path,
-                                             "--save_dir", str(mask_dir), "--unlearn_epochs", "1"])
+                                             "--save_dir", str(mask_dir)])
         CURRENT[0] = ("Retrain", "sgd")
         call(main_forget, common + ["--seed", str(seed), "--unlearn", "retrain", "--unlearn_epochs",
                                     str(args.train_epochs), "--unlearn_lr", "0.1"] + schedule,
@@ -287,17 +300,19 @@ def main() -> None:
     final: List[Path] = []
     for method in args.methods:
         for optim in args.optims:
-            lr = best[("SalUn" if method == "SalUn" else UNLEARN[method], optim)][0]
+            lr = best[(method, optim)][0]
             for seed in args.seeds:
                 final.append(unlearn_run(out, common, method, optim, lr, seed, args) / "eval_result.json")
         log(f"final {method} done")
     final_text, _ = table(retrain + final)
 
+    speeds: Dict[Tuple[str, str], List[float]] = {}
+    for method, optim, images, seconds in THROUGHPUT.values():
+        speeds.setdefault((method, optim), []).append(images / seconds)
     lines = ["| method | optim | images / s (median over runs) | runs |", "|---|---|---:|---:|"]
-    for (method, optim), runs in THROUGHPUT.items():
-        lines.append(f"| {method} | {optim} | {statistics.median(n / s for n, s in runs):.0f} | {len(runs)} |")
-    atomic_write_json({f"{m} {o}": [[n, s] for n, s in runs] for (m, o), runs in THROUGHPUT.items()},
-                      out / "throughput.json")
+    for (method, optim), runs in speeds.items():
+        lines.append(f"| {method} | {optim} | {statistics.median(runs):.0f} | {len(runs)} |")
+    atomic_write_json(THROUGHPUT, out / "throughput.json")
     atomic_write_json(TIMINGS, out / "timings.json")
     print(f"\n## Best learning rate per method and optimizer, seeds {args.seeds}\n\n{final_text}")
     print(f"\n## Learning-rate search, seeds {args.search_seeds}\n\n{search_text}")

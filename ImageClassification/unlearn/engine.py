@@ -155,12 +155,15 @@ class AverageMeter:
         vars(self).update(state)
 
 
-def run_snapshots(args: argparse.Namespace, every: Optional[int] = None,
-                  processes: ProcessGroup = ProcessGroup()) -> Snapshotter:
-    """The resume snapshots of a run: in ``--save_dir`` (none without it), every ``--save_every`` steps."""
+def run_snapshots(args: argparse.Namespace, model: nn.Module, every: Optional[int] = None) -> Snapshotter:
+    """The resume snapshots of a run: in ``--save_dir`` (none without it), every ``--save_every`` steps.
+
+    Every process of ``model``'s sharding restores its own RNG state; only the main one writes.
+    """
     return Snapshotter(getattr(args, "save_dir", None),
                        every=getattr(args, "save_every", 0) if every is None else every,
-                       resume=getattr(args, "resume", False), config=vars(args), processes=processes)
+                       resume=getattr(args, "resume", False), config=vars(args),
+                       processes=ProcessGroup.of(sharding_of(model).accelerator))
 
 
 def top1_accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
@@ -391,15 +394,14 @@ def run_epochs(model: nn.Module, args: argparse.Namespace, device: torch.device,
     if schedule_forget and optimizer.forget_optimizer is not optimizer.retain_optimizer:
         scheduled.append(optimizer.forget_optimizer)
     schedulers = [make_epoch_scheduler(opt, args) for opt in scheduled]
-    sharding = sharding_of(model)
-    # every process restores its own RNG state; only the main one writes the snapshot
-    snapshots = run_snapshots(args, processes=ProcessGroup.of(sharding.accelerator)).register(
+    snapshots = run_snapshots(args, model).register(
         model=model, optimizer=optimizer, **{f"scheduler{i}": s for i, s in enumerate(schedulers)})
     run = UnlearnRun(model, optimizer, args, device, mask, snapshots)
     save_dir = Path(args.save_dir) if getattr(args, "save_dir", None) and epoch_checkpoints else None
     first_epoch = run.resume()
     for epoch in tqdm(range(first_epoch, args.unlearn_epochs), desc=f"{args.unlearn} ({args.optim})",
-                      total=args.unlearn_epochs, initial=first_epoch, dynamic_ncols=True, disable=not sharding.is_main):
+                      total=args.unlearn_epochs, initial=first_epoch, dynamic_ncols=True,
+                      disable=not run.sharding.is_main):
         run.begin_epoch(epoch)
         start = time.time()
         print(f"Epoch #{epoch}, Learning rate: {optimizer.retain_optimizer.param_groups[0]['lr']}")

@@ -124,7 +124,6 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     except ValueError as err:
         raise UsageError(str(err)) from None
     schedulers = [CosineAnnealingLR(opt, T_max=iters) for opt in optimizer.optimizers]
-    run = UnlearnRun(model, optimizer, args, device, saliency)
 
     lambd = sfron_lambda(args.dataset)
     ema_beta = getattr(args, "sfron_ema_beta", 1.0)
@@ -134,9 +133,10 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     forget_iter, retain_iter = EndlessLoader(loaders.forget_loader), EndlessLoader(loaders.retain_loader)
     running = {"forget_loss": 0.0, "forget_acc": 0.0, "forget_n": 0,
                "remain_loss": 0.0, "remain_acc": 0.0, "remain_n": 0}
-    snapshots = run_snapshots(args, every=getattr(args, "save_every", 0) or log_freq).register(
+    snapshots = run_snapshots(args, model, every=getattr(args, "save_every", 0) or log_freq).register(
         model=model, optimizer=optimizer, forget_data=forget_iter, retain_data=retain_iter,
         **{f"scheduler{i}": s for i, s in enumerate(schedulers)})
+    run = UnlearnRun(model, optimizer, args, device, saliency, snapshots)  # registers the fp16 GradScaler too
     loop = snapshots.restore() or {"step": 0, "running": running, "slow": slow}
     running = loop["running"]
     if slow is not None:

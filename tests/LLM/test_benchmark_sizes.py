@@ -21,6 +21,7 @@ def test_presets_fill_unset_sizes_and_explicit_flags_win(llm_tofu):
     medium = llm_tofu.parse_args(["--size", "medium"])
     assert (medium.num_forget, medium.num_retain, medium.num_layers, medium.epochs, medium.lr) == (60, 540, 4, 5, 3e-4)
     assert llm_tofu.parse_args(["--size", "medium", "--num_forget", "10", "--lr", "1e-3"]).num_forget == 10
+    assert llm_tofu.parse_args(["--size", "medium", "--epochs=3"]).epochs == 3  # the --flag=value form too
     quick = llm_tofu.parse_args(["--quick"])
     assert quick.size == "quick" and (quick.num_forget, quick.hidden_size) == (40, 64)
     full = llm_tofu.parse_args([])
