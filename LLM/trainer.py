@@ -212,7 +212,7 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
         history.append({"step": step + 1, "objective": objective, "loss": mean_loss, "lr": lr,
                         "tokens": num_tokens})
         progress.set_postfix(objective=objective, loss=f"{mean_loss:.4f}")
-        snapshots.step(step + 1, step=step + 1, history=history)
+        snapshots.step(step + 1, len(schedule), step=step + 1, history=history)
     return history
 
 

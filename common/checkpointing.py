@@ -305,9 +305,14 @@ class Snapshotter:
         atomic_torch_save({"objects": {name: _state_of(obj) for name, obj in self.objects.items()},
                            "loop": loop, "rng": rng, "config": self.config}, self.path)
 
-    def step(self, steps_done: int, **loop: Any) -> None:
-        """Call after every step: saves when ``steps_done`` is a multiple of ``every``."""
-        if self.every and steps_done % self.every == 0:
+    def step(self, steps_done: int, total_steps: Optional[int] = None, **loop: Any) -> None:
+        """Call after every step: saves when ``steps_done`` is a multiple of ``every``.
+
+        Not after the loop's last step (``steps_done == total_steps``): the run's final outputs
+        follow at once and :meth:`remove` would drop that snapshot again -- for a large model a
+        full copy of weights and optimizer state written for nothing.
+        """
+        if self.every and steps_done % self.every == 0 and steps_done != total_steps:
             self.save(**loop)
         if next(_steps_in_process) == int(os.environ.get(KILL_AT_STEP_ENV) or 0):
             os.kill(os.getpid(), signal.SIGKILL)

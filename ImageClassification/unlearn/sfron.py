@@ -184,4 +184,4 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
                   f"({running['remain_n'] / (time.time() - start):.2f} steps/s)")
             running = dict.fromkeys(running, 0)
             start = time.time()
-        snapshots.step(step + 1, step=step + 1, running=running, slow=slow)
+        snapshots.step(step + 1, iters, step=step + 1, running=running, slow=slow)

@@ -100,7 +100,7 @@ def train_ddpm(unet: UNet2DModel, config: SimpleNamespace, batches: BatchSource,
             logger.info(f"step: {step}, loss: {losses[-1]}")
         if (step + 1) % t_cfg.snapshot_freq == 0 or step + 1 == t_cfg.n_iters:
             on_snapshot(step, optimizer, ema)
-        snapshots.step(step + 1, step=step + 1, losses=losses)
+        snapshots.step(step + 1, t_cfg.n_iters, step=step + 1, losses=losses)
     return losses
 
 

@@ -128,5 +128,5 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
             log(f"step:{step:04d}, forget L:{record['forget_loss']:.4f}, remain L:{record['remain_loss']:.4f}")
         if on_snapshot is not None and ((snapshot_freq and (step + 1) % snapshot_freq == 0) or step + 1 == n_iters):
             on_snapshot(step)
-        snapshots.step(step + 1, step=step + 1, history=history)
+        snapshots.step(step + 1, n_iters, step=step + 1, history=history)
     return history

@@ -123,6 +123,16 @@ def test_snapshot_restores_objects_generators_rng_and_loop_values(tmp_path):
     assert Snapshotter(None, every=1).restore() is None  # no folder: snapshots off
 
 
+def test_step_saves_every_n_steps_but_not_after_the_last(tmp_path):
+    snapshots = Snapshotter(tmp_path, every=2, resume=True)
+    for steps_done in (1, 2, 3):
+        snapshots.step(steps_done, 4, step=steps_done)
+    snapshots.step(4, 4, step=4)  # the loop's last step: its outputs follow, no snapshot of it
+    assert snapshots.restore() == {"step": 2}
+    snapshots.step(6, step=6)     # without a total every multiple saves
+    assert snapshots.restore() == {"step": 6}
+
+
 def test_snapshot_errors_are_one_line_and_name_the_file(tmp_path):
     model = torch.nn.Linear(2, 2)
     Snapshotter(tmp_path, config={"lr": 0.1}).register(model=model).save(step=1)
