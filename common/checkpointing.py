@@ -126,6 +126,11 @@ class ProcessGroup:
 
 # --------------------------------------------------------------------------- data order
 
+def pass_generator(seed: int, epoch: int) -> torch.Generator:
+    """A generator whose draws depend on ``(seed, epoch)`` alone: the randomness of one pass."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
 class ResumableSampler(Sampler[int]):
     """Random order that depends only on ``(seed, epoch)`` and can start part-way through.
 
@@ -150,8 +155,7 @@ class ResumableSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.length, generator=generator).tolist()
+            order = torch.randperm(self.length, generator=pass_generator(self.seed, self.epoch)).tolist()
         else:
             order = list(range(self.length))
         start, self.start, self.epoch = self.start, 0, self.epoch + 1

@@ -107,10 +107,21 @@ def fisher_ratio_masks(forget_fisher: Mapping[str, torch.Tensor], remain_fisher:
             for threshold in thresholds}
 
 
-def save_masks(masks: Mapping[float, Mask], save_dir: PathLike) -> List[Path]:
-    """Write each mask as ``<save_dir>/with_<threshold>.pt`` atomically."""
-    return [atomic_torch_save({k: v.cpu() for k, v in mask.items()}, Path(save_dir) / mask_filename(t))
+def fisher_mask_filename(threshold: float) -> str:
+    """``fisher_1.0.pt`` for 1.0: the diffusion research code's name of an SFR-on Fisher-ratio mask."""
+    return f"fisher_{threshold}.pt"
+
+
+def save_masks(masks: Mapping[float, Mask], save_dir: PathLike,
+               filename: Callable[[float], str] = mask_filename) -> List[Path]:
+    """Write each mask as ``<save_dir>/<filename(threshold)>`` (default ``with_<threshold>.pt``) atomically."""
+    return [atomic_torch_save({k: v.cpu() for k, v in mask.items()}, Path(save_dir) / filename(t))
             for t, mask in masks.items()]
+
+
+def kept_fraction(mask: Mask) -> float:
+    """The fraction of weights ``mask`` keeps (lets through)."""
+    return sum(float(v.sum()) for v in mask.values()) / sum(v.numel() for v in mask.values())
 
 
 def check_mask(mask: object, model: nn.Module, flag: str = "--mask_path") -> Mask:

@@ -581,6 +581,15 @@ CASES = [
          "does not fit resnet34"),
     case("ImageGeneration.DDPM.train_classifier", "unwritable save_dir",
          lambda i: ["--save_dir", i.blocked + "/sub", *CPU], "--save_dir {i.blocked}/sub: " + UNWRITABLE),
+    case("ImageGeneration.DDPM.save_base_dataset", "unknown dataset", lambda i: ["--dataset", "mnist"],
+         "argument --dataset: invalid choice: 'mnist'"),
+    case("ImageGeneration.DDPM.save_base_dataset", "class out of range",
+         lambda i: ["--dataset", "digits", "--label_to_forget", "10", "--save_path", str(i.out)],
+         "--label_to_forget 10"),
+    case("ImageGeneration.DDPM.save_base_dataset", "missing data", lambda i: ["--dataset", "cifar10"],
+         "--data_path: required for --dataset cifar10"),
+    case("ImageGeneration.DDPM.save_base_dataset", "unwritable save_path",
+         lambda i: ["--dataset", "digits", "--save_path", i.blocked + "/sub"], "--save_path {i.blocked}/sub"),
     case("ImageGeneration.DDPM.classifier_evaluation", "missing samples",
          lambda i: classifier_eval(i, "--sample_path", i.missing), "--sample_path {i.missing}: folder not found"),
     case("ImageGeneration.DDPM.classifier_evaluation", "no classifier in the folder",
@@ -672,21 +681,18 @@ CASES = [
 
 
 def entry_scripts() -> List[str]:
-    """Every entry script of the four script folders, as a module name."""
+    """Every entry script (a module run as a program) of the four script folders, as a module name."""
     names = []
     for folder in ("ImageClassification", "LLM", "ImageGeneration/DDPM", "ImageGeneration/DiT"):
         for path in sorted((REPO / folder).glob("*.py")):
-            is_entry = path.stem.startswith("main_") or path.stem in {
-                "generate_mask", "parse_result", "eval", "sample", "train_classifier", "classifier_evaluation",
-                "evaluator", "demo"} or path.stem.startswith("real_world_")
-            if is_entry:
+            if 'if __name__ == "__main__":' in path.read_text(encoding="utf-8"):
                 names.append(f"{folder.replace('/', '.')}.{path.stem}")
     return names
 
 
 def test_the_table_covers_every_entry_script():
     assert {c.module for c in CASES} == set(entry_scripts())
-    assert len(entry_scripts()) == 24
+    assert len(entry_scripts()) == 25
     assert len({c.id for c in CASES}) == len(CASES)
 
 

@@ -134,7 +134,7 @@ def retrain(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     """
     reinitialize(model)
     _single_objective(loaders, model, args, mask, device, on_forget=False, sign=1.0,
-                      accum_steps=max(1, getattr(args, "accum_steps", 1)))
+                      accum_steps=getattr(args, "accum_steps", 1))
 
 
 @UNLEARN_METHODS.register("raw")

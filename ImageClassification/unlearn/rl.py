@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from common.checkpointing import resumable_loader
+from common.checkpointing import pass_generator, resumable_loader
 from common.saliency import Mask
 
 from .base import UnlearnLoaders
@@ -71,8 +71,7 @@ def mixed_relabel_loader(loaders: UnlearnLoaders, batch_size: int, seed: int, ep
     loader for the epoch it continues.
     """
     forget_dataset = loaders.forget_loader.dataset
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    labels = torch.randint(0, loaders.num_classes, (len(forget_dataset),), generator=generator)
+    labels = torch.randint(0, loaders.num_classes, (len(forget_dataset),), generator=pass_generator(seed, epoch))
     mixed = ConcatDataset([RelabelledDataset(forget_dataset, labels), loaders.retain_loader.dataset])
     return resumable_loader(mixed, batch_size, seed)
 

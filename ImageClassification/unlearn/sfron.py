@@ -97,11 +97,7 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     mask from the forget and remain Fisher diagonals, which it also writes to
     ``<save_dir>/forget_fisher.pt`` and ``remain_fisher.pt``.
     """
-    iters, freq = args.sfron_iters, args.sfron_freq
-    if iters < 1:
-        raise UsageError(f"--sfron_iters: expected a positive number of iterations, got {iters}")
-    if freq < 1:
-        raise UsageError(f"--sfron_freq: expected a positive step frequency, got {freq}")
+    iters, freq = args.sfron_iters, args.sfron_freq  # both >= 1: positive_int flags
     save_dir = Path(args.save_dir) if getattr(args, "save_dir", None) else None
     sharding = sharding_of(model)
 

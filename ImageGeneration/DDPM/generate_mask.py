@@ -26,7 +26,8 @@ import torch
 
 from common.errors import ArgumentParser, UsageError, cli_main, non_negative_float, positive_int
 from common.io import atomic_torch_save, ensure_writable_dir, load_torch_file, write_run_record
-from common.saliency import accumulate_gradients, fisher_ratio_masks, save_masks, top_fraction_masks
+from common.saliency import (accumulate_gradients, fisher_mask_filename, fisher_ratio_masks, kept_fraction, save_masks,
+                             top_fraction_masks)
 from ImageGeneration.core.images import check_label, load_image_folder
 from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget
@@ -82,15 +83,10 @@ def report_masks(masks: dict, paths) -> dict:
     """Print and return the fraction of weights each mask keeps."""
     metrics = {}
     for (threshold, mask), path in zip(masks.items(), paths):
-        kept = sum(float(v.sum()) for v in mask.values()) / sum(v.numel() for v in mask.values())
+        kept = kept_fraction(mask)
         print(f"threshold {threshold}: kept {kept * 100:.2f}% of weights -> {path}")
         metrics[f"kept_fraction_{threshold}"] = kept
     return metrics
-
-
-def save_fisher_masks(masks: dict, save_dir: Path) -> list:
-    return [atomic_torch_save({k: v.cpu() for k, v in mask.items()}, save_dir / f"fisher_{t}.pt")
-            for t, mask in masks.items()]
 
 
 def fisher_information(args: argparse.Namespace, unet, ckpt_config, ckpt_folder: Path) -> dict:
@@ -138,7 +134,7 @@ def model_masks(args: argparse.Namespace, unet, ckpt_config, ckpt_folder: Path):
         for name, fisher in zip(FISHER_FILES, fishers):
             atomic_torch_save({k: v.cpu() for k, v in fisher.items()}, save_dir / name)
         masks = fisher_ratio_masks(*fishers, args.threshold or [1.0])
-        written = save_fisher_masks(masks, save_dir)
+        written = save_masks(masks, save_dir, fisher_mask_filename)
     return save_dir, report_masks(masks, written)
 
 
@@ -156,7 +152,7 @@ def main(argv=None) -> str:
     device = start_run(args)
     if args.mode == "sfron" and stored_fishers(ckpt_folder):
         save_dir, masks = threshold_stored_fishers(args, ckpt_folder)
-        metrics = report_masks(masks, save_fisher_masks(masks, save_dir))
+        metrics = report_masks(masks, save_masks(masks, save_dir, fisher_mask_filename))
     else:
         loaded = load_run_checkpoint(args, device)
         check_label(args.label_to_forget, loaded.config.data.n_classes, "--label_to_forget")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import cli_main
+from common.errors import ArgumentParser, cli_main
 from common.io import ensure_writable_dir, write_run_record
 from ImageGeneration.core.images import check_label, save_pngs
 from ImageGeneration.DDPM.data import DATASETS, load_arrays
@@ -26,7 +26,7 @@ PER_CLASS = 500
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=str, required=True, choices=DATASETS)
     parser.add_argument("--data_path", type=str, default=None, help="CIFAR-10 as an ImageFolder tree or zip")
     parser.add_argument("--save_path", type=str, default=".", help="where <dataset>_without_label_<k>/ goes")

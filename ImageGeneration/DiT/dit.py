@@ -146,16 +146,16 @@ class LatentDiT:
         return self.vae.decode(latents / self.vae.config.scaling_factor).sample.clamp(-1, 1)
 
     @torch.no_grad()
-    def sample(self, labels: Sequence[int], cfg_scale: float, num_steps: int, generator: torch.Generator,
-               sample_type: str = "ddpm_noisy", eta: float = 1.0) -> torch.Tensor:
+    def sample(self, labels: Sequence[int], cfg_scale: float, num_steps: int,
+               generator: torch.Generator) -> torch.Tensor:
         """One image in ``[-1, 1]`` per label, all labels in one guided batch (DiT's weight ``w``:
-        ``eps_null + w (eps_c - eps_null)``), the transformer in eval mode."""
+        ``eps_null + w (eps_c - eps_null)``), ancestral DDPM sampling with the transformer in eval mode."""
         was_training = self.transformer.training
         self.transformer.eval()
         device = next(self.transformer.parameters()).device
-        scheduler = make_scheduler(sample_type, dit_betas(), num_steps)
+        scheduler = make_scheduler("ddpm_noisy", dit_betas(), num_steps)
         latents = sample_images(self.eps_fn, torch.tensor(list(labels), device=device), self.null_label,
-                                self.latent_shape, scheduler, cfg_scale - 1.0, eta, generator)
+                                self.latent_shape, scheduler, cfg_scale - 1.0, 1.0, generator)
         self.transformer.train(was_training)
         return self.decode(latents)
 

@@ -19,7 +19,8 @@ from common.checkpointing import EndlessLoader
 from common.errors import ArgumentParser, UsageError, cli_main, non_negative_float, non_negative_int, positive_int
 from common.io import (atomic_torch_save, check_writable_dir, ensure_writable_dir, load_torch_file,
                        write_run_record)
-from common.saliency import accumulate_gradients, fisher_ratio_masks, save_masks, top_fraction_masks
+from common.saliency import (accumulate_gradients, fisher_mask_filename, fisher_ratio_masks, kept_fraction, save_masks,
+                             top_fraction_masks)
 from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.DiT.dit import add_model_args, check_forget_class, forget_remain_loaders, load_latent_dit
 from ImageGeneration.DiT.unlearn import add_vb_arg, latent_loss_fn, resolve_vb
@@ -86,13 +87,12 @@ def main(argv=None) -> str:
             remain_fisher = load_torch_file(out_dir / "remain_fisher.pt", "--mask-path")
         if args.method == "sfron":
             masks = fisher_ratio_masks(forget_fisher, remain_fisher, args.thresholds)
-            for threshold, mask in masks.items():
-                atomic_torch_save(mask, out_dir / f"fisher_{threshold}.pt")
+            save_masks(masks, out_dir, fisher_mask_filename)
         else:
             masks = top_fraction_masks(forget_fisher, args.thresholds)
             save_masks(masks, out_dir)
         for threshold, mask in masks.items():
-            kept = sum(float(v.sum()) for v in mask.values()) / sum(v.numel() for v in mask.values())
+            kept = kept_fraction(mask)
             print(f"class {forget_class} threshold {threshold}: kept {kept * 100:.2f}% of weights")
             metrics[f"{forget_class}/kept_fraction_{threshold}"] = kept
         write_run_record(out_dir, args, metrics, filename=f"run_{args.method}.json")

@@ -49,7 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--forget-class", type=int, required=True)
     parser.add_argument("--method", type=str, default="ron", help="ron (alternate) | joint")
     parser.add_argument("--unlearn-loss", type=str, default="ga", help="ga | rl | adaga")
-    parser.add_argument("--grad-clip", type=non_negative_float, default=1.0)
+    parser.add_argument("--grad-clip", type=non_negative_float, default=1.0,
+                        help="gradient-norm clip of the forget steps of --method ron (0: none); as in the "
+                             "research code, remain steps and --method joint are not clipped")
     parser.add_argument("--forget-alpha", type=non_negative_float, default=1.0)
     parser.add_argument("--decay-forget-alpha", action="store_true", help="cosine-decay the forget alpha")
     parser.add_argument("--remain-alpha", type=non_negative_float, default=1.0)
