@@ -96,8 +96,13 @@ def build_model(arch: str, num_classes: int, mean: Sequence[float], std: Sequenc
 
 
 def build_model_from_args(args: argparse.Namespace) -> NormalizedClassifier:
-    """A fresh model for the run's ``--arch``/dataset (``args.num_classes``, ``args.data_mean/std``)."""
-    return build_model(args.arch, args.num_classes, args.data_mean, args.data_std, args.imagenet_arch)
+    """A fresh model for the run's ``--arch``/dataset (``args.num_classes``, ``args.data_mean/std``).
+
+    Under ``--channels_last`` it is built in that memory format, so every copy a method
+    makes of it (SCRUB's teacher, boundary_shrink's attack model) runs in it too.
+    """
+    model = build_model(args.arch, args.num_classes, args.data_mean, args.data_std, args.imagenet_arch)
+    return model.to(memory_format=torch.channels_last) if getattr(args, "channels_last", False) else model
 
 
 def load_weights(model: nn.Module, checkpoint: object, flag: str, path: object, arch: str) -> Dict:

@@ -176,11 +176,6 @@ def memory_format(args: argparse.Namespace) -> torch.memory_format:
     return torch.channels_last if getattr(args, "channels_last", False) else torch.preserve_format
 
 
-def apply_memory_format(model: nn.Module, args: argparse.Namespace) -> nn.Module:
-    """``model`` converted in place to channels-last under ``--channels_last``, else untouched."""
-    return model.to(memory_format=torch.channels_last) if getattr(args, "channels_last", False) else model
-
-
 class _ObjectiveOptimizer:
     """One objective of a :class:`DualOptim` as ``GradScaler`` sees an optimizer.
 
@@ -216,8 +211,8 @@ class UnlearnRun:
     def __init__(self, model: nn.Module, optimizer: DualOptim, args: argparse.Namespace,
                  device: torch.device, mask: Optional[Mask] = None,
                  snapshots: Optional[Snapshotter] = None) -> None:
-        self.memory_format = memory_format(args)
-        self.model = apply_memory_format(model, args)
+        self.memory_format = memory_format(args)  # of the batches; the model is built in it
+        self.model = model
         self.optimizer = optimizer
         self.args = args
         self.device = device

@@ -19,7 +19,7 @@ from torch import nn
 from common.saliency import Mask
 
 from .base import UnlearnLoaders
-from .engine import UnlearnRun, apply_memory_format, run_epochs
+from .engine import UnlearnRun, run_epochs
 from .registry import UNLEARN_METHODS
 
 
@@ -61,7 +61,7 @@ def SCRUB(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     ``--decreasing_lr`` schedule; a separate forget optimizer keeps
     ``--unlearn_lr``.
     """
-    teacher = apply_memory_format(frozen_teacher(model), args)
+    teacher = frozen_teacher(model)
 
     def forget_loss(images: torch.Tensor, targets: torch.Tensor):
         logits = model(images)

@@ -1,27 +1,44 @@
 """--amp (autocast, GradScaler with DualOptim's two optimizers) and --channels_last in the shared loop."""
 from __future__ import annotations
 
+import argparse
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common.dualoptim import make_unlearn_optimizer
+from ImageClassification.models import build_model_from_args
 from ImageClassification.unlearn import get_unlearn_method
 from ImageClassification.unlearn.engine import UnlearnRun
+from ImageClassification.unlearn.scrub import frozen_teacher
 
 CPU = torch.device("cpu")
 
 
-def conv_model() -> nn.Module:
+def conv_model(channels_last: bool = False) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))
+    return model.to(memory_format=torch.channels_last) if channels_last else model  # as build_model_from_args
+
+
+def test_channels_last_models_are_built_in_it_and_copies_keep_it():
+    args = argparse.Namespace(arch="resnet20s", num_classes=10, data_mean=(0.5,), data_std=(0.5,),
+                              imagenet_arch=False, channels_last=True)
+    model = build_model_from_args(args)
+    convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    teacher = frozen_teacher(model)  # SCRUB's teacher, a deep copy
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
+               for m in teacher.modules() if isinstance(m, nn.Conv2d))
+    args.channels_last = False
+    assert all(m.weight.is_contiguous() for m in build_model_from_args(args).modules() if isinstance(m, nn.Conv2d))
 
 
 def test_bfloat16_autocast_and_channels_last_in_train_on(make_args, make_loaders):
-    model = conv_model()
+    model = conv_model(channels_last=True)
     args = make_args(amp=True, amp_dtype="bfloat16", channels_last=True)
     run = UnlearnRun(model, make_unlearn_optimizer("dual", model.parameters(), 1e-3, 0.01), args, CPU)
-    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert not run.scaler.is_enabled()          # bfloat16 needs no loss scaling
     seen = []
 
@@ -93,7 +110,7 @@ def test_float16_grad_scaler_skips_overflow_per_objective_and_keeps_shared_lrs(m
 
 def test_every_method_family_runs_under_amp_and_channels_last(make_args, make_loaders):
     for name, extra in (("RL", {}), ("SCRUB", {}), ("SFRon", {"sfron_iters": 4, "sfron_freq": 2})):
-        model = conv_model()
+        model = conv_model(channels_last=True)
         args = make_args(unlearn=name, optim="dual", unlearn_epochs=1, amp=True, channels_last=True, **extra)
         get_unlearn_method(name)(make_loaders(), model, args, None, CPU)
         assert all(torch.isfinite(p).all() for p in model.parameters())
