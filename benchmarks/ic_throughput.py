@@ -25,12 +25,12 @@ import contextlib  # noqa: E402
 import io  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
-from typing import Dict, List, Tuple  # noqa: E402
+from typing import Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from common.datasets import ArrayImageDataset, ImageTree, is_image_file  # noqa: E402
+from common.datasets import ArrayImageDataset, ImageTree  # noqa: E402
 from common.device import get_device  # noqa: E402
 from common.io import atomic_write_json  # noqa: E402
 from common.saliency import top_fraction_masks  # noqa: E402
@@ -53,10 +53,7 @@ def subset_arrays(args: argparse.Namespace) -> Tuple[np.ndarray, np.ndarray]:
         rng = np.random.RandomState(0)
         return rng.randint(0, 256, (per_class * 10, 32, 32, 3), dtype=np.uint8), np.repeat(np.arange(10), per_class)
     tree = ImageTree(args.data, "--data", expect="train")
-    by_class: Dict[str, List[str]] = {}
-    for name in sorted(tree.files("train")):
-        if is_image_file(name):
-            by_class.setdefault(name.split("/")[1], []).append(name)
+    by_class = tree.files_by_class("train")
     names = [name for cls in sorted(by_class) for name in by_class[cls][:per_class]]
     return tree.decode(names, "train/"), np.repeat(np.arange(len(by_class)), per_class)
 

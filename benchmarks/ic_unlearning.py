@@ -56,7 +56,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from common.datasets import ImageTree, is_image_file  # noqa: E402
+from common.datasets import ImageTree  # noqa: E402
 from common.io import atomic_path, atomic_write_json, read_json  # noqa: E402
 from ImageClassification import (data, generate_mask, main_forget, main_random, main_random_sfron,  # noqa: E402
                                  main_train, parse_result, pipeline)
@@ -146,10 +146,7 @@ def write_subset(source: str, out: Path, train_images: int, test_images: int = N
     rng = np.random.RandomState(0)
     with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
         for split, count in (("train", train_images), ("test", test_images)):
-            by_class: Dict[str, List[str]] = {}
-            for name in sorted(tree.files(split)):
-                if is_image_file(name):
-                    by_class.setdefault(name.split("/")[1], []).append(name)
+            by_class = tree.files_by_class(split)
             for cls in sorted(by_class):
                 names = by_class[cls]
                 if count is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -126,6 +126,14 @@ class ImageTree:
             return [name for name in self._members if name.startswith(folder + "/")]
         root = self.path / folder
         return [file.relative_to(self.path).as_posix() for file in root.rglob("*") if file.is_file()]
+
+    def files_by_class(self, split: str) -> Dict[str, List[str]]:
+        """The image files under ``<split>/<class>/``, by class folder name, in sorted order."""
+        by_class: Dict[str, List[str]] = {}
+        for name in sorted(self.files(split)):
+            if name.count("/") >= 2 and is_image_file(name):
+                by_class.setdefault(name.split("/")[1], []).append(name)
+        return by_class
 
     def is_dir(self, folder: str) -> bool:
         if self._archive is not None:
