@@ -21,6 +21,13 @@ from typing import Sequence
 
 import pytest
 
+def pytest_configure(config):
+    """Put this interpreter's folder first on PATH, so that the bash sweeps and every subprocess that
+    calls a bare ``python`` run the interpreter (and virtual environment) that runs the tests, even
+    when that environment was never activated (``/some/venv/bin/python -m pytest``)."""
+    os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+
+
 AUTHORS = ["Ana Lind", "Bo Chen", "Cy Moor", "Dee Park", "Eli Novak", "Fay Ruiz"]
 CITIES = ["Oslo", "Lima", "Pune", "Kyiv", "Accra", "Quito"]
 GENRES = ["mystery", "poetry", "fantasy", "history", "romance", "horror"]
