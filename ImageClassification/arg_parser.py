@@ -11,10 +11,14 @@ from typing import Optional, Sequence
 
 from common.checkpointing import add_resume_args
 from common.device import add_device_args
-from common.optim_recipes import IMAGE_FLAG, recipe_names
-from common.errors import ArgumentParser, non_negative_float, non_negative_int, positive_float, positive_int
+from common.errors import (ArgumentParser, UsageError, non_negative_float, non_negative_int, positive_float,
+                           positive_int)
+from common.optim_recipes import IMAGE_FLAG, get_recipe, recipe_names
 from common.seed import DETERMINISTIC_HELP
 from ImageClassification.unlearn.args import add_method_args
+
+#: The ``--unlearn`` methods that take the paper's optimizer ablations (the research code's SFR-on alone).
+ABLATION_METHODS = ("SFRon",)
 
 
 def build_parser(description: str = "DualOptim image-classification unlearning") -> argparse.ArgumentParser:
@@ -95,8 +99,13 @@ def build_parser(description: str = "DualOptim image-classification unlearning")
 def validate_args(args: argparse.Namespace) -> argparse.Namespace:
     """The research code's derived defaults (ranges are checked by the flags' types).
 
-    This is the one place ``--retain_lr`` defaults to ``--unlearn_lr``.
+    This is the one place ``--retain_lr`` defaults to ``--unlearn_lr``.  The
+    paper's optimizer ablations (``--optim dual_sa`` ...) run with SFR-on only,
+    as in the research code (its other methods build no optimizer for them).
     """
+    if get_recipe(IMAGE_FLAG, args.optim).ablation and args.unlearn not in ABLATION_METHODS:
+        raise UsageError(f"--optim {args.optim}: this optimizer ablation runs with --unlearn "
+                         f"{' or '.join(ABLATION_METHODS)} only (main_random_sfron.py), as in the research code")
     if args.retain_lr is None:
         args.retain_lr = args.unlearn_lr
     args.num_workers = max(args.num_workers, args.workers)

@@ -361,15 +361,15 @@ class ObjectiveOptim(SharedOptim):
     def is_dual(self) -> bool:  # type: ignore[override]
         return self.retain_optimizer.is_dual
 
-    def step(self, objective: str, closure: Optional[Callable[[], Any]] = None) -> Any:
-        set_objective(self.retain_optimizer, objective)  # unknown objectives raise here
+    def _objective_step(self, objective: str, closure: Optional[Callable[[], Any]]) -> Any:
+        set_objective(self.retain_optimizer, objective)
         return self.retain_optimizer.step(closure)
 
     def forget_step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
-        return self.step("forget", closure)
+        return self._objective_step("forget", closure)
 
     def retain_step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
-        return self.step("retain", closure)
+        return self._objective_step("retain", closure)
 
 
 class HybridAdamSGD(DualOptim):

@@ -57,7 +57,7 @@ from common.checkpointing import ProcessGroup, Snapshotter, position_loader
 from common.distributed import sharding_of
 from common.dualoptim import DualOptim
 from common.errors import UsageError
-from common.optim_recipes import IMAGE_FLAG, RecipeSettings, build_recipe, get_recipe
+from common.optim_recipes import IMAGE_FLAG, RecipeSettings, build_recipe
 from common.io import atomic_torch_save
 from common.saliency import Mask, maybe_gradient_mask
 
@@ -76,20 +76,15 @@ def parse_milestones(decreasing_lr: Union[str, Sequence[int]]) -> List[int]:
     return [int(epoch) for epoch in decreasing_lr]
 
 
-def build_unlearn_optimizer(model: nn.Module, args: argparse.Namespace, shared_lrs: Tuple[float, float],
-                            ablations: bool = False) -> DualOptim:
+def build_unlearn_optimizer(model: nn.Module, args: argparse.Namespace,
+                            shared_lrs: Tuple[float, float]) -> DualOptim:
     """The ``--optim`` recipe of a run (:mod:`common.optim_recipes`).
 
     A dual recipe's forget optimizer runs at ``--unlearn_lr`` and its retain
     optimizer at ``--retain_lr``; a single optimizer (``--optim sgd|adam``)
     steps forget and retain batches at ``shared_lrs`` (the method's choice,
-    see :class:`~common.optim_recipes.RecipeSettings`).  The paper's optimizer
-    ablations (``dual_sa``, ``dual_ll``, ...) are accepted only by methods
-    that pass ``ablations=True`` (SFR-on, as in the research code).
+    see :class:`~common.optim_recipes.RecipeSettings`).
     """
-    if get_recipe(IMAGE_FLAG, args.optim).ablation and not ablations:
-        raise UsageError(f"--optim {args.optim}: this optimizer ablation runs with --unlearn SFRon only "
-                         f"(main_random_sfron.py), as in the research code")
     settings = RecipeSettings(forget_lr=args.unlearn_lr, retain_lr=args.retain_lr, shared_lrs=shared_lrs,
                               momentum=args.momentum, weight_decay=args.weight_decay)
     return build_recipe(IMAGE_FLAG, args.optim, model.parameters(), settings)

@@ -107,7 +107,7 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     total = sum(m.numel() for m in saliency.values())
     print(f"Total sparsity th:{MASK_THRESHOLD} weight:{100.0 * (total - kept) / total}")
 
-    optimizer = build_unlearn_optimizer(model, args, (args.retain_lr, args.retain_lr), ablations=True)
+    optimizer = build_unlearn_optimizer(model, args, (args.retain_lr, args.retain_lr))
     schedulers = [CosineAnnealingLR(opt, T_max=iters) for opt in optimizer.optimizers]
 
     lambd = sfron_lambda(args.dataset)
