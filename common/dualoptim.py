@@ -90,6 +90,14 @@ Params = Union[Iterable[torch.Tensor], Iterable[Dict[str, Any]]]
 OBJECTIVES = ("forget", "retain")
 
 
+def _closure_loss(closure: Optional[Callable[[], Any]]) -> Any:
+    """The loss a ``step(closure)`` returns: ``closure()`` evaluated with gradients enabled, or ``None``."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class Lion(Optimizer):
     r"""Lion (Chen et al., 2023): the sign of an interpolated momentum, with decoupled weight decay.
 
@@ -119,10 +127,7 @@ class Lion(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -554,10 +559,7 @@ class DecoupledAdamW(PerObjectiveState, Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             step_key, m_key, v_key = self._state_keys(group, self._group_objective(group))
             params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
