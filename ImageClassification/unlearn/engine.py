@@ -57,8 +57,8 @@ from common.checkpointing import ProcessGroup, Snapshotter, position_loader
 from common.distributed import sharding_of
 from common.dualoptim import DualOptim
 from common.errors import UsageError
-from common.optim_recipes import IMAGE_FLAG, RecipeSettings, build_recipe
 from common.io import atomic_torch_save
+from common.optim_recipes import IMAGE_FLAG, RecipeSettings, build_recipe
 from common.saliency import Mask, maybe_gradient_mask
 
 #: ``(images, targets) -> (loss, logits)`` for one batch already on the device.
