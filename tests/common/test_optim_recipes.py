@@ -36,16 +36,33 @@ def objective(i):
     return "forget" if i % 3 == 0 else "retain"
 
 
-def train(model, step, steps=24, seed=1):
-    """``steps`` steps: gradient ascent on forget batches, cross-entropy on retain batches; ``step(objective)``."""
+def backward(model, x, y, i):
+    """Gradient ascent on forget batches, cross-entropy on retain batches."""
+    model.zero_grad()
+    loss = nn.functional.cross_entropy(model(x), y)
+    (-loss if objective(i) == "forget" else loss).backward()
+
+
+def train(model, step, steps=24, seed=1, first=0):
+    """Steps ``first`` to ``steps - 1`` of the batch stream ``seed``, each ``step(objective)``."""
     g = torch.Generator().manual_seed(seed)
     for i in range(steps):
         x, y = torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)
-        model.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
-        (-loss if objective(i) == "forget" else loss).backward()
-        step(objective(i))
+        if i >= first:
+            backward(model, x, y, i)
+            step(objective(i))
     return model
+
+
+def lockstep(model, step, reference, reference_step, exact=True, steps=24, features=6, seed=1):
+    """Train both models on the same batches, ``step`` and ``reference_step``; compare after every step."""
+    g = torch.Generator().manual_seed(seed)
+    for i in range(steps):
+        x, y = torch.randn(8, features, generator=g), torch.randint(0, 3, (8,), generator=g)
+        for net, net_step in ((model, step), (reference, reference_step)):
+            backward(net, x, y, i)
+            net_step(objective(i))
+        assert_params(model, reference, exact)
 
 
 def assert_params(a, b, exact=True):
@@ -54,11 +71,6 @@ def assert_params(a, b, exact=True):
             assert torch.equal(pa, pb), name
         else:
             torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-7, msg=name)
-
-
-def run_recipe(name, model):
-    optimizer = build_recipe(IMAGE_FLAG, name, model.parameters(), SETTINGS)
-    return train(model, optimizer.step), optimizer
 
 
 class HandLion:
@@ -95,12 +107,11 @@ def hand_optimizer(kind, params, lr):
 def test_pairs_match_their_two_optimizers_step_for_step(name, forget, retain):
     model = small_net()
     reference = copy.deepcopy(model)
-    optimizer = run_recipe(name, model)[1]
+    optimizer = build_recipe(IMAGE_FLAG, name, model.parameters(), SETTINGS)
     assert type(optimizer) is DualOptim and optimizer.is_dual
     hand = {"forget": hand_optimizer(forget, reference.parameters(), FORGET_LR),
             "retain": hand_optimizer(retain, reference.parameters(), RETAIN_LR)}
-    train(reference, lambda objective: hand[objective].step())
-    assert_params(model, reference)
+    lockstep(model, optimizer.step, reference, lambda objective: hand[objective].step())
 
 
 def test_lion_decays_then_steps_by_the_sign_of_the_interpolated_momentum():
@@ -118,7 +129,7 @@ def test_dual_share_is_the_research_codes_hybrid_adam_sgd():
     """HybridAdamSGD of the original (optim.py): one m for both sides; v and t for the Adam (forget) side."""
     model = small_net()
     reference = copy.deepcopy(model)
-    optimizer = run_recipe("dual_share", model)[1]
+    optimizer = build_recipe(IMAGE_FLAG, "dual_share", model.parameters(), SETTINGS)
     assert type(optimizer) is HybridAdamSGD and optimizer.is_dual
     params = list(reference.parameters())
     m = [torch.zeros_like(p) for p in params]
@@ -141,29 +152,21 @@ def test_dual_share_is_the_research_codes_hybrid_adam_sgd():
                 denom = (v_p.sqrt() / (1 - beta2 ** t) ** 0.5).add_(eps)
                 p.addcdiv_(m_p, denom, value=-FORGET_LR / (1 - beta1 ** t))
 
-    train(reference, hybrid_step)
-    assert_params(model, reference, exact=False)  # torch's Adam updates m with lerp_
+    lockstep(model, optimizer.step, reference, hybrid_step, exact=False)  # torch's Adam updates m with lerp_
 
 
 def test_dual_share_keeps_its_shared_moment_across_state_dict():
-    """A resumed dual_share run (load_state_dict copies the tensors) continues exactly like an unbroken one."""
+    """A resumed dual_share run continues exactly like an unbroken one, its first moment shared again."""
     whole, first = small_net(), small_net()
     train(whole, build_recipe(IMAGE_FLAG, "dual_share", whole.parameters(), SETTINGS).step, steps=24)
     optimizer = build_recipe(IMAGE_FLAG, "dual_share", first.parameters(), SETTINGS)
     train(first, optimizer.step, steps=12)
-    saved = copy.deepcopy(optimizer.state_dict())
+    # copied side by side, as a load onto another device does: the two sides' moment tensors come apart
+    saved = {side: copy.deepcopy(state) for side, state in optimizer.state_dict().items()}
     resumed = copy.deepcopy(first)
     optimizer = build_recipe(IMAGE_FLAG, "dual_share", resumed.parameters(), SETTINGS)
     optimizer.load_state_dict(saved)
-    g = torch.Generator().manual_seed(1)
-    for _ in range(12):  # skip the data of the first 12 steps
-        torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)
-    for i in range(12, 24):
-        x, y = torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)
-        resumed.zero_grad()
-        loss = nn.functional.cross_entropy(resumed(x), y)
-        (-loss if objective(i) == "forget" else loss).backward()
-        optimizer.step(objective(i))
+    train(resumed, optimizer.step, steps=24, first=12)
     assert_params(resumed, whole)
 
 
@@ -183,13 +186,12 @@ def tied_adamw(params, shared):
 def test_one_decoupled_moment_matches_two_adamw_sharing_the_other(name, shared):
     model = small_net()
     reference = copy.deepcopy(model)
-    optimizer = run_recipe(name, model)[1]
+    optimizer = build_recipe(IMAGE_FLAG, name, model.parameters(), SETTINGS)
     assert type(optimizer) is ObjectiveOptim and optimizer.is_dual
     group = optimizer.optimizers[0].param_groups[0]
     assert (group["decouple_m"], group["decouple_v"]) == (name == "dual_aa_m", name == "dual_aa_v")
     hand = tied_adamw(reference.parameters(), shared)
-    train(reference, lambda objective: hand[objective].step())
-    assert_params(model, reference)
+    lockstep(model, optimizer.step, reference, lambda objective: hand[objective].step())
 
 
 def test_dual_aa_8bit_matches_two_bitsandbytes_adamw8bit():
@@ -201,20 +203,8 @@ def test_dual_aa_8bit_matches_two_bitsandbytes_adamw8bit():
     assert type(optimizer) is ObjectiveOptim and optimizer.is_dual
     hand = {"forget": bnb.optim.AdamW8bit(reference.parameters(), lr=FORGET_LR, weight_decay=0.05),
             "retain": bnb.optim.AdamW8bit(reference.parameters(), lr=RETAIN_LR, weight_decay=0.05)}
-
-    def run(net, step):
-        g = torch.Generator().manual_seed(1)
-        for i in range(12):
-            x, y = torch.randn(16, 64, generator=g), torch.randint(0, 3, (16,), generator=g)
-            net.zero_grad()
-            loss = nn.functional.cross_entropy(net(x), y)
-            (-loss if objective(i) == "forget" else loss).backward()
-            step(objective(i))
-
-    run(model, optimizer.step)
-    run(reference, lambda objective: hand[objective].step())
+    lockstep(model, optimizer.step, reference, lambda objective: hand[objective].step(), steps=12, features=64)
     assert optimizer.optimizers[0].state[model[0].weight]["state1_forget"].dtype == torch.uint8
-    assert_params(model, reference)
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
