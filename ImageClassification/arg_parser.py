@@ -11,10 +11,14 @@ from typing import Optional, Sequence
 
 from common.checkpointing import add_resume_args
 from common.device import add_device_args
-from common.dualoptim import OPTIM_CHOICES
-from common.errors import ArgumentParser, non_negative_float, non_negative_int, positive_float, positive_int
+from common.errors import (ArgumentParser, UsageError, non_negative_float, non_negative_int, positive_float,
+                           positive_int)
+from common.optim_recipes import IMAGE_FLAG, get_recipe, recipe_names
 from common.seed import DETERMINISTIC_HELP
 from ImageClassification.unlearn.args import add_method_args
+
+#: The ``--unlearn`` methods that take the paper's optimizer ablations (the research code's SFR-on alone).
+ABLATION_METHODS = ("SFRon",)
 
 
 def build_parser(description: str = "DualOptim image-classification unlearning") -> argparse.ArgumentParser:
@@ -80,9 +84,11 @@ def build_parser(description: str = "DualOptim image-classification unlearning")
     unlearn.add_argument("--indexes_to_replace", type=str, default=None,
                          help="comma-separated training-set indexes to forget")
     unlearn.add_argument("--mask_path", default=None, type=str, help="SalUn saliency mask (with_<t>.pt)")
-    unlearn.add_argument("--optim", default="sgd", type=str, choices=OPTIM_CHOICES,
+    unlearn.add_argument("--optim", default="sgd", type=str, choices=recipe_names(IMAGE_FLAG),
                          help="sgd | adam: one optimizer; dual/dual_as: AdamW forget + SGD retain; "
-                              "dual_aa: AdamW + AdamW")
+                              "dual_aa: AdamW + AdamW; SFR-on also takes the ablations dual_sa, dual_ss, "
+                              "dual_ls, dual_ll, dual_sl, dual_share, dual_aa_m, dual_aa_v, dual_aa_8bit "
+                              "(common/optim_recipes.py)")
     unlearn.add_argument("--mia", default="sfron", choices=("sfron", "salun"),
                          help="MIA-efficacy: sfron (entropy + logistic regression, the DualOptim logs) or "
                               "salun (SVC on confidence)")
@@ -91,7 +97,15 @@ def build_parser(description: str = "DualOptim image-classification unlearning")
 
 
 def validate_args(args: argparse.Namespace) -> argparse.Namespace:
-    """The research code's derived defaults (ranges are checked by the flags' types)."""
+    """The research code's derived defaults (ranges are checked by the flags' types).
+
+    This is the one place ``--retain_lr`` defaults to ``--unlearn_lr``.  The
+    paper's optimizer ablations (``--optim dual_sa`` ...) run with SFR-on only,
+    as in the research code (its other methods build no optimizer for them).
+    """
+    if get_recipe(IMAGE_FLAG, args.optim).ablation and args.unlearn not in ABLATION_METHODS:
+        raise UsageError(f"--optim {args.optim}: this optimizer ablation runs with --unlearn "
+                         f"{' or '.join(ABLATION_METHODS)} only (main_random_sfron.py), as in the research code")
     if args.retain_lr is None:
         args.retain_lr = args.unlearn_lr
     args.num_workers = max(args.num_workers, args.workers)

@@ -30,7 +30,6 @@ from common.datasets import ArrayImageDataset, ImageTree, load_digits_arrays, lo
 from common.errors import UsageError
 from common.registry import Registry
 from common.seed import seed_worker
-from ImageClassification.unlearn.base import UnlearnLoaders
 
 Arrays = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train_x, train_y, test_x, test_y
 
@@ -318,6 +317,23 @@ def make_loader(dataset, args: argparse.Namespace, shuffle: bool, seed: Optional
                                 num_workers=args.num_workers, pin_memory=torch.cuda.is_available())
     return DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,
                       worker_init_fn=seed_worker, pin_memory=torch.cuda.is_available())
+
+
+@dataclass
+class UnlearnLoaders:
+    """The loaders of one unlearning run, what every ``--unlearn`` method receives.
+
+    ``forget_loader`` and ``retain_loader`` partition the training set and
+    yield ``(image, true_label)`` with training-time augmentation; the forget
+    labels are the original ones (methods that relabel, such as RL, do so
+    themselves).  ``val_loader`` and ``test_loader`` are evaluation loaders.
+    """
+
+    forget_loader: DataLoader
+    retain_loader: DataLoader
+    test_loader: DataLoader
+    num_classes: int
+    val_loader: Optional[DataLoader] = None
 
 
 def unlearn_loaders(data: UnlearnData, args: argparse.Namespace) -> UnlearnLoaders:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import os
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -24,64 +23,17 @@ from transformers import get_linear_schedule_with_warmup
 
 from common.checkpointing import ProcessGroup, Snapshotter
 from common.device import get_device
-from common.dualoptim import DecoupledAdamW, set_objective
+from common.dualoptim import set_objective
 from common.errors import UsageError
-from common.registry import Registry
+from common.optim_recipes import LLM_FLAG, RecipeSettings, build_recipe, get_recipe, import_dualoptim_8bit
 from LLM.models import decay_parameter_groups, save_pretrained_atomic
 from LLM.schedule import JOINT, Schedule
 
-#: ``--optim_cfg`` name -> builder ``(model, param_groups, lr, forget_lr) -> optimizer``.
-OPTIMIZERS: Registry[Callable] = Registry("--optim_cfg")
-
-
-@OPTIMIZERS.register("adam")
-def _adamw(model, groups, lr: float, forget_lr: float):
-    """AdamW at ``--lr`` for every step (one state for both objectives)."""
-    return torch.optim.AdamW(groups, lr=lr)
-
-
-@OPTIMIZERS.register("sgd")
-def _sgd(model, groups, lr: float, forget_lr: float):
-    return torch.optim.SGD(groups, lr=lr)
-
-
-@OPTIMIZERS.register("dual_adam")
-def _dual_adam(model, groups, lr: float, forget_lr: float):
-    """DualOptim: separate AdamW moments per objective, forget steps at ``--forget_lr``."""
-    return DecoupledAdamW(groups, lr=lr, forget_lr_ratio=forget_lr / lr)
-
-
-def _import_dualoptim_8bit(optim_cfg: str):
-    """``common.dualoptim_8bit``, imported on demand: bitsandbytes is an optional dependency."""
-    try:
-        return importlib.import_module("common.dualoptim_8bit")
-    except ModuleNotFoundError as err:
-        if err.name != "bitsandbytes":
-            raise
-        raise UsageError(f"--optim_cfg {optim_cfg}: needs the bitsandbytes package "
-                         f"(pip install bitsandbytes)") from None
-
-
-@OPTIMIZERS.register("adam_8bit")
-def _adamw_8bit(model, groups, lr: float, forget_lr: float):
-    """bitsandbytes' AdamW with 8-bit block-wise states (embeddings kept in 32 bits)."""
-    optimizers_8bit = _import_dualoptim_8bit("adam_8bit")
-    return optimizers_8bit.AdamW8bit(groups, lr=lr, fp32_params=optimizers_8bit.embedding_weights(model))
-
-
-@OPTIMIZERS.register("dual_adam_8bit")
-def _dual_adam_8bit(model, groups, lr: float, forget_lr: float):
-    """``dual_adam`` with 8-bit block-wise states per objective (embeddings kept in 32 bits)."""
-    optimizers_8bit = _import_dualoptim_8bit("dual_adam_8bit")
-    return optimizers_8bit.DecoupledAdamW8bit(groups, lr=lr, forget_lr_ratio=forget_lr / lr,
-                                              fp32_params=optimizers_8bit.embedding_weights(model))
-
-
 def check_optim_cfg(name: str) -> None:
     """Fail early (before anything is loaded or written) on an unknown or unavailable ``--optim_cfg``."""
-    OPTIMIZERS.get(name)
+    get_recipe(LLM_FLAG, name)
     if name.endswith("_8bit"):
-        _import_dualoptim_8bit(name)
+        import_dualoptim_8bit(LLM_FLAG, name)
 
 
 def make_accelerator(device=None, gpu=0):
@@ -128,9 +80,20 @@ def save_model(accelerator, model, tokenizer, path) -> None:
 
 
 def build_optimizer(name: str, model, lr: float, forget_lr: float, weight_decay: float):
+    """The ``--optim_cfg name`` recipe (``common.optim_recipes``) on the model's weight-decay param groups.
+
+    Its one torch optimizer is returned: every step runs at ``lr`` (scheduled), a
+    ``dual_*`` optimizer's forget steps at ``forget_lr``; :func:`run_schedule`
+    tells it each step's objective.  SGD runs without momentum, as the Hugging
+    Face ``Trainer`` builds it.
+    """
     if lr <= 0 or forget_lr <= 0:
         raise UsageError(f"--lr/--forget_lr: must be positive, got {lr} and {forget_lr}")
-    return OPTIMIZERS.get(name)(model, decay_parameter_groups(model, weight_decay), lr, forget_lr)
+    fp32_params = import_dualoptim_8bit(LLM_FLAG, name).embedding_weights(model) if name.endswith("_8bit") else ()
+    settings = RecipeSettings(forget_lr=forget_lr, retain_lr=lr, shared_lrs=(lr, lr), momentum=0.0,
+                              weight_decay=weight_decay, fp32_params=fp32_params)
+    (optimizer,) = build_recipe(LLM_FLAG, name, decay_parameter_groups(model, weight_decay), settings).optimizers
+    return optimizer
 
 
 def build_scheduler(optimizer, max_steps: int, warmup_steps: int):

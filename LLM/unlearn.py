@@ -22,13 +22,14 @@ from common.checkpointing import add_resume_args
 from common.device import add_device_args
 from common.errors import UsageError, non_negative_float, positive_float, positive_int
 from common.io import write_run_record
+from common.optim_recipes import LLM_FLAG, recipe_names
 from common.seed import add_seed_args, seed_everything
 from LLM.data import Row, UnlearnDataset, collate_unlearn
 from LLM.losses import FORGET_LOSSES, UnlearnLoss
 from LLM.models import add_weight_args, apply_lora, load_causal_lm, load_tokenizer
 from LLM.options import add_model_args, template_from_args
 from LLM.schedule import FORGET, JOINT, RETAIN, BatchStream, Schedule, steps_per_epoch
-from LLM.trainer import (OPTIMIZERS, build_optimizer, build_scheduler, check_optim_cfg, prepare_for_training,
+from LLM.trainer import (build_optimizer, build_scheduler, check_optim_cfg, prepare_for_training,
                          run_schedule, save_model, schedule_snapshots)
 
 
@@ -44,7 +45,7 @@ def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forge
     parser.add_argument("--idk_path", type=str, default=None,
                         help="refusal answers, one a line (default: <data_path>/idontknow.jsonl)")
     parser.add_argument("--forget_loss", type=str, default="ME+GD", help=", ".join(FORGET_LOSSES.names()))
-    parser.add_argument("--optim_cfg", type=str, default=optim_cfg, help=", ".join(OPTIMIZERS.names()))
+    parser.add_argument("--optim_cfg", type=str, default=optim_cfg, help=", ".join(recipe_names(LLM_FLAG)))
     parser.add_argument("--alternate", action="store_true",
                         help="alternate forget and retain steps (--forget_freq, --retain_freq)")
     parser.add_argument("--forget_freq", type=positive_int, default=1, help="forget steps per cycle")

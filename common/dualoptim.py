@@ -23,13 +23,44 @@ Public API
   separate states (``forget_step`` / ``retain_step``).
 * :class:`SharedOptim` -- the single-optimizer baseline (``--optim sgd|adam``)
   behind the same interface, so training loops never branch on the optimizer.
-* :func:`make_unlearn_optimizer` -- maps the research code's ``--optim`` names
-  to one of the two classes above.
+* :class:`ObjectiveOptim` -- a :class:`DecoupledAdamW` (or its 8-bit
+  variant) behind the same interface.
+* :class:`HybridAdamSGD` -- the ``dual_share`` ablation: Adam forget steps
+  and SGD retain steps sharing one first moment.
+* :class:`Lion` -- the sign-momentum optimizer of the ``dual_*l*`` ablations.
 * :class:`DecoupledAdamW` -- one :class:`torch.optim.Optimizer` with separate
   AdamW moments per objective, selected explicitly with :func:`set_objective`.
 * :class:`PerObjectiveState` -- that objective protocol, shared with the
   bitsandbytes 8-bit variant in ``common.dualoptim_8bit`` (kept apart so this
   module never imports bitsandbytes).
+
+Every object of the first four classes says whether it keeps one state per
+objective (``is_dual``); the ``--optim`` / ``--optim_cfg`` names that build
+them live in :mod:`common.optim_recipes`.
+
+Why ``DualOptim`` is not a ``torch.optim.Optimizer``
+----------------------------------------------------
+We tried it.  A ``torch.optim.Optimizer`` keeps one ``state[p]`` per
+parameter and refuses a parameter in two param groups ("some parameters
+appear in more than one parameter group"), yet DualOptim's whole point is two
+states for every parameter.  Subclassing while bypassing ``__init__`` (param
+groups = the forget groups + the retain groups) gets past that check, but
+then every caller that walks ``param_groups`` sees each parameter twice:
+``GradScaler.unscale_`` divides each gradient by the scale twice, a scheduler
+built on it moves both optimizers' learning rates together (SCRUB schedules
+only its retain side), and ``state_dict`` / ``load_state_dict`` would need to
+be rewritten anyway.  So DualOptim stays a small composite of two real torch
+optimizers, and the three places that need a torch optimizer each have one
+home here:
+
+* schedulers -- :attr:`DualOptim.optimizers`: the distinct torch optimizers,
+  one scheduler each;
+* ``torch.amp.GradScaler`` -- :meth:`DualOptim.for_objective`: the torch
+  optimizer of one objective as the scaler sees it (its param groups, and a
+  ``step()`` that goes through :meth:`DualOptim.step`);
+* one optimizer, two learning rates -- :class:`SharedOptim` scales the
+  (scheduled) ``lr`` of its one optimizer for the duration of a step, so a
+  scheduler keeps seeing one base lr and both objectives follow it.
 """
 from __future__ import annotations
 
@@ -40,15 +71,17 @@ from torch.optim import Optimizer
 from torch.optim.adamw import adamw as _functional_adamw
 
 __all__ = [
+    "ADAM_WEIGHT_DECAY",
     "OPTIMIZERS",
-    "OPTIM_CHOICES",
     "OBJECTIVES",
     "DualOptim",
     "SharedOptim",
+    "ObjectiveOptim",
+    "HybridAdamSGD",
+    "Lion",
     "DecoupledAdamW",
     "PerObjectiveState",
     "build_optimizer",
-    "make_unlearn_optimizer",
     "set_objective",
 ]
 
@@ -56,15 +89,72 @@ Params = Union[Iterable[torch.Tensor], Iterable[Dict[str, Any]]]
 
 OBJECTIVES = ("forget", "retain")
 
+
+def _closure_loss(closure: Optional[Callable[[], Any]]) -> Any:
+    """The loss a ``step(closure)`` returns: ``closure()`` evaluated with gradients enabled, or ``None``."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
+class Lion(Optimizer):
+    r"""Lion (Chen et al., 2023): the sign of an interpolated momentum, with decoupled weight decay.
+
+    The update of ``lion_pytorch.Lion`` (the research code's ``dual_ls`` /
+    ``dual_ll`` / ``dual_sl`` ablations), in the same floating-point order,
+    on torch's multi-tensor (foreach) kernels:
+
+    .. math::
+        \theta &\leftarrow \theta (1 - \gamma \lambda) \\
+        \theta &\leftarrow \theta - \gamma \operatorname{sign}(\beta_1 m + (1 - \beta_1) g) \\
+        m &\leftarrow \beta_2 m + (1 - \beta_2) g
+
+    Args:
+        params: parameters or param groups.
+        lr: :math:`\gamma` (default 1e-4).
+        betas: :math:`(\beta_1, \beta_2)` (default ``(0.9, 0.99)``).
+        weight_decay: :math:`\lambda` (default 0).
+    """
+
+    def __init__(self, params: Params, lr: float = 1e-4, betas: Tuple[float, float] = (0.9, 0.99),
+                 weight_decay: float = 0.0) -> None:
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"Invalid betas: {betas}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        loss = _closure_loss(closure)
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            for p in params:
+                if not self.state[p]:
+                    self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            exp_avgs = [self.state[p]["exp_avg"] for p in params]
+            (beta1, beta2), lr = group["betas"], group["lr"]
+            torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
+            update = torch._foreach_mul(exp_avgs, beta1)
+            torch._foreach_add_(update, torch._foreach_mul(grads, 1.0 - beta1))
+            torch._foreach_sign_(update)
+            torch._foreach_add_(params, update, alpha=-lr)
+            torch._foreach_mul_(exp_avgs, beta2)
+            torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta2)
+        return loss
+
+
 #: Optimizer names accepted by ``forget_optim`` / ``retain_optim``.
 OPTIMIZERS: Dict[str, type] = {
     "adamw": torch.optim.AdamW,
     "adam": torch.optim.Adam,
     "sgd": torch.optim.SGD,
+    "lion": Lion,
 }
-
-#: ``--optim`` values of the image-classification / diffusion scripts.
-OPTIM_CHOICES = ("sgd", "adam", "dual", "dual_as", "dual_aa")
 
 # The research code fixes AdamW's weight decay at 0.05 for every adaptive
 # optimizer it builds (``--weight_decay`` only reaches SGD); we keep that.
@@ -87,7 +177,7 @@ def _materialize(params: Params) -> list:
 
 def build_optimizer(name: str, params: Params, lr: float, weight_decay: float = 0.0,
                     momentum: float = 0.0, **kwargs: Any) -> Optimizer:
-    """Build one torch optimizer by name (``adamw``, ``adam`` or ``sgd``)."""
+    """Build one torch optimizer by name (``adamw``, ``adam``, ``sgd`` or ``lion``)."""
     key = name.lower()
     if key not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
@@ -112,9 +202,13 @@ class DualOptim:
     that of ``torch.optim.AdamW`` and ``torch.optim.SGD`` run side by side
     (including their foreach/fused kernels).
 
+    See the module docstring for why it is not itself a
+    ``torch.optim.Optimizer``, and where schedulers and ``GradScaler`` find
+    the torch optimizers.
+
     Args:
         params: parameters or param groups, shared by both optimizers.
-        forget_optim, retain_optim: ``"adamw"``, ``"adam"`` or ``"sgd"``.
+        forget_optim, retain_optim: ``"adamw"``, ``"adam"``, ``"sgd"`` or ``"lion"``.
         forget_lr, retain_lr: learning rates of the two optimizers.
         forget_weight_decay, retain_weight_decay: their weight decays.
         momentum: momentum of an SGD optimizer (either side).
@@ -136,10 +230,23 @@ class DualOptim:
             retain_optim, _materialize(params), retain_lr, retain_weight_decay, momentum,
             **(retain_kwargs or {}))
 
+    #: One optimizer state per objective (``SharedOptim``: one for both).
+    is_dual = True
+
     @property
     def optimizers(self) -> Tuple[Optimizer, ...]:
         """The distinct underlying optimizers (attach one scheduler to each)."""
         return (self.forget_optimizer, self.retain_optimizer)
+
+    def for_objective(self, objective: str) -> "ObjectiveView":
+        """The torch optimizer of ``objective`` as ``torch.amp.GradScaler`` sees it.
+
+        ``GradScaler.unscale_`` / ``step`` need the param groups that hold the
+        gradients and a ``step()``; stepping through :meth:`step` keeps what a
+        subclass does around a step (``SharedOptim``'s per-objective learning
+        rate, ``ObjectiveOptim``'s objective) under AMP.
+        """
+        return ObjectiveView(self, objective)
 
     def forget_step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         """Apply the current gradients as a forget-objective update."""
@@ -177,6 +284,18 @@ class DualOptim:
                 f"retain={type(self.retain_optimizer).__name__})")
 
 
+class ObjectiveView:
+    """One objective of a :class:`DualOptim`, for ``torch.amp.GradScaler`` (see :meth:`DualOptim.for_objective`)."""
+
+    def __init__(self, optimizer: DualOptim, objective: str) -> None:
+        torch_optimizer = optimizer.forget_optimizer if objective == "forget" else optimizer.retain_optimizer
+        self.param_groups = torch_optimizer.param_groups
+        self._optimizer, self._objective = optimizer, objective
+
+    def step(self) -> Any:
+        return self._optimizer.step(self._objective)
+
+
 class SharedOptim(DualOptim):
     """One optimizer for both objectives: the baseline DualOptim improves on.
 
@@ -184,8 +303,13 @@ class SharedOptim(DualOptim):
     two objectives share one state.  The research code steps forget batches
     at ``--unlearn_lr`` and retain batches at ``--retain_lr`` with that one
     optimizer; we reproduce this by scaling every group's (possibly scheduled)
-    learning rate by ``forget_lr / lr`` or ``retain_lr / lr`` during the step.
+    learning rate by ``forget_lr / lr`` or ``retain_lr / lr`` during the step
+    and restoring it afterwards.  (Two param groups per parameter, one per
+    learning rate, are not possible: a torch optimizer refuses a parameter in
+    two groups.)  A factor of 1 steps the optimizer untouched.
     """
+
+    is_dual = False
 
     def __init__(self, optimizer: Optimizer, forget_lr: float, retain_lr: float) -> None:
         self.forget_optimizer = self.retain_optimizer = optimizer
@@ -225,38 +349,76 @@ class SharedOptim(DualOptim):
         self.retain_optimizer.load_state_dict(state_dict["shared"])
 
 
-def make_unlearn_optimizer(optim: str, params: Params, unlearn_lr: float,
-                           retain_lr: Optional[float] = None, momentum: float = 0.9,
-                           weight_decay: float = 5e-4) -> DualOptim:
-    """Optimizer for the ``--optim`` flag of the unlearning scripts.
+class ObjectiveOptim(SharedOptim):
+    """A :class:`DecoupledAdamW` (or ``DecoupledAdamW8bit``) behind the DualOptim interface.
 
-    ============  ==============================================  ============================
-    ``--optim``   forget objective                                retain objective
-    ============  ==============================================  ============================
-    ``sgd``       SGD(lr=unlearn_lr, momentum, weight_decay)      same optimizer at retain_lr
-    ``adam``      AdamW(lr=unlearn_lr, wd=0.05)                   same optimizer at retain_lr
-    ``dual``      AdamW(lr=unlearn_lr, wd=0.05)                   SGD(lr=retain_lr, momentum, wd)
-    ``dual_as``   as ``dual``                                     as ``dual``
-    ``dual_aa``   AdamW(lr=unlearn_lr, wd=0.05)                   AdamW(lr=retain_lr, wd=0.05)
-    ============  ==============================================  ============================
-
-    ``retain_lr`` defaults to ``unlearn_lr``.
+    The one optimizer keeps the per-objective state itself; a forget or
+    retain step selects the objective (:func:`set_objective`) and steps it.
+    The forget learning rate is the optimizer's ``forget_lr_ratio`` times its
+    scheduled ``lr``.  ``is_dual`` is the optimizer's: true when a moment is
+    decoupled.
     """
-    retain_lr = unlearn_lr if retain_lr is None else retain_lr
-    key = optim.lower()
-    if key == "sgd":
-        optimizer = build_optimizer("sgd", _materialize(params), unlearn_lr, weight_decay, momentum)
-        return SharedOptim(optimizer, unlearn_lr, retain_lr)
-    if key == "adam":
-        optimizer = build_optimizer("adamw", _materialize(params), unlearn_lr, ADAM_WEIGHT_DECAY)
-        return SharedOptim(optimizer, unlearn_lr, retain_lr)
-    if key in ("dual", "dual_as"):
-        return DualOptim(params, "adamw", unlearn_lr, ADAM_WEIGHT_DECAY,
-                         "sgd", retain_lr, momentum, weight_decay)
-    if key == "dual_aa":
-        return DualOptim(params, "adamw", unlearn_lr, ADAM_WEIGHT_DECAY,
-                         "adamw", retain_lr, momentum, ADAM_WEIGHT_DECAY)
-    raise ValueError(f"--optim: unknown optimizer {optim!r}; expected one of {', '.join(OPTIM_CHOICES)}")
+
+    def __init__(self, optimizer: Optimizer) -> None:
+        self.forget_optimizer = self.retain_optimizer = optimizer
+
+    @property
+    def is_dual(self) -> bool:  # type: ignore[override]
+        return self.retain_optimizer.is_dual
+
+    def _objective_step(self, objective: str, closure: Optional[Callable[[], Any]]) -> Any:
+        set_objective(self.retain_optimizer, objective)
+        return self.retain_optimizer.step(closure)
+
+    def forget_step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        return self._objective_step("forget", closure)
+
+    def retain_step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        return self._objective_step("retain", closure)
+
+
+class HybridAdamSGD(DualOptim):
+    r"""The research code's ``dual_share`` ablation: Adam forget steps, SGD retain steps, one first moment.
+
+    Both objectives update the same first moment :math:`m`; the second
+    moment :math:`v` and the step count :math:`t` (of the bias corrections)
+    belong to the forget (Adam) steps alone.  Weight decay :math:`\lambda` is
+    an L2 term added to the gradient on both sides:
+
+    .. math::
+        	ext{forget:}\quad & g \leftarrow g + \lambda	heta,\ t \leftarrow t + 1,            m \leftarrow eta_1 m + (1-eta_1) g,\ v \leftarrow eta_2 v + (1-eta_2) g^2, \
+            & 	heta \leftarrow 	heta - \gamma_f rac{m / (1-eta_1^t)}{\sqrt{v / (1-eta_2^t)} + \epsilon} \
+        	ext{retain:}\quad & g \leftarrow g + \lambda	heta,            m \leftarrow eta_1 m + (1-eta_1) g,\ 	heta \leftarrow 	heta - \gamma_r m
+
+    That is ``torch.optim.Adam`` (forget) and ``torch.optim.SGD`` with
+    ``momentum = dampening = beta1`` (retain) whose momentum buffer *is*
+    Adam's ``exp_avg`` tensor, so both updates run on torch's kernels.  The
+    tie is made when the states are created and again after
+    :meth:`load_state_dict` (which copies tensors).
+    """
+
+    def __init__(self, params: Params, forget_lr: float, retain_lr: float, weight_decay: float = 0.0,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        params = _materialize(params)
+        self.forget_optimizer = torch.optim.Adam(_materialize(params), lr=forget_lr, betas=betas, eps=eps,
+                                                 weight_decay=weight_decay)
+        self.retain_optimizer = torch.optim.SGD(_materialize(params), lr=retain_lr, momentum=betas[0],
+                                                dampening=betas[0], weight_decay=weight_decay)
+        self._tie_first_moment()
+
+    def _tie_first_moment(self) -> None:
+        for group in self.forget_optimizer.param_groups:
+            for p in group["params"]:
+                adam = self.forget_optimizer.state[p]
+                if not adam:  # Adam's own fresh state, made now so SGD can share its exp_avg
+                    adam.update(step=torch.zeros((), dtype=torch.float32),
+                                exp_avg=torch.zeros_like(p, memory_format=torch.preserve_format),
+                                exp_avg_sq=torch.zeros_like(p, memory_format=torch.preserve_format))
+                self.retain_optimizer.state[p]["momentum_buffer"] = adam["exp_avg"]
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._tie_first_moment()
 
 
 class PerObjectiveState:
@@ -288,6 +450,11 @@ class PerObjectiveState:
     @property
     def objective(self) -> str:
         return self.param_groups[0]["objective"]
+
+    @property
+    def is_dual(self) -> bool:
+        """Whether a moment is kept per objective (``decouple_m`` or ``decouple_v``)."""
+        return any(group["decouple_m"] or group["decouple_v"] for group in self.param_groups)
 
     @staticmethod
     def _group_objective(group: Dict[str, Any]) -> str:
@@ -392,10 +559,7 @@ class DecoupledAdamW(PerObjectiveState, Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             step_key, m_key, v_key = self._state_keys(group, self._group_objective(group))
             params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []

@@ -3,7 +3,7 @@
 Every method is called as ``method(loaders, model, args, mask, device)`` and
 updates ``model`` in place:
 
-* ``loaders`` -- :class:`~ImageClassification.unlearn.base.UnlearnLoaders`;
+* ``loaders`` -- :class:`~ImageClassification.data.UnlearnLoaders`;
 * ``args`` -- the parsed flags (general ones from
   :mod:`ImageClassification.arg_parser`, method ones from
   :mod:`ImageClassification.unlearn.args`);
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .base import UnlearnLoaders
+from ImageClassification.data import UnlearnLoaders
 from .registry import UNLEARN_METHODS
 from . import boundary, finetune, fisher, rl, scrub, sfron  # noqa: F401  (register the methods)
 

@@ -20,9 +20,11 @@ running again.
 
 Objectives and optimizers
 -------------------------
-The optimizer is always a :class:`common.dualoptim.DualOptim` (``SharedOptim``
-for ``--optim sgd|adam``).  A forget-objective update goes through
-``forget_step()`` and a retain-objective update through ``retain_step()``.
+The optimizer is the ``--optim`` recipe of :mod:`common.optim_recipes`: an
+object with the :class:`common.dualoptim.DualOptim` interface (``SharedOptim``
+for ``--optim sgd|adam``), whose ``is_dual`` says whether it keeps one state
+per objective.  A forget-objective update goes through ``forget_step()`` and a
+retain-objective update through ``retain_step()``.
 The research code's *main* optimizer (the one it schedules, logs and, for
 single-objective methods such as FT, GA and retrain, steps on every batch)
 is the retain-side optimizer here.
@@ -53,9 +55,10 @@ from tqdm.auto import tqdm
 
 from common.checkpointing import ProcessGroup, Snapshotter, position_loader
 from common.distributed import sharding_of
-from common.dualoptim import DualOptim, make_unlearn_optimizer
+from common.dualoptim import DualOptim
 from common.errors import UsageError
 from common.io import atomic_torch_save
+from common.optim_recipes import IMAGE_FLAG, RecipeSettings, build_recipe
 from common.saliency import Mask, maybe_gradient_mask
 
 #: ``(images, targets) -> (loss, logits)`` for one batch already on the device.
@@ -74,24 +77,17 @@ def parse_milestones(decreasing_lr: Union[str, Sequence[int]]) -> List[int]:
 
 
 def build_unlearn_optimizer(model: nn.Module, args: argparse.Namespace,
-                            lr_switching: bool = True) -> DualOptim:
-    """The ``--optim`` optimizer of a run, through :func:`make_unlearn_optimizer`.
+                            shared_lrs: Tuple[float, float]) -> DualOptim:
+    """The ``--optim`` recipe of a run (:mod:`common.optim_recipes`).
 
-    ``lr_switching`` says whether the method, run with one optimizer
-    (``--optim sgd|adam``), steps forget batches at ``--unlearn_lr`` and retain
-    batches at ``--retain_lr`` as the research code's RL and SCRUB do.  Methods
-    that never switch (FT, GA, retrain, boundary_*) run the single optimizer at
-    ``--unlearn_lr`` throughout; under ``dual*`` their retain-side optimizer
-    runs at ``--retain_lr``, exactly as in the research code.
+    A dual recipe's forget optimizer runs at ``--unlearn_lr`` and its retain
+    optimizer at ``--retain_lr``; a single optimizer (``--optim sgd|adam``)
+    steps forget and retain batches at ``shared_lrs`` (the method's choice,
+    see :class:`~common.optim_recipes.RecipeSettings`).
     """
-    retain_lr = args.unlearn_lr if args.retain_lr is None else args.retain_lr
-    if not lr_switching and not args.optim.lower().startswith("dual"):
-        retain_lr = args.unlearn_lr
-    try:
-        return make_unlearn_optimizer(args.optim, model.parameters(), args.unlearn_lr, retain_lr,
-                                      momentum=args.momentum, weight_decay=args.weight_decay)
-    except ValueError as err:
-        raise UsageError(str(err) if str(err).startswith("--optim") else f"--optim: {err}") from None
+    settings = RecipeSettings(forget_lr=args.unlearn_lr, retain_lr=args.retain_lr, shared_lrs=shared_lrs,
+                              momentum=args.momentum, weight_decay=args.weight_decay)
+    return build_recipe(IMAGE_FLAG, args.optim, model.parameters(), settings)
 
 
 def make_epoch_scheduler(optimizer: Optimizer, args: argparse.Namespace) -> LRScheduler:
@@ -174,23 +170,6 @@ def top1_accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
 def memory_format(args: argparse.Namespace) -> torch.memory_format:
     """``torch.channels_last`` under ``--channels_last``, else ``torch.preserve_format`` (no conversion)."""
     return torch.channels_last if getattr(args, "channels_last", False) else torch.preserve_format
-
-
-class _ObjectiveOptimizer:
-    """One objective of a :class:`DualOptim` as ``GradScaler`` sees an optimizer.
-
-    ``GradScaler.unscale_``/``step`` need the param groups that hold the
-    gradients and a ``step()``; stepping through ``DualOptim.step(objective)``
-    keeps ``SharedOptim``'s per-objective learning rate under AMP.
-    """
-
-    def __init__(self, optimizer: DualOptim, objective: str) -> None:
-        torch_optimizer = optimizer.forget_optimizer if objective == "forget" else optimizer.retain_optimizer
-        self.param_groups = torch_optimizer.param_groups
-        self._optimizer, self._objective = optimizer, objective
-
-    def step(self) -> object:
-        return self._optimizer.step(self._objective)
 
 
 class UnlearnRun:
@@ -287,7 +266,7 @@ class UnlearnRun:
         clipped to ``max_grad_norm`` (true scale under AMP).  Masking commutes with the sum, so a mask
         applied to the local gradients is the mask of the summed ones."""
         self.sharding.sync_gradients(self.model)
-        optimizer = _ObjectiveOptimizer(self.optimizer, objective)
+        optimizer = self.optimizer.for_objective(objective)
         if max_grad_norm is not None:
             self.scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=max_grad_norm)
@@ -374,7 +353,13 @@ def run_epochs(model: nn.Module, args: argparse.Namespace, device: torch.device,
     continues from the last snapshot in ``--save_dir``.
 
     Args:
-        lr_switching: see :func:`build_unlearn_optimizer`.
+        lr_switching: whether the method, run with one optimizer (``--optim
+            sgd|adam``), steps forget batches at ``--unlearn_lr`` and retain
+            batches at ``--retain_lr`` as the research code's RL and SCRUB do.
+            Methods that never switch (FT, GA, retrain, boundary_*) run the
+            single optimizer at ``--unlearn_lr`` throughout; under ``dual*``
+            their retain-side optimizer runs at ``--retain_lr``, exactly as in
+            the research code.
         schedule_forget: attach a scheduler to a separate forget optimizer
             too (the research code does for RL, not for SCRUB; methods that
             never step the forget optimizer pass ``False``).
@@ -384,7 +369,8 @@ def run_epochs(model: nn.Module, args: argparse.Namespace, device: torch.device,
         The run: its ``optimizer`` and the epoch function's results per epoch
         (``epoch_results``).
     """
-    optimizer = build_unlearn_optimizer(model, args, lr_switching)
+    optimizer = build_unlearn_optimizer(
+        model, args, (args.unlearn_lr, args.retain_lr if lr_switching else args.unlearn_lr))
     scheduled = [optimizer.retain_optimizer]
     if schedule_forget and optimizer.forget_optimizer is not optimizer.retain_optimizer:
         scheduled.append(optimizer.forget_optimizer)

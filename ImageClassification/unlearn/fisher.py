@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from common.distributed import sharding_of
 from common.saliency import Mask
 
-from .base import UnlearnLoaders
+from ImageClassification.data import UnlearnLoaders
 from .registry import UNLEARN_METHODS
 
 #: Added to every per-sample gradient before squaring, as in the research code.

@@ -18,7 +18,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from common.checkpointing import pass_generator, resumable_loader
 from common.saliency import Mask
 
-from .base import UnlearnLoaders
+from ImageClassification.data import UnlearnLoaders
 from .engine import UnlearnRun, cross_entropy_loss, run_epochs
 from .registry import UNLEARN_METHODS
 
@@ -91,14 +91,13 @@ def RL(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     step the single optimizer at ``--unlearn_lr`` (``forget_step()``).
     """
     num_classes = loaders.num_classes
-    mixed = args.dataset in MIXED_RELABEL_DATASETS and not args.optim.lower().startswith("dual")
     retain_loss = cross_entropy_loss(model)
     forget_loss = random_label_loss(model, num_classes)
 
     def epoch_fn(run: UnlearnRun) -> None:
         # The research code warms up once per epoch, at the first step.
         run.warmup(1, len(loaders.forget_loader) + len(loaders.retain_loader))
-        if mixed:
+        if args.dataset in MIXED_RELABEL_DATASETS and not run.optimizer.is_dual:
             run.train_on(mixed_relabel_loader(loaders, args.batch_size, args.seed, run.epoch), retain_loss, "forget",
                          "forget+retain")
         else:

@@ -18,7 +18,7 @@ from torch import nn
 
 from common.saliency import Mask
 
-from .base import UnlearnLoaders
+from ImageClassification.data import UnlearnLoaders
 from .engine import UnlearnRun, run_epochs
 from .registry import UNLEARN_METHODS
 

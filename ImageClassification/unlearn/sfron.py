@@ -19,12 +19,14 @@ iterations (default: every log interval); ``--resume`` continues from it.
 
 With ``--optim sgd|adam`` the research code runs one optimizer at
 ``--retain_lr`` for both objectives; ``dual*`` adds a forget optimizer at
-``--unlearn_lr``.
+``--unlearn_lr``.  SFR-on alone also accepts the paper's optimizer ablations
+(``--optim dual_sa|dual_ss|dual_ls|dual_ll|dual_sl|dual_share|dual_aa_m|
+dual_aa_v|dual_aa_8bit``, see :mod:`common.optim_recipes`); every one of them
+follows the same cosine schedule on each of its torch optimizers.
 """
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 from typing import Dict, Iterable, Optional
@@ -37,13 +39,12 @@ from tqdm.auto import tqdm
 
 from common.distributed import sharding_of
 from common.checkpointing import EndlessLoader
-from common.dualoptim import make_unlearn_optimizer
-from common.errors import UsageError
 from common.io import atomic_torch_save
 from common.saliency import Mask, accumulate_gradients, fisher_ratio_masks
+from common.schedules import cosine_decay
 
-from .base import UnlearnLoaders
-from .engine import UnlearnRun, run_snapshots, top1_accuracy
+from ImageClassification.data import UnlearnLoaders
+from .engine import UnlearnRun, build_unlearn_optimizer, run_snapshots, top1_accuracy
 from .registry import UNLEARN_METHODS
 
 #: Gradient-norm clip of the forget step.
@@ -64,11 +65,6 @@ def adaptive_ce(logits: torch.Tensor, targets: torch.Tensor, lambd: float) -> to
     losses = F.cross_entropy(logits, targets, reduction="none")
     weights = 1.0 / (losses.detach().pow(lambd) + EPS)
     return (weights * losses).sum() / weights.sum()
-
-
-def cosine_decay(value: float, step: int, total: int) -> float:
-    """``value * (1 + cos(pi * step / total)) / 2``."""
-    return value * (1.0 + math.cos(math.pi * step / total)) / 2.0
 
 
 def empirical_fisher(model: nn.Module, loader: Iterable, device: torch.device) -> Dict[str, torch.Tensor]:
@@ -111,14 +107,7 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     total = sum(m.numel() for m in saliency.values())
     print(f"Total sparsity th:{MASK_THRESHOLD} weight:{100.0 * (total - kept) / total}")
 
-    retain_lr = args.unlearn_lr if args.retain_lr is None else args.retain_lr
-    dual = args.optim.lower().startswith("dual")
-    try:
-        optimizer = make_unlearn_optimizer(args.optim, model.parameters(),
-                                           args.unlearn_lr if dual else retain_lr, retain_lr,
-                                           momentum=args.momentum, weight_decay=args.weight_decay)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    optimizer = build_unlearn_optimizer(model, args, (args.retain_lr, args.retain_lr))
     schedulers = [CosineAnnealingLR(opt, T_max=iters) for opt in optimizer.optimizers]
 
     lambd = sfron_lambda(args.dataset)

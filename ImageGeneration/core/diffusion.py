@@ -179,11 +179,6 @@ def pseudo_labels_for(labels: torch.Tensor, label_to_forget: int, n_classes: int
     return torch.full_like(labels, (label_to_forget + 1) % n_classes)
 
 
-def cosine_decay(base: float, step: int, total_steps: int) -> float:
-    """``base * (1 + cos(pi * step / total)) / 2``: SFR-on's ``--decay_forget_alpha`` schedule."""
-    return base * (1.0 + math.cos(math.pi * step / total_steps)) / 2.0
-
-
 #: ``--unlearn_loss`` -> forget objective to *minimise*.
 #: Signature: ``(eps_fn, x0, t, c, noise, alphas_cumprod, pseudo_labels, gamma) -> scalar``.
 FORGET_LOSSES: Registry[Callable[..., torch.Tensor]] = Registry("--unlearn_loss")

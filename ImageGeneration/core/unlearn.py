@@ -31,7 +31,8 @@ from tqdm import tqdm
 from common.checkpointing import Snapshotter
 from common.distributed import SampleSharding
 from common.dualoptim import DualOptim
-from ImageGeneration.core.diffusion import EMA, cosine_decay
+from common.schedules import cosine_decay
+from ImageGeneration.core.diffusion import EMA
 
 LossFn = Callable[[int], torch.Tensor]
 SCHEDULES = ("alternate", "joint")

@@ -100,6 +100,26 @@ def test_sfron_and_main_forget_methods_then_parse_result(original, tmp_path, cap
     assert sorted(r["avg_gap"] for r in from_logs) == pytest.approx(sorted(r["avg_gap"] for r in rows), abs=1e-9)
 
 
+def test_sfron_optimizer_ablations_and_their_logs(original, tmp_path, capsys):
+    """The logs the research code's parse_result.py reads (logs/dual_ll.log, logs/dual_sl.log) parse here too."""
+    capsys.readouterr()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for optim in ("dual_ll", "dual_sl"):
+        unlearn(main_random_sfron, tmp_path, optim, "--unlearn", "SFRon", "--sfron_iters", "4", "--unlearn_lr", "1e-4",
+                "--retain_lr", "1e-3", "--optim", optim, model_path=original)
+        (logs / f"{optim}.log").write_text(capsys.readouterr().out)
+    ref = ["--ref", "5.39", "100", "94.25", "76.26"]  # the research code's parse_result.py reference
+    from_logs = parse_result.main(["--log_paths", str(logs / "dual_ll.log"), str(logs / "dual_sl.log")] + ref)
+    from_results = parse_result.main(["--log_paths", str(tmp_path / "dual_ll"), str(tmp_path / "dual_sl")] + ref)
+    assert [(r["method"], r["unlearn_lr"], r["seeds"]) for r in from_logs] == [
+        ("SFRon dual_ll", 1e-4, 1), ("SFRon dual_sl", 1e-4, 1)]
+    assert [(r["method"], r["optim"]) for r in from_results] == [("SFRon", "dual_ll"), ("SFRon", "dual_sl")]
+    for log_row, result_row in zip(from_logs, from_results):
+        for metric in ("UA", "RA", "TA", "MIA", "avg_gap", "ToW"):
+            assert log_row[metric] == pytest.approx(result_row[metric], abs=1e-9), metric
+
+
 def test_amp_and_channels_last_run_end_to_end(original, tmp_path):
     metrics, save_dir = unlearn(main_forget, tmp_path, "scrub_amp", "--unlearn", "SCRUB", "--unlearn_lr", "1e-3",
                                 "--retain_lr", "0.01", "--optim", "dual", "--amp", "--channels_last",
@@ -123,6 +143,7 @@ def test_same_seed_same_numbers(original, tmp_path):
     (["--class_to_replace", "10"], "--class_to_replace: must be -1 (any class) or 0..9, got 10"),
     (["--arch", "resnet44s"], "checkpoint is a resnet20s, but --arch is resnet44s"),
     (["--optim", "rmsprop"], "argument --optim: invalid choice: 'rmsprop'"),
+    (["--optim", "dual_ll"], "--optim dual_ll: this optimizer ablation runs with --unlearn SFRon only"),
     (["--unlearn_lr", "-1"], "argument --unlearn_lr: expected a number > 0, got '-1'"),
     (["--dataset", "cifar10", "--data", "/nonexistent/cifar.zip"], "--data /nonexistent/cifar.zip: not found"),
 ])

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ImageGeneration.core.diffusion import (
-    EMA, FORGET_LOSSES, adaptive_weights, antithetic_timesteps, beta_schedule, cosine_decay, ewc_penalty,
+    EMA, FORGET_LOSSES, adaptive_weights, antithetic_timesteps, beta_schedule, ewc_penalty,
     guided_noise, noise_prediction_loss, pseudo_labels_for, q_sample)
 
 
@@ -85,12 +85,6 @@ def test_ewc_penalty_hand_computed():
     assert ewc_penalty(model, fisher, anchor).item() == pytest.approx(4.0)
     with pytest.raises(ValueError):
         ewc_penalty(model, {"other": torch.ones(1)}, anchor)
-
-
-def test_cosine_decay_of_forget_alpha():
-    assert cosine_decay(10.0, 0, 100) == pytest.approx(10.0)
-    assert cosine_decay(10.0, 50, 100) == pytest.approx(5.0)
-    assert cosine_decay(10.0, 100, 100) == pytest.approx(0.0)
 
 
 def test_guidance_formula():

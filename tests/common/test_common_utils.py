@@ -1,5 +1,6 @@
-"""common.io, common.saliency, common.device, common.seed, common.registry, common.errors."""
+"""common.io, common.saliency, common.device, common.seed, common.registry, common.errors, common.schedules."""
 import json
+import math
 import os
 import re
 import subprocess
@@ -17,6 +18,7 @@ from common.io import (atomic_path, atomic_torch_save, atomic_write_json, load_t
 from common.registry import Registry
 from common.saliency import (GradientMask, accumulate_gradients, check_mask, fisher_ratio_masks, load_mask,
                              mask_filename, save_masks, top_fraction_masks)
+from common.schedules import cosine_decay
 from common.seed import seed_everything
 
 
@@ -264,3 +266,11 @@ def test_setup_logging_writes_file_once_per_call(tmp_path):
     assert "first" in (tmp_path / "log.txt").read_text()
     assert (tmp_path / "log2.txt").read_text().count("second") == 1
     assert len(logger.handlers) == 2
+
+
+def test_cosine_decay_goes_from_value_to_zero():
+    assert cosine_decay(10.0, 0, 100) == 10.0
+    assert cosine_decay(10.0, 50, 100) == pytest.approx(5.0)
+    assert cosine_decay(25.0, 5, 10) == pytest.approx(12.5)
+    assert cosine_decay(10.0, 100, 100) == pytest.approx(0.0)
+    assert cosine_decay(4.0, 1, 4) == pytest.approx(4.0 * (1 + math.cos(math.pi / 4)) / 2)

@@ -1,12 +1,13 @@
-"""DualOptim / SharedOptim / make_unlearn_optimizer against plain torch optimizers."""
+"""DualOptim / SharedOptim / make_unlearn_optimizer (common.optim_recipes) against plain torch optimizers."""
 import copy
 
 import pytest
 import torch
 from torch import nn
 
-from common.dualoptim import (DecoupledAdamW, DualOptim, SharedOptim, make_unlearn_optimizer,
-                              set_objective)
+from common.dualoptim import DecoupledAdamW, DualOptim, SharedOptim, set_objective
+from common.errors import UsageError
+from common.optim_recipes import make_unlearn_optimizer
 
 
 def small_net(seed=0):
@@ -167,14 +168,9 @@ def test_factory_builds_the_research_code_optimizers(name, forget_type, retain_t
             assert (retain_group["momentum"], retain_group["weight_decay"]) == (0.8, 1e-4)
 
 
-def test_retain_lr_defaults_to_unlearn_lr():
-    opt = make_unlearn_optimizer("dual", small_net().parameters(), unlearn_lr=0.03)
-    assert opt.retain_optimizer.param_groups[0]["lr"] == 0.03
-
-
 def test_unknown_optim_name_is_one_line_error_listing_choices():
-    with pytest.raises(ValueError) as err:
-        make_unlearn_optimizer("rmsprop", small_net().parameters(), unlearn_lr=0.1)
+    with pytest.raises(UsageError) as err:
+        make_unlearn_optimizer("rmsprop", small_net().parameters(), unlearn_lr=0.1, retain_lr=0.1)
     message = str(err.value)
     assert "\n" not in message and "--optim" in message
     for choice in ("sgd", "adam", "dual", "dual_as", "dual_aa"):

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ImageClassification.unlearn import UnlearnLoaders
+from ImageClassification.arg_parser import validate_args
+from ImageClassification.data import UnlearnLoaders
 from ImageClassification.unlearn.args import add_method_args
 
 NUM_CLASSES = 3
@@ -50,16 +51,18 @@ def make_loaders(forget_n: int = 12, retain_n: int = 36, seed: int = 0) -> Unlea
 
 def make_args(**overrides) -> argparse.Namespace:
     """The flags a method reads: the general ones with the research code's defaults
-    (scaled down) plus the method flags from ``add_method_args``."""
+    (scaled down) plus the method flags from ``add_method_args``, completed by
+    ``validate_args`` as the scripts do (``--retain_lr`` defaults to ``--unlearn_lr``)."""
     args = add_method_args(argparse.ArgumentParser()).parse_args([])
     general = dict(unlearn="RL", optim="sgd", unlearn_lr=0.05, retain_lr=None, unlearn_epochs=2,
                    momentum=0.9, weight_decay=5e-4, decreasing_lr="91,136", warmup=0, lr=0.1,
                    print_freq=50, batch_size=BATCH_SIZE, num_classes=NUM_CLASSES, dataset="digits",
-                   imagenet_arch=False, save_dir=None, seed=1, sfron_iters=6, sfron_freq=3)
+                   imagenet_arch=False, save_dir=None, seed=1, sfron_iters=6, sfron_freq=3,
+                   num_workers=0, workers=0)
     general.update(overrides)
     for key, value in general.items():
         setattr(args, key, value)
-    return args
+    return validate_args(args)
 
 
 @pytest.fixture(scope="session")
@@ -129,8 +132,7 @@ def recorder(monkeypatch) -> StepRecorder:
     rec = StepRecorder()
     build = engine.build_unlearn_optimizer
     monkeypatch.setattr(engine, "build_unlearn_optimizer", lambda *a, **k: rec.wrap(build(*a, **k)))
-    factory = sfron.make_unlearn_optimizer
-    monkeypatch.setattr(sfron, "make_unlearn_optimizer", lambda *a, **k: rec.wrap(factory(*a, **k)))
+    monkeypatch.setattr(sfron, "build_unlearn_optimizer", lambda *a, **k: rec.wrap(build(*a, **k)))
     return rec
 
 

@@ -1,0 +1,217 @@
+"""The optimizer recipes: what each ``--optim`` (image classification) and ``--optim_cfg`` (LLM) name builds.
+
+A recipe turns the model's parameters and a :class:`RecipeSettings` into an
+object with the :class:`~common.dualoptim.DualOptim` interface
+(``forget_step`` / ``retain_step`` / ``optimizers`` / ``is_dual``).  Callers
+never read the name again: whether a run keeps one state per objective is the
+object's ``is_dual``.  Each recipe says which flags accept it (the two
+modalities' research code gives ``adam`` and ``sgd`` to both); the LLM takes
+the one torch optimizer of a recipe (``optimizers[0]``) and tells it each
+step's objective itself.
+
+============== ============================================ ================================================
+name           forget objective                              retain objective
+============== ============================================ ================================================
+``sgd``        SGD(momentum, weight_decay)                   the same optimizer (``shared_lrs``)
+``adam``       AdamW(wd 0.05)                                the same optimizer (``shared_lrs``)
+``dual``       AdamW(forget_lr, wd 0.05)                     SGD(retain_lr, momentum, weight_decay)
+``dual_as``    as ``dual``                                   as ``dual``
+``dual_aa``    AdamW(forget_lr, wd 0.05)                     AdamW(retain_lr, wd 0.05)
+``dual_sa``    SGD(forget_lr, momentum, weight_decay)        AdamW(retain_lr, wd 0.05)
+``dual_ss``    SGD(forget_lr, momentum, weight_decay)        SGD(retain_lr, momentum, weight_decay)
+``dual_ls``    Lion(forget_lr, wd 0.01)                      SGD(retain_lr, momentum, weight_decay)
+``dual_ll``    Lion(forget_lr, wd 0.01)                      Lion(retain_lr, wd 0.01)
+``dual_sl``    SGD(forget_lr, momentum, weight_decay)        Lion(retain_lr, wd 0.01)
+``dual_share`` Adam(forget_lr, L2 weight_decay)              SGD(retain_lr, momentum=dampening=0.9), one
+                                                             first moment with the forget side
+                                                             (:class:`~common.dualoptim.HybridAdamSGD`)
+``dual_aa_m``  DecoupledAdamW(wd 0.05): m per objective,     v shared
+``dual_aa_v``  DecoupledAdamW(wd 0.05): v per objective,     m shared
+``dual_aa_8bit`` DecoupledAdamW8bit(wd 0.05), 8-bit m, v     per objective (bitsandbytes)
+============== ============================================ ================================================
+
+The names from ``dual_sa`` on are the paper's optimizer ablations; as in the
+research code only SFR-on accepts them (``Recipe.ablation``).  The LLM's
+``--optim_cfg`` names are ``adam``, ``sgd`` (both on the LLM's weight-decay
+param groups, at ``--lr`` for every step), ``dual_adam``
+(:class:`~common.dualoptim.DecoupledAdamW`, forget steps at ``--forget_lr``),
+``adam_8bit`` and ``dual_adam_8bit`` (bitsandbytes, ``fp32_params`` kept in
+32 bits).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Sequence, Tuple
+
+import torch
+
+from common.dualoptim import (ADAM_WEIGHT_DECAY, DecoupledAdamW, DualOptim, HybridAdamSGD, ObjectiveOptim,
+                              Params, SharedOptim, _materialize, build_optimizer)
+from common.errors import UsageError
+from common.registry import Registry
+
+__all__ = ["IMAGE_FLAG", "LLM_FLAG", "OPTIM_RECIPES", "Recipe", "RecipeSettings", "build_recipe",
+           "get_recipe", "make_unlearn_optimizer", "recipe_names"]
+
+#: The flags that name a recipe: image classification's and the LLM's.
+IMAGE_FLAG, LLM_FLAG = "--optim", "--optim_cfg"
+
+#: Weight decay of every Lion optimizer of the research code's ablations (``--weight_decay`` reaches SGD only).
+LION_WEIGHT_DECAY = 1e-2
+
+
+@dataclass(frozen=True)
+class RecipeSettings:
+    """The hyperparameters a recipe reads.
+
+    Args:
+        forget_lr, retain_lr: learning rates of the forget and retain
+            optimizers of a dual recipe.
+        shared_lrs: ``(forget, retain)`` learning rates of a single optimizer
+            serving both objectives (``sgd``, ``adam``); the first is its base
+            lr.  Which they are is the method's choice: the research code's RL
+            and SCRUB switch between ``--unlearn_lr`` and ``--retain_lr``, FT
+            stays at ``--unlearn_lr``, SFR-on at ``--retain_lr``.
+        momentum, weight_decay: of every SGD optimizer (Adam-type and Lion
+            optimizers use the research code's fixed weight decays).
+        fp32_params: tensors an 8-bit optimizer keeps in 32 bits.
+    """
+
+    forget_lr: float
+    retain_lr: float
+    shared_lrs: Tuple[float, float]
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    fp32_params: Sequence[torch.Tensor] = ()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A registered recipe: its builder, the flags that accept it, and whether it is an SFR-on ablation."""
+
+    build: Callable[[list, RecipeSettings], DualOptim]
+    flags: Tuple[str, ...]
+    ablation: bool = False
+
+
+#: Recipe name -> :class:`Recipe`.
+OPTIM_RECIPES: Registry[Recipe] = Registry("--optim")
+
+
+def recipe(*names: str, flags: Tuple[str, ...] = (IMAGE_FLAG,), ablation: bool = False):
+    """Register ``build(params, settings)`` as the recipe(s) ``names``."""
+    def decorator(build):
+        OPTIM_RECIPES.register(*names)(Recipe(build, flags, ablation))
+        return build
+    return decorator
+
+
+def recipe_names(flag: str) -> list:
+    """The names ``flag`` accepts, sorted."""
+    return [name for name in OPTIM_RECIPES if flag in OPTIM_RECIPES.get(name).flags]
+
+
+def get_recipe(flag: str, name: str) -> Recipe:
+    """The recipe ``flag name``; a name the flag does not accept is a one-line ``UsageError``."""
+    if name not in OPTIM_RECIPES or flag not in OPTIM_RECIPES.get(name).flags:
+        raise UsageError(f"{flag}: unknown value {name!r}; expected one of {', '.join(recipe_names(flag))}")
+    return OPTIM_RECIPES.get(name)
+
+
+def build_recipe(flag: str, name: str, params: Params, settings: RecipeSettings) -> DualOptim:
+    """Build the recipe ``flag name`` over ``params``."""
+    return get_recipe(flag, name).build(_materialize(params), settings)
+
+
+def make_unlearn_optimizer(optim: str, params: Params, unlearn_lr: float, retain_lr: float,
+                           momentum: float = 0.9, weight_decay: float = 5e-4) -> DualOptim:
+    """The ``--optim`` optimizer with forget steps at ``unlearn_lr`` and retain steps at ``retain_lr``.
+
+    A single optimizer (``sgd``, ``adam``) switches between the two rates,
+    as the research code's RL and SCRUB do.
+    """
+    settings = RecipeSettings(unlearn_lr, retain_lr, (unlearn_lr, retain_lr), momentum, weight_decay)
+    return build_recipe(IMAGE_FLAG, optim, params, settings)
+
+
+def _weight_decay(name: str, s: RecipeSettings) -> float:
+    """The research code's weight decay of a ``name`` optimizer: ``--weight_decay`` reaches SGD only."""
+    return {"sgd": s.weight_decay, "lion": LION_WEIGHT_DECAY}.get(name, ADAM_WEIGHT_DECAY)
+
+
+def _pair(forget: str, retain: str) -> Callable[[list, RecipeSettings], DualOptim]:
+    """A :class:`DualOptim` recipe: ``forget`` / ``retain`` are ``adamw``, ``sgd`` or ``lion``."""
+    def build(params: list, s: RecipeSettings) -> DualOptim:
+        return DualOptim(params, forget, s.forget_lr, _weight_decay(forget, s),
+                         retain, s.retain_lr, s.momentum, _weight_decay(retain, s))
+    return build
+
+
+def _shared(name: str) -> Callable[[list, RecipeSettings], DualOptim]:
+    """A :class:`SharedOptim` recipe over one ``name`` optimizer at ``shared_lrs``."""
+    def build(params: list, s: RecipeSettings) -> DualOptim:
+        optimizer = build_optimizer(name, params, s.shared_lrs[0], _weight_decay(name, s), s.momentum)
+        return SharedOptim(optimizer, *s.shared_lrs)
+    return build
+
+
+recipe("sgd", flags=(IMAGE_FLAG, LLM_FLAG))(_shared("sgd"))
+recipe("adam", flags=(IMAGE_FLAG, LLM_FLAG))(_shared("adamw"))
+recipe("dual", "dual_as")(_pair("adamw", "sgd"))
+recipe("dual_aa")(_pair("adamw", "adamw"))
+recipe("dual_sa", ablation=True)(_pair("sgd", "adamw"))
+recipe("dual_ss", ablation=True)(_pair("sgd", "sgd"))
+recipe("dual_ls", ablation=True)(_pair("lion", "sgd"))
+recipe("dual_ll", ablation=True)(_pair("lion", "lion"))
+recipe("dual_sl", ablation=True)(_pair("sgd", "lion"))
+
+
+@recipe("dual_share", ablation=True)
+def _dual_share(params: list, s: RecipeSettings) -> DualOptim:
+    return HybridAdamSGD(params, s.forget_lr, s.retain_lr, weight_decay=s.weight_decay)
+
+
+def _decoupled(decouple_m: bool, decouple_v: bool) -> Callable[[list, RecipeSettings], DualOptim]:
+    """A :class:`DecoupledAdamW` recipe (base lr ``retain_lr``, forget steps at ``forget_lr``)."""
+    def build(params: list, s: RecipeSettings) -> DualOptim:
+        return ObjectiveOptim(DecoupledAdamW(params, lr=s.retain_lr, weight_decay=ADAM_WEIGHT_DECAY,
+                                             forget_lr_ratio=s.forget_lr / s.retain_lr,
+                                             decouple_m=decouple_m, decouple_v=decouple_v))
+    return build
+
+
+recipe("dual_adam", flags=(LLM_FLAG,))(_decoupled(True, True))
+recipe("dual_aa_m", ablation=True)(_decoupled(True, False))
+recipe("dual_aa_v", ablation=True)(_decoupled(False, True))
+
+
+def import_dualoptim_8bit(flag: str, name: str):
+    """``common.dualoptim_8bit``, imported on demand: bitsandbytes is an optional dependency."""
+    try:
+        return importlib.import_module("common.dualoptim_8bit")
+    except ModuleNotFoundError as err:
+        if err.name != "bitsandbytes":
+            raise
+        raise UsageError(f"{flag} {name}: needs the bitsandbytes package (pip install bitsandbytes)") from None
+
+
+@recipe("adam_8bit", flags=(LLM_FLAG,))
+def _adam_8bit(params: list, s: RecipeSettings) -> DualOptim:
+    """bitsandbytes' AdamW with 8-bit block-wise states, one for both objectives."""
+    optimizer = import_dualoptim_8bit(LLM_FLAG, "adam_8bit").AdamW8bit(
+        params, lr=s.shared_lrs[0], weight_decay=ADAM_WEIGHT_DECAY, fp32_params=s.fp32_params)
+    return SharedOptim(optimizer, *s.shared_lrs)
+
+
+def _decoupled_8bit(flag: str, name: str) -> Callable[[list, RecipeSettings], DualOptim]:
+    """``DecoupledAdamW8bit`` (m and v per objective, base lr ``retain_lr``), as ``flag name``."""
+    def build(params: list, s: RecipeSettings) -> DualOptim:
+        return ObjectiveOptim(import_dualoptim_8bit(flag, name).DecoupledAdamW8bit(
+            params, lr=s.retain_lr, weight_decay=ADAM_WEIGHT_DECAY, forget_lr_ratio=s.forget_lr / s.retain_lr,
+            fp32_params=s.fp32_params))
+    return build
+
+
+recipe("dual_adam_8bit", flags=(LLM_FLAG,))(_decoupled_8bit(LLM_FLAG, "dual_adam_8bit"))
+recipe("dual_aa_8bit", ablation=True)(_decoupled_8bit(IMAGE_FLAG, "dual_aa_8bit"))
