@@ -17,7 +17,11 @@ from common.seed import DETERMINISTIC_HELP
 from ImageClassification.unlearn.args import add_method_args
 
 
-def build_parser(description: str = "DualOptim image-classification unlearning") -> argparse.ArgumentParser:
+def build_parser(description: str = "DualOptim image-classification unlearning",
+                 optim_choices: Optional[Sequence[str]] = OPTIM_CHOICES,
+                 optim_help: str = "sgd | adam: one optimizer; dual/dual_as: AdamW forget + SGD retain; "
+                                   "dual_aa: AdamW + AdamW") -> argparse.ArgumentParser:
+    """The shared command line; ``main_train.py`` gives ``--optim`` its own choices and help."""
     parser = ArgumentParser(description=description)
 
     data = parser.add_argument_group("data")
@@ -40,6 +44,11 @@ def build_parser(description: str = "DualOptim image-classification unlearning")
     model = parser.add_argument_group("model")
     model.add_argument("--arch", type=str, default="resnet18", help="model architecture")
     model.add_argument("--imagenet_arch", action="store_true", help="architecture for ImageNet-sized inputs")
+    model.add_argument("--pretrained_weights", type=str, default=None,
+                       help="swin_t: torchvision's ImageNet weights file to start from (main_train, retrain; "
+                            "default: the torch hub cache's swin_t-704ceda3.pth)")
+    model.add_argument("--from_scratch", action="store_true",
+                       help="swin_t: start from a random initialisation instead of ImageNet weights")
 
     general = parser.add_argument_group("general")
     # >= 1: the forget set is drawn with RandomState(seed - 1), as in the research code
@@ -80,9 +89,7 @@ def build_parser(description: str = "DualOptim image-classification unlearning")
     unlearn.add_argument("--indexes_to_replace", type=str, default=None,
                          help="comma-separated training-set indexes to forget")
     unlearn.add_argument("--mask_path", default=None, type=str, help="SalUn saliency mask (with_<t>.pt)")
-    unlearn.add_argument("--optim", default="sgd", type=str, choices=OPTIM_CHOICES,
-                         help="sgd | adam: one optimizer; dual/dual_as: AdamW forget + SGD retain; "
-                              "dual_aa: AdamW + AdamW")
+    unlearn.add_argument("--optim", default="sgd", type=str, choices=optim_choices, help=optim_help)
     unlearn.add_argument("--mia", default="sfron", choices=("sfron", "salun"),
                          help="MIA-efficacy: sfron (entropy + logistic regression, the DualOptim logs) or "
                               "salun (SVC on confidence)")

@@ -32,6 +32,8 @@ from ImageClassification.models import build_model_from_args, load_weights
 from ImageClassification.unlearn import get_unlearn_method
 
 RESULT_FILE = "eval_result.json"
+#: methods that train from the constructed model and read no ``--model_path``
+RETRAIN_METHODS = ("retrain", "retrain_sam")
 
 
 def checkpoint_name(unlearn: str) -> str:
@@ -53,10 +55,15 @@ def start_processes(args: argparse.Namespace) -> Tuple[SampleSharding, torch.dev
 
 
 def load_original_model(args: argparse.Namespace, device: torch.device) -> nn.Module:
-    """A model of ``--arch`` for the dataset, with ``--model_path`` loaded unless the method is retrain."""
-    seed_everything(args.train_seed)  # the research code seeds model initialisation with --train_seed
-    model = build_model_from_args(args)
-    if args.unlearn != "retrain":
+    """A model of ``--arch`` for the dataset, with ``--model_path`` loaded unless the method retrains.
+
+    Retraining starts from the architecture as constructed: its own initialisation, drawn after
+    seeding with ``--train_seed`` as the research code does.
+    """
+    seed_everything(args.train_seed)
+    retrain = args.unlearn in RETRAIN_METHODS
+    model = build_model_from_args(args, pretrained=retrain)
+    if not retrain:
         checkpoint = load_torch_file(args.model_path, "--model_path")
         load_weights(model, checkpoint, "--model_path", args.model_path, args.arch)
     return model.to(device)

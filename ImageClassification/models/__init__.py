@@ -7,15 +7,18 @@ plain ``[0, 1]`` tensors and checkpoints are self-contained.
 from __future__ import annotations
 
 import argparse
-from typing import Callable, Dict, Sequence
+from pathlib import Path
+from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence
 
 import torch
 import torchvision
 from torch import nn
 
 from common.errors import UsageError
+from common.io import load_torch_file
 from common.registry import Registry
 from ImageClassification.models.cifar_resnet import CifarResNet
+from ImageClassification.models.vgg import CifarVGG
 
 #: ``--arch`` name -> ``builder(num_classes, imagenet_arch) -> nn.Module``.
 MODELS: Registry[Callable[[int, bool], nn.Module]] = Registry("--arch")
@@ -45,23 +48,54 @@ class NormalizedClassifier(nn.Module):
         return self.backbone(self.normalize(x))
 
 
-def _small_input_stem(model: nn.Module) -> nn.Module:
-    """CIFAR stem for torchvision ResNets: 3x3 stride-1 first convolution, no max-pool."""
-    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+def _creation_order(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` and its submodules in the order torchvision's (and the research code's) ResNet
+    creates them: a block's ``downsample`` is built before the block's own layers."""
+    children = dict(module.named_children())
+    downsample = children.pop("downsample", None)
+    if downsample is not None:
+        yield from _creation_order(downsample)
+    yield module
+    for child in children.values():
+        yield from _creation_order(child)
+
+
+def _resnet(build: Callable[..., nn.Module], num_classes: int, imagenet_arch: bool) -> nn.Module:
+    """A torchvision ResNet; for small inputs with the research code's CIFAR stem (3x3 stride-1 first
+    convolution, no max-pool) and its initialisation, drawn as its constructor draws it.
+
+    The research code builds the 3x3 stem inside the constructor, so every layer (the stem too)
+    gets the default initialisation and then kaiming-normal (fan_out, ReLU) convolutions and
+    BatchNorm 1/0.  The model is built without drawing (meta device), the stem replaced, and
+    those draws replayed in the constructor's order: a seed gives the research code's weights.
+    """
+    if imagenet_arch:
+        return build(num_classes=num_classes)
+    with torch.device("meta"):
+        model = build(num_classes=num_classes)
+    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False, device="meta")
     model.maxpool = nn.Identity()
+    model.to_empty(device="cpu")
+    for module in _creation_order(model):
+        if isinstance(module, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
+            module.reset_parameters()
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
     return model
 
 
 @MODELS.register("resnet18")
 def resnet18(num_classes: int, imagenet_arch: bool = False) -> nn.Module:
-    model = torchvision.models.resnet18(num_classes=num_classes)
-    return model if imagenet_arch else _small_input_stem(model)
+    return _resnet(torchvision.models.resnet18, num_classes, imagenet_arch)
 
 
 @MODELS.register("resnet50")
 def resnet50(num_classes: int, imagenet_arch: bool = False) -> nn.Module:
-    model = torchvision.models.resnet50(num_classes=num_classes)
-    return model if imagenet_arch else _small_input_stem(model)
+    return _resnet(torchvision.models.resnet50, num_classes, imagenet_arch)
 
 
 def _cifar_resnet(depth: int) -> Callable[[int, bool], nn.Module]:
@@ -77,31 +111,69 @@ for _depth in (20, 44, 56):
 
 @MODELS.register("vgg16_bn")
 def vgg16_bn(num_classes: int, imagenet_arch: bool = False) -> nn.Module:
-    if imagenet_arch:
-        return torchvision.models.vgg16_bn(num_classes=num_classes)
-    # small inputs: the convolutional features, global average pooling and one linear head
-    features = torchvision.models.vgg16_bn().features
-    return nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes))
+    # the research code's VGG crashes with --imagenet_arch; torchvision's VGG-16-BN is the ImageNet one
+    return torchvision.models.vgg16_bn(num_classes=num_classes) if imagenet_arch else CifarVGG(num_classes)
+
+
+#: architectures the research code starts from ImageNet-pretrained weights, and those weights
+PRETRAINED = {"swin_t": torchvision.models.Swin_T_Weights.IMAGENET1K_V1}
 
 
 @MODELS.register("swin_t")
-def swin_t(num_classes: int, imagenet_arch: bool = True) -> nn.Module:
-    return torchvision.models.swin_t(num_classes=num_classes)
+def swin_t(num_classes: int, imagenet_arch: bool = True,
+           weights: Optional[Mapping[str, torch.Tensor]] = None) -> nn.Module:
+    """torchvision's Swin-T, with ``weights`` (its ImageNet state dict) loaded, and a new
+    ``Linear(768, num_classes)`` head (PyTorch's default initialisation), as the research code."""
+    model = torchvision.models.swin_t()
+    if weights is not None:
+        model.load_state_dict(weights)
+    model.head = nn.Linear(model.head.in_features, num_classes)
+    return model
+
+
+def pretrained_weights(arch: str, path: Optional[str], from_scratch: bool) -> Optional[Dict[str, torch.Tensor]]:
+    """The ImageNet weights an ``arch`` of :data:`PRETRAINED` starts from (``None``: another arch,
+    or ``--from_scratch``): ``--pretrained_weights PATH``, else torchvision's file in the torch hub
+    cache; with neither, a one-line :class:`UsageError` naming both."""
+    if arch not in PRETRAINED or from_scratch:
+        return None
+    if path is None:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(PRETRAINED[arch].url).name
+        if not cached.is_file():
+            raise UsageError(f"--arch {arch}: starts from ImageNet-pretrained weights, as the research code; "
+                             f"put torchvision's {cached.name} at {cached} or pass --pretrained_weights PATH "
+                             f"(--from_scratch: random initialisation)")
+        path = str(cached)
+    weights = load_torch_file(path, "--pretrained_weights")
+    with torch.device("meta"):  # shapes only: building it here must not draw from the seeded generator
+        expected = torchvision.models.get_model(arch).state_dict()
+    if not isinstance(weights, dict) or set(weights) != set(expected) or any(
+            tuple(weights[key].shape) != tuple(value.shape) for key, value in expected.items()):
+        raise UsageError(f"--pretrained_weights {path}: not torchvision's ImageNet {arch} state dict")
+    return weights
 
 
 def build_model(arch: str, num_classes: int, mean: Sequence[float], std: Sequence[float],
-                imagenet_arch: bool = False) -> NormalizedClassifier:
-    """A freshly initialised ``arch`` for ``num_classes`` with the dataset's normalisation."""
-    return NormalizedClassifier(MODELS.get(arch)(num_classes, imagenet_arch), mean, std)
+                imagenet_arch: bool = False,
+                weights: Optional[Mapping[str, torch.Tensor]] = None) -> NormalizedClassifier:
+    """A freshly initialised ``arch`` for ``num_classes`` with the dataset's normalisation
+    (``weights``: the pretrained weights of an arch of :data:`PRETRAINED`)."""
+    options = {"weights": weights} if arch in PRETRAINED else {}
+    return NormalizedClassifier(MODELS.get(arch)(num_classes, imagenet_arch, **options), mean, std)
 
 
-def build_model_from_args(args: argparse.Namespace) -> NormalizedClassifier:
+def build_model_from_args(args: argparse.Namespace, pretrained: bool = False) -> NormalizedClassifier:
     """A fresh model for the run's ``--arch``/dataset (``args.num_classes``, ``args.data_mean/std``).
 
-    Under ``--channels_last`` it is built in that memory format, so every copy a method
-    makes of it (SCRUB's teacher, boundary_shrink's attack model) runs in it too.
+    ``pretrained``: its weights are trained from (``main_train.py``, retrain), so an arch of
+    :data:`PRETRAINED` starts from its ImageNet weights (:func:`pretrained_weights`); otherwise
+    they are replaced by a checkpoint and none are read.  Under ``--channels_last`` it is built in
+    that memory format, so every copy a method makes of it (SCRUB's teacher, boundary_shrink's
+    attack model) runs in it too.
     """
-    model = build_model(args.arch, args.num_classes, args.data_mean, args.data_std, args.imagenet_arch)
+    weights = pretrained_weights(args.arch, getattr(args, "pretrained_weights", None),
+                                 getattr(args, "from_scratch", False)) if pretrained else None
+    model = build_model(args.arch, args.num_classes, args.data_mean, args.data_std, args.imagenet_arch, weights)
     return model.to(memory_format=torch.channels_last) if getattr(args, "channels_last", False) else model
 
 
