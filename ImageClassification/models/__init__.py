@@ -7,8 +7,9 @@ plain ``[0, 1]`` tensors and checkpoints are self-contained.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torchvision
@@ -105,8 +106,9 @@ def _cifar_resnet(depth: int) -> Callable[[int, bool], nn.Module]:
     return build
 
 
-for _depth in (20, 44, 56):
-    MODELS.register(f"resnet{_depth}s")(_cifar_resnet(_depth))
+CIFAR_RESNET_DEPTHS = {f"resnet{depth}s": depth for depth in (20, 44, 56)}
+for _name, _depth in CIFAR_RESNET_DEPTHS.items():
+    MODELS.register(_name)(_cifar_resnet(_depth))
 
 
 @MODELS.register("vgg16_bn")
@@ -177,11 +179,74 @@ def build_model_from_args(args: argparse.Namespace, pretrained: bool = False) ->
     return model.to(memory_format=torch.channels_last) if getattr(args, "channels_last", False) else model
 
 
-def load_weights(model: nn.Module, checkpoint: object, flag: str, path: object, arch: str) -> Dict:
-    """Load a research-style checkpoint (``{"state_dict": ...}`` or a bare state dict) into ``model``.
+#: the normalisation the research code's data pipeline applies before its model's own (TinyImagenet:
+#: ImageNet statistics, in the transforms of its dataset.py); none for the other datasets
+ORIGINAL_DATA_NORMALIZATION = {"TinyImagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+OUR_PREFIXES = ("backbone.", "normalize.")
 
-    A checkpoint of another architecture or class count is a one-line
-    :class:`UsageError`, not a wall of missing keys.
+
+def is_original_format(state: Mapping[str, object]) -> bool:
+    """Whether a state dict or mask uses the research code's names: its models hold the weights at
+    the top level (``conv1.weight``), ours under ``backbone.`` next to ``normalize.``."""
+    return any(not str(key).startswith(OUR_PREFIXES) for key in state)
+
+
+def original_key(key: str, arch: str) -> str:
+    """Our name of the research code's parameter or buffer ``key`` of ``arch``.
+
+    Its ``resnet20s/44s/56s`` group the blocks in ``layer1..3``, ours number them through in
+    ``layers`` (``layer2.1.conv1.weight`` of ResNet-20 is ``layers.4.conv1.weight``); every
+    other name is the same, under ``backbone.``.
+    """
+    staged = re.fullmatch(r"layer(\d)\.(\d+)\.(.+)", key)
+    if arch in CIFAR_RESNET_DEPTHS and staged:
+        stage, index, rest = staged.groups()
+        key = f"layers.{(int(stage) - 1) * (CIFAR_RESNET_DEPTHS[arch] - 2) // 6 + int(index)}.{rest}"
+    return "backbone." + key
+
+
+def effective_normalization(state: Mapping[str, torch.Tensor], arch: str,
+                            dataset: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of the one normalisation equivalent to what a research-code model of ``arch``
+    trained on ``dataset`` applied to ``[0, 1]`` images.
+
+    Its data pipeline normalises TinyImagenet with ``(m_d, s_d)``, then its model normalises with its
+    ``normalize`` buffers ``(m, s)`` -- except ``swin_t``, whose torchvision forward never calls the
+    ``normalize`` the research code attaches.  Composed, ``((x - m_d) / s_d - m) / s`` is
+    ``(x - (m_d + m s_d)) / (s_d s)``.
+    """
+    mean, std = torch.zeros(3), torch.ones(3)
+    if dataset in ORIGINAL_DATA_NORMALIZATION:
+        mean, std = (torch.tensor(v) for v in ORIGINAL_DATA_NORMALIZATION[dataset])
+    if arch != "swin_t" and "normalize.mean" in state and "normalize.std" in state:
+        model_mean, model_std = state["normalize.mean"].reshape(-1).float(), state["normalize.std"].reshape(-1).float()
+        mean, std = mean + model_mean * std, std * model_std
+    return mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+
+
+def from_original_format(state: Mapping[str, torch.Tensor], arch: str, dataset: str) -> Dict[str, torch.Tensor]:
+    """A research-code state dict of ``arch`` (trained on ``dataset``) in our names, its normalisation
+    folded into our ``normalize`` (:func:`effective_normalization`)."""
+    mapped = {original_key(key, arch): value for key, value in state.items() if not key.startswith("normalize.")}
+    mapped["normalize.mean"], mapped["normalize.std"] = effective_normalization(state, arch, dataset)
+    return mapped
+
+
+def mask_from_original_format(mask: object, arch: str) -> object:
+    """A saliency mask saved by the research code's ``generate_mask.py`` (its parameter names) in ours;
+    anything else is returned as it is (and checked by :func:`common.saliency.check_mask`)."""
+    if isinstance(mask, dict) and mask and is_original_format(mask):
+        return {original_key(str(key), arch): value for key, value in mask.items()}
+    return mask
+
+
+def load_weights(model: nn.Module, checkpoint: object, flag: str, path: object, arch: str,
+                 dataset: Optional[str] = None) -> Dict:
+    """Load a checkpoint (``{"state_dict": ...}`` or a bare state dict) into ``model``.
+
+    Checkpoints written by the research code (its names, :func:`is_original_format`) are mapped
+    to ours first (:func:`from_original_format`, for ``dataset``).  A checkpoint of another
+    architecture or class count is a one-line :class:`UsageError`, not a wall of missing keys.
     """
     if not isinstance(checkpoint, dict):
         raise UsageError(f"{flag} {path}: expected a checkpoint dict, got {type(checkpoint).__name__}")
@@ -189,16 +254,21 @@ def load_weights(model: nn.Module, checkpoint: object, flag: str, path: object, 
     if saved_arch is not None and saved_arch != arch:
         raise UsageError(f"{flag} {path}: checkpoint is a {saved_arch}, but --arch is {arch}")
     state_dict = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise UsageError(f"{flag} {path}: expected a state dict of tensors")
+    origin = ""
+    if is_original_format(state_dict):
+        state_dict, origin = from_original_format(state_dict, arch, dataset), " (a research-code checkpoint)"
     expected = model.state_dict()
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in expected]
     if missing or unexpected:
         example = (missing or unexpected)[0]
-        raise UsageError(f"{flag} {path}: does not match --arch {arch} ({len(missing)} missing and "
+        raise UsageError(f"{flag} {path}{origin}: does not match --arch {arch} ({len(missing)} missing and "
                          f"{len(unexpected)} unexpected weights, e.g. {example!r})")
     for key, value in expected.items():
         if tuple(state_dict[key].shape) != tuple(value.shape):
-            raise UsageError(f"{flag} {path}: weight {key!r} has shape {tuple(state_dict[key].shape)}, "
+            raise UsageError(f"{flag} {path}{origin}: weight {key!r} has shape {tuple(state_dict[key].shape)}, "
                              f"--arch {arch} with this dataset expects {tuple(value.shape)}")
     model.load_state_dict(state_dict)
     return checkpoint
