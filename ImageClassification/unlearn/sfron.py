@@ -119,6 +119,13 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
                                            momentum=args.momentum, weight_decay=args.weight_decay)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if args.optim.lower() == "adam":
+        if args.momentum >= 1.0:
+            raise UsageError(f"--momentum: must be below 1 with SFR-on --optim adam (AdamW's beta1), got {args.momentum}")
+        # SFR-on's own AdamW takes its first-moment decay from --momentum (the research code's
+        # unlearn/sfron.py:230-236); the other methods' and the dual* AdamWs keep torch's 0.9
+        for group in optimizer.retain_optimizer.param_groups:
+            group["betas"] = (args.momentum, 0.999)
     schedulers = [CosineAnnealingLR(opt, T_max=iters) for opt in optimizer.optimizers]
 
     lambd = sfron_lambda(args.dataset)
