@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from common.dualoptim import SharedOptim
 from common.errors import UsageError
 from common.sam import SAM
 from ImageClassification.unlearn import get_unlearn_method
-from ImageClassification.unlearn.engine import UnlearnRun, sam_sgd
+from ImageClassification.unlearn.engine import UnlearnRun, make_epoch_scheduler, sam_sgd
 
 CPU = torch.device("cpu")
 
@@ -148,3 +149,29 @@ def test_sfron_adam_takes_beta1_from_momentum(model, loaders, make_args, recorde
     with pytest.raises(UsageError, match="--momentum"):
         get_unlearn_method("SFRon")(loaders, model, make_args(unlearn="SFRon", optim="adam", momentum=1.0),
                                     None, CPU)
+
+
+def scheduled_lrs(args, epochs):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make_epoch_scheduler(opt, args)
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(opt.param_groups[0]["lr"])
+        sched.step()
+    return lrs
+
+
+def test_main_train_schedules_as_the_research_code(make_args):
+    """main_train.py (unlearn "train"): its intended schedulers -- MultiStepLR for sgd and sam, cosine
+    annealing over --epochs for any other --optim, warmup + cosine for --imagenet_arch -- and
+    --periodic_cosine_lr, the lr it actually set every epoch."""
+    train = dict(unlearn="train", unlearn_epochs=4, decreasing_lr="2")
+    assert scheduled_lrs(make_args(optim="sam", **train), 4) == pytest.approx([1, 1, .1, .1])
+    cosine = [(1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
+    assert scheduled_lrs(make_args(optim="foo", **train), 4) == pytest.approx(cosine)
+    assert scheduled_lrs(make_args(optim="adam", **train), 4) == pytest.approx(cosine)
+    assert scheduled_lrs(make_args(optim="sgd", imagenet_arch=True, warmup=1, **train), 4) == \
+        pytest.approx([1] + [(1 + math.cos(math.pi * (e - 1) / 3)) / 2 for e in range(1, 4)])
+    periodic = scheduled_lrs(make_args(optim="adam", periodic_cosine_lr=True, **train), 21)
+    assert periodic[0] == 0.0 and periodic[10] == 1.0 and periodic[20] == pytest.approx(0.0, abs=1e-15)
+    assert periodic[5] == pytest.approx(0.5) and periodic[15] == pytest.approx(0.5)
