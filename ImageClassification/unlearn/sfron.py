@@ -98,6 +98,8 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     ``<save_dir>/forget_fisher.pt`` and ``remain_fisher.pt``.
     """
     iters, freq = args.sfron_iters, args.sfron_freq  # both >= 1: positive_int flags
+    if args.optim.lower() == "adam" and args.momentum >= 1.0:  # before anything is written
+        raise UsageError(f"--momentum: must be below 1 with SFR-on --optim adam (AdamW's beta1), got {args.momentum}")
     save_dir = Path(args.save_dir) if getattr(args, "save_dir", None) else None
     sharding = sharding_of(model)
 
@@ -120,8 +122,6 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     except ValueError as err:
         raise UsageError(str(err)) from None
     if args.optim.lower() == "adam":
-        if args.momentum >= 1.0:
-            raise UsageError(f"--momentum: must be below 1 with SFR-on --optim adam (AdamW's beta1), got {args.momentum}")
         # SFR-on's own AdamW takes its first-moment decay from --momentum (the research code's
         # unlearn/sfron.py:230-236); the other methods' and the dual* AdamWs keep torch's 0.9
         for group in optimizer.retain_optimizer.param_groups:
