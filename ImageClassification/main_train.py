@@ -4,8 +4,9 @@
 
 ``--optim sgd`` (default): SGD (momentum ``--momentum``, weight decay
 ``--weight_decay``) with MultiStepLR on ``--decreasing_lr``; ``adam``: AdamW
-(weight decay 0.05) with cosine annealing; any other value (the research code
-uses ``sam``): SAM around that SGD (:mod:`common.sam`), MultiStepLR.
+(weight decay 0.05) with cosine annealing; any other value: SAM around that SGD
+(:mod:`common.sam`), with MultiStepLR for ``sam`` (the research code's name)
+and cosine annealing otherwise, the research code's intended schedulers.
 ``--periodic_cosine_lr`` replaces the schedule with the one the research code
 actually ran (:func:`ImageClassification.unlearn.engine.periodic_cosine`).
 Random-crop/flip augmentation unless ``--no-aug``.  Writes

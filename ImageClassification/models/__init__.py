@@ -21,7 +21,8 @@ from common.registry import Registry
 from ImageClassification.models.cifar_resnet import CifarResNet
 from ImageClassification.models.vgg import CifarVGG
 
-#: ``--arch`` name -> ``builder(num_classes, imagenet_arch) -> nn.Module``.
+#: ``--arch`` name -> ``builder(num_classes, imagenet_arch) -> nn.Module`` (those of :data:`PRETRAINED`
+#: also take ``weights``, their pretrained state dict).
 MODELS: Registry[Callable[[int, bool], nn.Module]] = Registry("--arch")
 
 

@@ -138,8 +138,7 @@ def swin_weights(tmp_path_factory):
 
 
 def swin_args(*extra):
-    args = digits_args("--arch", "swin_t", *extra)
-    return args
+    return digits_args("--arch", "swin_t", *extra)
 
 
 def test_swin_t_starts_from_given_pretrained_weights(swin_weights):
