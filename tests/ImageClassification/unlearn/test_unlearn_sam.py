@@ -157,6 +157,7 @@ def scheduled_lrs(args, epochs):
     lrs = []
     for _ in range(epochs):
         lrs.append(opt.param_groups[0]["lr"])
+        opt.step()  # no gradients: only keeps the scheduler's call order
         sched.step()
     return lrs
 
