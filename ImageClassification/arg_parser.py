@@ -21,7 +21,13 @@ from ImageClassification.unlearn.args import add_method_args
 ABLATION_METHODS = ("SFRon",)
 
 
-def build_parser(description: str = "DualOptim image-classification unlearning") -> argparse.ArgumentParser:
+def build_parser(description: str = "DualOptim image-classification unlearning",
+                 optim_choices: Optional[Sequence[str]] = tuple(recipe_names(IMAGE_FLAG)),
+                 optim_help: str = "sgd | adam: one optimizer; dual/dual_as: AdamW forget + SGD retain; "
+                                   "dual_aa: AdamW + AdamW; SFR-on also takes the ablations dual_sa, dual_ss, "
+                                   "dual_ls, dual_ll, dual_sl, dual_share, dual_aa_m, dual_aa_v, dual_aa_8bit "
+                                   "(common/optim_recipes.py)") -> argparse.ArgumentParser:
+    """The shared command line; ``main_train.py`` gives ``--optim`` its own choices and help."""
     parser = ArgumentParser(description=description)
 
     data = parser.add_argument_group("data")
@@ -44,6 +50,11 @@ def build_parser(description: str = "DualOptim image-classification unlearning")
     model = parser.add_argument_group("model")
     model.add_argument("--arch", type=str, default="resnet18", help="model architecture")
     model.add_argument("--imagenet_arch", action="store_true", help="architecture for ImageNet-sized inputs")
+    model.add_argument("--pretrained_weights", type=str, default=None,
+                       help="swin_t: torchvision's ImageNet weights file to start from (main_train, retrain; "
+                            "default: the torch hub cache's swin_t-704ceda3.pth)")
+    model.add_argument("--from_scratch", action="store_true",
+                       help="swin_t: start from a random initialisation instead of ImageNet weights")
 
     general = parser.add_argument_group("general")
     # >= 1: the forget set is drawn with RandomState(seed - 1), as in the research code
@@ -84,11 +95,7 @@ def build_parser(description: str = "DualOptim image-classification unlearning")
     unlearn.add_argument("--indexes_to_replace", type=str, default=None,
                          help="comma-separated training-set indexes to forget")
     unlearn.add_argument("--mask_path", default=None, type=str, help="SalUn saliency mask (with_<t>.pt)")
-    unlearn.add_argument("--optim", default="sgd", type=str, choices=recipe_names(IMAGE_FLAG),
-                         help="sgd | adam: one optimizer; dual/dual_as: AdamW forget + SGD retain; "
-                              "dual_aa: AdamW + AdamW; SFR-on also takes the ablations dual_sa, dual_ss, "
-                              "dual_ls, dual_ll, dual_sl, dual_share, dual_aa_m, dual_aa_v, dual_aa_8bit "
-                              "(common/optim_recipes.py)")
+    unlearn.add_argument("--optim", default="sgd", type=str, choices=optim_choices, help=optim_help)
     unlearn.add_argument("--mia", default="sfron", choices=("sfron", "salun"),
                          help="MIA-efficacy: sfron (entropy + logistic regression, the DualOptim logs) or "
                               "salun (SVC on confidence)")
@@ -96,14 +103,15 @@ def build_parser(description: str = "DualOptim image-classification unlearning")
     return parser
 
 
-def validate_args(args: argparse.Namespace) -> argparse.Namespace:
+def validate_args(args: argparse.Namespace, unlearning: bool = True) -> argparse.Namespace:
     """The research code's derived defaults (ranges are checked by the flags' types).
 
     This is the one place ``--retain_lr`` defaults to ``--unlearn_lr``.  The
     paper's optimizer ablations (``--optim dual_sa`` ...) run with SFR-on only,
-    as in the research code (its other methods build no optimizer for them).
+    as in the research code (its other methods build no optimizer for them);
+    ``main_train.py`` (``unlearning=False``) reads ``--optim`` its own way.
     """
-    if get_recipe(IMAGE_FLAG, args.optim).ablation and args.unlearn not in ABLATION_METHODS:
+    if unlearning and get_recipe(IMAGE_FLAG, args.optim).ablation and args.unlearn not in ABLATION_METHODS:
         raise UsageError(f"--optim {args.optim}: this optimizer ablation runs with --unlearn "
                          f"{' or '.join(ABLATION_METHODS)} only (main_random_sfron.py), as in the research code")
     if args.retain_lr is None:

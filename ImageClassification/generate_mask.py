@@ -23,7 +23,7 @@ from common.saliency import SALUN_THRESHOLDS, accumulate_gradients, save_masks, 
 from common.seed import seed_everything
 from ImageClassification.arg_parser import parse_args
 from ImageClassification.data import load_unlearn_data, unlearn_loaders
-from ImageClassification.pipeline import load_original_model, start_processes
+from ImageClassification.pipeline import RETRAIN_METHODS, load_original_model, start_processes
 
 
 def saliency_scores(model, forget_loader, retain_loader, device) -> Dict[str, torch.Tensor]:
@@ -46,7 +46,7 @@ def generate(args: argparse.Namespace) -> list:
     seed_everything(args.seed, args.deterministic)
     data = load_unlearn_data(args)
     loaders = unlearn_loaders(data, args)
-    if args.unlearn == "retrain":
+    if args.unlearn in RETRAIN_METHODS:
         args.unlearn = "RL"  # a mask is always computed from the original model, never a fresh one
     model = load_original_model(args, device)
     ensure_writable_dir(args.save_dir)

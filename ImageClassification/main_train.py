@@ -2,9 +2,14 @@
 
     python main_train.py --arch resnet18 --dataset cifar10 --lr 0.1 --epochs 182 --save_dir resnet18_cifar10
 
-SGD (momentum ``--momentum``, weight decay ``--weight_decay``), MultiStepLR on
-``--decreasing_lr`` (``--periodic_cosine_lr``: the research code's actual schedule),
-random-crop/flip augmentation unless ``--no-aug``.  Writes
+``--optim sgd`` (default): SGD (momentum ``--momentum``, weight decay
+``--weight_decay``) with MultiStepLR on ``--decreasing_lr``; ``adam``: AdamW
+(weight decay 0.05) with cosine annealing; any other value: SAM around that SGD
+(:mod:`common.sam`), with MultiStepLR for ``sam`` (the research code's name)
+and cosine annealing otherwise, the research code's intended schedulers.
+``--periodic_cosine_lr`` replaces the schedule with the one the research code
+actually ran (:func:`ImageClassification.unlearn.engine.periodic_cosine`).
+Random-crop/flip augmentation unless ``--no-aug``.  Writes
 ``0checkpoint.pth.tar`` (last epoch) and ``0model_SA_best.pth.tar`` (best
 validation accuracy), the research code's names; either is a ``--model_path``.
 A resume snapshot is written after every epoch (and every ``--save_every``
@@ -26,7 +31,7 @@ from ImageClassification.data import load_unlearn_data, make_loader
 from ImageClassification.evaluation import accuracy
 from ImageClassification.models import build_model_from_args
 from ImageClassification.pipeline import start_processes
-from ImageClassification.unlearn.engine import cross_entropy_loss, run_epochs
+from ImageClassification.unlearn.engine import build_unlearn_optimizer, cross_entropy_loss, run_epochs, sam_sgd
 
 LAST, BEST = "0checkpoint.pth.tar", "0model_SA_best.pth.tar"
 # The research code trains on the split of its unmarked loader, whose seed is fixed at 1.
@@ -45,15 +50,18 @@ def train(args: argparse.Namespace) -> dict:
     train_loader = make_loader(data.train, args, shuffle=True, seed=args.train_seed)
     val_loader = make_loader(data.val, args, shuffle=False)
     test_loader = make_loader(data.test, args, shuffle=False)
-    model = shard_forward(build_model_from_args(args).to(device), sharding)
+    seed_everything(args.train_seed)  # the initialisation depends on --train_seed alone, as the research code's
+    model = shard_forward(build_model_from_args(args, pretrained=True).to(device), sharding)
     ensure_writable_dir(save_dir)
 
     # Training is fine-tuning from scratch on the whole train set: the unlearning epoch
-    # driver with one SGD optimizer at --lr for --epochs epochs.
+    # driver with one optimizer at --lr for --epochs epochs.
     schedule = copy.copy(args)
-    schedule.unlearn, schedule.optim = "train", "sgd"
+    schedule.unlearn = "train"
     schedule.unlearn_lr = schedule.retain_lr = args.lr
     schedule.unlearn_epochs = args.epochs
+    optimizer = train_optimizer(model, schedule)
+    print(f"optimizer: {optimizer.retain_optimizer.__class__.__name__}")
     train_loss = cross_entropy_loss(model)
 
     def epoch(run) -> dict:
@@ -69,7 +77,8 @@ def train(args: argparse.Namespace) -> dict:
                 atomic_torch_save(state, save_dir / BEST)
         return record
 
-    history = run_epochs(model, schedule, device, None, epoch, epoch_checkpoints=False).epoch_results
+    history = run_epochs(model, schedule, device, None, epoch, epoch_checkpoints=False,
+                         optimizer=optimizer).epoch_results
     best = max(history, key=lambda record: record["val_acc"])  # the first of equal maxima, as saved above
     metrics = {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"],
                "final_val_acc": history[-1]["val_acc"], "test_acc": accuracy(model, test_loader, device)}
@@ -80,8 +89,18 @@ def train(args: argparse.Namespace) -> dict:
     return metrics
 
 
+def train_optimizer(model, schedule: argparse.Namespace):
+    """The research code's ``main_train.py`` optimizer: ``sgd`` and ``adam`` as in unlearning
+    (SGD; AdamW with weight decay 0.05), any other ``--optim`` SAM around SGD."""
+    if schedule.optim in ("sgd", "adam"):
+        return build_unlearn_optimizer(model, schedule, (schedule.lr, schedule.lr))
+    return sam_sgd(model, schedule, schedule.lr)
+
+
 def build_train_parser():
-    parser = build_parser("Train the original image classifier")
+    parser = build_parser("Train the original image classifier", optim_choices=None,
+                          optim_help="sgd (default) | adam: AdamW, weight decay 0.05 | any other value "
+                                     "(the research code's 'sam'): SAM(SGD), rho 0.05")
     parser.add_argument("--periodic_cosine_lr", action="store_true",
                         help="the research code's schedule instead of MultiStepLR: at the start of epoch e the lr "
                              "is --lr * (1 + cos(pi * (e - 10) / 10)) / 2, a 20-epoch cycle starting at 0 "
@@ -91,7 +110,7 @@ def build_train_parser():
 
 @cli_main
 def main(argv=None):
-    return train(validate_args(build_train_parser().parse_args(argv)))
+    return train(validate_args(build_train_parser().parse_args(argv), unlearning=False))
 
 
 if __name__ == "__main__":

@@ -24,14 +24,16 @@ from common.device import get_device
 from common.distributed import SampleSharding, shard_forward
 from common.errors import UsageError
 from common.io import atomic_torch_save, atomic_write_json, ensure_writable_dir, load_torch_file, write_run_record
-from common.saliency import load_mask
+from common.saliency import Mask, check_mask
 from common.seed import seed_everything
 from ImageClassification.data import evaluation_loaders, load_unlearn_data, unlearn_loaders
 from ImageClassification.evaluation import evaluate
-from ImageClassification.models import build_model_from_args, load_weights
+from ImageClassification.models import build_model_from_args, load_weights, mask_from_original_format
 from ImageClassification.unlearn import get_unlearn_method
 
 RESULT_FILE = "eval_result.json"
+#: methods that train from the constructed model and read no ``--model_path``
+RETRAIN_METHODS = ("retrain", "retrain_sam")
 
 
 def checkpoint_name(unlearn: str) -> str:
@@ -53,13 +55,23 @@ def start_processes(args: argparse.Namespace) -> Tuple[SampleSharding, torch.dev
 
 
 def load_original_model(args: argparse.Namespace, device: torch.device) -> nn.Module:
-    """A model of ``--arch`` for the dataset, with ``--model_path`` loaded unless the method is retrain."""
-    seed_everything(args.train_seed)  # the research code seeds model initialisation with --train_seed
-    model = build_model_from_args(args)
-    if args.unlearn != "retrain":
+    """A model of ``--arch`` for the dataset, with ``--model_path`` loaded unless the method retrains.
+
+    Retraining starts from the architecture as constructed: its own initialisation, drawn after
+    seeding with ``--train_seed`` as the research code does.
+    """
+    seed_everything(args.train_seed)
+    retrain = args.unlearn in RETRAIN_METHODS
+    model = build_model_from_args(args, pretrained=retrain)
+    if not retrain:
         checkpoint = load_torch_file(args.model_path, "--model_path")
-        load_weights(model, checkpoint, "--model_path", args.model_path, args.arch)
+        load_weights(model, checkpoint, "--model_path", args.model_path, args.arch, args.dataset)
     return model.to(device)
+
+
+def load_ic_mask(path: str, model: nn.Module, arch: str) -> Mask:
+    """``--mask_path``: a mask of ours or one saved by the research code's ``generate_mask.py``."""
+    return check_mask(mask_from_original_format(load_torch_file(path, "--mask_path"), arch), model)
 
 
 def print_results(metrics: Dict[str, float]) -> None:
@@ -86,7 +98,7 @@ def run_unlearning(args: argparse.Namespace) -> Dict[str, float]:
     data = load_unlearn_data(args)
     loaders = unlearn_loaders(data, args)
     model = shard_forward(load_original_model(args, device), sharding)
-    mask = load_mask(args.mask_path, model) if args.mask_path else None
+    mask = load_ic_mask(args.mask_path, model, args.arch) if args.mask_path else None
     ensure_writable_dir(save_dir)
     print(f"number of retain dataset {len(data.retain_index)}")
     print(f"number of forget dataset {len(data.forget_index)}")

@@ -75,6 +75,9 @@ class RecipeSettings:
             stays at ``--unlearn_lr``, SFR-on at ``--retain_lr``.
         momentum, weight_decay: of every SGD optimizer (Adam-type and Lion
             optimizers use the research code's fixed weight decays).
+        adam_betas: of the single ``adam`` optimizer (SFR-on's research code
+            gives it ``(--momentum, 0.999)``; the dual recipes' AdamWs keep
+            torch's defaults).
         fp32_params: tensors an 8-bit optimizer keeps in 32 bits.
     """
 
@@ -83,6 +86,7 @@ class RecipeSettings:
     shared_lrs: Tuple[float, float]
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    adam_betas: Tuple[float, float] = (0.9, 0.999)
     fp32_params: Sequence[torch.Tensor] = ()
 
 
@@ -151,7 +155,8 @@ def _pair(forget: str, retain: str) -> Callable[[list, RecipeSettings], DualOpti
 def _shared(name: str) -> Callable[[list, RecipeSettings], DualOptim]:
     """A :class:`SharedOptim` recipe over one ``name`` optimizer at ``shared_lrs``."""
     def build(params: list, s: RecipeSettings) -> DualOptim:
-        optimizer = build_optimizer(name, params, s.shared_lrs[0], _weight_decay(name, s), s.momentum)
+        kwargs = {"betas": s.adam_betas} if name == "adamw" else {}
+        optimizer = build_optimizer(name, params, s.shared_lrs[0], _weight_decay(name, s), s.momentum, **kwargs)
         return SharedOptim(optimizer, *s.shared_lrs)
     return build
 

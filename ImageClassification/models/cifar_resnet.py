@@ -55,4 +55,5 @@ class CifarResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.layers(F.relu(self.bn1(self.conv1(x))))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
+        # average over the last feature map as one window, as the research code (bitwise equal logits)
+        return self.fc(torch.flatten(F.avg_pool2d(out, tuple(out.shape[-2:])), 1))

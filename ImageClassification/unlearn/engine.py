@@ -50,16 +50,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler, MultiStepLR
+from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler, MultiStepLR
 from tqdm.auto import tqdm
 
 from common.checkpointing import ProcessGroup, Snapshotter, position_loader
 from common.distributed import sharding_of
-from common.dualoptim import DualOptim
+from common.dualoptim import DualOptim, SharedOptim
 from common.errors import UsageError
 from common.io import atomic_torch_save
 from common.optim_recipes import IMAGE_FLAG, RecipeSettings, build_recipe
 from common.saliency import Mask, maybe_gradient_mask
+from common.sam import SAM, sam_of
 
 #: ``(images, targets) -> (loss, logits)`` for one batch already on the device.
 BatchLoss = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
@@ -77,34 +78,46 @@ def parse_milestones(decreasing_lr: Union[str, Sequence[int]]) -> List[int]:
 
 
 def build_unlearn_optimizer(model: nn.Module, args: argparse.Namespace,
-                            shared_lrs: Tuple[float, float]) -> DualOptim:
+                            shared_lrs: Tuple[float, float],
+                            adam_betas: Tuple[float, float] = (0.9, 0.999)) -> DualOptim:
     """The ``--optim`` recipe of a run (:mod:`common.optim_recipes`).
 
     A dual recipe's forget optimizer runs at ``--unlearn_lr`` and its retain
     optimizer at ``--retain_lr``; a single optimizer (``--optim sgd|adam``)
     steps forget and retain batches at ``shared_lrs`` (the method's choice,
-    see :class:`~common.optim_recipes.RecipeSettings`).
+    see :class:`~common.optim_recipes.RecipeSettings`), ``adam_betas`` are
+    those of the single ``adam`` optimizer.
     """
     settings = RecipeSettings(forget_lr=args.unlearn_lr, retain_lr=args.retain_lr, shared_lrs=shared_lrs,
-                              momentum=args.momentum, weight_decay=args.weight_decay)
+                              momentum=args.momentum, weight_decay=args.weight_decay, adam_betas=adam_betas)
     return build_recipe(IMAGE_FLAG, args.optim, model.parameters(), settings)
+
+
+def sam_sgd(model: nn.Module, args: argparse.Namespace, lr: float) -> SharedOptim:
+    """SAM around SGD(``lr``, ``--momentum``, ``--weight_decay``), rho 0.05: the research code's
+    ``main_train.py --optim sam`` and ``retrain_sam`` optimizer, one state for every step."""
+    if getattr(args, "amp", False) and getattr(args, "amp_dtype", "bfloat16") == "float16":
+        raise UsageError("--amp_dtype float16: not supported with SAM (an overflowed first step would move "
+                         "the weights); use --amp_dtype bfloat16")
+    optimizer = SAM(model.parameters(), torch.optim.SGD, lr=lr, momentum=args.momentum,
+                    weight_decay=args.weight_decay)
+    return SharedOptim(optimizer, lr, lr)
 
 
 def make_epoch_scheduler(optimizer: Optimizer, args: argparse.Namespace) -> LRScheduler:
     """Per-epoch scheduler of the research code.
 
     ``MultiStepLR`` on ``--decreasing_lr`` with gamma 0.1, except for
-    ``retrain`` of an ``--imagenet_arch`` model: linear warmup over
-    ``--warmup`` epochs, then cosine decay to zero at ``--unlearn_epochs``;
-    and ``main_train.py --periodic_cosine_lr``: the research code's per-epoch
-    lr overwrite.
+    ``retrain`` and ``main_train.py`` (``unlearn == "train"``) of an
+    ``--imagenet_arch`` model: linear warmup over ``--warmup`` epochs, then
+    cosine decay to zero at ``--unlearn_epochs``; ``main_train.py`` with an
+    ``--optim`` other than ``sgd``/``sam``: cosine annealing to zero; and
+    ``main_train.py --periodic_cosine_lr``: the research code's per-epoch lr
+    overwrite (:func:`periodic_cosine`).
     """
     if getattr(args, "periodic_cosine_lr", False):
-        # main_train.py --periodic_cosine_lr: the research code's main_train sets the lr at the start of every
-        # epoch to lr * (1 + cos(pi * (epoch - 10) / 10)) / 2 (a leftover; its MultiStepLR is never stepped),
-        # so models it trained followed this 20-epoch cosine cycle, starting from lr 0.
-        return LambdaLR(optimizer, lr_lambda=lambda epoch: (1.0 + math.cos(math.pi * (epoch - 10) / 10)) / 2.0)
-    if args.imagenet_arch and args.unlearn == "retrain":
+        return LambdaLR(optimizer, lr_lambda=periodic_cosine)
+    if args.imagenet_arch and args.unlearn in ("retrain", "train"):
         warmup, total = args.warmup, args.unlearn_epochs
 
         def warmup_cosine(epoch: int) -> float:
@@ -113,7 +126,19 @@ def make_epoch_scheduler(optimizer: Optimizer, args: argparse.Namespace) -> LRSc
             return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / max(total - warmup, 1)))
 
         return LambdaLR(optimizer, lr_lambda=warmup_cosine)
+    if args.unlearn == "train" and args.optim not in ("sgd", "sam"):
+        return CosineAnnealingLR(optimizer, T_max=args.unlearn_epochs, eta_min=0.0)
     return MultiStepLR(optimizer, milestones=parse_milestones(args.decreasing_lr), gamma=0.1)
+
+
+def periodic_cosine(epoch: int) -> float:
+    """Factor on ``--lr`` in epoch ``epoch`` of the research code's ``main_train.py`` (its lines 137-139).
+
+    It never steps its scheduler; at the start of every epoch it sets the lr to
+    ``lr * (1 + cos(pi * (epoch - 10) / 10)) / 2``: 0 in epoch 0, ``lr`` in epoch 10,
+    0 again in epoch 20, a 20-epoch cosine cycle.  The paper's original models were trained so.
+    """
+    return (1.0 + math.cos(math.pi * (epoch - 10) / 10)) / 2.0
 
 
 def warmup_lr(optimizer: Optimizer, epoch: int, step: int, steps_per_epoch: int,
@@ -250,22 +275,42 @@ class UnlearnRun:
             warmup_lr(self.optimizer.retain_optimizer, self.epoch, step, steps_per_epoch, self.args)
 
     def update(self, loss: torch.Tensor, objective: str, masked: bool = True,
-               max_grad_norm: Optional[float] = None) -> None:
-        """One step on ``loss``: zero grads, backward (summed over processes), mask, clip, step ``objective``."""
+               max_grad_norm: Optional[float] = None,
+               recompute: Optional[Callable[[], torch.Tensor]] = None) -> None:
+        """One step on ``loss``: zero grads, backward (summed over processes), mask, clip, step ``objective``
+        (``recompute``: see :meth:`step`)."""
         self.optimizer.zero_grad()
         self.backward(loss)
         if masked:
             self.apply_mask()
-        self.step(objective, max_grad_norm)
+        self.step(objective, max_grad_norm, recompute, masked)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
 
-    def step(self, objective: str, max_grad_norm: Optional[float] = None) -> None:
+    def step(self, objective: str, max_grad_norm: Optional[float] = None,
+             recompute: Optional[Callable[[], torch.Tensor]] = None, masked: bool = True) -> None:
         """Step ``objective`` on the current gradients, summed over the processes of a launch first and
         clipped to ``max_grad_norm`` (true scale under AMP).  Masking commutes with the sum, so a mask
-        applied to the local gradients is the mask of the summed ones."""
+        applied to the local gradients is the mask of the summed ones.
+
+        When ``objective``'s optimizer is :class:`common.sam.SAM`, these gradients move the weights to
+        SAM's worst case, ``recompute()`` gives the batch's loss there, and its (masked) gradients make
+        the step, as the research code's trainer does.
+        """
         self.sharding.sync_gradients(self.model)
+        sam = sam_of(self.optimizer, objective)
+        if sam is not None:
+            if recompute is None:
+                raise ValueError("a SAM step needs recompute, the batch's loss at the perturbed weights")
+            sam.first_step()
+            self.optimizer.zero_grad()
+            with self.autocast():
+                perturbed = recompute()
+            self.backward(perturbed)
+            if masked:
+                self.apply_mask()
+            self.sharding.sync_gradients(self.model)
         optimizer = self.optimizer.for_objective(objective)
         if max_grad_norm is not None:
             self.scaler.unscale_(optimizer)
@@ -308,15 +353,17 @@ class UnlearnRun:
             with self.autocast():
                 loss, logits = batch_loss(images, targets)
             stepped = accum_steps == 1 or (i + 1) % accum_steps == 0 or i == total - 1
+            # SAM's second pass: the last batch's undivided loss, as the research code's trainer
+            recompute = lambda: batch_loss(images, targets)[0]  # noqa: E731
             if accum_steps == 1:
-                self.update(loss, objective)
+                self.update(loss, objective, recompute=recompute)
             else:
                 if i % accum_steps == 0:
                     self.optimizer.zero_grad()
                 self.backward(loss / accum_steps)
                 self.apply_mask()
                 if stepped:
-                    self.step(objective)
+                    self.step(objective, recompute=recompute)
             losses.update(loss.item(), images.size(0))
             top1.update(top1_accuracy(logits.detach(), targets), images.size(0))
             if stepped:  # a snapshot between accumulated batches would lose their gradients
@@ -343,7 +390,7 @@ def cross_entropy_loss(model: nn.Module, sign: float = 1.0) -> BatchLoss:
 def run_epochs(model: nn.Module, args: argparse.Namespace, device: torch.device,
                mask: Optional[Mask], epoch_fn: Callable[[UnlearnRun], object],
                lr_switching: bool = True, schedule_forget: bool = True,
-               epoch_checkpoints: bool = True) -> UnlearnRun:
+               epoch_checkpoints: bool = True, optimizer: Optional[DualOptim] = None) -> UnlearnRun:
     """Run ``epoch_fn`` for ``--unlearn_epochs`` epochs with the ``--optim`` optimizer.
 
     Per epoch: log ``Epoch #e, Learning rate: lr`` (the main optimizer's),
@@ -364,12 +411,14 @@ def run_epochs(model: nn.Module, args: argparse.Namespace, device: torch.device,
             too (the research code does for RL, not for SCRUB; methods that
             never step the forget optimizer pass ``False``).
         epoch_checkpoints: write the ``checkpoint_{e}.pt`` files.
+        optimizer: the run's optimizer when it is not the ``--optim`` one
+            (``main_train.py``'s, ``retrain_sam``'s SAM).
 
     Returns:
         The run: its ``optimizer`` and the epoch function's results per epoch
         (``epoch_results``).
     """
-    optimizer = build_unlearn_optimizer(
+    optimizer = optimizer or build_unlearn_optimizer(
         model, args, (args.unlearn_lr, args.retain_lr if lr_switching else args.unlearn_lr))
     scheduled = [optimizer.retain_optimizer]
     if schedule_forget and optimizer.forget_optimizer is not optimizer.retain_optimizer:

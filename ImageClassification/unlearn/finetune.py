@@ -1,4 +1,4 @@
-"""Fine-tuning baselines: FT, FT with an l1 penalty (l1-sparse), gradient ascent, retrain.
+"""Fine-tuning baselines: FT, FT with an l1 penalty (l1-sparse), gradient ascent, retrain (and with SAM).
 
 All four optimise a single objective with the run's main optimizer (the
 retain-side one; see :mod:`.engine`), exactly as the research code does:
@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.distributed import sharding_of
+from common.dualoptim import DualOptim
 from common.saliency import Mask
 
 from ImageClassification.data import UnlearnLoaders
-from .engine import UnlearnRun, run_epochs
+from .engine import UnlearnRun, run_epochs, sam_sgd
 from .registry import UNLEARN_METHODS
 
 
@@ -51,8 +52,9 @@ def penalised_loss(model: nn.Module, sign: float, l1: float):
 
 def _single_objective(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
                       mask: Optional[Mask], device: torch.device, on_forget: bool, sign: float,
-                      l1_schedule=None, accum_steps: int = 1) -> None:
-    """Train ``sign * CE (+ l1)`` on the forget or the retain loader with the main optimizer."""
+                      l1_schedule=None, accum_steps: int = 1, optimizer: Optional[DualOptim] = None) -> None:
+    """Train ``sign * CE (+ l1)`` on the forget or the retain loader with the main optimizer
+    (``optimizer``, or the ``--optim`` one)."""
     loader, name = (loaders.forget_loader, "forget") if on_forget else (loaders.retain_loader, "retain")
 
     def epoch_fn(run: UnlearnRun) -> None:
@@ -60,7 +62,8 @@ def _single_objective(loaders: UnlearnLoaders, model: nn.Module, args: argparse.
         run.train_on(loader, penalised_loss(model, sign, l1), "retain", name,
                      warmup_every_step=True, accum_steps=accum_steps)
 
-    run_epochs(model, args, device, mask, epoch_fn, lr_switching=False, schedule_forget=False)
+    run_epochs(model, args, device, mask, epoch_fn, lr_switching=False, schedule_forget=False,
+               optimizer=optimizer)
 
 
 @UNLEARN_METHODS.register("FT")
@@ -113,28 +116,28 @@ def GA_l1(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
                       l1_schedule=lambda epoch: args.alpha)
 
 
-def reinitialize(model: nn.Module) -> nn.Module:
-    """Re-draw every parameter (and reset BatchNorm statistics) with each module's own initialiser."""
-    for module in model.modules():
-        if module is not model and hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-    if hasattr(model, "reset_parameters"):
-        model.reset_parameters()
-    return model
-
-
 @UNLEARN_METHODS.register("retrain")
 def retrain(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
             mask: Optional[Mask], device: torch.device) -> None:
-    """Retrain from scratch on the retain set: the exact-unlearning reference.
+    """Retrain on the retain set: the exact-unlearning reference.
 
-    The model is re-initialised first (from the global torch generator, so a
-    seed fixes it), whatever weights it came with.  ``--accum_steps`` batches
+    It trains the model it is given; the pipeline gives it the architecture as
+    constructed (its own initialisation, seeded by ``--train_seed``, no
+    ``--model_path``), as the research code does.  ``--accum_steps`` batches
     are accumulated per step, as in the research code's trainer.
     """
-    reinitialize(model)
     _single_objective(loaders, model, args, mask, device, on_forget=False, sign=1.0,
                       accum_steps=getattr(args, "accum_steps", 1))
+
+
+@UNLEARN_METHODS.register("retrain_sam")
+def retrain_sam(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+                mask: Optional[Mask], device: torch.device) -> None:
+    """``retrain`` with SAM around SGD at ``--unlearn_lr`` (:mod:`common.sam`), whatever ``--optim`` says,
+    on MultiStepLR, as the research code's ``retrain_sam``."""
+    _single_objective(loaders, model, args, mask, device, on_forget=False, sign=1.0,
+                      accum_steps=getattr(args, "accum_steps", 1),
+                      optimizer=sam_sgd(model, args, args.unlearn_lr))
 
 
 @UNLEARN_METHODS.register("raw")

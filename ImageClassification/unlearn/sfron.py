@@ -38,6 +38,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from tqdm.auto import tqdm
 
 from common.distributed import sharding_of
+from common.errors import UsageError
 from common.checkpointing import EndlessLoader
 from common.io import atomic_torch_save
 from common.saliency import Mask, accumulate_gradients, fisher_ratio_masks
@@ -94,6 +95,8 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     ``<save_dir>/forget_fisher.pt`` and ``remain_fisher.pt``.
     """
     iters, freq = args.sfron_iters, args.sfron_freq  # both >= 1: positive_int flags
+    if args.optim.lower() == "adam" and args.momentum >= 1.0:  # before anything is written
+        raise UsageError(f"--momentum: must be below 1 with SFR-on --optim adam (AdamW's beta1), got {args.momentum}")
     save_dir = Path(args.save_dir) if getattr(args, "save_dir", None) else None
     sharding = sharding_of(model)
 
@@ -107,7 +110,10 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     total = sum(m.numel() for m in saliency.values())
     print(f"Total sparsity th:{MASK_THRESHOLD} weight:{100.0 * (total - kept) / total}")
 
-    optimizer = build_unlearn_optimizer(model, args, (args.retain_lr, args.retain_lr))
+    # SFR-on's own single AdamW takes its first-moment decay from --momentum (the research code's
+    # unlearn/sfron.py:230-236); the other methods' and the dual* AdamWs keep torch's 0.9.
+    optimizer = build_unlearn_optimizer(model, args, (args.retain_lr, args.retain_lr),
+                                        adam_betas=(args.momentum, 0.999))
     schedulers = [CosineAnnealingLR(opt, T_max=iters) for opt in optimizer.optimizers]
 
     lambd = sfron_lambda(args.dataset)

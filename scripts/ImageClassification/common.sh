@@ -13,6 +13,9 @@
 #   RETAIN_LR   --retain_lr (default: 0.01 for sgd/dual, 1e-4 for adam/dual_aa, as the paper fixes it)
 #   EPOCHS      --unlearn_epochs (default: 10 with DATA, else 5)
 #   TRAIN_EPOCHS epochs of the original model and of retrain (default: 182 with DATA, else 12)
+#   TRAIN_LR    schedule of the original model (main_train.py): periodic = --periodic_cosine_lr, the 20-epoch
+#               cosine cycle from lr 0 that trained the paper's models (default with DATA); multistep = lr / 10
+#               at 1/2 and 3/4 of TRAIN_EPOCHS (default on digits, whose 12 epochs would stop mid-cycle)
 #   DEVICE      --device (cpu | cuda | cuda:1; default: cuda when available, else cpu)
 #   SKIP_DONE   1: skip runs whose eval_result.json exists (default: 0, rerun with --overwrite)
 #   EXTRA       extra flags appended to every run (e.g. "--batch_size 128 --mia salun")
@@ -36,8 +39,15 @@ COMMON_FLAGS=(--dataset "$DATASET" --arch "$ARCH" --num_indexes_to_replace "$NUM
 if [[ -n "${DEVICE:-}" ]]; then COMMON_FLAGS+=(--device "$DEVICE"); fi
 # shellcheck disable=SC2206
 if [[ -n "${EXTRA:-}" ]]; then COMMON_FLAGS+=($EXTRA); fi
-# the training schedule of main_train.py and retrain: lr / 10 at 1/2 and 3/4 of the epochs (91,136 of 182)
+# the training schedule of retrain (and of main_train.py with TRAIN_LR=multistep): lr / 10 at 1/2 and 3/4 of
+# the epochs (91,136 of 182)
 TRAIN_SCHEDULE=(--decreasing_lr "$((TRAIN_EPOCHS / 2)),$((TRAIN_EPOCHS * 3 / 4))")
+if [[ -n "${DATA:-}" ]]; then TRAIN_LR="${TRAIN_LR:-periodic}"; else TRAIN_LR="${TRAIN_LR:-multistep}"; fi
+case "$TRAIN_LR" in
+  periodic) ORIGINAL_SCHEDULE=(--periodic_cosine_lr) ;;
+  multistep) ORIGINAL_SCHEDULE=("${TRAIN_SCHEDULE[@]}") ;;
+  *) echo "error: TRAIN_LR must be periodic|multistep, got $TRAIN_LR" >&2; exit 2 ;;
+esac
 
 # retain_lr as the paper fixes it: 0.01 with SGD retaining (sgd, dual), 1e-4 with Adam retaining
 default_retain_lr() { if [[ "$1" == adam || "$1" == dual_aa ]]; then echo 1e-4; else echo 0.01; fi; }
@@ -54,7 +64,7 @@ original_model() {
   local out="$SAVE_DIR/original"
   if [[ ! -f "$out/0model_SA_best.pth.tar" ]]; then
     echo "== training the original model -> $out" >&2
-    python "$IC/main_train.py" "${COMMON_FLAGS[@]}" --epochs "$TRAIN_EPOCHS" --lr 0.1 "${TRAIN_SCHEDULE[@]}" \
+    python "$IC/main_train.py" "${COMMON_FLAGS[@]}" --epochs "$TRAIN_EPOCHS" --lr 0.1 "${ORIGINAL_SCHEDULE[@]}" \
       --save_dir "$out" --overwrite > "$SAVE_DIR/original.log" 2>&1 \
       || { echo "error: training the original model failed, see $SAVE_DIR/original.log" >&2; exit 1; }
   fi

@@ -117,3 +117,19 @@ def test_sfron_resumes_its_iteration_loop(original, tmp_path, killed_run, one_th
     assert_bitwise_equal(state_dict(straight / "SFRoncheckpoint.pth.tar"),
                          state_dict(interrupted / "SFRoncheckpoint.pth.tar"))
     assert metrics(straight) == metrics(interrupted)
+
+
+def test_retrain_sam_resumes_with_its_momentum(tmp_path, killed_run, one_thread):
+    """SAM's state (the base SGD's momentum buffers) is in the snapshot: killed and resumed equals straight."""
+    from ImageClassification import main_forget
+
+    argv = DIGITS + ["--unlearn", "retrain_sam", "--unlearn_lr", "0.05", "--unlearn_epochs", "2", "--save_every", "4"]
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    main_forget.main(argv + ["--save_dir", str(straight)])
+    killed_run("ImageClassification.main_forget", argv + ["--save_dir", interrupted], kill_at=9)  # epoch 1
+    snapshot = torch.load(interrupted / "resume_state.pt", weights_only=False)
+    assert any("momentum_buffer" in s for s in snapshot["objects"]["optimizer"]["shared"]["state"].values())
+    main_forget.main(argv + ["--save_dir", str(interrupted), "--resume"])
+    assert_bitwise_equal(state_dict(straight / "retrain_samcheckpoint.pth.tar"),
+                         state_dict(interrupted / "retrain_samcheckpoint.pth.tar"))
+    assert metrics(straight) == metrics(interrupted)

@@ -194,3 +194,21 @@ def test_demo_quick_runs_every_step_and_prints_the_table(tmp_path):
                    "retrain | sgd"):
         assert f"| {method} |" in table
     assert (tmp_path / "avg_gap.png").exists() and (tmp_path / "salun_dual" / "seed2" / "log.txt").exists()
+
+
+def test_main_forget_applies_mask_path_to_every_method(original, tmp_path):
+    """Unlike the research code (whose main_forget.py never passes the mask on), --mask_path masks FT too."""
+    torch.save({"backbone.fc.weight": torch.zeros(10, 64)}, tmp_path / "fc_frozen.pt")
+    _, save_dir = unlearn(main_forget, tmp_path, "ft", "--unlearn", "FT", "--unlearn_lr", "0.05", "--weight_decay", "0",
+                          "--mask_path", str(tmp_path / "fc_frozen.pt"), model_path=original)
+    before = torch.load(original, weights_only=False)["state_dict"]
+    after = torch.load(save_dir / "FTcheckpoint.pth.tar", weights_only=False)["state_dict"]
+    assert torch.equal(after["backbone.fc.weight"], before["backbone.fc.weight"])
+    assert not torch.equal(after["backbone.conv1.weight"], before["backbone.conv1.weight"])
+
+
+def test_retrain_sam_end_to_end(tmp_path, capsys):
+    metrics, save_dir = unlearn(main_forget, tmp_path, "retrain_sam", "--unlearn", "retrain_sam", "--unlearn_lr", "0.1",
+                                "--model_path", str(tmp_path / "never_read.pth.tar"))
+    assert (save_dir / "retrain_samcheckpoint.pth.tar").is_file() and metrics["test_acc"] > 10
+    assert json.loads((save_dir / "eval_result.json").read_text())["method"] == "retrain_sam"

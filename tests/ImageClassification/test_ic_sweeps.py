@@ -64,3 +64,22 @@ def test_lr_search_on_digits_trains_runs_and_tabulates(tmp_path):
     assert "| SalUn | dual | 0.0001 | 2 |" in table and "| SalUn | dual | 0.0002 | 2 |" in table
     assert "| retrain | sgd | 0.1 | 2 |" in table
     assert (tmp_path / "salun_dual_avg_gap.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"DATA": "/data"}, "--periodic_cosine_lr"),                               # the paper's original models
+    ({}, "--decreasing_lr 6,9"),                                               # digits: 12 epochs, MultiStepLR
+    ({"DATA": "/data", "TRAIN_LR": "multistep"}, "--decreasing_lr 91,136"),
+])
+def test_original_model_schedule(tmp_path, env, expected):
+    env = dict({k: v for k, v in os.environ.items() if k not in ("DATA", "TRAIN_LR")}, SAVE_DIR=str(tmp_path), **env)
+    result = subprocess.run(["bash", "-c", f'source "{SCRIPTS}/common.sh"; echo "${{ORIGINAL_SCHEDULE[@]}}"'],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == expected, result.stderr
+
+
+def test_original_model_schedule_rejects_unknown(tmp_path):
+    env = dict(os.environ, SAVE_DIR=str(tmp_path), TRAIN_LR="cosine")
+    result = subprocess.run(["bash", "-c", f'source "{SCRIPTS}/common.sh"'], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert result.returncode == 2 and "TRAIN_LR must be periodic|multistep" in result.stderr

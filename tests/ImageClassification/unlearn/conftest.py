@@ -62,7 +62,7 @@ def make_args(**overrides) -> argparse.Namespace:
     general.update(overrides)
     for key, value in general.items():
         setattr(args, key, value)
-    return validate_args(args)
+    return validate_args(args, unlearning=args.unlearn != "train")  # main_train reads --optim its own way
 
 
 @pytest.fixture(scope="session")

@@ -71,7 +71,7 @@ def test_ga_ascends_the_forget_loss(model, loaders, make_args, recorder):
     assert recorder.steps == ["retain"] * len(loaders.forget_loader) * 2  # the main optimizer, as the original
 
 
-def test_retrain_reinitialises_and_accumulates(tmp_path, model, loaders, make_args, recorder):
+def test_retrain_trains_and_accumulates(tmp_path, model, loaders, make_args, recorder):
     original = params_of(model)
     args = make_args(unlearn="retrain", unlearn_epochs=2, accum_steps=2, save_dir=str(tmp_path))
     torch.manual_seed(0)
