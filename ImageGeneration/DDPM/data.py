@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np
@@ -11,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from common.checkpointing import resumable_loader
 from common.datasets import load_digits_arrays, load_imagefolder_arrays
 from common.errors import UsageError
+from ImageGeneration.core.images import load_image_folder
 
 DATASETS = ("digits", "cifar10")
 
@@ -70,3 +72,20 @@ def random_flip(x: torch.Tensor, generator: Optional[torch.Generator] = None) ->
     """Flip each image horizontally with probability 1/2 (the configs' ``random_flip``)."""
     flip = torch.rand(x.shape[0], generator=generator) < 0.5
     return torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
+
+
+def load_class_samples(ckpt_folder: Path, ckpt_config, missing: str, exclude: Optional[int] = None):
+    """The model's own samples ``<ckpt_folder>/class_samples/<label>/`` of every class but ``exclude``.
+
+    Returns ``(images, labels)`` arrays; with no such folder, fails with ``--ckpt_folder <folder>: <missing>``.
+    """
+    images, labels = [], []
+    for label in range(ckpt_config.data.n_classes):
+        folder = ckpt_folder / "class_samples" / str(label)
+        if label != exclude and folder.is_dir():
+            x = load_image_folder(folder, "--ckpt_folder", ckpt_config.data.channels, ckpt_config.data.image_size)
+            images.append(x)
+            labels.append(np.full(len(x), label, dtype=np.int64))
+    if not images:
+        raise UsageError(f"--ckpt_folder {ckpt_folder}: {missing}")
+    return np.concatenate(images), np.concatenate(labels)

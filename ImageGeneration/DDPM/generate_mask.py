@@ -21,18 +21,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from common.errors import ArgumentParser, UsageError, cli_main, non_negative_float, positive_int
 from common.io import atomic_torch_save, ensure_writable_dir, load_torch_file, write_run_record
 from common.saliency import (accumulate_gradients, fisher_mask_filename, fisher_ratio_masks, kept_fraction, save_masks,
                              top_fraction_masks)
-from ImageGeneration.core.images import check_label, load_image_folder
+from ImageGeneration.core.images import check_label
 from ImageGeneration.core.runs import parse_run_args, start_run
-from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget
+from ImageGeneration.DDPM.data import add_data_args, load_arrays, load_class_samples, make_loader, split_forget
 from ImageGeneration.DDPM.model import CKPT_RELPATH, load_config, load_run_checkpoint
-from ImageGeneration.DDPM.training import elbo_fisher_loss_fn, guided_loss_fn
+from ImageGeneration.DDPM.unlearn import elbo_fisher_loss_fn, guided_loss_fn
 
 MODES = ("salun", "sfron", "sa_fim")
 #: The research code's ``train.py --mode`` names for the same statistics.
@@ -91,18 +90,9 @@ def report_masks(masks: dict, paths) -> dict:
 
 def fisher_information(args: argparse.Namespace, unet, ckpt_config, ckpt_folder: Path) -> dict:
     """Selective Amnesia's FIM over the model's own ``class_samples`` -> ``<ckpt_folder>/fisher_dict.pt``."""
-    samples_dir = ckpt_folder / "class_samples"
-    images, labels = [], []
-    for label in range(ckpt_config.data.n_classes):
-        if (samples_dir / str(label)).is_dir():
-            x = load_image_folder(samples_dir / str(label), "--ckpt_folder", ckpt_config.data.channels,
-                                  ckpt_config.data.image_size)
-            images.append(x)
-            labels.append(np.full(len(x), label, dtype=np.int64))
-    if not images:
-        raise UsageError(f"--ckpt_folder {ckpt_folder}: no class_samples/<label>/ folders; run "
-                         "sample.py --mode sample_classes first")
-    loader = make_loader(np.concatenate(images), np.concatenate(labels), 1, args.seed)
+    images, labels = load_class_samples(
+        ckpt_folder, ckpt_config, "no class_samples/<label>/ folders; run sample.py --mode sample_classes first")
+    loader = make_loader(images, labels, 1, args.seed)
     n_steps = ckpt_config.diffusion.num_diffusion_timesteps
     timesteps = torch.linspace(0, n_steps - 1, args.fim_timesteps or n_steps).round().long().unique()
     fisher = accumulate_gradients(unet, loader, elbo_fisher_loss_fn(ckpt_config, timesteps, args.n_chunks), power=2)

@@ -18,25 +18,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from common.checkpointing import EndlessLoader, add_resume_args
 from common.distributed import SampleSharding
-from common.errors import ArgumentParser, UsageError, cli_main, non_negative_float, positive_float
+from common.errors import ArgumentParser, UsageError, cli_main, non_negative_float
 from common.io import load_torch_file
 from common.saliency import check_mask, load_mask
 from ImageGeneration.core.diffusion import EMA, FORGET_LOSSES
-from ImageGeneration.core.images import check_label, load_image_folder
+from ImageGeneration.core.images import check_label
+from ImageGeneration.core.methods import METHODS, SFRON_METHODS
 from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, run_snapshots, start_run
-from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget
+from ImageGeneration.core.unlearn import ForgetWeights, add_dual_args
+from ImageGeneration.DDPM.data import add_data_args, load_arrays, load_class_samples, make_loader, split_forget
 from ImageGeneration.DDPM.model import (
     CKPT_RELPATH, build_unlearn_optimizer, load_config, load_run_checkpoint, save_checkpoint, save_config,
     to_dict)
-from ImageGeneration.DDPM.training import (
-    FORGET_MODES, SFRON_METHODS, BatchSource, ForgetSpec, adopt_architecture, forget_ddpm, plan_forgetting)
-
-CONFIG_KIND = {"salun": "saliency_unlearn", "ga": "saliency_unlearn", "rl": "saliency_unlearn",
-               "sfron": "sfron", "sa": "sa"}
+from ImageGeneration.DDPM.training import ddpm_batches
+from ImageGeneration.DDPM.unlearn import ForgetSpec, adopt_architecture, config_kind, forget_ddpm, plan_forgetting
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--config", type=str, default=None,
                         help="YAML config (default <dataset>_sfron.yml, _saliency_unlearn.yml or _sa.yml)")
     parser.add_argument("--ckpt_folder", type=str, required=True, help="run folder of the model to unlearn")
-    parser.add_argument("--mode", type=str, default="sfron", help=" | ".join(FORGET_MODES))
+    parser.add_argument("--mode", type=str, default="sfron", help=" | ".join(METHODS))
     parser.add_argument("--label_to_forget", type=int, default=0)
     parser.add_argument("--forget_alpha", type=non_negative_float, default=1.0, help="forget loss alpha")
     parser.add_argument("--decay_forget_alpha", action="store_true", help="cosine-decay the forget alpha (sfron)")
@@ -54,16 +51,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="ga | rl | adaga (default: rl for salun, adaga for sfron)")
     parser.add_argument("--method", type=str, default="ron", help="sfron update: ron (alternate) | joint")
     parser.add_argument("--mask_path", type=str, default=None, help="saliency mask (generate_mask.py)")
-    parser.add_argument("--dual", action="store_true", help="DualOptim: separate forget/remain optimizer states")
-    parser.add_argument("--forget_lr", type=positive_float, default=1e-4, help="learning rate of the forget optimizer")
+    add_dual_args(parser)
     add_data_args(parser)
     add_resume_args(parser, overwrite=False)
     return parse_run_args(parser, argv)
 
 
 def validate(args: argparse.Namespace) -> None:
-    if args.mode not in FORGET_MODES:
-        raise UsageError(f"--mode {args.mode!r}: expected one of {', '.join(FORGET_MODES)}")
+    if args.mode not in METHODS:
+        raise UsageError(f"--mode {args.mode!r}: expected one of {', '.join(METHODS)}")
     if args.unlearn_loss is None:
         args.unlearn_loss = {"salun": "rl", "sfron": "adaga"}.get(args.mode, args.mode)
     if args.mode in ("salun", "sfron"):
@@ -83,21 +79,6 @@ def run_parts(args: argparse.Namespace, config) -> list:
             f"f{args.forget_alpha}_r{args.remain_alpha}_lr{config.optim.lr}{dual}"]
 
 
-def replay_data(ckpt_folder: Path, ckpt_config, label_to_forget: int):
-    """Selective Amnesia's generative replay: the model's own samples of every other class."""
-    images, labels = [], []
-    for label in range(ckpt_config.data.n_classes):
-        folder = ckpt_folder / "class_samples" / str(label)
-        if label != label_to_forget and folder.is_dir():
-            x = load_image_folder(folder, "--ckpt_folder", ckpt_config.data.channels, ckpt_config.data.image_size)
-            images.append(x)
-            labels.append(np.full(len(x), label, dtype=np.int64))
-    if not images:
-        raise UsageError(f"--ckpt_folder {ckpt_folder}: --mode sa needs class_samples/<label>/ from "
-                         "sample.py --mode sample_classes")
-    return np.concatenate(images), np.concatenate(labels)
-
-
 @cli_main
 def main(argv=None) -> str:
     args = parse_args(argv)
@@ -109,7 +90,7 @@ def main(argv=None) -> str:
     loaded = load_run_checkpoint(args, device)
     unet, ckpt_config = loaded.unet, loaded.config
     check_label(args.label_to_forget, ckpt_config.data.n_classes, "--label_to_forget")
-    config = adopt_architecture(load_config(args.config, args.dataset, CONFIG_KIND[args.mode]), ckpt_config)
+    config = adopt_architecture(load_config(args.config, args.dataset, config_kind(args.mode)), ckpt_config)
     mask = load_mask(args.mask_path, unet) if args.mask_path else None
     batch_size = config.training.batch_size
 
@@ -120,22 +101,23 @@ def main(argv=None) -> str:
             raise UsageError(f"--ckpt_folder {ckpt_folder}: --mode sa needs fisher_dict.pt from "
                              "generate_mask.py --mode sa_fim")
         sa_fisher = check_mask(load_torch_file(fisher_path, "--ckpt_folder"), unet, f"--ckpt_folder {fisher_path}")
-        remain_x, remain_y = replay_data(ckpt_folder, ckpt_config, args.label_to_forget)
+        # Selective Amnesia's generative replay: the model's own samples of every other class
+        remain_x, remain_y = load_class_samples(
+            ckpt_folder, ckpt_config, "--mode sa needs class_samples/<label>/ from sample.py --mode sample_classes",
+            exclude=args.label_to_forget)
         forget_x = forget_y = None  # Selective Amnesia forgets with uniform noise, not data
     else:
         images, labels = load_arrays(args.dataset, args.data_path, "train", ckpt_config.data.image_size,
                                      ckpt_config.data.channels)
         (remain_x, remain_y), (forget_x, forget_y) = split_forget(images, labels, args.label_to_forget)
     flip = config.data.random_flip
-    remain_batches = BatchSource(EndlessLoader(make_loader(remain_x, remain_y, batch_size, args.seed)), device, flip)
-    forget_batches = None if forget_x is None else BatchSource(
+    remain_batches = ddpm_batches(EndlessLoader(make_loader(remain_x, remain_y, batch_size, args.seed)), device, flip)
+    forget_batches = None if forget_x is None else ddpm_batches(
         EndlessLoader(make_loader(forget_x, forget_y, batch_size, args.seed + 1)), device, flip)
 
-    spec = ForgetSpec(mode=args.mode, label_to_forget=args.label_to_forget, unlearn_loss=args.unlearn_loss,
-                      method=args.method, forget_alpha=args.forget_alpha,
-                      decay_forget_alpha=args.decay_forget_alpha, remain_alpha=args.remain_alpha, dual=args.dual)
+    spec = ForgetSpec(mode=args.mode, label_to_forget=args.label_to_forget, **ForgetWeights.args_of(args))
     plan = plan_forgetting(spec, unet, config, forget_batches, remain_batches, mask, sa_fisher, sharding)
-    optimizer = build_unlearn_optimizer(config, unet, args.dual, args.forget_lr)
+    optimizer = build_unlearn_optimizer(config, unet, spec)
     ema = EMA(unet, config.model.ema_rate, loaded.state.get("ema")) if config.model.ema else None
 
     run_dir, logger = open_run(args.exp_root, run_parts(args, config), sharding, args.resume)

@@ -23,7 +23,7 @@ from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, run_
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget
 from ImageGeneration.DDPM.model import (
     CKPT_RELPATH, build_unet, load_config, save_checkpoint, save_config, to_dict)
-from ImageGeneration.DDPM.training import BatchSource, train_ddpm
+from ImageGeneration.DDPM.training import ddpm_batches, train_ddpm
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -66,7 +66,7 @@ def main(argv=None) -> str:
     logger.info(f"Writing log file to {run_dir / 'logs'}")
     unet = build_unet(config.model, config.data).to(device)
     loader = make_loader(images, labels, config.training.batch_size, args.seed)
-    batches = BatchSource(EndlessLoader(loader), device, config.data.random_flip)
+    batches = ddpm_batches(EndlessLoader(loader), device, config.data.random_flip)
     snapshots = run_snapshots(run_dir, args, config.training.snapshot_freq, sharding, to_dict(config))
 
     def snapshot(step, optimizer, ema) -> None:

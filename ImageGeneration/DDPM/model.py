@@ -27,6 +27,7 @@ from common.dualoptim import DualOptim, SharedOptim
 from common.errors import UsageError
 from common.io import PathLike, atomic_torch_save, atomic_write_text, load_torch_file
 from ImageGeneration.core.diffusion import alphas_cumprod_from_betas, beta_schedule
+from ImageGeneration.core.unlearn import ForgetWeights
 from ImageGeneration.DDPM.data import DATASETS
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -167,8 +168,7 @@ def build_optimizer(config: SimpleNamespace, params, lr: Optional[float] = None)
     raise UsageError(f"--config: optim.optimizer {o.optimizer!r} is not one of Adam, SGD, RMSProp")
 
 
-def build_unlearn_optimizer(config: SimpleNamespace, model: torch.nn.Module, dual: bool,
-                            forget_lr: float) -> DualOptim:
+def build_unlearn_optimizer(config: SimpleNamespace, model: torch.nn.Module, spec: ForgetWeights) -> DualOptim:
     """The forgetting optimizer: one shared state, or DualOptim's two with ``--dual``.
 
     Without ``--dual`` both objectives step the config's optimizer at
@@ -178,16 +178,21 @@ def build_unlearn_optimizer(config: SimpleNamespace, model: torch.nn.Module, dua
     own state -- the research code's ``optimizer_f`` / ``optimizer`` pair.
     """
     o = config.optim
-    if not dual:
+
+    def shared() -> DualOptim:
         return SharedOptim(build_optimizer(config, model.parameters()), forget_lr=o.lr, retain_lr=o.lr)
-    adam_kwargs = {"betas": (o.beta1, 0.999), "eps": o.eps, "amsgrad": o.amsgrad}
-    retain = {"Adam": ("adam", adam_kwargs), "SGD": ("sgd", {})}.get(o.optimizer)
-    if retain is None:
-        raise UsageError(f"--dual: optim.optimizer {o.optimizer!r} is not supported; use Adam or SGD")
-    return DualOptim(model.parameters(), forget_optim="adam", forget_lr=forget_lr,
-                     forget_weight_decay=o.weight_decay, retain_optim=retain[0], retain_lr=o.lr,
-                     momentum=0.9, retain_weight_decay=o.weight_decay,
-                     forget_kwargs=adam_kwargs, retain_kwargs=retain[1])
+
+    def dual(forget_lr: float) -> DualOptim:
+        adam_kwargs = {"betas": (o.beta1, 0.999), "eps": o.eps, "amsgrad": o.amsgrad}
+        retain = {"Adam": ("adam", adam_kwargs), "SGD": ("sgd", {})}.get(o.optimizer)
+        if retain is None:
+            raise UsageError(f"--dual: optim.optimizer {o.optimizer!r} is not supported; use Adam or SGD")
+        return DualOptim(model.parameters(), forget_optim="adam", forget_lr=forget_lr,
+                         forget_weight_decay=o.weight_decay, retain_optim=retain[0], retain_lr=o.lr,
+                         momentum=0.9, retain_weight_decay=o.weight_decay,
+                         forget_kwargs=adam_kwargs, retain_kwargs=retain[1])
+
+    return spec.optimizer(shared, dual)
 
 
 @dataclass

@@ -26,11 +26,11 @@ from common.saliency import load_mask
 from common.seed import make_generator
 from ImageGeneration.core.images import save_grid_png
 from ImageGeneration.core.runs import LOGGER_NAME, parse_run_args, start_run
-from ImageGeneration.core.unlearn import run_unlearning
+from ImageGeneration.core.unlearn import ForgetWeights, add_dual_args, run_unlearning
 from ImageGeneration.DiT.dit import (
     NUM_TIMESTEPS, add_model_args, check_forget_class, forget_remain_loaders, load_latent_dit)
 from ImageGeneration.DiT.unlearn import (
-    DiTForgetSpec, LatentBatches, add_vb_arg, dit_objectives, dit_optimizer, resolve_vb, validate_spec)
+    DiTForgetSpec, add_vb_arg, dit_optimizer, dit_plan, latent_batches, resolve_vb, validate_spec)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,8 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--decay-forget-alpha", action="store_true", help="cosine-decay the forget alpha")
     parser.add_argument("--remain-alpha", type=non_negative_float, default=1.0)
     parser.add_argument("--mask-path", type=str, default=None)
-    parser.add_argument("--dual", action="store_true", help="DualOptim: separate forget/remain optimizer states")
-    parser.add_argument("--forget_lr", type=positive_float, default=1e-4, help="learning rate of the forget optimizer")
+    add_dual_args(parser)
     add_vb_arg(parser)
     add_resume_args(parser, overwrite=False)
     return parse_run_args(parser, argv, seed=0)
@@ -95,9 +94,7 @@ def experiment_dir(args: argparse.Namespace) -> Path:
 @cli_main
 def main(argv=None) -> str:
     args = parse_args(argv)
-    spec = DiTForgetSpec(forget_class=args.forget_class, n_iters=args.n_iters, unlearn_loss=args.unlearn_loss,
-                         method=args.method, forget_alpha=args.forget_alpha,
-                         decay_forget_alpha=args.decay_forget_alpha, remain_alpha=args.remain_alpha, dual=args.dual)
+    spec = DiTForgetSpec(forget_class=args.forget_class, n_iters=args.n_iters, **ForgetWeights.args_of(args))
     validate_spec(spec)
     device = start_run(args)
     model = load_latent_dit(args.ckpt, device, vae=args.vae)
@@ -107,10 +104,10 @@ def main(argv=None) -> str:
     forget_loader, remain_loader = forget_remain_loaders(args.data_path, args.forget_class, model.image_size,
                                                          args.batch_size, args.num_workers, args.seed,
                                                          model.num_classes)
-    forget = LatentBatches(EndlessLoader(forget_loader), model, device)
-    remain = LatentBatches(EndlessLoader(remain_loader), model, device)
-    forget_loss, remain_loss, schedule, forget_mask, remain_mask = dit_objectives(spec, model, forget, remain, mask)
-    optimizer = dit_optimizer(model.transformer, args.lr, args.dual, args.forget_lr)
+    forget = latent_batches(EndlessLoader(forget_loader), model, device)
+    remain = latent_batches(EndlessLoader(remain_loader), model, device)
+    plan = dit_plan(spec, model, forget, remain, mask)
+    optimizer = dit_optimizer(model.transformer, args.lr, spec)
 
     out_dir = experiment_dir(args)
     logger = setup_logging(LOGGER_NAME, out_dir / "log.txt")
@@ -131,13 +128,13 @@ def main(argv=None) -> str:
 
     snapshots = Snapshotter(out_dir, every=args.ckpt_every, resume=args.resume, config=vars(args)).register(
         forget_batches=forget, remain_batches=remain)
-    history = run_unlearning(model.transformer, optimizer, args.n_iters, forget_loss, remain_loss,
-                             schedule=schedule, forget_mask=forget_mask, remain_mask=remain_mask,
+    history = run_unlearning(model.transformer, optimizer, args.n_iters, plan.forget_loss, plan.remain_loss,
+                             schedule=plan.schedule, forget_mask=plan.forget_mask, remain_mask=plan.remain_mask,
                              grad_clip=args.grad_clip, log_freq=args.log_every, on_snapshot=snapshot,
                              snapshot_freq=1, log=logger.info, desc="forgetting (DiT)", clip_remain=False,
                              snapshots=snapshots)
     write_run_record(out_dir, args, {"final_forget_loss": history[-1]["forget_loss"],
-                                     "final_remain_loss": history[-1]["remain_loss"], "schedule": schedule,
+                                     "final_remain_loss": history[-1]["remain_loss"], "schedule": plan.schedule,
                                      "vb_loss": spec.vb_loss,
                                      "optimizer": repr(optimizer), "experiment_dir": str(out_dir)})
     snapshots.remove()

@@ -1,9 +1,13 @@
-"""Forgetting objectives and Fisher statistics of the latent DiT (shared loop from :mod:`ImageGeneration.core`)."""
+"""Forgetting objectives and Fisher statistics of the latent DiT (methods and loop from :mod:`ImageGeneration.core`).
+
+The DiT forgets with the registered ``sfron`` method
+(:data:`ImageGeneration.core.methods.METHODS`) applied to its :class:`DiTObjectives`.
+"""
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional
 
 import torch
 from torch import nn
@@ -11,13 +15,13 @@ from torch import nn
 from common.dualoptim import DualOptim, SharedOptim
 from common.errors import UsageError
 from common.saliency import maybe_gradient_mask
+from ImageGeneration.core.batches import Batch, BatchStream
 from ImageGeneration.core.diffusion import FORGET_LOSSES, noise_prediction_loss
+from ImageGeneration.core.methods import SFRON_METHODS, ForgetObjectives, ForgetPlan, plan_method
 from ImageGeneration.core.unlearn import ForgetWeights
 from ImageGeneration.DiT.dit import LatentDiT, dit_alphas_cumprod, dit_betas
 
-Batch = Tuple[torch.Tensor, torch.Tensor]
 DIT_LOSSES = ("ga", "rl", "adaga")
-METHODS = ("ron", "joint")
 
 
 def relabel_target(forget_class: int, num_classes: int) -> int:
@@ -26,25 +30,9 @@ def relabel_target(forget_class: int, num_classes: int) -> int:
     return (forget_class + offset) % num_classes
 
 
-class LatentBatches:
-    """Endless ``(latents, labels)`` batches: images from a loader encoded by the VAE.
-
-    Its position is that of ``batches`` (an :class:`~common.checkpointing.EndlessLoader`),
-    so it can be registered with resume snapshots.
-    """
-
-    def __init__(self, batches: Iterator[Batch], model: LatentDiT, device: torch.device) -> None:
-        self.batches, self.model, self.device = batches, model, device
-
-    def next(self) -> Batch:
-        x, y = next(self.batches)
-        return self.model.encode(x.to(self.device)), y.to(self.device)
-
-    def state_dict(self) -> Dict[str, int]:
-        return self.batches.state_dict()
-
-    def load_state_dict(self, state: Dict[str, int]) -> None:
-        self.batches.load_state_dict(state)
+def latent_batches(batches: Iterator[Batch], model: LatentDiT, device: torch.device) -> BatchStream:
+    """Endless ``(latents, labels)`` batches: images from a loader encoded by the VAE."""
+    return BatchStream(batches, lambda x, y: (model.encode(x.to(device)), y.to(device)))
 
 
 def latent_loss(model: LatentDiT, latents: torch.Tensor, labels: torch.Tensor, abar: torch.Tensor,
@@ -90,47 +78,50 @@ class DiTForgetSpec(ForgetWeights):
 def validate_spec(spec: DiTForgetSpec) -> None:
     if spec.unlearn_loss not in DIT_LOSSES:
         raise UsageError(f"--unlearn-loss {spec.unlearn_loss!r}: expected one of {', '.join(DIT_LOSSES)}")
-    if spec.method not in METHODS:
-        raise UsageError(f"--method {spec.method!r}: expected one of {', '.join(METHODS)}")
+    if spec.method not in SFRON_METHODS:
+        raise UsageError(f"--method {spec.method!r}: expected one of {', '.join(SFRON_METHODS)}")
 
 
-def dit_objectives(spec: DiTForgetSpec, model: LatentDiT, forget: LatentBatches, remain: LatentBatches,
-                   mask: Optional[Dict[str, torch.Tensor]] = None):
-    """``(forget_loss, remain_loss, schedule, forget_mask, remain_mask)`` for :func:`run_unlearning`.
+class DiTObjectives(ForgetObjectives):
+    """The DiT's loss terms for the registered methods, at uniform random timesteps (:func:`latent_loss`).
 
-    ``ga``: ascend the forget-class loss; ``adaga``: SFR-on's re-weighted ascent;
-    ``rl``: descend the loss of the forget images relabelled with :func:`relabel_target`
-    (the remain gradient is masked too, SalUn with alternating updates).
+    ``ga``/``adaga`` are the core forget losses of the forget latents; ``rl`` descends the loss
+    of the forget latents relabelled with :func:`relabel_target`.
     """
-    device = next(model.transformer.parameters()).device
-    abar = dit_alphas_cumprod().to(device)
-    target = relabel_target(spec.forget_class, model.num_classes)
-    masker = maybe_gradient_mask(model.transformer, mask)
 
-    def forget_loss(step: int) -> torch.Tensor:
-        alpha = spec.forget_weight(step, spec.n_iters)
-        latents, labels = forget.next()
-        if spec.unlearn_loss == "rl":
-            loss = latent_loss(model, latents, torch.full_like(labels, target), abar, vb=spec.vb_loss)
-        else:
-            loss = latent_loss(model, latents, labels, abar, kind=spec.unlearn_loss, vb=spec.vb_loss)
-        return alpha * loss
+    def __init__(self, spec: DiTForgetSpec, model: LatentDiT, forget: BatchStream, remain: BatchStream,
+                 mask: Optional[Dict[str, torch.Tensor]] = None) -> None:
+        self.spec, self.model, self.forget, self.remain = spec, model, forget, remain
+        self.n_iters = spec.n_iters
+        self.abar = dit_alphas_cumprod().to(next(model.transformer.parameters()).device)
+        self.target = relabel_target(spec.forget_class, model.num_classes)
+        self.masker = maybe_gradient_mask(model.transformer, mask)
 
-    def remain_loss(step: int) -> torch.Tensor:
-        latents, labels = remain.next()
-        return spec.remain_alpha * latent_loss(model, latents, labels, abar, vb=spec.vb_loss)
+    def forget_term(self, kind: str) -> torch.Tensor:
+        latents, labels = self.forget.next()
+        if kind == "rl":
+            return latent_loss(self.model, latents, torch.full_like(labels, self.target), self.abar,
+                               vb=self.spec.vb_loss)
+        return latent_loss(self.model, latents, labels, self.abar, kind=kind, vb=self.spec.vb_loss)
 
-    schedule = spec.schedule("alternate" if spec.method == "ron" else "joint")
-    remain_mask = masker if spec.unlearn_loss == "rl" else (lambda: None)
-    return forget_loss, remain_loss, schedule, masker, remain_mask
+    def remain_term(self) -> torch.Tensor:
+        latents, labels = self.remain.next()
+        return latent_loss(self.model, latents, labels, self.abar, vb=self.spec.vb_loss)
 
 
-def dit_optimizer(model: nn.Module, lr: float, dual: bool, forget_lr: float) -> DualOptim:
+def dit_plan(spec: DiTForgetSpec, model: LatentDiT, forget: BatchStream, remain: BatchStream,
+             mask: Optional[Dict[str, torch.Tensor]] = None) -> ForgetPlan:
+    """SFR-on (``--method ron|joint``, ``--unlearn-loss ga|rl|adaga``) on the DiT: the registered ``sfron``."""
+    return plan_method("sfron", spec, DiTObjectives(spec, model, forget, remain, mask))
+
+
+def dit_optimizer(model: nn.Module, lr: float, spec: ForgetWeights) -> DualOptim:
     """AdamW (weight decay 0) at ``--lr``; with ``--dual`` a second AdamW state for the forget loss at ``--forget_lr``."""
-    if dual:
-        return DualOptim(model.parameters(), forget_optim="adamw", forget_lr=forget_lr, forget_weight_decay=0.0,
-                         retain_optim="adamw", retain_lr=lr, retain_weight_decay=0.0)
-    return SharedOptim(torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0), forget_lr=lr, retain_lr=lr)
+    return spec.optimizer(
+        lambda: SharedOptim(torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0), forget_lr=lr, retain_lr=lr),
+        lambda forget_lr: DualOptim(model.parameters(), forget_optim="adamw", forget_lr=forget_lr,
+                                    forget_weight_decay=0.0, retain_optim="adamw", retain_lr=lr,
+                                    retain_weight_decay=0.0))
 
 
 def latent_loss_fn(model: LatentDiT, vb: bool = False) -> Callable[[nn.Module, Batch], torch.Tensor]:

@@ -21,8 +21,9 @@ step; the caller registers the data streams its loss closures read.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+import argparse
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from common.checkpointing import Snapshotter
 from common.distributed import SampleSharding
 from common.dualoptim import DualOptim
+from common.errors import positive_float
 from common.schedules import cosine_decay
 from ImageGeneration.core.diffusion import EMA
 
@@ -38,9 +40,20 @@ LossFn = Callable[[int], torch.Tensor]
 SCHEDULES = ("alternate", "joint")
 
 
+def add_dual_args(parser: argparse.ArgumentParser) -> None:
+    """``--dual`` and ``--forget_lr``, the same for every model (read by :class:`ForgetWeights`)."""
+    parser.add_argument("--dual", action="store_true", help="DualOptim: separate forget/remain optimizer states")
+    parser.add_argument("--forget_lr", type=positive_float, default=1e-4, help="learning rate of the forget optimizer")
+
+
 @dataclass(kw_only=True)
 class ForgetWeights:
-    """The forgetting knobs every model shares: the forget loss, the update method, the alphas, ``--dual``."""
+    """The forgetting knobs every model shares: the forget loss, the update method, the alphas, ``--dual``.
+
+    ``--dual`` means two things, both decided here: the forget loss gets its own
+    optimizer state at ``forget_lr`` (:meth:`optimizer`) and the forget and remain
+    steps alternate (:meth:`schedule`).
+    """
 
     unlearn_loss: str = "rl"
     method: str = "ron"
@@ -48,6 +61,12 @@ class ForgetWeights:
     decay_forget_alpha: bool = False
     remain_alpha: float = 1.0
     dual: bool = False
+    forget_lr: float = 1e-4
+
+    @classmethod
+    def args_of(cls, args: argparse.Namespace) -> Dict[str, Any]:
+        """The fields of this class from parsed flags, as keyword arguments."""
+        return {f.name: getattr(args, f.name) for f in fields(ForgetWeights)}
 
     def forget_weight(self, step: int, n_iters: int) -> float:
         """``forget_alpha``, cosine-decayed over ``n_iters`` steps with ``decay_forget_alpha``."""
@@ -57,6 +76,10 @@ class ForgetWeights:
         """The update schedule: ``default``, but always ``alternate`` with ``--dual`` -- DualOptim's
         two optimizer states need the forget and remain gradients separately."""
         return "alternate" if self.dual else default
+
+    def optimizer(self, shared: Callable[[], DualOptim], dual: Callable[[float], DualOptim]) -> DualOptim:
+        """The model's one-state optimizer ``shared()``, or with ``--dual`` its two-state ``dual(forget_lr)``."""
+        return dual(self.forget_lr) if self.dual else shared()
 
 
 def _clip(model: nn.Module, grad_clip: Optional[float]) -> None:

@@ -14,6 +14,7 @@ from common.dualoptim import DualOptim, SharedOptim
 from ImageGeneration.DDPM import (
     classifier_evaluation, evaluator, generate_mask, main_forget, main_train, sample, save_base_dataset,
     train_classifier)
+from ImageGeneration.core.unlearn import ForgetWeights
 from ImageGeneration.DDPM.model import build_unet, build_unlearn_optimizer, load_checkpoint, to_namespace
 
 from ig_fixtures import IMAGE_SIZE, N_CLASSES, TINY_CONFIG, fake_load_arrays
@@ -181,11 +182,11 @@ def test_masked_forgetting_leaves_unselected_weights(pretrained, workdir, config
 def test_dual_flag_builds_two_optimizer_states():
     config = to_namespace(TINY_CONFIG)
     unet = build_unet(config.model, config.data)
-    dual = build_unlearn_optimizer(config, unet, dual=True, forget_lr=5e-4)
+    dual = build_unlearn_optimizer(config, unet, ForgetWeights(dual=True, forget_lr=5e-4))
     assert isinstance(dual, DualOptim) and dual.forget_optimizer is not dual.retain_optimizer
     assert dual.forget_optimizer.param_groups[0]["lr"] == 5e-4
     assert dual.retain_optimizer.param_groups[0]["lr"] == config.optim.lr
-    shared = build_unlearn_optimizer(config, unet, dual=False, forget_lr=5e-4)
+    shared = build_unlearn_optimizer(config, unet, ForgetWeights(dual=False, forget_lr=5e-4))
     assert isinstance(shared, SharedOptim) and shared.forget_optimizer is shared.retain_optimizer
 
 
@@ -278,7 +279,8 @@ def test_selective_amnesia(pretrained, workdir, config_path, monkeypatch):
 
 
 def test_sa_remain_loss_adds_lambda_times_ewc(pretrained, config_path):
-    from ImageGeneration.DDPM.training import BatchSource, ForgetSpec, plan_forgetting
+    from ImageGeneration.DDPM.training import ddpm_batches
+    from ImageGeneration.DDPM.unlearn import ForgetSpec, plan_forgetting
 
     def plan(lmbda):
         loaded = load_checkpoint(pretrained, torch.device("cpu"))
@@ -286,7 +288,7 @@ def test_sa_remain_loss_adds_lambda_times_ewc(pretrained, config_path):
         config.training.lmbda = lmbda
         unet = loaded.unet
         x = torch.rand(4, 1, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
-        batches = BatchSource(iter([(x, torch.tensor([1, 2, 3, 1]))]), torch.device("cpu"), flip=False)
+        batches = ddpm_batches(iter([(x, torch.tensor([1, 2, 3, 1]))]), torch.device("cpu"), flip=False)
         fisher = {"conv_in.bias": torch.ones_like(unet.conv_in.bias)}
         p = plan_forgetting(ForgetSpec("sa", 0), unet, config, None, batches, sa_fisher=fisher)
         with torch.no_grad():
@@ -303,7 +305,7 @@ def test_sa_forget_loss_is_uniform_noise_labelled_with_the_forgotten_class(pretr
     labelled with the forgotten class (no label dropped to null), against the same draws by hand."""
     from ImageGeneration.core.diffusion import antithetic_timesteps, q_sample
     from ImageGeneration.DDPM.model import alphas_cumprod
-    from ImageGeneration.DDPM.training import ForgetSpec, plan_forgetting
+    from ImageGeneration.DDPM.unlearn import ForgetSpec, plan_forgetting
 
     config = to_namespace(TINY_CONFIG)
     unet = load_checkpoint(pretrained, torch.device("cpu")).unet

@@ -1,0 +1,133 @@
+"""The registry of diffusion forgetting methods, shared by the DDPM and the DiT.
+
+A method is one function registered in :data:`METHODS`: given the forgetting
+flags (:class:`~ImageGeneration.core.unlearn.ForgetWeights`) and a model's
+:class:`ForgetObjectives` (its data streams and diffusion losses), it returns a
+:class:`ForgetPlan` -- the forget/remain loss closures, the update schedule and
+the gradient masks that :func:`~ImageGeneration.core.unlearn.run_unlearning`
+applies.  ``--dual`` is not a method's business: :func:`plan_method` sends every
+plan through :meth:`ForgetWeights.schedule`, so a ``--dual`` run always alternates.
+
+* ``salun``: ``forget_alpha`` x ``--unlearn_loss`` of the forget data plus the remain term in one
+  joint step, the mask on the summed gradient; ``ga`` and ``rl`` are that loop with their loss.
+* ``sfron``: ``--method ron`` alternates a masked forget step (alpha cosine-decayed with
+  ``--decay_forget_alpha``) and a remain step (masked too for the ``rl`` loss); ``joint`` sums them.
+* ``sa``: Selective Amnesia, uniform noise labelled with the forgotten class, joint and masked.
+
+The remain term is ``remain_alpha`` times the diffusion loss of the remain data,
+except for Selective Amnesia, whose remain term is the model's own replay loss
+with its EWC penalty (:meth:`ForgetObjectives.replay_term`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from common.errors import UsageError
+from common.registry import Registry
+from ImageGeneration.core.unlearn import ForgetWeights
+
+LossFn = Callable[[int], torch.Tensor]
+#: SFR-on's ``--method`` values: ``ron`` alternates forget and remain steps, ``joint`` sums them.
+SFRON_METHODS = ("ron", "joint")
+
+
+@dataclass
+class ForgetPlan:
+    """The closures and settings :func:`~ImageGeneration.core.unlearn.run_unlearning` needs."""
+
+    forget_loss: LossFn
+    remain_loss: LossFn
+    schedule: str
+    forget_mask: Callable[[], None]
+    remain_mask: Callable[[], None]
+
+
+class ForgetObjectives:
+    """What a model gives the methods: unweighted loss terms of its next batches, its mask and run length.
+
+    ``forget_term(kind)`` draws the next forget batch and returns its forget loss
+    ``kind`` (``ga``, ``adaga`` or ``rl``, realised as the model's research code
+    does); ``remain_term()`` the diffusion loss of the next remain batch.  Selective
+    Amnesia's :meth:`noise_term` and :meth:`replay_term` exist only for models that
+    implement them.
+    """
+
+    n_iters: int
+    masker: Callable[[], None]
+
+    def forget_term(self, kind: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def remain_term(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def noise_term(self) -> torch.Tensor:
+        raise UsageError(f"{type(self).__name__}: Selective Amnesia is not available for this model")
+
+    def replay_term(self) -> torch.Tensor:
+        raise UsageError(f"{type(self).__name__}: Selective Amnesia is not available for this model")
+
+
+Method = Callable[[ForgetWeights, ForgetObjectives], ForgetPlan]
+METHODS: Registry[Method] = Registry("--mode")
+
+
+def no_mask() -> None:
+    """The gradient mask of an unmasked step."""
+
+
+def plan_method(name: str, spec: ForgetWeights, objectives: ForgetObjectives) -> ForgetPlan:
+    """The plan of method ``name``, its schedule switched to ``alternate`` under ``--dual``."""
+    plan = METHODS.get(name)(spec, objectives)
+    plan.schedule = spec.schedule(plan.schedule)
+    return plan
+
+
+def _remain(spec: ForgetWeights, objectives: ForgetObjectives) -> LossFn:
+    return lambda step: spec.remain_alpha * objectives.remain_term()
+
+
+def _joint_plan(spec: ForgetWeights, objectives: ForgetObjectives, kind: str) -> ForgetPlan:
+    """SalUn's loop: ``forget_alpha`` x the ``kind`` loss plus the remain term, the mask on their summed gradient."""
+    return ForgetPlan(lambda step: spec.forget_alpha * objectives.forget_term(kind), _remain(spec, objectives),
+                      "joint", objectives.masker, objectives.masker)
+
+
+@METHODS.register("salun")
+def salun(spec: ForgetWeights, objectives: ForgetObjectives) -> ForgetPlan:
+    """SalUn: ``--unlearn_loss`` (default ``rl``) on the forget data, saliency-masked joint steps."""
+    return _joint_plan(spec, objectives, spec.unlearn_loss)
+
+
+@METHODS.register("ga")
+def gradient_ascent(spec: ForgetWeights, objectives: ForgetObjectives) -> ForgetPlan:
+    """Plain gradient ascent: SalUn's loop with the ``ga`` loss."""
+    return _joint_plan(spec, objectives, "ga")
+
+
+@METHODS.register("rl")
+def random_label(spec: ForgetWeights, objectives: ForgetObjectives) -> ForgetPlan:
+    """Plain relabelling: SalUn's loop with the ``rl`` loss."""
+    return _joint_plan(spec, objectives, "rl")
+
+
+@METHODS.register("sfron")
+def sfron(spec: ForgetWeights, objectives: ForgetObjectives) -> ForgetPlan:
+    """SFR-on: ``--method ron`` alternates a masked forget step (alpha cosine-decayed with
+    ``--decay_forget_alpha``) and a remain step, masked too for the ``rl`` loss; ``joint`` sums them."""
+    def forget_loss(step: int) -> torch.Tensor:
+        return spec.forget_weight(step, objectives.n_iters) * objectives.forget_term(spec.unlearn_loss)
+
+    return ForgetPlan(forget_loss, _remain(spec, objectives), "alternate" if spec.method == "ron" else "joint",
+                      objectives.masker, objectives.masker if spec.unlearn_loss == "rl" else no_mask)
+
+
+@METHODS.register("sa")
+def selective_amnesia(spec: ForgetWeights, objectives: ForgetObjectives) -> ForgetPlan:
+    """Selective Amnesia: the diffusion loss of uniform noise labelled with the forgotten class, and the
+    replay loss of the model's own samples of the other classes with its EWC penalty (weights from the config)."""
+    return ForgetPlan(lambda step: objectives.noise_term(), lambda step: objectives.replay_term(), "joint",
+                      objectives.masker, objectives.masker)
