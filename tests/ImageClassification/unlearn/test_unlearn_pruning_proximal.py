@@ -15,7 +15,7 @@ from ImageClassification.unlearn.projections import ProximalShrink, PrunedConvs
 CPU = torch.device("cpu")
 
 
-def conv_model(original_model=None) -> nn.Module:
+def conv_model() -> nn.Module:
     """A small convolutional classifier for the 1x4x4 images (36 + 144 conv weights)."""
     torch.manual_seed(3)
     return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
@@ -45,7 +45,15 @@ def test_global_l1_pruning_zeroes_the_smallest_weights_over_all_layers():
     assert zeros(model) == 135 and pruned.remaining() == pytest.approx(25.0)
 
 
-def test_ga_prune_states_rewind_and_keep_the_mask(loaders, make_args, capsys):
+def test_ga_prune_states_rewind_and_keep_the_mask(loaders, make_args, capsys, monkeypatch):
+    from ImageClassification.unlearn import prune
+    starts, train = [], prune._single_objective
+
+    def spy(loaders, model, *args, **kwargs):
+        starts.append(copy.deepcopy(model.state_dict()))
+        return train(loaders, model, *args, **kwargs)
+
+    monkeypatch.setattr(prune, "_single_objective", spy)
     model = conv_model()
     original = copy.deepcopy(model.state_dict())
     args = make_args(unlearn="GA_prune", epochs=1, lr=0.01, rate=0.5, pruning_times=2, momentum=0.9)
@@ -53,8 +61,13 @@ def test_ga_prune_states_rewind_and_keep_the_mask(loaders, make_args, capsys):
     assert zeros(model) == 135  # 180 -> 90 -> 45 remaining: (1 - rate) ** pruning_times
     out = capsys.readouterr().out
     assert "pruning state 1" in out and "* remain weight ratio =  25.0 %" in out
-    # state 1 restarted from the original weights: its first epoch's GA differs from state 0's only by the mask
-    assert not torch.equal(model[0].weight, original["0.weight"])
+    # state 1 starts from the original weights (rewind_lt at epoch 0) with state 0's mask
+    assert len(starts) == 2 and all(torch.equal(starts[0][k], v) for k, v in original.items())
+    for key, value in original.items():
+        rewound = starts[1][key]
+        expected = value * (rewound != 0) if key in ("0.weight", "3.weight") else value
+        assert torch.equal(rewound, expected), key
+    assert sum(int((starts[1][k] == 0).sum()) for k in ("0.weight", "3.weight")) == 90
 
 
 def test_ga_prune_bi_prunes_after_every_epoch(loaders, make_args):
