@@ -1,4 +1,4 @@
-"""The run behind ``main_random.py``, ``main_forget.py`` and ``main_random_sfron.py``.
+"""The run behind ``main_random.py``, ``main_forget.py``, ``main_random_sfron.py`` and ``main_random_lora.py``.
 
 load flags -> check every input (method, checkpoint, mask, forget set) ->
 unlearn -> evaluate -> print the research code's result lines -> write the
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -30,6 +30,9 @@ from ImageClassification.data import evaluation_loaders, load_unlearn_data, unle
 from ImageClassification.evaluation import evaluate
 from ImageClassification.models import build_model_from_args, load_weights, mask_from_original_format
 from ImageClassification.unlearn import get_unlearn_method
+
+if TYPE_CHECKING:
+    from ImageClassification.lora import LoraAdapters
 
 RESULT_FILE = "eval_result.json"
 #: methods that train from the constructed model and read no ``--model_path``
@@ -83,8 +86,12 @@ def print_results(metrics: Dict[str, float]) -> None:
     print(f"MIA: {metrics['mia_raw']}")
 
 
-def run_unlearning(args: argparse.Namespace) -> Dict[str, float]:
-    """Unlearn, evaluate and save one run; returns the metrics."""
+def run_unlearning(args: argparse.Namespace, adapters: Optional[LoraAdapters] = None) -> Dict[str, float]:
+    """Unlearn, evaluate and save one run; returns the metrics.
+
+    ``adapters`` (``main_random_lora.py``): the method trains LoRA adapters attached to the
+    original model, merged into its weights before evaluation.
+    """
     if not args.save_dir:
         raise UsageError("--save_dir: required (folder for the unlearned model and results)")
     method = get_unlearn_method(args.unlearn)
@@ -99,6 +106,8 @@ def run_unlearning(args: argparse.Namespace) -> Dict[str, float]:
     loaders = unlearn_loaders(data, args)
     model = shard_forward(load_original_model(args, device), sharding)
     mask = load_ic_mask(args.mask_path, model, args.arch) if args.mask_path else None
+    if adapters is not None:
+        adapters.check(model)
     ensure_writable_dir(save_dir)
     print(f"number of retain dataset {len(data.retain_index)}")
     print(f"number of forget dataset {len(data.forget_index)}")
@@ -109,7 +118,11 @@ def run_unlearning(args: argparse.Namespace) -> Dict[str, float]:
         model.load_state_dict(saved["state_dict"])
     else:
         seed_everything(args.seed)
+        if adapters is not None:
+            adapters.attach(model)
         method(loaders, model, args, mask, device)
+        if adapters is not None:
+            adapters.merge(model)
     metrics = evaluate(model, evaluation_loaders(data, args), device, args.mia)
     if not sharding.is_main:  # every process has the same metrics; the main one reports and saves them
         return metrics

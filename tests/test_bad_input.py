@@ -180,6 +180,13 @@ def ic_sfron(i: Inputs, *extra: str) -> List[str]:
     return ic_unlearn(i, "--sfron_iters", "2", *extra, unlearn="SFRon")
 
 
+def ic_lora(i: Inputs, *extra: str, ranks: str = "0.25", unlearn: str = "RL") -> List[str]:
+    config = i.tmp / "ranks.json"
+    config.write_text(ranks)
+    return ["resnet20s_lora" if a == "resnet20s" else a for a in ic_unlearn(i, unlearn=unlearn)] + [
+        "--rank_config", str(config), *extra]
+
+
 def ic_mask(i: Inputs, *extra: str) -> List[str]:
     return IC + ["--model_path", i.ic_model, "--save_dir", str(i.out), *extra]
 
@@ -373,6 +380,42 @@ CASES = [
     case("ImageClassification.main_random_sfron", "adam with momentum 1",
          lambda i: ic_sfron(i, "--optim", "adam", "--momentum", "1"),
          "--momentum: must be below 1 with SFR-on --optim adam"),
+    case("ImageClassification.main_random", "RL_proximal mask ratio above 1",
+         lambda i: ic_unlearn(i, "--mask_ratio", "1.5", unlearn="RL_proximal"),
+         "argument --mask_ratio: expected a number in [0, 1], got '1.5'"),
+    case("ImageClassification.main_forget", "pruning rate above 1", lambda i: ic_unlearn(i, "--rate", "2", unlearn="GA_prune"),
+         "argument --rate: expected a number in [0, 1], got '2'"),
+    case("ImageClassification.main_forget", "zero pruning times",
+         lambda i: ic_unlearn(i, "--pruning_times", "0", unlearn="GA_prune"),
+         "argument --pruning_times: expected an integer >= 1, got '0'"),
+    case("ImageClassification.main_forget", "negative rewind epoch",
+         lambda i: ic_unlearn(i, "--rewind_epoch", "-1", unlearn="GA_prune"),
+         "argument --rewind_epoch: expected an integer >= 0, got '-1'"),
+    case("ImageClassification.main_forget", "unknown prune type",
+         lambda i: ic_unlearn(i, "--prune_type", "imp", unlearn="GA_prune"), "argument --prune_type: invalid choice"),
+    case("ImageClassification.main_random_lora", "not a LoRA arch",
+         lambda i: ["resnet20s" if a == "resnet20s_lora" else a for a in ic_lora(i)],
+         "--arch: main_random_lora.py trains LoRA adapters of a model such as resnet18_lora, got 'resnet20s'"),
+    case("ImageClassification.main_random_lora", "no rank config",
+         lambda i: [a for a in ic_lora(i) if a != "--rank_config" and not a.endswith("ranks.json")],
+         "--rank_config: required"),
+    case("ImageClassification.main_random_lora", "missing rank config", lambda i: ic_lora(i, "--rank_config", i.missing),
+         "--rank_config {i.missing}: file not found"),
+    case("ImageClassification.main_random_lora", "corrupt rank config", lambda i: ic_lora(i, ranks='{"conv1": '),
+         "--rank_config ... not valid JSON"),
+    case("ImageClassification.main_random_lora", "rank fraction above 1", lambda i: ic_lora(i, ranks="2"),
+         "--rank_config: rank fractions must be in [0, 1], got 2 for every layer"),
+    case("ImageClassification.main_random_lora", "layer without a rank", lambda i: ic_lora(i, ranks='{"conv1": 0.5}'),
+         "--rank_config: no rank for layer 'layers.0.conv1'"),
+    case("ImageClassification.main_random_lora", "retrain", lambda i: ic_lora(i, unlearn="retrain"),
+         "--unlearn retrain (the default): main_random_lora.py unlearns through LoRA adapters"),
+    case("ImageClassification.main_random_lora", "saliency mask", lambda i: ic_lora(i, "--mask_path", i.ic_bad_mask),
+         "--mask_path: a saliency mask covers the full weights, not LoRA adapters"),
+    case("ImageClassification.main_random_lora", "checkpoint of another arch",
+         lambda i: ["resnet56s_lora" if a == "resnet20s_lora" else a for a in ic_lora(i)],
+         "checkpoint is a resnet20s, but --arch is resnet56s"),
+    case("ImageClassification.main_random_lora", "unwritable save_dir",
+         lambda i: ic_lora(i, "--save_dir", i.blocked + "/sub"), "--save_dir {i.blocked}/sub: " + UNWRITABLE),
     case("ImageClassification.main_random_sfron", "zero iterations", lambda i: ic_sfron(i, "--sfron_iters", "0"),
          "argument --sfron_iters: expected an integer >= 1, got '0'"),
     case("ImageClassification.main_random_sfron", "ema beta above 1", lambda i: ic_sfron(i, "--sfron_ema_beta", "2"),
@@ -704,7 +747,7 @@ def entry_scripts() -> List[str]:
 
 def test_the_table_covers_every_entry_script():
     assert {c.module for c in CASES} == set(entry_scripts())
-    assert len(entry_scripts()) == 25
+    assert len(entry_scripts()) == 26
     assert len({c.id for c in CASES}) == len(CASES)
 
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 from ImageClassification.data import UnlearnLoaders
 from .registry import UNLEARN_METHODS
-from . import boundary, finetune, fisher, rl, scrub, sfron  # noqa: F401  (register the methods)
+from . import boundary, finetune, fisher, prune, rl, scrub, sfron  # noqa: F401  (register the methods)
 
 __all__ = ["UNLEARN_METHODS", "UnlearnLoaders", "get_unlearn_method"]
 

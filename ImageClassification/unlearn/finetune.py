@@ -10,7 +10,7 @@ research code.
 from __future__ import annotations
 
 import argparse
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -52,15 +52,25 @@ def penalised_loss(model: nn.Module, sign: float, l1: float):
 
 def _single_objective(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
                       mask: Optional[Mask], device: torch.device, on_forget: bool, sign: float,
-                      l1_schedule=None, accum_steps: int = 1, optimizer: Optional[DualOptim] = None) -> None:
+                      l1_schedule=None, accum_steps: int = 1, optimizer: Optional[DualOptim] = None,
+                      before_epoch: Optional[Callable[[UnlearnRun], None]] = None,
+                      after_epoch: Optional[Callable[[UnlearnRun], None]] = None) -> None:
     """Train ``sign * CE (+ l1)`` on the forget or the retain loader with the main optimizer
-    (``optimizer``, or the ``--optim`` one)."""
+    (``optimizer``, or the ``--optim`` one).
+
+    ``before_epoch(run)`` / ``after_epoch(run)`` run around each epoch's pass
+    (the pruning methods prune there).
+    """
     loader, name = (loaders.forget_loader, "forget") if on_forget else (loaders.retain_loader, "retain")
 
     def epoch_fn(run: UnlearnRun) -> None:
+        if before_epoch:
+            before_epoch(run)
         l1 = l1_schedule(run.epoch) if l1_schedule else 0.0
         run.train_on(loader, penalised_loss(model, sign, l1), "retain", name,
                      warmup_every_step=True, accum_steps=accum_steps)
+        if after_epoch:
+            after_epoch(run)
 
     run_epochs(model, args, device, mask, epoch_fn, lr_switching=False, schedule_forget=False,
                optimizer=optimizer)

@@ -1,4 +1,4 @@
-"""Random labelling (RL); with a saliency mask this is SalUn (Fan et al., ICLR 2024).
+"""Random labelling (RL), SalUn (RL with a saliency mask; Fan et al., ICLR 2024) and RL_proximal.
 
 Each epoch fine-tunes the forget set on uniformly random labels (a forget
 update per batch) and then the retain set on its true labels (a retain
@@ -16,10 +16,12 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from common.checkpointing import pass_generator, resumable_loader
+from common.errors import UsageError
 from common.saliency import Mask
 
 from ImageClassification.data import UnlearnLoaders
 from .engine import UnlearnRun, cross_entropy_loss, run_epochs
+from .projections import ProximalShrink, after_each_step
 from .registry import UNLEARN_METHODS
 
 #: Datasets on which the research code's single-optimizer RL trains one
@@ -105,3 +107,53 @@ def RL(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
             run.train_on(loaders.retain_loader, retain_loss, "retain", "retain")
 
     run_epochs(model, args, device, mask, epoch_fn)
+
+
+@UNLEARN_METHODS.register("RL_proximal")
+def RL_proximal(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+                mask: Optional[Mask], device: torch.device) -> None:
+    """Random labelling with a proximal step towards the epoch's starting weights after every update.
+
+    Each epoch trains one shuffled loader over the forget set (relabelled at
+    random once per epoch) and the retain set -- on ``svhn`` a forget pass
+    with fresh random labels per batch, then a retain pass -- with the run's
+    main optimizer, as the research code's ``RL_proximal`` does; after every
+    step :class:`~.projections.ProximalShrink` returns the
+    ``--mask_ratio``-scheduled share of the weights to their values at the
+    start of the epoch and shrinks the others towards them.
+
+    The research code's ``RL_proximal`` cannot run: it reads ``--mask_ratio``,
+    which its parser lacks, and its epoch function does not accept the
+    ``optimizer_ul`` argument its driver passes; this is the intended method.
+    The anchor is the epoch's starting weights, so resume snapshots are taken
+    at epoch ends only.
+    """
+    if getattr(args, "save_every", 0):
+        raise UsageError("--save_every: RL_proximal resumes from epoch ends only (its proximal anchor is "
+                         "each epoch's starting weights); drop --save_every")
+    steps_per_epoch = len(loaders.forget_loader) + len(loaders.retain_loader)
+    shrink = ProximalShrink(model, args.mask_ratio, args.unlearn_epochs * steps_per_epoch)
+    offset = {"first": 0, "step": 0, "per_step": 0}  # the research code's step offset in the current pass
+    retain_loss = cross_entropy_loss(model)
+    attached = []
+
+    def project() -> None:
+        shrink.apply(shrink.count(offset["first"] + offset["step"]))
+        offset["step"] += offset["per_step"]
+
+    def epoch_fn(run: UnlearnRun) -> None:
+        if run not in attached:
+            attached.append(run)
+            after_each_step(run.optimizer, project)
+        shrink.set_anchor()
+        run.warmup(1, steps_per_epoch)
+        offset.update(first=run.epoch * steps_per_epoch, step=0, per_step=0)
+        if args.dataset != "svhn":
+            run.train_on(mixed_relabel_loader(loaders, args.batch_size, args.seed, run.epoch), retain_loss,
+                         "retain", "forget+retain")
+            return
+        run.train_on(loaders.forget_loader, random_label_loss(model, loaders.num_classes), "retain", "forget")
+        offset.update(per_step=1)  # the research code's retain pass counts its batches
+        run.train_on(loaders.retain_loader, retain_loss, "retain", "retain")
+
+    run_epochs(model, args, device, mask, epoch_fn, lr_switching=False, schedule_forget=False)

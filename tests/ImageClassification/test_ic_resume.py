@@ -132,4 +132,24 @@ def test_retrain_sam_resumes_with_its_momentum(tmp_path, killed_run, one_thread)
     main_forget.main(argv + ["--save_dir", str(interrupted), "--resume"])
     assert_bitwise_equal(state_dict(straight / "retrain_samcheckpoint.pth.tar"),
                          state_dict(interrupted / "retrain_samcheckpoint.pth.tar"))
+
+
+@pytest.mark.parametrize("method,extra,kill_at", [
+    # 5 retain steps per epoch; pruned (at random) at the end of epoch 0; killed at epoch 2, batch 2,
+    # resumed from the snapshot after epoch 1, batch 3, whose zeros are the mask
+    ("FT_prune_bi", ["--unlearn_epochs", "3", "--rate", "0.75", "--random_prune", "--save_every", "4"], 12),
+    # one forget step per epoch; state 0 (2 steps) writes no snapshot, state 1 is killed at its 3rd step and
+    # resumed after state 0 is recomputed
+    ("GA_prune", ["--epochs", "3", "--lr", "0.01", "--pruning_times", "2", "--rate", "0.5", "--random_prune",
+                  "--save_every", "1"], 5),
+])
+def test_pruning_methods_resume_bitwise(original, tmp_path, killed_run, one_thread, method, extra, kill_at):
+    argv = DIGITS + ["--unlearn", method, "--model_path", str(original)] + extra
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    main_random.main(argv + ["--save_dir", str(straight)])
+    killed_run("ImageClassification.main_random", argv + ["--save_dir", interrupted], kill_at=kill_at)
+    assert (interrupted / "resume_state.pt").exists()
+    main_random.main(argv + ["--save_dir", str(interrupted), "--resume"])
+    assert_bitwise_equal(state_dict(straight / f"{method}checkpoint.pth.tar"),
+                         state_dict(interrupted / f"{method}checkpoint.pth.tar"))
     assert metrics(straight) == metrics(interrupted)

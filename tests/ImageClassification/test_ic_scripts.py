@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ImageClassification import (generate_mask, main_forget, main_random, main_random_sfron, main_train,
-                                 parse_result)
+from ImageClassification import (generate_mask, main_forget, main_random, main_random_lora, main_random_sfron,
+                                 main_train, parse_result)
 
 REPO = Path(__file__).resolve().parents[2]
 COMMON = ["--dataset", "digits", "--arch", "resnet20s", "--batch_size", "128", "--device", "cpu",
@@ -133,6 +133,71 @@ def test_same_seed_same_numbers(original, tmp_path):
     first, _ = unlearn(main_random, tmp_path, "a", "--unlearn", "RL", "--unlearn_lr", "0.02", model_path=original)
     second, _ = unlearn(main_random, tmp_path, "b", "--unlearn", "RL", "--unlearn_lr", "0.02", model_path=original)
     assert first == second
+
+
+def conv_zero_fraction(state_dict) -> float:
+    convs = [value for key, value in state_dict.items() if key.endswith("weight") and value.dim() == 4]
+    return sum(int((w == 0).sum()) for w in convs) / sum(w.numel() for w in convs)
+
+
+def saved_state(save_dir, method):
+    return torch.load(save_dir / f"{method}checkpoint.pth.tar", weights_only=False)["state_dict"]
+
+
+def test_pruning_methods_end_to_end(original, tmp_path):
+    # GA_prune / GA_prune_bi: GA with their own SGD at --lr for --epochs, --rate of the remaining conv weights
+    # pruned per state / per epoch; FT_prune_bi: --rate pruned in total over --unlearn_epochs
+    runs = [(main_forget, "GA_prune", ["--epochs", "1", "--lr", "0.01", "--rate", "0.5"], 0.5),
+            (main_forget, "GA_prune_bi", ["--epochs", "2", "--lr", "0.01", "--rate", "0.5"], 0.75),
+            (main_forget, "FT_prune_bi", ["--unlearn_epochs", "2", "--rate", "0.5"], 0.5)]
+    for entry, method, extra, zeros in runs:
+        metrics, save_dir = unlearn(entry, tmp_path, method, "--unlearn", method, *extra, model_path=original)
+        assert conv_zero_fraction(saved_state(save_dir, method)) == pytest.approx(zeros, abs=1e-4), method
+        assert (save_dir / "eval_result.json").exists() and 0 <= metrics["test_acc"] <= 100
+
+
+def test_rl_proximal_and_fisher_new_end_to_end(original, tmp_path, capsys):
+    from ImageClassification.models import build_model
+    before = torch.load(original, weights_only=False)["state_dict"]
+    names = [name for name, _ in build_model("resnet20s", 10, (0.5,) * 3, (0.5,) * 3).named_parameters()]
+    capsys.readouterr()
+    _, save_dir = unlearn(main_random, tmp_path, "proximal", "--unlearn", "RL_proximal", "--mask_ratio", "0.5",
+                          "--unlearn_lr", "0.01", model_path=original)
+    retain = int(capsys.readouterr().out.split("number of retain dataset ")[1].split()[0])
+    after = saved_state(save_dir, "RL_proximal")
+    steps = math.ceil(60 / 128) + math.ceil(retain / 128)  # forget + retain batches of one epoch
+    total = sum(before[n].numel() for n in names)
+    unchanged = sum(int((after[n] == before[n]).sum()) for n in names)
+    # after the last step at least int(mask_ratio * (T - 1) / T * n) weights are back at the epoch's start
+    assert unchanged >= int(0.5 * ((steps - 1) / steps * total)) and unchanged < total
+
+    metrics, save_dir = unlearn(main_forget, tmp_path, "fisher_new", "--unlearn", "fisher_new", "--alpha", "1e-6",
+                                model_path=original)
+    after = saved_state(save_dir, "fisher_new")
+    assert all(torch.isfinite(after[n]).all() and not torch.equal(after[n], before[n]) for n in names)
+    assert 0 <= metrics["test_acc"] <= 100
+
+
+def test_main_random_lora_updates_are_low_rank_and_saved_merged(original, tmp_path):
+    ranks = tmp_path / "ranks.json"
+    ranks.write_text("0.25")
+    metrics, save_dir = unlearn(main_random_lora, tmp_path, "lora", "--arch", "resnet20s_lora", "--unlearn", "RL",
+                                "--unlearn_lr", "0.05", "--rank_config", str(ranks), model_path=original)
+    before = torch.load(original, weights_only=False)["state_dict"]
+    saved = torch.load(save_dir / "RLcheckpoint.pth.tar", weights_only=False)
+    assert saved["arch"] == "resnet20s" and saved["state_dict"].keys() == before.keys()
+    moved = 0
+    for key, weight in saved["state_dict"].items():
+        if key.endswith("weight") and weight.dim() in (2, 4):  # conv and linear: base + (1 / r) B A
+            delta = (weight.double() - before[key].double()).reshape(weight.shape[0], -1)
+            rank = math.ceil(0.25 * min(delta.shape[0], weight.shape[1]))
+            singular = torch.linalg.svdvals(delta)  # beyond the rank: float32 rounding of the weights only
+            assert singular[0] > 0 and singular[rank:].max() < 1e-3 * singular[0], key
+            moved += 1
+    assert moved == 20  # 19 convolutions and the classifier
+    record = json.loads((save_dir / "run.json").read_text())
+    assert record["config"]["mia"] == "salun" and record["config"]["rank_config"] == str(ranks)
+    assert json.loads((save_dir / "eval_result.json").read_text())["UA"] == metrics["UA"]
 
 
 @pytest.mark.parametrize("extra,message", [
