@@ -33,12 +33,14 @@ from LLM.trainer import (OPTIMIZERS, build_optimizer, build_scheduler, check_opt
 
 
 def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forget_lr: float = 1e-5,
-                     batch_size: int = 5, forget_coeff: float = 1.0, optim_cfg: str = "adam",
-                     max_length: int = 500, overwrite: bool = True) -> None:
+                     batch_size: int = 5, gradient_accumulation_steps: int = 8, forget_coeff: float = 1.0,
+                     optim_cfg: str = "adam", max_length: int = 500, overwrite: bool = True) -> None:
     """The model, loss, optimizer, schedule, LoRA and resume flags (the original's config keys).
 
     Keyword arguments are the defaults that differ between the TOFU and real-world configs
-    (``overwrite``: whether to add ``--overwrite``).
+    (``overwrite``: whether to add ``--overwrite``).  TOFU's default accumulation 8 gives one process
+    the original's effective batch of 40 (it launches 2 processes with batch 5 x accumulation 4);
+    N processes keep it with ``--gradient_accumulation_steps 8/N``.
     """
     add_model_args(parser)
     parser.add_argument("--idk_path", type=str, default=None,
@@ -53,7 +55,8 @@ def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forge
     parser.add_argument("--forget_lr", type=positive_float, default=forget_lr, help="forget learning rate of dual_adam")
     parser.add_argument("--num_epochs", type=positive_int, default=5)
     parser.add_argument("--batch_size", type=positive_int, default=batch_size, help="per-process micro-batch size")
-    parser.add_argument("--gradient_accumulation_steps", type=positive_int, default=4)
+    parser.add_argument("--gradient_accumulation_steps", type=positive_int, default=gradient_accumulation_steps,
+                        help="micro-batches per step and process (effective batch: batch_size x this x processes)")
     parser.add_argument("--forget_coeff", type=non_negative_float, default=forget_coeff)
     parser.add_argument("--regularization_coeff", type=non_negative_float, default=1.0)
     parser.add_argument("--beta", type=positive_float, default=0.1, help="inverse temperature of NPO/DPO/AP")

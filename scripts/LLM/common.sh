@@ -14,6 +14,8 @@
 #   NUM_EPOCHS      unlearning epochs                                             (5)
 #   LAUNCH          how to start a script, e.g.
 #                   "accelerate launch --config_file LLM/config/accelerate/zero2.yaml"   (python)
+#   NUM_PROCESSES   processes LAUNCH starts: unlearning runs take --gradient_accumulation_steps 8/NUM_PROCESSES,
+#                   so the effective batch stays the original's 40 (batch 5 x accumulation 4 x 2 GPUs)  (1)
 #   EXTRA_ARGS      appended to every training, unlearning and evaluation command, e.g. "--device cpu"  ()
 #   TRAIN_ARGS      appended to training / unlearning commands only, e.g.
 #                   "--batch_size 2 --gradient_accumulation_steps 1 --max_length 64"  ()
@@ -31,6 +33,12 @@ read -r -a SPLIT_LIST <<< "${SPLITS:-forget10}"
 TASK_ID="${TASK_ID:-1}"
 NUM_EPOCHS="${NUM_EPOCHS:-5}"
 read -r -a LAUNCHER <<< "${LAUNCH:-python}"
+NUM_PROCESSES="${NUM_PROCESSES:-1}"
+if (( NUM_PROCESSES < 1 || 8 % NUM_PROCESSES != 0 )); then
+    echo "error: NUM_PROCESSES=$NUM_PROCESSES: expected 1, 2, 4 or 8 (effective batch 40 = 5 x 8 / processes x processes)" >&2
+    exit 2
+fi
+ACCUMULATION=$((8 / NUM_PROCESSES))
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 read -r -a TRAIN_EXTRA <<< "${TRAIN_ARGS:-}"
 read -r -a EVAL_EXTRA <<< "${EVAL_ARGS:-}"
@@ -44,7 +52,8 @@ unlearn_and_eval() {
     shift 2
     "${LAUNCHER[@]}" "$REPO_ROOT/LLM/main_forget.py" --model_family "$MODEL_FAMILY" --model_path "$MODEL_PATH" \
         --data_path "$DATA_PATH" --split "$split" --task_list "$TASK_ID" --num_epochs "$NUM_EPOCHS" \
-        --save_dir "$out_dir" --resume "$@" "${EXTRA[@]}" "${TRAIN_EXTRA[@]}"
+        --save_dir "$out_dir" --gradient_accumulation_steps "$ACCUMULATION" --resume "$@" "${EXTRA[@]}" \
+        "${TRAIN_EXTRA[@]}"
     local retain=()
     if [[ -f "$RETAIN_ROOT/$split/eval_log_forget.json" ]]; then
         retain=(--retain_result "$RETAIN_ROOT/$split")

@@ -36,7 +36,7 @@ def test_dualoptim_sweep_on_tiny_model(tmp_path, tofu_dir, tiny_model):
     assert result.returncode == 0, result.stderr[-2000:]
     run_dir = tmp_path / "results" / "optim_dual_adam" / "forget01" / "ME+GD" / "lr_1e-3_1e-3_freq_1_1" / "seed7"
     record = json.loads((run_dir / "1" / "unlearn_times_1" / "run.json").read_text())
-    assert record["config"]["optim_cfg"] == "dual_adam" and record["config"]["forget_coeff"] == 0.1
+    assert record["config"]["optim_cfg"] == "dual_adam" and record["config"]["forget_coeff"] == 1.0
     assert record["config"]["alternate"] and record["seed"] == 7
     assert (run_dir / "1" / "unlearn_times_1" / "eval_results-last" / "aggregate_stat.json").is_file()
     summary = (tmp_path / "results" / "optim_dual_adam" / "summary.csv").read_text().splitlines()
