@@ -63,7 +63,8 @@ def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forge
     parser.add_argument("--weight_decay", type=non_negative_float, default=0.01)
     parser.add_argument("--max_grad_norm", type=non_negative_float, default=1.0, help="0: no clipping")
     parser.add_argument("--mask", action=argparse.BooleanOptionalAction, default=True,
-                        help="exclude question tokens from the forget labels")
+                        help="exclude question tokens from the forget labels; --no-mask labels the question and "
+                             "every padding position up to --max_length (with EOS), as the original's mask: false")
     parser.add_argument("--max_length", type=positive_int, default=max_length)
     add_weight_args(parser)
     add_seed_args(parser, default=1001)
