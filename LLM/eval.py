@@ -24,8 +24,8 @@ from common.seed import add_seed_args, seed_everything
 from LLM.data import TofuSource, filter_task, forget_percent
 from LLM.evaluate import EVAL_SETS, evaluate_set, save_eval_outputs
 from LLM.metrics import FORGET_FILE, aggregate
-from LLM.models import DTYPES, check_model_path, load_causal_lm, load_tokenizer
-from LLM.options import add_model_args, parse_with_config, template_from_args
+from LLM.models import add_dtype_arg, check_model_path, load_causal_lm, load_tokenizer, resolve_precision
+from LLM.options import add_model_args, model_families, parse_with_config, template_from_args
 from LLM.trainer import make_accelerator
 
 SUMMARY_KEYS = ("Model Utility", "Forget Efficacy", "Forget Quality", "Forget ROUGE", "Retain ROUGE")
@@ -39,15 +39,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task_id", type=int, default=1, help="forget task to evaluate")
     parser.add_argument("--ds_size", type=non_negative_int, default=300, help="at most this many rows per set (0: all)")
     parser.add_argument("--batch_size", type=positive_int, default=16)
-    parser.add_argument("--max_length", type=positive_int, default=200, help="generation length incl. prompt")
+    parser.add_argument("--max_length", type=positive_int, default=None,
+                        help="generation length incl. prompt (default: the model family's eval_max_length, "
+                             "as the original's eval configs: phi1.5 256, llama 200)")
     parser.add_argument("--max_new_tokens", type=positive_int, default=None)
     parser.add_argument("--retain_result", type=str, default=None,
                         help="retain model's eval folder or eval_log_forget.json (enables forget quality)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    add_dtype_arg(parser)
     add_seed_args(parser, default=0)
     parser.add_argument("--save_dir", type=str, default=None, help="default: <model folder>/../eval_results-last")
     add_device_args(parser)
     return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The flags, ``--max_length`` defaulting to the model family's ``eval_max_length``."""
+    args = parse_with_config(build_parser(), argv)
+    if args.max_length is None:
+        args.max_length = model_families()[args.model_family]["eval_max_length"]
+    return args
 
 
 def load_retain_result(path: str) -> dict:
@@ -63,7 +73,7 @@ def load_retain_result(path: str) -> dict:
 
 @cli_main
 def main(argv: Optional[Sequence[str]] = None) -> dict:
-    args = parse_with_config(build_parser(), argv)
+    args = parse_args(argv)
     forget_percent(args.split)
     source = TofuSource(args.data_path)
     fields = ("question", "answer", "perturbed_answer")
@@ -81,10 +91,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     tokenizer = load_tokenizer(args.model_path)
     save_dir = Path(args.save_dir or Path(args.model_path).parent / "eval_results-last")
     accelerator = make_accelerator(args.device, args.gpu)
+    resolve_precision(args, accelerator.device)
     ensure_writable_dir(save_dir)
     seed_everything(args.seed, args.deterministic)
 
-    model = load_causal_lm(args.model_path, args.dtype).to(accelerator.device).eval()
+    model = load_causal_lm(args.model_path, args.dtype, attn_implementation=args.attn_implementation)
+    model = model.to(accelerator.device).eval()
     model.config.use_cache = True
     template = template_from_args(args)
     results = {}

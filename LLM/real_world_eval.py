@@ -32,7 +32,7 @@ from common.seed import add_seed_args, seed_everything
 from LLM.data import Row, TofuSource
 from LLM.evaluate import evaluate_set, save_eval_outputs
 from LLM.metrics import FORGET_FILE, aggregate, downstream_summary
-from LLM.models import DTYPES, check_model_path, load_causal_lm, load_tokenizer
+from LLM.models import add_dtype_arg, check_model_path, load_causal_lm, load_tokenizer, resolve_precision
 from LLM.options import add_model_args, parse_with_config, template_from_args
 from LLM.trainer import make_accelerator
 
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_new_tokens", type=positive_int, default=None)
     parser.add_argument("--downstream_tasks", type=str, default="",
                         help="comma-separated lm-eval tasks, e.g. arc_challenge,mmlu,truthfulqa,triviaqa,gsm8k")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    add_dtype_arg(parser)
     add_seed_args(parser, default=1001)
     add_device_args(parser)
     return parser
@@ -129,10 +129,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     tokenizer = load_tokenizer(model_dir)
     eval_dir = Path(args.save_dir) / f"eval_results-{args.eval_unlearn_step}"
     accelerator = make_accelerator(args.device, args.gpu)
+    resolve_precision(args, accelerator.device)
     ensure_writable_dir(eval_dir, "--save_dir")
     seed_everything(args.seed, args.deterministic)
 
-    model = load_causal_lm(model_dir, args.dtype).to(accelerator.device).eval()
+    model = load_causal_lm(model_dir, args.dtype, attn_implementation=args.attn_implementation)
+    model = model.to(accelerator.device).eval()
     model.config.use_cache = True
     template = template_from_args(args)
     results = {file: evaluate_set(accelerator, model, tokenizer, template, rows, "paraphrased_answer",

@@ -25,7 +25,7 @@ from common.io import write_run_record
 from common.seed import add_seed_args, seed_everything
 from LLM.data import Row, UnlearnDataset, collate_unlearn
 from LLM.losses import FORGET_LOSSES, UnlearnLoss
-from LLM.models import add_weight_args, apply_lora, load_causal_lm, load_tokenizer
+from LLM.models import add_weight_args, apply_lora, load_causal_lm, load_tokenizer, resolve_precision
 from LLM.options import add_model_args, template_from_args
 from LLM.schedule import FORGET, JOINT, RETAIN, BatchStream, Schedule, steps_per_epoch
 from LLM.trainer import (OPTIMIZERS, build_optimizer, build_scheduler, check_optim_cfg, prepare_for_training,
@@ -109,13 +109,15 @@ def unlearn(args: argparse.Namespace, accelerator, loss: UnlearnLoss, forget_row
     Returns the run's metrics (also written to ``run.json`` with the per-step history).
     """
     seed_everything(args.seed, args.deterministic)
+    resolve_precision(args, accelerator.device)
     tokenizer = load_tokenizer(model_path)
-    model = load_causal_lm(model_path, args.dtype)
+    model = load_causal_lm(model_path, args.dtype, attn_implementation=args.attn_implementation)
     if args.use_LoRA:
         model = apply_lora(model, args.LoRA_r, args.LoRA_alpha, args.LoRA_dropout)
     ref_model = None
     if loss.needs_ref:
-        ref_model = load_causal_lm(ref_path, args.dtype, flag="--model_path (reference)").to(accelerator.device)
+        ref_model = load_causal_lm(ref_path, args.dtype, flag="--model_path (reference)",
+                                   attn_implementation=args.attn_implementation).to(accelerator.device)
         ref_model.eval().requires_grad_(False)
 
     template, world, rank = template_from_args(args), accelerator.num_processes, accelerator.process_index

@@ -22,6 +22,7 @@ def test_finetune_forget_eval(tmp_path, tofu_dir, tiny_model, capsys):
                      "--max_length", "64", "--seed", "0", "--save_dir", str(ft_dir), "--device", "cpu"])
     record = json.loads((ft_dir / "run.json").read_text())
     assert record["metrics"]["num_rows"] == 12 and record["metrics"]["max_steps"] == 6
+    assert record["config"]["dtype"] == "float32" and record["config"]["attn_implementation"] is None
     assert record["history"][-1]["loss"] < record["history"][0]["loss"]
 
     save = tmp_path / "unlearn"
@@ -36,6 +37,7 @@ def test_finetune_forget_eval(tmp_path, tofu_dir, tiny_model, capsys):
     # forget01 task 1: 2 forget rows; retain 8 + 2 rows of task 2 -> forget side limits:
     # steps/epoch = (1 + 2/1) * ceil(2 / 2) = 3.
     assert run["metrics"]["steps_per_epoch"] == 3 and run["metrics"]["max_steps"] == 6
+    assert run["config"]["dtype"] == "float32"  # --dtype default on CPU, recorded
     assert [h["objective"] for h in run["history"]] == ["forget", "retain", "retain"] * 2
     before, after = weights(ft_dir), weights(out / "checkpoint-last")
     assert any(not torch.equal(before[k], after[k]) for k in before)
