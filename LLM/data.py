@@ -152,6 +152,13 @@ def load_idk(path: str, flag: str = "--idk_path") -> List[str]:
     return answers
 
 
+def load_eval_idk(idk_path: Optional[str], data_path: str) -> Tuple[Optional[List[str]], Path]:
+    """The evaluation's refusal answers: ``--idk_path`` (must exist), else ``<data_path>/idontknow.jsonl``
+    when present; None (IDK scores skipped) otherwise.  Returns the answers and the file looked for."""
+    file = Path(idk_path or Path(data_path) / "idontknow.jsonl")
+    return (load_idk(str(file)) if idk_path or file.is_file() else None), file
+
+
 # --------------------------------------------------------------------------- tokenisation
 
 Encoded = Dict[str, torch.Tensor]

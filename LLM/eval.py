@@ -14,6 +14,7 @@ the retain model on the same forget set.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -21,14 +22,16 @@ from common.device import add_device_args
 from common.errors import ArgumentParser, UsageError, cli_main, non_negative_int, positive_int
 from common.io import ensure_writable_dir, read_json, write_run_record
 from common.seed import add_seed_args, seed_everything
-from LLM.data import TofuSource, filter_task, forget_percent
-from LLM.evaluate import EVAL_SETS, evaluate_set, save_eval_outputs
+from LLM.data import TofuSource, filter_task, forget_percent, load_eval_idk
+from LLM.eval_logs import EVAL_SETS, SetSpec, evaluate_set, save_eval_outputs
+from LLM.judges import add_judge_args, load_judges, report_skipped
 from LLM.metrics import FORGET_FILE, aggregate
 from LLM.models import add_dtype_arg, check_model_path, load_causal_lm, load_tokenizer, resolve_precision
 from LLM.options import add_model_args, model_families, parse_with_config, template_from_args
 from LLM.trainer import make_accelerator
 
-SUMMARY_KEYS = ("Model Utility", "Forget Efficacy", "Forget Quality", "Forget ROUGE", "Retain ROUGE")
+SUMMARY_KEYS = ("Untargeted Forget Efficacy", "Targeted Forget Efficacy", "Model Utility", "TOFU Model Utility",
+                "Forget Quality", "Forget ROUGE", "Retain ROUGE")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_new_tokens", type=positive_int, default=None)
     parser.add_argument("--retain_result", type=str, default=None,
                         help="retain model's eval folder or eval_log_forget.json (enables forget quality)")
+    parser.add_argument("--idk_path", type=str, default=None,
+                        help="refusal answers of the IDK scores (default: <data_path>/idontknow.jsonl if present)")
+    add_judge_args(parser)
     add_dtype_arg(parser)
     add_seed_args(parser, default=0)
     parser.add_argument("--save_dir", type=str, default=None, help="default: <model folder>/../eval_results-last")
@@ -58,6 +64,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.max_length is None:
         args.max_length = model_families()[args.model_family]["eval_max_length"]
     return args
+
+
+def summary_line(summary: dict) -> str:
+    """The summaries present, under the original's names (its eval.py prints the first three)."""
+    return " | ".join(f"{key} {summary[key]:.4f}" for key in SUMMARY_KEYS if key in summary)
 
 
 def load_retain_result(path: str) -> dict:
@@ -78,20 +89,24 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     source = TofuSource(args.data_path)
     fields = ("question", "answer", "perturbed_answer")
     sets = []
-    for split, file, base_key in EVAL_SETS:
+    for split, file, base_key, reference_key in EVAL_SETS:
         split = split.format(split=args.split)
         rows = source.load(split, fields + (base_key,))
         if file == FORGET_FILE:
             rows = filter_task(rows, args.task_id)
             if not rows:
                 raise UsageError(f"--task_id {args.task_id}: split {split} has no rows of this task")
-        sets.append((split, file, base_key, rows[:args.ds_size] if args.ds_size else rows))
+        forget = file == FORGET_FILE
+        spec = SetSpec(base_key, reference_key, generation_premise=forget)
+        sets.append((split, file, spec, rows[:args.ds_size] if args.ds_size else rows))
+    idk_answers, idk_file = load_eval_idk(args.idk_path, args.data_path)
     retain_result = load_retain_result(args.retain_result) if args.retain_result else None
     check_model_path(args.model_path)
     tokenizer = load_tokenizer(args.model_path)
     save_dir = Path(args.save_dir or Path(args.model_path).parent / "eval_results-last")
     accelerator = make_accelerator(args.device, args.gpu)
     resolve_precision(args, accelerator.device)
+    judges = load_judges(args.embedding_model, args.nli_model, accelerator.device)
     ensure_writable_dir(save_dir)
     seed_everything(args.seed, args.deterministic)
 
@@ -100,15 +115,17 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     model.config.use_cache = True
     template = template_from_args(args)
     results = {}
-    for split, file, base_key, rows in sets:
-        results[file] = evaluate_set(accelerator, model, tokenizer, template, rows, base_key, args.batch_size,
-                                     args.max_length, args.max_new_tokens, desc=split)
+    for split, file, spec, rows in sets:
+        if file == FORGET_FILE:
+            spec = replace(spec, idk=idk_answers)
+        results[file] = evaluate_set(accelerator, model, tokenizer, template, rows, spec, args.batch_size,
+                                     args.max_length, args.max_new_tokens, desc=split, judges=judges)
     summary = aggregate(results, retain_result)
     if accelerator.is_main_process:
         save_eval_outputs(save_dir, results, summary)
         write_run_record(save_dir, args, summary)
-        print(" | ".join(f"{key} {summary[key]:.4f}" for key in SUMMARY_KEYS if key in summary)
-              + f" -> {save_dir}")
+        report_skipped(judges, idk_answers, idk_file)
+        print(summary_line(summary) + f" -> {save_dir}")
     return summary
 
 

@@ -20,8 +20,11 @@ import numpy as np
 from common.errors import ArgumentParser, UsageError, cli_main
 from common.io import atomic_path, atomic_write_text, ensure_writable_file, ensure_writable_plot, read_json
 
-METRICS = ("Forget Quality", "Model Utility", "Forget Efficacy", "Forget ROUGE", "Forget Probability",
-           "Retain ROUGE", "Retain Probability", "Avg Metric")
+#: The original's parse_output.py columns (its "Forget Efficacy" is eval.py's Untargeted Forget Efficacy),
+#: TOFU's forget quality and model utility, and the targeted forget efficacy.
+METRICS = ("Forget Quality", "TOFU Model Utility", "Model Utility", "Untargeted Forget Efficacy",
+           "Targeted Forget Efficacy", "Forget ROUGE", "Forget Probability", "Retain ROUGE", "Retain Probability",
+           "Avg Metric")
 SEED_PART = re.compile(r"^seed[_-]?\d+$")
 
 
@@ -65,12 +68,12 @@ def plot(table: List[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    points = [row for row in table if "Forget Quality" in row and "Model Utility" in row]
+    points = [row for row in table if "Forget Quality" in row and "TOFU Model Utility" in row]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for row in points:
-        ax.errorbar(row["Model Utility"], row["Forget Quality"], xerr=row["Model Utility std"],
+        ax.errorbar(row["TOFU Model Utility"], row["Forget Quality"], xerr=row["TOFU Model Utility std"],
                     yerr=row["Forget Quality std"], fmt="o", label=row["setting"])
-    ax.set_xlabel("Model Utility")
+    ax.set_xlabel("TOFU Model Utility")
     ax.set_ylabel("Forget Quality (KS p-value)")
     ax.set_yscale("log")
     if points:

@@ -1,30 +1,38 @@
-"""Per-question TOFU statistics of a model: answer losses, perturbed losses and greedy generations.
+"""Per-question evaluation logs of a model (the original's ``eval_log*.json``): answer losses,
+perturbed losses, greedy generations and their scores (ROUGE, token entropy, and with the
+:mod:`LLM.judges` cosine similarity and entailment labels; on the forget set also the IDK scores).
 
+(The statistics over these logs are :mod:`LLM.metrics`; the entry script is ``LLM/eval.py``.)
 Rows are split across processes (row ``i`` on process ``i % world``) and the
 results gathered back in row order, so ``accelerate launch`` gives the same
 numbers as one process.
 """
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from common.io import atomic_write_json, atomic_write_text
 from LLM.data import QADataset, collate_qa
+from LLM.judges import Judges
 from LLM.losses import sequence_nll
 from LLM.metrics import rouge_recall, token_entropy
 from LLM.options import PromptTemplate
 
-#: (split file, output file, paraphrased/base answer key) of the four evaluation sets.
+#: (split file, output file, paraphrased/base answer key, judges' reference key) of the four evaluation sets.
+#: The real-authors / world-facts judges compare with ``original_answer`` (the full-sentence answer of the
+#: original's data), or ``answer`` where a set has none (the Hugging Face locuslab/TOFU files).
 EVAL_SETS = (
-    ("retain_perturbed", "eval_log.json", "paraphrased_answer"),
-    ("real_authors_perturbed", "eval_real_author_wo_options.json", "answer"),
-    ("world_facts_perturbed", "eval_real_world_wo_options.json", "answer"),
-    ("{split}_perturbed", "eval_log_forget.json", "paraphrased_answer"),
+    ("retain_perturbed", "eval_log.json", "paraphrased_answer", "answer"),
+    ("real_authors_perturbed", "eval_real_author_wo_options.json", "answer", "original_answer"),
+    ("world_facts_perturbed", "eval_real_world_wo_options.json", "answer", "original_answer"),
+    ("{split}_perturbed", "eval_log_forget.json", "paraphrased_answer", "answer"),
 )
 
 
@@ -70,40 +78,94 @@ def greedy_generate(model, tokenizer, template: PromptTemplate, questions: Seque
     return outputs
 
 
-def evaluate_rows(model, tokenizer, template: PromptTemplate, rows: Sequence[dict], base_answer_key: str,
-                  batch_size: int, max_length: int, max_new_tokens, device) -> List[Dict]:
-    """One record of statistics per row (the caller gathers and orders them)."""
+@dataclass(frozen=True)
+class SetSpec:
+    """How one evaluation set is scored.
+
+    ``base_answer_key``: the paraphrased (truth-ratio) answer; ``reference_key``: what the judges compare a
+    generation with (``answer`` where a row lacks it); ``generation_premise``: the NLI pair is
+    (generation, reference) -- the original's order on TOFU's forget set and on every real-world set --
+    else (reference, generation); ``idk``: refusal answers to score the generations against (the forget set).
+    """
+
+    base_answer_key: str = "paraphrased_answer"
+    reference_key: str = "answer"
+    generation_premise: bool = False
+    idk: Optional[Sequence[str]] = None
+
+
+def idk_answer(answers: Sequence[str], index: int) -> str:
+    """The refusal answer of row ``index`` (drawn with a generator seeded by the row's index)."""
+    return answers[random.Random(index).randrange(len(answers))]
+
+
+def judge_rows(judges: Optional[Judges], spec: SetSpec, rows: Sequence[dict], indices: Sequence[int],
+               generations: Sequence[str], rouge: Dict[str, List[float]]) -> Dict[str, list]:
+    """The judges' per-row scores: ``cosine_similarity``, ``entailment_labels`` and, with ``spec.idk``,
+    ``idk_rouge1_recall``/``idk_rougeL_recall``/``idk_entailment_labels`` (as the original's eval logs)."""
+    references = [row.get(spec.reference_key, row["answer"]) for row in rows]
+    out: Dict[str, list] = {}
+    nli = judges.nli if judges else None
+    if judges and judges.embedder:
+        out["cosine_similarity"] = judges.embedder.cosine_similarities(generations, references)
+    if nli:
+        pairs = (generations, references) if spec.generation_premise else (references, generations)
+        out["entailment_labels"] = nli.entailment_labels(*pairs, rouge["rougeL_recall"])
+    if spec.idk:
+        idk = [idk_answer(spec.idk, index) for index in indices]
+        idk_rouge = rouge_recall(generations, idk)
+        out["idk_rouge1_recall"], out["idk_rougeL_recall"] = idk_rouge["rouge1_recall"], idk_rouge["rougeL_recall"]
+        if nli:
+            out["idk_entailment_labels"] = nli.entailment_labels(generations, idk, idk_rouge["rougeL_recall"])
+    return out
+
+
+def evaluate_rows(model, tokenizer, template: PromptTemplate, rows: Sequence[dict], spec: SetSpec,
+                  batch_size: int, max_length: int, max_new_tokens, device, judges: Optional[Judges] = None,
+                  indices: Optional[Sequence[int]] = None) -> List[Dict]:
+    """One record of statistics per row (the caller gathers and orders them); ``indices``: the rows'
+    positions in the whole set (they pick the IDK answers)."""
     if not rows:
         return []
+    indices = list(range(len(rows))) if indices is None else list(indices)
     gt = average_answer_losses(model, tokenizer, template, rows, "answer", batch_size, max_length, device)
-    base = average_answer_losses(model, tokenizer, template, rows, base_answer_key, batch_size, max_length, device)
+    base = average_answer_losses(model, tokenizer, template, rows, spec.base_answer_key, batch_size, max_length,
+                                 device)
     perturbed = average_answer_losses(model, tokenizer, template, rows, "perturbed_answer", batch_size,
                                       max_length, device)
     generations = greedy_generate(model, tokenizer, template, [row["question"] for row in rows], batch_size,
                                   max_length, max_new_tokens)
     rouge = rouge_recall(generations, [row["answer"] for row in rows])
+    judged = judge_rows(judges, spec, rows, indices, generations, rouge)
+    if spec.idk:
+        idk_rows = [{"question": row["question"], "answer": idk_answer(spec.idk, index)}
+                    for row, index in zip(rows, indices)]
+        judged["avg_idk_loss"] = average_answer_losses(model, tokenizer, template, idk_rows, "answer", batch_size,
+                                                       max_length, device)
     records = []
     for i, row in enumerate(rows):
-        records.append({
+        record = {
             "avg_gt_loss": gt[i], "avg_paraphrased_loss": base[i],
             "average_perturb_loss": perturbed[i] if isinstance(perturbed[i], list) else [perturbed[i]],
             "rouge1_recall": rouge["rouge1_recall"][i], "rougeL_recall": rouge["rougeL_recall"][i],
             "token_entropy": token_entropy(tokenizer.tokenize(generations[i])),
             "generated_text": [template.prompt(row["question"]), generations[i], row["answer"]],
-        })
+        }
+        record.update({key: values[i] for key, values in judged.items()})
+        records.append(record)
     return records
 
 
-def evaluate_set(accelerator, model, tokenizer, template, rows, base_answer_key, batch_size, max_length,
-                 max_new_tokens, desc: str) -> Dict[str, list]:
+def evaluate_set(accelerator, model, tokenizer, template, rows, spec: SetSpec, batch_size, max_length,
+                 max_new_tokens, desc: str, judges: Optional[Judges] = None) -> Dict[str, list]:
     """Statistics of every row, computed on this process's share and gathered in row order."""
     from accelerate.utils import gather_object
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = list(range(rank, len(rows), world))
     if accelerator.is_main_process:
         tqdm.write(f"evaluating {desc}: {len(rows)} rows")
-    records = evaluate_rows(model, tokenizer, template, [rows[i] for i in mine], base_answer_key, batch_size,
-                            max_length, max_new_tokens, accelerator.device)
+    records = evaluate_rows(model, tokenizer, template, [rows[i] for i in mine], spec, batch_size,
+                            max_length, max_new_tokens, accelerator.device, judges, indices=mine)
     indexed = list(zip(mine, records))
     if world > 1:
         indexed = gather_object(indexed)
