@@ -7,7 +7,10 @@ Writes, as the original, ``eval_log.json``, ``eval_real_author_wo_options.json``
 ``eval_real_world_wo_options.json``, ``eval_log_forget.json`` (per-question
 statistics and generations), ``aggregate_stat.json``/``.txt`` (summary
 metrics) and ``run.json`` into ``--save_dir`` (default: ``eval_results-last``
-beside the model folder), and prints a one-line summary.  Forget quality
+beside the model folder), and prints a one-line summary.  As the original's
+``eval_unlearn_step``, ``--unlearn_dir <run>/<tasks>/unlearn_times_<k> --eval_unlearn_step N``
+evaluates the run's ``checkpoint-N`` (saved by ``main_forget.py --save_steps``)
+into ``eval_results-N`` there; step 0 evaluates ``--model_path``.  Forget quality
 needs ``--retain_result``: the eval folder (or ``eval_log_forget.json``) of
 the retain model on the same forget set.
 """
@@ -23,7 +26,7 @@ from common.errors import ArgumentParser, UsageError, cli_main, non_negative_int
 from common.io import ensure_writable_dir, read_json, write_run_record
 from common.seed import add_seed_args, seed_everything
 from LLM.data import TofuSource, filter_task, forget_percent, load_eval_idk
-from LLM.eval_logs import EVAL_SETS, SetSpec, evaluate_set, save_eval_outputs
+from LLM.eval_logs import EVAL_SETS, SetSpec, evaluate_set, save_eval_outputs, unlearn_checkpoint
 from LLM.judges import add_judge_args, load_judges, report_skipped
 from LLM.metrics import FORGET_FILE, aggregate
 from LLM.models import add_dtype_arg, check_model_path, load_causal_lm, load_tokenizer, resolve_precision
@@ -53,7 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_judge_args(parser)
     add_dtype_arg(parser)
     add_seed_args(parser, default=0)
-    parser.add_argument("--save_dir", type=str, default=None, help="default: <model folder>/../eval_results-last")
+    parser.add_argument("--save_dir", type=str, default=None,
+                        help="default: eval_results-<step> in --unlearn_dir, else <model folder>/../eval_results-last")
+    parser.add_argument("--unlearn_dir", type=str, default=None,
+                        help="a task's unlearning folder (<save_dir>/<tasks>/unlearn_times_<k>): evaluate its "
+                             "checkpoint --eval_unlearn_step instead of --model_path")
+    parser.add_argument("--eval_unlearn_step", type=str, default="last",
+                        help="with --unlearn_dir: last, a step saved with --save_steps, or 0 (--model_path, "
+                             "the model before unlearning)")
     add_device_args(parser)
     return parser
 
@@ -101,16 +111,24 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         sets.append((split, file, spec, rows[:args.ds_size] if args.ds_size else rows))
     idk_answers, idk_file = load_eval_idk(args.idk_path, args.data_path)
     retain_result = load_retain_result(args.retain_result) if args.retain_result else None
-    check_model_path(args.model_path)
-    tokenizer = load_tokenizer(args.model_path)
-    save_dir = Path(args.save_dir or Path(args.model_path).parent / "eval_results-last")
+    model_path = args.model_path
+    if args.unlearn_dir:
+        model_path = unlearn_checkpoint(args.unlearn_dir, args.eval_unlearn_step, args.model_path, "--unlearn_dir")
+        default_dir = Path(args.unlearn_dir) / f"eval_results-{args.eval_unlearn_step}"
+    elif args.eval_unlearn_step != "last":
+        raise UsageError(f"--eval_unlearn_step {args.eval_unlearn_step}: needs --unlearn_dir (the run's folder)")
+    else:
+        default_dir = Path(model_path).parent / "eval_results-last"
+    check_model_path(model_path)
+    tokenizer = load_tokenizer(model_path)
+    save_dir = Path(args.save_dir or default_dir)
     accelerator = make_accelerator(args.device, args.gpu)
     resolve_precision(args, accelerator.device)
     judges = load_judges(args.embedding_model, args.nli_model, accelerator.device)
     ensure_writable_dir(save_dir)
     seed_everything(args.seed, args.deterministic)
 
-    model = load_causal_lm(args.model_path, args.dtype, attn_implementation=args.attn_implementation)
+    model = load_causal_lm(model_path, args.dtype, attn_implementation=args.attn_implementation)
     model = model.to(accelerator.device).eval()
     model.config.use_cache = True
     template = template_from_args(args)

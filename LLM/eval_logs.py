@@ -18,7 +18,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from common.io import atomic_write_json, atomic_write_text
+from common.errors import UsageError
+from common.io import atomic_write_json, atomic_write_text, read_json
 from LLM.data import QADataset, collate_qa
 from LLM.judges import Judges
 from LLM.losses import sequence_nll
@@ -171,6 +172,27 @@ def evaluate_set(accelerator, model, tokenizer, template, rows, spec: SetSpec, b
         indexed = gather_object(indexed)
     ordered = [record for _, record in sorted(indexed, key=lambda pair: pair[0])]
     return {key: [record[key] for record in ordered] for key in ordered[0]} if ordered else {}
+
+
+def unlearn_checkpoint(run_dir, step: str, model_path: str, flag: str) -> str:
+    """The model ``--eval_unlearn_step`` names in an unlearning run's folder ``run_dir``.
+
+    ``last``: ``checkpoint-last``; ``0``: ``model_path`` (the model before unlearning); ``N``:
+    ``checkpoint-N`` (saved with ``--save_steps``), or ``checkpoint-last`` when N is the run's last step.
+    """
+    if step != "last" and not step.isdigit():
+        raise UsageError(f"--eval_unlearn_step {step!r}: expected last, 0 or a step number")
+    if step == "0":
+        return model_path
+    path = Path(run_dir) / f"checkpoint-{step}"
+    record = Path(run_dir) / "run.json"
+    if not path.is_dir() and step.isdigit() and record.is_file():
+        if read_json(record, flag).get("metrics", {}).get("max_steps") == int(step):
+            path = Path(run_dir) / "checkpoint-last"
+    if not path.is_dir():
+        raise UsageError(f"{flag} {run_dir}: no checkpoint-{step} (unlearn first; intermediate checkpoints "
+                         f"need --save_steps)")
+    return str(path)
 
 
 def save_eval_outputs(save_dir, results: Dict[str, Dict[str, list]], summary: Dict[str, object]) -> None:

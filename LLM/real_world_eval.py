@@ -30,7 +30,7 @@ from common.errors import ArgumentParser, UsageError, cli_main, non_negative_int
 from common.io import atomic_write_json, atomic_write_text, ensure_writable_dir, read_json, write_run_record
 from common.seed import add_seed_args, seed_everything
 from LLM.data import Row, TofuSource, load_eval_idk
-from LLM.eval_logs import SetSpec, evaluate_set, save_eval_outputs
+from LLM.eval_logs import SetSpec, evaluate_set, save_eval_outputs, unlearn_checkpoint
 from LLM.judges import add_judge_args, load_judges, report_skipped
 from LLM.metrics import FORGET_FILE, aggregate, downstream_summary
 from LLM.models import add_dtype_arg, check_model_path, load_causal_lm, load_tokenizer, resolve_precision
@@ -71,19 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_seed_args(parser, default=1001)
     add_device_args(parser)
     return parser
-
-
-def checkpoint_of(args: argparse.Namespace) -> str:
-    """The model folder ``--eval_unlearn_step`` names; it must exist."""
-    step = args.eval_unlearn_step
-    if step != "last" and not step.isdigit():
-        raise UsageError(f"--eval_unlearn_step {step!r}: expected last, 0 or a step number")
-    if step == "0":
-        return args.model_path
-    path = Path(args.save_dir) / f"checkpoint-{step}"
-    if not path.is_dir():
-        raise UsageError(f"--save_dir {args.save_dir}: no checkpoint-{step} (run real_world_unlearn.py first)")
-    return str(path)
 
 
 def canonical_rows(rows: Sequence[Row], args: argparse.Namespace) -> List[Row]:
@@ -129,7 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     for name, file in ((args.retain, "eval_log.json"), (args.split, FORGET_FILE)):
         rows = canonical_rows(source.load(f"{name}_perturbed", fields), args)
         sets.append((f"{name}_perturbed", file, rows[:args.ds_size] if args.ds_size else rows))
-    model_dir = checkpoint_of(args)
+    model_dir = unlearn_checkpoint(args.save_dir, args.eval_unlearn_step, args.model_path, "--save_dir")
     check_model_path(model_dir, "--save_dir checkpoint" if args.eval_unlearn_step != "0" else "--model_path")
     tokenizer = load_tokenizer(model_dir)
     idk_answers, idk_file = load_eval_idk(args.idk_path, args.data_path)

@@ -66,10 +66,27 @@ def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forge
                         help="exclude question tokens from the forget labels; --no-mask labels the question and "
                              "every padding position up to --max_length (with EOS), as the original's mask: false")
     parser.add_argument("--max_length", type=positive_int, default=max_length)
+    parser.add_argument("--save_steps", type=save_steps_value, default="last",
+                        help="also save checkpoint-<step> every this many steps: a number, steps_per_epoch, or "
+                             "last (only checkpoint-last, the default)")
     add_weight_args(parser)
     add_seed_args(parser, default=1001)
     add_resume_args(parser, overwrite=overwrite, save_every="0: at the end of every epoch")
     add_device_args(parser)
+
+
+def save_steps_value(text: str) -> str:
+    """``--save_steps``: ``last``, ``steps_per_epoch`` or a positive step count (the original's values)."""
+    if text in ("last", "steps_per_epoch") or (str(text).isdigit() and int(text) > 0):
+        return str(text)
+    raise argparse.ArgumentTypeError(f"expected last, steps_per_epoch or a positive number, got {text!r}")
+
+
+def checkpoint_interval(save_steps: str, per_epoch: int, max_steps: int) -> int:
+    """Steps between intermediate checkpoints (``max_steps``: none before ``checkpoint-last``)."""
+    if save_steps == "last":
+        return max_steps
+    return per_epoch if save_steps == "steps_per_epoch" else int(save_steps)
 
 
 def validate_unlearn_args(args: argparse.Namespace) -> UnlearnLoss:
@@ -102,6 +119,9 @@ def unlearn(args: argparse.Namespace, accelerator, loss: UnlearnLoss, forget_row
             desc: str = "unlearn", extra_metrics: Optional[dict] = None) -> dict:
     """Unlearn ``forget_rows`` from ``model_path`` and save ``<out_dir>/checkpoint-last`` and ``run.json``.
 
+    With ``--save_steps`` the model is also saved as ``<out_dir>/checkpoint-<step>`` every that many
+    steps before the last (the original's ``save_steps``; ``--eval_unlearn_step`` of the eval scripts
+    reads them).
     ``max_steps`` defaults to ``num_epochs`` times :func:`~LLM.schedule.steps_per_epoch`;
     warm-up lasts one epoch when an epoch has more than one step (as the original).
     A resume snapshot goes to ``out_dir`` every ``--save_every`` steps (default: every
@@ -155,8 +175,14 @@ def unlearn(args: argparse.Namespace, accelerator, loss: UnlearnLoss, forget_row
         print(f"######### {desc} -> {out_dir}; max steps {max_steps}")
     snapshots = schedule_snapshots(accelerator, Path(out_dir), args, args.save_every or per_epoch)
     start = time.perf_counter()
+    interval = checkpoint_interval(args.save_steps, per_epoch, max_steps)
+
+    def save_intermediate(step: int) -> None:
+        if step % interval == 0 and step < max_steps:
+            save_model(accelerator, model, tokenizer, Path(out_dir) / f"checkpoint-{step}")
+
     history = run_schedule(accelerator, model, optimizer, scheduler, schedule, step_loss, args.max_grad_norm,
-                           desc=desc, snapshots=snapshots)
+                           desc=desc, snapshots=snapshots, on_step=save_intermediate)
     seconds = time.perf_counter() - start
     save_model(accelerator, model, tokenizer, Path(out_dir) / "checkpoint-last")
     resumed_at = (snapshots.restored or {}).get("step", 0)  # seconds cover the steps run by this invocation

@@ -73,6 +73,7 @@ def test_finetune_forget_eval(tmp_path, tofu_dir, tiny_model, capsys):
     assert "TOFU Model Utility" in out
 
     table = parse_result.main(["--root", str(tmp_path), "--save_csv", str(tmp_path / "table.csv"),
-                               "--plot", str(tmp_path / "fq_mu.png")])
+                               "--plot", str(tmp_path / "fq_mu.png"), "--x_metric", "TOFU Model Utility",
+                               "--y_metric", "Forget Quality"])
     assert (tmp_path / "table.csv").is_file() and (tmp_path / "fq_mu.png").is_file()
     assert len(table) == 2

@@ -21,7 +21,7 @@ ORIGINAL_TOFU = {
     "forget_lr": 1e-5, "optim_cfg": "adam", "forget_freq": 1, "retain_freq": 5, "forget_loss": "ME+GD",
     "lr": 1e-5, "num_epochs": 5, "batch_size": 5, "forget_coeff": 0.1, "regularization_coeff": 1.0,
     "beta": 0.1, "weight_decay": 0.01, "fix_ref_model": False, "mask": True, "seed": 1001,
-    "save_root": "results",
+    "save_root": "results", "save_steps": "last",
 }
 
 
@@ -49,7 +49,7 @@ def test_real_world_config_keys():
                 "data_path": "data/real_world", "split": "forget", "retain": "neighbor", "alternate": False,
                 "forget_lr": 1e-5, "forget_loss": "ME+GD", "lr": 5e-6, "num_epochs": 5, "batch_size": 4,
                 "gradient_accumulation_steps": 4, "forget_coeff": 0.5, "regularization_coeff": 1.0, "beta": 0.1,
-                "weight_decay": 0.01, "mask": True, "seed": 1001, "save_root": "results/real_world",
+                "weight_decay": 0.01, "mask": True, "seed": 1001, "save_root": "results/real_world", "save_steps": "last",
                 "overwrite_dir": False}
     for key, value in original.items():
         assert config[key] == value, key
