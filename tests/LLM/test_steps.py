@@ -50,3 +50,15 @@ def test_checkpoints_each_epoch_evaluated_and_plotted(tmp_path, tofu_dir, tiny_m
     stats = json.loads((run / "eval_results-1" / "aggregate_stat.json").read_text())
     assert table[1]["Forget ROUGE"] == stats["Forget ROUGE"]
     assert (tmp_path / "steps.png").stat().st_size > 0
+
+
+def test_seed_changes_the_run(tmp_path, tofu_dir, tiny_model):
+    """Unlike the original (whose Trainer re-seeds with 42), --seed decides the data order."""
+    base = ["--model_path", str(tiny_model), "--data_path", str(tofu_dir), "--split", "forget01", "--task_list", "1",
+            "--forget_loss", "GA+GD", "--lr", "1e-2", "--num_epochs", "1", "--batch_size", "1",
+            "--gradient_accumulation_steps", "1", "--max_length", "48", "--device", "cpu"]
+    runs = {}
+    for seed in ("1", "2"):
+        main_forget.main(base + ["--seed", seed, "--save_dir", str(tmp_path / seed)])
+        runs[seed] = weights(tmp_path / seed / "1" / "unlearn_times_1" / "checkpoint-last")
+    assert any(not torch.equal(runs["1"][k], runs["2"][k]) for k in runs["1"])
