@@ -64,8 +64,8 @@ class SentenceEmbedder:
     """Mean-pooled sentence embeddings of a transformers encoder (sentence-transformers' pooling)."""
 
     def __init__(self, tokenizer, model, max_seq_length: int, device) -> None:
-        self.tokenizer, self.model, self.max_seq_length, self.device = tokenizer, model.to(device).eval(), \
-            max_seq_length, device
+        self.tokenizer, self.model = tokenizer, model.to(device).eval()
+        self.max_seq_length, self.device = max_seq_length, device
 
     @classmethod
     def load(cls, name: str, device) -> Optional["SentenceEmbedder"]:

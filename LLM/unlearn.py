@@ -96,6 +96,10 @@ def validate_unlearn_args(args: argparse.Namespace) -> UnlearnLoss:
     """
     loss = FORGET_LOSSES.get(args.forget_loss)
     check_optim_cfg(args.optim_cfg)
+    try:  # again for a --config value, which argparse leaves unconverted when YAML reads it as a number
+        args.save_steps = save_steps_value(str(args.save_steps))
+    except argparse.ArgumentTypeError as err:
+        raise UsageError(f"--save_steps: {err}") from None
     if args.alternate and loss.regularizer is None:
         raise UsageError(f"--alternate: --forget_loss {args.forget_loss} has no retain term; use e.g. "
                          f"{args.forget_loss}+GD")

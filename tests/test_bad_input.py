@@ -453,6 +453,8 @@ CASES = [
          "--save_dir {i.blocked}/sub: " + UNWRITABLE),
     case("LLM.main_forget", "save_steps not a step count", lambda i: llm(i, "--save_steps", "epoch"),
          "argument --save_steps: expected last, steps_per_epoch or a positive number, got 'epoch'"),
+    case("LLM.main_forget", "save_steps 0 in --config", lambda i: llm(i, "--config", llm_config(i, "save_steps: 0\n")),
+         "--save_steps: expected last, steps_per_epoch or a positive number, got '0'"),
     case("LLM.eval", "step without the run folder", lambda i: llm(i, "--eval_unlearn_step", "50"),
          "--eval_unlearn_step 50: needs --unlearn_dir"),
     case("LLM.eval", "step never saved", lambda i: llm(i, "--unlearn_dir", i.missing, "--eval_unlearn_step", "50"),
