@@ -100,10 +100,11 @@ def idk_answer(answers: Sequence[str], index: int) -> str:
     return answers[random.Random(index).randrange(len(answers))]
 
 
-def judge_rows(judges: Optional[Judges], spec: SetSpec, rows: Sequence[dict], indices: Sequence[int],
+def judge_rows(judges: Optional[Judges], spec: SetSpec, rows: Sequence[dict], idk: Optional[Sequence[str]],
                generations: Sequence[str], rouge: Dict[str, List[float]]) -> Dict[str, list]:
-    """The judges' per-row scores: ``cosine_similarity``, ``entailment_labels`` and, with ``spec.idk``,
-    ``idk_rouge1_recall``/``idk_rougeL_recall``/``idk_entailment_labels`` (as the original's eval logs)."""
+    """The judges' per-row scores: ``cosine_similarity``, ``entailment_labels`` and, with the rows'
+    refusal answers ``idk``, ``idk_rouge1_recall``/``idk_rougeL_recall``/``idk_entailment_labels``
+    (as the original's eval logs)."""
     references = [row.get(spec.reference_key, row["answer"]) for row in rows]
     out: Dict[str, list] = {}
     nli = judges.nli if judges else None
@@ -112,8 +113,7 @@ def judge_rows(judges: Optional[Judges], spec: SetSpec, rows: Sequence[dict], in
     if nli:
         pairs = (generations, references) if spec.generation_premise else (references, generations)
         out["entailment_labels"] = nli.entailment_labels(*pairs, rouge["rougeL_recall"])
-    if spec.idk:
-        idk = [idk_answer(spec.idk, index) for index in indices]
+    if idk:
         idk_rouge = rouge_recall(generations, idk)
         out["idk_rouge1_recall"], out["idk_rougeL_recall"] = idk_rouge["rouge1_recall"], idk_rouge["rougeL_recall"]
         if nli:
@@ -137,10 +137,10 @@ def evaluate_rows(model, tokenizer, template: PromptTemplate, rows: Sequence[dic
     generations = greedy_generate(model, tokenizer, template, [row["question"] for row in rows], batch_size,
                                   max_length, max_new_tokens)
     rouge = rouge_recall(generations, [row["answer"] for row in rows])
-    judged = judge_rows(judges, spec, rows, indices, generations, rouge)
-    if spec.idk:
-        idk_rows = [{"question": row["question"], "answer": idk_answer(spec.idk, index)}
-                    for row, index in zip(rows, indices)]
+    idk = [idk_answer(spec.idk, index) for index in indices] if spec.idk else None
+    judged = judge_rows(judges, spec, rows, idk, generations, rouge)
+    if idk:
+        idk_rows = [{"question": row["question"], "answer": answer} for row, answer in zip(rows, idk)]
         judged["avg_idk_loss"] = average_answer_losses(model, tokenizer, template, idk_rows, "answer", batch_size,
                                                        max_length, device)
     records = []
