@@ -152,6 +152,13 @@ def load_idk(path: str, flag: str = "--idk_path") -> List[str]:
     return answers
 
 
+def load_eval_idk(idk_path: Optional[str], data_path: str) -> Tuple[Optional[List[str]], Path]:
+    """The evaluation's refusal answers: ``--idk_path`` (must exist), else ``<data_path>/idontknow.jsonl``
+    when present; None (IDK scores skipped) otherwise.  Returns the answers and the file looked for."""
+    file = Path(idk_path or Path(data_path) / "idontknow.jsonl")
+    return (load_idk(str(file)) if idk_path or file.is_file() else None), file
+
+
 # --------------------------------------------------------------------------- tokenisation
 
 Encoded = Dict[str, torch.Tensor]
@@ -163,17 +170,25 @@ def encode_qa(tokenizer, template: PromptTemplate, question: str, answer: str, m
 
     As in TOFU, an end-of-sequence label follows the answer (unless truncated)
     so the model learns to stop; its input position is masked from attention.
-    ``mask_question=False`` keeps the prompt tokens in the labels (the
-    original's ``mask: false`` for forget data).
+    Further padding is added by :func:`pad_encoded` (labels ignored).
+
+    ``mask_question=False`` is the original's ``mask: false`` for forget data
+    (``convert_raw_forget_data_to_model_format``, ``dataset/data_module.py``):
+    the sequence is padded with end-of-sequence tokens up to ``max_length``
+    (attention 0) and every position is labelled, the question and all the
+    padding included, so the forget loss averages over ``max_length`` positions.
     """
     prompt = template.prompt(question)
     ids = tokenizer(prompt + template.target(answer), add_special_tokens=True, max_length=max_length,
                     truncation=True)["input_ids"]
-    num_prompt = len(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-    labels = list(ids)
-    if mask_question:
-        labels[:num_prompt] = [IGNORE_INDEX] * min(num_prompt, len(labels))
     attention = [1] * len(ids)
+    if not mask_question:
+        padding = max_length - len(ids)
+        ids, attention = ids + [tokenizer.eos_token_id] * padding, attention + [0] * padding
+        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(ids),
+                "attention_mask": torch.tensor(attention)}
+    num_prompt = len(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    labels = [IGNORE_INDEX] * min(num_prompt, len(ids)) + ids[num_prompt:]
     if len(ids) < max_length:
         ids, labels, attention = ids + [tokenizer.eos_token_id], labels + [tokenizer.eos_token_id], attention + [0]
     return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),

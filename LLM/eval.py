@@ -7,13 +7,17 @@ Writes, as the original, ``eval_log.json``, ``eval_real_author_wo_options.json``
 ``eval_real_world_wo_options.json``, ``eval_log_forget.json`` (per-question
 statistics and generations), ``aggregate_stat.json``/``.txt`` (summary
 metrics) and ``run.json`` into ``--save_dir`` (default: ``eval_results-last``
-beside the model folder), and prints a one-line summary.  Forget quality
+beside the model folder), and prints a one-line summary.  As the original's
+``eval_unlearn_step``, ``--unlearn_dir <run>/<tasks>/unlearn_times_<k> --eval_unlearn_step N``
+evaluates the run's ``checkpoint-N`` (saved by ``main_forget.py --save_steps``)
+into ``eval_results-N`` there; step 0 evaluates ``--model_path``.  Forget quality
 needs ``--retain_result``: the eval folder (or ``eval_log_forget.json``) of
 the retain model on the same forget set.
 """
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -21,14 +25,16 @@ from common.device import add_device_args
 from common.errors import ArgumentParser, UsageError, cli_main, non_negative_int, positive_int
 from common.io import ensure_writable_dir, read_json, write_run_record
 from common.seed import add_seed_args, seed_everything
-from LLM.data import TofuSource, filter_task, forget_percent
-from LLM.evaluate import EVAL_SETS, evaluate_set, save_eval_outputs
+from LLM.data import TofuSource, filter_task, forget_percent, load_eval_idk
+from LLM.eval_logs import EVAL_SETS, SetSpec, evaluate_set, save_eval_outputs, unlearn_checkpoint
+from LLM.judges import add_judge_args, load_judges, report_skipped
 from LLM.metrics import FORGET_FILE, aggregate
-from LLM.models import DTYPES, check_model_path, load_causal_lm, load_tokenizer
-from LLM.options import add_model_args, parse_with_config, template_from_args
+from LLM.models import add_dtype_arg, check_model_path, load_causal_lm, load_tokenizer, resolve_precision
+from LLM.options import add_model_args, model_families, parse_with_config, template_from_args
 from LLM.trainer import make_accelerator
 
-SUMMARY_KEYS = ("Model Utility", "Forget Efficacy", "Forget Quality", "Forget ROUGE", "Retain ROUGE")
+SUMMARY_KEYS = ("Untargeted Forget Efficacy", "Targeted Forget Efficacy", "Model Utility", "TOFU Model Utility",
+                "Forget Quality", "Forget ROUGE", "Retain ROUGE")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,15 +45,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task_id", type=int, default=1, help="forget task to evaluate")
     parser.add_argument("--ds_size", type=non_negative_int, default=300, help="at most this many rows per set (0: all)")
     parser.add_argument("--batch_size", type=positive_int, default=16)
-    parser.add_argument("--max_length", type=positive_int, default=200, help="generation length incl. prompt")
+    parser.add_argument("--max_length", type=positive_int, default=None,
+                        help="generation length incl. prompt (default: the model family's eval_max_length, "
+                             "as the original's eval configs: phi1.5 256, llama 200)")
     parser.add_argument("--max_new_tokens", type=positive_int, default=None)
     parser.add_argument("--retain_result", type=str, default=None,
                         help="retain model's eval folder or eval_log_forget.json (enables forget quality)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--idk_path", type=str, default=None,
+                        help="refusal answers of the IDK scores (default: <data_path>/idontknow.jsonl if present)")
+    add_judge_args(parser)
+    add_dtype_arg(parser)
     add_seed_args(parser, default=0)
-    parser.add_argument("--save_dir", type=str, default=None, help="default: <model folder>/../eval_results-last")
+    parser.add_argument("--save_dir", type=str, default=None,
+                        help="default: eval_results-<step> in --unlearn_dir, else <model folder>/../eval_results-last")
+    parser.add_argument("--unlearn_dir", type=str, default=None,
+                        help="a task's unlearning folder (<save_dir>/<tasks>/unlearn_times_<k>): evaluate its "
+                             "checkpoint --eval_unlearn_step instead of --model_path")
+    parser.add_argument("--eval_unlearn_step", type=str, default="last",
+                        help="with --unlearn_dir: last, a step saved with --save_steps, or 0 (--model_path, "
+                             "the model before unlearning)")
     add_device_args(parser)
     return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The flags, ``--max_length`` defaulting to the model family's ``eval_max_length``."""
+    args = parse_with_config(build_parser(), argv)
+    if args.max_length is None:
+        args.max_length = model_families()[args.model_family]["eval_max_length"]
+    return args
+
+
+def summary_line(summary: dict) -> str:
+    """The summaries present, under the original's names (its eval.py prints the first three)."""
+    return " | ".join(f"{key} {summary[key]:.4f}" for key in SUMMARY_KEYS if key in summary)
 
 
 def load_retain_result(path: str) -> dict:
@@ -63,40 +94,56 @@ def load_retain_result(path: str) -> dict:
 
 @cli_main
 def main(argv: Optional[Sequence[str]] = None) -> dict:
-    args = parse_with_config(build_parser(), argv)
+    args = parse_args(argv)
     forget_percent(args.split)
     source = TofuSource(args.data_path)
     fields = ("question", "answer", "perturbed_answer")
     sets = []
-    for split, file, base_key in EVAL_SETS:
+    for split, file, base_key, reference_key in EVAL_SETS:
         split = split.format(split=args.split)
         rows = source.load(split, fields + (base_key,))
         if file == FORGET_FILE:
             rows = filter_task(rows, args.task_id)
             if not rows:
                 raise UsageError(f"--task_id {args.task_id}: split {split} has no rows of this task")
-        sets.append((split, file, base_key, rows[:args.ds_size] if args.ds_size else rows))
+        forget = file == FORGET_FILE
+        spec = SetSpec(base_key, reference_key, generation_premise=forget)
+        sets.append((split, file, spec, rows[:args.ds_size] if args.ds_size else rows))
+    idk_answers, idk_file = load_eval_idk(args.idk_path, args.data_path)
     retain_result = load_retain_result(args.retain_result) if args.retain_result else None
-    check_model_path(args.model_path)
-    tokenizer = load_tokenizer(args.model_path)
-    save_dir = Path(args.save_dir or Path(args.model_path).parent / "eval_results-last")
+    model_path = args.model_path
+    if args.unlearn_dir:
+        model_path = unlearn_checkpoint(args.unlearn_dir, args.eval_unlearn_step, args.model_path, "--unlearn_dir")
+        default_dir = Path(args.unlearn_dir) / f"eval_results-{args.eval_unlearn_step}"
+    elif args.eval_unlearn_step != "last":
+        raise UsageError(f"--eval_unlearn_step {args.eval_unlearn_step}: needs --unlearn_dir (the run's folder)")
+    else:
+        default_dir = Path(model_path).parent / "eval_results-last"
+    check_model_path(model_path)
+    tokenizer = load_tokenizer(model_path)
+    save_dir = Path(args.save_dir or default_dir)
     accelerator = make_accelerator(args.device, args.gpu)
+    resolve_precision(args, accelerator.device)
+    judges = load_judges(args.embedding_model, args.nli_model, accelerator.device)
     ensure_writable_dir(save_dir)
     seed_everything(args.seed, args.deterministic)
 
-    model = load_causal_lm(args.model_path, args.dtype).to(accelerator.device).eval()
+    model = load_causal_lm(model_path, args.dtype, attn_implementation=args.attn_implementation)
+    model = model.to(accelerator.device).eval()
     model.config.use_cache = True
     template = template_from_args(args)
     results = {}
-    for split, file, base_key, rows in sets:
-        results[file] = evaluate_set(accelerator, model, tokenizer, template, rows, base_key, args.batch_size,
-                                     args.max_length, args.max_new_tokens, desc=split)
+    for split, file, spec, rows in sets:
+        if file == FORGET_FILE:
+            spec = replace(spec, idk=idk_answers)
+        results[file] = evaluate_set(accelerator, model, tokenizer, template, rows, spec, args.batch_size,
+                                     args.max_length, args.max_new_tokens, desc=split, judges=judges)
     summary = aggregate(results, retain_result)
     if accelerator.is_main_process:
         save_eval_outputs(save_dir, results, summary)
         write_run_record(save_dir, args, summary)
-        print(" | ".join(f"{key} {summary[key]:.4f}" for key in SUMMARY_KEYS if key in summary)
-              + f" -> {save_dir}")
+        report_skipped(judges, idk_answers, idk_file)
+        print(summary_line(summary) + f" -> {save_dir}")
     return summary
 
 

@@ -62,6 +62,8 @@ def validate(args: argparse.Namespace) -> List[int]:
     if args.task_id is not None and args.task_id not in task_list:
         raise UsageError(f"--task_id {args.task_id}: not in --task_list {task_text}")
     args.task_list = ",".join(map(str, task_list))
+    if len(task_list) > 1:
+        args.save_steps = "last"  # as the original: continual unlearning keeps each task's last model only
     if args.save_dir is None:
         args.save_dir = default_save_dir(args, task_list[0])
     return [args.task_id] if args.task_id is not None else task_list

@@ -26,7 +26,8 @@ from common.io import ensure_writable_dir, read_json, write_run_record
 from common.seed import add_seed_args, seed_everything
 from LLM.data import UnlearnDataset, TofuSource, collate_unlearn, retain_split_name
 from LLM.losses import REGULARIZERS
-from LLM.models import add_weight_args, apply_lora, check_model_path, load_causal_lm, load_tokenizer
+from LLM.models import (add_weight_args, apply_lora, check_model_path, load_causal_lm, load_tokenizer,
+                        resolve_precision)
 from LLM.options import add_model_args, parse_with_config, template_from_args
 from LLM.schedule import RETAIN, BatchStream, Schedule
 from LLM.trainer import (build_optimizer, build_scheduler, make_accelerator, prepare_for_training, run_schedule,
@@ -84,10 +85,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     check_model_path(args.model_path)
     tokenizer = load_tokenizer(args.model_path)
     accelerator = make_accelerator(args.device, args.gpu)
+    resolve_precision(args, accelerator.device)
     ensure_writable_dir(args.save_dir)
     seed_everything(args.seed, args.deterministic)
 
-    model = load_causal_lm(args.model_path, args.dtype)
+    model = load_causal_lm(args.model_path, args.dtype, attn_implementation=args.attn_implementation)
     if args.use_LoRA:
         model = apply_lora(model, args.LoRA_r, args.LoRA_alpha, args.LoRA_dropout)
     dataset = UnlearnDataset(rows, tokenizer, template_from_args(args), args.max_length, kinds=(RETAIN,))

@@ -1,5 +1,6 @@
-"""TOFU metrics on per-question statistics: ROUGE-L recall, answer probability, truth ratio,
-forget quality (KS test against the retain model) and the harmonic-mean summaries.
+"""Evaluation statistics over the per-question logs: ROUGE-L recall, answer probability, truth ratio,
+token entropy, cosine similarity, entailment, forget quality (KS test against the retain model) and the
+summaries (the original's Model Utility and Forget Efficacies, TOFU's model utility).
 
 Per-question statistics (one entry per question of an evaluation set):
 ``avg_gt_loss`` (mean token NLL of the answer), ``avg_paraphrased_loss`` (of
@@ -84,51 +85,94 @@ def token_entropy(tokens: Sequence[str]) -> float:
     return float(-(freqs * np.log2(freqs)).sum() / math.log2(len(tokens)))
 
 
+def entailment_score(labels: Sequence[str]) -> float:
+    """Fraction of ``entailment`` labels (the original's ``get_entailment_score``)."""
+    return float(np.mean([label == "entailment" for label in labels]))
+
+
+#: Per-set metrics in the original's order; the last two need the judges (:mod:`LLM.judges`).
+SET_METRICS = ("ROUGE", "Probability", "Truth Ratio", "Token Entropy", "Cosine Similarity", "Entailment Score")
+#: The 18 numbers of the original's Model Utility: every set metric on three sets.
+UTILITY_FILES = ("eval_log.json", "eval_real_author_wo_options.json", "eval_real_world_wo_options.json")
+
+
+def set_metrics(file: str, stats: Mapping[str, Sequence]) -> Dict[str, float]:
+    """``<Set> <metric>`` for one evaluation file (judge metrics where its logs have them)."""
+    name, forget = EVAL_TASKS[file], file == FORGET_FILE
+    out = {f"{name} ROUGE": float(np.mean(stats["rougeL_recall"])),
+           f"{name} Probability": probability_score(stats, normalised=file not in ("eval_log.json", FORGET_FILE)),
+           f"{name} Truth Ratio": truth_ratio_score(
+               truth_ratios(stats["avg_paraphrased_loss"], stats["average_perturb_loss"]), forget),
+           f"{name} Token Entropy": float(np.mean(stats["token_entropy"]))}
+    if "cosine_similarity" in stats:
+        out[f"{name} Cosine Similarity"] = float(np.mean(stats["cosine_similarity"]))
+    if "entailment_labels" in stats:
+        out[f"{name} Entailment Score"] = entailment_score(stats["entailment_labels"])
+    if forget:
+        # the original's "IDK Token Entropy" is the token entropy of the generations themselves
+        out["Forget IDK Token Entropy"] = out["Forget Token Entropy"]
+        if "idk_entailment_labels" in stats:
+            out["Forget IDK Entailment Score"] = entailment_score(stats["idk_entailment_labels"])
+    return out
+
+
+def _complete(out: Mapping[str, float], names: Sequence[str]) -> Optional[List[float]]:
+    """The values of ``names``, or None when any is missing (a summary over a subset would be another metric)."""
+    return [out[name] for name in names] if all(name in out for name in names) else None
+
+
 def aggregate(eval_results: Mapping[str, Mapping[str, Sequence]],
               retain_forget_result: Optional[Mapping[str, Sequence]] = None) -> Dict[str, float]:
-    """Summary metrics from the per-file statistics (keys of :data:`EVAL_TASKS`).
+    """Summary metrics from the per-file evaluation logs (keys of :data:`EVAL_TASKS`).
 
-    * ``<Set> ROUGE``, ``<Set> Probability``, ``<Set> Truth Ratio``, ``<Set> Token Entropy``;
-    * ``Model Utility``: harmonic mean of ROUGE, Probability and Truth Ratio over
-      the retain, real-authors and world-facts sets (TOFU's 9 numbers);
-    * ``Model Utility (all)``: harmonic mean over every non-forget metric
-      (the closer-look / DualOptim summary, token entropy included);
-    * ``Model Utility Retain``: the same over the retain set's metrics only;
-    * ``Forget Efficacy``: ``1 - mean`` of the forget set's ROUGE, Probability and Truth Ratio;
-    * ``Avg Metric``: ``(Model Utility (all) + Forget Efficacy) / 2``, the paper tables' average;
-    * ``Forget Quality`` / ``KS Test Forget`` when the retain model's forget-set
-      statistics are given.
+    Per set (``Retain``, ``Real Authors``, ``Real World``, ``Forget``): ``ROUGE``, ``Probability``,
+    ``Truth Ratio``, ``Token Entropy``, and with the judges ``Cosine Similarity`` and ``Entailment Score``;
+    on the forget set ``Forget IDK Token Entropy`` and ``Forget IDK Entailment Score``.  Summaries, under
+    the original's column names where they are the original's quantity:
+
+    * ``TOFU Model Utility``: harmonic mean of ROUGE, Probability and Truth Ratio on the retain,
+      real-authors and world-facts sets -- TOFU's 9-number model utility;
+    * ``Model Utility``: the original's -- harmonic mean of all six set metrics on those three sets
+      (18 numbers; on real-world runs, the 6 of the neighbor set);
+    * ``Model Utility Retain``: the harmonic mean of the retain (neighbor) set's six;
+    * ``Untargeted Forget Efficacy``: ``1 - mean`` of the forget set's ROUGE, Probability, Truth Ratio,
+      Cosine Similarity and Entailment Score (5 terms);
+    * ``Targeted Forget Efficacy``: harmonic mean of Forget IDK Token Entropy and Forget IDK Entailment Score;
+    * ``Avg Metric``: ``(Model Utility + Untargeted Forget Efficacy) / 2``, the paper tables' average;
+    * ``Forget Quality`` / ``KS Test Forget``: TOFU's KS test against the retain model's forget-set
+      truth ratios, when those are given.
+
+    A summary is reported only when every term is (the judge metrics need the judge models).
     """
     out: Dict[str, float] = {}
-    for file, name in EVAL_TASKS.items():
-        if file not in eval_results:
-            continue
-        stats = eval_results[file]
-        forget = file == FORGET_FILE
-        out[f"{name} ROUGE"] = float(np.mean(stats["rougeL_recall"]))
-        out[f"{name} Probability"] = probability_score(stats, normalised=file not in ("eval_log.json", FORGET_FILE))
-        ratios = truth_ratios(stats["avg_paraphrased_loss"], stats["average_perturb_loss"])
-        out[f"{name} Truth Ratio"] = truth_ratio_score(ratios, forget)
-        out[f"{name} Token Entropy"] = float(np.mean(stats["token_entropy"]))
-    utility = [out[f"{name} {metric}"] for file, name in EVAL_TASKS.items() if file in eval_results
-               and file != FORGET_FILE for metric in ("ROUGE", "Probability", "Truth Ratio")]
-    if utility:
-        out["Model Utility"] = harmonic_mean(utility)
-        out["Model Utility (all)"] = harmonic_mean(
-            [value for key, value in out.items() if not key.startswith("Forget") and not key.startswith("Model")])
-    if "eval_log.json" in eval_results:
-        out["Model Utility Retain"] = harmonic_mean([value for key, value in out.items() if key.startswith("Retain ")])
+    for file in EVAL_TASKS:
+        if file in eval_results:
+            out.update(set_metrics(file, eval_results[file]))
+    utility_sets = [EVAL_TASKS[file] for file in UTILITY_FILES if file in eval_results]
+    tofu = _complete(out, [f"{name} {m}" for name in utility_sets for m in ("ROUGE", "Probability", "Truth Ratio")])
+    if utility_sets and tofu:
+        out["TOFU Model Utility"] = harmonic_mean(tofu)
+    full = _complete(out, [f"{name} {m}" for name in utility_sets for m in SET_METRICS])
+    if utility_sets and full:
+        out["Model Utility"] = harmonic_mean(full)
+    retain = _complete(out, [f"Retain {m}" for m in SET_METRICS])
+    if retain:
+        out["Model Utility Retain"] = harmonic_mean(retain)
     if FORGET_FILE in eval_results:
-        out["Forget Efficacy"] = 1.0 - float(np.mean([out["Forget ROUGE"], out["Forget Probability"],
-                                                      out["Forget Truth Ratio"]]))
-        if "Model Utility (all)" in out:
-            out["Avg Metric"] = (out["Model Utility (all)"] + out["Forget Efficacy"]) / 2
+        untargeted = _complete(out, [f"Forget {m}" for m in SET_METRICS if m != "Token Entropy"])
+        if untargeted:
+            out["Untargeted Forget Efficacy"] = 1.0 - float(np.mean(untargeted))
+        targeted = _complete(out, ["Forget IDK Token Entropy", "Forget IDK Entailment Score"])
+        if targeted:
+            out["Targeted Forget Efficacy"] = harmonic_mean(targeted)
+        if "Model Utility" in out and "Untargeted Forget Efficacy" in out:
+            out["Avg Metric"] = (out["Model Utility"] + out["Untargeted Forget Efficacy"]) / 2
         if retain_forget_result is not None:
             unlearn = truth_ratios(eval_results[FORGET_FILE]["avg_paraphrased_loss"],
                                    eval_results[FORGET_FILE]["average_perturb_loss"])
-            retain = truth_ratios(retain_forget_result["avg_paraphrased_loss"],
-                                  retain_forget_result["average_perturb_loss"])
-            out.update(forget_quality(unlearn, retain))
+            retain_ratios = truth_ratios(retain_forget_result["avg_paraphrased_loss"],
+                                         retain_forget_result["average_perturb_loss"])
+            out.update(forget_quality(unlearn, retain_ratios))
     return out
 
 

@@ -50,10 +50,36 @@ def load_tokenizer(path: str, flag: str = "--model_path"):
     return tokenizer
 
 
-def load_causal_lm(path: str, dtype: str = "float32", flag: str = "--model_path"):
+def add_dtype_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                        help="precision of the weights (default: bfloat16 on CUDA, as the original; float32 on CPU)")
+
+
+def resolve_precision(args: argparse.Namespace, device) -> None:
+    """Fill ``args.dtype`` and ``args.attn_implementation`` for ``device``; both go into ``run.json``.
+
+    As the original (``torch_dtype=torch.bfloat16, attn_implementation="flash_attention_2"`` in
+    ``forget.py`` and ``eval.py``): bfloat16 weights on CUDA unless ``--dtype`` says otherwise, float32
+    elsewhere, and FlashAttention-2 for 16-bit weights on CUDA when the ``flash-attn`` package is
+    installed and ``--deterministic`` is off (its backward pass is not deterministic).  Otherwise
+    ``attn_implementation`` is None: transformers' default (SDPA where the model supports it).
+    """
+    from transformers.utils import is_flash_attn_2_available
+    cuda = torch.device(device).type == "cuda"
+    if args.dtype is None:
+        args.dtype = "bfloat16" if cuda else "float32"
+    flash = (cuda and args.dtype in ("bfloat16", "float16") and not getattr(args, "deterministic", False)
+             and is_flash_attn_2_available())
+    args.attn_implementation = "flash_attention_2" if flash else None
+
+
+def load_causal_lm(path: str, dtype: str = "float32", flag: str = "--model_path",
+                   attn_implementation: Optional[str] = None):
+    """The model in ``dtype`` (a :data:`DTYPES` name); ``attn_implementation`` None: transformers' default."""
     check_model_path(path, flag)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], **extra)
     except Exception as err:
         raise UsageError(f"{flag} {path}: cannot load the model weights ({_reason(err)})") from None
     model.config.use_cache = False
@@ -62,7 +88,7 @@ def load_causal_lm(path: str, dtype: str = "float32", flag: str = "--model_path"
 
 def add_weight_args(parser: argparse.ArgumentParser) -> None:
     """``--dtype`` and the LoRA flags of the scripts that train a model."""
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    add_dtype_arg(parser)
     parser.add_argument("--use_LoRA", action="store_true")
     parser.add_argument("--LoRA_r", type=positive_int, default=8)
     parser.add_argument("--LoRA_alpha", type=positive_int, default=32)

@@ -124,7 +124,8 @@ def schedule_snapshots(accelerator, save_dir: Path, args: argparse.Namespace, ev
 
 def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
                  step_loss: Callable[[str, Dict], torch.Tensor], max_grad_norm: float = 1.0,
-                 desc: str = "train", snapshots: Optional[Snapshotter] = None) -> List[Dict[str, float]]:
+                 desc: str = "train", snapshots: Optional[Snapshotter] = None,
+                 on_step: Optional[Callable[[int], None]] = None) -> List[Dict[str, float]]:
     """Run every step of ``schedule``; returns ``{step, objective, loss, lr, tokens}`` per step.
 
     ``step_loss(objective, micro_batch)`` returns the loss of one micro-batch;
@@ -136,7 +137,8 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
     no-ops.  The reported loss is the mean over processes; ``tokens`` counts
     the attended input tokens of the step over all processes (for throughput).
     With ``snapshots`` the run continues from its last snapshot when resuming
-    and offers one after every step.
+    and offers one after every step.  ``on_step(n)`` runs on every process after
+    the ``n``-th step (e.g. to save intermediate checkpoints).
     """
     snapshots = (snapshots or Snapshotter(None)).register(
         model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler, schedule=schedule)
@@ -175,6 +177,8 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
         history.append({"step": step + 1, "objective": objective, "loss": mean_loss, "lr": lr,
                         "tokens": num_tokens})
         progress.set_postfix(objective=objective, loss=f"{mean_loss:.4f}")
+        if on_step is not None:
+            on_step(step + 1)
         snapshots.step(step + 1, len(schedule), step=step + 1, history=history)
     return history
 

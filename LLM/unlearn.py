@@ -26,7 +26,7 @@ from common.optim_recipes import LLM_FLAG, recipe_names
 from common.seed import add_seed_args, seed_everything
 from LLM.data import Row, UnlearnDataset, collate_unlearn
 from LLM.losses import FORGET_LOSSES, UnlearnLoss
-from LLM.models import add_weight_args, apply_lora, load_causal_lm, load_tokenizer
+from LLM.models import add_weight_args, apply_lora, load_causal_lm, load_tokenizer, resolve_precision
 from LLM.options import add_model_args, template_from_args
 from LLM.schedule import FORGET, JOINT, RETAIN, BatchStream, Schedule, steps_per_epoch
 from LLM.trainer import (build_optimizer, build_scheduler, check_optim_cfg, prepare_for_training,
@@ -34,12 +34,14 @@ from LLM.trainer import (build_optimizer, build_scheduler, check_optim_cfg, prep
 
 
 def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forget_lr: float = 1e-5,
-                     batch_size: int = 5, forget_coeff: float = 1.0, optim_cfg: str = "adam",
-                     max_length: int = 500, overwrite: bool = True) -> None:
+                     batch_size: int = 5, gradient_accumulation_steps: int = 8, forget_coeff: float = 1.0,
+                     optim_cfg: str = "adam", max_length: int = 500, overwrite: bool = True) -> None:
     """The model, loss, optimizer, schedule, LoRA and resume flags (the original's config keys).
 
     Keyword arguments are the defaults that differ between the TOFU and real-world configs
-    (``overwrite``: whether to add ``--overwrite``).
+    (``overwrite``: whether to add ``--overwrite``).  TOFU's default accumulation 8 gives one process
+    the original's effective batch of 40 (it launches 2 processes with batch 5 x accumulation 4);
+    N processes keep it with ``--gradient_accumulation_steps 8/N``.
     """
     add_model_args(parser)
     parser.add_argument("--idk_path", type=str, default=None,
@@ -54,19 +56,38 @@ def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forge
     parser.add_argument("--forget_lr", type=positive_float, default=forget_lr, help="forget learning rate of dual_adam")
     parser.add_argument("--num_epochs", type=positive_int, default=5)
     parser.add_argument("--batch_size", type=positive_int, default=batch_size, help="per-process micro-batch size")
-    parser.add_argument("--gradient_accumulation_steps", type=positive_int, default=4)
+    parser.add_argument("--gradient_accumulation_steps", type=positive_int, default=gradient_accumulation_steps,
+                        help="micro-batches per step and process (effective batch: batch_size x this x processes)")
     parser.add_argument("--forget_coeff", type=non_negative_float, default=forget_coeff)
     parser.add_argument("--regularization_coeff", type=non_negative_float, default=1.0)
     parser.add_argument("--beta", type=positive_float, default=0.1, help="inverse temperature of NPO/DPO/AP")
     parser.add_argument("--weight_decay", type=non_negative_float, default=0.01)
     parser.add_argument("--max_grad_norm", type=non_negative_float, default=1.0, help="0: no clipping")
     parser.add_argument("--mask", action=argparse.BooleanOptionalAction, default=True,
-                        help="exclude question tokens from the forget labels")
+                        help="exclude question tokens from the forget labels; --no-mask labels the question and "
+                             "every padding position up to --max_length (with EOS), as the original's mask: false")
     parser.add_argument("--max_length", type=positive_int, default=max_length)
+    parser.add_argument("--save_steps", type=save_steps_value, default="last",
+                        help="also save checkpoint-<step> every this many steps: a number, steps_per_epoch, or "
+                             "last (only checkpoint-last, the default)")
     add_weight_args(parser)
     add_seed_args(parser, default=1001)
     add_resume_args(parser, overwrite=overwrite, save_every="0: at the end of every epoch")
     add_device_args(parser)
+
+
+def save_steps_value(text: str) -> str:
+    """``--save_steps``: ``last``, ``steps_per_epoch`` or a positive step count (the original's values)."""
+    if text in ("last", "steps_per_epoch") or (str(text).isdigit() and int(text) > 0):
+        return str(text)
+    raise argparse.ArgumentTypeError(f"expected last, steps_per_epoch or a positive number, got {text!r}")
+
+
+def checkpoint_interval(save_steps: str, per_epoch: int, max_steps: int) -> int:
+    """Steps between intermediate checkpoints (``max_steps``: none before ``checkpoint-last``)."""
+    if save_steps == "last":
+        return max_steps
+    return per_epoch if save_steps == "steps_per_epoch" else int(save_steps)
 
 
 def validate_unlearn_args(args: argparse.Namespace) -> UnlearnLoss:
@@ -76,6 +97,10 @@ def validate_unlearn_args(args: argparse.Namespace) -> UnlearnLoss:
     """
     loss = FORGET_LOSSES.get(args.forget_loss)
     check_optim_cfg(args.optim_cfg)
+    try:  # again for a --config value, which argparse leaves unconverted when YAML reads it as a number
+        args.save_steps = save_steps_value(str(args.save_steps))
+    except argparse.ArgumentTypeError as err:
+        raise UsageError(f"--save_steps: {err}") from None
     if args.alternate and loss.regularizer is None:
         raise UsageError(f"--alternate: --forget_loss {args.forget_loss} has no retain term; use e.g. "
                          f"{args.forget_loss}+GD")
@@ -99,6 +124,9 @@ def unlearn(args: argparse.Namespace, accelerator, loss: UnlearnLoss, forget_row
             desc: str = "unlearn", extra_metrics: Optional[dict] = None) -> dict:
     """Unlearn ``forget_rows`` from ``model_path`` and save ``<out_dir>/checkpoint-last`` and ``run.json``.
 
+    With ``--save_steps`` the model is also saved as ``<out_dir>/checkpoint-<step>`` every that many
+    steps before the last (the original's ``save_steps``; ``--eval_unlearn_step`` of the eval scripts
+    reads them).
     ``max_steps`` defaults to ``num_epochs`` times :func:`~LLM.schedule.steps_per_epoch`;
     warm-up lasts one epoch when an epoch has more than one step (as the original).
     A resume snapshot goes to ``out_dir`` every ``--save_every`` steps (default: every
@@ -106,13 +134,15 @@ def unlearn(args: argparse.Namespace, accelerator, loss: UnlearnLoss, forget_row
     Returns the run's metrics (also written to ``run.json`` with the per-step history).
     """
     seed_everything(args.seed, args.deterministic)
+    resolve_precision(args, accelerator.device)
     tokenizer = load_tokenizer(model_path)
-    model = load_causal_lm(model_path, args.dtype)
+    model = load_causal_lm(model_path, args.dtype, attn_implementation=args.attn_implementation)
     if args.use_LoRA:
         model = apply_lora(model, args.LoRA_r, args.LoRA_alpha, args.LoRA_dropout)
     ref_model = None
     if loss.needs_ref:
-        ref_model = load_causal_lm(ref_path, args.dtype, flag="--model_path (reference)").to(accelerator.device)
+        ref_model = load_causal_lm(ref_path, args.dtype, flag="--model_path (reference)",
+                                   attn_implementation=args.attn_implementation).to(accelerator.device)
         ref_model.eval().requires_grad_(False)
 
     template, world, rank = template_from_args(args), accelerator.num_processes, accelerator.process_index
@@ -150,8 +180,14 @@ def unlearn(args: argparse.Namespace, accelerator, loss: UnlearnLoss, forget_row
         print(f"######### {desc} -> {out_dir}; max steps {max_steps}")
     snapshots = schedule_snapshots(accelerator, Path(out_dir), args, args.save_every or per_epoch)
     start = time.perf_counter()
+    interval = checkpoint_interval(args.save_steps, per_epoch, max_steps)
+
+    def save_intermediate(step: int) -> None:
+        if step % interval == 0 and step < max_steps:
+            save_model(accelerator, model, tokenizer, Path(out_dir) / f"checkpoint-{step}")
+
     history = run_schedule(accelerator, model, optimizer, scheduler, schedule, step_loss, args.max_grad_norm,
-                           desc=desc, snapshots=snapshots)
+                           desc=desc, snapshots=snapshots, on_step=save_intermediate)
     seconds = time.perf_counter() - start
     save_model(accelerator, model, tokenizer, Path(out_dir) / "checkpoint-last")
     resumed_at = (snapshots.restored or {}).get("step", 0)  # seconds cover the steps run by this invocation

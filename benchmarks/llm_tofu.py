@@ -200,12 +200,12 @@ def main(argv=None) -> Dict[str, list]:
 
     print(f"\nTOFU forget10 task 1 ({args.num_forget} forget / {args.num_retain} retain rows), "
           f"Llama {args.num_layers}x{args.hidden_size} from scratch, seeds {args.seeds}\n")
-    print("| model | Forget Quality ↑ | Model Utility ↑ | Forget ROUGE-L ↓ | unlearning tokens/s |")
+    print("| model | Forget Quality ↑ | TOFU Model Utility ↑ | Forget ROUGE-L ↓ | unlearning tokens/s |")
     print("|---|---|---|---|---|")
     for name, runs in rows.items():
         speed = mean_std([r.get("tokens_per_second") for r in runs]) if "/" in name else "-"
         print(f"| {name} | {mean_std([r.get('Forget Quality') for r in runs])} | "
-              f"{mean_std([r['Model Utility'] for r in runs])} | {mean_std([r['Forget ROUGE'] for r in runs])} | "
+              f"{mean_std([r['TOFU Model Utility'] for r in runs])} | {mean_std([r['Forget ROUGE'] for r in runs])} | "
               f"{speed} |")
     return rows
 

@@ -229,6 +229,14 @@ def llm_config(i: Inputs, text: str) -> str:
     return str(path)
 
 
+def broken_model(i: Inputs) -> str:
+    """A model folder whose config.json is not JSON."""
+    folder = i.tmp / "broken"
+    folder.mkdir()
+    (folder / "config.json").write_text("{")
+    return str(folder)
+
+
 def llm_results(i: Inputs, *extra: str) -> List[str]:
     run = i.tmp / "results" / "seed1" / "eval_results-last"
     run.mkdir(parents=True)
@@ -498,6 +506,16 @@ CASES = [
          "is not a causal language model"),
     case("LLM.main_forget", "unwritable save_dir", lambda i: llm(i, "--save_dir", i.blocked + "/sub"),
          "--save_dir {i.blocked}/sub: " + UNWRITABLE),
+    case("LLM.main_forget", "save_steps not a step count", lambda i: llm(i, "--save_steps", "epoch"),
+         "argument --save_steps: expected last, steps_per_epoch or a positive number, got 'epoch'"),
+    case("LLM.main_forget", "save_steps 0 in --config", lambda i: llm(i, "--config", llm_config(i, "save_steps: 0\n")),
+         "--save_steps: expected last, steps_per_epoch or a positive number, got '0'"),
+    case("LLM.eval", "step without the run folder", lambda i: llm(i, "--eval_unlearn_step", "50"),
+         "--eval_unlearn_step 50: needs --unlearn_dir"),
+    case("LLM.eval", "step never saved", lambda i: llm(i, "--unlearn_dir", i.missing, "--eval_unlearn_step", "50"),
+         "--unlearn_dir {i.missing}: no checkpoint-50"),
+    case("LLM.eval", "broken judge model", lambda i: llm(i, "--nli_model", broken_model(i)),
+         "--nli_model {i.tmp}/broken: cannot load the model"),
     case("LLM.eval", "zero batch size", lambda i: llm(i, "--batch_size", "0"),
          "argument --batch_size: expected an integer >= 1, got '0'"),
     case("LLM.eval", "negative ds_size", lambda i: llm(i, "--ds_size", "-5"),
@@ -521,6 +539,8 @@ CASES = [
          "--save_csv {i.blocked}/sub: " + UNWRITABLE),
     case("LLM.parse_result", "unknown plot format", lambda i: llm_results(i, "--plot", str(i.out / "fq.doc")),
          "unsupported file type '.doc'"),
+    case("LLM.parse_result", "plot metric no run has", lambda i: llm_results(i, "--plot", str(i.out / "p.png")),
+         "--y_metric 'Untargeted Forget Efficacy': no run under --root has it"),
     case("LLM.real_world_unlearn", "negative epochs", lambda i: real_world(i, "--num_epochs", "-1"),
          "argument --num_epochs: expected an integer >= 1, got '-1'"),
     case("LLM.real_world_unlearn", "unknown loss", lambda i: real_world(i, "--forget_loss", "XX"),

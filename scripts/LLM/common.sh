@@ -14,6 +14,11 @@
 #   NUM_EPOCHS      unlearning epochs                                             (5)
 #   LAUNCH          how to start a script, e.g.
 #                   "accelerate launch --config_file LLM/config/accelerate/zero2.yaml"   (python)
+#   NUM_PROCESSES   processes LAUNCH starts: unlearning runs take --gradient_accumulation_steps 8/NUM_PROCESSES,
+#                   so the effective batch stays the original's 40 (batch 5 x accumulation 4 x 2 GPUs)  (1)
+#   SAVE_STEPS      --save_steps of the unlearning runs: last, steps_per_epoch or a step count  (last)
+#   EVAL_STEPS      unlearning steps to evaluate (eval.py --eval_unlearn_step), e.g. with
+#                   SAVE_STEPS=steps_per_epoch "0 50 100 150 200 250"; 0 is the model before unlearning  (last)
 #   EXTRA_ARGS      appended to every training, unlearning and evaluation command, e.g. "--device cpu"  ()
 #   TRAIN_ARGS      appended to training / unlearning commands only, e.g.
 #                   "--batch_size 2 --gradient_accumulation_steps 1 --max_length 64"  ()
@@ -31,12 +36,20 @@ read -r -a SPLIT_LIST <<< "${SPLITS:-forget10}"
 TASK_ID="${TASK_ID:-1}"
 NUM_EPOCHS="${NUM_EPOCHS:-5}"
 read -r -a LAUNCHER <<< "${LAUNCH:-python}"
+NUM_PROCESSES="${NUM_PROCESSES:-1}"
+if (( NUM_PROCESSES < 1 || 8 % NUM_PROCESSES != 0 )); then
+    echo "error: NUM_PROCESSES=$NUM_PROCESSES: expected 1, 2, 4 or 8 (effective batch 40 = 5 x 8 / processes x processes)" >&2
+    exit 2
+fi
+ACCUMULATION=$((8 / NUM_PROCESSES))
+SAVE_STEPS="${SAVE_STEPS:-last}"
+read -r -a EVAL_STEP_LIST <<< "${EVAL_STEPS:-last}"
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 read -r -a TRAIN_EXTRA <<< "${TRAIN_ARGS:-}"
 read -r -a EVAL_EXTRA <<< "${EVAL_ARGS:-}"
 
 # unlearn_and_eval OUT_DIR SPLIT [main_forget.py flags...]
-# Unlearns task $TASK_ID of SPLIT into OUT_DIR, then evaluates checkpoint-last (with forget quality
+# Unlearns task $TASK_ID of SPLIT into OUT_DIR, then evaluates each of $EVAL_STEPS (with forget quality
 # when the retain model's statistics for SPLIT exist under $RETAIN_ROOT).  Training and unlearning run
 # with --resume, so a rerun of a sweep skips finished runs and continues interrupted ones.
 unlearn_and_eval() {
@@ -44,12 +57,16 @@ unlearn_and_eval() {
     shift 2
     "${LAUNCHER[@]}" "$REPO_ROOT/LLM/main_forget.py" --model_family "$MODEL_FAMILY" --model_path "$MODEL_PATH" \
         --data_path "$DATA_PATH" --split "$split" --task_list "$TASK_ID" --num_epochs "$NUM_EPOCHS" \
-        --save_dir "$out_dir" --resume "$@" "${EXTRA[@]}" "${TRAIN_EXTRA[@]}"
+        --save_dir "$out_dir" --gradient_accumulation_steps "$ACCUMULATION" --save_steps "$SAVE_STEPS" --resume \
+        "$@" "${EXTRA[@]}" "${TRAIN_EXTRA[@]}"
     local retain=()
     if [[ -f "$RETAIN_ROOT/$split/eval_log_forget.json" ]]; then
         retain=(--retain_result "$RETAIN_ROOT/$split")
     fi
-    "${LAUNCHER[@]}" "$REPO_ROOT/LLM/eval.py" --model_family "$MODEL_FAMILY" \
-        --model_path "$out_dir/$TASK_ID/unlearn_times_1/checkpoint-last" --data_path "$DATA_PATH" \
-        --split "$split" --task_id "$TASK_ID" "${retain[@]}" "${EXTRA[@]}" "${EVAL_EXTRA[@]}"
+    local step
+    for step in "${EVAL_STEP_LIST[@]}"; do
+        "${LAUNCHER[@]}" "$REPO_ROOT/LLM/eval.py" --model_family "$MODEL_FAMILY" --model_path "$MODEL_PATH" \
+            --unlearn_dir "$out_dir/$TASK_ID/unlearn_times_1" --eval_unlearn_step "$step" --data_path "$DATA_PATH" \
+            --split "$split" --task_id "$TASK_ID" "${retain[@]}" "${EXTRA[@]}" "${EVAL_EXTRA[@]}"
+    done
 }

@@ -6,23 +6,22 @@
 #   OPTIM_CFG=adam bash scripts/LLM/dualoptim.sh        # the same schedule with one shared AdamW state
 #
 # Extra environment (see common.sh for the rest): FORGET_LOSSES ("ME+GD IDK+AP"), OPTIM_CFG (dual_adam),
-# LR (1e-5), FORGET_LR (1e-5), RETAIN_FREQ (5).  forget_coeff is 0.1 for ME+GD and 1.0 otherwise, as in
-# the original's scripts.
+# LR (1e-5), FORGET_LR (1e-5), RETAIN_FREQ (5), FORGET_COEFF (1.0: the original's scripts/tofu/dualoptim.sh
+# runs ME+GD and IDK+AP with forget_coeff 1.0; its config comment's 0.1 is not what it ran).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 read -r -a LOSSES <<< "${FORGET_LOSSES:-ME+GD IDK+AP}"
 OPTIM_CFG="${OPTIM_CFG:-dual_adam}"
 LR="${LR:-1e-5}"
 FORGET_LR="${FORGET_LR:-1e-5}"
 RETAIN_FREQ="${RETAIN_FREQ:-5}"
+FORGET_COEFF="${FORGET_COEFF:-1.0}"
 
 for split in "${SPLIT_LIST[@]}"; do
     for forget_loss in "${LOSSES[@]}"; do
-        forget_coeff=1.0
-        [[ "$forget_loss" == "ME+GD" ]] && forget_coeff=0.1
         for seed in "${SEED_LIST[@]}"; do
             out="$SAVE_DIR/optim_$OPTIM_CFG/$split/$forget_loss/lr_${FORGET_LR}_${LR}_freq_1_${RETAIN_FREQ}/seed$seed"
             unlearn_and_eval "$out" "$split" --forget_loss "$forget_loss" --alternate --optim_cfg "$OPTIM_CFG" \
-                --retain_freq "$RETAIN_FREQ" --lr "$LR" --forget_lr "$FORGET_LR" --forget_coeff "$forget_coeff" \
+                --retain_freq "$RETAIN_FREQ" --lr "$LR" --forget_lr "$FORGET_LR" --forget_coeff "$FORGET_COEFF" \
                 --regularization_coeff 1.0 --mask --seed "$seed"
         done
     done

@@ -49,7 +49,7 @@ def test_unlearn_then_eval(tmp_path, real_world_dir, tiny_model, capsys):
     # Only the neighbor set counts for utility: harmonic mean of its ROUGE, probability and truth ratio.
     parts = [summary[f"Retain {m}"] for m in ("ROUGE", "Probability", "Truth Ratio")]
     expected = 0.0 if min(parts) == 0 else len(parts) / sum(1 / p for p in parts)
-    assert math.isclose(summary["Model Utility"], expected)
+    assert math.isclose(summary["TOFU Model Utility"], expected)
     assert "Real Authors ROUGE" not in summary and "Forget Quality" not in summary
     text = (eval_dir / "unlearning_results.txt").read_text()
     assert "forget_loss: ME+GD" in text and "optim_cfg: dual_adam" in text and "unlearn_step: last" in text

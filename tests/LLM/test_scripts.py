@@ -30,14 +30,18 @@ def test_dualoptim_sweep_on_tiny_model(tmp_path, tofu_dir, tiny_model):
                MODEL_FAMILY="plain", SEEDS="7", SPLITS="forget01", FORGET_LOSSES="ME+GD", NUM_EPOCHS="1",
                LR="1e-3", FORGET_LR="1e-3", RETAIN_FREQ="1", EXTRA_ARGS="--device cpu",
                TRAIN_ARGS="--batch_size 2 --gradient_accumulation_steps 1 --max_length 48",
-               EVAL_ARGS="--max_new_tokens 4", OMP_NUM_THREADS="1")
+               EVAL_ARGS="--max_new_tokens 4", SAVE_STEPS="1", EVAL_STEPS="0 last", OMP_NUM_THREADS="1")
     result = subprocess.run(["bash", str(SCRIPTS / "me_gd_dual.sh")], capture_output=True, text=True, env=env,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     run_dir = tmp_path / "results" / "optim_dual_adam" / "forget01" / "ME+GD" / "lr_1e-3_1e-3_freq_1_1" / "seed7"
     record = json.loads((run_dir / "1" / "unlearn_times_1" / "run.json").read_text())
-    assert record["config"]["optim_cfg"] == "dual_adam" and record["config"]["forget_coeff"] == 0.1
+    assert record["config"]["optim_cfg"] == "dual_adam" and record["config"]["forget_coeff"] == 1.0
     assert record["config"]["alternate"] and record["seed"] == 7
-    assert (run_dir / "1" / "unlearn_times_1" / "eval_results-last" / "aggregate_stat.json").is_file()
+    assert record["config"]["gradient_accumulation_steps"] == 1  # TRAIN_ARGS win over the default 8
+    assert record["config"]["save_steps"] == "1" and (run_dir / "1" / "unlearn_times_1" / "checkpoint-1").is_dir()
+    for step in ("0", "last"):
+        assert (run_dir / "1" / "unlearn_times_1" / f"eval_results-{step}" / "aggregate_stat.json").is_file()
     summary = (tmp_path / "results" / "optim_dual_adam" / "summary.csv").read_text().splitlines()
-    assert len(summary) == 2 and "forget01/ME+GD" in summary[1] and ",1," in summary[1]
+    assert len(summary) == 3 and all("forget01/ME+GD" in line and ",1," in line for line in summary[1:])
+    assert [line.split(",")[1] for line in summary[1:]] == ["0", "last"]
