@@ -26,6 +26,7 @@ from common.checkpointing import ProcessGroup, Snapshotter
 from common.device import get_device
 from common.dualoptim import DecoupledAdamW, set_objective
 from common.errors import UsageError
+from common.nonfinite import check_finite_loss
 from common.registry import Registry
 from LLM.models import decay_parameter_groups, save_pretrained_atomic
 from LLM.schedule import JOINT, Schedule
@@ -161,7 +162,8 @@ def schedule_snapshots(accelerator, save_dir: Path, args: argparse.Namespace, ev
 
 def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
                  step_loss: Callable[[str, Dict], torch.Tensor], max_grad_norm: float = 1.0,
-                 desc: str = "train", snapshots: Optional[Snapshotter] = None) -> List[Dict[str, float]]:
+                 desc: str = "train", snapshots: Optional[Snapshotter] = None,
+                 allow_nonfinite: bool = False) -> List[Dict[str, float]]:
     """Run every step of ``schedule``; returns ``{step, objective, loss, lr, tokens}`` per step.
 
     ``step_loss(objective, micro_batch)`` returns the loss of one micro-batch;
@@ -173,7 +175,9 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
     no-ops.  The reported loss is the mean over processes; ``tokens`` counts
     the attended input tokens of the step over all processes (for throughput).
     With ``snapshots`` the run continues from its last snapshot when resuming
-    and offers one after every step.
+    and offers one after every step.  A NaN/inf loss (mean over processes) stops the run before
+    its optimizer step unless ``allow_nonfinite`` (under DeepSpeed, which steps inside ``backward``,
+    after it).
     """
     snapshots = (snapshots or Snapshotter(None)).register(
         model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler, schedule=schedule)
@@ -201,13 +205,15 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
                 # DeepSpeed divides by the accumulation count itself (see prepare_for_training)
                 accelerator.backward(raw if deepspeed else loss)
             total += loss.detach()
+        lr = optimizer.param_groups[0]["lr"]
+        mean_loss = accelerator.reduce(total, reduction="mean")
+        check_finite_loss(mean_loss, step + 1, objective, lr, allow_nonfinite)
         if max_grad_norm and max_grad_norm > 0:
             accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-        lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        mean_loss = accelerator.reduce(total, reduction="mean").item()
+        mean_loss = mean_loss.item()
         num_tokens = int(accelerator.reduce(tokens, reduction="sum").item())
         history.append({"step": step + 1, "objective": objective, "loss": mean_loss, "lr": lr,
                         "tokens": num_tokens})

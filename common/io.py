@@ -185,7 +185,7 @@ def _disallowed_type(path: Path, err: Exception) -> str:
     allowed = {f"{obj.__module__}.{obj.__name__}" for obj in research_code_globals() if not isinstance(obj, tuple)}
     allowed |= {obj[1] for obj in research_code_globals() if isinstance(obj, tuple)}
     try:
-        names = [name for name in torch.serialization.get_unsafe_globals_in_checkpoint(path) if name not in allowed]
+        names = sorted(name for name in torch.serialization.get_unsafe_globals_in_checkpoint(path) if name not in allowed)
     except Exception:  # noqa: BLE001 -- the name is a courtesy; the refusal stands either way
         names = []
     if names:
@@ -261,6 +261,11 @@ def checkpoint_state_dict(checkpoint: Any, label: str, key: str = "state_dict") 
         return check_state_dict(checkpoint, label)
     raise UsageError(f"{label}: holds no state dict (expected {key!r} or a dict of parameter name -> tensor), "
                      f"got {_describe(checkpoint)}")
+
+
+def load_state_dict_file(path: Optional[PathLike], flag: str) -> Dict[str, torch.Tensor]:
+    """:func:`load_torch_file` of a file that must hold a bare state dict (weights, Fisher diagonals)."""
+    return check_state_dict(load_torch_file(path, flag), f"{flag} {path}")
 
 
 def _one_line(err: Exception, limit: int = 200) -> str:

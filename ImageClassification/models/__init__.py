@@ -14,6 +14,7 @@ import torchvision
 from torch import nn
 
 from common.errors import UsageError
+from common.io import checkpoint_state_dict
 from common.registry import Registry
 from ImageClassification.models.cifar_resnet import CifarResNet
 
@@ -116,7 +117,7 @@ def load_weights(model: nn.Module, checkpoint: object, flag: str, path: object, 
     saved_arch = checkpoint.get("arch")
     if saved_arch is not None and saved_arch != arch:
         raise UsageError(f"{flag} {path}: checkpoint is a {saved_arch}, but --arch is {arch}")
-    state_dict = checkpoint.get("state_dict", checkpoint)
+    state_dict = checkpoint_state_dict(checkpoint, f"{flag} {path}")
     expected = model.state_dict()
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in expected]

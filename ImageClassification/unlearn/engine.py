@@ -56,6 +56,7 @@ from common.distributed import sharding_of
 from common.dualoptim import DualOptim, make_unlearn_optimizer
 from common.errors import UsageError
 from common.io import atomic_torch_save
+from common.nonfinite import check_finite_loss
 from common.saliency import Mask, maybe_gradient_mask
 
 #: ``(images, targets) -> (loss, logits)`` for one batch already on the device.
@@ -273,11 +274,17 @@ class UnlearnRun:
     def update(self, loss: torch.Tensor, objective: str, masked: bool = True,
                max_grad_norm: Optional[float] = None) -> None:
         """One step on ``loss``: zero grads, backward (summed over processes), mask, clip, step ``objective``."""
+        self.check_loss(loss, objective)
         self.optimizer.zero_grad()
         self.backward(loss)
         if masked:
             self.apply_mask()
         self.step(objective, max_grad_norm)
+
+    def check_loss(self, loss: torch.Tensor, objective: str) -> None:
+        """Stop on a NaN/inf loss before step ``self.steps + 1`` of ``objective`` (unless ``--allow_nonfinite``)."""
+        lr = _ObjectiveOptimizer(self.optimizer, objective).param_groups[0]["lr"]
+        check_finite_loss(loss, self.steps + 1, objective, lr, getattr(self.args, "allow_nonfinite", False))
 
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
@@ -334,6 +341,7 @@ class UnlearnRun:
             else:
                 if i % accum_steps == 0:
                     self.optimizer.zero_grad()
+                self.check_loss(loss, objective)
                 self.backward(loss / accum_steps)
                 self.apply_mask()
                 if stepped:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from common.checkpointing import Snapshotter
 from common.distributed import SampleSharding
 from common.dualoptim import DualOptim
+from common.nonfinite import check_finite_loss
 from common.saliency import maybe_gradient_mask
 from ImageGeneration.core.diffusion import (
     EMA, FORGET_LOSSES, antithetic_timesteps, ewc_penalty, guided_noise, noise_prediction_loss,
@@ -63,13 +64,14 @@ def diffusion_loss_on(eps_fn, x0: torch.Tensor, c: torch.Tensor, abar: torch.Ten
 def train_ddpm(unet: UNet2DModel, config: SimpleNamespace, batches: BatchSource, logger: logging.Logger,
                on_snapshot: Callable[[int, torch.optim.Optimizer, Optional[EMA]], None],
                sharding: Optional[SampleSharding] = None,
-               snapshots: Optional[Snapshotter] = None) -> List[float]:
+               snapshots: Optional[Snapshotter] = None, allow_nonfinite: bool = False) -> List[float]:
     """Train (or retrain) the conditional DDPM for ``training.n_iters`` steps; returns the losses.
 
     Under a multi-process ``sharding`` every process runs its slice of each batch and the
     gradients are summed, so the losses and weights are those of one process.  With
     ``snapshots`` (every ``training.snapshot_freq`` steps, after ``on_snapshot``) a
-    resumed run continues from the last one.
+    resumed run continues from the last one.  A NaN/inf loss stops the run before its step unless
+    ``allow_nonfinite`` (:func:`common.nonfinite.check_finite_loss`).
     """
     sharding = sharding or SampleSharding()
     device = next(unet.parameters()).device
@@ -87,6 +89,7 @@ def train_ddpm(unet: UNet2DModel, config: SimpleNamespace, batches: BatchSource,
                      initial=loop["step"], dynamic_ncols=True, disable=not sharding.is_main):
         x0, c = batches.next()
         loss = diffusion_loss_on(eps_fn, x0, c, abar)
+        check_finite_loss(loss, step + 1, "train", optimizer.param_groups[0]["lr"], allow_nonfinite)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         sharding.sync_gradients(unet)
@@ -270,10 +273,11 @@ def forget_ddpm(spec: ForgetSpec, unet: UNet2DModel, config: SimpleNamespace, op
                 plan: ForgetPlan, ema: Optional[EMA], logger: logging.Logger,
                 on_snapshot: Callable[[int], None],
                 sharding: Optional[SampleSharding] = None,
-                snapshots: Optional[Snapshotter] = None) -> List[Dict[str, float]]:
+                snapshots: Optional[Snapshotter] = None, allow_nonfinite: bool = False) -> List[Dict[str, float]]:
     """Run the planned forgetting for ``training.n_iters`` steps (resumable with ``snapshots``)."""
     return run_unlearning(
         unet, optimizer, config.training.n_iters, plan.forget_loss, plan.remain_loss, schedule=plan.schedule,
         forget_mask=plan.forget_mask, remain_mask=plan.remain_mask, grad_clip=config.optim.grad_clip, ema=ema,
         log_freq=config.training.log_freq, on_snapshot=on_snapshot, snapshot_freq=config.training.snapshot_freq,
-        log=logger.info, desc=f"forgetting ({spec.mode})", sharding=sharding, snapshots=snapshots)
+        log=logger.info, desc=f"forgetting ({spec.mode})", sharding=sharding, snapshots=snapshots,
+        allow_nonfinite=allow_nonfinite)
