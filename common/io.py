@@ -142,7 +142,10 @@ def research_code_globals() -> List[Any]:
     file's choosing; object arrays and every other global stay refused.
     """
     import numpy as np
-    from numpy._core.multiarray import scalar
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # NumPy 1.x
+        from numpy.core.multiarray import scalar
 
     dtypes = [getattr(np.dtypes, name) for name in ("Float64DType", "Float32DType", "Float16DType",
                                                      "Int64DType", "Int32DType", "BoolDType")]
@@ -151,6 +154,9 @@ def research_code_globals() -> List[Any]:
 
 
 class _TrustAction(argparse.Action):
+    """``store_true`` that also opts this process in (:func:`trust_requested`), so every later
+    :func:`load_torch_file` of the script sees it without the flag being passed down."""
+
     def __call__(self, parser, namespace, values, option_string=None):
         global _trust_requested
         _trust_requested = True
