@@ -239,3 +239,29 @@ def test_image_classification_run_stops_keeps_snapshot_and_finished_result(digit
     assert snapshot["loop"]["steps"] == step - 1
     assert (save_dir / "eval_result.json").read_text() == '{"UA": 1.0}\n'
     assert not (save_dir / "GAcheckpoint.pth.tar").exists()
+
+
+LOADING_SCRIPTS = ["ImageClassification.main_train", "ImageClassification.main_random", "ImageClassification.main_forget",
+                   "ImageClassification.main_random_sfron", "ImageClassification.generate_mask", "LLM.main_train",
+                   "LLM.main_forget", "LLM.real_world_unlearn", "ImageGeneration.DDPM.main_train",
+                   "ImageGeneration.DDPM.main_forget", "ImageGeneration.DDPM.generate_mask", "ImageGeneration.DDPM.sample",
+                   "ImageGeneration.DDPM.classifier_evaluation", "ImageGeneration.DDPM.evaluator",
+                   "ImageGeneration.DDPM.train_classifier", "ImageGeneration.DiT.main_forget",
+                   "ImageGeneration.DiT.generate_mask", "ImageGeneration.DiT.sample",
+                   "ImageGeneration.DiT.classifier_evaluation"]
+TRAINING_SCRIPTS = ["ImageClassification.main_train", "ImageClassification.main_random", "ImageClassification.main_forget",
+                    "ImageClassification.main_random_sfron", "LLM.main_train", "LLM.main_forget",
+                    "LLM.real_world_unlearn", "ImageGeneration.DDPM.main_train", "ImageGeneration.DDPM.main_forget",
+                    "ImageGeneration.DDPM.train_classifier", "ImageGeneration.DiT.main_forget"]
+
+
+@pytest.mark.parametrize("module", LOADING_SCRIPTS)
+def test_entry_scripts_offer_the_opt_ins(module, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(module).main(["--help"])
+    usage = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "--trust_checkpoint" in usage
+    # IC generate_mask shares the image-classification parser, --allow_nonfinite included
+    assert ("--allow_nonfinite" in usage) == (module in TRAINING_SCRIPTS) or module == "ImageClassification.generate_mask"

@@ -351,7 +351,7 @@ def test_mask_that_does_not_match_the_network(pretrained, workdir, config_path, 
     with pytest.raises(SystemExit):
         main_forget.main(["--ckpt_folder", pretrained, "--config", config_path, "--exp_root", str(workdir),
                           "--mask_path", str(tmp_path / "bad.pt")] + CPU)
-    assert "--mask_path: key 'conv_in.weight' has shape (3, 3)" in capsys.readouterr().err
+    assert f"--mask_path {tmp_path / 'bad.pt'}: key 'conv_in.weight' has shape (3, 3)" in capsys.readouterr().err
 
 
 def test_checkpoint_folder_without_checkpoint(tmp_path, config_path, capsys):
