@@ -14,6 +14,8 @@ from common.device import add_device_args
 from common.errors import (ArgumentParser, UsageError, non_negative_float, non_negative_int, positive_float,
                            positive_int)
 from common.optim_recipes import IMAGE_FLAG, get_recipe, recipe_names
+from common.io import add_trust_args
+from common.nonfinite import add_nonfinite_args
 from common.seed import DETERMINISTIC_HELP
 from ImageClassification.unlearn.args import add_method_args
 
@@ -62,6 +64,8 @@ def build_parser(description: str = "DualOptim image-classification unlearning",
     general.add_argument("--train_seed", default=1, type=int, help="seed for model initialisation and training")
     add_device_args(general)
     add_resume_args(general, save_every="0: at the end of every epoch only; SFR-on: every log interval")
+    add_trust_args(general)
+    add_nonfinite_args(general)
     general.add_argument("--save_dir", type=str, default=None, help="folder for checkpoints and results")
     general.add_argument("--model_path", type=str, default=None, help="checkpoint of the original model")
     general.add_argument("--deterministic", action="store_true", help=DETERMINISTIC_HELP)

@@ -23,7 +23,8 @@ from common.checkpointing import Snapshotter, refuse_overwrite
 from common.device import get_device
 from common.distributed import SampleSharding, shard_forward
 from common.errors import UsageError
-from common.io import atomic_torch_save, atomic_write_json, ensure_writable_dir, load_torch_file, write_run_record
+from common.io import (atomic_torch_save, atomic_write_json, checkpoint_state_dict, ensure_writable_dir,
+                       load_torch_file, write_run_record)
 from common.saliency import Mask, check_mask
 from common.seed import seed_everything
 from ImageClassification.data import evaluation_loaders, load_unlearn_data, unlearn_loaders
@@ -114,8 +115,8 @@ def run_unlearning(args: argparse.Namespace, adapters: Optional[LoraAdapters] = 
 
     if reevaluated:
         # the research code's --resume: evaluate the finished unlearned model again
-        saved = load_torch_file(save_dir / checkpoint_name(args.unlearn), "--resume")
-        model.load_state_dict(saved["state_dict"])
+        path = save_dir / checkpoint_name(args.unlearn)
+        model.load_state_dict(checkpoint_state_dict(load_torch_file(path, "--resume"), f"--resume {path}"))
     else:
         seed_everything(args.seed)
         if adapters is not None:

@@ -22,7 +22,8 @@ from typing import List, Optional, Sequence
 from common.checkpointing import Snapshotter, add_resume_args, refuse_overwrite
 from common.device import add_device_args
 from common.errors import ArgumentParser, cli_main, non_negative_float, positive_float, positive_int
-from common.io import ensure_writable_dir, read_json, write_run_record
+from common.io import add_trust_args, ensure_writable_dir, read_json, write_run_record
+from common.nonfinite import add_nonfinite_args
 from common.seed import add_seed_args, seed_everything
 from LLM.data import UnlearnDataset, TofuSource, collate_unlearn, retain_split_name
 from LLM.losses import REGULARIZERS
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save_dir", type=str, required=True, help="folder for the fine-tuned model and run.json")
     add_resume_args(parser, save_every="0: at the end of every epoch")
     add_device_args(parser)
+    add_trust_args(parser)
+    add_nonfinite_args(parser)
     return parser
 
 
@@ -108,7 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     snapshots = schedule_snapshots(accelerator, Path(args.save_dir), args, args.save_every or steps_per_epoch)
     history = run_schedule(accelerator, model, optimizer, scheduler, schedule,
                            lambda objective, batch: nll(model, None, batch, 0.0), args.max_grad_norm,
-                           desc="fine-tune", snapshots=snapshots)
+                           desc="fine-tune", snapshots=snapshots, allow_nonfinite=args.allow_nonfinite)
     save_model(accelerator, model, tokenizer, Path(args.save_dir))  # replaces the folder, snapshot included
     metrics = {"num_rows": len(rows), "max_steps": max_steps, "final_loss": history[-1]["loss"],
                "num_processes": world}

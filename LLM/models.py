@@ -29,7 +29,7 @@ def check_model_path(path: Optional[str], flag: str = "--model_path") -> str:
     elif path.count("/") != 1 or path.startswith(("/", ".")):
         raise UsageError(f"{flag} {path}: folder not found")
     try:
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     except Exception as err:  # transformers raises OSError/ValueError/... for bad or unreachable models
         raise UsageError(f"{flag} {path}: cannot read the model config ({_reason(err)})") from None
     if type(config) not in AutoModelForCausalLM._model_mapping:
@@ -40,7 +40,7 @@ def check_model_path(path: Optional[str], flag: str = "--model_path") -> str:
 def load_tokenizer(path: str, flag: str = "--model_path"):
     """The model's tokenizer; the end-of-sequence token doubles as padding, as in TOFU."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except Exception as err:
         raise UsageError(f"{flag} {path}: cannot load a tokenizer ({_reason(err)})") from None
     if tokenizer.eos_token_id is None:
@@ -79,7 +79,7 @@ def load_causal_lm(path: str, dtype: str = "float32", flag: str = "--model_path"
     check_model_path(path, flag)
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], **extra)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], trust_remote_code=False, **extra)
     except Exception as err:
         raise UsageError(f"{flag} {path}: cannot load the model weights ({_reason(err)})") from None
     model.config.use_cache = False

@@ -26,6 +26,7 @@ from common.device import get_device
 from common.dualoptim import set_objective
 from common.errors import UsageError
 from common.optim_recipes import LLM_FLAG, RecipeSettings, build_recipe, get_recipe, import_dualoptim_8bit
+from common.nonfinite import check_finite_loss
 from LLM.models import decay_parameter_groups, save_pretrained_atomic
 from LLM.schedule import JOINT, Schedule
 
@@ -125,7 +126,8 @@ def schedule_snapshots(accelerator, save_dir: Path, args: argparse.Namespace, ev
 def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
                  step_loss: Callable[[str, Dict], torch.Tensor], max_grad_norm: float = 1.0,
                  desc: str = "train", snapshots: Optional[Snapshotter] = None,
-                 on_step: Optional[Callable[[int], None]] = None) -> List[Dict[str, float]]:
+                 on_step: Optional[Callable[[int], None]] = None,
+                 allow_nonfinite: bool = False) -> List[Dict[str, float]]:
     """Run every step of ``schedule``; returns ``{step, objective, loss, lr, tokens}`` per step.
 
     ``step_loss(objective, micro_batch)`` returns the loss of one micro-batch;
@@ -139,6 +141,9 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
     With ``snapshots`` the run continues from its last snapshot when resuming
     and offers one after every step.  ``on_step(n)`` runs on every process after
     the ``n``-th step (e.g. to save intermediate checkpoints).
+        A NaN/inf loss (mean over processes) stops the run before
+    its optimizer step unless ``allow_nonfinite`` (under DeepSpeed, which steps inside ``backward``,
+    after it).
     """
     snapshots = (snapshots or Snapshotter(None)).register(
         model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler, schedule=schedule)
@@ -166,13 +171,15 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
                 # DeepSpeed divides by the accumulation count itself (see prepare_for_training)
                 accelerator.backward(raw if deepspeed else loss)
             total += loss.detach()
+        lr = optimizer.param_groups[0]["lr"]
+        mean_loss = accelerator.reduce(total, reduction="mean")
+        check_finite_loss(mean_loss, step + 1, objective, lr, allow_nonfinite)
         if max_grad_norm and max_grad_norm > 0:
             accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-        lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        mean_loss = accelerator.reduce(total, reduction="mean").item()
+        mean_loss = mean_loss.item()
         num_tokens = int(accelerator.reduce(tokens, reduction="sum").item())
         history.append({"step": step + 1, "objective": objective, "loss": mean_loss, "lr": lr,
                         "tokens": num_tokens})

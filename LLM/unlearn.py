@@ -21,8 +21,9 @@ import torch
 from common.checkpointing import add_resume_args
 from common.device import add_device_args
 from common.errors import UsageError, non_negative_float, positive_float, positive_int
-from common.io import write_run_record
+from common.io import add_trust_args, write_run_record
 from common.optim_recipes import LLM_FLAG, recipe_names
+from common.nonfinite import add_nonfinite_args
 from common.seed import add_seed_args, seed_everything
 from LLM.data import Row, UnlearnDataset, collate_unlearn
 from LLM.losses import FORGET_LOSSES, UnlearnLoss
@@ -74,6 +75,8 @@ def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forge
     add_seed_args(parser, default=1001)
     add_resume_args(parser, overwrite=overwrite, save_every="0: at the end of every epoch")
     add_device_args(parser)
+    add_trust_args(parser)
+    add_nonfinite_args(parser)
 
 
 def save_steps_value(text: str) -> str:
@@ -187,7 +190,8 @@ def unlearn(args: argparse.Namespace, accelerator, loss: UnlearnLoss, forget_row
             save_model(accelerator, model, tokenizer, Path(out_dir) / f"checkpoint-{step}")
 
     history = run_schedule(accelerator, model, optimizer, scheduler, schedule, step_loss, args.max_grad_norm,
-                           desc=desc, snapshots=snapshots, on_step=save_intermediate)
+                           desc=desc, snapshots=snapshots, on_step=save_intermediate,
+                           allow_nonfinite=args.allow_nonfinite)
     seconds = time.perf_counter() - start
     save_model(accelerator, model, tokenizer, Path(out_dir) / "checkpoint-last")
     resumed_at = (snapshots.restored or {}).get("step", 0)  # seconds cover the steps run by this invocation

@@ -44,7 +44,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from common.errors import UsageError, non_negative_int
-from common.io import PathLike, atomic_torch_save, load_torch_file
+from common.io import PathLike, atomic_torch_save, load_torch_file, to_jsonable
 
 SNAPSHOT_NAME = "resume_state.pt"
 #: Test hook: a process whose environment sets this to ``k`` SIGKILLs itself right after its
@@ -52,7 +52,8 @@ SNAPSHOT_NAME = "resume_state.pt"
 KILL_AT_STEP_ENV = "DUALOPTIM_KILL_AT_STEP"
 _steps_in_process = itertools.count(1)
 #: Settings that may change between a run and its ``--resume`` without changing its results.
-RESUME_NEUTRAL_SETTINGS = frozenset({"resume", "overwrite", "save_every", "device", "gpu"})
+RESUME_NEUTRAL_SETTINGS = frozenset({"resume", "overwrite", "save_every", "device", "gpu", "trust_checkpoint",
+                                     "allow_nonfinite"})
 
 
 def add_resume_args(parser: argparse.ArgumentParser, resume: bool = True, overwrite: bool = True,
@@ -84,15 +85,20 @@ def refuse_overwrite(save_dir: PathLike, finished_files: Sequence[str], overwrit
 # --------------------------------------------------------------------------- RNG and processes
 
 def get_rng_state() -> Dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every global RNG's state as tensors and plain values (loadable with ``weights_only=True``)."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [kind, keys.tolist(), position, has_gauss, cached_gaussian],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -282,7 +288,8 @@ class Snapshotter:
         self.path = Path(save_dir) / filename if save_dir is not None else None
         self.every = every
         self.resume = resume
-        self.config = dict(config) if config is not None else None
+        # plain values (paths as strings, tuples as lists): a snapshot holds no pickled objects
+        self.config = to_jsonable(dict(config)) if config is not None else None
         self.processes = processes
         self.objects: Dict[str, Any] = dict(objects or {})
         self.restored: Optional[Dict[str, Any]] = None  # the loop values restore() loaded, if any
@@ -324,8 +331,12 @@ class Snapshotter:
     def load(self) -> Dict[str, Any]:
         """Restore every registered object and this process's RNG state; return the loop values."""
         snapshot = load_torch_file(self.path, "--resume")
-        if not isinstance(snapshot, dict) or not {"objects", "loop", "rng"} <= set(snapshot):
-            raise UsageError(f"--resume {self.path}: not a resume snapshot of this toolkit")
+        shapes = {"objects": dict, "loop": dict, "rng": list}
+        if not isinstance(snapshot, dict) or not all(isinstance(snapshot.get(key), kind)
+                                                     for key, kind in shapes.items()) \
+                or not isinstance(snapshot.get("config"), (dict, type(None))):
+            raise UsageError(f"--resume {self.path}: not a resume snapshot of this toolkit (expected a dict of "
+                             f"objects, loop values, RNG states and settings); remove it to start afresh")
         self._check_config(snapshot.get("config"))
         missing = [name for name in self.objects if name not in snapshot["objects"]]
         if missing:
@@ -337,10 +348,14 @@ class Snapshotter:
         for name, obj in self.objects.items():
             try:
                 _load_state(obj, snapshot["objects"][name])
-            except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
                 raise UsageError(f"--resume {self.path}: {name} state does not match this run "
                                  f"({_one_line(err)})") from None
-        set_rng_state(snapshot["rng"][self.processes.rank])
+        try:
+            set_rng_state(snapshot["rng"][self.processes.rank])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            raise UsageError(f"--resume {self.path}: the RNG states are not those of a snapshot of this toolkit "
+                             f"({_one_line(err)})") from None
         return dict(snapshot["loop"])
 
     def _check_config(self, saved: Optional[Mapping[str, Any]]) -> None:

@@ -248,6 +248,10 @@ class DualOptim:
         """
         return ObjectiveView(self, objective)
 
+    def lr(self, objective: str) -> float:
+        """The learning rate the next ``objective`` step uses (first param group)."""
+        return self.for_objective(objective).param_groups[0]["lr"]
+
     def forget_step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         """Apply the current gradients as a forget-objective update."""
         return self.forget_optimizer.step(closure)
@@ -334,6 +338,9 @@ class SharedOptim(DualOptim):
             for group, lr in zip(groups, saved):
                 group["lr"] = lr
 
+    def lr(self, objective: str) -> float:
+        return self.retain_optimizer.param_groups[0]["lr"] * self._scale[objective]
+
     def forget_step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         return self._scaled_step("forget", closure)
 
@@ -366,6 +373,10 @@ class ObjectiveOptim(SharedOptim):
     def is_dual(self) -> bool:  # type: ignore[override]
         return self.retain_optimizer.is_dual
 
+    def lr(self, objective: str) -> float:
+        group = self.retain_optimizer.param_groups[0]
+        return group["lr"] * (group["forget_lr_ratio"] if objective == "forget" else 1.0)
+
     def _objective_step(self, objective: str, closure: Optional[Callable[[], Any]]) -> Any:
         set_objective(self.retain_optimizer, objective)
         return self.retain_optimizer.step(closure)
@@ -386,9 +397,11 @@ class HybridAdamSGD(DualOptim):
     an L2 term added to the gradient on both sides:
 
     .. math::
-        	ext{forget:}\quad & g \leftarrow g + \lambda	heta,\ t \leftarrow t + 1,            m \leftarrow eta_1 m + (1-eta_1) g,\ v \leftarrow eta_2 v + (1-eta_2) g^2, \
-            & 	heta \leftarrow 	heta - \gamma_f rac{m / (1-eta_1^t)}{\sqrt{v / (1-eta_2^t)} + \epsilon} \
-        	ext{retain:}\quad & g \leftarrow g + \lambda	heta,            m \leftarrow eta_1 m + (1-eta_1) g,\ 	heta \leftarrow 	heta - \gamma_r m
+        \text{forget:}\quad & g \leftarrow g + \lambda\theta,\ t \leftarrow t + 1,
+            m \leftarrow \beta_1 m + (1-\beta_1) g,\ v \leftarrow \beta_2 v + (1-\beta_2) g^2, \\
+            & \theta \leftarrow \theta - \gamma_f \frac{m / (1-\beta_1^t)}{\sqrt{v / (1-\beta_2^t)} + \epsilon} \\
+        \text{retain:}\quad & g \leftarrow g + \lambda\theta,
+            m \leftarrow \beta_1 m + (1-\beta_1) g,\ \theta \leftarrow \theta - \gamma_r m
 
     That is ``torch.optim.Adam`` (forget) and ``torch.optim.SGD`` with
     ``momentum = dampening = beta1`` (retain) whose momentum buffer *is*

@@ -3,8 +3,9 @@
 Every file a script writes goes through a temporary file in the same folder
 followed by ``os.replace``: a crash or kill leaves either the old file or the
 new one, never half of one.  Every checkpoint a script reads goes through
-:func:`load_torch_file`, which turns a missing, truncated or foreign file into
-a :class:`~common.errors.UsageError` naming the flag and the file.
+:func:`load_torch_file`, which never runs code from the file (``weights_only``
+loading) and turns a missing, truncated, foreign or unsafe file into a
+:class:`~common.errors.UsageError` naming the flag and the file.
 """
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import datetime
 import importlib.metadata
 import json
 import os
+import pickle
 import platform
+import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -89,11 +92,12 @@ def atomic_write_text(text: str, path: PathLike) -> Path:
     return Path(path)
 
 
-def _to_jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
+    """``value`` as plain JSON values: containers as dicts/lists, tensors as lists, paths as strings."""
     if isinstance(value, Mapping):
-        return {str(k): _to_jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_to_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if isinstance(value, torch.Tensor):
         return value.tolist()
     if hasattr(value, "item") and callable(value.item):  # NumPy scalars
@@ -107,7 +111,7 @@ def _to_jsonable(value: Any) -> Any:
 
 def atomic_write_json(obj: Any, path: PathLike) -> Path:
     """Write ``obj`` as indented JSON (tensors and NumPy scalars converted) atomically."""
-    return atomic_write_text(json.dumps(_to_jsonable(obj), indent=2, sort_keys=False) + "\n", path)
+    return atomic_write_text(json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n", path)
 
 
 def read_json(path: PathLike, flag: str = "") -> Any:
@@ -122,13 +126,90 @@ def read_json(path: PathLike, flag: str = "") -> Any:
         raise UsageError(f"{label}: not valid JSON ({err})") from None
 
 
-def load_torch_file(path: Optional[PathLike], flag: str, map_location: Any = "cpu") -> Any:
-    """``torch.load`` with one-line errors naming ``flag`` and the file.
+#: ``--trust_checkpoint``: load checkpoints with full pickle (code can run); setting this variable to 1 is the same.
+TRUST_FLAG = "--trust_checkpoint"
+TRUST_ENV = "DUALOPTIM_TRUST_CHECKPOINT"
+_trust_requested = False  # set by --trust_checkpoint of the running script (see add_trust_args)
+_trust_warned = False
 
-    Checkpoints hold only tensors, containers and plain values; we load with
-    ``weights_only=False`` only because research checkpoints also pickle
-    argparse namespaces -- never point this at files you do not trust.
+
+def research_code_globals() -> List[Any]:
+    """The non-tensor types the research code's checkpoints legitimately hold, allowed by every load.
+
+    ``argparse.Namespace`` (the DiT forget checkpoint's ``"args"``) and NumPy
+    number scalars (the image-classification ``evaluation_result``: its MIA
+    value is ``ndarray.mean()``).  Rebuilding either runs no code of the
+    file's choosing; object arrays and every other global stay refused.
     """
+    import numpy as np
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # NumPy 1.x
+        from numpy.core.multiarray import scalar
+
+    dtypes = [getattr(np.dtypes, name) for name in ("Float64DType", "Float32DType", "Float16DType",
+                                                     "Int64DType", "Int32DType", "BoolDType")]
+    # NumPy 1.x pickles its scalars as numpy.core.multiarray.scalar
+    return [argparse.Namespace, np.dtype, scalar, (scalar, "numpy.core.multiarray.scalar"), *dtypes]
+
+
+class _TrustAction(argparse.Action):
+    """``store_true`` that also opts this process in (:func:`trust_requested`), so every later
+    :func:`load_torch_file` of the script sees it without the flag being passed down."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        global _trust_requested
+        _trust_requested = True
+        setattr(namespace, self.dest, True)
+
+
+def add_trust_args(parser: argparse.ArgumentParser) -> None:
+    """``--trust_checkpoint``: the opt-in to load files that hold more than tensors and plain values."""
+    parser.add_argument(TRUST_FLAG, action=_TrustAction, nargs=0, default=False,
+                        help=f"load checkpoints, masks and snapshots with full pickle (weights_only=False), "
+                             f"which runs any code the file holds; only for legacy files from a source you "
+                             f"trust (also: {TRUST_ENV}=1). Default: tensors and plain values only")
+
+
+def trust_requested() -> bool:
+    """Whether this process loads checkpoints with full pickle (``--trust_checkpoint`` or :data:`TRUST_ENV`)."""
+    return _trust_requested or os.environ.get(TRUST_ENV, "").strip() not in ("", "0")
+
+
+#: How torch's weights-only unpickler words a refused type (as opposed to a broken pickle).
+_REFUSED_TYPE = re.compile(r"GLOBAL|Can only build|allowlist")
+
+
+def _unpickler_reason(err: Exception) -> str:
+    """The weights-only unpickler's own reason, without torch's paragraph around it."""
+    found = re.search(r"WeightsUnpickler error:(.*?)(Check the documentation|$)", str(err), re.S)
+    return found.group(1) if found and found.group(1).strip() else str(err)
+
+
+def _disallowed_type(path: Path, err: Exception) -> str:
+    """The global a weights-only load refused, for the one-line error."""
+    allowed = {f"{obj.__module__}.{obj.__name__}" for obj in research_code_globals() if not isinstance(obj, tuple)}
+    allowed |= {obj[1] for obj in research_code_globals() if isinstance(obj, tuple)}
+    try:
+        names = sorted(name for name in torch.serialization.get_unsafe_globals_in_checkpoint(path) if name not in allowed)
+    except Exception:  # noqa: BLE001 -- the name is a courtesy; the refusal stands either way
+        names = []
+    if names:
+        return ", ".join(names[:3])
+    built = re.search(r"got <class '([^']+)'>", str(err))
+    return built.group(1) if built else "an object that is not a tensor or plain value"
+
+
+def load_torch_file(path: Optional[PathLike], flag: str, map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` with one-line errors naming ``flag`` and the file.
+
+    Only tensors, plain containers and values, and :func:`research_code_globals`
+    are rebuilt: a file that pickles anything else (code to run) is refused
+    with the type it holds, before any of it runs.  With ``--trust_checkpoint``
+    (:func:`trust_requested`) it loads with full pickle instead, after one
+    warning line on stderr.
+    """
+    global _trust_warned
     if not path:
         raise UsageError(f"{flag}: a path is required")
     path = Path(path)
@@ -136,12 +217,65 @@ def load_torch_file(path: Optional[PathLike], flag: str, map_location: Any = "cp
         raise UsageError(f"{flag} {path}: file not found")
     if path.is_dir():
         raise UsageError(f"{flag} {path}: is a folder, expected a checkpoint file")
+    trusted = trust_requested()
+    if trusted and not _trust_warned:
+        _trust_warned = True
+        print(f"warning: {TRUST_FLAG}: loading {path} and later files with full pickle; a file from an "
+              f"untrusted source can run code", file=sys.stderr)
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        if trusted:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(research_code_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if not _REFUSED_TYPE.search(str(err)):
+            raise UsageError(f"{flag} {path}: cannot be read as a torch checkpoint, it may be corrupt or "
+                             f"truncated ({_one_line(_unpickler_reason(err))})") from None
+        raise UsageError(f"{flag} {path}: holds {_disallowed_type(path, err)}, not allowed in a safely loaded "
+                         f"file (tensors and plain values only); if you trust the file's source, pass "
+                         f"{TRUST_FLAG} or set {TRUST_ENV}=1") from None
     except Exception as err:  # torch raises many types for truncated/corrupt pickles and zips
-        reason = " ".join(str(err).split())[:200] or type(err).__name__
         raise UsageError(f"{flag} {path}: cannot be read as a torch checkpoint, it may be "
-                         f"corrupt or truncated ({reason})") from None
+                         f"corrupt or truncated ({_one_line(err)})") from None
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, Mapping):
+        keys = ", ".join(repr(k) for k in list(obj)[:4])
+        return f"a dict with keys {keys}{', ...' if len(obj) > 4 else ''}" if obj else "an empty dict"
+    return f"a {type(obj).__name__}"
+
+
+def check_state_dict(state: Any, label: str) -> Dict[str, torch.Tensor]:
+    """``state`` if it is a state dict (a non-empty dict of name -> tensor), else a one-line
+    :class:`UsageError` starting with ``label`` (the flag and the file)."""
+    if not isinstance(state, Mapping) or not state:
+        raise UsageError(f"{label}: expected a state dict (parameter name -> tensor), got {_describe(state)}")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise UsageError(f"{label}: state dict entry {key!r} is a {type(value).__name__}, expected a tensor")
+    return dict(state)
+
+
+def checkpoint_state_dict(checkpoint: Any, label: str, key: str = "state_dict") -> Dict[str, torch.Tensor]:
+    """The state dict of a research-style checkpoint: ``checkpoint[key]``, or the checkpoint itself when
+    it is a bare state dict; a one-line :class:`UsageError` when it holds none or holds non-tensors."""
+    if isinstance(checkpoint, Mapping) and key in checkpoint:
+        return check_state_dict(checkpoint[key], f"{label} ({key!r})")
+    if isinstance(checkpoint, Mapping) and checkpoint and any(isinstance(v, torch.Tensor)
+                                                              for v in checkpoint.values()):
+        return check_state_dict(checkpoint, label)
+    raise UsageError(f"{label}: holds no state dict (expected {key!r} or a dict of parameter name -> tensor), "
+                     f"got {_describe(checkpoint)}")
+
+
+def load_state_dict_file(path: Optional[PathLike], flag: str) -> Dict[str, torch.Tensor]:
+    """:func:`load_torch_file` of a file that must hold a bare state dict (weights, Fisher diagonals)."""
+    return check_state_dict(load_torch_file(path, flag), f"{flag} {path}")
+
+
+def _one_line(err: Exception, limit: int = 200) -> str:
+    return " ".join(str(err).split())[:limit] or type(err).__name__
 
 
 def library_versions() -> Dict[str, str]:

@@ -124,14 +124,16 @@ def kept_fraction(mask: Mask) -> float:
     return sum(float(v.sum()) for v in mask.values()) / sum(v.numel() for v in mask.values())
 
 
-def check_mask(mask: object, model: nn.Module, flag: str = "--mask_path") -> Mask:
+def check_mask(mask: object, model: nn.Module, flag: str = "--mask_path", binary: bool = True) -> Mask:
     """Validate a loaded mask against ``model``; one-line :class:`UsageError` on mismatch.
 
-    Every mask key must be a parameter of the model with the same shape.
-    Parameters absent from the mask are left unmasked (frozen layers,
-    heads a user chose not to mask).
+    Every mask key must be a parameter of the model with the same shape and,
+    with ``binary``, hold only 0s and 1s (``binary=False``: per-weight values
+    such as a Fisher diagonal).  Parameters absent from the mask are left
+    unmasked (frozen layers, heads a user chose not to mask).  ``flag`` names
+    the flag and the file in the errors.
     """
-    if not isinstance(mask, Mapping) or not all(isinstance(v, torch.Tensor) for v in mask.values()):
+    if not isinstance(mask, Mapping) or not mask or not all(isinstance(v, torch.Tensor) for v in mask.values()):
         raise UsageError(f"{flag}: expected a dict of parameter name -> tensor")
     params = dict(model.named_parameters())
     for name, value in mask.items():
@@ -141,12 +143,15 @@ def check_mask(mask: object, model: nn.Module, flag: str = "--mask_path") -> Mas
         if tuple(value.shape) != tuple(params[name].shape):
             raise UsageError(f"{flag}: key {name!r} has shape {tuple(value.shape)}, "
                              f"the model expects {tuple(params[name].shape)}")
+        if binary and not bool(((value == 0) | (value == 1)).all()):
+            raise UsageError(f"{flag}: key {name!r} holds values other than 0 and 1; expected a 0/1 mask "
+                             f"(generate_mask.py writes one)")
     return dict(mask)
 
 
 def load_mask(path: PathLike, model: nn.Module, flag: str = "--mask_path") -> Mask:
-    """Load and validate a mask file for ``model``."""
-    return check_mask(load_torch_file(path, flag), model, flag)
+    """Load and validate a 0/1 mask file for ``model``."""
+    return check_mask(load_torch_file(path, flag), model, f"{flag} {path}")
 
 
 class GradientMask:

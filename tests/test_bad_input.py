@@ -311,11 +311,68 @@ def dit_judge(i: Inputs, *extra: str) -> List[str]:
             "--num-classes", "3", "--classifier-weights", i.dit_classifier, "--image-size", "16", *CPU, *extra]
 
 
+
+# --------------------------------------------------------------------------- unsafe and malformed files
+
+class RunsShellCommand:
+    """Pickles as ``os.system(command)``: loading it with full pickle would run the command."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def malicious_checkpoint(i: Inputs) -> str:
+    """A checkpoint whose ``state_dict`` runs ``touch <tmp>/pwned.txt`` when unpickled: refused before it runs,
+    so the case's check that nothing appears under ``i.tmp`` proves the command never ran."""
+    path = i.tmp / "found_online.pth.tar"
+    torch.save({"state_dict": RunsShellCommand(f"touch {i.tmp / 'pwned.txt'}"), "arch": "resnet20s"}, path)
+    return str(path)
+
+
+def torch_file(i: Inputs, name: str, obj: object) -> str:
+    path = i.tmp / name
+    torch.save(obj, path)
+    return str(path)
+
+
+def training_resumed_from_another_run(i: Inputs) -> List[str]:
+    """``main_train --resume`` over a snapshot written by a run with other settings."""
+    from common.checkpointing import Snapshotter
+
+    Snapshotter(i.out, config={"arch": "resnet56s"}).save(epoch=0)
+    return ic_train(i, "--resume")
+
+
+def training_resumed_from_weights(i: Inputs) -> List[str]:
+    """``main_train --resume`` over a ``resume_state.pt`` that is a bare state dict."""
+    torch.save({"w": torch.ones(1)}, i.out / "resume_state.pt")
+    return ic_train(i, "--resume")
+
+
+def fishers_that_run_code(i: Inputs) -> str:
+    """Stored Fisher diagonals whose forget file runs ``touch <tmp>/pwned.txt`` when unpickled."""
+    folder = stored_fishers(i, remain_key="a")
+    torch.save({"a": RunsShellCommand(f"touch {i.tmp / 'pwned.txt'}")}, i.tmp / "forget_fisher.pt")
+    return folder
+
+
+def ddpm_run_with_weights(i: Inputs, weights: Dict[str, object]) -> str:
+    """A DDPM run folder whose checkpoint holds ``weights`` as its model."""
+    (i.tmp / "run" / "ckpts").mkdir(parents=True)
+    torch.save({"model": weights, "config": {}, "trained_classes": [0]}, i.tmp / "run" / "ckpts" / "ckpt.pth")
+    return str(i.tmp / "run")
+
+
 def case(module: str, label: str, argv: Callable[[Inputs], List[str]], message: str) -> Case:
     return Case(module, label, argv, message)
 
 
 UNWRITABLE = "cannot create folder ({i.blocked} is a file)"
+REFUSED = ": holds posix.system, not allowed in a safely loaded file (tensors and plain values only); if you trust " \
+          "the file's source, pass --trust_checkpoint or set DUALOPTIM_TRUST_CHECKPOINT=1"
 
 CASES = [
     # ---------------------------------------------------------------- image classification
@@ -363,7 +420,29 @@ CASES = [
          "weight 'backbone.fc.weight' has shape (100, 64), --arch resnet20s with this dataset expects (10, 64)"),
     case("ImageClassification.main_random", "mask of another model",
          lambda i: ic_unlearn(i, "--mask_path", i.ic_bad_mask),
-         "--mask_path: key 'backbone.fc.weight' has shape (3, 3), the model expects (10, 64)"),
+         "--mask_path {i.ic_bad_mask}: key 'backbone.fc.weight' has shape (3, 3), the model expects (10, 64)"),
+    case("ImageClassification.main_random", "checkpoint that runs code",
+         lambda i: ic_unlearn(i, "--model_path", malicious_checkpoint(i)), "--model_path {i.tmp}/found_online.pth.tar" + REFUSED),
+    case("ImageClassification.main_random", "checkpoint without a state dict",
+         lambda i: ic_unlearn(i, "--model_path", torch_file(i, "c.pt", {"epoch": 3, "best_sa": 90.0})),
+         "--model_path {i.tmp}/c.pt: holds no state dict (expected 'state_dict' or a dict of parameter name -> tensor), "
+         "got a dict with keys 'epoch', 'best_sa'"),
+    case("ImageClassification.main_random", "state dict with a non-tensor",
+         lambda i: ic_unlearn(i, "--model_path", torch_file(i, "c.pt", {"state_dict": {"backbone.conv1.weight": "w"}})),
+         "--model_path {i.tmp}/c.pt ('state_dict'): state dict entry 'backbone.conv1.weight' is a str, expected a tensor"),
+    case("ImageClassification.main_random", "mask not 0/1",
+         lambda i: ic_unlearn(i, "--mask_path", torch_file(i, "m.pt", {"backbone.fc.weight": torch.full((10, 64), 0.5)})),
+         "--mask_path {i.tmp}/m.pt: key 'backbone.fc.weight' holds values other than 0 and 1; expected a 0/1 mask"),
+    case("ImageClassification.main_random", "mask of non-tensors",
+         lambda i: ic_unlearn(i, "--mask_path", torch_file(i, "m.pt", {"backbone.fc.weight": [0, 1]})),
+         "--mask_path {i.tmp}/m.pt: expected a dict of parameter name -> tensor"),
+    case("ImageClassification.main_random", "mask holding NumPy arrays",
+         lambda i: ic_unlearn(i, "--mask_path", torch_file(i, "m.pt", {"backbone.fc.weight": np.ones((10, 64))})),
+         "--mask_path {i.tmp}/m.pt: holds numpy._core.multiarray._reconstruct, numpy.ndarray, not allowed"),
+    case("ImageClassification.main_train", "snapshot from another run", training_resumed_from_another_run,
+         "--resume {i.out}/resume_state.pt: the snapshot was written with other settings ("),
+    case("ImageClassification.main_train", "snapshot that is not one", training_resumed_from_weights,
+         "--resume {i.out}/resume_state.pt: not a resume snapshot of this toolkit"),
     case("ImageClassification.main_random", "missing mask", lambda i: ic_unlearn(i, "--mask_path", i.missing),
          "--mask_path {i.missing}: file not found"),
     case("ImageClassification.main_random", "unwritable save_dir",
@@ -599,7 +678,7 @@ CASES = [
     case("ImageGeneration.DDPM.main_forget", "class out of range", lambda i: ddpm_forget(i, "--label_to_forget", "10"),
          "--label_to_forget 10: expected a class in [0, 9]"),
     case("ImageGeneration.DDPM.main_forget", "mask of another model",
-         lambda i: ddpm_forget(i, "--mask_path", i.ddpm_bad_mask), "--mask_path: key 'conv_in.weight' has shape (3, 3)"),
+         lambda i: ddpm_forget(i, "--mask_path", i.ddpm_bad_mask), "--mask_path {i.ddpm_bad_mask}: key 'conv_in.weight' has shape (3, 3)"),
     case("ImageGeneration.DDPM.main_forget", "selective amnesia without its Fisher",
          lambda i: ddpm_forget(i, "--mode", "sa"), "--mode sa needs fisher_dict.pt"),
     case("ImageGeneration.DDPM.main_forget", "unwritable exp_root",
@@ -625,6 +704,18 @@ CASES = [
          "no class_samples/<label>/ folders"),
     case("ImageGeneration.DDPM.generate_mask", "unwritable save_dir",
          lambda i: ddpm_mask(i, "--save_dir", i.blocked + "/sub"), "--save_dir {i.blocked}/sub: " + UNWRITABLE),
+    case("ImageGeneration.DDPM.sample", "checkpoint weights that are not tensors",
+         lambda i: ddpm(i, "--ckpt_folder", ddpm_run_with_weights(i, {"conv_in.weight": 1.5})),
+         "ckpts/ckpt.pth ('model'): state dict entry 'conv_in.weight' is a float, expected a tensor"),
+    case("ImageGeneration.DDPM.generate_mask", "stored Fisher that runs code",
+         lambda i: ["--ckpt_folder", fishers_that_run_code(i), *CPU],
+         "--ckpt_folder {i.tmp}/forget_fisher.pt" + REFUSED),
+    case("ImageGeneration.DDPM.train_classifier", "pretrained weights that are not a state dict",
+         lambda i: ["--pretrained_weights", torch_file(i, "w.pth", [torch.ones(1)]), "--save_dir", str(i.out), *CPU],
+         "--pretrained_weights {i.tmp}/w.pth: expected a state dict (parameter name -> tensor), got a list"),
+    case("ImageGeneration.DiT.classifier_evaluation", "weights that run code",
+         lambda i: dit_judge(i, "--classifier-weights", malicious_checkpoint(i)),
+         "--classifier-weights {i.tmp}/found_online.pth.tar" + REFUSED),
     case("ImageGeneration.DDPM.sample", "unknown mode", lambda i: ddpm(i, "--mode", "sample_all"),
          "--mode 'sample_all': expected one of sample_classes, sample_fid"),
     case("ImageGeneration.DDPM.sample", "unknown sampler", lambda i: ddpm(i, "--sample_type", "euler"),
@@ -707,7 +798,7 @@ CASES = [
     case("ImageGeneration.DiT.main_forget", "class out of range", lambda i: dit_forget(i, "--forget-class", "5"),
          "--forget-class 5: expected a class in [0, 2]"),
     case("ImageGeneration.DiT.main_forget", "mask of another model",
-         lambda i: dit_forget(i, "--mask-path", i.dit_bad_mask), "--mask-path: key 'proj_out_2.weight' has shape (1,)"),
+         lambda i: dit_forget(i, "--mask-path", i.dit_bad_mask), "--mask-path {i.dit_bad_mask}: key 'proj_out_2.weight' has shape (1,)"),
     case("ImageGeneration.DiT.main_forget", "unwritable results-dir",
          lambda i: dit_forget(i, "--results-dir", i.blocked + "/sub"), "--results-dir {i.blocked}/sub: " + UNWRITABLE),
     case("ImageGeneration.DiT.generate_mask", "unknown method", lambda i: dit_mask(i, "--method", "fisher"),

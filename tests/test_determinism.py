@@ -75,9 +75,9 @@ def test_image_classification_salun_twice(digits_resnet20s, tmp_path, restore_de
     first, second = runs
     assert read_json(first / "eval_result.json") == read_json(second / "eval_result.json")
     assert read_json(first / "run.json")["metrics"] == read_json(second / "run.json")["metrics"]
-    weights = [torch.load(run / "RLcheckpoint.pth.tar", weights_only=False)["state_dict"] for run in runs]
+    weights = [torch.load(run / "RLcheckpoint.pth.tar")["state_dict"] for run in runs]
     assert_same_tensors(*weights)
-    start = torch.load(digits_resnet20s, weights_only=False)["state_dict"]
+    start = torch.load(digits_resnet20s)["state_dict"]
     assert not torch.equal(weights[0]["backbone.fc.weight"], start["backbone.fc.weight"])  # it did unlearn
 
 
@@ -116,7 +116,7 @@ def test_ddpm_training_twice(tiny_ddpm_config, tmp_path, restore_determinism):
     for record in metrics:
         record.pop("run_dir")
     assert metrics[0] == metrics[1] and len(metrics[0]["losses"]) == 2
-    states = [torch.load(run / "ckpts" / "ckpt.pth", weights_only=False) for run in run_dirs]
+    states = [torch.load(run / "ckpts" / "ckpt.pth") for run in run_dirs]
     assert_same_tensors(states[0]["model"], states[1]["model"])
     assert_same_tensors(states[0]["ema"], states[1]["ema"])
 

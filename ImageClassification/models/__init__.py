@@ -16,7 +16,7 @@ import torchvision
 from torch import nn
 
 from common.errors import UsageError
-from common.io import load_torch_file
+from common.io import checkpoint_state_dict, load_torch_file
 from common.registry import Registry
 from ImageClassification.models.cifar_resnet import CifarResNet
 from ImageClassification.models.vgg import CifarVGG
@@ -254,9 +254,7 @@ def load_weights(model: nn.Module, checkpoint: object, flag: str, path: object, 
     saved_arch = checkpoint.get("arch")
     if saved_arch is not None and saved_arch != arch:
         raise UsageError(f"{flag} {path}: checkpoint is a {saved_arch}, but --arch is {arch}")
-    state_dict = checkpoint.get("state_dict", checkpoint)
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise UsageError(f"{flag} {path}: expected a state dict of tensors")
+    state_dict = checkpoint_state_dict(checkpoint, f"{flag} {path}")
     origin = ""
     if is_original_format(state_dict):
         state_dict, origin = from_original_format(state_dict, arch, dataset), " (a research-code checkpoint)"

@@ -59,6 +59,7 @@ from common.dualoptim import DualOptim, SharedOptim
 from common.errors import UsageError
 from common.io import atomic_torch_save
 from common.optim_recipes import IMAGE_FLAG, RecipeSettings, build_recipe
+from common.nonfinite import check_finite_loss
 from common.saliency import Mask, maybe_gradient_mask
 from common.sam import SAM, sam_of
 
@@ -279,11 +280,17 @@ class UnlearnRun:
                recompute: Optional[Callable[[], torch.Tensor]] = None) -> None:
         """One step on ``loss``: zero grads, backward (summed over processes), mask, clip, step ``objective``
         (``recompute``: see :meth:`step`)."""
+        self.check_loss(loss, objective)
         self.optimizer.zero_grad()
         self.backward(loss)
         if masked:
             self.apply_mask()
         self.step(objective, max_grad_norm, recompute, masked)
+
+    def check_loss(self, loss: torch.Tensor, objective: str) -> None:
+        """Stop on a NaN/inf loss before step ``self.steps + 1`` of ``objective`` (unless ``--allow_nonfinite``)."""
+        check_finite_loss(loss, self.steps + 1, objective, self.optimizer.lr(objective),
+                          getattr(self.args, "allow_nonfinite", False))
 
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
@@ -360,6 +367,7 @@ class UnlearnRun:
             else:
                 if i % accum_steps == 0:
                     self.optimizer.zero_grad()
+                self.check_loss(loss, objective)
                 self.backward(loss / accum_steps)
                 self.apply_mask()
                 if stepped:

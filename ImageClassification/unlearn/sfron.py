@@ -137,6 +137,7 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
                     dynamic_ncols=True, disable=not sharding.is_main)
     for step in progress:
         model.train()
+        run.steps = step  # the step a non-finite loss is reported at (run.check_loss)
         if step % freq == 0:
             images, targets = run.to_device(*next(forget_iter))
             with run.autocast():

@@ -17,7 +17,7 @@ import torchvision
 from torch import nn
 
 from common.errors import UsageError
-from common.io import PathLike, atomic_torch_save, load_torch_file
+from common.io import PathLike, atomic_torch_save, check_state_dict, load_torch_file
 from common.registry import Registry
 
 ARCHS: Registry = Registry("--arch")
@@ -100,6 +100,7 @@ def load_classifier(path: PathLike, device: torch.device, flag: str = "--ckpt_pa
     state = load_torch_file(path, flag)
     if not isinstance(state, dict) or "state_dict" not in state or "arch" not in state:
         raise UsageError(f"{flag} {path}: not a classifier written by train_classifier.py")
+    check_state_dict(state["state_dict"], f"{flag} {path} ('state_dict')")
     model = ImageClassifier(state["arch"], state["n_classes"], state["channels"], state["image_size"])
     model.net.load_state_dict(state["state_dict"])
     return model.to(device).eval()

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import torchvision
 
 from common.errors import ArgumentParser, Bounded, UsageError, cli_main, positive_int
-from common.io import load_torch_file, write_run_record
+from common.io import load_state_dict_file, write_run_record
 from common.registry import Registry
 from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.core.images import check_label, image_format, load_image_folder, uint8_to_model_space
@@ -61,7 +61,7 @@ def inception_features(args: argparse.Namespace, device: torch.device) -> Featur
                          "inception_v3 ImageNet state dict; nothing is downloaded)")
     model = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
     try:
-        model.load_state_dict(load_torch_file(args.inception_weights, "--inception_weights"))
+        model.load_state_dict(load_state_dict_file(args.inception_weights, "--inception_weights"))
     except RuntimeError as err:
         raise UsageError(f"--inception_weights {args.inception_weights}: not Inception-v3 weights "
                          f"({' '.join(str(err).split())[:200]})") from None

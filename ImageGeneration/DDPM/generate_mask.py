@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from common.errors import ArgumentParser, UsageError, cli_main, non_negative_float, positive_int
-from common.io import atomic_torch_save, ensure_writable_dir, load_torch_file, write_run_record
+from common.io import atomic_torch_save, ensure_writable_dir, load_state_dict_file, write_run_record
 from common.saliency import (accumulate_gradients, fisher_mask_filename, fisher_ratio_masks, kept_fraction, save_masks,
                              top_fraction_masks)
 from ImageGeneration.core.images import check_label
@@ -70,7 +70,7 @@ def stored_fishers(folder: Path) -> bool:
 
 def threshold_stored_fishers(args: argparse.Namespace, fisher_dir: Path):
     """SFR-on masks from the diagonals in ``fisher_dir``, written next to them (or to ``--save_dir``)."""
-    forget, remain = (load_torch_file(fisher_dir / name, "--ckpt_folder") for name in FISHER_FILES)
+    forget, remain = (load_state_dict_file(fisher_dir / name, "--ckpt_folder") for name in FISHER_FILES)
     if set(forget) != set(remain):
         raise UsageError(f"--ckpt_folder {fisher_dir}: forget_fisher.pt and remain_fisher.pt cover different "
                          "parameters")

@@ -22,6 +22,7 @@ from common.checkpointing import EndlessLoader, add_resume_args
 from common.distributed import SampleSharding
 from common.errors import ArgumentParser, UsageError, cli_main, non_negative_float
 from common.io import load_torch_file
+from common.nonfinite import add_nonfinite_args
 from common.saliency import check_mask, load_mask
 from ImageGeneration.core.diffusion import EMA, FORGET_LOSSES
 from ImageGeneration.core.images import check_label
@@ -54,6 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_dual_args(parser)
     add_data_args(parser)
     add_resume_args(parser, overwrite=False)
+    add_nonfinite_args(parser)
     return parse_run_args(parser, argv)
 
 
@@ -100,7 +102,8 @@ def main(argv=None) -> str:
         if not fisher_path.is_file():
             raise UsageError(f"--ckpt_folder {ckpt_folder}: --mode sa needs fisher_dict.pt from "
                              "generate_mask.py --mode sa_fim")
-        sa_fisher = check_mask(load_torch_file(fisher_path, "--ckpt_folder"), unet, f"--ckpt_folder {fisher_path}")
+        sa_fisher = check_mask(load_torch_file(fisher_path, "--ckpt_folder"), unet, f"--ckpt_folder {fisher_path}",
+                               binary=False)
         # Selective Amnesia's generative replay: the model's own samples of every other class
         remain_x, remain_y = load_class_samples(
             ckpt_folder, ckpt_config, "--mode sa needs class_samples/<label>/ from sample.py --mode sample_classes",
@@ -133,7 +136,8 @@ def main(argv=None) -> str:
             save_checkpoint(run_dir / CKPT_RELPATH, unet, config, loaded.trained_classes, step,
                             ema.state_dict() if ema is not None else None, optimizer.state_dict())
 
-    history = forget_ddpm(spec, unet, config, optimizer, plan, ema, logger, snapshot, sharding, snapshots)
+    history = forget_ddpm(spec, unet, config, optimizer, plan, ema, logger, snapshot, sharding, snapshots,
+                          allow_nonfinite=args.allow_nonfinite)
     return finish_run(run_dir, args, {"final_forget_loss": history[-1]["forget_loss"],
                                       "final_remain_loss": history[-1]["remain_loss"], "history": history,
                                       "schedule": plan.schedule, "optimizer": repr(optimizer)},

@@ -18,6 +18,7 @@ import argparse
 from common.checkpointing import EndlessLoader, add_resume_args
 from common.distributed import SampleSharding
 from common.errors import ArgumentParser, UsageError, cli_main
+from common.nonfinite import add_nonfinite_args
 from ImageGeneration.core.images import check_label
 from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, run_snapshots, start_run
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget
@@ -35,6 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--label_to_forget", type=int, default=0, help="class left out by --mode retrain")
     add_data_args(parser)
     add_resume_args(parser, overwrite=False)
+    add_nonfinite_args(parser)
     return parse_run_args(parser, argv)
 
 
@@ -74,7 +76,8 @@ def main(argv=None) -> str:
             save_checkpoint(run_dir / CKPT_RELPATH, unet, config, trained_classes, step,
                             ema.state_dict() if ema is not None else None, optimizer.state_dict())
 
-    losses = train_ddpm(unet, config, batches, logger, snapshot, sharding, snapshots)
+    losses = train_ddpm(unet, config, batches, logger, snapshot, sharding, snapshots,
+                        allow_nonfinite=args.allow_nonfinite)
     return finish_run(run_dir, args, {"final_loss": losses[-1], "n_iters": len(losses), "losses": losses,
                                       "trained_classes": trained_classes}, sharding, to_dict(config), snapshots)
 

@@ -25,7 +25,7 @@ from diffusers import UNet2DModel
 from common.distributed import SampleSharding
 from common.dualoptim import DualOptim, SharedOptim
 from common.errors import UsageError
-from common.io import PathLike, atomic_torch_save, atomic_write_text, load_torch_file
+from common.io import PathLike, atomic_torch_save, atomic_write_text, check_state_dict, load_torch_file
 from ImageGeneration.core.diffusion import alphas_cumprod_from_betas, beta_schedule
 from ImageGeneration.core.unlearn import ForgetWeights
 from ImageGeneration.DDPM.data import DATASETS
@@ -233,6 +233,7 @@ def load_checkpoint(ckpt_folder: PathLike, device: torch.device, flag: str = "--
     state = load_torch_file(path, flag)
     if not isinstance(state, dict) or not {"model", "config", "trained_classes"} <= set(state):
         raise UsageError(f"{flag} {path}: not a DDPM checkpoint of this toolkit (keys model/config missing)")
+    check_state_dict(state["model"], f"{flag} {path} ('model')")
     config = to_namespace(state["config"])
     unet = build_unet(config.model, config.data)
     try:

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from common.errors import ArgumentParser, UsageError, cli_main, positive_float, positive_int
-from common.io import ensure_writable_dir, load_torch_file, write_run_record
+from common.io import ensure_writable_dir, load_state_dict_file, write_run_record
+from common.nonfinite import add_nonfinite_args, check_finite_loss
 from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.DDPM.classifier import (
     ARCHS, DEFAULT_ARCH, DEFAULT_IMAGE_SIZE, ImageClassifier, classifier_filename, predict, save_classifier)
@@ -37,6 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=positive_int, default=128)
     parser.add_argument("--n_epochs", type=positive_int, default=10)
     parser.add_argument("--save_dir", type=str, default=".", help="where <dataset>_<arch>.pth is written")
+    add_nonfinite_args(parser)
     return parse_run_args(parser, argv)
 
 
@@ -57,9 +59,7 @@ def main(argv=None) -> str:
     model = ImageClassifier(arch, n_classes, channels, image_size)
     if args.pretrained_weights:
         label = f"--pretrained_weights {args.pretrained_weights}"
-        state = load_torch_file(args.pretrained_weights, "--pretrained_weights")
-        if not isinstance(state, dict):
-            raise UsageError(f"{label}: expected a state dict, got {type(state).__name__}")
+        state = load_state_dict_file(args.pretrained_weights, "--pretrained_weights")
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the head is trained from scratch
         try:
             loaded = model.net.load_state_dict(state, strict=False)
@@ -82,11 +82,13 @@ def main(argv=None) -> str:
     history = []
     for epoch in range(args.n_epochs):
         model.train()
-        for x, y in tqdm(loader, desc=f"epoch {epoch + 1}", dynamic_ncols=True):
+        for batch, (x, y) in enumerate(tqdm(loader, desc=f"epoch {epoch + 1}", dynamic_ncols=True)):
             x, y = x.to(device) * 2 - 1, y.to(device)
             if args.dataset == "cifar10":
                 x = random_flip(x)
             loss = F.cross_entropy(model(x), y)
+            check_finite_loss(loss, epoch * len(loader) + batch + 1, "train", optimizer.param_groups[0]["lr"],
+                              args.allow_nonfinite)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from common.checkpointing import Snapshotter
 from common.distributed import SampleSharding
+from common.nonfinite import check_finite_loss
 from ImageGeneration.core.batches import Batch, BatchStream
 from ImageGeneration.core.diffusion import EMA, antithetic_timesteps, noise_prediction_loss
 from ImageGeneration.DDPM.data import random_flip
@@ -37,13 +38,14 @@ def diffusion_loss_on(eps_fn, x0: torch.Tensor, c: torch.Tensor, abar: torch.Ten
 def train_ddpm(unet: UNet2DModel, config: SimpleNamespace, batches: BatchStream, logger: logging.Logger,
                on_snapshot: Callable[[int, torch.optim.Optimizer, Optional[EMA]], None],
                sharding: Optional[SampleSharding] = None,
-               snapshots: Optional[Snapshotter] = None) -> List[float]:
+               snapshots: Optional[Snapshotter] = None, allow_nonfinite: bool = False) -> List[float]:
     """Train (or retrain) the conditional DDPM for ``training.n_iters`` steps; returns the losses.
 
     Under a multi-process ``sharding`` every process runs its slice of each batch and the
     gradients are summed, so the losses and weights are those of one process.  With
     ``snapshots`` (every ``training.snapshot_freq`` steps, after ``on_snapshot``) a
-    resumed run continues from the last one.
+    resumed run continues from the last one.  A NaN/inf loss stops the run before its step unless
+    ``allow_nonfinite`` (:func:`common.nonfinite.check_finite_loss`).
     """
     sharding = sharding or SampleSharding()
     device = next(unet.parameters()).device
@@ -61,6 +63,7 @@ def train_ddpm(unet: UNet2DModel, config: SimpleNamespace, batches: BatchStream,
                      initial=loop["step"], dynamic_ncols=True, disable=not sharding.is_main):
         x0, c = batches.next()
         loss = diffusion_loss_on(eps_fn, x0, c, abar)
+        check_finite_loss(loss, step + 1, "train", optimizer.param_groups[0]["lr"], allow_nonfinite)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         sharding.sync_gradients(unet)

@@ -132,13 +132,14 @@ def forget_ddpm(spec: ForgetSpec, unet: UNet2DModel, config: SimpleNamespace, op
                 plan: ForgetPlan, ema: Optional[EMA], logger: logging.Logger,
                 on_snapshot: Callable[[int], None],
                 sharding: Optional[SampleSharding] = None,
-                snapshots: Optional[Snapshotter] = None) -> List[Dict[str, float]]:
+                snapshots: Optional[Snapshotter] = None, allow_nonfinite: bool = False) -> List[Dict[str, float]]:
     """Run the planned forgetting for ``training.n_iters`` steps (resumable with ``snapshots``)."""
     return run_unlearning(
         unet, optimizer, config.training.n_iters, plan.forget_loss, plan.remain_loss, schedule=plan.schedule,
         forget_mask=plan.forget_mask, remain_mask=plan.remain_mask, grad_clip=config.optim.grad_clip, ema=ema,
         log_freq=config.training.log_freq, on_snapshot=on_snapshot, snapshot_freq=config.training.snapshot_freq,
-        log=logger.info, desc=f"forgetting ({spec.mode})", sharding=sharding, snapshots=snapshots)
+        log=logger.info, desc=f"forgetting ({spec.mode})", sharding=sharding, snapshots=snapshots,
+        allow_nonfinite=allow_nonfinite)
 
 
 # --------------------------------------------------------------------------- gradient statistics

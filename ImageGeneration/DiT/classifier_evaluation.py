@@ -19,7 +19,7 @@ import torchvision
 
 from common.device import add_device_args, get_device
 from common.errors import ArgumentParser, UsageError, cli_main, positive_int
-from common.io import load_torch_file
+from common.io import add_trust_args, load_state_dict_file
 from ImageGeneration.core.images import check_label, load_image_folder, uint8_to_model_space
 from ImageGeneration.core.metrics import forgetting_metrics, report_forgetting
 
@@ -37,6 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=positive_int, default=224)
     parser.add_argument("-b", "--batch-size", dest="batch_size", type=positive_int, default=64)
     add_device_args(parser)
+    add_trust_args(parser)
     return parser.parse_args(argv)
 
 
@@ -45,7 +46,7 @@ def build_classifier(arch: str, num_classes: int, weights_path: str, device: tor
         raise UsageError(f"--arch {arch!r}: not a torchvision classification model")
     model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     try:
-        model.load_state_dict(load_torch_file(weights_path, "--classifier-weights"))
+        model.load_state_dict(load_state_dict_file(weights_path, "--classifier-weights"))
     except RuntimeError as err:
         raise UsageError(f"--classifier-weights {weights_path}: does not fit {arch} with {num_classes} classes "
                          f"({' '.join(str(err).split())[:200]})") from None

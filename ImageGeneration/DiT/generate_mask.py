@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common.checkpointing import EndlessLoader
 from common.errors import ArgumentParser, UsageError, cli_main, non_negative_float, non_negative_int, positive_int
-from common.io import (atomic_torch_save, check_writable_dir, ensure_writable_dir, load_torch_file,
+from common.io import (atomic_torch_save, check_writable_dir, ensure_writable_dir, load_state_dict_file,
                        write_run_record)
 from common.saliency import (accumulate_gradients, fisher_mask_filename, fisher_ratio_masks, kept_fraction, save_masks,
                              top_fraction_masks)
@@ -83,8 +83,8 @@ def main(argv=None) -> str:
             atomic_torch_save({k: v.cpu() for k, v in forget_fisher.items()}, out_dir / "forget_fisher.pt")
             atomic_torch_save({k: v.cpu() for k, v in remain_fisher.items()}, out_dir / "remain_fisher.pt")
         else:
-            forget_fisher = load_torch_file(out_dir / "forget_fisher.pt", "--mask-path")
-            remain_fisher = load_torch_file(out_dir / "remain_fisher.pt", "--mask-path")
+            forget_fisher = load_state_dict_file(out_dir / "forget_fisher.pt", "--mask-path")
+            remain_fisher = load_state_dict_file(out_dir / "remain_fisher.pt", "--mask-path")
         if args.method == "sfron":
             masks = fisher_ratio_masks(forget_fisher, remain_fisher, args.thresholds)
             save_masks(masks, out_dir, fisher_mask_filename)

@@ -22,6 +22,7 @@ from common.checkpointing import EndlessLoader, Snapshotter, add_resume_args, la
 from common.errors import ArgumentParser, cli_main, non_negative_float, non_negative_int, positive_float, positive_int
 from common.io import atomic_directory, ensure_writable_dir, write_run_record
 from common.logging import setup_logging
+from common.nonfinite import add_nonfinite_args
 from common.saliency import load_mask
 from common.seed import make_generator
 from ImageGeneration.core.images import save_grid_png
@@ -59,6 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_dual_args(parser)
     add_vb_arg(parser)
     add_resume_args(parser, overwrite=False)
+    add_nonfinite_args(parser)
     return parse_run_args(parser, argv, seed=0)
 
 
@@ -132,7 +134,7 @@ def main(argv=None) -> str:
                              schedule=plan.schedule, forget_mask=plan.forget_mask, remain_mask=plan.remain_mask,
                              grad_clip=args.grad_clip, log_freq=args.log_every, on_snapshot=snapshot,
                              snapshot_freq=1, log=logger.info, desc="forgetting (DiT)", clip_remain=False,
-                             snapshots=snapshots)
+                             snapshots=snapshots, allow_nonfinite=args.allow_nonfinite)
     write_run_record(out_dir, args, {"final_forget_loss": history[-1]["forget_loss"],
                                      "final_remain_loss": history[-1]["remain_loss"], "schedule": plan.schedule,
                                      "vb_loss": spec.vb_loss,

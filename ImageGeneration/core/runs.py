@@ -18,7 +18,7 @@ import torch
 from common.checkpointing import ProcessGroup, Snapshotter, latest_snapshot_folder
 from common.device import add_device_args, get_device
 from common.distributed import SampleSharding
-from common.io import PathLike, ensure_writable_dir, write_run_record
+from common.io import PathLike, add_trust_args, ensure_writable_dir, write_run_record
 from common.logging import setup_logging
 from common.seed import add_seed_args, seed_everything
 
@@ -27,10 +27,11 @@ LOGGER_NAME = "ImageGeneration"
 
 def parse_run_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None,
                    seed: int = 1234) -> argparse.Namespace:
-    """Add ``--seed`` (default ``seed``), ``--deterministic`` and ``--device``/``--gpu`` to a script's parser
-    and parse ``argv``."""
+    """Add ``--seed`` (default ``seed``), ``--deterministic``, ``--device``/``--gpu`` and ``--trust_checkpoint``
+    to a script's parser and parse ``argv``."""
     add_seed_args(parser, default=seed)
     add_device_args(parser)
+    add_trust_args(parser)
     return parser.parse_args(argv)
 
 

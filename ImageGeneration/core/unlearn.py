@@ -33,6 +33,7 @@ from common.checkpointing import Snapshotter
 from common.distributed import SampleSharding
 from common.dualoptim import DualOptim
 from common.errors import positive_float
+from common.nonfinite import check_finite_loss
 from common.schedules import cosine_decay
 from ImageGeneration.core.diffusion import EMA
 
@@ -96,7 +97,8 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
                    snapshot_freq: int = 0, log: Callable[[str], None] = print,
                    desc: str = "unlearning",
                    sharding: Optional[SampleSharding] = None,
-                   clip_remain: bool = True, snapshots: Optional[Snapshotter] = None) -> List[Dict[str, float]]:
+                   clip_remain: bool = True, snapshots: Optional[Snapshotter] = None,
+                   allow_nonfinite: bool = False) -> List[Dict[str, float]]:
     """Run ``n_iters`` unlearning steps; returns the per-step losses.
 
     ``forget_mask``/``remain_mask`` multiply the gradients in place (a
@@ -106,7 +108,8 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
     snapshot of that step.  Under a multi-process ``sharding`` the gradients
     are summed over the processes after every backward.  ``clip_remain=False``
     clips only the forget step's gradients (the DiT research code clips neither
-    its remain step nor its joint step).
+    its remain step nor its joint step).  A NaN/inf loss stops the run before its step
+    (:func:`common.nonfinite.check_finite_loss`) unless ``allow_nonfinite``.
     """
     remain_clip = grad_clip if clip_remain else None
     if schedule not in SCHEDULES:
@@ -117,12 +120,17 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
         **({"ema": ema} if ema is not None else {}))
     loop = snapshots.restore() or {"step": 0, "history": []}
     history: List[Dict[str, float]] = loop["history"]
+
+    def check(loss: torch.Tensor, objective: str, stepping: torch.optim.Optimizer, step: int) -> None:
+        check_finite_loss(loss, step + 1, objective, stepping.param_groups[0]["lr"], allow_nonfinite)
+
     model.train()
     for step in tqdm(range(loop["step"], n_iters), desc=desc, total=n_iters, initial=loop["step"],
                      dynamic_ncols=True, disable=not sharding.is_main):
         if schedule == "alternate":
             optimizer.zero_grad()
             f_loss = forget_loss(step)
+            check(f_loss, "forget", optimizer.forget_optimizer, step)
             f_loss.backward()
             sharding.sync_gradients(model)
             forget_mask()
@@ -130,6 +138,7 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
             optimizer.forget_step()
             optimizer.zero_grad()
             r_loss = remain_loss(step)
+            check(r_loss, "retain", optimizer.retain_optimizer, step)
             r_loss.backward()
             sharding.sync_gradients(model)
             remain_mask()
@@ -139,6 +148,8 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
             optimizer.zero_grad()
             f_loss = forget_loss(step)
             r_loss = remain_loss(step)
+            check(f_loss, "forget", optimizer.retain_optimizer, step)  # the joint step is the retain step
+            check(r_loss, "retain", optimizer.retain_optimizer, step)
             (f_loss + r_loss).backward()
             sharding.sync_gradients(model)
             _clip(model, remain_clip)

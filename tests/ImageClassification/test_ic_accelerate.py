@@ -27,7 +27,7 @@ METRICS = ("retain_acc", "forget_acc", "val_acc", "test_acc", "mia_raw")
 
 
 def state_dict(path: Path) -> dict:
-    saved = torch.load(path, weights_only=False)
+    saved = torch.load(path)
     return saved.get("state_dict", saved)
 
 

@@ -33,7 +33,7 @@ def original(tmp_path_factory):
 
 
 def state_dict(path, key="state_dict"):
-    return torch.load(path, weights_only=False)[key]
+    return torch.load(path)[key]
 
 
 def assert_bitwise_equal(a, b):
@@ -52,7 +52,7 @@ def test_sigkill_mid_epoch_then_resume_equals_straight_run(original, tmp_path, k
     killed_run("ImageClassification.main_random", argv + ["--save_dir", interrupted], kill_at=10)
     assert sorted(p.name for p in interrupted.iterdir() if not p.name.startswith(".")) == [
         "checkpoint_1.pt", "resume_state.pt"]
-    snapshot = torch.load(interrupted / "resume_state.pt", weights_only=False)
+    snapshot = torch.load(interrupted / "resume_state.pt")
     assert snapshot["loop"]["epoch"] == 1 and snapshot["loop"]["partial"]["batch"] == 1
     assert set(snapshot["objects"]["optimizer"]) == {"forget", "retain"}  # both DualOptim halves
     capsys.readouterr()
@@ -100,7 +100,7 @@ def test_main_train_resumes_history_best_and_last(tmp_path, killed_run, one_thre
     killed_run("ImageClassification.main_train", argv + ["--save_dir", interrupted], kill_at=9)  # epoch 1
     main_train.main(argv + ["--save_dir", str(interrupted), "--resume"])
     for name in ("0checkpoint.pth.tar", "0model_SA_best.pth.tar"):
-        a, b = torch.load(straight / name, weights_only=False), torch.load(interrupted / name, weights_only=False)
+        a, b = torch.load(straight / name), torch.load(interrupted / name)
         assert_bitwise_equal(a["state_dict"], b["state_dict"])
         assert a["result"] == b["result"] and a["epoch"] == b["epoch"]
     assert metrics(straight) == metrics(interrupted)

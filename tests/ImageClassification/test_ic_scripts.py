@@ -35,7 +35,7 @@ def unlearn(entry, tmp_path, name, *extra, model_path=None):
 
 def test_main_train_writes_checkpoints_record_and_refuses_overwrite(original, capsys):
     save_dir = original.parent
-    checkpoint = torch.load(original, weights_only=False)
+    checkpoint = torch.load(original)
     assert checkpoint["arch"] == "resnet20s" and "state_dict" in checkpoint
     assert (save_dir / "0checkpoint.pth.tar").exists()
     record = json.loads((save_dir / "run.json").read_text())
@@ -69,11 +69,11 @@ def test_rl_and_salun_with_sgd_and_dual(original, tmp_path, capsys):
     kept = sum(m.sum().item() for m in mask.values()) / sum(m.numel() for m in mask.values())
     assert kept == pytest.approx(0.5, abs=1e-4) and len(list((tmp_path / "mask").glob("with_*.pt"))) == 10
 
-    before = torch.load(original, weights_only=False)["state_dict"]
+    before = torch.load(original)["state_dict"]
     _, salun_dir = unlearn(main_random, tmp_path, "salun", "--unlearn", "RL", "--unlearn_lr", "1e-3",
                            "--retain_lr", "0.01", "--optim", "dual", "--mask_path", str(tmp_path / "mask" / "with_0.1.pt"),
                            model_path=original)
-    after = torch.load(salun_dir / "RLcheckpoint.pth.tar", weights_only=False)["state_dict"]
+    after = torch.load(salun_dir / "RLcheckpoint.pth.tar")["state_dict"]
     key = "backbone.fc.weight"
     assert json.loads((salun_dir / "eval_result.json").read_text())["method"] == "SalUn"
     assert not torch.equal(before[key], after[key])

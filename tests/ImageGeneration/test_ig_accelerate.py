@@ -33,7 +33,7 @@ def assert_same_run(one: Path, two: Path, history_key: str) -> None:
     for a, b in zip(records["one"][history_key], records["two"][history_key], strict=True):
         a, b = (a, b) if isinstance(a, dict) else ({"loss": a}, {"loss": b})
         assert b == pytest.approx(a, rel=1e-4)
-    states = [torch.load(d / "ckpts" / "ckpt.pth", weights_only=False) for d in (one, two)]
+    states = [torch.load(d / "ckpts" / "ckpt.pth") for d in (one, two)]
     for key in ("model", "ema"):
         assert states[0][key].keys() == states[1][key].keys()
         # Attention key biases get no true gradient (softmax ignores them), only float noise that

@@ -62,7 +62,7 @@ def test_unet_training_step_and_shapes():
 def test_pretrain_writes_checkpoint_and_record(pretrained):
     run_dir = Path(pretrained)
     assert run_dir.parent.name == "pretrain" and run_dir.parent.parent.name == "digits"
-    state = torch.load(run_dir / "ckpts" / "ckpt.pth", weights_only=False)
+    state = torch.load(run_dir / "ckpts" / "ckpt.pth")
     assert state["step"] == TINY_CONFIG["training"]["n_iters"] - 1
     assert state["trained_classes"] == list(range(N_CLASSES))
     assert set(state["ema"]) == {k for k, _ in build_unet(to_namespace(TINY_CONFIG).model,
@@ -84,7 +84,7 @@ def test_retrain_excludes_class_and_sampling_it_is_refused(workdir, config_path,
     patched(monkeypatch)
     run_dir = main_train.main(["--config", config_path, "--exp_root", str(workdir), "--mode", "retrain",
                                "--label_to_forget", "2"] + CPU)
-    assert torch.load(Path(run_dir) / "ckpts/ckpt.pth", weights_only=False)["trained_classes"] == [0, 1, 3]
+    assert torch.load(Path(run_dir) / "ckpts/ckpt.pth")["trained_classes"] == [0, 1, 3]
     with pytest.raises(SystemExit) as exit_info:
         sample.main(["--ckpt_folder", run_dir, "--config", config_path, "--classes_to_generate", "2"] + CPU)
     assert exit_info.value.code == 2
@@ -158,7 +158,7 @@ def test_forget_modes(pretrained, workdir, config_path, monkeypatch, extra, sche
     record = read_json(run_dir / "run.json")
     assert record["metrics"]["schedule"] == schedule
     assert record["metrics"]["optimizer"].startswith(optimizer)
-    state = torch.load(run_dir / "ckpts/ckpt.pth", weights_only=False)
+    state = torch.load(run_dir / "ckpts/ckpt.pth")
     assert set(state["optimizer"]) == ({"forget", "retain"} if optimizer == "DualOptim" else {"shared"})
     before = load_checkpoint(pretrained, torch.device("cpu")).unet.state_dict()
     changed = [k for k, v in state["model"].items() if not torch.equal(v, before[k])]
@@ -172,7 +172,7 @@ def test_masked_forgetting_leaves_unselected_weights(pretrained, workdir, config
     mask = torch.load(Path(pretrained) / "mask_0" / "with_0.1.pt")
     run_dir = main_forget.main(["--ckpt_folder", pretrained, "--config", config_path, "--exp_root", str(workdir),
                                 "--mode", "salun", "--mask_path", str(Path(pretrained) / "mask_0/with_0.1.pt")] + CPU)
-    after = torch.load(Path(run_dir) / "ckpts/ckpt.pth", weights_only=False)["model"]
+    after = torch.load(Path(run_dir) / "ckpts/ckpt.pth")["model"]
     before = load_checkpoint(pretrained, torch.device("cpu")).unet.state_dict()
     for name, m in mask.items():
         frozen = m == 0
@@ -353,7 +353,7 @@ def test_mask_that_does_not_match_the_network(pretrained, workdir, config_path, 
     with pytest.raises(SystemExit):
         main_forget.main(["--ckpt_folder", pretrained, "--config", config_path, "--exp_root", str(workdir),
                           "--mask_path", str(tmp_path / "bad.pt")] + CPU)
-    assert "--mask_path: key 'conv_in.weight' has shape (3, 3)" in capsys.readouterr().err
+    assert f"--mask_path {tmp_path / 'bad.pt'}: key 'conv_in.weight' has shape (3, 3)" in capsys.readouterr().err
 
 
 def test_checkpoint_folder_without_checkpoint(tmp_path, config_path, capsys):

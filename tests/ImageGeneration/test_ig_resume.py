@@ -63,7 +63,7 @@ def test_sigkill_mid_run_then_resume_equals_straight_run(setup, tmp_path, killed
     straight = main_forget.main(argv + ["--exp_root", str(tmp_path / "straight")])
     killed_run("ImageGeneration.DDPM.main_forget", argv + ["--exp_root", tmp_path / "interrupted"], kill_at=5)
     (killed_dir,) = [p.parent for p in (tmp_path / "interrupted").rglob("resume_state.pt")]
-    snapshot = torch.load(killed_dir / "resume_state.pt", weights_only=False)
+    snapshot = torch.load(killed_dir / "resume_state.pt")
     assert snapshot["loop"]["step"] == 4 and set(snapshot["objects"]) == {
         "model", "optimizer", "ema", "forward_generator", "forget_batches", "remain_batches"}
     assert set(snapshot["objects"]["optimizer"]) == {"forget", "retain"}  # both DualOptim states
@@ -71,8 +71,8 @@ def test_sigkill_mid_run_then_resume_equals_straight_run(setup, tmp_path, killed
 
     resumed = main_forget.main(argv + ["--exp_root", str(tmp_path / "interrupted"), "--resume"])
     assert Path(resumed) == killed_dir and "resuming from" in capsys.readouterr().out
-    a = torch.load(Path(straight) / CKPT_RELPATH, weights_only=False)
-    b = torch.load(Path(resumed) / CKPT_RELPATH, weights_only=False)
+    a = torch.load(Path(straight) / CKPT_RELPATH)
+    b = torch.load(Path(resumed) / CKPT_RELPATH)
     assert a["step"] == b["step"] == 5
     for key in ("model", "ema", "optimizer"):
         assert same(a[key], b[key]), key
@@ -106,7 +106,7 @@ def test_training_resumes_with_ema_and_losses(setup, tmp_path, killed_run, one_t
     straight = main_train.main(argv + ["--exp_root", str(tmp_path / "straight")])
     killed_run("ImageGeneration.DDPM.main_train", argv + ["--exp_root", tmp_path / "interrupted"], kill_at=3)
     resumed = main_train.main(argv + ["--exp_root", str(tmp_path / "interrupted"), "--resume"])
-    a = torch.load(Path(straight) / CKPT_RELPATH, weights_only=False)
-    b = torch.load(Path(resumed) / CKPT_RELPATH, weights_only=False)
+    a = torch.load(Path(straight) / CKPT_RELPATH)
+    b = torch.load(Path(resumed) / CKPT_RELPATH)
     assert all(same(a[key], b[key]) for key in ("model", "ema", "optimizer"))
     assert record(straight)["metrics"]["losses"] == record(resumed)["metrics"]["losses"]

@@ -39,7 +39,7 @@ def test_sigkill_in_second_task_then_resume_equals_straight_run(tofu_dir, tiny_m
     main_forget.main(argv + ["--save_dir", str(straight)])
     killed_run("LLM.main_forget", argv + ["--save_dir", interrupted], kill_at=13)  # task 2, step 5
     assert (task_dir(interrupted, 1) / "run.json").is_file() and not (task_dir(interrupted, 2) / "run.json").exists()
-    snapshot = torch.load(task_dir(interrupted, 2) / "resume_state.pt", weights_only=False)
+    snapshot = torch.load(task_dir(interrupted, 2) / "resume_state.pt")
     assert snapshot["loop"]["step"] == 3
     optimizer_state = snapshot["objects"]["optimizer"]["state"][0]
     assert {"exp_avg_forget", "exp_avg_retain", "exp_avg_sq_forget", "exp_avg_sq_retain"} <= set(optimizer_state)
@@ -107,7 +107,7 @@ def test_two_processes_resume_on_every_rank(tofu_dir, tiny_model, tmp_path, laun
             launch_two_processes("LLM/main_forget.py", argv + ["--save_dir", str(tmp_path / "interrupted")])
     finally:
         del os.environ[KILL_AT_STEP_ENV]
-    snapshot = torch.load(task_dir(tmp_path / "interrupted", 2) / "resume_state.pt", weights_only=False)
+    snapshot = torch.load(task_dir(tmp_path / "interrupted", 2) / "resume_state.pt")
     assert len(snapshot["rng"]) == 2 and snapshot["loop"]["step"] == 2
     launch_two_processes("LLM/main_forget.py", argv + ["--save_dir", str(tmp_path / "interrupted"), "--resume"])
     for k in (1, 2):

@@ -332,3 +332,15 @@ def test_set_objective_reaches_through_wrappers_and_rejects_bad_names():
     assert "objective" not in plain.param_groups[0]
     with pytest.raises(ValueError, match="objective"):
         opt.set_objective("both")
+
+
+def test_lr_of_each_objective_is_the_rate_its_next_step_uses():
+    from common.dualoptim import DecoupledAdamW, ObjectiveOptim, SharedOptim
+
+    weight = torch.nn.Parameter(torch.zeros(3))
+    dual = DualOptim([weight], "adamw", 1e-3, 0.05, "sgd", 0.01, 0.9, 5e-4)
+    assert (dual.lr("forget"), dual.lr("retain")) == (1e-3, 0.01)
+    shared = SharedOptim(torch.optim.SGD([weight], lr=0.1), 0.1, 0.02)
+    assert shared.lr("forget") == pytest.approx(0.1) and shared.lr("retain") == pytest.approx(0.02)
+    decoupled = ObjectiveOptim(DecoupledAdamW([weight], lr=1e-5, forget_lr_ratio=2.0))
+    assert decoupled.lr("forget") == pytest.approx(2e-5) and decoupled.lr("retain") == pytest.approx(1e-5)
