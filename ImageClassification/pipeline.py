@@ -75,7 +75,8 @@ def load_original_model(args: argparse.Namespace, device: torch.device) -> nn.Mo
 
 def load_ic_mask(path: str, model: nn.Module, arch: str) -> Mask:
     """``--mask_path``: a mask of ours or one saved by the research code's ``generate_mask.py``."""
-    return check_mask(mask_from_original_format(load_torch_file(path, "--mask_path"), arch), model)
+    return check_mask(mask_from_original_format(load_torch_file(path, "--mask_path"), arch), model,
+                      f"--mask_path {path}")
 
 
 def print_results(metrics: Dict[str, float]) -> None:
