@@ -19,6 +19,7 @@ from common.errors import UsageError
 from common.io import checkpoint_state_dict, load_torch_file
 from common.registry import Registry
 from ImageClassification.models.cifar_resnet import CifarResNet
+from ImageClassification.models.init import research_init
 from ImageClassification.models.vgg import CifarVGG
 
 #: ``--arch`` name -> ``builder(num_classes, imagenet_arch) -> nn.Module`` (those of :data:`PRETRAINED`
@@ -81,13 +82,7 @@ def _resnet(build: Callable[..., nn.Module], num_classes: int, imagenet_arch: bo
     for module in _creation_order(model):
         if isinstance(module, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
             module.reset_parameters()
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-    return model
+    return research_init(model)
 
 
 @MODELS.register("resnet18")
