@@ -615,3 +615,12 @@ def set_objective(optimizer: Any, objective: str) -> None:
     for group in optimizer.param_groups:
         if "objective" in group:
             group["objective"] = objective
+
+
+def __getattr__(name: str) -> Any:
+    # ``make_unlearn_optimizer`` lives with the other recipes (common.optim_recipes, which imports this
+    # module); user code that imports it from here, as earlier releases documented, still finds it.
+    if name == "make_unlearn_optimizer":
+        from common.optim_recipes import make_unlearn_optimizer
+        return make_unlearn_optimizer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

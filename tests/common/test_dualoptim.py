@@ -344,3 +344,10 @@ def test_lr_of_each_objective_is_the_rate_its_next_step_uses():
     assert shared.lr("forget") == pytest.approx(0.1) and shared.lr("retain") == pytest.approx(0.02)
     decoupled = ObjectiveOptim(DecoupledAdamW([weight], lr=1e-5, forget_lr_ratio=2.0))
     assert decoupled.lr("forget") == pytest.approx(2e-5) and decoupled.lr("retain") == pytest.approx(1e-5)
+
+
+def test_make_unlearn_optimizer_is_still_importable_from_dualoptim():
+    from common.dualoptim import make_unlearn_optimizer as from_dualoptim
+    assert from_dualoptim is make_unlearn_optimizer
+    with pytest.raises(ImportError):
+        from common.dualoptim import no_such_name  # noqa: F401
