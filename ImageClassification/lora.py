@@ -35,6 +35,7 @@ from torch import nn
 from common.errors import UsageError
 from common.io import read_json
 from ImageClassification.arg_parser import build_parser, validate_args
+from ImageClassification.pipeline import RETRAIN_METHODS
 
 LORA_SUFFIX = "_lora"
 #: Flattened ``--rank_config``: module-name prefix (relative to the backbone) -> fraction.
@@ -158,9 +159,10 @@ def parse_lora_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         raise UsageError(f"--arch: main_random_lora.py trains LoRA adapters of a model such as "
                          f"resnet18{LORA_SUFFIX}, got {args.arch!r}")
     args.arch = args.arch[:-len(LORA_SUFFIX)]
-    if args.unlearn == "retrain":
-        raise UsageError("--unlearn retrain (the default): main_random_lora.py unlearns through LoRA adapters of "
-                         "the original model; pass a method such as --unlearn RL, or retrain with main_forget.py")
+    if args.unlearn in RETRAIN_METHODS:
+        raise UsageError(f"--unlearn {args.unlearn} (retrain is the default): main_random_lora.py unlearns "
+                         "through LoRA adapters of the original model; pass a method such as --unlearn RL, or "
+                         "retrain with main_forget.py")
     if args.mask_path:
         raise UsageError("--mask_path: a saliency mask covers the full weights, not LoRA adapters")
     return args

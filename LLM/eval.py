@@ -17,7 +17,6 @@ the retain model on the same forget set.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -98,6 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     forget_percent(args.split)
     source = TofuSource(args.data_path)
     fields = ("question", "answer", "perturbed_answer")
+    idk_answers, idk_file = load_eval_idk(args.idk_path, args.data_path)
     sets = []
     for split, file, base_key, reference_key in EVAL_SETS:
         split = split.format(split=args.split)
@@ -107,9 +107,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             if not rows:
                 raise UsageError(f"--task_id {args.task_id}: split {split} has no rows of this task")
         forget = file == FORGET_FILE
-        spec = SetSpec(base_key, reference_key, generation_premise=forget)
+        spec = SetSpec(base_key, reference_key, generation_premise=forget, idk=idk_answers if forget else None)
         sets.append((split, file, spec, rows[:args.ds_size] if args.ds_size else rows))
-    idk_answers, idk_file = load_eval_idk(args.idk_path, args.data_path)
     retain_result = load_retain_result(args.retain_result) if args.retain_result else None
     model_path = args.model_path
     if args.unlearn_dir:
@@ -134,8 +133,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     template = template_from_args(args)
     results = {}
     for split, file, spec, rows in sets:
-        if file == FORGET_FILE:
-            spec = replace(spec, idk=idk_answers)
         results[file] = evaluate_set(accelerator, model, tokenizer, template, rows, spec, args.batch_size,
                                      args.max_length, args.max_new_tokens, desc=split, judges=judges)
     summary = aggregate(results, retain_result)

@@ -150,10 +150,10 @@ def aggregate(eval_results: Mapping[str, Mapping[str, Sequence]],
             out.update(set_metrics(file, eval_results[file]))
     utility_sets = [EVAL_TASKS[file] for file in UTILITY_FILES if file in eval_results]
     tofu = _complete(out, [f"{name} {m}" for name in utility_sets for m in ("ROUGE", "Probability", "Truth Ratio")])
-    if utility_sets and tofu:
+    if tofu:
         out["TOFU Model Utility"] = harmonic_mean(tofu)
     full = _complete(out, [f"{name} {m}" for name in utility_sets for m in SET_METRICS])
-    if utility_sets and full:
+    if full:
         out["Model Utility"] = harmonic_mean(full)
     retain = _complete(out, [f"Retain {m}" for m in SET_METRICS])
     if retain:

@@ -171,7 +171,9 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
                 # DeepSpeed divides by the accumulation count itself (see prepare_for_training)
                 accelerator.backward(raw if deepspeed else loss)
             total += loss.detach()
-        lr = optimizer.param_groups[0]["lr"]
+        group = optimizer.param_groups[0]
+        # DecoupledAdamW's forget steps run at forget_lr_ratio times the scheduled lr; the others at lr
+        lr = group["lr"] * (group.get("forget_lr_ratio", 1.0) if objective == "forget" else 1.0)
         mean_loss = accelerator.reduce(total, reduction="mean")
         check_finite_loss(mean_loss, step + 1, objective, lr, allow_nonfinite)
         if max_grad_norm and max_grad_norm > 0:

@@ -44,7 +44,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from common.errors import UsageError, non_negative_int
-from common.io import PathLike, atomic_torch_save, load_torch_file, to_jsonable
+from common.io import PathLike, atomic_torch_save, load_torch_file, one_line, to_jsonable
 
 SNAPSHOT_NAME = "resume_state.pt"
 #: Test hook: a process whose environment sets this to ``k`` SIGKILLs itself right after its
@@ -261,10 +261,6 @@ def _load_state(obj: Any, state: Any) -> None:
         obj.load_state_dict(state)
 
 
-def _one_line(err: Exception, limit: int = 160) -> str:
-    return " ".join(str(err).split())[:limit] or type(err).__name__
-
-
 class Snapshotter:
     """Save and restore the state of a loop as ``<save_dir>/resume_state.pt``.
 
@@ -350,12 +346,12 @@ class Snapshotter:
                 _load_state(obj, snapshot["objects"][name])
             except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
                 raise UsageError(f"--resume {self.path}: {name} state does not match this run "
-                                 f"({_one_line(err)})") from None
+                                 f"({one_line(err, 160)})") from None
         try:
             set_rng_state(snapshot["rng"][self.processes.rank])
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
             raise UsageError(f"--resume {self.path}: the RNG states are not those of a snapshot of this toolkit "
-                             f"({_one_line(err)})") from None
+                             f"({one_line(err, 160)})") from None
         return dict(snapshot["loop"])
 
     def _check_config(self, saved: Optional[Mapping[str, Any]]) -> None:

@@ -248,6 +248,10 @@ class DualOptim:
         """
         return ObjectiveView(self, objective)
 
+    def torch_optimizer(self, objective: str) -> Optimizer:
+        """The torch optimizer that steps ``objective`` (``forget`` or ``retain``)."""
+        return self.forget_optimizer if objective == "forget" else self.retain_optimizer
+
     def lr(self, objective: str) -> float:
         """The learning rate the next ``objective`` step uses (first param group)."""
         return self.for_objective(objective).param_groups[0]["lr"]
@@ -292,8 +296,7 @@ class ObjectiveView:
     """One objective of a :class:`DualOptim`, for ``torch.amp.GradScaler`` (see :meth:`DualOptim.for_objective`)."""
 
     def __init__(self, optimizer: DualOptim, objective: str) -> None:
-        torch_optimizer = optimizer.forget_optimizer if objective == "forget" else optimizer.retain_optimizer
-        self.param_groups = torch_optimizer.param_groups
+        self.param_groups = optimizer.torch_optimizer(objective).param_groups
         self._optimizer, self._objective = optimizer, objective
 
     def step(self) -> Any:

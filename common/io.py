@@ -230,13 +230,13 @@ def load_torch_file(path: Optional[PathLike], flag: str, map_location: Any = "cp
     except pickle.UnpicklingError as err:
         if not _REFUSED_TYPE.search(str(err)):
             raise UsageError(f"{flag} {path}: cannot be read as a torch checkpoint, it may be corrupt or "
-                             f"truncated ({_one_line(_unpickler_reason(err))})") from None
+                             f"truncated ({one_line(_unpickler_reason(err))})") from None
         raise UsageError(f"{flag} {path}: holds {_disallowed_type(path, err)}, not allowed in a safely loaded "
                          f"file (tensors and plain values only); if you trust the file's source, pass "
                          f"{TRUST_FLAG} or set {TRUST_ENV}=1") from None
     except Exception as err:  # torch raises many types for truncated/corrupt pickles and zips
         raise UsageError(f"{flag} {path}: cannot be read as a torch checkpoint, it may be "
-                         f"corrupt or truncated ({_one_line(err)})") from None
+                         f"corrupt or truncated ({one_line(err)})") from None
 
 
 def _describe(obj: Any) -> str:
@@ -274,7 +274,8 @@ def load_state_dict_file(path: Optional[PathLike], flag: str) -> Dict[str, torch
     return check_state_dict(load_torch_file(path, flag), f"{flag} {path}")
 
 
-def _one_line(err: Exception, limit: int = 200) -> str:
+def one_line(err: Exception, limit: int = 200) -> str:
+    """An exception's message on one line, cut to ``limit`` characters (its type name when empty)."""
     return " ".join(str(err).split())[:limit] or type(err).__name__
 
 

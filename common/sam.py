@@ -94,5 +94,5 @@ class SAM(Optimizer):
 
 def sam_of(optimizer: Any, objective: str) -> Optional[SAM]:
     """The :class:`SAM` serving ``objective`` in a ``DualOptim`` (``None`` when it is another optimizer)."""
-    torch_optimizer = optimizer.forget_optimizer if objective == "forget" else optimizer.retain_optimizer
+    torch_optimizer = optimizer.torch_optimizer(objective)
     return torch_optimizer if isinstance(torch_optimizer, SAM) else None

@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+import unsafe
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = ["--device", "cpu"]
@@ -314,22 +315,10 @@ def dit_judge(i: Inputs, *extra: str) -> List[str]:
 
 # --------------------------------------------------------------------------- unsafe and malformed files
 
-class RunsShellCommand:
-    """Pickles as ``os.system(command)``: loading it with full pickle would run the command."""
-
-    def __init__(self, command: str) -> None:
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
-
-
 def malicious_checkpoint(i: Inputs) -> str:
-    """A checkpoint whose ``state_dict`` runs ``touch <tmp>/pwned.txt`` when unpickled: refused before it runs,
-    so the case's check that nothing appears under ``i.tmp`` proves the command never ran."""
-    path = i.tmp / "found_online.pth.tar"
-    torch.save({"state_dict": RunsShellCommand(f"touch {i.tmp / 'pwned.txt'}"), "arch": "resnet20s"}, path)
-    return str(path)
+    """:func:`unsafe.malicious_checkpoint` under ``i.tmp``: refused before it runs, so the case's check that
+    nothing appears under ``i.tmp`` proves the command never ran."""
+    return str(unsafe.malicious_checkpoint(i.tmp))
 
 
 def torch_file(i: Inputs, name: str, obj: object) -> str:
@@ -353,9 +342,9 @@ def training_resumed_from_weights(i: Inputs) -> List[str]:
 
 
 def fishers_that_run_code(i: Inputs) -> str:
-    """Stored Fisher diagonals whose forget file runs ``touch <tmp>/pwned.txt`` when unpickled."""
+    """Stored Fisher diagonals whose forget file writes ``<tmp>/pwned.txt`` when unpickled."""
     folder = stored_fishers(i, remain_key="a")
-    torch.save({"a": RunsShellCommand(f"touch {i.tmp / 'pwned.txt'}")}, i.tmp / "forget_fisher.pt")
+    torch.save({"a": unsafe.writes_pwned(i.tmp)}, i.tmp / "forget_fisher.pt")
     return folder
 
 
@@ -495,7 +484,9 @@ CASES = [
     case("ImageClassification.main_random_lora", "layer without a rank", lambda i: ic_lora(i, ranks='{"conv1": 0.5}'),
          "--rank_config: no rank for layer 'layers.0.conv1'"),
     case("ImageClassification.main_random_lora", "retrain", lambda i: ic_lora(i, unlearn="retrain"),
-         "--unlearn retrain (the default): main_random_lora.py unlearns through LoRA adapters"),
+         "--unlearn retrain (retrain is the default): main_random_lora.py unlearns through LoRA adapters"),
+    case("ImageClassification.main_random_lora", "retrain_sam", lambda i: ic_lora(i, unlearn="retrain_sam"),
+         "--unlearn retrain_sam (retrain is the default): main_random_lora.py unlearns through LoRA adapters"),
     case("ImageClassification.main_random_lora", "saliency mask", lambda i: ic_lora(i, "--mask_path", i.ic_bad_mask),
          "--mask_path: a saliency mask covers the full weights, not LoRA adapters"),
     case("ImageClassification.main_random_lora", "checkpoint of another arch",

@@ -6,7 +6,6 @@ The one-line errors of the entry scripts for unsafe and malformed files are case
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from unsafe import malicious_checkpoint
 
 import common.io
 from common.checkpointing import Snapshotter
@@ -26,28 +26,12 @@ from common.saliency import load_mask, save_masks
 REPO = Path(__file__).resolve().parents[1]
 
 
-class RunsShellCommand:
-    """Pickles as ``os.system(command)``."""
-
-    def __init__(self, command: str) -> None:
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
-
-
 @pytest.fixture
 def untrusted(monkeypatch):
     """No opt-in from the environment or an earlier in-process ``--trust_checkpoint``."""
     monkeypatch.delenv(TRUST_ENV, raising=False)
     monkeypatch.setattr(common.io, "_trust_requested", False)
     monkeypatch.setattr(common.io, "_trust_warned", False)
-
-
-def malicious_checkpoint(tmp_path: Path) -> Path:
-    path = tmp_path / "found_online.pth.tar"
-    torch.save({"state_dict": RunsShellCommand(f"echo PWNED > {tmp_path / 'pwned.txt'}"), "arch": "resnet20s"}, path)
-    return path
 
 
 # --------------------------------------------------------------------------- loading
@@ -264,4 +248,5 @@ def test_entry_scripts_offer_the_opt_ins(module, capsys):
     usage = capsys.readouterr().out
     assert exit_info.value.code == 0 and "--trust_checkpoint" in usage
     # IC generate_mask shares the image-classification parser, --allow_nonfinite included
-    assert ("--allow_nonfinite" in usage) == (module in TRAINING_SCRIPTS) or module == "ImageClassification.generate_mask"
+    expected = module in TRAINING_SCRIPTS or module == "ImageClassification.generate_mask"
+    assert ("--allow_nonfinite" in usage) == expected

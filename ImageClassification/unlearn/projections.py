@@ -25,7 +25,7 @@ from common.dualoptim import DualOptim
 
 def after_each_step(optimizer: DualOptim, projection: Callable[[], None]) -> None:
     """Call ``projection()`` after every step of each of ``optimizer``'s torch optimizers."""
-    for torch_optimizer in {id(o): o for o in (optimizer.forget_optimizer, optimizer.retain_optimizer)}.values():
+    for torch_optimizer in optimizer.optimizers:
         torch_optimizer.register_step_post_hook(lambda *_: projection())
 
 

@@ -121,8 +121,9 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
     loop = snapshots.restore() or {"step": 0, "history": []}
     history: List[Dict[str, float]] = loop["history"]
 
-    def check(loss: torch.Tensor, objective: str, stepping: torch.optim.Optimizer, step: int) -> None:
-        check_finite_loss(loss, step + 1, objective, stepping.param_groups[0]["lr"], allow_nonfinite)
+    def check(loss: torch.Tensor, objective: str, stepped_as: str, step: int) -> None:
+        """``objective``'s loss, before the ``stepped_as`` step that applies it."""
+        check_finite_loss(loss, step + 1, objective, optimizer.lr(stepped_as), allow_nonfinite)
 
     model.train()
     for step in tqdm(range(loop["step"], n_iters), desc=desc, total=n_iters, initial=loop["step"],
@@ -130,7 +131,7 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
         if schedule == "alternate":
             optimizer.zero_grad()
             f_loss = forget_loss(step)
-            check(f_loss, "forget", optimizer.forget_optimizer, step)
+            check(f_loss, "forget", "forget", step)
             f_loss.backward()
             sharding.sync_gradients(model)
             forget_mask()
@@ -138,7 +139,7 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
             optimizer.forget_step()
             optimizer.zero_grad()
             r_loss = remain_loss(step)
-            check(r_loss, "retain", optimizer.retain_optimizer, step)
+            check(r_loss, "retain", "retain", step)
             r_loss.backward()
             sharding.sync_gradients(model)
             remain_mask()
@@ -148,8 +149,8 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
             optimizer.zero_grad()
             f_loss = forget_loss(step)
             r_loss = remain_loss(step)
-            check(f_loss, "forget", optimizer.retain_optimizer, step)  # the joint step is the retain step
-            check(r_loss, "retain", optimizer.retain_optimizer, step)
+            check(f_loss, "forget", "retain", step)  # the joint step is the retain step
+            check(r_loss, "retain", "retain", step)
             (f_loss + r_loss).backward()
             sharding.sync_gradients(model)
             _clip(model, remain_clip)
