@@ -25,7 +25,8 @@ import contextlib  # noqa: E402
 import io  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
-from typing import Tuple  # noqa: E402
+import time  # noqa: E402
+from typing import Iterator, List, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -40,10 +41,31 @@ from ImageClassification.data import (UnlearnData, resolve_dataset, test_transfo
                                       unlearn_loaders)
 from ImageClassification.models import build_model_from_args  # noqa: E402
 from ImageClassification.unlearn import get_unlearn_method  # noqa: E402
-from ic_unlearning import SHARED_CIFAR10_ZIP, images_forwarded  # noqa: E402  (the sibling benchmark's counter)
+from ImageClassification.evidence import SHARED_CIFAR10_ZIP  # noqa: E402
 
 METHODS = ("retrain", "FT", "GA", "RL", "SalUn", "SFRon", "SCRUB")
 LR = {"sgd": 0.01, "adam": 1e-4, "dual": 1e-4}
+
+
+@contextlib.contextmanager
+def images_forwarded(model: torch.nn.Module, device: torch.device) -> Iterator[List]:
+    """Yields ``[images, seconds, cpu seconds]``, filled when the block ends: images through ``model``,
+    wall time (CUDA work queued by the block included) and this process's CPU time (all threads)."""
+    result = [0, 0.0, 0.0]
+
+    def count(module, inputs):
+        if module is model:  # not copies of it (SCRUB's teacher is a deepcopy, hooks included)
+            result[0] += len(inputs[0])
+
+    handle = model.register_forward_pre_hook(count)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    try:
+        yield result
+    finally:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        result[1], result[2] = time.perf_counter() - start, time.process_time() - cpu_start
+        handle.remove()
 
 
 def subset_arrays(args: argparse.Namespace) -> Tuple[np.ndarray, np.ndarray]:

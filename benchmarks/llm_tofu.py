@@ -26,13 +26,15 @@ import argparse
 import json
 import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Mapping
 
 import numpy as np
 import torch
 
 from common.errors import UsageError, cli_main
+from common.evidence import TIED, MethodGrid, log_grid, plot_curves, report_curve, search, seed_summary, write_results
 from common.io import atomic_write_json, ensure_writable_dir
 from LLM import eval as eval_script
 from LLM import main_forget, main_train
@@ -40,7 +42,10 @@ from LLM.data import TofuSource, filter_task
 from LLM.tiny import build_tiny_llama
 
 REPO = Path(__file__).resolve().parents[1]
-LOSSES = {"ME+GD": 0.1, "IDK+AP": 1.0}  # forget loss -> forget_coeff, as in the original's scripts
+LOSSES = {"ME+GD": 0.1, "IDK+AP": 1.0, "NPO+GD": 0.1}  # forget loss -> forget_coeff, as in the original's scripts
+TABLE_LOSSES = ("ME+GD", "IDK+AP")
+EVIDENCE_LOSSES = ("ME+GD", "IDK+AP", "NPO+GD")
+GAP_KEYS = ("Forget ROUGE", "TOFU Model Utility")
 OPTIMS = ("adam", "dual_adam")
 EVAL_FILES = ("real_authors_perturbed", "world_facts_perturbed")
 
@@ -60,6 +65,12 @@ SIZES = {
                "vocab_size": 2000, "max_length": 128, "ft_epochs": 20, "ft_lr": 3e-3, "ft_batch_size": 32,
                "epochs": 5, "batch_size": 8, "lr": 3e-4, "forget_lr": 3e-4, "retain_freq": 5,
                "max_new_tokens": 48, "seeds": [1001, 1002, 1003], "threads": 1},
+    # the evidence design (--evidence) on the quick model: 40 forget / 360 retain rows (forget10's 1:9);
+    # unlearning 10 epochs at batch 4 with retain_freq 5 = 100 forget + 500 retain steps per run
+    "evidence": {"num_forget": 40, "num_retain": 360, "num_eval": 20, "hidden_size": 64, "num_layers": 2,
+                 "vocab_size": 800, "max_length": 80, "ft_epochs": 40, "ft_lr": 3e-3, "ft_batch_size": 16,
+                 "epochs": 10, "batch_size": 4, "retain_freq": 5, "max_new_tokens": 32,
+                 "seeds": [1001, 1002, 1003], "threads": 2, "evidence": True},
 }
 
 
@@ -71,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="work folder (models, evaluations, results.json)")
     parser.add_argument("--size", choices=("full",) + tuple(SIZES), default="full",
                         help="preset sizes (flags given explicitly still win): quick ~1.5 min, medium ~15 min "
-                             "(measured 14.5) and full ~1.5 h at 1 thread")
+                             "(measured 14.5) and full ~1.5 h at 1 thread; evidence: the --evidence design")
     parser.add_argument("--quick", action="store_true", help="same as --size quick")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1001, 1002, 1003])
     parser.add_argument("--num_forget", type=int, default=400, help="forget10 task-1 rows used")
@@ -90,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--forget_lr", type=float, default=1e-4, help="forget learning rate (dual_adam)")
     parser.add_argument("--retain_freq", type=int, default=5)
     parser.add_argument("--max_new_tokens", type=int, default=48)
+    parser.add_argument("--evidence", action="store_true",
+                        help="the evidence design: per loss (ME+GD, IDK+AP, NPO+GD) x optimizer a learning-rate "
+                             "search on the first seed, then the best setting on every seed (evidence.json)")
+    parser.add_argument("--grid_low", type=float, default=1e-5, help="--evidence: lowest lr of the grids")
+    parser.add_argument("--grid_high", type=float, default=1e-2, help="--evidence: highest lr of the grids")
+    parser.add_argument("--grid_points", type=int, default=5,
+                        help="--evidence: forget lrs of dual_adam (x each --retain_lrs); adam gets twice as many")
+    parser.add_argument("--retain_lrs", type=float, nargs="+", default=[1e-4, 1e-3],
+                        help="--evidence: dual_adam's retain lrs (--lr) searched")
+    parser.add_argument("--max_extensions", type=int, default=2,
+                        help="--evidence: forget lrs added past a grid edge that holds the best point")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 with --quick, robust on a shared machine)")
     return parser
@@ -152,52 +174,65 @@ def mean_std(values: List[float]) -> str:
     return f"{np.mean(values):.3g} ± {std:.2g}"
 
 
-@cli_main
-def main(argv=None) -> Dict[str, list]:
-    args = parse_args(sys.argv[1:] if argv is None else list(argv))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    source = TofuSource(args.data_path)
-    if not source.local:
-        raise UsageError(f"--data_path {args.data_path}: expected a local TOFU folder")
-    out = ensure_writable_dir(args.out_dir, "--out_dir")
-    data_dir, common = out / "data", ["--device", "cpu", "--max_length", str(args.max_length)]
-    texts = write_subset(source, data_dir, args)
-    base = build_tiny_llama(out / "scratch", texts, hidden_size=args.hidden_size, num_layers=args.num_layers,
-                            vocab_size=args.vocab_size, seed=0)
-    data = ["--data_path", str(data_dir)]
-    evaluate = ["--split", "forget10", "--task_id", "1", "--ds_size", "0", "--max_new_tokens",
-                str(args.max_new_tokens), "--batch_size", "20", "--device", "cpu"]
+class Prepared:
+    """The benchmark's data folder, fine-tuned models and the retain model's evaluation."""
 
-    models = {}
-    for name, split in (("original", "full"), ("retain", "retain90")):
-        models[name] = out / "ft" / name
-        main_train.main(["--model_path", str(base), "--split", split, "--lr", str(args.ft_lr), "--num_epochs",
-                         str(args.ft_epochs), "--batch_size", str(args.ft_batch_size),
-                         "--gradient_accumulation_steps", "1", "--weight_decay", "0", "--seed", "0",
-                         "--save_dir", str(models[name])] + data + common)
-    retain_eval = out / "ft" / "retain_eval"
-    rows = {"retain": [eval_script.main(["--model_path", str(models["retain"]), "--save_dir", str(retain_eval)]
-                                        + data + evaluate)]}
-    rows["original"] = [eval_script.main(["--model_path", str(models["original"]), "--retain_result",
-                                          str(retain_eval)] + data + evaluate)]
-    for loss, forget_coeff in LOSSES.items():
+    def __init__(self, args: argparse.Namespace) -> None:
+        source = TofuSource(args.data_path)
+        if not source.local:
+            raise UsageError(f"--data_path {args.data_path}: expected a local TOFU folder")
+        self.out = ensure_writable_dir(args.out_dir, "--out_dir")
+        data_dir = self.out / "data"
+        self.common = ["--device", "cpu", "--max_length", str(args.max_length)]
+        texts = write_subset(source, data_dir, args)
+        base = build_tiny_llama(self.out / "scratch", texts, hidden_size=args.hidden_size,
+                                num_layers=args.num_layers, vocab_size=args.vocab_size, seed=0)
+        self.data = ["--data_path", str(data_dir)]
+        self.evaluate = ["--split", "forget10", "--task_id", "1", "--ds_size", "0", "--max_new_tokens",
+                         str(args.max_new_tokens), "--batch_size", "20", "--device", "cpu"]
+        self.models = {}
+        for name, split in (("original", "full"), ("retain", "retain90")):
+            self.models[name] = self.out / "ft" / name
+            main_train.main(["--model_path", str(base), "--split", split, "--lr", str(args.ft_lr), "--num_epochs",
+                             str(args.ft_epochs), "--batch_size", str(args.ft_batch_size),
+                             "--gradient_accumulation_steps", "1", "--weight_decay", "0", "--seed", "0",
+                             "--save_dir", str(self.models[name])] + self.data + self.common)
+        self.retain_eval = self.out / "ft" / "retain_eval"
+        self.retain = eval_script.main(["--model_path", str(self.models["retain"]), "--save_dir",
+                                        str(self.retain_eval)] + self.data + self.evaluate)
+        self.original = eval_script.main(["--model_path", str(self.models["original"]), "--retain_result",
+                                          str(self.retain_eval)] + self.data + self.evaluate)
+
+    def unlearn(self, args: argparse.Namespace, loss: str, optim: str, lr: float, forget_lr: float, seed: int,
+                save: Path) -> dict:
+        """Unlearn with ``loss`` (its forget_coeff from :data:`LOSSES`) and evaluate; a run whose evaluation
+        finished (``<save>/eval/run.json``) is read back instead of run again."""
+        record = save / "eval" / "run.json"
+        if record.is_file():
+            return json.loads(record.read_text(encoding="utf-8"))["metrics"]
+        result = main_forget.main(
+            ["--model_path", str(self.models["original"]), "--split", "forget10", "--task_list", "1",
+             "--forget_loss", loss, "--alternate", "--optim_cfg", optim, "--retain_freq", str(args.retain_freq),
+             "--lr", str(lr), "--forget_lr", str(forget_lr), "--forget_coeff", str(LOSSES[loss]),
+             "--num_epochs", str(args.epochs), "--batch_size", str(args.batch_size),
+             "--gradient_accumulation_steps", "1", "--seed", str(seed), "--save_dir", str(save), "--overwrite"]
+            + self.data + self.common)[-1]
+        checkpoint = save / "1" / "unlearn_times_1" / "checkpoint-last"
+        summary = eval_script.main(["--model_path", str(checkpoint), "--retain_result", str(self.retain_eval),
+                                    "--save_dir", str(save / "eval")] + self.data + self.evaluate)
+        shutil.rmtree(checkpoint)  # the evaluation is what the benchmark keeps; the weights are large
+        return dict(summary, tokens_per_second=result["tokens_per_second"])
+
+
+def table_mode(args: argparse.Namespace, prepared: Prepared) -> Dict[str, list]:
+    """Each forget loss x optimizer at ``--lr`` / ``--forget_lr`` on every seed: the table of means."""
+    rows = {"retain": [prepared.retain], "original": [prepared.original]}
+    for loss in TABLE_LOSSES:
         for optim in OPTIMS:
-            runs = rows.setdefault(f"{loss} / {optim}", [])
-            for seed in args.seeds:
-                save = out / "unlearn" / loss / optim / f"seed{seed}"
-                result = main_forget.main(
-                    ["--model_path", str(models["original"]), "--split", "forget10", "--task_list", "1",
-                     "--forget_loss", loss, "--alternate", "--optim_cfg", optim, "--retain_freq",
-                     str(args.retain_freq), "--lr", str(args.lr), "--forget_lr", str(args.forget_lr),
-                     "--forget_coeff", str(forget_coeff), "--num_epochs", str(args.epochs), "--batch_size",
-                     str(args.batch_size), "--gradient_accumulation_steps", "1", "--seed", str(seed),
-                     "--save_dir", str(save)] + data + common)[-1]
-                summary = eval_script.main(["--model_path", str(save / "1" / "unlearn_times_1" / "checkpoint-last"),
-                                            "--retain_result", str(retain_eval)] + data + evaluate)
-                runs.append(dict(summary, tokens_per_second=result["tokens_per_second"]))
-    atomic_write_json({"args": vars(args), "results": rows}, out / "results.json")
-
+            rows[f"{loss} / {optim}"] = [
+                prepared.unlearn(args, loss, optim, args.lr, args.forget_lr, seed,
+                                 prepared.out / "unlearn" / loss / optim / f"seed{seed}") for seed in args.seeds]
+    atomic_write_json({"args": vars(args), "results": rows}, prepared.out / "results.json")
     print(f"\nTOFU forget10 task 1 ({args.num_forget} forget / {args.num_retain} retain rows), "
           f"Llama {args.num_layers}x{args.hidden_size} from scratch, seeds {args.seeds}\n")
     print("| model | Forget Quality ↑ | TOFU Model Utility ↑ | Forget ROUGE-L ↓ | unlearning tokens/s |")
@@ -208,6 +243,90 @@ def main(argv=None) -> Dict[str, list]:
               f"{mean_std([r['TOFU Model Utility'] for r in runs])} | {mean_std([r['Forget ROUGE'] for r in runs])} | "
               f"{speed} |")
     return rows
+
+
+def tofu_gap(summary: Mapping[str, float], retain: Mapping[str, float]) -> float:
+    """Distance to the retain model, in points: 100 x mean of |forget ROUGE-L - retain model's| and
+    |TOFU model utility - retain model's| (the retain model plays Retrain's part)."""
+    return 100.0 * float(np.mean([abs(summary[key] - retain[key]) for key in GAP_KEYS]))
+
+
+def evidence_grids(args: argparse.Namespace) -> List[MethodGrid]:
+    """``adam`` (one AdamW state at ``--lr`` for both objectives: a tied grid) and ``dual_adam`` (forget lr x
+    retain lr) of the same size per loss, log-spaced over the same decades."""
+    low, high = args.grid_low, args.grid_high
+    grids = []
+    for loss in EVIDENCE_LOSSES:
+        grids.append(MethodGrid(loss, "adam", tuple(log_grid(low, high, 2 * args.grid_points)), None))
+        grids.append(MethodGrid(loss, "dual_adam", tuple(log_grid(low, high, args.grid_points)),
+                                tuple(args.retain_lrs)))
+    return grids
+
+
+def evidence_mode(args: argparse.Namespace, prepared: Prepared) -> dict:
+    """The evidence design (:mod:`common.evidence`): per loss x optimizer a learning-rate search on the first
+    seed (extended past an edge holding the best point), then the best setting on every seed."""
+    retain = prepared.retain
+    forget_steps = args.epochs * -(-args.num_forget // args.batch_size)
+    results = {"args": vars(args), "retain": retain, "original": prepared.original,
+               "original_gap": tofu_gap(prepared.original, retain),
+               "step_budget": {"forget_steps": forget_steps, "retain_steps": forget_steps * args.retain_freq,
+                               "batch_size": args.batch_size, "epochs": args.epochs},
+               "gap": "100 x mean(|Forget ROUGE - retain's|, |TOFU Model Utility - retain's|)", "methods": []}
+    reports = []
+    for grid in evidence_grids(args):
+        def run(forget_lr: float, retain_lr: float, seed: int) -> dict:
+            lr = forget_lr if retain_lr == TIED else retain_lr
+            name = f"{grid.method}/{grid.optim}/lr{lr:g}_flr{forget_lr:g}/seed{seed}"
+            return prepared.unlearn(args, grid.method, grid.optim, lr, forget_lr, seed, prepared.out / "evidence" / name)
+
+        points = search(grid, lambda lrs: [tofu_gap(run(lr, retain_lr, args.seeds[0]), retain)
+                                           for lr, retain_lr in lrs], args.max_extensions)
+        report = report_curve(grid.method, grid.optim, points)
+        per_seed = {seed: run(report.best_forget_lr, report.best_retain_lr, seed) for seed in args.seeds}
+        gaps = [tofu_gap(summary, retain) for summary in per_seed.values()]
+        metrics = [{key: summary[key] for key in (*GAP_KEYS, "Forget Quality")} for summary in per_seed.values()]
+        reports.append(report)
+        results["methods"].append({**report.as_dict(), "tied_lrs": grid.retain_lrs is None, "grid_size": len(points),
+                                   "avg_gap": float(np.mean(gaps)), "gap_std": float(np.std(gaps)),
+                                   "seed_mean": seed_summary(metrics, (*GAP_KEYS, "Forget Quality")),
+                                   "per_seed": {str(s): per_seed[s] for s in args.seeds},
+                                   "grid": [asdict(p) for p in points]})
+        write_results(prepared.out / "evidence.json", results)
+        plot_curves(reports, prepared.out / "evidence_gap_vs_lr.png", "gap to the retain model (first seed)",
+                    f"TOFU forget10 task 1, Llama {args.num_layers}x{args.hidden_size}: {forget_steps} forget + "
+                    f"{forget_steps * args.retain_freq} retain steps per run, seed {args.seeds[0]}")
+    print(evidence_table(results))
+    return results
+
+
+def evidence_table(results: Mapping[str, object]) -> str:
+    lines = [f"original model: gap {results['original_gap']:.2f} (doing nothing)", "",
+             "| loss | optim | forget lr | retain lr | seeds | Forget ROUGE-L | TOFU MU | Forget Quality | gap | "
+             "gap std | robust decades | grid (points) | both ends searched |",
+             "|---|---|---:|---:|---:|---|---|---|---:|---:|---:|---:|---|"]
+    for m in results["methods"]:
+        s = m["seed_mean"]
+        cells = [f"{s[k]:.3g}+-{s[k + '_std']:.2g}" for k in (*GAP_KEYS, "Forget Quality")]
+        retain = "tied" if m["tied_lrs"] else f"{m['best_retain_lr']:g}"
+        lines.append(f"| {m['method']} | {m['optim']} | {m['best_forget_lr']:g} | {retain} | {len(m['per_seed'])} | "
+                     + " | ".join(cells) + f" | {m['avg_gap']:.2f} | {m['gap_std']:.2f} | "
+                     f"{m['robustness_decades']:.2f} | {m['grid_size']} | {'yes' if m['searched_both_ends'] else 'no'} |")
+    lines += ["", "| loss | optim | retain lr | gap at each forget lr (first seed) |", "|---|---|---:|---|"]
+    for m in results["methods"]:
+        retain = "tied" if m["tied_lrs"] else f"{m['best_retain_lr']:g}"
+        lines.append(f"| {m['method']} | {m['optim']} | {retain} | "
+                     + ", ".join(f"{lr:g}: {gap:.2f}" for lr, gap in m["curve"]) + " |")
+    return "\n".join(lines)
+
+
+@cli_main
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    prepared = Prepared(args)
+    return evidence_mode(args, prepared) if args.evidence else table_mode(args, prepared)
 
 
 if __name__ == "__main__":

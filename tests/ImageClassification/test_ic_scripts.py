@@ -249,16 +249,25 @@ def test_script_as_a_program_exit_code_and_message(tmp_path):
         "error: --unlearn: unknown value 'nope'; expected one of " + result.stderr.split("expected one of ")[1].strip()]
 
 
-def test_demo_quick_runs_every_step_and_prints_the_table(tmp_path):
+def test_demo_quick_runs_the_evidence_design_and_prints_table_and_reading(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run([sys.executable, str(REPO / "ImageClassification" / "demo.py"), "--quick",
                              "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    table = result.stdout
-    for method in ("SalUn | dual", "SalUn | sgd", "SFRon | dual", "SFRon | sgd", "SCRUB | dual", "SCRUB | sgd",
-                   "retrain | sgd"):
-        assert f"| {method} |" in table
-    assert (tmp_path / "avg_gap.png").exists() and (tmp_path / "salun_dual" / "seed2" / "log.txt").exists()
+    out = result.stdout
+    assert "| SalUn | sgd |" in out and "| SalUn | dual |" in out and "Doing nothing (the original model)" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(m["method"], m["optim"]) for m in results["methods"]] == [("SalUn", "sgd"), ("SalUn", "dual")]
+    for record in results["methods"]:
+        # every searched point is a finished run on the search seed, and the best one ran on every seed
+        assert len(record["grid"]) >= 2 and set(record["per_seed"]) == {"1", "2"}
+        best = min(record["grid"], key=lambda p: p["gap"])
+        assert (best["forget_lr"], best["gap"]) == (record["best_forget_lr"], record["search_gap"])
+        for point in record["grid"]:
+            run = tmp_path / f"salun_{record['optim']}_lr{point['forget_lr']:g}_rlr{point['retain_lr']:g}" / "seed1"
+            assert json.loads((run / "eval_result.json").read_text())["unlearn_lr"] == point["forget_lr"]
+    assert set(results["retrain"]) == {"1", "2"} and results["step_budget"]["forget_set"] == 130
+    assert (tmp_path / "gap_vs_lr.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_main_forget_applies_mask_path_to_every_method(original, tmp_path):

@@ -1,0 +1,546 @@
+"""The evidence benchmark for image classification: random forgetting where the optimizer can matter.
+
+DualOptim claims a lower average gap to Retrain and less sensitivity to the learning rate and the seed.
+:class:`EvidenceBenchmark` measures both under the design of :mod:`common.evidence`:
+
+1. **a memorising original model and a meaningful Retrain**: the original trains (``main_train.py``)
+   until it fits its training set; Retrain (``main_forget.py --unlearn retrain``, same schedule) runs on
+   every seed, and its mean UA / RA / TA / MIA is the reference of every gap. The original's accuracy on
+   its training set, Retrain's forget and test accuracy and the std of Retrain's MIA over seeds are
+   checked against the design's criteria and recorded (:func:`check_setting`);
+2. **the learning-rate search** on ``search_seed``: each method x optimizer runs the 2-D grid of its
+   :class:`MethodGrid` (forget lr x retain lr; a tied grid for a single optimizer that serves both
+   objectives), and while the best point of the forget-lr curve at the best retain lr lies on an edge of
+   the grid, one more forget lr beyond that edge runs (at most ``max_extensions`` per curve);
+3. **seeds**: the best setting of each method x optimizer runs on every seed.
+
+Every run calls an entry script's ``main(argv)`` in-process, its printed log in ``<run>/log.txt``; a
+folder whose ``run.json`` exists is skipped and an unfinished one resumes from its snapshot, so an
+interrupted benchmark continues where it stopped. The results (setting, checks, every grid point, the
+per-seed metrics, the best gap, std and robustness width per method x optimizer, each run's seconds)
+go to ``results.json`` in the work folder after every method, and the gap-versus-lr curves to
+``gap_vs_lr.png``.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import multiprocessing
+import time
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from common.datasets import ImageTree
+from common.device import get_device
+from common.evidence import (TIED, MethodGrid, log_grid, plot_curves, report_curve, search, seed_summary,
+                             write_results)
+from common.io import atomic_path, read_json
+from ImageClassification import data as ic_data
+from ImageClassification import generate_mask, main_train, parse_result
+from ImageClassification.arg_parser import parse_args
+from ImageClassification.evaluation import evaluate
+from ImageClassification.pipeline import load_original_model
+
+METRICS = parse_result.METRICS
+ENTRY = {"SalUn": "main_random", "RL": "main_random", "SFRon": "main_random_sfron", "SCRUB": "main_forget",
+         "FT": "main_forget", "GA": "main_forget"}
+UNLEARN = {"SalUn": "RL", "RL": "RL", "SFRon": "SFRon", "SCRUB": "SCRUB", "FT": "FT", "GA": "GA"}
+
+
+@dataclass(frozen=True)
+class EvidenceConfig:
+    """One evidence benchmark: data, models, step budget, grids and seeds (every field is recorded)."""
+    out: str
+    dataset: str
+    arch: str
+    num_forget: int
+    train_epochs: int
+    decreasing_lr: str
+    unlearn_epochs: int
+    sfron_iters: int
+    grids: Tuple[MethodGrid, ...]
+    seeds: Tuple[int, ...]
+    search_seed: int
+    data: Optional[str] = None
+    train_subset: Optional[int] = None
+    test_subset: Optional[int] = None
+    train_lr: float = 0.1
+    train_batch_size: int = 64
+    batch_size: int = 16
+    mask_ratio: str = "0.5"
+    mia: str = "sfron"
+    max_extensions: int = 2
+    device: str = "cpu"
+    extra_flags: Tuple[str, ...] = ()        # e.g. --no-aug --amp --channels_last, given to every run
+    thresholds: Mapping[str, float] = field(default_factory=lambda: dict(
+        original_train_acc=99.0, retrain_forget_vs_test=5.0, retrain_mia_std=5.0))
+
+
+SHARED_CIFAR10_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.zip"
+#: one log-spaced forget-lr grid per optimizer family (SGD steps, AdamW steps) and a small retain-lr grid,
+#: the same for every method: nothing is tuned per method
+SGD_FORGET_LRS = tuple(log_grid(1e-3, 1e-1, 5))
+ADAM_FORGET_LRS = tuple(log_grid(1e-5, 1e-3, 5))
+RETAIN_LRS = (3e-3, 1e-2)
+
+
+def evidence_grids(methods: Sequence[str]) -> Tuple[MethodGrid, ...]:
+    """``sgd`` and ``dual`` grids of the same size for each method: SalUn and SCRUB under ``sgd`` step forget
+    batches at ``--unlearn_lr`` and retain batches at ``--retain_lr``, so both are searched; SFR-on under
+    ``sgd`` has one lr, searched over as many points (log-spaced over three decades)."""
+    grids = []
+    for method in methods:
+        if method == "SFRon":
+            grids.append(MethodGrid(method, "sgd", tuple(log_grid(1e-4, 1e-1, len(SGD_FORGET_LRS) * len(RETAIN_LRS))),
+                                    None))
+        else:
+            grids.append(MethodGrid(method, "sgd", SGD_FORGET_LRS, RETAIN_LRS))
+        grids.append(MethodGrid(method, "dual", ADAM_FORGET_LRS, RETAIN_LRS))
+    return tuple(grids)
+
+
+#: forget and retain lr grids by optimizer family, for the optimizer-pair ablation (SFR-on)
+FAMILY_FORGET_LRS = {"sgd": SGD_FORGET_LRS, "adamw": ADAM_FORGET_LRS, "lion": tuple(log_grid(1e-6, 1e-4, 5))}
+FAMILY_RETAIN_LRS = {"sgd": RETAIN_LRS, "adamw": (1e-4, 1e-3), "lion": (3e-5, 3e-4)}
+#: ``--optim`` -> (forget optimizer family, retain optimizer family) of the paper's optimizer ablation
+ABLATION_PAIRS = {"dual": ("adamw", "sgd"), "dual_sa": ("sgd", "adamw"), "dual_ss": ("sgd", "sgd"),
+                  "dual_ls": ("lion", "sgd"), "dual_ll": ("lion", "lion"), "dual_sl": ("sgd", "lion"),
+                  "dual_aa": ("adamw", "adamw"), "dual_aa_m": ("adamw", "adamw"), "dual_aa_v": ("adamw", "adamw"),
+                  "dual_share": ("adamw", "sgd")}
+
+
+def ablation_grids() -> Tuple[MethodGrid, ...]:
+    """SFR-on with one SGD optimizer and with each optimizer pair of the paper's ablation (separate states,
+    ``--optim dual_*``), each over the grids of its optimizers' families."""
+    grids = [grid for grid in evidence_grids(("SFRon",)) if grid.optim == "sgd"]
+    for optim, (forget, retain) in ABLATION_PAIRS.items():
+        grids.append(MethodGrid("SFRon", optim, FAMILY_FORGET_LRS[forget], FAMILY_RETAIN_LRS[retain]))
+    return tuple(grids)
+
+
+def write_subset(source: str, out: Path, train_images: int, test_images: Optional[int] = None) -> Path:
+    """A zip of ``train_images`` training images (the same number per class, ``RandomState(0)``) and
+    ``test_images`` test images (all when None) of the ImageFolder zip/tree ``source``; file bytes copied."""
+    target = out / "data" / f"{Path(source).stem}_train{train_images}_test{test_images or 'all'}.zip"
+    if target.exists():
+        return target
+    tree = ImageTree(source, "--data", expect="train")
+    rng = np.random.RandomState(0)
+    with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+        for split, count in (("train", train_images), ("test", test_images)):
+            by_class = tree.files_by_class(split)
+            for cls in sorted(by_class):
+                names = by_class[cls]
+                if count is not None:
+                    names = sorted(rng.choice(names, count // len(by_class), replace=False))
+                for name in names:
+                    archive.writestr(name, tree.read(name))
+    return target
+
+
+PRESETS: Dict[str, EvidenceConfig] = {
+    # CIFAR-10 on 2 CPU cores (benchmarks/README.md): 5,000 training images (4,500 after the validation
+    # hold-out; 450 forgotten) and 5,000 test images; without augmentation a ResNet-20s fits its training
+    # set in 30 epochs. Unlearning at batch 16: 4 epochs = 116 forget + 1,016 retain steps; SFR-on 1,000
+    # retain steps with a forget step every 5th (200).
+    "cifar10": EvidenceConfig(
+        out="runs/ic_evidence_cifar10", dataset="cifar10", data=str(SHARED_CIFAR10_ZIP), train_subset=5000,
+        test_subset=5000, arch="resnet20s", num_forget=450, train_epochs=30, decreasing_lr="15,23",
+        unlearn_epochs=4, sfron_iters=1000, grids=evidence_grids(("SalUn", "SFRon", "SCRUB")), seeds=(1, 2, 3),
+        search_seed=1, extra_flags=("--no-aug", "--amp", "--channels_last")),
+    # the paper's optimizer-pair ablation (SFR-on) in the same setting: 11 grids of 10 points + seeds,
+    # about 2.5 hours on 2 CPU cores (not run yet)
+    "cifar10_ablation": EvidenceConfig(
+        out="runs/ic_evidence_cifar10", dataset="cifar10", data=str(SHARED_CIFAR10_ZIP), train_subset=5000,
+        test_subset=5000, arch="resnet20s", num_forget=450, train_epochs=30, decreasing_lr="15,23",
+        unlearn_epochs=4, sfron_iters=1000, grids=ablation_grids(), seeds=(1, 2, 3), search_seed=1,
+        extra_flags=("--no-aug", "--amp", "--channels_last")),
+    # The paper's CIFAR-10 protocol on one GPU (benchmarks/paper_scale_gpu.sh): all 45,000 training images
+    # (4,500 forgotten), ResNet-18 with the pipeline's augmentation, 182 training epochs (lr / 10 at 91 and
+    # 136), unlearning 10 epochs at batch 256 (18 forget + 159 retain batches per epoch: 180 + 1,590 steps),
+    # SFR-on 1,500 retain steps (300 forget), three seeds.
+    "paper_gpu": EvidenceConfig(
+        out="runs/ic_paper_gpu", dataset="cifar10", data=str(SHARED_CIFAR10_ZIP), arch="resnet18", num_forget=4500,
+        train_epochs=182, decreasing_lr="91,136", train_batch_size=256, unlearn_epochs=10, sfron_iters=1500,
+        batch_size=256, grids=evidence_grids(("SalUn", "SFRon", "SCRUB")), seeds=(1, 2, 3), search_seed=1,
+        device="cuda", extra_flags=("--amp", "--amp_dtype", "bfloat16", "--channels_last", "--num_workers", "8")),
+    # the same pipeline shortened to a few minutes on one large GPU: it checks the CUDA path end to end and
+    # measures images per second; its numbers are not evidence (the original does not converge in 10 epochs)
+    "paper_gpu_short": EvidenceConfig(
+        out="runs/ic_paper_gpu_short", dataset="cifar10", data=str(SHARED_CIFAR10_ZIP), arch="resnet18",
+        num_forget=4500, train_epochs=10, decreasing_lr="5,8", train_batch_size=256, unlearn_epochs=2,
+        sfron_iters=300, batch_size=256, seeds=(1,), search_seed=1, max_extensions=0, device="cuda",
+        grids=tuple(MethodGrid(m, o, lrs, (1e-2,) if m != "SFRon" or o == "dual" else None)
+                    for m in ("SalUn", "SFRon", "SCRUB")
+                    for o, lrs in (("sgd", (1e-2, 1e-1)), ("dual", (1e-4, 1e-3)))),
+        extra_flags=("--amp", "--amp_dtype", "bfloat16", "--channels_last", "--num_workers", "8")),
+    # the README demo: digits (no download); the original fits its 1,169 + 130 training images in 16 epochs;
+    # SalUn at batch 8 for 6 epochs = 102 forget + 882 retain steps; one retain lr (the benchmark searches it)
+    "demo": EvidenceConfig(
+        out="demo_runs/ImageClassification", dataset="digits", arch="resnet20s", num_forget=130, train_epochs=16,
+        decreasing_lr="8,12", unlearn_epochs=6, sfron_iters=500, batch_size=8, seeds=(1, 2, 3), search_seed=1,
+        grids=(MethodGrid("SalUn", "sgd", SGD_FORGET_LRS, (1e-2,)),
+               MethodGrid("SalUn", "dual", ADAM_FORGET_LRS, (1e-2,))),
+        max_extensions=1, extra_flags=("--no-aug",)),
+    # the demo's pipeline at test size (seconds): not a measurement
+    "demo_quick": EvidenceConfig(
+        out="demo_runs/ImageClassification", dataset="digits", arch="resnet20s", num_forget=130, train_epochs=2,
+        decreasing_lr="1", unlearn_epochs=1, sfron_iters=10, batch_size=64, seeds=(1, 2), search_seed=1,
+        grids=(MethodGrid("SalUn", "sgd", (1e-2, 1e-1), (1e-2,)), MethodGrid("SalUn", "dual", (1e-4, 1e-3), (1e-2,))),
+        max_extensions=1, extra_flags=("--no-aug",)),
+}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One run: the entry script (a module with ``main(argv)``), its flags and its folder."""
+    entry: str
+    argv: Tuple[str, ...]
+    save_dir: Path
+
+    @property
+    def done(self) -> bool:
+        return (self.save_dir / "run.json").exists()  # the last file every entry script writes
+
+
+def run_call(call: Call, threads: Optional[int] = None) -> float:
+    """``main(argv)`` of ``call.entry`` with stdout and stderr in ``<save_dir>/log.txt``; returns the seconds.
+
+    ``--resume`` continues an interrupted run from its snapshot. ``threads`` sets torch's CPU threads (a
+    worker process of :class:`Runner` gets its share of the cores).
+    """
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+    call.save_dir.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with open(call.save_dir / "log.txt", "a", encoding="utf-8") as log, \
+            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        importlib.import_module(call.entry).main(list(call.argv) + ["--save_dir", str(call.save_dir), "--overwrite",
+                                                                    "--resume"])
+    return round(time.time() - start, 1)
+
+
+class Runner:
+    """Runs entry scripts, skips finished runs and records each run's seconds.
+
+    With ``jobs`` > 1 the independent runs of one batch go to that many spawned worker processes, each with
+    ``threads`` torch threads (small models use two cores better as two 1-thread runs than as one 2-thread
+    run); with 1 they run in this process, which decodes the image files once for all of them.
+    """
+
+    def __init__(self, out: Path, jobs: int = 1, threads: Optional[int] = None) -> None:
+        self.out = out
+        self.jobs = jobs
+        self.threads = threads
+        self.seconds: Dict[str, float] = {}
+        if (out / "results.json").is_file():
+            self.seconds.update(read_json(out / "results.json").get("seconds", {}))
+        if not hasattr(ic_data.load_imagefolder_arrays, "cache_info"):
+            ic_data.load_imagefolder_arrays = functools.lru_cache(maxsize=None)(ic_data.load_imagefolder_arrays)
+
+    def run(self, calls: Sequence[Call]) -> None:
+        todo = [call for call in dict.fromkeys(calls) if not call.done]
+        if self.jobs > 1 and len(todo) > 1:
+            context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
+            with ProcessPoolExecutor(min(self.jobs, len(todo)), mp_context=context) as pool:
+                seconds = list(pool.map(run_call, todo, [self.threads] * len(todo)))
+        else:
+            seconds = [run_call(call) for call in todo]
+        for call, value in zip(todo, seconds):
+            self.seconds[call.save_dir.relative_to(self.out).as_posix()] = value
+
+
+def entry(script: str) -> str:
+    """The module of an image-classification entry script."""
+    return f"ImageClassification.{script}"
+
+
+def _lr(value: float) -> str:
+    return f"{value:g}"
+
+
+class EvidenceBenchmark:
+    """The runs of one :class:`EvidenceConfig` and what is reported about them."""
+
+    def __init__(self, config: EvidenceConfig, log: Callable[[str], None] = print, jobs: int = 1,
+                 threads: Optional[int] = None) -> None:
+        self.config = config
+        self.out = Path(config.out)
+        self.log = log
+        self.runner = Runner(self.out, jobs, threads)
+        self.common = ["--dataset", config.dataset, "--arch", config.arch, "--device", config.device,
+                       "--num_indexes_to_replace", str(config.num_forget), "--mia", config.mia,
+                       *config.extra_flags]
+        # the last epoch's model, which fits the training set (the best-validation one may not yet)
+        self.model_path = str(self.out / "original" / main_train.LAST)
+        self.results: Dict[str, object] = {}
+        self.kinds: Dict[str, Tuple[str, str]] = {}  # run folder -> (method, optim)
+
+    # -- data, original, Retrain, masks -------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        config = self.config
+        if config.data:
+            path = config.data
+            if config.train_subset:
+                path = str(write_subset(config.data, self.out, config.train_subset, config.test_subset))
+            self.common += ["--data", path]
+
+    def train_schedule(self) -> List[str]:
+        return ["--decreasing_lr", self.config.decreasing_lr, "--batch_size", str(self.config.train_batch_size)]
+
+    def train_original(self) -> None:
+        self.runner.run([Call(entry("main_train"), tuple(self.common + [
+            "--epochs", str(self.config.train_epochs), "--lr", str(self.config.train_lr)] + self.train_schedule()),
+            self.out / "original")])
+
+    def retrain(self, seeds: Sequence[int]) -> Dict[int, Dict[str, float]]:
+        """Retrain (the same schedule as the original, from scratch) on each seed's retain set."""
+        calls = {seed: Call(entry("main_forget"), tuple(self.common + [
+            "--seed", str(seed), "--unlearn", "retrain", "--unlearn_epochs", str(self.config.train_epochs),
+            "--unlearn_lr", str(self.config.train_lr)] + self.train_schedule()),
+            self.out / f"retrain_sgd_lr{_lr(self.config.train_lr)}" / f"seed{seed}") for seed in seeds}
+        self.runner.run(list(calls.values()))
+        return {seed: read_json(call.save_dir / "eval_result.json") for seed, call in calls.items()}
+
+    def mask_path(self, seed: int) -> Path:
+        return self.out / "mask" / f"seed{seed}" / f"with_{self.config.mask_ratio}.pt"
+
+    def make_mask(self, seed: int) -> None:
+        """SalUn's saliency mask of the seed's forget set (generate_mask writes no run.json)."""
+        if self.mask_path(seed).exists():
+            return
+        mask_dir = self.mask_path(seed).parent
+        mask_dir.mkdir(parents=True, exist_ok=True)
+        with open(mask_dir / "log.txt", "w", encoding="utf-8") as f, \
+                contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+            generate_mask.main(self.common + ["--seed", str(seed), "--model_path", self.model_path,
+                                              "--batch_size", str(self.config.batch_size), "--save_dir", str(mask_dir)])
+
+    def evaluate_original(self, seed: int) -> Dict[str, object]:
+        """The original model on the seed's split (UA, RA, TA, MIA), its training-set accuracy and the
+        sizes of the forget and retain sets."""
+        args = parse_args(self.common + ["--seed", str(seed), "--unlearn", "FT", "--model_path", self.model_path,
+                                         "--batch_size", str(self.config.batch_size)])
+        device = get_device(args.device, args.gpu)
+        data = ic_data.load_unlearn_data(args)
+        model = load_original_model(args, device)
+        metrics = evaluate(model, ic_data.evaluation_loaders(data, args), device, args.mia)
+        forget, retain = len(data.forget_index), len(data.retain_index)
+        train_acc = (metrics["retain_acc"] * retain + metrics["forget_acc"] * forget) / (forget + retain)
+        return {**{k: metrics[k] for k in METRICS}, "train_acc": train_acc, "forget_size": forget,
+                "retain_size": retain}
+
+    # -- unlearning runs -------------------------------------------------------------------------
+
+    def unlearn_call(self, grid: MethodGrid, forget_lr: float, retain_lr: float, seed: int) -> Call:
+        """One unlearning run (``retain_lr`` :data:`TIED`: the single optimizer at ``forget_lr``)."""
+        config = self.config
+        tied = retain_lr == TIED
+        name = f"{grid.method.lower()}_{grid.optim}_lr{_lr(forget_lr)}" + ("" if tied else f"_rlr{_lr(retain_lr)}")
+        argv = self.common + ["--seed", str(seed), "--unlearn", UNLEARN[grid.method], "--optim", grid.optim,
+                              "--unlearn_lr", str(forget_lr), "--retain_lr", str(forget_lr if tied else retain_lr),
+                              "--batch_size", str(config.batch_size), "--model_path", self.model_path]
+        if grid.method == "SFRon":
+            argv += ["--sfron_iters", str(config.sfron_iters)]
+        else:
+            argv += ["--unlearn_epochs", str(config.unlearn_epochs)]
+        if grid.method == "SalUn":
+            argv += ["--mask_path", str(self.mask_path(seed))]
+        self.kinds[f"{name}/seed{seed}"] = (grid.method, grid.optim)
+        return Call(entry(ENTRY[grid.method]), tuple(argv), self.out / name / f"seed{seed}")
+
+    def unlearn(self, grid: MethodGrid, settings: Sequence[Tuple[float, float, int]]) -> List[Dict[str, float]]:
+        """UA, RA, TA and MIA of the runs ``(forget_lr, retain_lr, seed)`` of ``grid`` (run as one batch)."""
+        calls = [self.unlearn_call(grid, *setting) for setting in settings]
+        self.runner.run(calls)
+        return [{k: read_json(call.save_dir / "eval_result.json")[k] for k in METRICS} for call in calls]
+
+    def gap(self, runs: Sequence[Mapping[str, float]], reference: np.ndarray) -> Dict[str, object]:
+        """parse_result's average gap (of the seed mean) and average std of ``runs``."""
+        return parse_result.summarize({("run", "", 0.0): list(runs)}, reference)[0]
+
+    # -- the whole benchmark ---------------------------------------------------------------------------
+
+    def run(self) -> Dict[str, object]:
+        config = self.config
+        started = time.time()
+        self.prepare_data()
+        self.train_original()
+        self.log("original model trained")
+        retrain = self.retrain(config.seeds)
+        self.log(f"Retrain done on seeds {list(config.seeds)}")
+        if any(grid.method == "SalUn" for grid in config.grids):
+            for seed in config.seeds:
+                self.make_mask(seed)
+        original = {seed: self.evaluate_original(seed) for seed in config.seeds}
+        # the original trained on the split of seed TRAIN_SPLIT_SEED; another seed's split moves some of
+        # its validation images into the forget and retain sets (research code), so only that split's
+        # accuracy is the original's accuracy on its training set
+        split_seed = main_train.TRAIN_SPLIT_SEED
+        train_acc = (original.get(split_seed) or self.evaluate_original(split_seed))["train_acc"]
+        reference = np.array([np.mean([retrain[s][m] for s in config.seeds]) for m in METRICS])
+        setting = check_setting(train_acc, retrain, config.thresholds)
+        for line in setting["lines"]:
+            self.log(line)
+        sizes = original[config.search_seed]
+        self.results = {"config": config_record(config), "setting": setting,
+                        "step_budget": step_budget(config, sizes["forget_size"], sizes["retain_size"]),
+                        "reference": dict(zip(METRICS, reference.tolist())),
+                        "retrain": {str(s): retrain[s] for s in config.seeds},
+                        "original": {str(s): original[s] for s in config.seeds},
+                        # doing nothing: what a method's best gap has to beat
+                        "original_gap": self.gap([{k: original[s][k] for k in METRICS} for s in config.seeds],
+                                                 reference)["avg_gap"],
+                        "methods": []}
+        reports = []
+        for grid in config.grids:
+            points = search(grid, lambda lrs: [
+                self.gap([run], reference)["avg_gap"]
+                for run in self.unlearn(grid, [(lr, retain_lr, config.search_seed) for lr, retain_lr in lrs])],
+                config.max_extensions, self.log)
+            report = report_curve(grid.method, grid.optim, points)
+            per_seed = dict(zip(config.seeds, self.unlearn(
+                grid, [(report.best_forget_lr, report.best_retain_lr, seed) for seed in config.seeds])))
+            final = self.gap(per_seed.values(), reference)
+            summary = seed_summary(list(per_seed.values()), METRICS)
+            reports.append(report)
+            self.results["methods"].append({
+                **report.as_dict(), "tied_lrs": grid.retain_lrs is None, "grid_size": len(points),
+                "avg_gap": final["avg_gap"], "avg_std": summary["avg_std"], "seed_mean": summary,
+                "per_seed": {str(s): per_seed[s] for s in config.seeds},
+                "grid": [asdict(p) for p in points]})
+            self.log(f"{grid.method}/{grid.optim}: best forget lr {report.best_forget_lr:g}, retain lr "
+                     f"{'tied' if grid.retain_lrs is None else f'{report.best_retain_lr:g}'}, avg gap "
+                     f"{final['avg_gap']:.2f} over {len(config.seeds)} seeds, robust over "
+                     f"{report.robustness_decades:.2f} decades")
+            self.save(reports, time.time() - started)
+        return self.results
+
+    def images_per_second(self) -> Dict[str, float]:
+        """Median over runs of training images per second of the whole entry call (data loading, Fisher or
+        mask passes and the final evaluation included, so a lower bound on the unlearning loop's speed)."""
+        budget = self.results["step_budget"]
+        images = {"epochs": (budget["forget_steps"] + budget["retain_steps"]) * budget["batch_size"],
+                  "SFRon": (budget["sfron_forget_steps"] + budget["sfron_retain_steps"]) * budget["batch_size"]}
+        speeds: Dict[str, List[float]] = {}
+        for name, (method, optim) in self.kinds.items():
+            if name in self.runner.seconds:
+                count = images["SFRon" if method == "SFRon" else "epochs"]
+                speeds.setdefault(f"{method}/{optim}", []).append(count / self.runner.seconds[name])
+        return {kind: float(np.median(values)) for kind, values in speeds.items()}
+
+    def save(self, reports, seconds: float) -> None:
+        self.results["seconds"] = dict(self.runner.seconds)
+        self.results["images_per_second"] = self.images_per_second()
+        self.results["wall_clock_s_this_invocation"] = round(seconds, 1)
+        write_results(self.out / "results.json", self.results)
+        budget = self.results["step_budget"]
+        plot_curves(reports, self.out / "gap_vs_lr.png", "average gap to Retrain (search seed)",
+                    f"{self.config.dataset} {self.config.arch}: forget {budget['forget_set']} / retain "
+                    f"{budget['retain_set']}, {budget['forget_steps']} forget + {budget['retain_steps']} retain "
+                    f"steps (SFR-on {budget['sfron_forget_steps']} + {budget['sfron_retain_steps']}), "
+                    f"seed {self.config.search_seed}")
+
+
+def step_budget(config: EvidenceConfig, forget: int, retain: int) -> Dict[str, int]:
+    """Optimizer steps of one unlearning run: epoch methods make one step per forget batch and one per
+    retain batch each epoch; SFR-on makes ``sfron_iters`` retain steps, one forget step per ``sfron_freq``."""
+    batches = lambda n: -(-n // config.batch_size)  # noqa: E731
+    sfron_freq = parse_args(["--unlearn", "SFRon"]).sfron_freq
+    return {"forget_set": forget, "retain_set": retain, "batch_size": config.batch_size,
+            "unlearn_epochs": config.unlearn_epochs, "forget_steps": config.unlearn_epochs * batches(forget),
+            "retain_steps": config.unlearn_epochs * batches(retain), "sfron_iters": config.sfron_iters,
+            "sfron_forget_steps": -(-config.sfron_iters // sfron_freq), "sfron_retain_steps": config.sfron_iters}
+
+
+def check_setting(train_acc: float, retrain: Mapping[int, Mapping[str, float]],
+                  thresholds: Mapping[str, float]) -> Dict[str, object]:
+    """Whether the setting can discriminate: the original memorises its training set (``train_acc``, in
+    percent), Retrain has not seen the forget set (on every seed its forget accuracy is near its test
+    accuracy) and Retrain's MIA is stable over seeds (population std)."""
+    forget_vs_test = max(abs((100.0 - r["UA"]) - r["TA"]) for r in retrain.values())
+    mia = [r["MIA"] for r in retrain.values()]
+    mia_std = float(np.std(mia))
+    checks = {
+        "original_train_acc": (train_acc, train_acc >= thresholds["original_train_acc"],
+                               f"original's training-set accuracy {train_acc:.2f} (>= {thresholds['original_train_acc']})"),
+        "retrain_forget_vs_test": (forget_vs_test, forget_vs_test <= thresholds["retrain_forget_vs_test"],
+                                   f"Retrain's |forget acc - test acc| {forget_vs_test:.2f} "
+                                   f"(<= {thresholds['retrain_forget_vs_test']})"),
+        "retrain_mia_std": (mia_std, mia_std <= thresholds["retrain_mia_std"],
+                            f"Retrain's MIA std over seeds {mia_std:.2f} (<= {thresholds['retrain_mia_std']})"),
+    }
+    return {"checks": {name: {"value": value, "met": met} for name, (value, met, _) in checks.items()},
+            "lines": [f"{'met' if met else 'NOT MET'}: {text}" for _, met, text in checks.values()]}
+
+
+def config_record(config: EvidenceConfig) -> Dict[str, object]:
+    record = asdict(config)
+    record["thresholds"] = dict(config.thresholds)
+    return record
+
+
+def render_tables(results: Mapping[str, object]) -> str:
+    """The markdown tables of a results record: best setting per method x optimizer, and the curves."""
+    lines = ["| method | optim | forget lr | retain lr | seeds | UA | RA | TA | MIA | Avg Gap | Avg std | "
+             "robust decades | grid (points) | both ends searched |",
+             "|---|---|---:|---:|---:|---|---|---|---|---:|---:|---:|---:|---|"]
+    for m in results["methods"]:
+        s = m["seed_mean"]
+        cells = [f"{s[k]:.2f}+-{s[k + '_std']:.2f}" for k in METRICS]
+        retain = "tied" if m["tied_lrs"] else f"{m['best_retain_lr']:g}"
+        lines.append(f"| {m['method']} | {m['optim']} | {m['best_forget_lr']:g} | {retain} | {len(m['per_seed'])} | "
+                     + " | ".join(cells) + f" | {m['avg_gap']:.2f} | {m['avg_std']:.2f} | "
+                     f"{m['robustness_decades']:.2f} | {m['grid_size']} | {'yes' if m['searched_both_ends'] else 'no'} |")
+    lines += ["", "| method | optim | retain lr | gap at each forget lr (search seed) |", "|---|---|---:|---|"]
+    for m in results["methods"]:
+        retain = "tied" if m["tied_lrs"] else f"{m['best_retain_lr']:g}"
+        curve = ", ".join(f"{lr:g}: {gap:.2f}" for lr, gap in m["curve"])
+        lines.append(f"| {m['method']} | {m['optim']} | {retain} | {curve} |")
+    return "\n".join(lines)
+
+
+def reading(results: Mapping[str, object]) -> str:
+    """A plain-language reading of a results record, whichever way the numbers fall.
+
+    A difference of best gaps smaller than the larger of the two settings' mean std over seeds is
+    called seed noise; a curve whose best point is still on its grid's edge is called unsearched.
+    """
+    lines = []
+    unmet = [name for name, check in results["setting"]["checks"].items() if not check["met"]]
+    if unmet:
+        lines.append(f"The setting misses the design's criteria ({', '.join(unmet)}): the comparison below "
+                     f"may not discriminate.")
+    lines.append(f"Doing nothing (the original model) has average gap {results['original_gap']:.2f} to Retrain.")
+    by_method: Dict[str, List[Mapping[str, object]]] = {}
+    for record in results["methods"]:
+        by_method.setdefault(record["method"], []).append(record)
+    for method, records in by_method.items():
+        parts = [f"{r['optim']} {r['avg_gap']:.2f} (std {r['avg_std']:.2f}, within 2 points of its best over "
+                 f"{r['robustness_decades']:.2f} decades of forget lr)" for r in records]
+        text = f"{method}: best average gap over seeds " + "; ".join(parts) + "."
+        if len(records) == 2:
+            a, b = sorted(records, key=lambda r: r["avg_gap"])
+            noise = max(a["avg_std"], b["avg_std"])
+            if b["avg_gap"] - a["avg_gap"] <= noise:
+                text += f" The difference ({b['avg_gap'] - a['avg_gap']:.2f}) is within seed noise ({noise:.2f})."
+            else:
+                text += f" {a['optim']} is closer to Retrain by {b['avg_gap'] - a['avg_gap']:.2f}."
+            wider = max(records, key=lambda r: r["robustness_decades"])
+            if a["robustness_decades"] != b["robustness_decades"]:
+                text += f" {wider['optim']} is the less lr-sensitive."
+        if any(r["avg_gap"] >= results["original_gap"] for r in records):
+            text += " At least one optimizer does no better than doing nothing."
+        unsearched = [r["optim"] for r in records if not r["searched_both_ends"]]
+        if unsearched:
+            text += f" Best point on the grid's edge (not fully searched): {', '.join(unsearched)}."
+        lines.append(text)
+    return "\n".join(lines)

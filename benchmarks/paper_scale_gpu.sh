@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The paper's CIFAR-10 ResNet-18 random-10% protocol on one GPU, through the evidence benchmark
+# (ImageClassification/evidence.py): the original model (182 epochs), Retrain on seeds 1-3, then SalUn,
+# SFR-on and SCRUB with --optim sgd and dual over log-spaced learning-rate grids (unlearning 10 epochs at
+# batch 256: 180 forget + 1,590 retain steps; SFR-on 1,500 + 300), the best setting of each on every seed.
+#
+#   DATA=/path/to/cifar10-jpeg.zip benchmarks/paper_scale_gpu.sh          # full length: many GPU hours
+#   DATA=/path/to/cifar10-jpeg.zip benchmarks/paper_scale_gpu.sh short    # a few minutes: CUDA path + images/s
+#
+# DATA: an ImageFolder zip/tree of CIFAR-10 (default ../shared/data/cifar10-jpeg.zip) or torchvision's
+# CIFAR-10 folder. OUT: work folder (default runs/ic_paper_gpu[_short]). A rerun resumes: finished runs are
+# skipped and an interrupted one continues from its snapshot. Results: $OUT/results.json, $OUT/gap_vs_lr.png,
+# and per run $OUT/<method>_<optim>_lr<lr>_rlr<retain lr>/seed<k>/ (eval_result.json, run.json, log.txt).
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LENGTH="${1:-full}"
+case "$LENGTH" in
+  full) PRESET=paper_gpu ;;
+  short) PRESET=paper_gpu_short ;;
+  *) echo "error: the argument must be full or short, got $LENGTH" >&2; exit 2 ;;
+esac
+ARGS=(--preset "$PRESET" --device "${DEVICE:-cuda}" --threads "${THREADS:-8}")
+if [[ -n "${DATA:-}" ]]; then ARGS+=(--data "$DATA"); fi
+if [[ -n "${OUT:-}" ]]; then ARGS+=(--out "$OUT"); fi
+cd "$REPO"
+exec python benchmarks/ic_unlearning.py "${ARGS[@]}"

@@ -1,0 +1,205 @@
+"""The evidence-benchmark design every unlearning benchmark shares.
+
+A benchmark can only support or refute DualOptim's claims (a lower gap to the reference model, less
+sensitivity to the learning rate and the seed) when its setting can discriminate; this module holds the
+parts of the design that do not depend on the modality:
+
+* **grids**: log-spaced learning rates (:func:`log_grid`); a curve whose best point lies on the edge of
+  its grid has not been searched, and :func:`edge_extension` names the next value beyond that edge;
+* **the search**: a 2-D grid of (forget lr, retain lr) points on one seed, the best setting is the
+  lowest gap (:func:`best_setting`), the curve reported is the forget-lr axis at that setting's retain
+  lr (:func:`curve_at`);
+* **robustness**: the width in decades of lr of the contiguous range around a curve's best point whose
+  gap stays within ``tolerance`` of that best (:func:`robustness_width`);
+* **seeds**: mean and std of every metric over seeds, and the mean of the stds (:func:`seed_summary`);
+* **reporting**: the gap-versus-lr plot with every optimizer of a method on one axis
+  (:func:`plot_curves`) and the results JSON (:func:`write_results`).
+
+The gap itself is the modality's (image classification: parse_result's average gap to Retrain).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import textwrap
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from common.io import atomic_write_json, ensure_writable_plot
+
+#: A curve point is within this many gap points of the curve's best (the issue's robustness figure).
+DEFAULT_TOLERANCE = 2.0
+
+
+def log_grid(low: float, high: float, points: int) -> List[float]:
+    """``points`` log-spaced values from ``low`` to ``high`` (both included), rounded to 3 significant digits."""
+    if points < 2 or not 0 < low < high:
+        raise ValueError(f"log_grid needs 0 < low < high and points >= 2, got {low}, {high}, {points}")
+    step = math.log10(high / low) / (points - 1)
+    return [float(f"{low * 10 ** (step * i):.3g}") for i in range(points)]
+
+
+#: the recorded retain lr of a grid whose single optimizer runs at the forget lr for both objectives
+TIED = 0.0
+
+
+@dataclass(frozen=True)
+class MethodGrid:
+    """The searched learning rates of one method x optimizer.
+
+    ``retain_lrs=None`` ties the retain lr to the forget lr: a single optimizer that serves both objectives
+    (SFR-on under ``sgd``, an LLM loss under ``adam``) has one lr, which is the whole search; its points
+    record the retain lr as :data:`TIED`.
+    """
+    method: str
+    optim: str
+    forget_lrs: Tuple[float, ...]
+    retain_lrs: Optional[Tuple[float, ...]]
+
+    @property
+    def size(self) -> int:
+        return len(self.forget_lrs) * (len(self.retain_lrs) if self.retain_lrs else 1)
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One unlearning run of the search: its learning rates and its gap (lower is better)."""
+    forget_lr: float
+    retain_lr: float
+    gap: float
+
+
+def curve_at(points: Iterable[GridPoint], retain_lr: float) -> List[GridPoint]:
+    """The forget-lr curve at one retain lr, sorted by forget lr."""
+    return sorted((p for p in points if p.retain_lr == retain_lr), key=lambda p: p.forget_lr)
+
+
+def best_setting(points: Sequence[GridPoint]) -> GridPoint:
+    """The lowest-gap point (the first of equal gaps in grid order, so the choice is deterministic)."""
+    if not points:
+        raise ValueError("best_setting: no grid points")
+    return min(sorted(points, key=lambda p: (p.retain_lr, p.forget_lr)), key=lambda p: p.gap)
+
+
+def robustness_width(curve: Sequence[GridPoint], tolerance: float = DEFAULT_TOLERANCE) -> Tuple[float, float, float]:
+    """``(decades, low_lr, high_lr)``: the contiguous run of grid points around the curve's best whose gap
+    is within ``tolerance`` of it, and its width ``log10(high_lr / low_lr)`` (0 for a single point).
+
+    Measured between grid points, so a curve can only show the width its grid resolves.
+    """
+    best = best_setting(curve)
+    index = [p.forget_lr for p in curve].index(best.forget_lr)
+    low = high = index
+    while low > 0 and curve[low - 1].gap <= best.gap + tolerance:
+        low -= 1
+    while high < len(curve) - 1 and curve[high + 1].gap <= best.gap + tolerance:
+        high += 1
+    return math.log10(curve[high].forget_lr / curve[low].forget_lr), curve[low].forget_lr, curve[high].forget_lr
+
+
+def rises_at_both_ends(curve: Sequence[GridPoint]) -> bool:
+    """Whether the curve's best point is inside the grid (a best point on an edge was not searched)."""
+    best = best_setting(curve)
+    return curve[0].forget_lr < best.forget_lr < curve[-1].forget_lr
+
+
+def edge_extension(curve: Sequence[GridPoint], step_decades: float) -> Optional[float]:
+    """The next forget lr to run when the curve's best lies on an edge of its grid, else None.
+
+    It lies ``step_decades`` beyond that edge, rounded as :func:`log_grid` rounds.
+    """
+    if len(curve) < 2 or rises_at_both_ends(curve):
+        return None
+    best = best_setting(curve)
+    factor = 10 ** step_decades
+    lr = best.forget_lr / factor if best.forget_lr == curve[0].forget_lr else best.forget_lr * factor
+    return float(f"{lr:.3g}")
+
+
+def search(grid: MethodGrid, gaps_at: Callable[[Sequence[Tuple[float, float]]], List[float]], max_extensions: int,
+           log: Callable[[str], None] = print) -> List[GridPoint]:
+    """Run ``grid`` (``gaps_at([(forget_lr, retain_lr), ...])`` runs a batch of independent settings and
+    returns their gaps), then, while the best point of the forget-lr curve at the best retain lr lies on an
+    edge, one more forget lr a grid step beyond that edge (at most ``max_extensions``)."""
+    settings = [(lr, retain_lr) for retain_lr in (grid.retain_lrs or (TIED,)) for lr in grid.forget_lrs]
+    points = [GridPoint(lr, retain_lr, gap) for (lr, retain_lr), gap in zip(settings, gaps_at(settings))]
+    spacing = math.log10(grid.forget_lrs[1] / grid.forget_lrs[0]) if len(grid.forget_lrs) > 1 else 1.0
+    for _ in range(max_extensions):
+        best = best_setting(points)
+        lr = edge_extension(curve_at(points, best.retain_lr), spacing)
+        if lr is None:
+            break
+        log(f"{grid.method}/{grid.optim}: best forget lr {best.forget_lr:g} on the grid's edge, adding {lr:g}")
+        points.append(GridPoint(lr, best.retain_lr, gaps_at([(lr, best.retain_lr)])[0]))
+    return points
+
+
+@dataclass
+class CurveReport:
+    """What a benchmark reports for one method x optimizer."""
+    method: str
+    optim: str
+    best_forget_lr: float
+    best_retain_lr: float
+    search_gap: float
+    robustness_decades: float
+    robust_range: Tuple[float, float]
+    searched_both_ends: bool
+    curve: List[Tuple[float, float]] = field(default_factory=list)  # (forget lr, gap) at the best retain lr
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def report_curve(method: str, optim: str, points: Sequence[GridPoint],
+                 tolerance: float = DEFAULT_TOLERANCE) -> CurveReport:
+    """Best setting, robustness figure and forget-lr curve (at the best retain lr) of a searched grid."""
+    best = best_setting(points)
+    curve = curve_at(points, best.retain_lr)
+    decades, low, high = robustness_width(curve, tolerance)
+    return CurveReport(method, optim, best.forget_lr, best.retain_lr, best.gap, decades, (low, high),
+                       rises_at_both_ends(curve), [(p.forget_lr, p.gap) for p in curve])
+
+
+def seed_summary(per_seed: Sequence[Mapping[str, float]], keys: Sequence[str]) -> Dict[str, float]:
+    """Mean and population std (the research code's) of each metric over seeds, and ``avg_std``."""
+    summary: Dict[str, float] = {}
+    for key in keys:
+        values = [run[key] for run in per_seed]
+        summary[key] = statistics.fmean(values)
+        summary[f"{key}_std"] = statistics.pstdev(values)
+    summary["avg_std"] = statistics.fmean(summary[f"{key}_std"] for key in keys)
+    return summary
+
+
+def plot_curves(reports: Sequence[CurveReport], path: Path, ylabel: str, title: str) -> None:
+    """One panel per method, gap against forget lr (log axis) for each optimizer, best points marked."""
+    ensure_writable_plot(str(path))
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(report.method for report in reports))
+    figure, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), squeeze=False)
+    for axis, method in zip(axes[0], methods):
+        for report in (r for r in reports if r.method == method):
+            lrs, gaps = zip(*report.curve)
+            line, = axis.plot(lrs, gaps, marker="o", label=f"{report.optim} (retain lr {report.best_retain_lr:g})")
+            axis.plot([report.best_forget_lr], [report.search_gap], marker="*", markersize=14,
+                      color=line.get_color())
+        axis.set_xscale("log")
+        axis.set_title(method)
+        axis.set_xlabel("forget learning rate")
+        axis.set_ylabel(ylabel)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle(textwrap.fill(title, 40 * len(methods)), fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_results(path: Path, payload: Mapping[str, object]) -> None:
+    """The benchmark's results JSON, written atomically."""
+    atomic_write_json(dict(payload), path)

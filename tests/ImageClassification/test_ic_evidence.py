@@ -1,0 +1,115 @@
+"""The image-classification evidence benchmark's checks, step budget, grids and reading."""
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ImageClassification.evidence import (PRESETS, TIED, EvidenceBenchmark, EvidenceConfig, MethodGrid, check_setting,
+                                          evidence_grids, reading, render_tables, step_budget)
+
+
+def retrain_runs(*records):
+    return {seed: dict(zip(("UA", "TA", "MIA"), record)) for seed, record in enumerate(records, 1)}
+
+
+def test_check_setting_measures_each_criterion():
+    thresholds = dict(original_train_acc=99.0, retrain_forget_vs_test=5.0, retrain_mia_std=5.0)
+    # forget acc = 100 - UA: 60 vs test 57 (3 points) and 52 vs 58 (6 points); MIA 70 and 80: std 5
+    setting = check_setting(99.5, retrain_runs((40.0, 57.0, 70.0), (48.0, 58.0, 80.0)), thresholds)
+    checks = setting["checks"]
+    assert checks["original_train_acc"] == {"value": 99.5, "met": True}
+    assert checks["retrain_forget_vs_test"]["value"] == pytest.approx(6.0) and not checks["retrain_forget_vs_test"]["met"]
+    assert checks["retrain_mia_std"] == {"value": pytest.approx(5.0), "met": True}
+    assert setting["lines"][1].startswith("NOT MET: Retrain's |forget acc - test acc| 6.00")
+
+
+def test_step_budget_counts_batches_per_epoch_and_sfron_forget_steps():
+    config = PRESETS["cifar10"]
+    budget = step_budget(config, forget=450, retain=4050)
+    # 450 / 16 -> 29 batches, 4050 / 16 -> 254 batches, 4 epochs; SFR-on: a forget step every 5th of 1,000
+    assert (budget["forget_steps"], budget["retain_steps"]) == (116, 1016)
+    assert (budget["sfron_forget_steps"], budget["sfron_retain_steps"]) == (200, 1000)
+    assert budget["forget_steps"] >= 100 and budget["sfron_forget_steps"] >= 100
+
+
+def test_evidence_grids_give_both_optimizers_the_same_search_size():
+    grids = evidence_grids(("SalUn", "SFRon", "SCRUB"))
+    assert [(g.method, g.optim) for g in grids] == [(m, o) for m in ("SalUn", "SFRon", "SCRUB") for o in ("sgd", "dual")]
+    for sgd, dual in zip(grids[::2], grids[1::2]):
+        assert sgd.size == dual.size == 10 and len(dual.forget_lrs) >= 5
+    sfron_sgd = grids[2]
+    assert sfron_sgd.retain_lrs is None and len(sfron_sgd.forget_lrs) == 10  # one optimizer, one lr
+    assert MethodGrid("SalUn", "sgd", (1.0, 2.0), (3.0,)).size == 2
+
+
+def results_record(sgd_gap, dual_gap, sgd_std=0.5, dual_std=0.5, met=True):
+    def method(optim, gap, std, decades, both_ends):
+        seed_mean = {k: 1.0 for k in ("UA", "RA", "TA", "MIA")}
+        seed_mean.update({f"{k}_std": std for k in ("UA", "RA", "TA", "MIA")})
+        return {"method": "SalUn", "optim": optim, "best_forget_lr": 0.01, "best_retain_lr": 0.01, "tied_lrs": False,
+                "avg_gap": gap, "avg_std": std, "seed_mean": seed_mean, "per_seed": {"1": {}, "2": {}, "3": {}},
+                "robustness_decades": decades, "grid_size": 10, "searched_both_ends": both_ends,
+                "curve": [(0.001, gap + 3), (0.01, gap), (0.1, gap + 5)]}
+    return {"setting": {"checks": {"retrain_mia_std": {"value": 1.0, "met": met}}}, "original_gap": 9.0,
+            "methods": [method("sgd", sgd_gap, sgd_std, 0.5, False), method("dual", dual_gap, dual_std, 1.5, True)]}
+
+
+def test_reading_says_which_way_the_numbers_fall():
+    text = reading(results_record(sgd_gap=6.0, dual_gap=3.0))
+    assert "dual is closer to Retrain by 3.00" in text and "dual is the less lr-sensitive" in text
+    assert "not fully searched): sgd" in text and "misses" not in text
+    noisy = reading(results_record(sgd_gap=3.2, dual_gap=3.0, sgd_std=1.0, met=False))
+    assert "within seed noise (1.00)" in noisy and "misses the design's criteria (retrain_mia_std)" in noisy
+    assert "no better than doing nothing" in reading(results_record(sgd_gap=9.5, dual_gap=3.0))
+
+
+def test_render_tables_lists_best_settings_and_curves():
+    text = render_tables(results_record(sgd_gap=6.0, dual_gap=3.0))
+    assert "| SalUn | dual | 0.01 | 0.01 | 3 | 1.00+-0.50 |" in text
+    assert "| SalUn | sgd | 0.01 | 0.001: 9.00, 0.01: 6.00, 0.1: 11.00 |" in text
+
+
+def test_unlearn_calls_name_their_folders_by_lrs_and_tie_the_single_optimizer(tmp_path):
+    config = EvidenceConfig(out=str(tmp_path), dataset="digits", arch="resnet20s", num_forget=130, train_epochs=1,
+                            decreasing_lr="1", unlearn_epochs=1, sfron_iters=7, grids=(), seeds=(1,), search_seed=1)
+    bench = EvidenceBenchmark(config)
+    call = bench.unlearn_call(MethodGrid("SFRon", "sgd", (0.02,), None), 0.02, TIED, 1)
+    argv = list(call.argv)
+    assert call.entry == "ImageClassification.main_random_sfron" and call.save_dir == tmp_path / "sfron_sgd_lr0.02/seed1"
+    assert argv[argv.index("--retain_lr") + 1] == "0.02" and argv[argv.index("--sfron_iters") + 1] == "7"
+    call = bench.unlearn_call(MethodGrid("SalUn", "dual", (1e-4,), (0.01,)), 1e-4, 0.01, 2)
+    argv = list(call.argv)
+    assert call.save_dir == tmp_path / "salun_dual_lr0.0001_rlr0.01/seed2" and "--mask_path" in argv
+    assert argv[argv.index("--retain_lr") + 1] == "0.01" and argv[argv.index("--unlearn_epochs") + 1] == "1"
+    assert argv[argv.index("--seed") + 1] == "2" and not call.done
+
+
+def test_runner_runs_a_batch_in_worker_processes_and_skips_finished_runs(tmp_path):
+    """Two retrains in two spawned workers give the same numbers as in this process."""
+    config = EvidenceConfig(out=str(tmp_path / "parallel"), dataset="digits", arch="resnet20s", num_forget=130,
+                            train_epochs=1, decreasing_lr="1", unlearn_epochs=1, sfron_iters=1, grids=(), seeds=(1, 2),
+                            search_seed=1, train_batch_size=256)
+    parallel = EvidenceBenchmark(config, jobs=2, threads=1).retrain((1, 2))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' thread count: the same kernels, the same sums
+    try:
+        sequential = EvidenceBenchmark(replace(config, out=str(tmp_path / "sequential"))).retrain((1, 2))
+    finally:
+        torch.set_num_threads(threads)
+    for seed in (1, 2):
+        assert {k: parallel[seed][k] for k in ("UA", "RA", "TA", "MIA")} == \
+            {k: sequential[seed][k] for k in ("UA", "RA", "TA", "MIA")}
+    again = EvidenceBenchmark(config, jobs=2, threads=1)
+    before = (tmp_path / "parallel" / "retrain_sgd_lr0.1" / "seed1" / "run.json").stat().st_mtime_ns
+    assert again.retrain((1,))[1] == parallel[1]
+    assert (tmp_path / "parallel" / "retrain_sgd_lr0.1" / "seed1" / "run.json").stat().st_mtime_ns == before
+
+
+def test_ablation_preset_shares_the_cifar10_setting_and_searches_every_pair_alike():
+    ablation, cifar10 = PRESETS["cifar10_ablation"], PRESETS["cifar10"]
+    assert replace(ablation, grids=cifar10.grids) == cifar10  # same folder: original, Retrain, sgd/dual runs reused
+    assert {g.optim for g in ablation.grids} >= {"sgd", "dual", "dual_sa", "dual_ss", "dual_ls", "dual_ll", "dual_sl",
+                                                 "dual_aa_m", "dual_aa_v", "dual_share"}
+    assert {g.size for g in ablation.grids} == {10} and all(g.method == "SFRon" for g in ablation.grids)
+    lion_sgd = next(g for g in ablation.grids if g.optim == "dual_ls")
+    assert lion_sgd.forget_lrs == (1e-6, 3.16e-6, 1e-5, 3.16e-5, 1e-4) and lion_sgd.retain_lrs == (3e-3, 1e-2)

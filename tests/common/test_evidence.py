@@ -1,0 +1,64 @@
+"""The shared evidence-benchmark design: grids, best setting, robustness width, edge extension, seeds."""
+import math
+
+import pytest
+
+from common.evidence import (GridPoint, best_setting, curve_at, edge_extension, log_grid, plot_curves,
+                             report_curve, rises_at_both_ends, robustness_width, seed_summary)
+
+
+def curve(gaps, lrs=(1e-4, 1e-3, 1e-2, 1e-1, 1.0), retain_lr=0.01):
+    return [GridPoint(lr, retain_lr, gap) for lr, gap in zip(lrs, gaps)]
+
+
+def test_log_grid_is_log_spaced_and_rounded():
+    assert log_grid(1e-3, 1e-1, 5) == [0.001, 0.00316, 0.01, 0.0316, 0.1]
+    assert log_grid(1e-4, 1e-1, 4) == [1e-4, 1e-3, 1e-2, 1e-1]
+    for bad in ((1e-1, 1e-3, 5), (0.0, 1.0, 3), (1e-3, 1e-1, 1)):
+        with pytest.raises(ValueError):
+            log_grid(*bad)
+
+
+def test_robustness_width_is_the_contiguous_run_within_tolerance():
+    # best 3.0 at 1e-2; 4.5 at 1e-1 is within 2 points, 10 at 1e-3 is not, and 4.0 at 1e-4 is cut off by it
+    points = curve([4.0, 10.0, 3.0, 4.5, 9.0])
+    assert robustness_width(points) == pytest.approx((1.0, 1e-2, 1e-1))
+    assert robustness_width(points, tolerance=0.5)[0] == 0.0
+    assert robustness_width(curve([1.0, 1.5, 2.0, 2.9, 3.1]))[0] == pytest.approx(3.0)
+
+
+def test_best_setting_breaks_ties_in_grid_order():
+    points = [GridPoint(1e-2, 0.01, 2.0), GridPoint(1e-3, 0.003, 2.0), GridPoint(1e-3, 0.01, 5.0)]
+    assert best_setting(points) == GridPoint(1e-3, 0.003, 2.0)
+    with pytest.raises(ValueError):
+        best_setting([])
+
+
+def test_edge_extension_goes_one_step_past_the_edge_that_holds_the_best():
+    assert edge_extension(curve([1.0, 2.0, 3.0, 4.0, 5.0]), 1.0) == pytest.approx(1e-5)
+    assert edge_extension(curve([5.0, 4.0, 3.0, 2.0, 1.0]), 0.5) == pytest.approx(3.16)
+    assert edge_extension(curve([5.0, 1.0, 3.0, 4.0, 5.0]), 1.0) is None
+    assert rises_at_both_ends(curve([5.0, 1.0, 3.0, 4.0, 5.0]))
+    assert not rises_at_both_ends(curve([1.0, 2.0, 3.0, 4.0, 5.0]))
+
+
+def test_report_curve_takes_the_forget_lr_curve_at_the_best_retain_lr():
+    points = curve([6.0, 4.0, 5.0, 7.0, 9.0], retain_lr=0.003) + curve([5.0, 3.0, 2.5, 8.0, 9.0], retain_lr=0.01)
+    report = report_curve("SalUn", "dual", points)
+    assert (report.best_forget_lr, report.best_retain_lr, report.search_gap) == (1e-2, 0.01, 2.5)
+    assert report.curve == [(p.forget_lr, p.gap) for p in curve_at(points, 0.01)]
+    assert report.robustness_decades == pytest.approx(math.log10(1e-2 / 1e-3))  # 3.0 is within 2.5 + 2, 5.0 is not
+    assert report.searched_both_ends
+
+
+def test_seed_summary_uses_population_std():
+    summary = seed_summary([{"UA": 1.0, "RA": 10.0}, {"UA": 3.0, "RA": 10.0}], ("UA", "RA"))
+    assert summary == {"UA": 2.0, "UA_std": 1.0, "RA": 10.0, "RA_std": 0.0, "avg_std": 0.5}
+
+
+def test_plot_curves_writes_an_image(tmp_path):
+    points = curve([6.0, 4.0, 5.0, 7.0, 9.0])
+    reports = [report_curve("SalUn", "sgd", points), report_curve("SalUn", "dual", points),
+               report_curve("SCRUB", "sgd", points)]
+    plot_curves(reports, tmp_path / "curves.png", "gap", "title")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
