@@ -42,7 +42,7 @@ from common.evidence import (TIED, MethodGrid, log_grid, plot_curves, report_cur
                              write_results)
 from common.io import atomic_path, read_json
 from ImageClassification import data as ic_data
-from ImageClassification import generate_mask, main_train, parse_result
+from ImageClassification import main_train, parse_result
 from ImageClassification.arg_parser import parse_args
 from ImageClassification.evaluation import evaluate
 from ImageClassification.pipeline import load_original_model
@@ -313,16 +313,11 @@ class EvidenceBenchmark:
     def mask_path(self, seed: int) -> Path:
         return self.out / "mask" / f"seed{seed}" / f"with_{self.config.mask_ratio}.pt"
 
-    def make_mask(self, seed: int) -> None:
-        """SalUn's saliency mask of the seed's forget set (generate_mask writes no run.json)."""
-        if self.mask_path(seed).exists():
-            return
-        mask_dir = self.mask_path(seed).parent
-        mask_dir.mkdir(parents=True, exist_ok=True)
-        with open(mask_dir / "log.txt", "w", encoding="utf-8") as f, \
-                contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-            generate_mask.main(self.common + ["--seed", str(seed), "--model_path", self.model_path,
-                                              "--batch_size", str(self.config.batch_size), "--save_dir", str(mask_dir)])
+    def make_masks(self, seeds: Sequence[int]) -> None:
+        """SalUn's saliency mask of each seed's forget set (``generate_mask.py`` also ends with ``run.json``)."""
+        self.runner.run([Call(entry("generate_mask"), tuple(self.common + [
+            "--seed", str(seed), "--model_path", self.model_path, "--batch_size", str(self.config.batch_size)]),
+            self.mask_path(seed).parent) for seed in seeds])
 
     def evaluate_original(self, seed: int) -> Dict[str, object]:
         """The original model on the seed's split (UA, RA, TA, MIA), its training-set accuracy and the
@@ -378,8 +373,7 @@ class EvidenceBenchmark:
         retrain = self.retrain(config.seeds)
         self.log(f"Retrain done on seeds {list(config.seeds)}")
         if any(grid.method == "SalUn" for grid in config.grids):
-            for seed in config.seeds:
-                self.make_mask(seed)
+            self.make_masks(config.seeds)
         original = {seed: self.evaluate_original(seed) for seed in config.seeds}
         # the original trained on the split of seed TRAIN_SPLIT_SEED; another seed's split moves some of
         # its validation images into the forget and retain sets (research code), so only that split's

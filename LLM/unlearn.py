@@ -22,7 +22,7 @@ from common.checkpointing import add_resume_args
 from common.device import add_device_args
 from common.errors import UsageError, non_negative_float, positive_float, positive_int
 from common.io import add_trust_args, write_run_record
-from common.optim_recipes import LLM_FLAG, recipe_names
+from common.optim_recipes import LLM_FLAG, is_dual_recipe, recipe_names
 from common.nonfinite import add_nonfinite_args
 from common.seed import add_seed_args, seed_everything
 from LLM.data import Row, UnlearnDataset, collate_unlearn
@@ -111,7 +111,7 @@ def validate_unlearn_args(args: argparse.Namespace) -> UnlearnLoss:
         # Retain steps draw retain rows only; LLMU's mismatch term needs forget questions.
         raise UsageError(f"--alternate: the retain term of --forget_loss {args.forget_loss} "
                          f"({loss.regularizer.name}) reads forget rows; train it jointly (without --alternate)")
-    if args.optim_cfg.startswith("dual") and not args.alternate:
+    if is_dual_recipe(LLM_FLAG, args.optim_cfg) and not args.alternate:
         raise UsageError(f"--optim_cfg {args.optim_cfg}: needs --alternate (a joint step serves both "
                          f"objectives, so there is no objective to pick an optimizer state for)")
     return loss

@@ -128,6 +128,13 @@ def build_recipe(flag: str, name: str, params: Params, settings: RecipeSettings)
     return get_recipe(flag, name).build(_materialize(params), settings)
 
 
+def is_dual_recipe(flag: str, name: str) -> bool:
+    """Whether the recipe ``flag name`` keeps a separate state per objective, asked of the optimizer it
+    builds (over one probe scalar), so no caller reads it from the name."""
+    probe = torch.zeros(1, requires_grad=True)
+    return build_recipe(flag, name, [probe], RecipeSettings(forget_lr=1e-3, retain_lr=1e-3, shared_lrs=(1e-3, 1e-3))).is_dual
+
+
 def make_unlearn_optimizer(optim: str, params: Params, unlearn_lr: float, retain_lr: float,
                            momentum: float = 0.9, weight_decay: float = 5e-4) -> DualOptim:
     """The ``--optim`` optimizer with forget steps at ``unlearn_lr`` and retain steps at ``retain_lr``.

@@ -15,7 +15,7 @@ from torch import nn
 
 from common.dualoptim import DualOptim, HybridAdamSGD, Lion, ObjectiveOptim, SharedOptim
 from common.errors import UsageError
-from common.optim_recipes import (IMAGE_FLAG, LLM_FLAG, RecipeSettings, build_recipe, get_recipe,
+from common.optim_recipes import (IMAGE_FLAG, LLM_FLAG, RecipeSettings, build_recipe, get_recipe, is_dual_recipe,
                                   recipe_names)
 
 FORGET_LR, RETAIN_LR = 2.0 ** -9, 2.0 ** -6
@@ -222,3 +222,9 @@ def test_flags_accept_their_research_codes_names():
         get_recipe(LLM_FLAG, "dual")
     with pytest.raises(UsageError, match=r"^--optim: unknown value 'dual_adam'"):
         get_recipe(IMAGE_FLAG, "dual_adam")
+
+
+def test_is_dual_recipe_asks_the_built_optimizer():
+    assert not is_dual_recipe(IMAGE_FLAG, "sgd") and not is_dual_recipe(IMAGE_FLAG, "adam")
+    assert is_dual_recipe(IMAGE_FLAG, "dual") and is_dual_recipe(IMAGE_FLAG, "dual_share")
+    assert is_dual_recipe(LLM_FLAG, "dual_adam") and not is_dual_recipe(LLM_FLAG, "adam")
