@@ -28,7 +28,7 @@ import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Mapping
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -174,6 +174,12 @@ def mean_std(values: List[float]) -> str:
     return f"{np.mean(values):.3g} ± {std:.2g}"
 
 
+def saved_evaluation(save_dir: Path) -> Optional[dict]:
+    """The summary an ``eval.py`` run saved in ``save_dir`` (its ``run.json`` is written last), if any."""
+    record = save_dir / "run.json"
+    return json.loads(record.read_text(encoding="utf-8"))["metrics"] if record.is_file() else None
+
+
 class Prepared:
     """The benchmark's data folder, fine-tuned models and the retain model's evaluation."""
 
@@ -193,23 +199,33 @@ class Prepared:
         self.models = {}
         for name, split in (("original", "full"), ("retain", "retain90")):
             self.models[name] = self.out / "ft" / name
+            if (self.models[name] / "run.json").is_file():  # fine-tuned by an earlier invocation
+                continue
             main_train.main(["--model_path", str(base), "--split", split, "--lr", str(args.ft_lr), "--num_epochs",
                              str(args.ft_epochs), "--batch_size", str(args.ft_batch_size),
                              "--gradient_accumulation_steps", "1", "--weight_decay", "0", "--seed", "0",
                              "--save_dir", str(self.models[name])] + self.data + self.common)
         self.retain_eval = self.out / "ft" / "retain_eval"
-        self.retain = eval_script.main(["--model_path", str(self.models["retain"]), "--save_dir",
-                                        str(self.retain_eval)] + self.data + self.evaluate)
-        self.original = eval_script.main(["--model_path", str(self.models["original"]), "--retain_result",
-                                          str(self.retain_eval)] + self.data + self.evaluate)
+        self.retain = self.evaluated(self.models["retain"], self.retain_eval, retain_result=False)
+        self.original = self.evaluated(self.models["original"], self.out / "ft" / "original_eval")
+
+    def evaluated(self, model: Path, save_dir: Path, retain_result: bool = True) -> dict:
+        """``eval.py``'s summary of ``model`` (forget quality against the retain model's statistics), or the
+        one an earlier invocation saved in ``save_dir``."""
+        saved = saved_evaluation(save_dir)
+        if saved is not None:
+            return saved
+        reference = ["--retain_result", str(self.retain_eval)] if retain_result else []
+        return eval_script.main(["--model_path", str(model), "--save_dir", str(save_dir)] + reference
+                                + self.data + self.evaluate)
 
     def unlearn(self, args: argparse.Namespace, loss: str, optim: str, lr: float, forget_lr: float, seed: int,
                 save: Path) -> dict:
         """Unlearn with ``loss`` (its forget_coeff from :data:`LOSSES`) and evaluate; a run whose evaluation
         finished (``<save>/eval/run.json``) is read back instead of run again."""
-        record = save / "eval" / "run.json"
-        if record.is_file():
-            return json.loads(record.read_text(encoding="utf-8"))["metrics"]
+        saved = saved_evaluation(save / "eval")
+        if saved is not None:
+            return saved
         result = main_forget.main(
             ["--model_path", str(self.models["original"]), "--split", "forget10", "--task_list", "1",
              "--forget_loss", loss, "--alternate", "--optim_cfg", optim, "--retain_freq", str(args.retain_freq),
@@ -218,8 +234,7 @@ class Prepared:
              "--gradient_accumulation_steps", "1", "--seed", str(seed), "--save_dir", str(save), "--overwrite"]
             + self.data + self.common)[-1]
         checkpoint = save / "1" / "unlearn_times_1" / "checkpoint-last"
-        summary = eval_script.main(["--model_path", str(checkpoint), "--retain_result", str(self.retain_eval),
-                                    "--save_dir", str(save / "eval")] + self.data + self.evaluate)
+        summary = self.evaluated(checkpoint, save / "eval")
         shutil.rmtree(checkpoint)  # the evaluation is what the benchmark keeps; the weights are large
         return dict(summary, tokens_per_second=result["tokens_per_second"])
 
