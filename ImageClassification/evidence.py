@@ -40,6 +40,8 @@ from common.datasets import ImageTree
 from common.device import get_device
 from common.evidence import (TIED, MethodGrid, log_grid, plot_curves, report_curve, search, seed_summary,
                              write_results)
+from common.evidence import reading as evidence_reading
+from common.evidence import render_tables as evidence_tables
 from common.io import atomic_path, read_json
 from ImageClassification import data as ic_data
 from ImageClassification import main_train, parse_result
@@ -484,57 +486,10 @@ def config_record(config: EvidenceConfig) -> Dict[str, object]:
 
 def render_tables(results: Mapping[str, object]) -> str:
     """The markdown tables of a results record: best setting per method x optimizer, and the curves."""
-    lines = ["| method | optim | forget lr | retain lr | seeds | UA | RA | TA | MIA | Avg Gap | Avg std | "
-             "robust decades | grid (points) | both ends searched |",
-             "|---|---|---:|---:|---:|---|---|---|---|---:|---:|---:|---:|---|"]
-    for m in results["methods"]:
-        s = m["seed_mean"]
-        cells = [f"{s[k]:.2f}+-{s[k + '_std']:.2f}" for k in METRICS]
-        retain = "tied" if m["tied_lrs"] else f"{m['best_retain_lr']:g}"
-        lines.append(f"| {m['method']} | {m['optim']} | {m['best_forget_lr']:g} | {retain} | {len(m['per_seed'])} | "
-                     + " | ".join(cells) + f" | {m['avg_gap']:.2f} | {m['avg_std']:.2f} | "
-                     f"{m['robustness_decades']:.2f} | {m['grid_size']} | {'yes' if m['searched_both_ends'] else 'no'} |")
-    lines += ["", "| method | optim | retain lr | gap at each forget lr (search seed) |", "|---|---|---:|---|"]
-    for m in results["methods"]:
-        retain = "tied" if m["tied_lrs"] else f"{m['best_retain_lr']:g}"
-        curve = ", ".join(f"{lr:g}: {gap:.2f}" for lr, gap in m["curve"])
-        lines.append(f"| {m['method']} | {m['optim']} | {retain} | {curve} |")
-    return "\n".join(lines)
+    return evidence_tables(results["methods"], METRICS)
 
 
 def reading(results: Mapping[str, object]) -> str:
-    """A plain-language reading of a results record, whichever way the numbers fall.
-
-    A difference of best gaps smaller than the larger of the two settings' mean std over seeds is
-    called seed noise; a curve whose best point is still on its grid's edge is called unsearched.
-    """
-    lines = []
+    """What the numbers of a results record show (:func:`common.evidence.reading`)."""
     unmet = [name for name, check in results["setting"]["checks"].items() if not check["met"]]
-    if unmet:
-        lines.append(f"The setting misses the design's criteria ({', '.join(unmet)}): the comparison below "
-                     f"may not discriminate.")
-    lines.append(f"Doing nothing (the original model) has average gap {results['original_gap']:.2f} to Retrain.")
-    by_method: Dict[str, List[Mapping[str, object]]] = {}
-    for record in results["methods"]:
-        by_method.setdefault(record["method"], []).append(record)
-    for method, records in by_method.items():
-        parts = [f"{r['optim']} {r['avg_gap']:.2f} (std {r['avg_std']:.2f}, within 2 points of its best over "
-                 f"{r['robustness_decades']:.2f} decades of forget lr)" for r in records]
-        text = f"{method}: best average gap over seeds " + "; ".join(parts) + "."
-        if len(records) == 2:
-            a, b = sorted(records, key=lambda r: r["avg_gap"])
-            noise = max(a["avg_std"], b["avg_std"])
-            if b["avg_gap"] - a["avg_gap"] <= noise:
-                text += f" The difference ({b['avg_gap'] - a['avg_gap']:.2f}) is within seed noise ({noise:.2f})."
-            else:
-                text += f" {a['optim']} is closer to Retrain by {b['avg_gap'] - a['avg_gap']:.2f}."
-            wider = max(records, key=lambda r: r["robustness_decades"])
-            if a["robustness_decades"] != b["robustness_decades"]:
-                text += f" {wider['optim']} is the less lr-sensitive."
-        if any(r["avg_gap"] >= results["original_gap"] for r in records):
-            text += " At least one optimizer does no better than doing nothing."
-        unsearched = [r["optim"] for r in records if not r["searched_both_ends"]]
-        if unsearched:
-            text += f" Best point on the grid's edge (not fully searched): {', '.join(unsearched)}."
-        lines.append(text)
-    return "\n".join(lines)
+    return evidence_reading(results["methods"], results["original_gap"], "Retrain", unmet=unmet)

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from common.errors import UsageError, cli_main
-from common.evidence import TIED, MethodGrid, log_grid, plot_curves, report_curve, search, seed_summary, write_results
+from common.evidence import (TIED, MethodGrid, log_grid, plot_curves, reading, render_tables, report_curve, search,
+                             seed_summary, write_results)
 from common.io import atomic_write_json, ensure_writable_dir
 from LLM import eval as eval_script
 from LLM import main_forget, main_train
@@ -316,23 +317,10 @@ def evidence_mode(args: argparse.Namespace, prepared: Prepared) -> dict:
 
 
 def evidence_table(results: Mapping[str, object]) -> str:
-    lines = [f"original model: gap {results['original_gap']:.2f} (doing nothing)", "",
-             "| loss | optim | forget lr | retain lr | seeds | Forget ROUGE-L | TOFU MU | Forget Quality | gap | "
-             "gap std | robust decades | grid (points) | both ends searched |",
-             "|---|---|---:|---:|---:|---|---|---|---:|---:|---:|---:|---|"]
-    for m in results["methods"]:
-        s = m["seed_mean"]
-        cells = [f"{s[k]:.3g}+-{s[k + '_std']:.2g}" for k in (*GAP_KEYS, "Forget Quality")]
-        retain = "tied" if m["tied_lrs"] else f"{m['best_retain_lr']:g}"
-        lines.append(f"| {m['method']} | {m['optim']} | {m['best_forget_lr']:g} | {retain} | {len(m['per_seed'])} | "
-                     + " | ".join(cells) + f" | {m['avg_gap']:.2f} | {m['gap_std']:.2f} | "
-                     f"{m['robustness_decades']:.2f} | {m['grid_size']} | {'yes' if m['searched_both_ends'] else 'no'} |")
-    lines += ["", "| loss | optim | retain lr | gap at each forget lr (first seed) |", "|---|---|---:|---|"]
-    for m in results["methods"]:
-        retain = "tied" if m["tied_lrs"] else f"{m['best_retain_lr']:g}"
-        lines.append(f"| {m['method']} | {m['optim']} | {retain} | "
-                     + ", ".join(f"{lr:g}: {gap:.2f}" for lr, gap in m["curve"]) + " |")
-    return "\n".join(lines)
+    """The evidence tables and their reading (the retain model plays Retrain's part)."""
+    return "\n\n".join([render_tables(results["methods"], (*GAP_KEYS, "Forget Quality"), cell=".3g",
+                                      spread=("gap_std", "gap std"), label="loss"),
+                        reading(results["methods"], results["original_gap"], "the retain model", spread="gap_std")])
 
 
 @cli_main

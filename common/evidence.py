@@ -200,6 +200,75 @@ def plot_curves(reports: Sequence[CurveReport], path: Path, ylabel: str, title: 
     plt.close(figure)
 
 
+def render_tables(methods: Sequence[Mapping[str, object]], metrics: Sequence[str], cell: str = ".2f",
+                  spread: Tuple[str, str] = ("avg_std", "Avg std"), label: str = "method") -> str:
+    """Markdown tables of method records (:func:`report_curve` fields plus ``avg_gap``, ``seed_mean``,
+    ``per_seed``, ``tied_lrs``, ``grid_size`` and the ``spread`` key): the best setting of each method x
+    optimizer with its metrics over seeds, then each forget-lr curve on the search seed."""
+    key, heading = spread
+    lines = [f"| {label} | optim | forget lr | retain lr | seeds | {' | '.join(metrics)} | Avg Gap | {heading} | "
+             "robust decades | grid (points) | both ends searched |",
+             "|---|---|---:|---:|---:|" + "---|" * len(metrics) + "---:|---:|---:|---:|---|"]
+    for m in methods:
+        mean = m["seed_mean"]
+        cells = [f"{mean[k]:{cell}}+-{mean[k + '_std']:{cell}}" for k in metrics]
+        lines.append(f"| {m['method']} | {m['optim']} | {m['best_forget_lr']:g} | {_retain(m)} | {len(m['per_seed'])} | "
+                     + " | ".join(cells) + f" | {m['avg_gap']:.2f} | {m[key]:.2f} | {m['robustness_decades']:.2f} | "
+                     f"{m['grid_size']} | {'yes' if m['searched_both_ends'] else 'no'} |")
+    lines += ["", f"| {label} | optim | retain lr | gap at each forget lr (search seed) |", "|---|---|---:|---|"]
+    for m in methods:
+        curve = ", ".join(f"{lr:g}: {gap:.2f}" for lr, gap in m["curve"])
+        lines.append(f"| {m['method']} | {m['optim']} | {_retain(m)} | {curve} |")
+    return "\n".join(lines)
+
+
+def _retain(record: Mapping[str, object]) -> str:
+    return "tied" if record["tied_lrs"] else f"{record['best_retain_lr']:g}"
+
+
+def reading(methods: Sequence[Mapping[str, object]], original_gap: float, reference: str,
+            spread: str = "avg_std", unmet: Sequence[str] = ()) -> str:
+    """A plain-language reading of method records, whichever way the numbers fall.
+
+    A difference of best gaps no larger than the larger spread over seeds (``spread``) of the two is called
+    seed noise; a curve whose best point is still on its grid's edge is called not fully searched; a best
+    gap no lower than the original model's (``original_gap``) is no better than doing nothing.
+    """
+    lines = []
+    if unmet:
+        lines.append(f"The setting misses the design's criteria ({', '.join(unmet)}): the comparison below "
+                     f"may not discriminate.")
+    lines.append(f"Doing nothing (the original model) has average gap {original_gap:.2f} to {reference}.")
+    by_method: Dict[str, List[Mapping[str, object]]] = {}
+    for record in methods:
+        by_method.setdefault(record["method"], []).append(record)
+    for method, records in by_method.items():
+        parts = [f"{r['optim']} {r['avg_gap']:.2f} (spread over seeds {r[spread]:.2f}, within {DEFAULT_TOLERANCE:g} "
+                 f"points of its best over {r['robustness_decades']:.2f} decades of forget lr)" for r in records]
+        text = f"{method}: best average gap " + "; ".join(parts) + "."
+        ranked = sorted(records, key=lambda r: r["avg_gap"])
+        best = ranked[0]
+        for other in ranked[1:]:
+            noise = max(best[spread], other[spread])
+            difference = other["avg_gap"] - best["avg_gap"]
+            if difference <= noise:
+                text += f" {best['optim']} vs {other['optim']}: the difference ({difference:.2f}) is within seed " \
+                        f"noise ({noise:.2f})."
+            else:
+                text += f" {best['optim']} is closer to {reference} than {other['optim']} by {difference:.2f}."
+        widths = {r["robustness_decades"] for r in records}
+        if len(records) > 1 and len(widths) > 1:
+            text += f" {max(records, key=lambda r: r['robustness_decades'])['optim']} is the least lr-sensitive."
+        no_better = [r["optim"] for r in records if r["avg_gap"] >= original_gap]
+        if no_better:
+            text += f" No better than doing nothing: {', '.join(no_better)}."
+        unsearched = [r["optim"] for r in records if not r["searched_both_ends"]]
+        if unsearched:
+            text += f" Best point on the grid's edge (not fully searched): {', '.join(unsearched)}."
+        lines.append(text)
+    return "\n".join(lines)
+
+
 def write_results(path: Path, payload: Mapping[str, object]) -> None:
     """The benchmark's results JSON, written atomically."""
     atomic_write_json(dict(payload), path)

@@ -56,11 +56,12 @@ def results_record(sgd_gap, dual_gap, sgd_std=0.5, dual_std=0.5, met=True):
 
 def test_reading_says_which_way_the_numbers_fall():
     text = reading(results_record(sgd_gap=6.0, dual_gap=3.0))
-    assert "dual is closer to Retrain by 3.00" in text and "dual is the less lr-sensitive" in text
-    assert "not fully searched): sgd" in text and "misses" not in text
+    assert "dual is closer to Retrain than sgd by 3.00" in text and "dual is the least lr-sensitive" in text
+    assert "not fully searched): sgd" in text and "misses" not in text and "doing nothing:" not in text
     noisy = reading(results_record(sgd_gap=3.2, dual_gap=3.0, sgd_std=1.0, met=False))
-    assert "within seed noise (1.00)" in noisy and "misses the design's criteria (retrain_mia_std)" in noisy
-    assert "no better than doing nothing" in reading(results_record(sgd_gap=9.5, dual_gap=3.0))
+    assert "dual vs sgd: the difference (0.20) is within seed noise (1.00)" in noisy
+    assert "misses the design's criteria (retrain_mia_std)" in noisy
+    assert "No better than doing nothing: sgd." in reading(results_record(sgd_gap=9.5, dual_gap=3.0))
 
 
 def test_render_tables_lists_best_settings_and_curves():

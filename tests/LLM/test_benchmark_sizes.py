@@ -56,6 +56,6 @@ def test_evidence_table_lists_each_loss_and_optimizer(llm_tofu):
               "robustness_decades": 0.5, "grid_size": 10, "searched_both_ends": True,
               "curve": [(1e-4, 9.0), (1e-3, 3.0)]}
     table = llm_tofu.evidence_table({"original_gap": 30.0, "methods": [record]})
-    assert "original model: gap 30.00" in table
+    assert "Doing nothing (the original model) has average gap 30.00 to the retain model." in table
     assert "| ME+GD | adam | 0.001 | tied | 2 | 0.25+-0.01 | 0.5+-0.02 | 0.1+-0 | 3.00 | 0.50 | 0.50 | 10 | yes |" in table
     assert "| ME+GD | adam | tied | 0.0001: 9.00, 0.001: 3.00 |" in table
