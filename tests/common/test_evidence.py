@@ -62,3 +62,25 @@ def test_plot_curves_writes_an_image(tmp_path):
                report_curve("SCRUB", "sgd", points)]
     plot_curves(reports, tmp_path / "curves.png", "gap", "title")
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_search_runs_the_grid_as_one_batch_then_extends_past_the_edge_holding_the_best():
+    from common.evidence import TIED, MethodGrid, search
+
+    def gap(lr, retain_lr):  # a valley at lr 1e-5, below the grid; the retain lr 0.01 is better everywhere
+        return abs(math.log10(lr) + 5) + (0.0 if retain_lr == 0.01 else 1.0)
+
+    batches = []
+
+    def gaps_at(settings):
+        batches.append(list(settings))
+        return [gap(*setting) for setting in settings]
+
+    grid = MethodGrid("SalUn", "dual", (1e-4, 1e-3, 1e-2), (0.003, 0.01))
+    points = search(grid, gaps_at, max_extensions=2, log=lambda text: None)
+    assert len(batches[0]) == 6 and batches[1:] == [[(1e-5, 0.01)], [(1e-6, 0.01)]]
+    assert best_setting(points) == GridPoint(1e-5, 0.01, 0.0) and rises_at_both_ends(curve_at(points, 0.01))
+    tied = search(MethodGrid("SFRon", "sgd", (1e-5, 1e-4, 1e-3), None), gaps_at, max_extensions=2,
+                  log=lambda text: None)
+    # the valley is on the tied grid's low edge: one extension below it, then the best is inside
+    assert {p.retain_lr for p in tied} == {TIED} and [p.forget_lr for p in tied] == [1e-5, 1e-4, 1e-3, 1e-6]
