@@ -10,8 +10,8 @@ DualOptim claims a lower average gap to Retrain and less sensitivity to the lear
    checked against the design's criteria and recorded (:func:`check_setting`);
 2. **the learning-rate search** on ``search_seed``: each method x optimizer runs the 2-D grid of its
    :class:`MethodGrid` (forget lr x retain lr; a tied grid for a single optimizer that serves both
-   objectives), and while the best point of the forget-lr curve at the best retain lr lies on an edge of
-   the grid, one more forget lr beyond that edge runs (at most ``max_extensions`` per curve);
+   objectives), and while the forget-lr curve at the best retain lr has not risen at an edge of the grid,
+   one more forget lr beyond that edge runs (at most ``max_extensions`` per curve, :func:`common.evidence.search`);
 3. **seeds**: the best setting of each method x optimizer runs on every seed.
 
 Every run calls an entry script's ``main(argv)`` in-process, its printed log in ``<run>/log.txt``; a
@@ -242,6 +242,7 @@ class Runner:
         self.jobs = jobs
         self.threads = threads
         self.seconds: Dict[str, float] = {}
+        self.pool: Optional[ProcessPoolExecutor] = None
         if (out / "results.json").is_file():
             self.seconds.update(read_json(out / "results.json").get("seconds", {}))
         if not hasattr(ic_data.load_imagefolder_arrays, "cache_info"):
@@ -250,13 +251,20 @@ class Runner:
     def run(self, calls: Sequence[Call]) -> None:
         todo = [call for call in dict.fromkeys(calls) if not call.done]
         if self.jobs > 1 and len(todo) > 1:
-            context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
-            with ProcessPoolExecutor(min(self.jobs, len(todo)), mp_context=context) as pool:
-                seconds = list(pool.map(run_call, todo, [self.threads] * len(todo)))
+            if self.pool is None:  # started once: every worker imports torch and the pipeline only once
+                context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
+                self.pool = ProcessPoolExecutor(self.jobs, mp_context=context)
+            seconds = list(self.pool.map(run_call, todo, [self.threads] * len(todo)))
         else:
             seconds = [run_call(call) for call in todo]
         for call, value in zip(todo, seconds):
             self.seconds[call.save_dir.relative_to(self.out).as_posix()] = value
+
+    def close(self) -> None:
+        """Stop the worker processes, if any were started."""
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
 
 
 def entry(script: str) -> str:
@@ -367,6 +375,13 @@ class EvidenceBenchmark:
     # -- the whole benchmark ---------------------------------------------------------------------------
 
     def run(self) -> Dict[str, object]:
+        """Every run of the benchmark (finished ones are read back); returns the results record."""
+        try:
+            return self._run()
+        finally:
+            self.runner.close()
+
+    def _run(self) -> Dict[str, object]:
         config = self.config
         started = time.time()
         self.prepare_data()

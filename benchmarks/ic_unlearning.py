@@ -1,12 +1,12 @@
 """Image-classification evidence benchmark: random 10% forgetting where the optimizer can matter.
 
-    OMP_NUM_THREADS=2 python benchmarks/ic_unlearning.py --preset cifar10     # ~2 h on 2 CPU cores
+    OMP_NUM_THREADS=2 python benchmarks/ic_unlearning.py --preset cifar10     # about 1 h on 2 idle CPU cores
     OMP_NUM_THREADS=2 python benchmarks/ic_unlearning.py --preset demo --jobs 2 --threads 1   # the README demo
 
 The design (:mod:`ImageClassification.evidence`, :mod:`common.evidence`): a memorising original model,
 Retrain on every seed as the reference, per method x optimizer a learning-rate search (forget lr x
-retain lr, extended past an edge that holds the best point) on one seed, then the best setting on every
-seed. Prints the tables, writes ``<out>/results.json`` and ``<out>/gap_vs_lr.png``; with
+retain lr, extended past an edge where the curve has not risen) on one seed, then the best setting on every
+seed. Prints the tables and their reading, writes ``<out>/results.json`` and ``<out>/gap_vs_lr.png``; with
 ``--results NAME`` also copies them to ``benchmarks/results/NAME.json`` / ``NAME_gap_vs_lr.png``.
 A rerun skips finished runs and resumes an interrupted one.
 """
@@ -24,7 +24,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from ImageClassification.evidence import EvidenceBenchmark, PRESETS, render_tables  # noqa: E402
+from ImageClassification.evidence import PRESETS, EvidenceBenchmark, reading, render_tables  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,6 +60,8 @@ def main() -> None:
         print(line)
     print()
     print(render_tables(results))
+    print()
+    print(reading(results))
     log(f"done; {config.out}/results.json, {config.out}/gap_vs_lr.png")
     if args.results:
         target = REPO / "benchmarks" / "results"

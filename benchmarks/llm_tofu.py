@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--retain_lrs", type=float, nargs="+", default=[1e-4, 1e-3],
                         help="--evidence: dual_adam's retain lrs (--lr) searched")
     parser.add_argument("--max_extensions", type=int, default=2,
-                        help="--evidence: forget lrs added past a grid edge that holds the best point")
+                        help="--evidence: forget lrs added past a grid edge where the curve has not risen")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 with --quick, robust on a shared machine)")
     return parser
@@ -281,7 +281,7 @@ def evidence_grids(args: argparse.Namespace) -> List[MethodGrid]:
 
 def evidence_mode(args: argparse.Namespace, prepared: Prepared) -> dict:
     """The evidence design (:mod:`common.evidence`): per loss x optimizer a learning-rate search on the first
-    seed (extended past an edge holding the best point), then the best setting on every seed."""
+    seed (extended past an edge where the curve has not risen), then the best setting on every seed."""
     retain = prepared.retain
     forget_steps = args.epochs * -(-args.num_forget // args.batch_size)
     results = {"args": vars(args), "retain": retain, "original": prepared.original,

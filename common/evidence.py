@@ -4,16 +4,18 @@ A benchmark can only support or refute DualOptim's claims (a lower gap to the re
 sensitivity to the learning rate and the seed) when its setting can discriminate; this module holds the
 parts of the design that do not depend on the modality:
 
-* **grids**: log-spaced learning rates (:func:`log_grid`); a curve whose best point lies on the edge of
-  its grid has not been searched, and :func:`edge_extension` names the next value beyond that edge;
+* **grids**: log-spaced learning rates (:func:`log_grid`); a curve that has not risen (by more than the
+  tolerance over its best) at an edge of its grid has not been searched there, and :func:`edge_extension`
+  names the next value beyond that edge;
 * **the search**: a 2-D grid of (forget lr, retain lr) points on one seed, the best setting is the
   lowest gap (:func:`best_setting`), the curve reported is the forget-lr axis at that setting's retain
   lr (:func:`curve_at`);
 * **robustness**: the width in decades of lr of the contiguous range around a curve's best point whose
   gap stays within ``tolerance`` of that best (:func:`robustness_width`);
 * **seeds**: mean and std of every metric over seeds, and the mean of the stds (:func:`seed_summary`);
-* **reporting**: the gap-versus-lr plot with every optimizer of a method on one axis
-  (:func:`plot_curves`) and the results JSON (:func:`write_results`).
+* **reporting**: the tables and their plain-language reading (:func:`render_tables`, :func:`reading`), the
+  gap-versus-lr plot with every optimizer of a method on one axis (:func:`plot_curves`) and the results
+  JSON (:func:`write_results`).
 
 The gap itself is the modality's (image classification: parse_result's average gap to Retrain).
 """
@@ -83,54 +85,77 @@ def best_setting(points: Sequence[GridPoint]) -> GridPoint:
 
 
 def robustness_width(curve: Sequence[GridPoint], tolerance: float = DEFAULT_TOLERANCE) -> Tuple[float, float, float]:
-    """``(decades, low_lr, high_lr)``: the contiguous run of grid points around the curve's best whose gap
-    is within ``tolerance`` of it, and its width ``log10(high_lr / low_lr)`` (0 for a single point).
+    """``(decades, low_lr, high_lr)``: the range of forget lr around the curve's best over which the gap stays
+    within ``tolerance`` of it, and its width ``log10(high_lr / low_lr)``.
 
-    Measured between grid points, so a curve can only show the width its grid resolves.
+    Each end is where the curve, linear in log10(lr) between grid points, crosses ``best + tolerance``, so
+    grids of different spacing measure the same curve alike; a range that reaches the grid's end stops
+    there (the search extends a curve that has not risen at an edge, :func:`edge_extension`).
     """
     best = best_setting(curve)
+    threshold = best.gap + tolerance
+    logs = [math.log10(p.forget_lr) for p in curve]
     index = [p.forget_lr for p in curve].index(best.forget_lr)
-    low = high = index
-    while low > 0 and curve[low - 1].gap <= best.gap + tolerance:
-        low -= 1
-    while high < len(curve) - 1 and curve[high + 1].gap <= best.gap + tolerance:
-        high += 1
-    return math.log10(curve[high].forget_lr / curve[low].forget_lr), curve[low].forget_lr, curve[high].forget_lr
+
+    def end(step: int) -> float:
+        i = index
+        while 0 <= i + step < len(curve) and curve[i + step].gap <= threshold:
+            i += step
+        if not 0 <= i + step < len(curve):
+            return logs[i]
+        inside, outside = curve[i], curve[i + step]
+        return logs[i] + (logs[i + step] - logs[i]) * (threshold - inside.gap) / (outside.gap - inside.gap)
+
+    low, high = end(-1), end(+1)
+    return high - low, 10 ** low, 10 ** high
 
 
-def rises_at_both_ends(curve: Sequence[GridPoint]) -> bool:
-    """Whether the curve's best point is inside the grid (a best point on an edge was not searched)."""
+def open_edges(curve: Sequence[GridPoint], tolerance: float = DEFAULT_TOLERANCE) -> List[GridPoint]:
+    """The end points of the curve whose gap is within ``tolerance`` of its best: the curve has not risen
+    there, so the grid may cut off the best point or the robust range (lowest gap first)."""
     best = best_setting(curve)
-    return curve[0].forget_lr < best.forget_lr < curve[-1].forget_lr
+    ends = [curve[0]] if len(curve) == 1 else [curve[0], curve[-1]]
+    return sorted((p for p in ends if p.gap <= best.gap + tolerance), key=lambda p: p.gap)
 
 
-def edge_extension(curve: Sequence[GridPoint], step_decades: float) -> Optional[float]:
-    """The next forget lr to run when the curve's best lies on an edge of its grid, else None.
+def rises_at_both_ends(curve: Sequence[GridPoint], tolerance: float = DEFAULT_TOLERANCE) -> bool:
+    """Whether the gap at both ends of the grid exceeds the curve's best by more than ``tolerance``."""
+    return not open_edges(curve, tolerance)
 
-    It lies ``step_decades`` beyond that edge, rounded as :func:`log_grid` rounds.
+
+def edge_extension(curve: Sequence[GridPoint], step_decades: float, tolerance: float = DEFAULT_TOLERANCE,
+                   anchor: Optional[float] = None) -> Optional[float]:
+    """The next forget lr to run while the curve has not risen at an edge of its grid, else None.
+
+    It lies ``step_decades`` beyond that edge (the lower-gap one when both are open) on the log grid
+    through ``anchor`` (default: the edge itself), rounded as :func:`log_grid` rounds, so an extension of
+    ``log_grid(1e-5, 1e-3, 5)`` is 1e-2, not a rounding error away from it.
     """
-    if len(curve) < 2 or rises_at_both_ends(curve):
+    edges = open_edges(curve, tolerance)
+    if len(curve) < 2 or not edges:
         return None
-    best = best_setting(curve)
-    factor = 10 ** step_decades
-    lr = best.forget_lr / factor if best.forget_lr == curve[0].forget_lr else best.forget_lr * factor
-    return float(f"{lr:.3g}")
+    edge = edges[0]
+    direction = -1 if edge.forget_lr == curve[0].forget_lr else 1
+    anchor = edge.forget_lr if anchor is None else anchor
+    steps = round(math.log10(edge.forget_lr / anchor) / step_decades) + direction
+    return float(f"{anchor * 10 ** (steps * step_decades):.3g}")
 
 
 def search(grid: MethodGrid, gaps_at: Callable[[Sequence[Tuple[float, float]]], List[float]], max_extensions: int,
            log: Callable[[str], None] = print) -> List[GridPoint]:
     """Run ``grid`` (``gaps_at([(forget_lr, retain_lr), ...])`` runs a batch of independent settings and
-    returns their gaps), then, while the best point of the forget-lr curve at the best retain lr lies on an
-    edge, one more forget lr a grid step beyond that edge (at most ``max_extensions``)."""
+    returns their gaps), then, while the forget-lr curve at the best retain lr has not risen by more than
+    the tolerance at an edge, one more forget lr a grid step beyond that edge (at most ``max_extensions``)."""
     settings = [(lr, retain_lr) for retain_lr in (grid.retain_lrs or (TIED,)) for lr in grid.forget_lrs]
     points = [GridPoint(lr, retain_lr, gap) for (lr, retain_lr), gap in zip(settings, gaps_at(settings))]
-    spacing = math.log10(grid.forget_lrs[1] / grid.forget_lrs[0]) if len(grid.forget_lrs) > 1 else 1.0
+    lrs = grid.forget_lrs
+    spacing = math.log10(lrs[-1] / lrs[0]) / (len(lrs) - 1) if len(lrs) > 1 else 1.0
     for _ in range(max_extensions):
         best = best_setting(points)
-        lr = edge_extension(curve_at(points, best.retain_lr), spacing)
+        lr = edge_extension(curve_at(points, best.retain_lr), spacing, anchor=lrs[0])
         if lr is None:
             break
-        log(f"{grid.method}/{grid.optim}: best forget lr {best.forget_lr:g} on the grid's edge, adding {lr:g}")
+        log(f"{grid.method}/{grid.optim}: the curve has not risen at an edge of its grid, adding forget lr {lr:g}")
         points.append(GridPoint(lr, best.retain_lr, gaps_at([(lr, best.retain_lr)])[0]))
     return points
 
@@ -159,7 +184,7 @@ def report_curve(method: str, optim: str, points: Sequence[GridPoint],
     curve = curve_at(points, best.retain_lr)
     decades, low, high = robustness_width(curve, tolerance)
     return CurveReport(method, optim, best.forget_lr, best.retain_lr, best.gap, decades, (low, high),
-                       rises_at_both_ends(curve), [(p.forget_lr, p.gap) for p in curve])
+                       rises_at_both_ends(curve, tolerance), [(p.forget_lr, p.gap) for p in curve])
 
 
 def seed_summary(per_seed: Sequence[Mapping[str, float]], keys: Sequence[str]) -> Dict[str, float]:
@@ -185,7 +210,8 @@ def plot_curves(reports: Sequence[CurveReport], path: Path, ylabel: str, title: 
     for axis, method in zip(axes[0], methods):
         for report in (r for r in reports if r.method == method):
             lrs, gaps = zip(*report.curve)
-            line, = axis.plot(lrs, gaps, marker="o", label=f"{report.optim} (retain lr {report.best_retain_lr:g})")
+            retain = "tied" if report.best_retain_lr == TIED else f"{report.best_retain_lr:g}"
+            line, = axis.plot(lrs, gaps, marker="o", label=f"{report.optim} (retain lr {retain})")
             axis.plot([report.best_forget_lr], [report.search_gap], marker="*", markersize=14,
                       color=line.get_color())
         axis.set_xscale("log")
@@ -231,7 +257,7 @@ def reading(methods: Sequence[Mapping[str, object]], original_gap: float, refere
     """A plain-language reading of method records, whichever way the numbers fall.
 
     A difference of best gaps no larger than the larger spread over seeds (``spread``) of the two is called
-    seed noise; a curve whose best point is still on its grid's edge is called not fully searched; a best
+    seed noise; a curve that has not risen at an edge of its grid is called not fully searched; a best
     gap no lower than the original model's (``original_gap``) is no better than doing nothing.
     """
     lines = []
@@ -264,7 +290,7 @@ def reading(methods: Sequence[Mapping[str, object]], original_gap: float, refere
             text += f" No better than doing nothing: {', '.join(no_better)}."
         unsearched = [r["optim"] for r in records if not r["searched_both_ends"]]
         if unsearched:
-            text += f" Best point on the grid's edge (not fully searched): {', '.join(unsearched)}."
+            text += f" Curve not risen at an edge of its grid (not fully searched): {', '.join(unsearched)}."
         lines.append(text)
     return "\n".join(lines)
 

@@ -90,7 +90,11 @@ def test_runner_runs_a_batch_in_worker_processes_and_skips_finished_runs(tmp_pat
     config = EvidenceConfig(out=str(tmp_path / "parallel"), dataset="digits", arch="resnet20s", num_forget=130,
                             train_epochs=1, decreasing_lr="1", unlearn_epochs=1, sfron_iters=1, grids=(), seeds=(1, 2),
                             search_seed=1, train_batch_size=256)
-    parallel = EvidenceBenchmark(config, jobs=2, threads=1).retrain((1, 2))
+    bench = EvidenceBenchmark(config, jobs=2, threads=1)
+    try:
+        parallel = bench.retrain((1, 2))
+    finally:
+        bench.runner.close()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the workers' thread count: the same kernels, the same sums
     try:

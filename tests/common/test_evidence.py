@@ -19,12 +19,20 @@ def test_log_grid_is_log_spaced_and_rounded():
             log_grid(*bad)
 
 
-def test_robustness_width_is_the_contiguous_run_within_tolerance():
-    # best 3.0 at 1e-2; 4.5 at 1e-1 is within 2 points, 10 at 1e-3 is not, and 4.0 at 1e-4 is cut off by it
-    points = curve([4.0, 10.0, 3.0, 4.5, 9.0])
-    assert robustness_width(points) == pytest.approx((1.0, 1e-2, 1e-1))
-    assert robustness_width(points, tolerance=0.5)[0] == 0.0
-    assert robustness_width(curve([1.0, 1.5, 2.0, 2.9, 3.1]))[0] == pytest.approx(3.0)
+def test_robustness_width_interpolates_where_the_curve_crosses_best_plus_tolerance():
+    # best 3.0 at 1e-2, threshold 5.0: it crosses 2/7 of the way to 1e-3 (gap 10) and, past 1e-1 (4.5),
+    # 1/9 of the way to 1 (gap 9); the 4.0 at 1e-4 is cut off by the 10 between
+    decades, low, high = robustness_width(curve([4.0, 10.0, 3.0, 4.5, 9.0]))
+    assert decades == pytest.approx(1 + 2 / 7 + 1 / 9)
+    assert (math.log10(low), math.log10(high)) == pytest.approx((-2 - 2 / 7, -1 + 1 / 9))
+    assert robustness_width(curve([4.0, 10.0, 3.0, 4.5, 9.0]), tolerance=0.5)[0] == pytest.approx(0.5 / 7 + 1 / 3)
+    # within tolerance down to the grid's low end: the range stops there
+    assert robustness_width(curve([1.0, 1.5, 2.0, 2.9, 3.1]))[0] == pytest.approx(3.5)
+    # a finer grid of the same V-shaped curve measures the same width
+    v = lambda lr: 4 * abs(math.log10(lr) + 2)  # noqa: E731
+    coarse = [GridPoint(lr, 0.01, v(lr)) for lr in log_grid(1e-4, 1, 5)]
+    fine = [GridPoint(lr, 0.01, v(lr)) for lr in log_grid(1e-4, 1, 9)]
+    assert robustness_width(coarse)[0] == pytest.approx(robustness_width(fine)[0]) == pytest.approx(1.0)
 
 
 def test_best_setting_breaks_ties_in_grid_order():
@@ -34,12 +42,19 @@ def test_best_setting_breaks_ties_in_grid_order():
         best_setting([])
 
 
-def test_edge_extension_goes_one_step_past_the_edge_that_holds_the_best():
-    assert edge_extension(curve([1.0, 2.0, 3.0, 4.0, 5.0]), 1.0) == pytest.approx(1e-5)
+def test_edge_extension_goes_one_step_past_an_edge_where_the_curve_has_not_risen():
+    assert edge_extension(curve([1.0, 2.0, 3.0, 4.0, 5.0]), 1.0) == pytest.approx(1e-5)  # best on the low edge
     assert edge_extension(curve([5.0, 4.0, 3.0, 2.0, 1.0]), 0.5) == pytest.approx(3.16)
-    assert edge_extension(curve([5.0, 1.0, 3.0, 4.0, 5.0]), 1.0) is None
+    assert edge_extension(curve([5.0, 1.0, 3.0, 4.0, 5.0]), 1.0) is None  # both ends more than 2 above the best
+    # best inside, but the low end is within 2 points of it: the robust range may go on below the grid
+    assert edge_extension(curve([2.5, 1.0, 3.0, 4.0, 5.0]), 1.0) == pytest.approx(1e-5)
+    assert edge_extension(curve([2.5, 1.0, 3.0, 4.0, 2.0]), 1.0) == pytest.approx(10.0)  # the lower-gap edge first
+    # on the grid's own log spacing: past log_grid(1e-5, 1e-3, 5)'s top comes 1e-2 exactly (3.16e-3 x 3.16 is not)
+    grid = [GridPoint(lr, 0.01, gap) for lr, gap in zip(log_grid(1e-5, 1e-3, 5) + [3.16e-3], [9, 8, 7, 6, 5, 4])]
+    assert edge_extension(grid, 0.5, anchor=1e-5) == 0.01
     assert rises_at_both_ends(curve([5.0, 1.0, 3.0, 4.0, 5.0]))
     assert not rises_at_both_ends(curve([1.0, 2.0, 3.0, 4.0, 5.0]))
+    assert not rises_at_both_ends(curve([2.5, 1.0, 3.0, 4.0, 5.0])) and rises_at_both_ends(curve([2.5, 1.0, 9.0]), 1.0)
 
 
 def test_report_curve_takes_the_forget_lr_curve_at_the_best_retain_lr():
@@ -47,7 +62,8 @@ def test_report_curve_takes_the_forget_lr_curve_at_the_best_retain_lr():
     report = report_curve("SalUn", "dual", points)
     assert (report.best_forget_lr, report.best_retain_lr, report.search_gap) == (1e-2, 0.01, 2.5)
     assert report.curve == [(p.forget_lr, p.gap) for p in curve_at(points, 0.01)]
-    assert report.robustness_decades == pytest.approx(math.log10(1e-2 / 1e-3))  # 3.0 is within 2.5 + 2, 5.0 is not
+    # 3.0 at 1e-3 is within 2.5 + 2; towards 1e-4 (5.0) it crosses 4.5 3/4 of the way; towards 1e-1 (8.0) 2/5.5
+    assert report.robustness_decades == pytest.approx(1 + 0.75 + 2 / 5.5)
     assert report.searched_both_ends
 
 
@@ -68,7 +84,7 @@ def test_search_runs_the_grid_as_one_batch_then_extends_past_the_edge_holding_th
     from common.evidence import TIED, MethodGrid, search
 
     def gap(lr, retain_lr):  # a valley at lr 1e-5, below the grid; the retain lr 0.01 is better everywhere
-        return abs(math.log10(lr) + 5) + (0.0 if retain_lr == 0.01 else 1.0)
+        return 3 * abs(math.log10(lr) + 5) + (0.0 if retain_lr == 0.01 else 1.0)
 
     batches = []
 
