@@ -22,7 +22,9 @@ def test_script_syntax_and_strict_mode(script):
 
 
 def _run(script, tmp_path, **env):
-    env = dict(os.environ, SAVE_DIR=str(tmp_path), DEVICE="cpu", OMP_NUM_THREADS="2", TQDM_DISABLE="1", **env)
+    # one thread per process: the suite runs two workers on two cores, and oversubscribed OpenMP threads
+    # spin against each other (several times slower)
+    env = dict(os.environ, SAVE_DIR=str(tmp_path), DEVICE="cpu", OMP_NUM_THREADS="1", TQDM_DISABLE="1", **env)
     # from another directory: the scripts must find the repository from their own location
     return subprocess.run(["bash", str(SCRIPTS / script)], capture_output=True, text=True, env=env,
                           cwd=tmp_path, timeout=600)
