@@ -23,7 +23,7 @@ from dataclasses import replace  # noqa: E402
 
 from common.errors import ArgumentParser, cli_main, positive_int  # noqa: E402
 from common.io import ensure_writable_dir  # noqa: E402
-from ImageClassification.evidence import PRESETS, EvidenceBenchmark, reading, render_tables  # noqa: E402
+from ImageClassification.evidence import PRESETS, EvidenceBenchmark, report  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,18 +44,8 @@ def main(argv=None):
     started = time.time()
     log = lambda text: print(f"[{time.time() - started:6.1f}s] {text}", flush=True)  # noqa: E731
     results = EvidenceBenchmark(config, log, jobs=args.jobs, threads=1).run()
-    budget = results["step_budget"]
-    print(f"\nDigits, {config.arch}: forget {budget['forget_set']} / retain {budget['retain_set']} images, "
-          f"{budget['forget_steps']} forget + {budget['retain_steps']} retain steps per run (batch "
-          f"{budget['batch_size']}); forget-lr grid searched on seed {config.search_seed}, best setting on seeds "
-          f"{list(config.seeds)}; MIA: {config.mia}")
-    print("reference (Retrain): " + ", ".join(f"{k} {v:.2f}" for k, v in results["reference"].items()))
-    for line in results["setting"]["lines"]:
-        print(line)
     print()
-    print(render_tables(results))
-    print()
-    print(reading(results))
+    print(report(results))
     print(f"\ncurves: {config.out}/gap_vs_lr.png, numbers: {config.out}/results.json")
     return results
 

@@ -499,6 +499,20 @@ def config_record(config: EvidenceConfig) -> Dict[str, object]:
     return record
 
 
+def report(results: Mapping[str, object]) -> str:
+    """Everything a benchmark prints at its end: the setting (data, step budget, seeds, MIA), the reference,
+    the setting's checks, the tables and their reading."""
+    config, budget = results["config"], results["step_budget"]
+    lines = [f"{config['dataset']}, {config['arch']}: forget {budget['forget_set']} / retain {budget['retain_set']} "
+             f"images; per run {budget['forget_steps']} forget + {budget['retain_steps']} retain steps at batch "
+             f"{budget['batch_size']} (SFR-on {budget['sfron_forget_steps']} + {budget['sfron_retain_steps']}); "
+             f"grid searched on seed {config['search_seed']}, best setting on seeds {list(config['seeds'])}; "
+             f"MIA: {config['mia']}",
+             "reference (Retrain): " + ", ".join(f"{k} {v:.2f}" for k, v in results["reference"].items()),
+             *results["setting"]["lines"], "", render_tables(results), "", reading(results)]
+    return "\n".join(lines)
+
+
 def render_tables(results: Mapping[str, object]) -> str:
     """The markdown tables of a results record: best setting per method x optimizer, and the curves."""
     return evidence_tables(results["methods"], METRICS)

@@ -24,7 +24,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from ImageClassification.evidence import PRESETS, EvidenceBenchmark, reading, render_tables  # noqa: E402
+from ImageClassification.evidence import PRESETS, EvidenceBenchmark, report  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,16 +52,8 @@ def main() -> None:
     started = time.time()
     log = lambda text: print(f"[{time.time() - started:7.1f}s] {text}", flush=True)  # noqa: E731
     results = EvidenceBenchmark(config, log, jobs=args.jobs, threads=args.threads).run()
-    budget = results["step_budget"]
-    print(f"\nreference (Retrain, mean of seeds {list(config.seeds)}): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in results["reference"].items()))
-    print("step budget per run: " + ", ".join(f"{k} {v}" for k, v in budget.items()))
-    for line in results["setting"]["lines"]:
-        print(line)
     print()
-    print(render_tables(results))
-    print()
-    print(reading(results))
+    print(report(results))
     log(f"done; {config.out}/results.json, {config.out}/gap_vs_lr.png")
     if args.results:
         target = REPO / "benchmarks" / "results"
