@@ -439,7 +439,7 @@ class EvidenceBenchmark:
         """Median over runs of training images per second of the whole entry call (data loading, Fisher or
         mask passes and the final evaluation included, so a lower bound on the unlearning loop's speed)."""
         budget = self.results["step_budget"]
-        images = {"epochs": (budget["forget_steps"] + budget["retain_steps"]) * budget["batch_size"],
+        images = {"epochs": budget["unlearn_epochs"] * (budget["forget_set"] + budget["retain_set"]),
                   "SFRon": (budget["sfron_forget_steps"] + budget["sfron_retain_steps"]) * budget["batch_size"]}
         speeds: Dict[str, List[float]] = {}
         for name, (method, optim) in self.kinds.items():

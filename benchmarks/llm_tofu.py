@@ -40,6 +40,7 @@ from common.io import atomic_write_json, ensure_writable_dir
 from LLM import eval as eval_script
 from LLM import main_forget, main_train
 from LLM.data import TofuSource, filter_task
+from LLM.schedule import steps_per_epoch
 from LLM.tiny import build_tiny_llama
 
 REPO = Path(__file__).resolve().parents[1]
@@ -283,7 +284,9 @@ def evidence_mode(args: argparse.Namespace, prepared: Prepared) -> dict:
     """The evidence design (:mod:`common.evidence`): per loss x optimizer a learning-rate search on the first
     seed (extended past an edge where the curve has not risen), then the best setting on every seed."""
     retain = prepared.retain
-    forget_steps = args.epochs * -(-args.num_forget // args.batch_size)
+    # the alternating schedule (forget_freq 1): each cycle is one forget step and retain_freq retain steps
+    per_epoch = steps_per_epoch(args.num_forget, args.num_retain, args.batch_size, 1, 1, True, 1, args.retain_freq)
+    forget_steps = args.epochs * per_epoch // (1 + args.retain_freq)
     results = {"args": vars(args), "retain": retain, "original": prepared.original,
                "original_gap": tofu_gap(prepared.original, retain),
                "step_budget": {"forget_steps": forget_steps, "retain_steps": forget_steps * args.retain_freq,
