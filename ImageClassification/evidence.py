@@ -23,13 +23,9 @@ go to ``results.json`` in the work folder after every method, and the gap-versus
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import importlib
-import multiprocessing
 import time
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -42,6 +38,7 @@ from common.evidence import (TIED, MethodGrid, log_grid, plot_curves, report_cur
                              write_results)
 from common.evidence import reading as evidence_reading
 from common.evidence import render_tables as evidence_tables
+from common.evidence_runs import Call, Runner
 from common.io import atomic_path, read_json
 from ImageClassification import data as ic_data
 from ImageClassification import main_train, parse_result
@@ -199,77 +196,11 @@ PRESETS: Dict[str, EvidenceConfig] = {
 }
 
 
-@dataclass(frozen=True)
-class Call:
-    """One run: the entry script (a module with ``main(argv)``), its flags and its folder."""
-    entry: str
-    argv: Tuple[str, ...]
-    save_dir: Path
-
-    @property
-    def done(self) -> bool:
-        return (self.save_dir / "run.json").exists()  # the last file every entry script writes
-
-
-def run_call(call: Call, threads: Optional[int] = None) -> float:
-    """``main(argv)`` of ``call.entry`` with stdout and stderr in ``<save_dir>/log.txt``; returns the seconds.
-
-    ``--resume`` continues an interrupted run from its snapshot. ``threads`` sets torch's CPU threads (a
-    worker process of :class:`Runner` gets its share of the cores).
-    """
-    if threads:
-        import torch
-        torch.set_num_threads(threads)
-    call.save_dir.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    with open(call.save_dir / "log.txt", "a", encoding="utf-8") as log, \
-            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        importlib.import_module(call.entry).main(list(call.argv) + ["--save_dir", str(call.save_dir), "--overwrite",
-                                                                    "--resume"])
-    return round(time.time() - start, 1)
-
-
-class Runner:
-    """Runs entry scripts, skips finished runs and records each run's seconds.
-
-    With ``jobs`` > 1 the independent runs of one batch go to that many spawned worker processes, each with
-    ``threads`` torch threads (small models use two cores better as two 1-thread runs than as one 2-thread
-    run); with 1 they run in this process, which decodes the image files once for all of them.
-    """
-
-    def __init__(self, out: Path, jobs: int = 1, threads: Optional[int] = None) -> None:
-        self.out = out
-        self.jobs = jobs
-        self.threads = threads
-        self.seconds: Dict[str, float] = {}
-        self.pool: Optional[ProcessPoolExecutor] = None
-        if (out / "results.json").is_file():
-            self.seconds.update(read_json(out / "results.json").get("seconds", {}))
-        if not hasattr(ic_data.load_imagefolder_arrays, "cache_info"):
-            ic_data.load_imagefolder_arrays = functools.lru_cache(maxsize=None)(ic_data.load_imagefolder_arrays)
-
-    def run(self, calls: Sequence[Call]) -> None:
-        todo = [call for call in dict.fromkeys(calls) if not call.done]
-        if self.jobs > 1 and len(todo) > 1:
-            if self.pool is None:  # started once: every worker imports torch and the pipeline only once
-                context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
-                self.pool = ProcessPoolExecutor(self.jobs, mp_context=context)
-            seconds = list(self.pool.map(run_call, todo, [self.threads] * len(todo)))
-        else:
-            seconds = [run_call(call) for call in todo]
-        for call, value in zip(todo, seconds):
-            self.seconds[call.save_dir.relative_to(self.out).as_posix()] = value
-
-    def close(self) -> None:
-        """Stop the worker processes, if any were started."""
-        if self.pool is not None:
-            self.pool.shutdown()
-            self.pool = None
-
-
-def entry(script: str) -> str:
-    """The module of an image-classification entry script."""
-    return f"ImageClassification.{script}"
+def script_call(script: str, argv: Sequence[str], save_dir: Path) -> Call:
+    """A run of an image-classification entry script into ``save_dir``; ``--resume`` continues an interrupted
+    run from its snapshot (every entry script writes ``run.json`` last)."""
+    return Call(f"ImageClassification.{script}:main",
+                tuple(argv) + ("--save_dir", str(save_dir), "--overwrite", "--resume"), save_dir)
 
 
 def _lr(value: float) -> str:
@@ -285,6 +216,9 @@ class EvidenceBenchmark:
         self.out = Path(config.out)
         self.log = log
         self.runner = Runner(self.out, jobs, threads)
+        if not hasattr(ic_data.load_imagefolder_arrays, "cache_info"):
+            # in-process runs (jobs=1) decode the image files once for all of them
+            ic_data.load_imagefolder_arrays = functools.lru_cache(maxsize=None)(ic_data.load_imagefolder_arrays)
         self.common = ["--dataset", config.dataset, "--arch", config.arch, "--device", config.device,
                        "--num_indexes_to_replace", str(config.num_forget), "--mia", config.mia,
                        *config.extra_flags]
@@ -307,15 +241,15 @@ class EvidenceBenchmark:
         return ["--decreasing_lr", self.config.decreasing_lr, "--batch_size", str(self.config.train_batch_size)]
 
     def train_original(self) -> None:
-        self.runner.run([Call(entry("main_train"), tuple(self.common + [
-            "--epochs", str(self.config.train_epochs), "--lr", str(self.config.train_lr)] + self.train_schedule()),
+        self.runner.run([script_call("main_train", self.common + [
+            "--epochs", str(self.config.train_epochs), "--lr", str(self.config.train_lr)] + self.train_schedule(),
             self.out / "original")])
 
     def retrain(self, seeds: Sequence[int]) -> Dict[int, Dict[str, float]]:
         """Retrain (the same schedule as the original, from scratch) on each seed's retain set."""
-        calls = {seed: Call(entry("main_forget"), tuple(self.common + [
+        calls = {seed: script_call("main_forget", self.common + [
             "--seed", str(seed), "--unlearn", "retrain", "--unlearn_epochs", str(self.config.train_epochs),
-            "--unlearn_lr", str(self.config.train_lr)] + self.train_schedule()),
+            "--unlearn_lr", str(self.config.train_lr)] + self.train_schedule(),
             self.out / f"retrain_sgd_lr{_lr(self.config.train_lr)}" / f"seed{seed}") for seed in seeds}
         self.runner.run(list(calls.values()))
         return {seed: read_json(call.save_dir / "eval_result.json") for seed, call in calls.items()}
@@ -325,8 +259,8 @@ class EvidenceBenchmark:
 
     def make_masks(self, seeds: Sequence[int]) -> None:
         """SalUn's saliency mask of each seed's forget set (``generate_mask.py`` also ends with ``run.json``)."""
-        self.runner.run([Call(entry("generate_mask"), tuple(self.common + [
-            "--seed", str(seed), "--model_path", self.model_path, "--batch_size", str(self.config.batch_size)]),
+        self.runner.run([script_call("generate_mask", self.common + [
+            "--seed", str(seed), "--model_path", self.model_path, "--batch_size", str(self.config.batch_size)],
             self.mask_path(seed).parent) for seed in seeds])
 
     def evaluate_original(self, seed: int) -> Dict[str, object]:
@@ -360,7 +294,7 @@ class EvidenceBenchmark:
         if grid.method == "SalUn":
             argv += ["--mask_path", str(self.mask_path(seed))]
         self.kinds[f"{name}/seed{seed}"] = (grid.method, grid.optim)
-        return Call(entry(ENTRY[grid.method]), tuple(argv), self.out / name / f"seed{seed}")
+        return script_call(ENTRY[grid.method], argv, self.out / name / f"seed{seed}")
 
     def unlearn(self, grid: MethodGrid, settings: Sequence[Tuple[float, float, int]]) -> List[Dict[str, float]]:
         """UA, RA, TA and MIA of the runs ``(forget_lr, retain_lr, seed)`` of ``grid`` (run as one batch)."""

@@ -75,11 +75,12 @@ def test_unlearn_calls_name_their_folders_by_lrs_and_tie_the_single_optimizer(tm
                             decreasing_lr="1", unlearn_epochs=1, sfron_iters=7, grids=(), seeds=(1,), search_seed=1)
     bench = EvidenceBenchmark(config)
     call = bench.unlearn_call(MethodGrid("SFRon", "sgd", (0.02,), None), 0.02, TIED, 1)
-    argv = list(call.argv)
-    assert call.entry == "ImageClassification.main_random_sfron" and call.save_dir == tmp_path / "sfron_sgd_lr0.02/seed1"
+    argv = list(call.argument)
+    assert call.target == "ImageClassification.main_random_sfron:main" and call.save_dir == tmp_path / "sfron_sgd_lr0.02/seed1"
+    assert argv[argv.index("--save_dir") + 1] == str(call.save_dir) and "--resume" in argv
     assert argv[argv.index("--retain_lr") + 1] == "0.02" and argv[argv.index("--sfron_iters") + 1] == "7"
     call = bench.unlearn_call(MethodGrid("SalUn", "dual", (1e-4,), (0.01,)), 1e-4, 0.01, 2)
-    argv = list(call.argv)
+    argv = list(call.argument)
     assert call.save_dir == tmp_path / "salun_dual_lr0.0001_rlr0.01/seed2" and "--mask_path" in argv
     assert argv[argv.index("--retain_lr") + 1] == "0.01" and argv[argv.index("--unlearn_epochs") + 1] == "1"
     assert argv[argv.index("--seed") + 1] == "2" and not call.done

@@ -1,0 +1,426 @@
+"""The evidence benchmark for the DDPM: class forgetting where the optimizer can matter.
+
+The design of :mod:`common.evidence` applied to the conditional DDPM on the embedded digits:
+
+1. **a model that generates what it has to forget, and Retrain**: the original (``main_train --mode
+   pretrain``) and Retrain (``--mode retrain``, without ``label_to_forget``, on every seed) train for the same
+   steps. A judge (``train_classifier``) classifies their samples. The checks: the judge's accuracy on the
+   real test digits, the original's samples of the forgotten digit being recognised as that digit, and the
+   stability of Retrain's remaining-digit accuracy over seeds (:func:`check_setting`);
+2. **the gap** of an unlearned model is the mean of ``|UA - 100|`` and ``|RA - RA(Retrain)|`` in points:
+   UA is the share of its samples of the forgotten digit that the judge does not recognise as it (Retrain
+   never learnt the digit, so it cannot be conditioned on it: its UA is 100 by definition) and RA the
+   judge's accuracy on its samples of the other digits, against Retrain's mean over seeds. The FID of the
+   remaining digits (judge features, against the real test digits) is reported, not part of the gap;
+3. **the learning-rate search**: SalUn and SFR-on, each with one Adam state for both objectives (``adam``:
+   the config's ``optim.lr`` is the one lr, a tied grid) and with ``--dual`` (the forget Adam at
+   ``--forget_lr`` x the remain Adam at ``optim.lr``), on ``search_seed``, extended past an edge where the
+   curve has not risen (:func:`common.evidence.search`); then the best setting on every seed.
+
+Every model is one :class:`ModelRun` (a call of ``main_train`` or ``main_forget``, then sampling and judging
+through ``sample`` and ``classifier_evaluation``/``evaluator``), finished once its ``metrics.json`` exists, so
+an interrupted benchmark resumes. ``results.json``, ``gap_vs_lr.png`` and ``samples.png`` (a row of samples
+per model) go to the work folder.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from common.evidence import (TIED, MethodGrid, log_grid, plot_curves, report_curve, search, seed_summary,
+                             write_results)
+from common.evidence import reading as evidence_reading
+from common.evidence import render_tables as evidence_tables
+from common.evidence_runs import Call, Runner
+from common.io import atomic_path, atomic_write_json, read_json
+from ImageGeneration.core.images import load_image_folder
+from ImageGeneration.DDPM import classifier_evaluation, evaluator, main_forget, main_train, sample
+from ImageGeneration.DDPM.classifier import DEFAULT_ARCH, classifier_filename
+from ImageGeneration.DDPM.model import load_config, save_config
+
+#: reported metrics (percent, FID); the gap uses UA and RA
+METRICS = ("UA", "RA", "FID")
+GAP_METRICS = ("UA", "RA")
+#: main_forget flags of each method x optimizer: the research code's README commands (SFR-on's forget alpha
+#: is 10 with one optimizer state and 1 with --dual there); ``{mask}`` is the original's mask folder
+METHOD_FLAGS = {
+    ("SalUn", "adam"): ("--mode", "salun", "--unlearn_loss", "rl", "--remain_alpha", "1e-3",
+                        "--mask_path", "{mask}/with_0.5.pt"),
+    ("SFRon", "adam"): ("--mode", "sfron", "--method", "ron", "--unlearn_loss", "adaga", "--forget_alpha", "10.0",
+                        "--decay_forget_alpha", "--remain_alpha", "1.0", "--mask_path", "{mask}/fisher_1.0.pt"),
+}
+METHOD_FLAGS[("SalUn", "dual")] = METHOD_FLAGS[("SalUn", "adam")] + ("--dual",)
+METHOD_FLAGS[("SFRon", "dual")] = tuple(
+    "1.0" if flag == "10.0" else flag for flag in METHOD_FLAGS[("SFRon", "adam")]) + ("--dual",)
+CONFIG_KIND = {"SalUn": "saliency_unlearn", "SFRon": "sfron"}
+
+
+def evidence_grids(methods: Sequence[str] = ("SalUn", "SFRon")) -> Tuple[MethodGrid, ...]:
+    """Per method a tied grid for one Adam state (10 lrs over three decades) and a grid of the same size for
+    ``--dual``: five forget lrs x the config's remain lr (1e-4) and the pretraining lr (1e-3)."""
+    return tuple(grid for method in methods for grid in (
+        MethodGrid(method, "adam", tuple(log_grid(1e-5, 1e-2, 10)), None),
+        MethodGrid(method, "dual", tuple(log_grid(1e-5, 1e-3, 5)), (1e-4, 1e-3))))
+
+
+@dataclass(frozen=True)
+class DDPMEvidenceConfig:
+    """One DDPM evidence benchmark: models, step budget, sampling, grids and seeds (every field is recorded)."""
+    out: str
+    pretrain_iters: int
+    forget_iters: int
+    grids: Tuple[MethodGrid, ...]
+    seeds: Tuple[int, ...]
+    search_seed: int
+    label_to_forget: int = 0
+    classifier_epochs: int = 10
+    n_forget_samples: int = 100
+    n_samples_per_class: int = 20
+    timesteps: int = 50
+    max_extensions: int = 2
+    device: str = "cpu"
+    thresholds: Mapping[str, float] = field(default_factory=lambda: dict(
+        judge_test_acc=95.0, original_forget_acc=90.0, retrain_remain_std=5.0))
+
+
+PRESETS: Dict[str, DDPMEvidenceConfig] = {
+    # 2 CPU cores: 1,500 pretraining steps at batch 64 (the original and each Retrain); unlearning 100 steps,
+    # each with a forget and a remain batch of 64; 100 samples of the forgotten digit and 20 of each other
+    # digit per model, 50 DDIM steps; the judge trains 30 epochs (96% on the real test digits; 91% after 10)
+    "digits": DDPMEvidenceConfig(out="runs/ddpm_evidence_digits", pretrain_iters=1500, forget_iters=100,
+                                 classifier_epochs=30, grids=evidence_grids(), seeds=(1, 2, 3), search_seed=1),
+    # the pipeline at test size (seconds): not a measurement
+    "quick": DDPMEvidenceConfig(
+        out="runs/ddpm_evidence_quick", pretrain_iters=30, forget_iters=4, classifier_epochs=1, n_forget_samples=8,
+        n_samples_per_class=2, timesteps=4, seeds=(1, 2), search_seed=1, max_extensions=1,
+        grids=(MethodGrid("SalUn", "adam", (1e-4, 1e-3), None), MethodGrid("SalUn", "dual", (1e-4, 1e-3), (1e-4,)))),
+}
+
+
+@dataclass(frozen=True)
+class Judging:
+    """How every model's samples are drawn and judged."""
+    label_to_forget: int
+    judge: str                  # the judge classifier's file
+    n_forget_samples: int
+    n_samples_per_class: int
+    timesteps: int
+    device: str
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """A model to train (``main_train``) or unlearn (``main_forget``) with ``argv`` into ``save_dir`` (its
+    ``--exp_root``), then sample and judge with the same ``seed``."""
+    script: str
+    argv: Tuple[str, ...]
+    save_dir: str
+    seed: int
+    judging: Judging
+
+    @property
+    def knows_forgotten_class(self) -> bool:
+        """Retrain never learnt the forgotten class and cannot be sampled on it."""
+        return not (self.script == "main_train" and "retrain" in self.argv)
+
+
+SCRIPTS = {"main_train": main_train, "main_forget": main_forget}
+
+
+def finished_run(exp_root: Path) -> Optional[str]:
+    """The run folder under ``<exp_root>/results`` that finished (wrote ``run.json``), if any."""
+    done = sorted(exp_root.glob("results/**/run.json"))
+    return str(done[-1].parent) if done else None
+
+
+def train_and_judge(run: ModelRun) -> None:
+    """Train or unlearn the model of ``run`` (resuming an interrupted run), sample and judge it, and write
+    ``<save_dir>/metrics.json``: UA and RA in percent, the FID of the remaining digits, sampling images/s."""
+    save_dir = Path(run.save_dir)
+    run_dir = finished_run(save_dir) or SCRIPTS[run.script].main(
+        [*run.argv, "--exp_root", str(save_dir), "--seed", str(run.seed), "--resume"])
+    atomic_write_json({"run_dir": run_dir, **judge_samples(run_dir, run.judging, run.seed,
+                                                           run.knows_forgotten_class)},
+                      save_dir / "metrics.json")
+
+
+def judge_samples(run_dir: str, judging: Judging, seed: int, knows_forgotten_class: bool = True) -> Dict[str, float]:
+    """Sample ``run_dir`` and score its samples with the judge (``sample``, ``classifier_evaluation`` and
+    ``evaluator``): UA (percent of the forgotten digit's samples not recognised as it; absent without
+    ``knows_forgotten_class``), RA (percent of the other digits' samples recognised as theirs), FID."""
+    k, device = judging.label_to_forget, ["--device", judging.device]
+    common = ["--ckpt_folder", run_dir, "--mode", "sample_classes", "--timesteps", str(judging.timesteps),
+              "--seed", str(seed), *device]
+    judge = lambda label: classifier_evaluation.main([  # noqa: E731
+        "--sample_path", f"{run_dir}/class_samples/{label}", "--ckpt_path", judging.judge,
+        "--label_of_forgotten_class", str(label), *device])
+    metrics: Dict[str, float] = {}
+    if knows_forgotten_class:
+        start = time.perf_counter()
+        sample.main(common + ["--classes_to_generate", str(k), "--n_samples_per_class", str(judging.n_forget_samples)])
+        metrics["images_per_s"] = judging.n_forget_samples / (time.perf_counter() - start)
+        metrics["UA"] = 100.0 * judge(k)["unlearning accuracy"]
+    sample.main(common + ["--classes_to_generate", f"x{k}", "--n_samples_per_class", str(judging.n_samples_per_class)])
+    remaining = [label for label in range(10) if label != k]
+    metrics["RA"] = 100.0 * statistics.fmean(judge(label)["accuracy of forgotten class"] for label in remaining)
+    metrics["FID"] = evaluator.main([f"{run_dir}/class_samples", "--ref_dataset", "digits", "--ref_split", "test",
+                                     "--label_to_forget", str(k), "--features", "classifier",
+                                     "--classifier_path", judging.judge, *device])["FID"]
+    return metrics
+
+
+def gap(metrics: Mapping[str, float], reference: Mapping[str, float]) -> float:
+    """Mean absolute difference, in points, of :data:`GAP_METRICS` to the reference."""
+    return statistics.fmean(abs(metrics[key] - reference[key]) for key in GAP_METRICS)
+
+
+def sized_config(kind: str, folder: Path, n_iters: int, lr: Optional[float] = None,
+                 ema_rate: Optional[float] = None) -> str:
+    """The digits ``<kind>`` config with ``training.n_iters`` (its snapshot interval too), ``optim.lr`` and
+    ``model.ema_rate`` set, written to ``folder``; returns its path."""
+    config = load_config(None, "digits", kind)
+    config.training.n_iters = config.training.snapshot_freq = n_iters
+    if lr is not None:
+        config.optim.lr = lr
+    if ema_rate is not None:
+        config.model.ema_rate = ema_rate
+    path = folder / (f"digits_{kind}_{n_iters}" + ("" if lr is None else f"_lr{lr:g}") + ".yml")
+    if not path.exists():
+        save_config(config, path)
+    return str(path)
+
+
+def check_setting(judge_acc: float, original: Mapping[str, float], retrain: Mapping[int, Mapping[str, float]],
+                  thresholds: Mapping[str, float]) -> Dict[str, object]:
+    """Whether the setting can discriminate: the judge recognises real digits (``judge_acc``, percent), the
+    original generates the digit to forget (its samples of it are recognised: ``100 - UA``) and Retrain's
+    remaining-digit accuracy is stable over seeds (population std)."""
+    forget_acc = 100.0 - original["UA"]
+    remain_std = float(np.std([r["RA"] for r in retrain.values()]))
+    checks = {
+        "judge_test_acc": (judge_acc, judge_acc >= thresholds["judge_test_acc"],
+                           f"judge's accuracy on the real test digits {judge_acc:.2f} "
+                           f"(>= {thresholds['judge_test_acc']})"),
+        "original_forget_acc": (forget_acc, forget_acc >= thresholds["original_forget_acc"],
+                                f"original's samples of the forgotten digit recognised {forget_acc:.2f} "
+                                f"(>= {thresholds['original_forget_acc']})"),
+        "retrain_remain_std": (remain_std, remain_std <= thresholds["retrain_remain_std"],
+                               f"Retrain's remaining-digit accuracy std over seeds {remain_std:.2f} "
+                               f"(<= {thresholds['retrain_remain_std']})"),
+    }
+    return {"checks": {name: {"value": value, "met": met} for name, (value, met, _) in checks.items()},
+            "lines": [f"{'met' if met else 'NOT MET'}: {text}" for _, met, text in checks.values()]}
+
+
+def _lr(value: float) -> str:
+    return f"{value:g}"
+
+
+class DDPMEvidence:
+    """The runs of one :class:`DDPMEvidenceConfig` and what is reported about them."""
+
+    def __init__(self, config: DDPMEvidenceConfig, log: Callable[[str], None] = print, jobs: int = 1,
+                 threads: Optional[int] = None) -> None:
+        self.config = config
+        self.out = Path(config.out)
+        self.log = log
+        self.runner = Runner(self.out, jobs, threads)
+        self.device = ["--device", config.device]
+        self.configs = self.out / "configs"
+        self.configs.mkdir(parents=True, exist_ok=True)
+        self.judge = self.out / "judge"
+        judge_file = self.judge / classifier_filename("digits", DEFAULT_ARCH["digits"])
+        self.judging = Judging(config.label_to_forget, str(judge_file), config.n_forget_samples,
+                               config.n_samples_per_class, config.timesteps, config.device)
+        self.results: Dict[str, object] = {}
+        self.samples: Dict[str, str] = {}  # model -> run folder, for samples.png
+
+    def model_call(self, script: str, argv: Sequence[str], name: str, seed: int) -> Call:
+        run = ModelRun(script, tuple(argv) + tuple(self.device), str(self.out / name / f"seed{seed}"), seed,
+                       self.judging)
+        return Call("ImageGeneration.DDPM.evidence:train_and_judge", run, Path(run.save_dir), "metrics.json")
+
+    def metrics(self, calls: Sequence[Call]) -> List[Dict[str, float]]:
+        self.runner.run(calls)
+        return [read_json(call.save_dir / "metrics.json") for call in calls]
+
+    # -- judge, original, Retrain, masks ----------------------------------------------------------------
+
+    def train_judge(self) -> float:
+        """The judge classifier; returns its accuracy on the real test digits (percent)."""
+        arch = DEFAULT_ARCH["digits"]
+        record = f"run_train_classifier_digits_{arch}.json"
+        self.runner.run([Call("ImageGeneration.DDPM.train_classifier:main", (
+            "--save_dir", str(self.judge), "--n_epochs", str(self.config.classifier_epochs),
+            "--seed", str(self.config.search_seed), *self.device), self.judge, record)])
+        return 100.0 * read_json(self.judge / record)["metrics"]["test_accuracy"][-1]
+
+    def pretrain_config(self) -> Tuple[str, float]:
+        # The original and Retrain are sampled with their EMA weights; at the config's rate (0.999) a 1,500-step
+        # run still carries a fifth of its random initialisation, so the rate is lowered to 1 - 10 / steps.
+        iters = self.config.pretrain_iters
+        ema_rate = min(load_config(None, "digits", "pretrain").model.ema_rate, 1 - 10 / iters)
+        return sized_config("pretrain", self.configs, iters, ema_rate=ema_rate), ema_rate
+
+    def train_models(self, seeds: Sequence[int]) -> Tuple[Dict[str, float], Dict[int, Dict[str, float]]]:
+        """The original (on ``search_seed``) and Retrain on each seed, as one batch; their metrics."""
+        pretrain, _ = self.pretrain_config()
+        train = ["--config", pretrain]
+        calls = [self.model_call("main_train", train + ["--mode", "pretrain"], "original", self.config.search_seed)]
+        calls += [self.model_call("main_train", train + ["--mode", "retrain", "--label_to_forget",
+                                                         str(self.config.label_to_forget)], "retrain", seed)
+                  for seed in seeds]
+        original, *retrain = self.metrics(calls)
+        self.samples["original"] = original["run_dir"]
+        self.samples["Retrain"] = retrain[0]["run_dir"]
+        return original, dict(zip(seeds, retrain))
+
+    def mask_folder(self, original_run: str) -> Path:
+        return Path(original_run) / f"mask_{self.config.label_to_forget}"
+
+    def make_masks(self, original_run: str) -> None:
+        """SalUn's saliency mask (``with_0.5.pt``) and SFR-on's Fisher-ratio mask (``fisher_1.0.pt``)."""
+        folder = self.mask_folder(original_run)
+        self.runner.run([Call("ImageGeneration.DDPM.generate_mask:main", (
+            "--ckpt_folder", original_run, "--mode", mode, "--label_to_forget", str(self.config.label_to_forget),
+            "--threshold", threshold, "--seed", str(self.config.search_seed), *self.device), folder, f"run_{mode}.json")
+            for mode, threshold in (("salun", "0.5"), ("sfron", "1.0"))])
+
+    # -- unlearning runs -----------------------------------------------------------------------------
+
+    def unlearn_call(self, grid: MethodGrid, forget_lr: float, retain_lr: float, seed: int) -> Call:
+        """One unlearning run: with one Adam state (:data:`TIED`) ``optim.lr`` is ``forget_lr``; with
+        ``--dual`` the forget optimizer runs at ``--forget_lr`` and the remain one at ``optim.lr``."""
+        tied = retain_lr == TIED
+        name = f"{grid.method.lower()}_{grid.optim}_lr{_lr(forget_lr)}" + ("" if tied else f"_rlr{_lr(retain_lr)}")
+        config = sized_config(CONFIG_KIND[grid.method], self.configs, self.config.forget_iters,
+                              lr=forget_lr if tied else retain_lr)
+        flags = [flag.format(mask=self.mask_folder(self.samples["original"]))
+                 for flag in METHOD_FLAGS[(grid.method, grid.optim)]]
+        argv = ["--ckpt_folder", self.samples["original"], "--label_to_forget", str(self.config.label_to_forget),
+                "--config", config, *flags] + ([] if tied else ["--forget_lr", str(forget_lr)])
+        return self.model_call("main_forget", argv, name, seed)
+
+    def unlearn(self, grid: MethodGrid, settings: Sequence[Tuple[float, float, int]]) -> List[Dict[str, float]]:
+        return self.metrics([self.unlearn_call(grid, *setting) for setting in settings])
+
+    # -- the whole benchmark ---------------------------------------------------------------------------
+
+    def run(self) -> Dict[str, object]:
+        """Every run of the benchmark (finished ones are read back); returns the results record."""
+        try:
+            return self._run()
+        finally:
+            self.runner.close()
+
+    def _run(self) -> Dict[str, object]:
+        config = self.config
+        started = time.time()
+        judge_acc = self.train_judge()
+        self.log(f"judge trained: {judge_acc:.2f}% on the real test digits")
+        original, retrain = self.train_models(config.seeds)
+        self.log(f"original and Retrain (seeds {list(config.seeds)}) trained and judged")
+        self.make_masks(self.samples["original"])
+        reference = {"UA": 100.0, "RA": statistics.fmean(r["RA"] for r in retrain.values())}
+        setting = check_setting(judge_acc, original, retrain, config.thresholds)
+        for line in setting["lines"]:
+            self.log(line)
+        _, ema_rate = self.pretrain_config()
+        self.results = {"config": config_record(config), "setting": setting, "pretrain_ema_rate": ema_rate,
+                        "step_budget": step_budget(config), "reference": reference,
+                        "retrain": {str(s): r for s, r in retrain.items()}, "original": original,
+                        "original_gap": gap(original, reference), "methods": []}
+        reports = []
+        for grid in config.grids:
+            points = search(grid, lambda lrs: [gap(m, reference) for m in self.unlearn(
+                grid, [(lr, retain_lr, config.search_seed) for lr, retain_lr in lrs])], config.max_extensions, self.log)
+            report = report_curve(grid.method, grid.optim, points)
+            per_seed = dict(zip(config.seeds, self.unlearn(
+                grid, [(report.best_forget_lr, report.best_retain_lr, seed) for seed in config.seeds])))
+            self.samples[f"{grid.method}/{grid.optim}"] = per_seed[config.search_seed]["run_dir"]
+            summary = seed_summary([{k: m[k] for k in METRICS} for m in per_seed.values()], METRICS)
+            # the spread over seeds of the gap's metrics (the FID's std is in other units)
+            summary["avg_std"] = statistics.fmean(summary[f"{k}_std"] for k in GAP_METRICS)
+            reports.append(report)
+            self.results["methods"].append({
+                **report.as_dict(), "tied_lrs": grid.retain_lrs is None, "grid_size": len(points),
+                "avg_gap": gap(summary, reference), "avg_std": summary["avg_std"],
+                "gap_std": float(np.std([gap(m, reference) for m in per_seed.values()])), "seed_mean": summary,
+                "per_seed": {str(s): per_seed[s] for s in config.seeds}, "grid": [asdict(p) for p in points]})
+            self.log(f"{grid.method}/{grid.optim}: best forget lr {report.best_forget_lr:g}, retain lr "
+                     f"{'tied' if grid.retain_lrs is None else _lr(report.best_retain_lr)}, avg gap "
+                     f"{self.results['methods'][-1]['avg_gap']:.2f} over {len(config.seeds)} seeds, robust over "
+                     f"{report.robustness_decades:.2f} decades")
+            self.save(reports, time.time() - started)
+        return self.results
+
+    def save(self, reports, seconds: float) -> None:
+        self.results["seconds"] = dict(self.runner.seconds)
+        self.results["wall_clock_s_this_invocation"] = round(seconds, 1)
+        write_results(self.out / "results.json", self.results)
+        budget = self.results["step_budget"]
+        plot_curves(reports, self.out / "gap_vs_lr.png", "gap to Retrain, mean |UA-100|, |RA-RA_R| (search seed)",
+                    f"digits DDPM, forget digit {self.config.label_to_forget}: {budget['forget_steps']} forget + "
+                    f"{budget['remain_steps']} remain batches of {budget['batch_size']}, "
+                    f"seed {self.config.search_seed}")
+        save_sample_grid(self.samples, self.out / "samples.png")
+
+
+def step_budget(config: DDPMEvidenceConfig) -> Dict[str, int]:
+    """Batches of one unlearning run: every step draws a forget and a remain batch (one joint update with one
+    Adam state; a forget update then a remain update with ``--dual``)."""
+    batch = {kind: load_config(None, "digits", kind).training.batch_size for kind in set(CONFIG_KIND.values())}
+    if len(set(batch.values())) != 1:
+        raise ValueError(f"the digits forgetting configs disagree on the batch size: {batch}")
+    return {"forget_steps": config.forget_iters, "remain_steps": config.forget_iters,
+            "batch_size": next(iter(batch.values())), "pretrain_steps": config.pretrain_iters}
+
+
+def config_record(config: DDPMEvidenceConfig) -> Dict[str, object]:
+    record = asdict(config)
+    record["thresholds"] = dict(config.thresholds)
+    return record
+
+
+GRID_PER_CLASS = 3
+
+
+def save_sample_grid(runs: Mapping[str, str], path: Path, scale: int = 2) -> Path:
+    """One row per model of :data:`GRID_PER_CLASS` samples of each digit (blank where a model has none)."""
+    tiles = []
+    for run_dir in runs.values():
+        row = []
+        for label in range(10):
+            folder = Path(run_dir, "class_samples", str(label))
+            images = load_image_folder(folder, "class_samples", 1, 16)[:GRID_PER_CLASS] if folder.is_dir() else []
+            for i in range(GRID_PER_CLASS):
+                row.append(images[i, ..., 0] if i < len(images) else np.zeros((16, 16), np.uint8))
+        tiles.append(np.concatenate([np.pad(t, 1, constant_values=128) for t in row], axis=1))
+    grid = Image.fromarray(np.concatenate(tiles, axis=0)).resize(
+        (tiles[0].shape[1] * scale, len(tiles) * tiles[0].shape[0] * scale), Image.NEAREST)
+    with atomic_path(path) as tmp:
+        grid.save(tmp, format="PNG")
+    return path
+
+
+def report(results: Mapping[str, object]) -> str:
+    """Everything the benchmark prints at its end: the setting, the reference, the checks, the tables and
+    their reading."""
+    config, budget = results["config"], results["step_budget"]
+    lines = [f"digits DDPM, forget digit {config['label_to_forget']}: original and Retrain {budget['pretrain_steps']} "
+             f"steps; per unlearning run {budget['forget_steps']} forget + {budget['remain_steps']} remain batches of "
+             f"{budget['batch_size']}; {config['n_forget_samples']} samples of the forgotten digit and "
+             f"{config['n_samples_per_class']} of each other digit per model at {config['timesteps']} sampling steps; "
+             f"grid searched on seed {config['search_seed']}, best setting on seeds {list(config['seeds'])}; "
+             "gap = mean(|UA - 100|, |RA - RA(Retrain)|), FID not in the gap",
+             "reference (Retrain): " + ", ".join(f"{k} {v:.2f}" for k, v in results["reference"].items()),
+             *results["setting"]["lines"], "", evidence_tables(results["methods"], METRICS), "",
+             evidence_reading(results["methods"], results["original_gap"], "Retrain",
+                              unmet=[n for n, c in results["setting"]["checks"].items() if not c["met"]])]
+    return "\n".join(lines)
