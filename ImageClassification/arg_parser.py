@@ -13,7 +13,7 @@ from common.checkpointing import add_resume_args
 from common.device import add_device_args
 from common.errors import (ArgumentParser, UsageError, non_negative_float, non_negative_int, positive_float,
                            positive_int)
-from common.optim_recipes import IMAGE_FLAG, get_recipe, recipe_names
+from dualoptim.recipes import IMAGE_FLAG, get_recipe, recipe_names
 from common.io import add_trust_args
 from common.nonfinite import add_nonfinite_args
 from common.seed import DETERMINISTIC_HELP
@@ -28,7 +28,7 @@ def build_parser(description: str = "DualOptim image-classification unlearning",
                  optim_help: str = "sgd | adam: one optimizer; dual/dual_as: AdamW forget + SGD retain; "
                                    "dual_aa: AdamW + AdamW; SFR-on also takes the ablations dual_sa, dual_ss, "
                                    "dual_ls, dual_ll, dual_sl, dual_share, dual_aa_m, dual_aa_v, dual_aa_8bit "
-                                   "(common/optim_recipes.py)") -> argparse.ArgumentParser:
+                                   "(dualoptim/recipes.py)") -> argparse.ArgumentParser:
     """The shared command line; ``main_train.py`` gives ``--optim`` its own choices and help."""
     parser = ArgumentParser(description=description)
 

@@ -28,7 +28,7 @@ from torchvision import transforms
 from common.checkpointing import resumable_loader
 from common.datasets import ArrayImageDataset, ImageTree, load_digits_arrays, load_imagefolder_arrays
 from common.errors import UsageError
-from common.registry import Registry
+from dualoptim.registry import Registry
 from common.seed import seed_worker
 
 Arrays = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train_x, train_y, test_x, test_y

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import UsageError
-from common.registry import Registry
+from dualoptim.registry import Registry
 from LLM.data import IGNORE_INDEX
 
 Batch = Dict[str, Dict[str, torch.Tensor]]

@@ -2,7 +2,7 @@
 
 One loop serves every setting: the :class:`~LLM.schedule.Schedule` says which
 objective each optimizer step serves and supplies its micro-batches; the loop
-tells the optimizer that objective explicitly (``common.dualoptim.set_objective``,
+tells the optimizer that objective explicitly (``dualoptim.optimizers.set_objective``,
 a no-op for plain optimizers) before accumulating the step's gradients.  It
 offers a resume snapshot (:class:`common.checkpointing.Snapshotter`) after
 every step: model, optimizer (both moment sets of ``DecoupledAdamW``),
@@ -23,9 +23,9 @@ from transformers import get_linear_schedule_with_warmup
 
 from common.checkpointing import ProcessGroup, Snapshotter
 from common.device import get_device
-from common.dualoptim import set_objective
+from dualoptim.optimizers import set_objective
 from common.errors import UsageError
-from common.optim_recipes import LLM_FLAG, RecipeSettings, build_recipe, get_recipe, import_dualoptim_8bit
+from dualoptim.recipes import LLM_FLAG, RecipeSettings, build_recipe, get_recipe, import_dualoptim_8bit
 from common.nonfinite import check_finite_loss
 from LLM.models import decay_parameter_groups, save_pretrained_atomic
 from LLM.schedule import JOINT, Schedule
@@ -81,7 +81,7 @@ def save_model(accelerator, model, tokenizer, path) -> None:
 
 
 def build_optimizer(name: str, model, lr: float, forget_lr: float, weight_decay: float):
-    """The ``--optim_cfg name`` recipe (``common.optim_recipes``) on the model's weight-decay param groups.
+    """The ``--optim_cfg name`` recipe (``dualoptim.recipes``) on the model's weight-decay param groups.
 
     Its one torch optimizer is returned: every step runs at ``lr`` (scheduled), a
     ``dual_*`` optimizer's forget steps at ``forget_lr``; :func:`run_schedule`

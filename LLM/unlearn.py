@@ -22,7 +22,7 @@ from common.checkpointing import add_resume_args
 from common.device import add_device_args
 from common.errors import UsageError, non_negative_float, positive_float, positive_int
 from common.io import add_trust_args, write_run_record
-from common.optim_recipes import LLM_FLAG, is_dual_recipe, recipe_names
+from dualoptim.recipes import LLM_FLAG, is_dual_recipe, recipe_names
 from common.nonfinite import add_nonfinite_args
 from common.seed import add_seed_args, seed_everything
 from LLM.data import Row, UnlearnDataset, collate_unlearn

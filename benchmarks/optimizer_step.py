@@ -15,7 +15,7 @@ import torch
 import torchvision
 
 from common.device import add_device_args, get_device
-from common.dualoptim import DecoupledAdamW, DualOptim
+from dualoptim.optimizers import DecoupledAdamW, DualOptim
 
 
 def state_bytes(*optimizers) -> int:

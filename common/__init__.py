@@ -5,9 +5,7 @@ import logging
 # AVX512-BF16 its import then logs a warning about the optional `kernels` package (4-bit CPU matmuls, unused
 # here), a second stderr line under every script's one-line errors. Every entry script imports `common` first.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-from common.dualoptim import DecoupledAdamW, DualOptim, SharedOptim, set_objective
-from common.optim_recipes import make_unlearn_optimizer
+from dualoptim import DecoupledAdamW, DualOptim, SharedOptim, __version__, make_unlearn_optimizer, set_objective
 
-__version__ = "0.1.0"
 __all__ = ["DecoupledAdamW", "DualOptim", "SharedOptim", "make_unlearn_optimizer", "set_objective",
            "__version__"]

@@ -6,7 +6,7 @@ One mechanism serves every long-running loop of the toolkit:
   often to save, whether ``--resume`` was given, the run's settings, the
   processes of an ``accelerate launch``);
 * the loop registers what it owns (:meth:`Snapshotter.register`: model,
-  optimizer -- both halves of a :class:`~common.dualoptim.DualOptim` through
+  optimizer -- both halves of a :class:`~dualoptim.optimizers.DualOptim` through
   its own ``state_dict`` --, schedulers, EMA, data streams, ``torch.Generator``
   objects), calls :meth:`~Snapshotter.restore` once before its first step and
   :meth:`~Snapshotter.step` after every step with its loop values (counters,

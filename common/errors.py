@@ -7,15 +7,9 @@ import math
 import sys
 from typing import Any, Callable, Optional, TypeVar
 
+from dualoptim.errors import UsageError
+
 F = TypeVar("F", bound=Callable[..., object])
-
-
-class UsageError(Exception):
-    """Bad input from the user: a flag, file or value that cannot be used.
-
-    The message should name the flag or file and say what was expected,
-    e.g. ``--mask_path mask.pt: key 'fc.weight' has shape (10, 512), model expects (100, 512)``.
-    """
 
 
 def cli_main(func: F) -> F:

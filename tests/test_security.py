@@ -17,7 +17,7 @@ from unsafe import malicious_checkpoint
 
 import common.io
 from common.checkpointing import Snapshotter
-from common.dualoptim import DualOptim
+from dualoptim.optimizers import DualOptim
 from common.errors import UsageError
 from common.io import TRUST_ENV, check_state_dict, checkpoint_state_dict, load_torch_file
 from common.nonfinite import NonFiniteLoss, check_finite_loss

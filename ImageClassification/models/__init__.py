@@ -17,7 +17,7 @@ from torch import nn
 
 from common.errors import UsageError
 from common.io import checkpoint_state_dict, load_torch_file
-from common.registry import Registry
+from dualoptim.registry import Registry
 from ImageClassification.models.cifar_resnet import CifarResNet
 from ImageClassification.models.init import research_init
 from ImageClassification.models.vgg import CifarVGG

@@ -20,8 +20,8 @@ running again.
 
 Objectives and optimizers
 -------------------------
-The optimizer is the ``--optim`` recipe of :mod:`common.optim_recipes`: an
-object with the :class:`common.dualoptim.DualOptim` interface (``SharedOptim``
+The optimizer is the ``--optim`` recipe of :mod:`dualoptim.recipes`: an
+object with the :class:`dualoptim.optimizers.DualOptim` interface (``SharedOptim``
 for ``--optim sgd|adam``), whose ``is_dual`` says whether it keeps one state
 per objective.  A forget-objective update goes through ``forget_step()`` and a
 retain-objective update through ``retain_step()``.
@@ -55,10 +55,10 @@ from tqdm.auto import tqdm
 
 from common.checkpointing import ProcessGroup, Snapshotter, position_loader
 from common.distributed import sharding_of
-from common.dualoptim import DualOptim, SharedOptim
+from dualoptim.optimizers import DualOptim, SharedOptim
 from common.errors import UsageError
 from common.io import atomic_torch_save
-from common.optim_recipes import IMAGE_FLAG, RecipeSettings, build_recipe
+from dualoptim.recipes import IMAGE_FLAG, RecipeSettings, build_recipe
 from common.nonfinite import check_finite_loss
 from common.saliency import Mask, maybe_gradient_mask
 from common.sam import SAM, sam_of
@@ -81,12 +81,12 @@ def parse_milestones(decreasing_lr: Union[str, Sequence[int]]) -> List[int]:
 def build_unlearn_optimizer(model: nn.Module, args: argparse.Namespace,
                             shared_lrs: Tuple[float, float],
                             adam_betas: Tuple[float, float] = (0.9, 0.999)) -> DualOptim:
-    """The ``--optim`` recipe of a run (:mod:`common.optim_recipes`).
+    """The ``--optim`` recipe of a run (:mod:`dualoptim.recipes`).
 
     A dual recipe's forget optimizer runs at ``--unlearn_lr`` and its retain
     optimizer at ``--retain_lr``; a single optimizer (``--optim sgd|adam``)
     steps forget and retain batches at ``shared_lrs`` (the method's choice,
-    see :class:`~common.optim_recipes.RecipeSettings`), ``adam_betas`` are
+    see :class:`~dualoptim.recipes.RecipeSettings`), ``adam_betas`` are
     those of the single ``adam`` optimizer.
     """
     settings = RecipeSettings(forget_lr=args.unlearn_lr, retain_lr=args.retain_lr, shared_lrs=shared_lrs,

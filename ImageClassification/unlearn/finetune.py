@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.distributed import sharding_of
-from common.dualoptim import DualOptim
+from dualoptim.optimizers import DualOptim
 from common.saliency import Mask
 
 from ImageClassification.data import UnlearnLoaders

@@ -5,7 +5,7 @@ with ``torch.nn.utils.prune`` hooks, and its ``RL_proximal`` pulls the
 weights back towards an anchor after every step.  Both are maps applied to
 the weights after each update, so here they are one mechanism:
 :func:`after_each_step` registers a projection as a step post-hook on every
-optimizer of a run's :class:`~common.dualoptim.DualOptim` (a step skipped by
+optimizer of a run's :class:`~dualoptim.optimizers.DualOptim` (a step skipped by
 the ``--amp`` loss scaler is not followed by one).
 
 Pruned weights are kept exactly zero (not hidden behind a mask), so the state
@@ -20,7 +20,7 @@ import torch
 import torch.nn.utils.prune as prune
 from torch import nn
 
-from common.dualoptim import DualOptim
+from dualoptim.optimizers import DualOptim
 
 
 def after_each_step(optimizer: DualOptim, projection: Callable[[], None]) -> None:

@@ -1,7 +1,7 @@
 """The ``--unlearn`` registry every method module registers into."""
 from __future__ import annotations
 
-from common.registry import Registry
+from dualoptim.registry import Registry
 
 #: ``--unlearn`` name -> ``method(loaders, model, args, mask, device) -> None``.
 UNLEARN_METHODS = Registry("--unlearn")

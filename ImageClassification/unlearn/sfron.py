@@ -21,7 +21,7 @@ With ``--optim sgd|adam`` the research code runs one optimizer at
 ``--retain_lr`` for both objectives; ``dual*`` adds a forget optimizer at
 ``--unlearn_lr``.  SFR-on alone also accepts the paper's optimizer ablations
 (``--optim dual_sa|dual_ss|dual_ls|dual_ll|dual_sl|dual_share|dual_aa_m|
-dual_aa_v|dual_aa_8bit``, see :mod:`common.optim_recipes`); every one of them
+dual_aa_v|dual_aa_8bit``, see :mod:`dualoptim.recipes`); every one of them
 follows the same cosine schedule on each of its torch optimizers.
 """
 from __future__ import annotations

@@ -18,7 +18,7 @@ from torch import nn
 
 from common.errors import UsageError
 from common.io import PathLike, atomic_torch_save, check_state_dict, load_torch_file
-from common.registry import Registry
+from dualoptim.registry import Registry
 
 ARCHS: Registry = Registry("--arch")
 

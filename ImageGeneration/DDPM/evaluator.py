@@ -24,7 +24,7 @@ import torchvision
 
 from common.errors import ArgumentParser, Bounded, UsageError, cli_main, positive_int
 from common.io import load_state_dict_file, write_run_record
-from common.registry import Registry
+from dualoptim.registry import Registry
 from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.core.images import check_label, image_format, load_image_folder, uint8_to_model_space
 from ImageGeneration.core.metrics import fid_from_features, inception_score, kernel_inception_distance

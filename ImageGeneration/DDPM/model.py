@@ -23,7 +23,7 @@ import yaml
 from diffusers import UNet2DModel
 
 from common.distributed import SampleSharding
-from common.dualoptim import DualOptim, SharedOptim
+from dualoptim.optimizers import DualOptim, SharedOptim
 from common.errors import UsageError
 from common.io import PathLike, atomic_torch_save, atomic_write_text, check_state_dict, load_torch_file
 from ImageGeneration.core.diffusion import alphas_cumprod_from_betas, beta_schedule

@@ -17,7 +17,7 @@ from torch import nn
 
 from common.checkpointing import Snapshotter
 from common.distributed import SampleSharding
-from common.dualoptim import DualOptim
+from dualoptim.optimizers import DualOptim
 from common.saliency import maybe_gradient_mask
 from ImageGeneration.core.batches import Batch, BatchStream
 from ImageGeneration.core.diffusion import (

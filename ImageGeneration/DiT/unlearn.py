@@ -12,7 +12,7 @@ from typing import Callable, Dict, Iterator, Optional
 import torch
 from torch import nn
 
-from common.dualoptim import DualOptim, SharedOptim
+from dualoptim.optimizers import DualOptim, SharedOptim
 from common.errors import UsageError
 from common.saliency import maybe_gradient_mask
 from ImageGeneration.core.batches import Batch, BatchStream

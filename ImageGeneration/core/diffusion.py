@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.registry import Registry
+from dualoptim.registry import Registry
 
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 
 from common.errors import UsageError
-from common.registry import Registry
+from dualoptim.registry import Registry
 from ImageGeneration.core.unlearn import ForgetWeights
 
 LossFn = Callable[[int], torch.Tensor]

@@ -7,7 +7,7 @@ module applies them to the model with one of two update schedules:
 ``alternate`` (SFR-on's ``--method ron``, and every ``--dual`` run)
     forget backward -> forget mask -> clip -> ``optimizer.forget_step()``, then
     remain backward -> remain mask -> clip -> ``optimizer.retain_step()``.
-    With :class:`~common.dualoptim.DualOptim` the two steps use separate
+    With :class:`~dualoptim.optimizers.DualOptim` the two steps use separate
     optimizer states, which is the point of DualOptim.
 
 ``joint`` (SalUn, Selective Amnesia, ``--method joint``)
@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from common.checkpointing import Snapshotter
 from common.distributed import SampleSharding
-from common.dualoptim import DualOptim
+from dualoptim.optimizers import DualOptim
 from common.errors import positive_float
 from common.nonfinite import check_finite_loss
 from common.schedules import cosine_decay

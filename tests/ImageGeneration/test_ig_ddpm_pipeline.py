@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from common.dualoptim import DualOptim, SharedOptim
+from dualoptim.optimizers import DualOptim, SharedOptim
 from ImageGeneration.DDPM import (
     classifier_evaluation, evaluator, generate_mask, main_forget, main_train, sample, save_base_dataset,
     train_classifier)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from common.dualoptim import DualOptim, SharedOptim
+from dualoptim.optimizers import DualOptim, SharedOptim
 from common.errors import ArgumentParser, UsageError
 from ImageGeneration.core.methods import METHODS, ForgetObjectives, no_mask, plan_method
 from ImageGeneration.core.unlearn import ForgetWeights, add_dual_args

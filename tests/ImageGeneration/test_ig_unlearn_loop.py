@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from common.dualoptim import DualOptim, SharedOptim
+from dualoptim.optimizers import DualOptim, SharedOptim
 from common.saliency import GradientMask
 from ImageGeneration.core.unlearn import run_unlearning
 

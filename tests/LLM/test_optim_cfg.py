@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from common.dualoptim import set_objective
+from dualoptim.optimizers import set_objective
 from LLM import main_forget
 from LLM.models import load_causal_lm
 from LLM.trainer import build_optimizer
@@ -65,7 +65,7 @@ def test_dual_adam_8bit_unlearns_like_dual_adam_up_to_quantisation(tmp_path, tof
 def test_missing_bitsandbytes_is_one_line_error_before_anything_is_written(
         monkeypatch, tmp_path, tofu_dir, tiny_model, run_error, optim_cfg):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # makes `import bitsandbytes` fail
-    monkeypatch.delitem(sys.modules, "common.dualoptim_8bit", raising=False)
+    monkeypatch.delitem(sys.modules, "dualoptim.optimizers_8bit", raising=False)
     save = tmp_path / "out"
     err = run_error(main_forget.main, ["--model_path", str(tiny_model), "--data_path", str(tofu_dir),
                                        "--split", "forget01", "--optim_cfg", optim_cfg, "--alternate",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from common.dualoptim import DecoupledAdamW
+from dualoptim.optimizers import DecoupledAdamW
 from LLM.schedule import BatchStream, Schedule, objective_at, steps_per_epoch
 from LLM.trainer import make_accelerator, run_schedule
 

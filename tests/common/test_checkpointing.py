@@ -20,7 +20,7 @@ PROGRAM = textwrap.dedent("""
     from torch import nn
     from torch.utils.data import TensorDataset
     from common.checkpointing import Snapshotter, position_loader, resumable_loader
-    from common.dualoptim import DualOptim
+    from dualoptim.optimizers import DualOptim
     from common.io import atomic_torch_save
     from common.seed import seed_everything
 

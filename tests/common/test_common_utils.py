@@ -1,4 +1,4 @@
-"""common.io, common.saliency, common.device, common.seed, common.registry, common.errors, common.schedules."""
+"""common.io, common.saliency, common.device, common.seed, dualoptim.registry, common.errors, common.schedules."""
 import json
 import math
 import os
@@ -15,7 +15,7 @@ from common.device import get_device
 from common.errors import UsageError
 from common.io import (atomic_path, atomic_torch_save, atomic_write_json, load_torch_file, read_json,
                        write_run_record, ensure_writable_dir)
-from common.registry import Registry
+from dualoptim.registry import Registry
 from common.saliency import (GradientMask, accumulate_gradients, check_mask, fisher_ratio_masks, load_mask,
                              mask_filename, save_masks, top_fraction_masks)
 from common.schedules import cosine_decay

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from common.dualoptim import DecoupledAdamW, set_objective
+from dualoptim.optimizers import DecoupledAdamW, set_objective
 
 STEPS, ACCUMULATION, WORLD = 9, 2, 2
 ROWS = ACCUMULATION * WORLD  # one row per micro-batch

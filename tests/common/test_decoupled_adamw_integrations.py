@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from common.dualoptim import DecoupledAdamW, set_objective
+from dualoptim.optimizers import DecoupledAdamW, set_objective
 
 
 class TinyRegression(nn.Module):

@@ -1,13 +1,13 @@
-"""DualOptim / SharedOptim / make_unlearn_optimizer (common.optim_recipes) against plain torch optimizers."""
+"""DualOptim / SharedOptim / make_unlearn_optimizer (dualoptim.recipes) against plain torch optimizers."""
 import copy
 
 import pytest
 import torch
 from torch import nn
 
-from common.dualoptim import DecoupledAdamW, DualOptim, SharedOptim, set_objective
+from dualoptim.optimizers import DecoupledAdamW, DualOptim, SharedOptim, set_objective
 from common.errors import UsageError
-from common.optim_recipes import make_unlearn_optimizer
+from dualoptim.recipes import make_unlearn_optimizer
 
 
 def small_net(seed=0):
@@ -335,7 +335,7 @@ def test_set_objective_reaches_through_wrappers_and_rejects_bad_names():
 
 
 def test_lr_of_each_objective_is_the_rate_its_next_step_uses():
-    from common.dualoptim import DecoupledAdamW, ObjectiveOptim, SharedOptim
+    from dualoptim.optimizers import DecoupledAdamW, ObjectiveOptim, SharedOptim
 
     weight = torch.nn.Parameter(torch.zeros(3))
     dual = DualOptim([weight], "adamw", 1e-3, 0.05, "sgd", 0.01, 0.9, 5e-4)
@@ -346,8 +346,16 @@ def test_lr_of_each_objective_is_the_rate_its_next_step_uses():
     assert decoupled.lr("forget") == pytest.approx(2e-5) and decoupled.lr("retain") == pytest.approx(1e-5)
 
 
-def test_make_unlearn_optimizer_is_still_importable_from_dualoptim():
-    from common.dualoptim import make_unlearn_optimizer as from_dualoptim
-    assert from_dualoptim is make_unlearn_optimizer
-    with pytest.raises(ImportError):
-        from common.dualoptim import no_such_name  # noqa: F401
+def test_the_package_and_the_documented_common_path_expose_the_same_objects():
+    import dualoptim
+    import common
+    import common.dualoptim
+    import common.errors
+    for name in ("DualOptim", "DecoupledAdamW", "SharedOptim", "ObjectiveOptim", "set_objective",
+                 "make_unlearn_optimizer"):
+        assert getattr(dualoptim, name) is getattr(common.dualoptim, name)
+    assert common.DualOptim is dualoptim.DualOptim and common.__version__ == dualoptim.__version__
+    assert dualoptim.UsageError is common.errors.UsageError is UsageError  # one error class, one CLI line
+    assert dualoptim.make_unlearn_optimizer is make_unlearn_optimizer
+    with pytest.raises(AttributeError):
+        dualoptim.no_such_name

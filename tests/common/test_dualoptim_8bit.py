@@ -8,8 +8,8 @@ from torch import nn
 
 bnb = pytest.importorskip("bitsandbytes")
 
-from common.dualoptim import set_objective  # noqa: E402
-from common.dualoptim_8bit import AdamW8bit, DecoupledAdamW8bit, embedding_weights  # noqa: E402
+from dualoptim.optimizers import set_objective  # noqa: E402
+from dualoptim.optimizers_8bit import AdamW8bit, DecoupledAdamW8bit, embedding_weights  # noqa: E402
 
 
 def net(seed=0):

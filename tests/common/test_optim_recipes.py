@@ -1,4 +1,4 @@
-"""The --optim / --optim_cfg recipes (common.optim_recipes), each against its definition written out by hand.
+"""The --optim / --optim_cfg recipes (dualoptim.recipes), each against its definition written out by hand.
 
 The paper's optimizer ablations are checked step for step, over alternating forget and retain
 steps, against the research code's definitions (``unlearn/sfron.py`` and ``optim.py`` /
@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch import nn
 
-from common.dualoptim import DualOptim, HybridAdamSGD, Lion, ObjectiveOptim, SharedOptim
+from dualoptim.optimizers import DualOptim, HybridAdamSGD, Lion, ObjectiveOptim, SharedOptim
 from common.errors import UsageError
-from common.optim_recipes import (IMAGE_FLAG, LLM_FLAG, RecipeSettings, build_recipe, get_recipe, is_dual_recipe,
+from dualoptim.recipes import (IMAGE_FLAG, LLM_FLAG, RecipeSettings, build_recipe, get_recipe, is_dual_recipe,
                                   recipe_names)
 
 FORGET_LR, RETAIN_LR = 2.0 ** -9, 2.0 ** -6

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.optim_recipes import make_unlearn_optimizer
+from dualoptim.recipes import make_unlearn_optimizer
 from ImageClassification.models import build_model_from_args
 from ImageClassification.unlearn import get_unlearn_method
 from ImageClassification.unlearn.engine import UnlearnRun

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.dualoptim import DualOptim, SharedOptim
+from dualoptim.optimizers import DualOptim, SharedOptim
 from common.errors import UsageError
 from ImageClassification.unlearn import UNLEARN_METHODS, get_unlearn_method
 from ImageClassification.unlearn.args import add_method_args

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.dualoptim import DualOptim
+from dualoptim.optimizers import DualOptim
 from ImageClassification.unlearn import get_unlearn_method
 from ImageClassification.unlearn.finetune import l1_norm, l1_weight
 from ImageClassification.unlearn.fisher import fisher_diagonal, woodfisher_inverse_hvp

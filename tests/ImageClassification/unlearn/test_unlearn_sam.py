@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.dualoptim import SharedOptim
+from dualoptim.optimizers import SharedOptim
 from common.errors import UsageError
 from common.sam import SAM
 from ImageClassification.unlearn import get_unlearn_method

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Generic, Iterator, TypeVar
 
-from common.errors import UsageError
+from dualoptim.errors import UsageError
 
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """The optimizer recipes: what each ``--optim`` (image classification) and ``--optim_cfg`` (LLM) name builds.
 
 A recipe turns the model's parameters and a :class:`RecipeSettings` into an
-object with the :class:`~common.dualoptim.DualOptim` interface
+object with the :class:`~dualoptim.optimizers.DualOptim` interface
 (``forget_step`` / ``retain_step`` / ``optimizers`` / ``is_dual``).  Callers
 never read the name again: whether a run keeps one state per objective is the
 object's ``is_dual``.  Each recipe says which flags accept it (the two
@@ -24,7 +24,7 @@ name           forget objective                              retain objective
 ``dual_sl``    SGD(forget_lr, momentum, weight_decay)        Lion(retain_lr, wd 0.01)
 ``dual_share`` Adam(forget_lr, L2 weight_decay)              SGD(retain_lr, momentum=dampening=0.9), one
                                                              first moment with the forget side
-                                                             (:class:`~common.dualoptim.HybridAdamSGD`)
+                                                             (:class:`~dualoptim.optimizers.HybridAdamSGD`)
 ``dual_aa_m``  DecoupledAdamW(wd 0.05): m per objective,     v shared
 ``dual_aa_v``  DecoupledAdamW(wd 0.05): v per objective,     m shared
 ``dual_aa_8bit`` DecoupledAdamW8bit(wd 0.05), 8-bit m, v     per objective (bitsandbytes)
@@ -34,7 +34,7 @@ The names from ``dual_sa`` on are the paper's optimizer ablations; as in the
 research code only SFR-on accepts them (``Recipe.ablation``).  The LLM's
 ``--optim_cfg`` names are ``adam``, ``sgd`` (both on the LLM's weight-decay
 param groups, at ``--lr`` for every step), ``dual_adam``
-(:class:`~common.dualoptim.DecoupledAdamW`, forget steps at ``--forget_lr``),
+(:class:`~dualoptim.optimizers.DecoupledAdamW`, forget steps at ``--forget_lr``),
 ``adam_8bit`` and ``dual_adam_8bit`` (bitsandbytes, ``fp32_params`` kept in
 32 bits).
 """
@@ -46,10 +46,10 @@ from typing import Callable, Sequence, Tuple
 
 import torch
 
-from common.dualoptim import (ADAM_WEIGHT_DECAY, DecoupledAdamW, DualOptim, HybridAdamSGD, ObjectiveOptim,
+from dualoptim.optimizers import (ADAM_WEIGHT_DECAY, DecoupledAdamW, DualOptim, HybridAdamSGD, ObjectiveOptim,
                               Params, SharedOptim, _materialize, build_optimizer)
-from common.errors import UsageError
-from common.registry import Registry
+from dualoptim.errors import UsageError
+from dualoptim.registry import Registry
 
 __all__ = ["IMAGE_FLAG", "LLM_FLAG", "OPTIM_RECIPES", "Recipe", "RecipeSettings", "build_recipe",
            "get_recipe", "make_unlearn_optimizer", "recipe_names"]
@@ -199,9 +199,9 @@ recipe("dual_aa_v", ablation=True)(_decoupled(False, True))
 
 
 def import_dualoptim_8bit(flag: str, name: str):
-    """``common.dualoptim_8bit``, imported on demand: bitsandbytes is an optional dependency."""
+    """``dualoptim.optimizers_8bit``, imported on demand: bitsandbytes is an optional dependency."""
     try:
-        return importlib.import_module("common.dualoptim_8bit")
+        return importlib.import_module("dualoptim.optimizers_8bit")
     except ModuleNotFoundError as err:
         if err.name != "bitsandbytes":
             raise

@@ -1,0 +1,41 @@
+"""DualOptim: separate optimizer states for the forget and retain objectives of machine unlearning.
+
+    from dualoptim import DualOptim, DecoupledAdamW, make_unlearn_optimizer, set_objective
+
+* :class:`DualOptim` -- an adaptive optimizer for forget steps and SGD (or another) for retain steps, over the
+  same parameters, each with its own state (``forget_step()`` / ``retain_step()``);
+* :class:`DecoupledAdamW` -- one ``torch.optim.Optimizer`` with AdamW moments per objective, for code that
+  needs a single torch optimizer (LLM trainers, DeepSpeed); :func:`set_objective` picks the next step's;
+* :class:`DecoupledAdamW8bit` -- the same with bitsandbytes' 8-bit moments (needs ``pip install bitsandbytes``;
+  imported on first use);
+* :func:`make_unlearn_optimizer` -- the image-classification ``--optim`` recipes (``sgd``, ``adam``, ``dual``
+  and the paper's ablation pairs) by name; :mod:`dualoptim.recipes` has them all;
+* :class:`DualOptimTrainerMixin` -- makes a Hugging Face ``Trainer`` subclass step DualOptim
+  (:mod:`dualoptim.hf`; imported on first use, needs ``transformers``).
+
+This package needs only torch. The research scripts of the repository (``ImageClassification/``, ``LLM/``,
+``ImageGeneration/``, ``common/``) build on it.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from dualoptim.errors import UsageError
+from dualoptim.optimizers import (DecoupledAdamW, DualOptim, HybridAdamSGD, Lion, ObjectiveOptim, PerObjectiveState,
+                                  SharedOptim, set_objective)
+from dualoptim.recipes import make_unlearn_optimizer
+
+__version__ = "0.1.0"
+__all__ = ["DecoupledAdamW", "DecoupledAdamW8bit", "DualOptim", "DualOptimTrainerMixin", "HybridAdamSGD", "Lion",
+           "ObjectiveOptim", "PerObjectiveState", "SharedOptim", "UsageError", "make_unlearn_optimizer",
+           "set_objective", "__version__"]
+
+#: names imported on first use: their modules need optional packages (bitsandbytes, transformers)
+_LAZY = {"DecoupledAdamW8bit": "dualoptim.optimizers_8bit", "DualOptimTrainerMixin": "dualoptim.hf"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
