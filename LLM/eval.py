@@ -10,15 +10,18 @@ metrics) and ``run.json`` into ``--save_dir`` (default: ``eval_results-last``
 beside the model folder), and prints a one-line summary.  As the original's
 ``eval_unlearn_step``, ``--unlearn_dir <run>/<tasks>/unlearn_times_<k> --eval_unlearn_step N``
 evaluates the run's ``checkpoint-N`` (saved by ``main_forget.py --save_steps``)
-into ``eval_results-N`` there; step 0 evaluates ``--model_path``.  Forget quality
+into ``eval_results-N`` there; step 0 evaluates ``--model_path``.  The original's form
+``eval.py --config-name=phi1-5_tofu.yaml task_id=1 eval_unlearn_step=last <the run's key=value>`` finds
+that folder from the run's keys, as the original does.  Forget quality
 needs ``--retain_result``: the eval folder (or ``eval_log_forget.json``) of
 the retain model on the same forget set.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from common.device import add_device_args
 from common.errors import ArgumentParser, UsageError, cli_main, non_negative_int, positive_int
@@ -29,7 +32,8 @@ from LLM.eval_logs import EVAL_SETS, SetSpec, evaluate_set, save_eval_outputs, u
 from LLM.judges import add_judge_args, load_judges, report_skipped
 from LLM.metrics import FORGET_FILE, aggregate
 from LLM.models import add_dtype_arg, check_model_path, load_causal_lm, load_tokenizer, resolve_precision
-from LLM.options import add_model_args, model_families, parse_with_config, template_from_args
+from LLM.options import (HYDRA_KEYS, add_model_args, model_families, parse_task_list, parse_with_config,
+                         template_from_args)
 from LLM.trainer import make_accelerator
 
 SUMMARY_KEYS = ("Untargeted Forget Efficacy", "Targeted Forget Efficacy", "Model Utility", "TOFU Model Utility",
@@ -67,9 +71,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def unlearning_keys() -> set:
+    """The flags of ``main_forget.py`` that eval.py lacks: the keys of the unlearning run (the original runs
+    both scripts with one config file and the same ``key=value`` overrides)."""
+    from LLM import main_forget
+    return {a.dest for a in main_forget.build_parser()._actions} - {a.dest for a in build_parser()._actions}
+
+
+def unlearning_run_of(argv: Sequence[str]) -> Optional[List[str]]:
+    """The original's form, ``eval.py --config-name=X task_id=1 eval_unlearn_step=last <the run's keys>``
+    without ``--unlearn_dir``: as the original's eval.py, find the run from its keys -- the folder
+    ``main_forget.py`` writes for them (``$TASK_LIST`` and ``task_id`` pick ``unlearn_times_<k>``) -- and
+    return ``argv`` without the run's keys, with ``--unlearn_dir`` (None for the other forms)."""
+    if not any(token.startswith("--config-name") for token in argv) or "--unlearn_dir" in argv:
+        return None
+    from LLM import main_forget
+    forget_parser = main_forget.build_parser()
+    forget_keys, run_keys = {a.dest for a in forget_parser._actions}, unlearning_keys()
+
+    def key_of(token: str) -> Optional[str]:
+        """The flag a ``key=value`` token sets (None for other tokens, which both scripts get)."""
+        if "=" not in token or token.startswith("-"):
+            return None
+        key = token.split("=", 1)[0].lstrip("+")
+        return HYDRA_KEYS.get(key, key)
+
+    forget_args = parse_with_config(forget_parser, [t for t in argv if key_of(t) is None or key_of(t) in forget_keys],
+                                    foreign_keys={a.dest for a in build_parser()._actions} - forget_keys)
+    main_forget.validate(forget_args)
+    task_id = int(next((t.split("=", 1)[1] for t in argv if key_of(t) == "task_id"), 1))
+    tasks = parse_task_list(forget_args.task_list)
+    if task_id not in tasks:
+        raise UsageError(f"task_id={task_id}: not in the task list {forget_args.task_list} ($TASK_LIST)")
+    unlearn_dir = main_forget.task_dir(forget_args, tasks.index(task_id) + 1)
+    return [t for t in argv if key_of(t) not in run_keys] + ["--unlearn_dir", str(unlearn_dir)]
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """The flags, ``--max_length`` defaulting to the model family's ``eval_max_length``."""
-    args = parse_with_config(build_parser(), argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_with_config(build_parser(), unlearning_run_of(argv) or argv, foreign_keys=unlearning_keys())
     if args.max_length is None:
         args.max_length = model_families()[args.model_family]["eval_max_length"]
     return args

@@ -4,13 +4,19 @@ The research code is driven by hydra configs; we keep its key names as argparse
 flags.  ``--config FILE.yaml`` supplies defaults for any flag (a model family's
 model path and prompt template, a benchmark's hyperparameters); flags given on
 the command line win over the file.
+
+The original's command forms work as they are (:func:`hydra_overrides`):
+``--config-name=phi1-5_tofu.yaml`` (a file in ``LLM/config/``, or a path) is ``--config``, and
+``key=value`` overrides (``lr=1e-5``, ``alternate=true``, ``LoRA.r=8``) set the flag of the same name,
+over the config file's value.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -75,17 +81,92 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--answer_tag", type=str, default=None, help="overrides the family template")
 
 
-def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parse ``argv``; values from ``--config`` become defaults that explicit flags override."""
+#: the original's nested hydra keys -> our flags
+HYDRA_KEYS = {"LoRA.r": "LoRA_r", "LoRA.alpha": "LoRA_alpha", "LoRA.dropout": "LoRA_dropout",
+              "eval.batch_size": "batch_size", "eval.ds_size": "ds_size",
+              "eval.generation.max_length": "max_length", "eval.generation.max_new_tokens": "max_new_tokens"}
+#: the original's keys without a flag here, and the one value each may take (what this project always does)
+HYDRA_FIXED = {"save_checkpoint": "true",  # checkpoint-last is always saved (eval.py reads it)
+               "forget_data": "tofu"}      # the script chooses the data: main_forget.py (TOFU) or real_world_*.py
+#: the original's config names -> ours
+CONFIG_ALIASES = {"llama_tofu.yaml": "llama2-7b_tofu.yaml"}
+TRUE, FALSE = ("true", "True", "1", "yes"), ("false", "False", "0", "no", "", "null", "None")
+
+
+def config_file(name: str, flag: str = "--config-name") -> str:
+    """``--config-name``'s file: a path, else a file of ``LLM/config/`` (the original's names included)."""
+    if Path(name).is_file():
+        return name
+    candidate = CONFIG_DIR / CONFIG_ALIASES.get(name, name)
+    if not candidate.is_file() and not name.endswith((".yaml", ".yml")):
+        candidate = CONFIG_DIR / f"{CONFIG_ALIASES.get(name + '.yaml', name + '.yaml')}"
+    if not candidate.is_file():
+        names = sorted(p.name for p in CONFIG_DIR.glob("*.yaml") if p.name != MODEL_CONFIG_FILE.name)
+        names += sorted(CONFIG_ALIASES)
+        raise UsageError(f"{flag}={name}: no such file here or in {CONFIG_DIR}; expected a path or one of "
+                         f"{', '.join(names)}")
+    return str(candidate)
+
+
+def hydra_overrides(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Tuple[List[str], Dict[str, object]]:
+    """The original's hydra forms in ``argv``: returns the remaining arguments (``--config-name`` rewritten to
+    ``--config``) and the ``key=value`` overrides as flag defaults (booleans as bools, other values as the
+    strings argparse converts with the flag's type). A key with no flag here is a one-line error."""
+    actions = {action.dest: action for action in parser._actions}
+    rest: List[str] = []
+    overrides: Dict[str, object] = {}
+    tokens = list(argv)
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        option = parser._option_string_actions.get(tokens[i - 1]) if i else None
+        is_value = option is not None and option.nargs != 0  # e.g. the path in "--data_path a=b"
+        if token == "--config-name" and i + 1 < len(tokens):
+            rest += ["--config", config_file(tokens[i + 1])]
+            i += 2
+            continue
+        if token.startswith("--config-name="):
+            rest += ["--config", config_file(token.split("=", 1)[1])]
+        elif not is_value and not token.startswith("-") and "=" in token and \
+                token.split("=", 1)[0].lstrip("+").replace(".", "").replace("_", "").isalnum():
+            key, value = token.split("=", 1)
+            key = key.lstrip("+")
+            dest = HYDRA_KEYS.get(key, key)
+            if key in HYDRA_FIXED:
+                if value != HYDRA_FIXED[key]:
+                    raise UsageError(f"{key}={value}: has no equivalent here (only {key}={HYDRA_FIXED[key]})")
+            elif dest not in actions or dest == "help":
+                raise UsageError(f"{key}={value}: unknown key (no --{dest} flag); see --help for the flags, "
+                                 f"which keep the original's config key names")
+            elif isinstance(actions[dest], (argparse._StoreTrueAction, argparse._StoreFalseAction,
+                                            argparse.BooleanOptionalAction)):
+                if value not in TRUE + FALSE:
+                    raise UsageError(f"{key}={value}: expected true or false")
+                overrides[dest] = value in TRUE
+            else:
+                overrides[dest] = value.strip("'\"")
+        else:
+            rest.append(token)
+        i += 1
+    return rest, overrides
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None,
+                      foreign_keys: Collection[str] = ()) -> argparse.Namespace:
+    """Parse ``argv``; values from ``--config`` become defaults, which ``key=value`` overrides replace and
+    explicit flags override. ``foreign_keys``: config keys of another script that this one skips (the
+    original's eval.py reads the unlearning config it was run with)."""
+    argv, overrides = hydra_overrides(parser, sys.argv[1:] if argv is None else argv)
     pre, _ = parser.parse_known_args(argv)
     config_path = getattr(pre, "config", None)
     if config_path:
-        values = read_yaml_config(config_path)
+        values = {k: v for k, v in read_yaml_config(config_path).items() if k not in foreign_keys}
         known = {action.dest for action in parser._actions}
         unknown = sorted(set(values) - known)
         if unknown:
             raise UsageError(f"--config {config_path}: unknown option(s) {', '.join(unknown)}")
         parser.set_defaults(**values)
+    parser.set_defaults(**overrides)
     args = parser.parse_args(argv)
     if hasattr(args, "model_family"):
         resolve_model_family(args)

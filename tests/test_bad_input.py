@@ -554,6 +554,10 @@ CASES = [
          "--save_dir {i.blocked}/sub: " + UNWRITABLE),
     case("LLM.main_forget", "unknown loss", lambda i: llm(i, "--forget_loss", "XX"),
          "--forget_loss: unknown value 'XX'"),
+    case("LLM.forget", "unknown hydra key", lambda i: llm(i, "--config-name=phi1-5_tofu.yaml", "nosuch=1"),
+         "nosuch=1: unknown key (no --nosuch flag)"),
+    case("LLM.forget", "hydra key without an equivalent", lambda i: llm(i, "save_checkpoint=false"),
+         "save_checkpoint=false: has no equivalent here (only save_checkpoint=true)"),
     case("LLM.main_forget", "unknown optimizer", lambda i: llm(i, "--optim_cfg", "lion"),
          "--optim_cfg: unknown value 'lion'"),
     case("LLM.main_forget", "unknown split", lambda i: llm(i, "--split", "forget07"),
@@ -849,7 +853,7 @@ def entry_scripts() -> List[str]:
 
 def test_the_table_covers_every_entry_script():
     assert {c.module for c in CASES} == set(entry_scripts())
-    assert len(entry_scripts()) == 26
+    assert len(entry_scripts()) == 27
     assert len({c.id for c in CASES}) == len(CASES)
 
 
