@@ -33,7 +33,8 @@ def test_the_original_scripts_lines_set_the_flags_of_the_same_names(monkeypatch)
                          "--save_root", "results/optim_dual_adam", "--alternate", "--optim_cfg", "dual_adam",
                          "--retain_freq", "5"])
     assert vars(hydra) == vars(flags)
-    assert (hydra.lr, hydra.alternate, hydra.fix_ref_model, hydra.mask, hydra.retain_freq) == (1e-5, True, False, True, 5)
+    assert (hydra.lr, hydra.alternate, hydra.fix_ref_model, hydra.mask, hydra.retain_freq) == \
+        (1e-5, True, False, True, 5)
     assert hydra.save_dir == ("results/optim_dual_adam/phi1.5/forget10_task_1/ME+GD/"
                               "epoch5_lr_1e-05_1e-05_freq_1_5_FixRefFalse_maskTrue_1.0_1.0")
     # eval.py, given the same keys, evaluates the folder forget.py wrote (as the original's eval.py)
@@ -43,7 +44,8 @@ def test_the_original_scripts_lines_set_the_flags_of_the_same_names(monkeypatch)
 
 
 def test_overrides_replace_the_config_values_flags_replace_overrides_and_nested_keys_map():
-    args = forget_args(["--config-name=llama_tofu.yaml", "mask=false", "LoRA.r=16", "+seed=7", "lr=2e-5", "--lr", "3e-5"])
+    args = forget_args(["--config-name=llama_tofu.yaml", "mask=false", "LoRA.r=16", "+seed=7", "lr=2e-5",
+                        "--lr", "3e-5"])
     assert args.config == str(CONFIG_DIR / "llama2-7b_tofu.yaml")  # the original's config name
     assert (args.mask, args.LoRA_r, args.seed, args.lr) == (False, 16, 7, 3e-5)
     assert forget_args(["--config-name", "phi1-5_tofu", "--data_path", "a=b"]).data_path == "a=b"  # a value, not a key
