@@ -4,10 +4,17 @@ Every loader returns uint8 arrays ``(N, H, W, C)`` and int64 labels, and
 :class:`ArrayImageDataset` wraps them with the ``.data`` / ``.targets``
 attributes of torchvision's CIFAR datasets, so forget-set marking and
 subsetting work the same on every dataset.
+
+Decoding every JPEG of a zip takes seconds (CIFAR-10: about 8) before a run's first step, and a sweep pays it
+in every run, so :func:`load_imagefolder_arrays` caches a zip's decoded arrays as ``.npy`` files
+(:func:`cached_imagefolder_arrays`) and memory-maps them on the next load.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import os
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -18,7 +25,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from common.errors import UsageError
-from common.io import PathLike
+from common.io import PathLike, atomic_path, atomic_write_json, read_json
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -44,7 +51,7 @@ class ArrayImageDataset(Dataset):
         return len(self.data)
 
     def __getitem__(self, index: int):
-        array = self.data[index]
+        array = np.array(self.data[index])  # a writable copy: ``data`` may be a read-only memory map
         target = int(self.targets[index])
         if self.transform is None:
             return torch.from_numpy(array).permute(2, 0, 1).float().div(255.0), target
@@ -188,6 +195,71 @@ def load_imagefolder_arrays(path: PathLike, split: str, flag: str = "--data") ->
 
     Classes are sorted by name, as torchvision's ``ImageFolder`` does; images
     may sit in sub-folders of their class folder.  All images of a split must
-    share one size.  Errors name ``flag``, the path and what is missing.
+    share one size.  Errors name ``flag``, the path and what is missing.  A
+    zip's arrays come from its cache when it has one (:func:`cached_imagefolder_arrays`;
+    ``DUALOPTIM_DATA_CACHE=0`` decodes every time).
     """
+    path = Path(path)
+    if path.is_file() and zipfile.is_zipfile(path) and os.environ.get(CACHE_ENV, "1") != "0":
+        return cached_imagefolder_arrays(path, split, flag)
     return ImageTree(path, flag, expect=split).imagefolder(split)
+
+
+#: ``0`` turns the decoded-array cache off
+CACHE_ENV = "DUALOPTIM_DATA_CACHE"
+
+
+def cache_folder(zip_path: Path) -> Path:
+    """Where a zip's decoded arrays go: ``.<zip name>.cache/`` beside it, or under ``$XDG_CACHE_HOME`` (default
+    ``~/.cache``) ``/dualoptim/data/`` when the zip's folder is not writable."""
+    beside = zip_path.parent / f".{zip_path.name}.cache"
+    if _writable(zip_path.parent):
+        return beside
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return home / "dualoptim" / "data" / hashlib.blake2b(str(zip_path.resolve()).encode(), digest_size=8).hexdigest()
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (tried: permission bits do not bind root)."""
+    probe = folder / f".dualoptim-probe-{uuid.uuid4().hex}"
+    try:
+        probe.touch()
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
+def cached_imagefolder_arrays(zip_path: Path, split: str, flag: str = "--data"
+                              ) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+    """:meth:`ImageTree.imagefolder` of a zip's ``split``, decoded once.
+
+    The arrays are saved as ``.npy`` files in :func:`cache_folder` under a key of the zip's size, modification
+    time and BLAKE2 content hash, each written atomically, the JSON of classes last (a cache entry exists once
+    it does); later loads memory-map the images (read-only) instead of decoding.  A changed zip gets a new key
+    and its split's older entries are removed. Where nothing can be written the arrays are decoded each time.
+    """
+    stat = zip_path.stat()
+    with open(zip_path, "rb") as handle:
+        digest = hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+    key = f"{split}-{stat.st_size}-{stat.st_mtime_ns}-{digest}"
+    folder = cache_folder(zip_path)
+    images, labels, classes_file = (folder / f"{key}.{part}" for part in ("images.npy", "labels.npy", "json"))
+    if classes_file.is_file():
+        try:
+            return np.load(images, mmap_mode="r"), np.load(labels), read_json(classes_file)["classes"]
+        except (OSError, ValueError, KeyError, UsageError):
+            pass  # a damaged entry is decoded and written again
+    x, y, classes = ImageTree(zip_path, flag, expect=split).imagefolder(split)
+    try:
+        for stale in folder.glob(f"{split}-*"):
+            if not stale.name.startswith(key + "."):  # another process may be writing this key's files
+                stale.unlink()
+        for target, array in ((images, x), (labels, y)):
+            with atomic_path(target) as tmp, open(tmp, "wb") as out:
+                np.save(out, array)
+        atomic_write_json({"classes": classes, "zip": str(zip_path.resolve()), "size": stat.st_size,
+                           "mtime_ns": stat.st_mtime_ns, "blake2b": digest}, classes_file)
+    except OSError:
+        pass  # an unwritable cache only costs the decoding next time
+    return x, y, classes
