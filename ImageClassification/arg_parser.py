@@ -16,6 +16,7 @@ from common.errors import (ArgumentParser, UsageError, non_negative_float, non_n
 from dualoptim.recipes import IMAGE_FLAG, get_recipe, recipe_names
 from common.io import add_trust_args
 from common.nonfinite import add_nonfinite_args
+from common.tracking import add_report_args
 from common.seed import DETERMINISTIC_HELP
 from ImageClassification.unlearn.args import add_method_args
 
@@ -66,6 +67,7 @@ def build_parser(description: str = "DualOptim image-classification unlearning",
     add_resume_args(general, save_every="0: at the end of every epoch only; SFR-on: every log interval")
     add_trust_args(general)
     add_nonfinite_args(general)
+    add_report_args(general)
     general.add_argument("--save_dir", type=str, default=None, help="folder for checkpoints and results")
     general.add_argument("--model_path", type=str, default=None, help="checkpoint of the original model")
     general.add_argument("--deterministic", action="store_true", help=DETERMINISTIC_HELP)

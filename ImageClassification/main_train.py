@@ -26,6 +26,7 @@ from common.distributed import shard_forward
 from common.errors import UsageError, cli_main
 from common.io import atomic_torch_save, ensure_writable_dir, write_run_record
 from common.seed import seed_everything
+from common.tracking import tracking
 from ImageClassification.arg_parser import build_parser, validate_args
 from ImageClassification.data import load_unlearn_data, make_loader
 from ImageClassification.evaluation import accuracy
@@ -77,11 +78,13 @@ def train(args: argparse.Namespace) -> dict:
                 atomic_torch_save(state, save_dir / BEST)
         return record
 
-    history = run_epochs(model, schedule, device, None, epoch, epoch_checkpoints=False,
-                         optimizer=optimizer).epoch_results
-    best = max(history, key=lambda record: record["val_acc"])  # the first of equal maxima, as saved above
-    metrics = {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"],
-               "final_val_acc": history[-1]["val_acc"], "test_acc": accuracy(model, test_loader, device)}
+    with tracking(args, save_dir, enabled=sharding.is_main) as reporter:
+        history = run_epochs(model, schedule, device, None, epoch, epoch_checkpoints=False,
+                             optimizer=optimizer).epoch_results
+        best = max(history, key=lambda record: record["val_acc"])  # the first of equal maxima, as saved above
+        metrics = {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"],
+                   "final_val_acc": history[-1]["val_acc"], "test_acc": accuracy(model, test_loader, device)}
+        reporter.metrics(metrics)
     print(f"test acc: {metrics['test_acc']}")
     if sharding.is_main:
         write_run_record(save_dir, args, metrics, history=history, num_processes=sharding.world)

@@ -27,6 +27,7 @@ from common.io import (atomic_torch_save, atomic_write_json, checkpoint_state_di
                        load_torch_file, write_run_record)
 from common.saliency import Mask, check_mask
 from common.seed import seed_everything
+from common.tracking import tracking
 from ImageClassification.data import evaluation_loaders, load_unlearn_data, unlearn_loaders
 from ImageClassification.evaluation import evaluate
 from ImageClassification.models import build_model_from_args, load_weights, mask_from_original_format
@@ -114,18 +115,20 @@ def run_unlearning(args: argparse.Namespace, adapters: Optional[LoraAdapters] = 
     print(f"number of retain dataset {len(data.retain_index)}")
     print(f"number of forget dataset {len(data.forget_index)}")
 
-    if reevaluated:
-        # the research code's --resume: evaluate the finished unlearned model again
-        path = save_dir / checkpoint_name(args.unlearn)
-        model.load_state_dict(checkpoint_state_dict(load_torch_file(path, "--resume"), f"--resume {path}"))
-    else:
-        seed_everything(args.seed)
-        if adapters is not None:
-            adapters.attach(model)
-        method(loaders, model, args, mask, device)
-        if adapters is not None:
-            adapters.merge(model)
-    metrics = evaluate(model, evaluation_loaders(data, args), device, args.mia)
+    with tracking(args, save_dir, enabled=sharding.is_main) as reporter:
+        if reevaluated:
+            # the research code's --resume: evaluate the finished unlearned model again
+            path = save_dir / checkpoint_name(args.unlearn)
+            model.load_state_dict(checkpoint_state_dict(load_torch_file(path, "--resume"), f"--resume {path}"))
+        else:
+            seed_everything(args.seed)
+            if adapters is not None:
+                adapters.attach(model)
+            method(loaders, model, args, mask, device)
+            if adapters is not None:
+                adapters.merge(model)
+        metrics = evaluate(model, evaluation_loaders(data, args), device, args.mia)
+        reporter.metrics(metrics)
     if not sharding.is_main:  # every process has the same metrics; the main one reports and saves them
         return metrics
     # SalUn is RL with a saliency mask: give it its own name so results group apart from plain RL

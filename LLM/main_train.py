@@ -24,6 +24,7 @@ from common.device import add_device_args
 from common.errors import ArgumentParser, cli_main, non_negative_float, positive_float, positive_int
 from common.io import add_trust_args, ensure_writable_dir, read_json, write_run_record
 from common.nonfinite import add_nonfinite_args
+from common.tracking import add_report_args, tracking
 from common.seed import add_seed_args, seed_everything
 from LLM.data import UnlearnDataset, TofuSource, collate_unlearn, retain_split_name
 from LLM.losses import REGULARIZERS
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_args(parser)
     add_trust_args(parser)
     add_nonfinite_args(parser)
+    add_report_args(parser)
     return parser
 
 
@@ -109,9 +111,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                                             args.gradient_accumulation_steps, args.max_grad_norm)
     nll = REGULARIZERS["GD"]
     snapshots = schedule_snapshots(accelerator, Path(args.save_dir), args, args.save_every or steps_per_epoch)
-    history = run_schedule(accelerator, model, optimizer, scheduler, schedule,
-                           lambda objective, batch: nll(model, None, batch, 0.0), args.max_grad_norm,
-                           desc="fine-tune", snapshots=snapshots, allow_nonfinite=args.allow_nonfinite)
+    # save_model replaces the model folder: the tracker writes beside it, to <save_dir>_<report_to>
+    log_dir = Path(args.save_dir).parent / f"{Path(args.save_dir).name}_{args.report_to}"
+    with tracking(args, log_dir.parent, enabled=accelerator.is_main_process, folder=log_dir.name) as reporter:
+        history = run_schedule(accelerator, model, optimizer, scheduler, schedule,
+                               lambda objective, batch: nll(model, None, batch, 0.0), args.max_grad_norm,
+                               desc="fine-tune", snapshots=snapshots, allow_nonfinite=args.allow_nonfinite)
+        reporter.metrics({"final_loss": history[-1]["loss"]})
     save_model(accelerator, model, tokenizer, Path(args.save_dir))  # replaces the folder, snapshot included
     metrics = {"num_rows": len(rows), "max_steps": max_steps, "final_loss": history[-1]["loss"],
                "num_processes": world}

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from common import tracking
 from common.checkpointing import ProcessGroup, Snapshotter
 from common.device import get_device
 from dualoptim.optimizers import set_objective
@@ -185,6 +186,7 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
         num_tokens = int(accelerator.reduce(tokens, reduction="sum").item())
         history.append({"step": step + 1, "objective": objective, "loss": mean_loss, "lr": lr,
                         "tokens": num_tokens})
+        tracking.current().step({objective: mean_loss}, optimizer, step=step + 1)
         progress.set_postfix(objective=objective, loss=f"{mean_loss:.4f}")
         if on_step is not None:
             on_step(step + 1)

@@ -24,6 +24,7 @@ from common.errors import UsageError, non_negative_float, positive_float, positi
 from common.io import add_trust_args, write_run_record
 from dualoptim.recipes import LLM_FLAG, is_dual_recipe, recipe_names
 from common.nonfinite import add_nonfinite_args
+from common.tracking import add_report_args, tracking
 from common.seed import add_seed_args, seed_everything
 from LLM.data import Row, UnlearnDataset, collate_unlearn
 from LLM.losses import FORGET_LOSSES, UnlearnLoss
@@ -77,6 +78,7 @@ def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forge
     add_device_args(parser)
     add_trust_args(parser)
     add_nonfinite_args(parser)
+    add_report_args(parser)
 
 
 def save_steps_value(text: str) -> str:
@@ -189,9 +191,11 @@ def unlearn(args: argparse.Namespace, accelerator, loss: UnlearnLoss, forget_row
         if step % interval == 0 and step < max_steps:
             save_model(accelerator, model, tokenizer, Path(out_dir) / f"checkpoint-{step}")
 
-    history = run_schedule(accelerator, model, optimizer, scheduler, schedule, step_loss, args.max_grad_norm,
-                           desc=desc, snapshots=snapshots, on_step=save_intermediate,
-                           allow_nonfinite=args.allow_nonfinite)
+    with tracking(args, out_dir, enabled=accelerator.is_main_process) as reporter:
+        history = run_schedule(accelerator, model, optimizer, scheduler, schedule, step_loss, args.max_grad_norm,
+                               desc=desc, snapshots=snapshots, on_step=save_intermediate,
+                               allow_nonfinite=args.allow_nonfinite)
+        reporter.metrics({"final_loss": history[-1]["loss"]} if history else {})
     seconds = time.perf_counter() - start
     save_model(accelerator, model, tokenizer, Path(out_dir) / "checkpoint-last")
     resumed_at = (snapshots.restored or {}).get("step", 0)  # seconds cover the steps run by this invocation

@@ -8,6 +8,7 @@
   needs a single torch optimizer (LLM trainers, DeepSpeed); :func:`set_objective` picks the next step's;
 * :class:`DecoupledAdamW8bit` -- the same with bitsandbytes' 8-bit moments (needs ``pip install bitsandbytes``;
   imported on first use);
+* :func:`moment_norms` -- the norm of every moment buffer by objective (what ``--report_to`` logs);
 * :func:`make_unlearn_optimizer` -- the image-classification ``--optim`` recipes (``sgd``, ``adam``, ``dual``
   and the paper's ablation pairs) by name; :mod:`dualoptim.recipes` has them all;
 * :class:`DualOptimTrainerMixin` -- makes a Hugging Face ``Trainer`` subclass step DualOptim
@@ -23,13 +24,13 @@ from typing import Any
 
 from dualoptim.errors import UsageError
 from dualoptim.optimizers import (DecoupledAdamW, DualOptim, HybridAdamSGD, Lion, ObjectiveOptim, PerObjectiveState,
-                                  SharedOptim, set_objective)
+                                  SharedOptim, moment_norms, set_objective)
 from dualoptim.recipes import make_unlearn_optimizer
 
 __version__ = "0.1.0"
 __all__ = ["DecoupledAdamW", "DecoupledAdamW8bit", "DualOptim", "DualOptimTrainerMixin", "HybridAdamSGD", "Lion",
            "ObjectiveOptim", "PerObjectiveState", "SharedOptim", "UsageError", "make_unlearn_optimizer",
-           "set_objective", "__version__"]
+           "moment_norms", "set_objective", "__version__"]
 
 #: names imported on first use: their modules need optional packages (bitsandbytes, transformers)
 _LAZY = {"DecoupledAdamW8bit": "dualoptim.optimizers_8bit", "DualOptimTrainerMixin": "dualoptim.hf"}

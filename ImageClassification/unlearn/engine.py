@@ -59,6 +59,7 @@ from dualoptim.optimizers import DualOptim, SharedOptim
 from common.errors import UsageError
 from common.io import atomic_torch_save
 from dualoptim.recipes import IMAGE_FLAG, RecipeSettings, build_recipe
+from common import tracking
 from common.nonfinite import check_finite_loss
 from common.saliency import Mask, maybe_gradient_mask
 from common.sam import SAM, sam_of
@@ -238,6 +239,7 @@ class UnlearnRun:
         self._pass_results: list = []   # what this epoch's finished passes returned
         self._pass_calls = 0            # train_on calls so far in this epoch
         self._partial: Optional[dict] = None  # where a resumed snapshot interrupted a pass
+        self.loss: Optional[torch.Tensor] = None  # the last loss checked before a step
 
     def autocast(self) -> torch.autocast:
         """The ``--amp`` context of a training forward pass (disabled without ``--amp``)."""
@@ -291,6 +293,7 @@ class UnlearnRun:
         """Stop on a NaN/inf loss before step ``self.steps + 1`` of ``objective`` (unless ``--allow_nonfinite``)."""
         check_finite_loss(loss, self.steps + 1, objective, self.optimizer.lr(objective),
                           getattr(self.args, "allow_nonfinite", False))
+        self.loss = loss.detach()  # what the step after it reports (common.tracking)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
@@ -324,6 +327,7 @@ class UnlearnRun:
             nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=max_grad_norm)
         self.scaler.step(optimizer)
         self.scaler.update()
+        tracking.current().step({objective: self.loss}, self.optimizer)
 
     def train_on(self, loader: Iterable, batch_loss: BatchLoss, objective: str, desc: str,
                  warmup_every_step: bool = False, accum_steps: int = 1) -> float:

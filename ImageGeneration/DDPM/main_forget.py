@@ -23,6 +23,7 @@ from common.distributed import SampleSharding
 from common.errors import ArgumentParser, UsageError, cli_main, non_negative_float
 from common.io import load_torch_file
 from common.nonfinite import add_nonfinite_args
+from common.tracking import add_report_args, tracking
 from common.saliency import check_mask, load_mask
 from ImageGeneration.core.diffusion import EMA, FORGET_LOSSES
 from ImageGeneration.core.images import check_label
@@ -56,6 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_data_args(parser)
     add_resume_args(parser, overwrite=False)
     add_nonfinite_args(parser)
+    add_report_args(parser)
     return parse_run_args(parser, argv)
 
 
@@ -136,8 +138,11 @@ def main(argv=None) -> str:
             save_checkpoint(run_dir / CKPT_RELPATH, unet, config, loaded.trained_classes, step,
                             ema.state_dict() if ema is not None else None, optimizer.state_dict())
 
-    history = forget_ddpm(spec, unet, config, optimizer, plan, ema, logger, snapshot, sharding, snapshots,
-                          allow_nonfinite=args.allow_nonfinite)
+    with tracking(args, run_dir, enabled=sharding.is_main) as reporter:
+        history = forget_ddpm(spec, unet, config, optimizer, plan, ema, logger, snapshot, sharding, snapshots,
+                              allow_nonfinite=args.allow_nonfinite)
+        reporter.metrics({"final_forget_loss": history[-1]["forget_loss"],
+                          "final_remain_loss": history[-1]["remain_loss"]})
     return finish_run(run_dir, args, {"final_forget_loss": history[-1]["forget_loss"],
                                       "final_remain_loss": history[-1]["remain_loss"], "history": history,
                                       "schedule": plan.schedule, "optimizer": repr(optimizer)},

@@ -19,6 +19,7 @@ from common.checkpointing import EndlessLoader, add_resume_args
 from common.distributed import SampleSharding
 from common.errors import ArgumentParser, UsageError, cli_main
 from common.nonfinite import add_nonfinite_args
+from common.tracking import add_report_args, tracking
 from ImageGeneration.core.images import check_label
 from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, run_snapshots, start_run
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget
@@ -37,6 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_data_args(parser)
     add_resume_args(parser, overwrite=False)
     add_nonfinite_args(parser)
+    add_report_args(parser)
     return parse_run_args(parser, argv)
 
 
@@ -76,8 +78,10 @@ def main(argv=None) -> str:
             save_checkpoint(run_dir / CKPT_RELPATH, unet, config, trained_classes, step,
                             ema.state_dict() if ema is not None else None, optimizer.state_dict())
 
-    losses = train_ddpm(unet, config, batches, logger, snapshot, sharding, snapshots,
-                        allow_nonfinite=args.allow_nonfinite)
+    with tracking(args, run_dir, enabled=sharding.is_main) as reporter:
+        losses = train_ddpm(unet, config, batches, logger, snapshot, sharding, snapshots,
+                            allow_nonfinite=args.allow_nonfinite)
+        reporter.metrics({"final_loss": losses[-1]})
     return finish_run(run_dir, args, {"final_loss": losses[-1], "n_iters": len(losses), "losses": losses,
                                       "trained_classes": trained_classes}, sharding, to_dict(config), snapshots)
 

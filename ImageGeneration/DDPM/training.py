@@ -9,6 +9,7 @@ import torch
 from diffusers import UNet2DModel
 from tqdm import tqdm
 
+from common import tracking
 from common.checkpointing import Snapshotter
 from common.distributed import SampleSharding
 from common.nonfinite import check_finite_loss
@@ -73,6 +74,7 @@ def train_ddpm(unet: UNet2DModel, config: SimpleNamespace, batches: BatchStream,
         if ema is not None:
             ema.update(unet)
         losses.append(float(loss.detach()))
+        tracking.current().step({"train": losses[-1]}, optimizer, step=step + 1)
         if (step + 1) % t_cfg.log_freq == 0:
             logger.info(f"step: {step}, loss: {losses[-1]}")
         if (step + 1) % t_cfg.snapshot_freq == 0 or step + 1 == t_cfg.n_iters:

@@ -23,6 +23,7 @@ from common.errors import ArgumentParser, cli_main, non_negative_float, non_nega
 from common.io import atomic_directory, ensure_writable_dir, write_run_record
 from common.logging import setup_logging
 from common.nonfinite import add_nonfinite_args
+from common.tracking import add_report_args, tracking
 from common.saliency import load_mask
 from common.seed import make_generator
 from ImageGeneration.core.images import save_grid_png
@@ -61,6 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_vb_arg(parser)
     add_resume_args(parser, overwrite=False)
     add_nonfinite_args(parser)
+    add_report_args(parser)
     return parse_run_args(parser, argv, seed=0)
 
 
@@ -130,11 +132,14 @@ def main(argv=None) -> str:
 
     snapshots = Snapshotter(out_dir, every=args.ckpt_every, resume=args.resume, config=vars(args)).register(
         forget_batches=forget, remain_batches=remain)
-    history = run_unlearning(model.transformer, optimizer, args.n_iters, plan.forget_loss, plan.remain_loss,
-                             schedule=plan.schedule, forget_mask=plan.forget_mask, remain_mask=plan.remain_mask,
-                             grad_clip=args.grad_clip, log_freq=args.log_every, on_snapshot=snapshot,
-                             snapshot_freq=1, log=logger.info, desc="forgetting (DiT)", clip_remain=False,
-                             snapshots=snapshots, allow_nonfinite=args.allow_nonfinite)
+    with tracking(args, out_dir) as reporter:
+        history = run_unlearning(model.transformer, optimizer, args.n_iters, plan.forget_loss, plan.remain_loss,
+                                 schedule=plan.schedule, forget_mask=plan.forget_mask, remain_mask=plan.remain_mask,
+                                 grad_clip=args.grad_clip, log_freq=args.log_every, on_snapshot=snapshot,
+                                 snapshot_freq=1, log=logger.info, desc="forgetting (DiT)", clip_remain=False,
+                                 snapshots=snapshots, allow_nonfinite=args.allow_nonfinite)
+        reporter.metrics({"final_forget_loss": history[-1]["forget_loss"],
+                          "final_remain_loss": history[-1]["remain_loss"]})
     write_run_record(out_dir, args, {"final_forget_loss": history[-1]["forget_loss"],
                                      "final_remain_loss": history[-1]["remain_loss"], "schedule": plan.schedule,
                                      "vb_loss": spec.vb_loss,

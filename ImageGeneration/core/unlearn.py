@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from common import tracking
 from common.checkpointing import Snapshotter
 from common.distributed import SampleSharding
 from dualoptim.optimizers import DualOptim
@@ -137,6 +138,7 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
             forget_mask()
             _clip(model, grad_clip)
             optimizer.forget_step()
+            tracking.current().step({"forget": f_loss}, optimizer)
             optimizer.zero_grad()
             r_loss = remain_loss(step)
             check(r_loss, "retain", "retain", step)
@@ -145,6 +147,7 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
             remain_mask()
             _clip(model, remain_clip)
             optimizer.retain_step()
+            tracking.current().step({"retain": r_loss}, optimizer)
         else:
             optimizer.zero_grad()
             f_loss = forget_loss(step)
@@ -156,6 +159,7 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
             _clip(model, remain_clip)
             forget_mask()
             optimizer.retain_step()
+            tracking.current().step({"forget": f_loss, "retain": r_loss}, optimizer)
         if ema is not None:
             ema.update(model)
         record = {"step": step, "forget_loss": float(f_loss.detach()), "remain_loss": float(r_loss.detach())}
