@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
 from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -16,7 +15,8 @@ import torchvision
 from torch import nn
 
 from common.errors import UsageError
-from common.io import checkpoint_state_dict, load_torch_file
+from common.io import checkpoint_state_dict
+from common.pretrained import imagenet_weights
 from dualoptim.registry import Registry
 from ImageClassification.models.cifar_resnet import CifarResNet
 from ImageClassification.models.init import research_init
@@ -132,23 +132,10 @@ def swin_t(num_classes: int, imagenet_arch: bool = True,
 def pretrained_weights(arch: str, path: Optional[str], from_scratch: bool) -> Optional[Dict[str, torch.Tensor]]:
     """The ImageNet weights an ``arch`` of :data:`PRETRAINED` starts from (``None``: another arch,
     or ``--from_scratch``): ``--pretrained_weights PATH``, else torchvision's file in the torch hub
-    cache; with neither, a one-line :class:`UsageError` naming both."""
-    if arch not in PRETRAINED or from_scratch:
+    cache; with neither, a one-line :class:`UsageError` naming both (:func:`common.pretrained.imagenet_weights`)."""
+    if arch not in PRETRAINED:
         return None
-    if path is None:
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(PRETRAINED[arch].url).name
-        if not cached.is_file():
-            raise UsageError(f"--arch {arch}: starts from ImageNet-pretrained weights, as the research code; "
-                             f"put torchvision's {cached.name} at {cached} or pass --pretrained_weights PATH "
-                             f"(--from_scratch: random initialisation)")
-        path = str(cached)
-    weights = load_torch_file(path, "--pretrained_weights")
-    with torch.device("meta"):  # shapes only: building it here must not draw from the seeded generator
-        expected = torchvision.models.get_model(arch).state_dict()
-    if not isinstance(weights, dict) or set(weights) != set(expected) or any(
-            tuple(weights[key].shape) != tuple(value.shape) for key, value in expected.items()):
-        raise UsageError(f"--pretrained_weights {path}: not torchvision's ImageNet {arch} state dict")
-    return weights
+    return imagenet_weights(arch, PRETRAINED[arch], path, from_scratch)
 
 
 def build_model(arch: str, num_classes: int, mean: Sequence[float], std: Sequence[float],

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+import torchvision
 from tqdm import tqdm
 
 from common.errors import ArgumentParser, UsageError, cli_main, positive_float, positive_int
-from common.io import ensure_writable_dir, load_state_dict_file, write_run_record
+from common.io import ensure_writable_dir, write_run_record
 from common.nonfinite import add_nonfinite_args, check_finite_loss
+from common.pretrained import cached_weights_file, imagenet_weights
 from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.DDPM.classifier import (
     ARCHS, DEFAULT_ARCH, DEFAULT_IMAGE_SIZE, ImageClassifier, classifier_filename, predict, save_classifier)
@@ -32,7 +35,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--image_size", type=positive_int, default=None,
                         help="classifier input size (default per arch)")
     parser.add_argument("--pretrained_weights", type=str, default=None,
-                        help="torchvision ImageNet state dict to start resnet34 from")
+                        help="torchvision's ImageNet resnet34 state dict the judge starts from, as the research "
+                             "code's (default: resnet34-b627a593.pth in the torch hub cache)")
+    parser.add_argument("--from_scratch", action="store_true",
+                        help="resnet34: start from a random initialisation instead of ImageNet weights")
     parser.add_argument("--lr", type=positive_float, default=None,
                         help="learning rate (default 1e-5 resnet34, 1e-3 small_cnn)")
     parser.add_argument("--batch_size", type=positive_int, default=128)
@@ -40,6 +46,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--save_dir", type=str, default=".", help="where <dataset>_<arch>.pth is written")
     add_nonfinite_args(parser)
     return parse_run_args(parser, argv)
+
+
+#: the judges that start from torchvision's ImageNet weights, as the research code's
+IMAGENET_WEIGHTS = {"resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1}
+
+
+def judge_weights(arch: str, channels: int, args: argparse.Namespace) -> Tuple[Optional[dict], str]:
+    """``resnet34``'s ImageNet weights, as the research code's judge starts from them, from ``--pretrained_weights``
+    or the torch hub cache (:func:`common.pretrained.imagenet_weights`; a random initialisation only with
+    ``--from_scratch``), and how the judge is initialised, for its records. Checked before any data is read."""
+    if args.pretrained_weights and args.from_scratch:
+        raise UsageError("--pretrained_weights/--from_scratch: give one (ImageNet weights or a random start)")
+    if arch not in IMAGENET_WEIGHTS:
+        if args.pretrained_weights:
+            raise UsageError(f"--pretrained_weights: {arch} has no ImageNet weights (resnet34 has)")
+        return None, "random initialisation"
+    if channels != 3 and not args.from_scratch:
+        raise UsageError(f"--arch {arch}: its ImageNet weights take RGB images; --dataset {args.dataset} is "
+                         f"grayscale (--from_scratch: random initialisation)")
+    state = imagenet_weights(arch, IMAGENET_WEIGHTS[arch], args.pretrained_weights, args.from_scratch)
+    if state is None:
+        return None, "random initialisation (--from_scratch)"
+    source = args.pretrained_weights or str(cached_weights_file(IMAGENET_WEIGHTS[arch]))
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}, f"ImageNet weights {source}"
 
 
 @cli_main
@@ -53,23 +83,13 @@ def main(argv=None) -> str:
     device = start_run(args)
     channels = 3 if args.dataset == "cifar10" else 1
     native = 32 if args.dataset == "cifar10" else 16
+    weights, judge_init = judge_weights(arch, channels, args)
     train_x, train_y = load_arrays(args.dataset, args.data_path, "train", native, channels)
     test_x, test_y = load_arrays(args.dataset, args.data_path, "test", native, channels)
     n_classes = int(max(train_y.max(), test_y.max())) + 1
     model = ImageClassifier(arch, n_classes, channels, image_size)
-    if args.pretrained_weights:
-        label = f"--pretrained_weights {args.pretrained_weights}"
-        state = load_state_dict_file(args.pretrained_weights, "--pretrained_weights")
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the head is trained from scratch
-        try:
-            loaded = model.net.load_state_dict(state, strict=False)
-        except RuntimeError as err:
-            raise UsageError(f"{label}: does not fit {arch} ({' '.join(str(err).split())[:200]})") from None
-        missing = [k for k in loaded.missing_keys if not k.startswith("fc.")]
-        if missing or loaded.unexpected_keys:
-            raise UsageError(f"{label}: does not fit {arch} ({len(missing)} missing and "
-                             f"{len(loaded.unexpected_keys)} unexpected weights, e.g. "
-                             f"{(missing or loaded.unexpected_keys)[0]!r})")
+    if weights is not None:
+        model.net.load_state_dict(weights, strict=False)  # every weight but the new head (fc)
     save_dir = ensure_writable_dir(args.save_dir, "--save_dir")
     model.to(device)
     head = model.net.fc if hasattr(model.net, "fc") else model.net[-1]
@@ -98,8 +118,8 @@ def main(argv=None) -> str:
         history.append(accuracy)
         print(f"Accuracy on the test set after epoch {epoch + 1}: {accuracy * 100:.2f} %")
     path = save_classifier(model, Path(save_dir) / classifier_filename(args.dataset, arch),
-                           {"test_accuracy": history[-1]})
-    write_run_record(save_dir, args, {"test_accuracy": history, "checkpoint": str(path)},
+                           {"test_accuracy": history[-1], "judge_init": judge_init})
+    write_run_record(save_dir, args, {"test_accuracy": history, "checkpoint": str(path), "judge_init": judge_init},
                      filename=f"run_train_classifier_{args.dataset}_{arch}.json")
     print(path)
     return str(path)
