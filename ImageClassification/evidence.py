@@ -34,8 +34,8 @@ import numpy as np
 
 from common.datasets import ImageTree
 from common.device import get_device
-from common.evidence import (TIED, MethodGrid, log_grid, plot_curves, report_curve, search, seed_summary,
-                             write_results)
+from common.evidence import (TIED, MethodGrid, config_record, log_grid, lr_text, plot_curves, report_curve, run_name,
+                             search, seed_summary, setting_checks, write_results)
 from common.evidence import reading as evidence_reading
 from common.evidence import render_tables as evidence_tables
 from common.evidence_runs import Call, Runner
@@ -203,10 +203,6 @@ def script_call(script: str, argv: Sequence[str], save_dir: Path) -> Call:
                 tuple(argv) + ("--save_dir", str(save_dir), "--overwrite", "--resume"), save_dir)
 
 
-def _lr(value: float) -> str:
-    return f"{value:g}"
-
-
 class EvidenceBenchmark:
     """The runs of one :class:`EvidenceConfig` and what is reported about them."""
 
@@ -250,7 +246,7 @@ class EvidenceBenchmark:
         calls = {seed: script_call("main_forget", self.common + [
             "--seed", str(seed), "--unlearn", "retrain", "--unlearn_epochs", str(self.config.train_epochs),
             "--unlearn_lr", str(self.config.train_lr)] + self.train_schedule(),
-            self.out / f"retrain_sgd_lr{_lr(self.config.train_lr)}" / f"seed{seed}") for seed in seeds}
+            self.out / f"retrain_sgd_lr{lr_text(self.config.train_lr)}" / f"seed{seed}") for seed in seeds}
         self.runner.run(list(calls.values()))
         return {seed: read_json(call.save_dir / "eval_result.json") for seed, call in calls.items()}
 
@@ -283,7 +279,7 @@ class EvidenceBenchmark:
         """One unlearning run (``retain_lr`` :data:`TIED`: the single optimizer at ``forget_lr``)."""
         config = self.config
         tied = retain_lr == TIED
-        name = f"{grid.method.lower()}_{grid.optim}_lr{_lr(forget_lr)}" + ("" if tied else f"_rlr{_lr(retain_lr)}")
+        name = run_name(grid, forget_lr, retain_lr)
         argv = self.common + ["--seed", str(seed), "--unlearn", UNLEARN[grid.method], "--optim", grid.optim,
                               "--unlearn_lr", str(forget_lr), "--retain_lr", str(forget_lr if tied else retain_lr),
                               "--batch_size", str(config.batch_size), "--model_path", self.model_path]
@@ -423,14 +419,7 @@ def check_setting(train_acc: float, retrain: Mapping[int, Mapping[str, float]],
         "retrain_mia_std": (mia_std, mia_std <= thresholds["retrain_mia_std"],
                             f"Retrain's MIA std over seeds {mia_std:.2f} (<= {thresholds['retrain_mia_std']})"),
     }
-    return {"checks": {name: {"value": value, "met": met} for name, (value, met, _) in checks.items()},
-            "lines": [f"{'met' if met else 'NOT MET'}: {text}" for _, met, text in checks.values()]}
-
-
-def config_record(config: EvidenceConfig) -> Dict[str, object]:
-    record = asdict(config)
-    record["thresholds"] = dict(config.thresholds)
-    return record
+    return setting_checks(checks)
 
 
 def report(results: Mapping[str, object]) -> str:

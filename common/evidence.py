@@ -295,6 +295,32 @@ def reading(methods: Sequence[Mapping[str, object]], original_gap: float, refere
     return "\n".join(lines)
 
 
+def lr_text(value: float) -> str:
+    """A learning rate as run folders and logs name it (``1e-05``, ``0.000316``)."""
+    return f"{value:g}"
+
+
+def run_name(grid: "MethodGrid", forget_lr: float, retain_lr: float) -> str:
+    """The folder of one grid point's runs: ``<method>_<optim>_lr<forget lr>[_rlr<retain lr>]`` (no retain lr
+    when :data:`TIED`)."""
+    tied = "" if retain_lr == TIED else f"_rlr{lr_text(retain_lr)}"
+    return f"{grid.method.lower()}_{grid.optim}_lr{lr_text(forget_lr)}{tied}"
+
+
+def setting_checks(checks: Mapping[str, Tuple[float, bool, str]]) -> Dict[str, object]:
+    """The record of a benchmark's setting checks (name -> ``(value, met, description)``): the values and
+    whether each is met, and one printed line per check."""
+    return {"checks": {name: {"value": value, "met": met} for name, (value, met, _) in checks.items()},
+            "lines": [f"{'met' if met else 'NOT MET'}: {text}" for _, met, text in checks.values()]}
+
+
+def config_record(config: object) -> Dict[str, object]:
+    """A benchmark's frozen config dataclass as JSON-ready fields (its thresholds mapping as a dict)."""
+    record = asdict(config)
+    record["thresholds"] = dict(config.thresholds)
+    return record
+
+
 def write_results(path: Path, payload: Mapping[str, object]) -> None:
     """The benchmark's results JSON, written atomically."""
     atomic_write_json(dict(payload), path)

@@ -33,8 +33,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from common.evidence import (TIED, MethodGrid, log_grid, plot_curves, report_curve, search, seed_summary,
-                             write_results)
+from common.evidence import (TIED, MethodGrid, config_record, log_grid, lr_text, plot_curves, report_curve, run_name,
+                             search, seed_summary, setting_checks, write_results)
 from common.evidence import reading as evidence_reading
 from common.evidence import render_tables as evidence_tables
 from common.evidence_runs import Call, Runner
@@ -214,12 +214,7 @@ def check_setting(judge_acc: float, original: Mapping[str, float], retrain: Mapp
                                f"Retrain's remaining-digit accuracy std over seeds {remain_std:.2f} "
                                f"(<= {thresholds['retrain_remain_std']})"),
     }
-    return {"checks": {name: {"value": value, "met": met} for name, (value, met, _) in checks.items()},
-            "lines": [f"{'met' if met else 'NOT MET'}: {text}" for _, met, text in checks.values()]}
-
-
-def _lr(value: float) -> str:
-    return f"{value:g}"
+    return setting_checks(checks)
 
 
 class DDPMEvidence:
@@ -298,7 +293,7 @@ class DDPMEvidence:
         """One unlearning run: with one Adam state (:data:`TIED`) ``optim.lr`` is ``forget_lr``; with
         ``--dual`` the forget optimizer runs at ``--forget_lr`` and the remain one at ``optim.lr``."""
         tied = retain_lr == TIED
-        name = f"{grid.method.lower()}_{grid.optim}_lr{_lr(forget_lr)}" + ("" if tied else f"_rlr{_lr(retain_lr)}")
+        name = run_name(grid, forget_lr, retain_lr)
         config = sized_config(CONFIG_KIND[grid.method], self.configs, self.config.forget_iters,
                               lr=forget_lr if tied else retain_lr)
         flags = [flag.format(mask=self.mask_folder(self.samples["original"]))
@@ -354,7 +349,7 @@ class DDPMEvidence:
                 "gap_std": float(np.std([gap(m, reference) for m in per_seed.values()])), "seed_mean": summary,
                 "per_seed": {str(s): per_seed[s] for s in config.seeds}, "grid": [asdict(p) for p in points]})
             self.log(f"{grid.method}/{grid.optim}: best forget lr {report.best_forget_lr:g}, retain lr "
-                     f"{'tied' if grid.retain_lrs is None else _lr(report.best_retain_lr)}, avg gap "
+                     f"{'tied' if grid.retain_lrs is None else lr_text(report.best_retain_lr)}, avg gap "
                      f"{self.results['methods'][-1]['avg_gap']:.2f} over {len(config.seeds)} seeds, robust over "
                      f"{report.robustness_decades:.2f} decades")
             self.save(reports, time.time() - started)
@@ -380,12 +375,6 @@ def step_budget(config: DDPMEvidenceConfig) -> Dict[str, int]:
         raise ValueError(f"the digits forgetting configs disagree on the batch size: {batch}")
     return {"forget_steps": config.forget_iters, "remain_steps": config.forget_iters,
             "batch_size": next(iter(batch.values())), "pretrain_steps": config.pretrain_iters}
-
-
-def config_record(config: DDPMEvidenceConfig) -> Dict[str, object]:
-    record = asdict(config)
-    record["thresholds"] = dict(config.thresholds)
-    return record
 
 
 GRID_PER_CLASS = 3
