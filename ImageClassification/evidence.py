@@ -34,8 +34,8 @@ import numpy as np
 
 from common.datasets import ImageTree
 from common.device import get_device
-from common.evidence import (TIED, MethodGrid, config_record, log_grid, lr_text, plot_curves, report_curve, run_name,
-                             search, seed_summary, setting_checks, write_results)
+from common.evidence import (TIED, MethodGrid, best_line, config_record, log_grid, lr_text, plot_curves, run_name,
+                             search_then_seeds, seed_summary, setting_checks, write_results)
 from common.evidence import reading as evidence_reading
 from common.evidence import render_tables as evidence_tables
 from common.evidence_runs import Call, Runner
@@ -343,13 +343,10 @@ class EvidenceBenchmark:
                         "methods": []}
         reports = []
         for grid in config.grids:
-            points = search(grid, lambda lrs: [
-                self.gap([run], reference)["avg_gap"]
-                for run in self.unlearn(grid, [(lr, retain_lr, config.search_seed) for lr, retain_lr in lrs])],
+            report, points, per_seed = search_then_seeds(
+                grid, lambda settings: self.unlearn(grid, settings),
+                lambda run: self.gap([run], reference)["avg_gap"], config.seeds, config.search_seed,
                 config.max_extensions, self.log)
-            report = report_curve(grid.method, grid.optim, points)
-            per_seed = dict(zip(config.seeds, self.unlearn(
-                grid, [(report.best_forget_lr, report.best_retain_lr, seed) for seed in config.seeds])))
             final = self.gap(per_seed.values(), reference)
             summary = seed_summary(list(per_seed.values()), METRICS)
             reports.append(report)
@@ -358,10 +355,7 @@ class EvidenceBenchmark:
                 "avg_gap": final["avg_gap"], "avg_std": summary["avg_std"], "seed_mean": summary,
                 "per_seed": {str(s): per_seed[s] for s in config.seeds},
                 "grid": [asdict(p) for p in points]})
-            self.log(f"{grid.method}/{grid.optim}: best forget lr {report.best_forget_lr:g}, retain lr "
-                     f"{'tied' if grid.retain_lrs is None else f'{report.best_retain_lr:g}'}, avg gap "
-                     f"{final['avg_gap']:.2f} over {len(config.seeds)} seeds, robust over "
-                     f"{report.robustness_decades:.2f} decades")
+            self.log(best_line(report, final["avg_gap"], len(config.seeds)))
             self.save(reports, time.time() - started)
         return self.results
 

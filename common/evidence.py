@@ -295,6 +295,26 @@ def reading(methods: Sequence[Mapping[str, object]], original_gap: float, refere
     return "\n".join(lines)
 
 
+def search_then_seeds(grid: MethodGrid, unlearn: Callable[[Sequence[Tuple[float, float, int]]], List[Mapping]],
+                      gap: Callable[[Mapping], float], seeds: Sequence[int], search_seed: int, max_extensions: int,
+                      log: Callable[[str], None] = print) -> Tuple[CurveReport, List[GridPoint], Dict[int, Mapping]]:
+    """One method x optimizer of a benchmark: :func:`search` on ``search_seed`` (``unlearn(settings)`` runs a batch
+    of ``(forget_lr, retain_lr, seed)`` and returns each run's metrics, ``gap(metrics)`` is one run's gap), then
+    the best setting on every seed. Returns the curve report, every grid point and the metrics per seed."""
+    points = search(grid, lambda lrs: [gap(m) for m in unlearn([(lr, retain, search_seed) for lr, retain in lrs])],
+                    max_extensions, log)
+    report = report_curve(grid.method, grid.optim, points)
+    per_seed = dict(zip(seeds, unlearn([(report.best_forget_lr, report.best_retain_lr, seed) for seed in seeds])))
+    return report, points, per_seed
+
+
+def best_line(report: CurveReport, avg_gap: float, seeds: int) -> str:
+    """The log line of a searched method x optimizer."""
+    retain = "tied" if report.best_retain_lr == TIED else lr_text(report.best_retain_lr)
+    return (f"{report.method}/{report.optim}: best forget lr {lr_text(report.best_forget_lr)}, retain lr {retain}, "
+            f"avg gap {avg_gap:.2f} over {seeds} seeds, robust over {report.robustness_decades:.2f} decades")
+
+
 def lr_text(value: float) -> str:
     """A learning rate as run folders and logs name it (``1e-05``, ``0.000316``)."""
     return f"{value:g}"

@@ -33,8 +33,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from common.evidence import (TIED, MethodGrid, config_record, log_grid, lr_text, plot_curves, report_curve, run_name,
-                             search, seed_summary, setting_checks, write_results)
+from common.evidence import (TIED, MethodGrid, best_line, config_record, log_grid, plot_curves, run_name,
+                             search_then_seeds, seed_summary, setting_checks, write_results)
 from common.evidence import reading as evidence_reading
 from common.evidence import render_tables as evidence_tables
 from common.evidence_runs import Call, Runner
@@ -333,11 +333,9 @@ class DDPMEvidence:
                         "original_gap": gap(original, reference), "methods": []}
         reports = []
         for grid in config.grids:
-            points = search(grid, lambda lrs: [gap(m, reference) for m in self.unlearn(
-                grid, [(lr, retain_lr, config.search_seed) for lr, retain_lr in lrs])], config.max_extensions, self.log)
-            report = report_curve(grid.method, grid.optim, points)
-            per_seed = dict(zip(config.seeds, self.unlearn(
-                grid, [(report.best_forget_lr, report.best_retain_lr, seed) for seed in config.seeds])))
+            report, points, per_seed = search_then_seeds(
+                grid, lambda settings: self.unlearn(grid, settings), lambda run: gap(run, reference), config.seeds,
+                config.search_seed, config.max_extensions, self.log)
             self.samples[f"{grid.method}/{grid.optim}"] = per_seed[config.search_seed]["run_dir"]
             summary = seed_summary([{k: m[k] for k in METRICS} for m in per_seed.values()], METRICS)
             # the spread over seeds of the gap's metrics (the FID's std is in other units)
@@ -348,10 +346,7 @@ class DDPMEvidence:
                 "avg_gap": gap(summary, reference), "avg_std": summary["avg_std"],
                 "gap_std": float(np.std([gap(m, reference) for m in per_seed.values()])), "seed_mean": summary,
                 "per_seed": {str(s): per_seed[s] for s in config.seeds}, "grid": [asdict(p) for p in points]})
-            self.log(f"{grid.method}/{grid.optim}: best forget lr {report.best_forget_lr:g}, retain lr "
-                     f"{'tied' if grid.retain_lrs is None else lr_text(report.best_retain_lr)}, avg gap "
-                     f"{self.results['methods'][-1]['avg_gap']:.2f} over {len(config.seeds)} seeds, robust over "
-                     f"{report.robustness_decades:.2f} decades")
+            self.log(best_line(report, self.results["methods"][-1]["avg_gap"], len(config.seeds)))
             self.save(reports, time.time() - started)
         return self.results
 
