@@ -35,7 +35,7 @@ import numpy as np
 from common.datasets import ImageTree
 from common.device import get_device
 from common.evidence import (TIED, MethodGrid, best_line, config_record, log_grid, lr_text, plot_curves, run_name,
-                             search_then_seeds, seed_summary, setting_checks, write_results)
+                             search_then_seeds, seed_summary, seeds_gap, setting_checks, write_results)
 from common.evidence import reading as evidence_reading
 from common.evidence import render_tables as evidence_tables
 from common.evidence_runs import Call, Runner
@@ -293,10 +293,11 @@ class EvidenceBenchmark:
         return script_call(ENTRY[grid.method], argv, self.out / name / f"seed{seed}")
 
     def unlearn(self, grid: MethodGrid, settings: Sequence[Tuple[float, float, int]]) -> List[Dict[str, float]]:
-        """UA, RA, TA and MIA of the runs ``(forget_lr, retain_lr, seed)`` of ``grid`` (run as one batch)."""
+        """UA, RA, TA and MIA of the runs ``(forget_lr, retain_lr, seed)`` of ``grid`` (run as one batch; a
+        diverged run's are NaN, :meth:`Runner.records`)."""
         calls = [self.unlearn_call(grid, *setting) for setting in settings]
-        self.runner.run(calls)
-        return [{k: read_json(call.save_dir / "eval_result.json")[k] for k in METRICS} for call in calls]
+        return self.runner.records(calls, lambda call: {k: read_json(call.save_dir / "eval_result.json")[k]
+                                                        for k in METRICS}, METRICS)
 
     def gap(self, runs: Sequence[Mapping[str, float]], reference: np.ndarray) -> Dict[str, object]:
         """parse_result's average gap (of the seed mean) and average std of ``runs``."""
@@ -347,15 +348,15 @@ class EvidenceBenchmark:
                 grid, lambda settings: self.unlearn(grid, settings),
                 lambda run: self.gap([run], reference)["avg_gap"], config.seeds, config.search_seed,
                 config.max_extensions, self.log)
-            final = self.gap(per_seed.values(), reference)
+            avg_gap = seeds_gap(list(per_seed.values()), lambda runs: self.gap(runs, reference)["avg_gap"])
             summary = seed_summary(list(per_seed.values()), METRICS)
             reports.append(report)
             self.results["methods"].append({
                 **report.as_dict(), "tied_lrs": grid.retain_lrs is None, "grid_size": len(points),
-                "avg_gap": final["avg_gap"], "avg_std": summary["avg_std"], "seed_mean": summary,
+                "avg_gap": avg_gap, "avg_std": summary["avg_std"], "seed_mean": summary,
                 "per_seed": {str(s): per_seed[s] for s in config.seeds},
                 "grid": [asdict(p) for p in points]})
-            self.log(best_line(report, final["avg_gap"], len(config.seeds)))
+            self.log(best_line(report, avg_gap, len(config.seeds)))
             self.save(reports, time.time() - started)
         return self.results
 

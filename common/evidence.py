@@ -17,7 +17,10 @@ parts of the design that do not depend on the modality:
   gap-versus-lr plot with every optimizer of a method on one axis (:func:`plot_curves`) and the results
   JSON (:func:`write_results`).
 
-The gap itself is the modality's (image classification: parse_result's average gap to Retrain).
+The gap itself is the modality's (image classification: parse_result's average gap to Retrain). A run that
+stopped on a NaN or infinite loss (:mod:`common.evidence_runs`) has the gap :data:`DIVERGED_GAP`: the search
+never picks it, a robust range ends before it, a curve counts as risen at it, and a setting that diverges on
+any seed has that average gap; tables print it as ``diverged``.
 """
 from __future__ import annotations
 
@@ -32,6 +35,25 @@ from common.io import atomic_write_json, ensure_writable_plot
 
 #: A curve point is within this many gap points of the curve's best (the issue's robustness figure).
 DEFAULT_TOLERANCE = 2.0
+
+#: The gap of a run that diverged (stopped on a non-finite loss): worse than any finished run.
+DIVERGED_GAP = math.inf
+
+
+def diverged(record: Mapping[str, object]) -> bool:
+    """Whether a run's record (:meth:`common.evidence_runs.Runner.records`) is that of a diverged run."""
+    return bool(record.get("diverged"))
+
+
+def seeds_gap(per_seed: Sequence[Mapping[str, object]], gap: Callable[[Sequence[Mapping[str, object]]], float]) -> float:
+    """``gap(per_seed)``, the average gap of a setting over its seeds, or :data:`DIVERGED_GAP` when a seed
+    diverged."""
+    return DIVERGED_GAP if any(diverged(run) for run in per_seed) else gap(per_seed)
+
+
+def gap_text(gap: float) -> str:
+    """A gap as tables and logs print it: two decimals, or ``diverged``."""
+    return f"{gap:.2f}" if math.isfinite(gap) else "diverged"
 
 
 def log_grid(low: float, high: float, points: int) -> List[float]:
@@ -93,6 +115,8 @@ def robustness_width(curve: Sequence[GridPoint], tolerance: float = DEFAULT_TOLE
     there (the search extends a curve that has not risen at an edge, :func:`edge_extension`).
     """
     best = best_setting(curve)
+    if not math.isfinite(best.gap):  # every run of the curve diverged: no range is robust
+        return 0.0, best.forget_lr, best.forget_lr
     threshold = best.gap + tolerance
     logs = [math.log10(p.forget_lr) for p in curve]
     index = [p.forget_lr for p in curve].index(best.forget_lr)
@@ -114,6 +138,8 @@ def open_edges(curve: Sequence[GridPoint], tolerance: float = DEFAULT_TOLERANCE)
     """The end points of the curve whose gap is within ``tolerance`` of its best: the curve has not risen
     there, so the grid may cut off the best point or the robust range (lowest gap first)."""
     best = best_setting(curve)
+    if not math.isfinite(best.gap):  # every run diverged: lower lrs are not searched
+        return [curve[0]]
     ends = [curve[0]] if len(curve) == 1 else [curve[0], curve[-1]]
     return sorted((p for p in ends if p.gap <= best.gap + tolerance), key=lambda p: p.gap)
 
@@ -239,11 +265,11 @@ def render_tables(methods: Sequence[Mapping[str, object]], metrics: Sequence[str
         mean = m["seed_mean"]
         cells = [f"{mean[k]:{cell}}+-{mean[k + '_std']:{cell}}" for k in metrics]
         lines.append(f"| {m['method']} | {m['optim']} | {m['best_forget_lr']:g} | {_retain(m)} | {len(m['per_seed'])} | "
-                     + " | ".join(cells) + f" | {m['avg_gap']:.2f} | {m[key]:.2f} | {m['robustness_decades']:.2f} | "
+                     + " | ".join(cells) + f" | {gap_text(m['avg_gap'])} | {m[key]:.2f} | {m['robustness_decades']:.2f} | "
                      f"{m['grid_size']} | {'yes' if m['searched_both_ends'] else 'no'} |")
     lines += ["", f"| {label} | optim | retain lr | gap at each forget lr (search seed) |", "|---|---|---:|---|"]
     for m in methods:
-        curve = ", ".join(f"{lr:g}: {gap:.2f}" for lr, gap in m["curve"])
+        curve = ", ".join(f"{lr:g}: {gap_text(gap)}" for lr, gap in m["curve"])
         lines.append(f"| {m['method']} | {m['optim']} | {_retain(m)} | {curve} |")
     return "\n".join(lines)
 
@@ -268,10 +294,17 @@ def reading(methods: Sequence[Mapping[str, object]], original_gap: float, refere
     by_method: Dict[str, List[Mapping[str, object]]] = {}
     for record in methods:
         by_method.setdefault(record["method"], []).append(record)
-    for method, records in by_method.items():
+    for method, all_records in by_method.items():
+        records = [r for r in all_records if math.isfinite(r["avg_gap"])]
         parts = [f"{r['optim']} {r['avg_gap']:.2f} (spread over seeds {r[spread]:.2f}, within {DEFAULT_TOLERANCE:g} "
                  f"points of its best over {r['robustness_decades']:.2f} decades of forget lr)" for r in records]
-        text = f"{method}: best average gap " + "; ".join(parts) + "."
+        text = f"{method}: best average gap " + "; ".join(parts) + "." if records else f"{method}:"
+        failed = [r["optim"] for r in all_records if not math.isfinite(r["avg_gap"])]
+        if failed:
+            text += f" Diverged (a NaN or infinite loss) at its best setting on some seed: {', '.join(failed)}."
+        if not records:
+            lines.append(text)
+            continue
         ranked = sorted(records, key=lambda r: r["avg_gap"])
         best = ranked[0]
         for other in ranked[1:]:
@@ -299,9 +332,11 @@ def search_then_seeds(grid: MethodGrid, unlearn: Callable[[Sequence[Tuple[float,
                       gap: Callable[[Mapping], float], seeds: Sequence[int], search_seed: int, max_extensions: int,
                       log: Callable[[str], None] = print) -> Tuple[CurveReport, List[GridPoint], Dict[int, Mapping]]:
     """One method x optimizer of a benchmark: :func:`search` on ``search_seed`` (``unlearn(settings)`` runs a batch
-    of ``(forget_lr, retain_lr, seed)`` and returns each run's metrics, ``gap(metrics)`` is one run's gap), then
-    the best setting on every seed. Returns the curve report, every grid point and the metrics per seed."""
-    points = search(grid, lambda lrs: [gap(m) for m in unlearn([(lr, retain, search_seed) for lr, retain in lrs])],
+    of ``(forget_lr, retain_lr, seed)`` and returns each run's metrics, ``gap(metrics)`` is one finished run's
+    gap; a diverged run's is :data:`DIVERGED_GAP`), then the best setting on every seed. Returns the curve
+    report, every grid point and the metrics per seed."""
+    points = search(grid, lambda lrs: [DIVERGED_GAP if diverged(m) else gap(m)
+                                       for m in unlearn([(lr, retain, search_seed) for lr, retain in lrs])],
                     max_extensions, log)
     report = report_curve(grid.method, grid.optim, points)
     per_seed = dict(zip(seeds, unlearn([(report.best_forget_lr, report.best_retain_lr, seed) for seed in seeds])))
@@ -312,7 +347,7 @@ def best_line(report: CurveReport, avg_gap: float, seeds: int) -> str:
     """The log line of a searched method x optimizer."""
     retain = "tied" if report.best_retain_lr == TIED else lr_text(report.best_retain_lr)
     return (f"{report.method}/{report.optim}: best forget lr {lr_text(report.best_forget_lr)}, retain lr {retain}, "
-            f"avg gap {avg_gap:.2f} over {seeds} seeds, robust over {report.robustness_decades:.2f} decades")
+            f"avg gap {gap_text(avg_gap)} over {seeds} seeds, robust over {report.robustness_decades:.2f} decades")
 
 
 def lr_text(value: float) -> str:

@@ -5,19 +5,30 @@ that trains a model and scores it). Each is a :class:`Call`: the function, its o
 and the file whose existence means the run finished. :class:`Runner` skips finished calls, so an interrupted
 benchmark continues where it stopped, sends each call's printed output to ``<folder>/log.txt`` and records its
 seconds; with ``jobs`` > 1 it runs the calls of one batch in that many spawned worker processes.
+
+A run that stops on a NaN or infinite loss (:class:`common.nonfinite.NonFiniteLoss`, e.g. an optimizer pair
+that diverges at every learning rate) is a result, not a crash of the benchmark: :func:`run_call` writes the
+stop's message to ``<folder>/diverged.json``, the call counts as finished, and :meth:`Runner.records` gives it
+a record whose metrics are NaN and whose ``"diverged"`` field holds the message (the design gives it the gap
+:data:`common.evidence.DIVERGED_GAP`).
 """
 from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from common.io import read_json
+from common.io import atomic_write_json, read_json
+from common.nonfinite import NonFiniteLoss
+
+#: written instead of the done-file by a run that stopped on a non-finite loss
+DIVERGED_FILE = "diverged.json"
 
 
 @dataclass(frozen=True)
@@ -32,7 +43,14 @@ class Call:
 
     @property
     def done(self) -> bool:
-        return (self.save_dir / self.done_file).exists()
+        """Finished: the done-file exists, or the run diverged."""
+        return (self.save_dir / self.done_file).exists() or (self.save_dir / DIVERGED_FILE).exists()
+
+    @property
+    def diverged(self) -> Optional[str]:
+        """The message of the non-finite-loss stop that ended the run, or None."""
+        path = self.save_dir / DIVERGED_FILE
+        return read_json(path)["error"] if path.exists() else None
 
 
 def run_call(call: Call, threads: Optional[int] = None) -> float:
@@ -47,9 +65,17 @@ def run_call(call: Call, threads: Optional[int] = None) -> float:
     function = getattr(importlib.import_module(module), name or "main")
     call.save_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    with open(call.save_dir / "log.txt", "a", encoding="utf-8") as log, \
-            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        function(call.argument)
+    try:
+        with open(call.save_dir / "log.txt", "a", encoding="utf-8") as log, \
+                contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            function(call.argument)
+    except (NonFiniteLoss, SystemExit) as stop:
+        # an entry script's cli_main turns the NonFiniteLoss into SystemExit(2) "from None", which hides
+        # the cause from tracebacks but keeps it as __context__
+        cause = stop if isinstance(stop, NonFiniteLoss) else stop.__context__
+        if not isinstance(cause, NonFiniteLoss):
+            raise
+        atomic_write_json({"error": str(cause)}, call.save_dir / DIVERGED_FILE)
     return round(time.time() - start, 1)
 
 
@@ -81,6 +107,14 @@ class Runner:
             seconds = [run_call(call) for call in todo]
         for call, value in zip(todo, seconds):
             self.seconds[self.key(call)] = value
+
+    def records(self, calls: Sequence[Call], read: Callable[[Call], Mapping[str, Any]],
+                keys: Sequence[str]) -> List[Dict[str, Any]]:
+        """Run ``calls`` and return each one's record: ``read(call)`` for a finished run; for a diverged one,
+        NaN for every metric of ``keys`` and the stop's message under ``"diverged"``."""
+        self.run(calls)
+        return [{**{key: math.nan for key in keys}, "diverged": call.diverged} if call.diverged else dict(read(call))
+                for call in calls]
 
     def key(self, call: Call) -> str:
         """The run's name in :attr:`seconds`: its folder relative to the benchmark's."""

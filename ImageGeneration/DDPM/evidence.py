@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from common.evidence import (TIED, MethodGrid, best_line, config_record, log_grid, plot_curves, run_name,
-                             search_then_seeds, seed_summary, setting_checks, write_results)
+                             search_then_seeds, seed_summary, seeds_gap, setting_checks, write_results)
 from common.evidence import reading as evidence_reading
 from common.evidence import render_tables as evidence_tables
 from common.evidence_runs import Call, Runner
@@ -242,8 +242,9 @@ class DDPMEvidence:
         return Call("ImageGeneration.DDPM.evidence:train_and_judge", run, Path(run.save_dir), "metrics.json")
 
     def metrics(self, calls: Sequence[Call]) -> List[Dict[str, float]]:
-        self.runner.run(calls)
-        return [read_json(call.save_dir / "metrics.json") for call in calls]
+        """Each call's metrics (a diverged run's are NaN) and its folder (``run_dir``)."""
+        records = self.runner.records(calls, lambda call: read_json(call.save_dir / "metrics.json"), METRICS)
+        return [{"run_dir": str(call.save_dir), **record} for call, record in zip(calls, records)]
 
     # -- judge, original, Retrain, masks ----------------------------------------------------------------
 
@@ -343,7 +344,8 @@ class DDPMEvidence:
             reports.append(report)
             self.results["methods"].append({
                 **report.as_dict(), "tied_lrs": grid.retain_lrs is None, "grid_size": len(points),
-                "avg_gap": gap(summary, reference), "avg_std": summary["avg_std"],
+                "avg_gap": seeds_gap(list(per_seed.values()), lambda runs: gap(summary, reference)),
+                "avg_std": summary["avg_std"],
                 "gap_std": float(np.std([gap(m, reference) for m in per_seed.values()])), "seed_mean": summary,
                 "per_seed": {str(s): per_seed[s] for s in config.seeds}, "grid": [asdict(p) for p in points]})
             self.log(best_line(report, self.results["methods"][-1]["avg_gap"], len(config.seeds)))

@@ -100,3 +100,81 @@ def test_search_runs_the_grid_as_one_batch_then_extends_past_the_edge_holding_th
                   log=lambda text: None)
     # the valley is on the tied grid's low edge: one extension below it, then the best is inside
     assert {p.retain_lr for p in tied} == {TIED} and [p.forget_lr for p in tied] == [1e-5, 1e-4, 1e-3, 1e-6]
+
+
+def diverging_main(argv):
+    """An entry script whose loop meets a NaN retain loss at step 3 (the decorated ``main`` of every script)."""
+    from common.errors import cli_main
+    from common.nonfinite import check_finite_loss
+
+    @cli_main
+    def main(argv):
+        print("training", argv)
+        check_finite_loss(float("nan"), 3, "retain", 1e-4)
+
+    main(argv)
+
+
+def failing_main(argv):
+    from common.errors import UsageError, cli_main
+    cli_main(lambda argv: (_ for _ in ()).throw(UsageError("--data: not found")))(argv)
+
+
+def test_a_run_stopped_by_a_non_finite_loss_is_a_diverged_record_not_a_crash(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from common.evidence_runs import DIVERGED_FILE, Call, Runner
+    module = types.ModuleType("fake_entry_scripts")
+    module.diverging, module.failing = diverging_main, failing_main
+    monkeypatch.setitem(sys.modules, "fake_entry_scripts", module)
+    runner = Runner(tmp_path)
+    diverging = Call("fake_entry_scripts:diverging", ("--lr", "1"), tmp_path / "a", "run.json")
+    records = runner.records([diverging], lambda call: {"UA": 1.0}, ("UA", "RA"))
+    assert diverging.done and (tmp_path / "a" / DIVERGED_FILE).is_file()
+    assert math.isnan(records[0]["UA"]) and math.isnan(records[0]["RA"])
+    assert records[0]["diverged"].startswith("the retain loss is nan at step 3 (lr 0.0001)")
+    assert "error: the retain loss is nan" in (tmp_path / "a" / "log.txt").read_text()
+    # it counts as finished: a resumed benchmark does not run it again
+    runner.run([diverging])
+    assert (tmp_path / "a" / "log.txt").read_text().count("training") == 1
+    # any other failure still ends the benchmark, and leaves no record
+    with pytest.raises(SystemExit):
+        runner.run([Call("fake_entry_scripts:failing", (), tmp_path / "b")])
+    assert not (tmp_path / "b" / DIVERGED_FILE).exists()
+
+
+def test_a_diverged_run_is_never_best_ends_robust_ranges_and_prints_as_diverged():
+    from common.evidence import (DIVERGED_GAP, TIED, MethodGrid, gap_text, render_tables, reading, report_curve,
+                                 search, search_then_seeds, seeds_gap)
+    # diverges at lr >= 1e-3: the curve has risen at its high edge, and the robust range stops before it
+    gaps = {1e-5: 3.0, 1e-4: 1.0, 1e-3: DIVERGED_GAP}
+    points = search(MethodGrid("SFRon", "dual_aa_v", tuple(gaps), None), lambda s: [gaps[lr] for lr, _ in s], 0,
+                    log=lambda text: None)
+    report = report_curve("SFRon", "dual_aa_v", points)
+    assert report.best_forget_lr == 1e-4 and report.robust_range[1] == pytest.approx(1e-4)
+    assert not report.searched_both_ends  # the low edge is within 2 points of the best
+    # every run diverges: no robust range, and the search goes one step below the grid
+    seen = []
+    everywhere = search(MethodGrid("SFRon", "dual_aa_v", (1e-4, 1e-3), None),
+                        lambda s: seen.extend(s) or [DIVERGED_GAP] * len(s), 1, log=lambda text: None)
+    assert [p.forget_lr for p in everywhere] == [1e-4, 1e-3, 1e-5]
+    assert report_curve("SFRon", "dual_aa_v", everywhere).robustness_decades == 0.0
+    # a setting that diverges on one seed has a diverged average gap
+    runs = {1: {"UA": 1.0}, 2: {"UA": math.nan, "diverged": "the retain loss is nan"}}
+    report, _, per_seed = search_then_seeds(
+        MethodGrid("SFRon", "dual_aa_v", (1e-4,), None),
+        lambda settings: [runs[seed] for _, _, seed in settings], lambda run: run["UA"], (1, 2), 1, 0,
+        log=lambda text: None)
+    assert report.search_gap == 1.0 and per_seed == runs
+    assert seeds_gap(list(per_seed.values()), lambda r: 0.5) == DIVERGED_GAP and gap_text(DIVERGED_GAP) == "diverged"
+    assert seeds_gap([runs[1]], lambda r: 0.5) == 0.5
+    record = {"method": "SFRon", "optim": "dual_aa_v", "best_forget_lr": 1e-4, "best_retain_lr": TIED,
+              "tied_lrs": True, "seed_mean": {"UA": math.nan, "UA_std": math.nan}, "per_seed": runs,
+              "avg_gap": DIVERGED_GAP, "avg_std": math.nan, "robustness_decades": 0.0, "grid_size": 2,
+              "searched_both_ends": False, "curve": [(1e-4, DIVERGED_GAP)]}
+    table = render_tables([record], ("UA",))
+    assert "| diverged |" in table and "0.0001: diverged" in table
+    finite = {**record, "optim": "sgd", "avg_gap": 4.0, "avg_std": 1.0, "curve": [(1e-4, 4.0)]}
+    text = reading([record, finite], original_gap=10.0, reference="Retrain")
+    assert "best average gap sgd 4.00" in text and "on some seed: dual_aa_v." in text
