@@ -232,8 +232,13 @@ def plot_curves(reports: Sequence[CurveReport], path: Path, ylabel: str, title: 
     import matplotlib.pyplot as plt
 
     methods = list(dict.fromkeys(report.method for report in reports))
-    figure, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), squeeze=False)
+    most = max(sum(r.method == method for r in reports) for method in methods)
+    crowded = most > 5  # the legend goes beside the axes, and more than 10 curves need 20 colours
+    figure, axes = plt.subplots(1, len(methods), figsize=((6.4 if crowded else 4.2) * len(methods), 3.4),
+                                squeeze=False)
     for axis, method in zip(axes[0], methods):
+        if most > 10:
+            axis.set_prop_cycle(color=plt.cm.tab20.colors)
         for report in (r for r in reports if r.method == method):
             lrs, gaps = zip(*report.curve)
             retain = "tied" if report.best_retain_lr == TIED else f"{report.best_retain_lr:g}"
@@ -245,7 +250,10 @@ def plot_curves(reports: Sequence[CurveReport], path: Path, ylabel: str, title: 
         axis.set_xlabel("forget learning rate")
         axis.set_ylabel(ylabel)
         axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize=8)
+        if crowded:
+            axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        else:
+            axis.legend(fontsize=8)
     figure.suptitle(textwrap.fill(title, 40 * len(methods)), fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -315,9 +323,10 @@ def reading(methods: Sequence[Mapping[str, object]], original_gap: float, refere
                         f"noise ({noise:.2f})."
             else:
                 text += f" {best['optim']} is closer to {reference} than {other['optim']} by {difference:.2f}."
-        widths = {r["robustness_decades"] for r in records}
-        if len(records) > 1 and len(widths) > 1:
-            text += f" {max(records, key=lambda r: r['robustness_decades'])['optim']} is the least lr-sensitive."
+        # a flat curve of models no better than the original is not robustness
+        useful = [r for r in records if r["avg_gap"] < original_gap]
+        if len(useful) > 1 and len({r["robustness_decades"] for r in useful}) > 1:
+            text += f" {max(useful, key=lambda r: r['robustness_decades'])['optim']} is the least lr-sensitive."
         no_better = [r["optim"] for r in records if r["avg_gap"] >= original_gap]
         if no_better:
             text += f" No better than doing nothing: {', '.join(no_better)}."

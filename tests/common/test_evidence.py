@@ -178,3 +178,13 @@ def test_a_diverged_run_is_never_best_ends_robust_ranges_and_prints_as_diverged(
     finite = {**record, "optim": "sgd", "avg_gap": 4.0, "avg_std": 1.0, "curve": [(1e-4, 4.0)]}
     text = reading([record, finite], original_gap=10.0, reference="Retrain")
     assert "best average gap sgd 4.00" in text and "on some seed: dual_aa_v." in text
+
+
+def test_reading_never_calls_a_method_no_better_than_doing_nothing_the_least_lr_sensitive():
+    from common.evidence import TIED, reading
+    def record(optim, avg_gap, decades):
+        return {"method": "SFRon", "optim": optim, "avg_gap": avg_gap, "avg_std": 1.0, "robustness_decades": decades,
+                "searched_both_ends": True, "best_retain_lr": TIED, "tied_lrs": True}
+    text = reading([record("dual", 3.0, 0.3), record("sgd", 9.0, 0.2), record("dual_aa_v", 50.0, 1.0)],
+                   original_gap=25.0, reference="Retrain")
+    assert "dual is the least lr-sensitive" in text and "No better than doing nothing: dual_aa_v" in text
