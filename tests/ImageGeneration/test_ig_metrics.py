@@ -189,8 +189,9 @@ def test_evaluator_records_precision_recall_of_pixels(tmp_path):
     assert (same["Precision"], same["Recall"]) == (1.0, 1.0) and "sFID" not in same
     other = evaluator.main([str(sample_dir), str(ref_dir), "--features", "pixels", "--kid_subset_size", "4",
                             "--nhood_size", "5", "--device", "cpu"])
-    pixels = lambda folder: uint8_to_model_space(load_image_folder(folder, "dir", 3, 8)).flatten(1).double().numpy()
-    assert (other["Precision"], other["Recall"]) == precision_recall(pixels(ref_dir), pixels(sample_dir), 5)
+    ref_pixels, sample_pixels = (uint8_to_model_space(load_image_folder(folder, "dir", 3, 8)).flatten(1).double()
+                                 .numpy() for folder in (ref_dir, sample_dir))
+    assert (other["Precision"], other["Recall"]) == precision_recall(ref_pixels, sample_pixels, 5)
     recorded = read_json(sample_dir / "evaluation_pixels.json")["metrics"]
     assert (recorded["Precision"], recorded["Recall"]) == (other["Precision"], other["Recall"])
 
