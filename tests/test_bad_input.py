@@ -786,6 +786,11 @@ CASES = [
          "give exactly one of ref_dir"),
     case("ImageGeneration.DDPM.evaluator", "KID subset of one", lambda i: fid(i, "--kid_subset_size", "1"),
          "argument --kid_subset_size: expected an integer >= 2, got '1'"),
+    case("ImageGeneration.DDPM.evaluator", "zero neighbourhood", lambda i: fid(i, "--nhood_size", "0"),
+         "argument --nhood_size: expected an integer >= 1, got '0'"),
+    case("ImageGeneration.DDPM.evaluator", "too few samples for the k-NN balls",
+         lambda i: fid(i, "--nhood_size", "4"), "--nhood_size 4: precision/recall need more than 4 images in each "
+         "set, got 4 samples and"),
     case("ImageGeneration.DDPM.evaluator", "classifier features without a classifier",
          lambda i: fid(i, "--features", "classifier"), "--classifier_path: required with --features classifier"),
     case("ImageGeneration.DDPM.evaluator", "foreign Inception weights",

@@ -2,12 +2,21 @@
 
 The feature extractor is the caller's choice (Inception when its weights are
 at hand, a dataset classifier, raw pixels offline), so the maths here is
-tested without any download.
+tested without any download.  Together they are the metrics of the ADM
+evaluator (guided-diffusion ``evaluations/evaluator.py``) that the original
+runs, plus KID:
+
+* FID: :func:`fid_from_features` on the pooled features;
+* sFID: the same Fréchet distance on :func:`spatial_fid_features` of a
+  mid-level feature map (Inception's ``mixed_6/conv``);
+* Inception Score: :func:`inception_score` on the class probabilities;
+* improved precision and recall (Kynkäänniemi et al., 2019):
+  :func:`precision_recall` on the pooled features.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Tuple
 
 import numpy as np
 import torch
@@ -73,15 +82,79 @@ def kernel_inception_distance(features1: np.ndarray, features2: np.ndarray, subs
     return float(np.mean(values))
 
 
-def inception_score(probs: np.ndarray, splits: int = 1) -> float:
-    """``exp(E_x KL(p(y|x) || p(y)))`` from class probabilities, averaged over ``splits``."""
+def inception_score(probs: np.ndarray, split_size: int = 5000) -> float:
+    """``exp(E_x KL(p(y|x) || p(y)))`` from class probabilities.
+
+    As ADM's evaluator, computed on consecutive chunks of ``split_size`` samples
+    (the last one may be shorter) and averaged: 10 chunks for a 50k-sample set.
+    """
     probs = np.asarray(probs, dtype=np.float64)
     scores = []
-    for part in np.array_split(probs, splits):
+    for start in range(0, len(probs), split_size):
+        part = probs[start:start + split_size]
         marginal = part.mean(axis=0, keepdims=True)
         kl = (part * (np.log(part + 1e-12) - np.log(marginal + 1e-12))).sum(axis=1)
         scores.append(np.exp(kl.mean()))
     return float(np.mean(scores))
+
+
+#: sFID keeps this many leading channels of the spatial feature map (ADM: 7 of ``mixed_6/conv``'s 192,
+#: so 7 x 17 x 17 = 2023 features per image).
+SPATIAL_FID_CHANNELS = 7
+
+
+def spatial_fid_features(feature_map: torch.Tensor) -> np.ndarray:
+    """The sFID features of an ``(N, C, H, W)`` map: its first :data:`SPATIAL_FID_CHANNELS` channels, flattened.
+
+    ADM flattens TensorFlow's ``(N, H, W, C)`` layout; the order of the coordinates does not change a
+    Fréchet distance, so ``(C, H, W)`` order gives the same sFID.
+    """
+    return feature_map[:, :SPATIAL_FID_CHANNELS].flatten(1).double().cpu().numpy()
+
+
+def _squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``|x_i - y_j|^2`` for all rows, as ``|x|^2 - 2 x.y + |y|^2`` clipped at 0 (one matmul)."""
+    return ((x * x).sum(1)[:, None] - 2.0 * x @ y.T + (y * y).sum(1)[None, :]).clamp_(min=0.0)
+
+
+def manifold_radii(features: torch.Tensor, nhood_size: int = 3, block_size: int = 1024) -> torch.Tensor:
+    """Squared distance of every row of ``features`` to its ``nhood_size``-th nearest neighbour in the set.
+
+    The row itself is its own 0th neighbour (distance 0), so with distinct points the radius is that of the
+    ``nhood_size``-th other point; duplicates count as neighbours at distance 0, as in ADM's estimator.
+    """
+    if features.shape[0] <= nhood_size:
+        raise ValueError(f"{nhood_size}-NN radii need more than {nhood_size} feature vectors, "
+                         f"got {features.shape[0]}")
+    return torch.cat([_squared_distances(features[start:start + block_size], features)
+                      .kthvalue(nhood_size + 1, dim=1).values
+                      for start in range(0, features.shape[0], block_size)])
+
+
+def precision_recall(reference: np.ndarray, samples: np.ndarray, nhood_size: int = 3, block_size: int = 1024,
+                     device: torch.device = torch.device("cpu")) -> Tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al., 2019) of ``samples`` against ``reference``.
+
+    Each set's manifold is the union of balls around its points, each ball's radius the distance to the
+    point's ``nhood_size``-th nearest neighbour in its own set (:func:`manifold_radii`).  Then
+
+    * precision = share of samples inside at least one reference ball (``|s - r| <= radius(r)``);
+    * recall = share of reference points inside at least one sample ball (``|r - s| <= radius(s)``).
+
+    Identical sets give 1.0 / 1.0, sets farther apart than every radius 0.0 / 0.0.  Distances are computed
+    in float64 on ``device``, one block of ``block_size`` samples against all reference points at a time.
+    """
+    ref = torch.as_tensor(np.asarray(reference), dtype=torch.float64, device=device)
+    smp = torch.as_tensor(np.asarray(samples), dtype=torch.float64, device=device)
+    ref_radii = manifold_radii(ref, nhood_size, block_size)
+    sample_radii = manifold_radii(smp, nhood_size, block_size)
+    sample_inside = torch.zeros(smp.shape[0], dtype=torch.bool, device=device)
+    ref_inside = torch.zeros(ref.shape[0], dtype=torch.bool, device=device)
+    for start in range(0, smp.shape[0], block_size):
+        distances = _squared_distances(smp[start:start + block_size], ref)
+        sample_inside[start:start + block_size] = (distances <= ref_radii[None, :]).any(dim=1)
+        ref_inside |= (distances <= sample_radii[start:start + block_size, None]).any(dim=0)
+    return float(sample_inside.double().mean()), float(ref_inside.double().mean())
 
 
 def forgetting_metrics(logits: torch.Tensor, forgotten_class: int, n_total: int) -> Dict[str, float]:

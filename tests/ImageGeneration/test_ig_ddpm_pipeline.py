@@ -229,7 +229,7 @@ def test_sampling_classifier_and_fid(pretrained, workdir, config_path, monkeypat
     assert "Inception Score" in result
     # a folder against itself: FID ~ 0
     same = evaluator.main([str(fid_dir), str(fid_dir), "--features", "pixels", "--kid_subset_size", "4"] + CPU)
-    assert abs(same["FID"]) < 1e-3
+    assert abs(same["FID"]) < 1e-3 and (same["Precision"], same["Recall"]) == (1.0, 1.0)
     # class_samples/<k>/ subfolders are pooled, the forgotten class's left out
     pooled = evaluator.main([str(out), "--ref_dataset", "digits", "--label_to_forget", "0", "--features", "pixels",
                              "--kid_subset_size", "4"] + CPU)
@@ -475,7 +475,8 @@ def test_save_base_dataset_writes_the_reference_folder(tmp_path, monkeypatch, ca
 
 @pytest.mark.slow
 def test_inception_features_from_a_local_state_dict(pretrained, workdir, config_path, tmp_path, monkeypatch):
-    """FID/IS through torchvision Inception-v3 (random weights saved locally: nothing is downloaded)."""
+    """FID/sFID/IS/precision/recall through torchvision Inception-v3 (random weights saved locally: nothing is
+    downloaded)."""
     import torchvision
 
     patched(monkeypatch)
@@ -487,3 +488,4 @@ def test_inception_features_from_a_local_state_dict(pretrained, workdir, config_
     result = evaluator.main([out, out, "--features", "inception", "--inception_weights", str(weights),
                              "--kid_subset_size", "4"] + CPU)
     assert abs(result["FID"]) < 1e-3 and result["Inception Score"] >= 1.0
+    assert abs(result["sFID"]) < 1e-3 and (result["Precision"], result["Recall"]) == (1.0, 1.0)
