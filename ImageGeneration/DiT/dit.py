@@ -141,7 +141,7 @@ def load_vae(vae: str = DEFAULT_VAE, flag: str = "--vae") -> AutoencoderKL:
         return AutoencoderKL.from_pretrained(VAE_NAMES[vae], local_files_only=True)
     except (OSError, ValueError):
         raise UsageError(f"{flag} {vae}: {VAE_NAMES[vae]} is not in the Hugging Face cache; download it once "
-                         f"(huggingface-cli download {VAE_NAMES[vae]}) or give {flag} <folder> holding the "
+                         f"(hf download {VAE_NAMES[vae]}) or give {flag} <folder> holding the "
                          f"AutoencoderKL") from None
 
 

@@ -98,8 +98,10 @@ def main(argv=None) -> str:
     npz = None
     if sharding.is_main:
         npz = pack_npz(folder, args.num_fid_samples)
-        write_run_record(folder, args, {"n_images": share.total, "num_processes": sharding.world, "npz": str(npz)},
-                         filename="run_sample_ddp.json")
+        seeds = [ProcessShare(share.num_samples, share.per_proc_batch, share.world, rank).seed(args.global_seed)
+                 for rank in range(share.world)]
+        write_run_record(folder, args, {"n_images": share.total, "num_processes": sharding.world, "seeds": seeds,
+                                        "npz": str(npz)}, filename="run_sample_ddp.json")
         print(f"Saved {npz}")
     sharding.barrier()
     return str(npz)
