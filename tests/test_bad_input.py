@@ -897,7 +897,7 @@ def entry_scripts() -> List[str]:
 
 def test_the_table_covers_every_entry_script():
     assert {c.module for c in CASES} == set(entry_scripts())
-    assert len(entry_scripts()) == 27
+    assert len(entry_scripts()) == 28
     assert len({c.id for c in CASES}) == len(CASES)
 
 
