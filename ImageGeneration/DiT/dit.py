@@ -190,7 +190,7 @@ class LatentDiT:
         """Predicted noise: the first ``C`` output channels of the DiT."""
         return self.output_fn(x_t, t, c)[:, : x_t.shape[1]]
 
-    def sampler(self, sampling: DiTSampling, flag: str = "--sample-type") -> Tuple[NoisePredictor, object]:
+    def sampler(self, sampling: DiTSampling) -> Tuple[NoisePredictor, object]:
         """The network function and sampler of ``sampling``: the whole output (noise and variances) for
         ``learned_range``, the noise alone for the diffusers schedulers."""
         if sampling.cfg_channels > self.latent_shape[0]:
@@ -200,7 +200,7 @@ class LatentDiT:
         if sampling.sample_type != LEARNED_RANGE:
             return self.eps_fn, scheduler
         if not self.learns_variance:
-            raise UsageError(f"{flag} {LEARNED_RANGE}: this DiT predicts no variances (out_channels "
+            raise UsageError(f"--sample-type {LEARNED_RANGE}: this DiT predicts no variances (out_channels "
                              f"{self.transformer.config.out_channels}); use ddpm_noisy or generalized")
         return self.output_fn, scheduler
 

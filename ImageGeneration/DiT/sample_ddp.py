@@ -14,6 +14,7 @@ The main process then packs the first ``--num-fid-samples`` into ``<that folder>
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -72,13 +73,14 @@ def main(argv=None) -> str:
         raise UsageError("--only_class/--exclude_class: give at most one")
     sample_root = check_writable_dir(args.sample_dir, "--sample-dir")
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
-    sharding = SampleSharding.from_launch(get_device(args.device, args.gpu), args.global_seed)
+    requested = get_device(args.device, args.gpu)
+    sharding = SampleSharding.from_launch(requested, args.global_seed)
     sharding.print_on_main_only()
-    device = sharding.device(get_device(args.device, args.gpu))
+    device = sharding.device(requested)
     model = load_latent_dit(args.ckpt, device, args.transformer_path, args.vae)
-    for flag in ("--only_class", "--exclude_class"):
-        if getattr(args, flag.lstrip("-")) >= 0:
-            check_label(getattr(args, flag.lstrip("-")), model.num_classes, flag)
+    for flag, label in (("--only_class", args.only_class), ("--exclude_class", args.exclude_class)):
+        if label >= 0:
+            check_label(label, model.num_classes, flag)
     fn, scheduler = model.sampler(sampling)
     model.transformer.eval()
 
@@ -98,8 +100,7 @@ def main(argv=None) -> str:
     npz = None
     if sharding.is_main:
         npz = pack_npz(folder, args.num_fid_samples)
-        seeds = [ProcessShare(share.num_samples, share.per_proc_batch, share.world, rank).seed(args.global_seed)
-                 for rank in range(share.world)]
+        seeds = [replace(share, rank=rank).seed(args.global_seed) for rank in range(share.world)]
         write_run_record(folder, args, {"n_images": share.total, "num_processes": sharding.world, "seeds": seeds,
                                         "npz": str(npz)}, filename="run_sample_ddp.json")
         print(f"Saved {npz}")

@@ -88,7 +88,7 @@ class RespacedDiffusion:
         stream), and none is added at the last step."""
         mean, log_variance = self.mean_log_variance(output, t, x)
         noise = torch.randn((noise_batch, *x.shape[1:]), generator=generator)[: x.shape[0]].to(x.device)
-        return mean + torch.exp(0.5 * log_variance) * noise if t != int(self.timesteps[-1]) else mean
+        return mean if self._index[t] == 0 else mean + torch.exp(0.5 * log_variance) * noise
 
 
 def make_scheduler(sample_type: str, betas: torch.Tensor, timesteps: int):
