@@ -69,7 +69,8 @@ def test_dit_pipeline(tiny_dit, capsys):
                                 "--snapshot-every", "2" if extra else "5",
                                 "--forget-class", "1", "--method", "ron", "--unlearn-loss", "ga",
                                 "--forget-alpha", "1", "--decay-forget-alpha", "--lr", "1e-3",
-                                "--mask-path", str(mask_root / "1" / "with_0.25.pt")] + extra + vae_args(tiny_dit) + CPU)
+                                "--mask-path", str(mask_root / "1" / "with_0.25.pt")]
+                               + extra + vae_args(tiny_dit) + CPU)
         runs[bool(extra)] = Path(out)
     assert runs[False].name.startswith("000-DiT-XL-2-forget-1-ron-ga-lr0.001-f1.0-r1.0")
     assert runs[True].name.startswith("001-") and runs[True].name.endswith("-dual")
