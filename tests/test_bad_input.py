@@ -294,17 +294,22 @@ def fid(i: Inputs, *extra: str) -> List[str]:
 
 def dit_forget(i: Inputs, *extra: str) -> List[str]:
     return ["--ckpt", i.dit_ckpt, "--data-path", i.dit_data, "--results-dir", str(i.out), "--n-iters", "1",
-            "--batch-size", "2", "--num-workers", "0", "--forget-class", "1", *CPU, *extra]
+            "--batch-size", "2", "--num-workers", "0", "--forget-class", "1", "--vae", i.dit_ckpt, *CPU, *extra]
 
 
 def dit_mask(i: Inputs, *extra: str) -> List[str]:
     return ["--ckpt", i.dit_ckpt, "--data-path", i.dit_data, "--mask-path", str(i.out), "--n-iters", "1",
-            "--batch-size", "2", "--num-workers", "0", "--forget-class", "1", *CPU, *extra]
+            "--batch-size", "2", "--num-workers", "0", "--forget-class", "1", "--vae", i.dit_ckpt, *CPU, *extra]
 
 
 def dit_sample(i: Inputs, *extra: str) -> List[str]:
     return ["--ckpt", i.dit_ckpt, "--class-labels", "1", "--n-samples-per-class", "1", "--num-sampling-steps", "2",
-            "--sample-dir", str(i.out), *CPU, *extra]
+            "--sample-dir", str(i.out), "--vae", i.dit_ckpt, *CPU, *extra]
+
+
+def dit_sample_ddp(i: Inputs, *extra: str) -> List[str]:
+    return ["--ckpt", i.dit_ckpt, "--num-fid-samples", "1", "--per-proc-batch-size", "1", "--num-sampling-steps", "2",
+            "--sample-dir", str(i.out), "--vae", i.dit_ckpt, *CPU, *extra]
 
 
 def dit_judge(i: Inputs, *extra: str) -> List[str]:
@@ -845,6 +850,30 @@ CASES = [
     case("ImageGeneration.DiT.sample", "unwritable sample-dir", lambda i: dit_sample(i, "--sample-dir",
                                                                                   i.blocked + "/sub"),
          "--sample-dir {i.blocked}/sub: " + UNWRITABLE),
+    case("ImageGeneration.DiT.sample", "guided channels zero", lambda i: dit_sample(i, "--cfg-channels", "0"),
+         "argument --cfg-channels: expected an integer >= 1, got '0'"),
+    case("ImageGeneration.DiT.sample", "more guided channels than latent ones",
+         lambda i: dit_sample(i, "--cfg-channels", "5"), "--cfg-channels 5: expected 1..4 (the DiT's latent channels)"),
+    case("ImageGeneration.DiT.sample", "missing vae", lambda i: dit_sample(i, "--vae", i.missing),
+         "--vae {i.missing}: cannot load the vae"),
+    case("ImageGeneration.DiT.sample_ddp", "zero batch size", lambda i: dit_sample_ddp(i, "--per-proc-batch-size", "0"),
+         "argument --per-proc-batch-size: expected an integer >= 1, got '0'"),
+    case("ImageGeneration.DiT.sample_ddp", "zero samples", lambda i: dit_sample_ddp(i, "--num-fid-samples", "0"),
+         "argument --num-fid-samples: expected an integer >= 1, got '0'"),
+    case("ImageGeneration.DiT.sample_ddp", "guidance below 1", lambda i: dit_sample_ddp(i, "--cfg-scale", "0.5"),
+         "--cfg-scale 0.5: expected a number >= 1 (1: no guidance)"),
+    case("ImageGeneration.DiT.sample_ddp", "class below -1", lambda i: dit_sample_ddp(i, "--only_class", "-2"),
+         "argument --only_class: expected an integer >= -1, got '-2'"),
+    case("ImageGeneration.DiT.sample_ddp", "class out of range", lambda i: dit_sample_ddp(i, "--exclude_class", "3"),
+         "--exclude_class 3: expected a class in [0, 2]"),
+    case("ImageGeneration.DiT.sample_ddp", "only and exclude",
+         lambda i: dit_sample_ddp(i, "--only_class", "0", "--exclude_class", "1"),
+         "--only_class/--exclude_class: give at most one"),
+    case("ImageGeneration.DiT.sample_ddp", "unknown sampler", lambda i: dit_sample_ddp(i, "--sample-type", "euler"),
+         "--sample-type 'euler': expected one of learned_range, generalized, ddpm_noisy"),
+    case("ImageGeneration.DiT.sample_ddp", "unwritable sample-dir",
+         lambda i: dit_sample_ddp(i, "--sample-dir", i.blocked + "/sub"),
+         "--sample-dir {i.blocked}/sub: " + UNWRITABLE),
     case("ImageGeneration.DiT.classifier_evaluation", "unknown arch", lambda i: dit_judge(i, "--arch", "resnet9000"),
          "--arch 'resnet9000': not a torchvision classification model"),
     case("ImageGeneration.DiT.classifier_evaluation", "class out of range", lambda i: dit_judge(i, "--forget-class",
@@ -874,7 +903,7 @@ def entry_scripts() -> List[str]:
 
 def test_the_table_covers_every_entry_script():
     assert {c.module for c in CASES} == set(entry_scripts())
-    assert len(entry_scripts()) == 27
+    assert len(entry_scripts()) == 28
     assert len({c.id for c in CASES}) == len(CASES)
 
 

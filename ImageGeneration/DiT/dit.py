@@ -11,8 +11,13 @@ with ``class_dropout_prob`` itself.
 Losses are the core simple losses divided by the latent size ``C*H*W``: DiT
 averages the squared error over latent elements where the DDPM sums it.
 For a DiT that learns its variances the loss adds the research code's
-variational term (``DiT/unlearn.py``, ``--vb-loss``).  Sampling uses the
-fixed-large variance of :mod:`ImageGeneration.core.sampling`, not the learned one.
+variational term (``DiT/unlearn.py``, ``--vb-loss``).
+
+Sampling (:class:`DiTSampling`) defaults to the research code's: the learned
+variances over 250 respaced steps (``learned_range``) and classifier-free
+guidance on the first 3 latent channels (its ``forward_with_cfg``).  The VAE
+defaults to the research code's ``stabilityai/sd-vae-ft-ema``, read from the
+Hugging Face cache (never downloaded here) or given as a folder.
 """
 from __future__ import annotations
 
@@ -27,9 +32,9 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
 from common.checkpointing import resumable_loader
-from common.errors import UsageError
-from ImageGeneration.core.diffusion import alphas_cumprod_from_betas, beta_schedule
-from ImageGeneration.core.sampling import make_scheduler, sample_images
+from common.errors import UsageError, non_negative_float, positive_int
+from ImageGeneration.core.diffusion import NoisePredictor, alphas_cumprod_from_betas, beta_schedule
+from ImageGeneration.core.sampling import LEARNED_RANGE, SAMPLE_TYPES, make_scheduler, sample_images
 
 #: DiT's training schedule: 1000 linear steps from 1e-4 to 0.02.
 NUM_TIMESTEPS = 1000
@@ -45,8 +50,14 @@ def dit_alphas_cumprod(num_timesteps: int = NUM_TIMESTEPS) -> torch.Tensor:
 
 
 #: ``--vae`` names of the research code: the Stable Diffusion VAEs DiT was trained with (hub repos holding
-#: the VAE itself, no ``vae/`` subfolder).
+#: the VAE itself, no ``vae/`` subfolder).  ``ema`` is its default.
 VAE_NAMES = {"ema": "stabilityai/sd-vae-ft-ema", "mse": "stabilityai/sd-vae-ft-mse"}
+DEFAULT_VAE = "ema"
+
+#: ``--sample-type`` of the DiT scripts: the research code's learned-variance sampler first (its default).
+DIT_SAMPLE_TYPES = (LEARNED_RANGE,) + SAMPLE_TYPES
+#: Latent channels the research code's ``forward_with_cfg`` guides "for exact reproducibility" (3 of 4).
+CFG_CHANNELS = 3
 
 
 def _load(cls, ckpt: str, subfolder: Optional[str], flag: str):
@@ -75,20 +86,63 @@ def add_model_args(parser, transformer_path: bool = False) -> None:
                         help="hub id or local folder with transformer/ and vae/")
     if transformer_path:
         parser.add_argument("--transformer-path", type=str, default=None, help="unlearned transformer folder")
-    parser.add_argument("--vae", type=str, default=None,
-                        help="ema | mse (stabilityai/sd-vae-ft-<name>, as the research code), or a hub id or "
-                             "folder holding vae/ (default: the VAE of --ckpt)")
+    parser.add_argument("--vae", type=str, default=DEFAULT_VAE,
+                        help="ema | mse: stabilityai/sd-vae-ft-<name> from the Hugging Face cache, as the research "
+                             "code; or a folder holding a save_pretrained AutoencoderKL (or a vae/ subfolder), "
+                             "e.g. --ckpt's own")
+
+
+@dataclass(frozen=True)
+class DiTSampling:
+    """How a DiT samples: ``sample_type`` (:data:`DIT_SAMPLE_TYPES`), ``num_steps``, DiT's guidance weight
+    ``cfg_scale`` (``eps_null + w (eps_c - eps_null)``, 1 disables guidance) on the first ``cfg_channels``
+    latent channels, and DDIM's ``eta``.  The defaults are the research code's ``sample.py``."""
+
+    sample_type: str = LEARNED_RANGE
+    num_steps: int = 250
+    cfg_scale: float = 4.0
+    cfg_channels: int = CFG_CHANNELS
+    eta: float = 1.0
+
+    @classmethod
+    def add_args(cls, parser, cfg_scale: float) -> None:
+        """``--cfg-scale`` (the script's research default), ``--num-sampling-steps``, ``--sample-type``,
+        ``--cfg-channels`` and ``--eta``."""
+        parser.add_argument("--cfg-scale", type=non_negative_float, default=cfg_scale)
+        parser.add_argument("--num-sampling-steps", type=positive_int, default=cls.num_steps)
+        parser.add_argument("--sample-type", type=str, default=cls.sample_type,
+                            help=" | ".join(DIT_SAMPLE_TYPES) + " (learned_range: the research code's sampler, "
+                                 "the DiT's learned variances over respaced steps)")
+        parser.add_argument("--cfg-channels", type=positive_int, default=cls.cfg_channels,
+                            help="guide the first N latent channels (the research code: 3; the latent channel "
+                                 "count guides them all)")
+        parser.add_argument("--eta", type=non_negative_float, default=cls.eta,
+                            help="DDIM eta for --sample-type generalized")
+
+    @classmethod
+    def from_args(cls, args) -> "DiTSampling":
+        if args.sample_type not in DIT_SAMPLE_TYPES:
+            raise UsageError(f"--sample-type {args.sample_type!r}: expected one of {', '.join(DIT_SAMPLE_TYPES)}")
+        if args.num_sampling_steps > NUM_TIMESTEPS:
+            raise UsageError(f"--num-sampling-steps {args.num_sampling_steps}: expected 1..{NUM_TIMESTEPS}")
+        return cls(args.sample_type, args.num_sampling_steps, args.cfg_scale, args.cfg_channels, args.eta)
 
 
 def load_transformer(ckpt: str, flag: str = "--ckpt") -> DiTTransformer2DModel:
     return _load(DiTTransformer2DModel, ckpt, "transformer", flag)
 
 
-def load_vae(ckpt: str, flag: str = "--ckpt") -> AutoencoderKL:
-    """The VAE of ``--ckpt``, or of ``--vae`` (``ema``/``mse`` name the research code's hub VAEs)."""
-    if ckpt in VAE_NAMES:
-        return _load(AutoencoderKL, VAE_NAMES[ckpt], None, flag)
-    return _load(AutoencoderKL, ckpt, "vae", flag)
+def load_vae(vae: str = DEFAULT_VAE, flag: str = "--vae") -> AutoencoderKL:
+    """The VAE ``--vae`` names: ``ema``/``mse``, the research code's hub VAEs, from the Hugging Face cache only
+    (a missing one is a one-line error saying how to supply it); else a folder or hub id (``vae/`` in it)."""
+    if vae not in VAE_NAMES:
+        return _load(AutoencoderKL, vae, "vae", flag)
+    try:
+        return AutoencoderKL.from_pretrained(VAE_NAMES[vae], local_files_only=True)
+    except (OSError, ValueError):
+        raise UsageError(f"{flag} {vae}: {VAE_NAMES[vae]} is not in the Hugging Face cache; download it once "
+                         f"(hf download {VAE_NAMES[vae]}) or give {flag} <folder> holding the "
+                         f"AutoencoderKL") from None
 
 
 @dataclass
@@ -136,6 +190,20 @@ class LatentDiT:
         """Predicted noise: the first ``C`` output channels of the DiT."""
         return self.output_fn(x_t, t, c)[:, : x_t.shape[1]]
 
+    def sampler(self, sampling: DiTSampling) -> Tuple[NoisePredictor, object]:
+        """The network function and sampler of ``sampling``: the whole output (noise and variances) for
+        ``learned_range``, the noise alone for the diffusers schedulers."""
+        if sampling.cfg_channels > self.latent_shape[0]:
+            raise UsageError(f"--cfg-channels {sampling.cfg_channels}: expected 1..{self.latent_shape[0]} "
+                             f"(the DiT's latent channels)")
+        scheduler = make_scheduler(sampling.sample_type, dit_betas(), sampling.num_steps)
+        if sampling.sample_type != LEARNED_RANGE:
+            return self.eps_fn, scheduler
+        if not self.learns_variance:
+            raise UsageError(f"--sample-type {LEARNED_RANGE}: this DiT predicts no variances (out_channels "
+                             f"{self.transformer.config.out_channels}); use ddpm_noisy or generalized")
+        return self.output_fn, scheduler
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images in ``[-1, 1]`` -> scaled latents (a sample of the VAE posterior)."""
@@ -146,16 +214,14 @@ class LatentDiT:
         return self.vae.decode(latents / self.vae.config.scaling_factor).sample.clamp(-1, 1)
 
     @torch.no_grad()
-    def sample(self, labels: Sequence[int], cfg_scale: float, num_steps: int,
-               generator: torch.Generator) -> torch.Tensor:
-        """One image in ``[-1, 1]`` per label, all labels in one guided batch (DiT's weight ``w``:
-        ``eps_null + w (eps_c - eps_null)``), ancestral DDPM sampling with the transformer in eval mode."""
+    def sample(self, labels: Sequence[int], sampling: DiTSampling, generator: torch.Generator) -> torch.Tensor:
+        """One image in ``[-1, 1]`` per label, all labels in one batch, with the transformer in eval mode."""
         was_training = self.transformer.training
         self.transformer.eval()
         device = next(self.transformer.parameters()).device
-        scheduler = make_scheduler("ddpm_noisy", dit_betas(), num_steps)
-        latents = sample_images(self.eps_fn, torch.tensor(list(labels), device=device), self.null_label,
-                                self.latent_shape, scheduler, cfg_scale - 1.0, 1.0, generator)
+        fn, scheduler = self.sampler(sampling)
+        latents = sample_images(fn, torch.tensor(list(labels), device=device), self.null_label, self.latent_shape,
+                                scheduler, sampling.cfg_scale - 1.0, sampling.eta, generator, sampling.cfg_channels)
         self.transformer.train(was_training)
         return self.decode(latents)
 
@@ -167,11 +233,11 @@ class LatentDiT:
 
 
 def load_latent_dit(ckpt: str, device: torch.device, transformer_path: Optional[str] = None,
-                    vae: Optional[str] = None) -> LatentDiT:
-    """The DiT of ``--ckpt`` (or an unlearned ``--transformer-path``) with the VAE of ``--vae`` or ``--ckpt``."""
+                    vae: str = DEFAULT_VAE) -> LatentDiT:
+    """The DiT of ``--ckpt`` (or an unlearned ``--transformer-path``) with the VAE of ``--vae``."""
     transformer = (load_transformer(transformer_path, "--transformer-path") if transformer_path
                    else load_transformer(ckpt))
-    return LatentDiT(transformer, load_vae(vae or ckpt, "--vae" if vae else "--ckpt")).to(device)
+    return LatentDiT(transformer, load_vae(vae)).to(device)
 
 
 def image_transform(image_size: int, flip: bool = True) -> transforms.Compose:

@@ -30,7 +30,7 @@ from ImageGeneration.core.images import save_grid_png
 from ImageGeneration.core.runs import LOGGER_NAME, parse_run_args, start_run
 from ImageGeneration.core.unlearn import ForgetWeights, add_dual_args, run_unlearning
 from ImageGeneration.DiT.dit import (
-    NUM_TIMESTEPS, add_model_args, check_forget_class, forget_remain_loaders, load_latent_dit)
+    NUM_TIMESTEPS, DiTSampling, add_model_args, check_forget_class, forget_remain_loaders, load_latent_dit)
 from ImageGeneration.DiT.unlearn import (
     DiTForgetSpec, add_vb_arg, dit_optimizer, dit_plan, latent_batches, resolve_vb, validate_spec)
 
@@ -69,6 +69,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 #: The research code's visualization classes (ImageNet) and guidance weight.
 VISUALIZATION_CLASSES = (207, 360, 387, 972, 89, 979, 417, 279, 270, 980)
 VISUALIZATION_CFG = 4.0
+
+
+def visualization_sampling(model) -> DiTSampling:
+    """The research code's snapshot grid: all 1000 steps, guidance 4 on 3 channels, the learned variances
+    (the fixed-large variance for a DiT without them)."""
+    return DiTSampling(num_steps=NUM_TIMESTEPS, cfg_scale=VISUALIZATION_CFG,
+                       sample_type=DiTSampling.sample_type if model.learns_variance else "ddpm_noisy")
 
 
 def visualization_labels(num_classes: int) -> list:
@@ -121,7 +128,7 @@ def main(argv=None) -> str:
     def snapshot(step: int) -> None:  # called after every step
         done = step + 1
         if done % args.snapshot_every == 0:
-            images = model.sample(visualization_labels(model.num_classes), VISUALIZATION_CFG, NUM_TIMESTEPS,
+            images = model.sample(visualization_labels(model.num_classes), visualization_sampling(model),
                                   make_generator(args.seed + done))
             save_grid_png(images, 5, out_dir / "checkpoints" / f"{done:07d}_sample.png")
         if done % args.ckpt_every == 0 or done == args.n_iters:

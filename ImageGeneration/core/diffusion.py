@@ -114,30 +114,56 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
 
 
+class GaussianPosterior:
+    """The posterior ``q(x_{t-1} | x_t, x_0)`` of a beta schedule and the reverse step built on it, in float64.
+
+    ``abar_{-1} = 1``; the posterior variance ``beta_t (1 - abar_{t-1}) / (1 - abar_t)`` is 0 at
+    ``t = 0``, so its log is clipped to the value at ``t = 1`` (Nichol & Dhariwal, 2021).  The
+    ``*_at`` methods index a batch of steps ``t`` and broadcast over ``like``'s sample dims in its
+    dtype, as the research code's ``_extract_into_tensor`` does (float64 -> float32).
+    """
+
+    def __init__(self, betas: torch.Tensor) -> None:
+        self.betas = betas.double()
+        abar = torch.cumprod(1.0 - self.betas, dim=0)
+        abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+        posterior_var = self.betas * (1.0 - abar_prev) / (1.0 - abar)
+        self.log_betas = torch.log(self.betas)
+        self.log_posterior_var = torch.log(torch.cat([posterior_var[1:2], posterior_var[1:]]))
+        self.coef_x0 = self.betas * abar_prev.sqrt() / (1.0 - abar)
+        self.coef_xt = (1.0 - abar_prev) * (1.0 - self.betas).sqrt() / (1.0 - abar)
+        self.recip_sqrt_abar = (1.0 / abar).sqrt()
+        self.recipm1_sqrt_abar = (1.0 / abar - 1.0).sqrt()
+
+    def mean(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The posterior mean ``coef_x0 x_0 + coef_xt x_t``."""
+        return _at(self.coef_x0, t, x_t) * x0 + _at(self.coef_xt, t, x_t) * x_t
+
+    def x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """``x_0 = x_t / sqrt(abar_t) - sqrt(1 / abar_t - 1) eps``."""
+        return _at(self.recip_sqrt_abar, t, x_t) * x_t - _at(self.recipm1_sqrt_abar, t, x_t) * eps
+
+    def learned_log_variance(self, var_values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The learned-range reverse log-variance: ``frac log beta_t + (1 - frac) log beta~_t`` with
+        ``frac = (v + 1) / 2`` (the model's values ``v`` in ``[-1, 1]`` span the two variances)."""
+        frac = (var_values + 1.0) / 2.0
+        return frac * _at(self.log_betas, t, var_values) + (1.0 - frac) * _at(self.log_posterior_var, t, var_values)
+
+
 def learned_variance_vb(x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
                         var_values: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
     """Per-sample variational-bound term of a learned reverse variance, in bits per dimension.
 
-    The reverse step's log-variance interpolates ``log beta_t`` and the clipped log posterior
-    variance with ``(var_values + 1) / 2`` (Nichol & Dhariwal, 2021); its mean comes from the
-    given (detached) ``eps``, so only the variance learns from this term.  ``t > 0``: the KL to
-    the true posterior ``q(x_{t-1} | x_t, x_0)``; ``t = 0``: the decoder's negative
-    log-likelihood of ``x0``.
+    The reverse step's log-variance is :meth:`GaussianPosterior.learned_log_variance`; its mean
+    comes from the given (detached) ``eps``, so only the variance learns from this term.
+    ``t > 0``: the KL to the true posterior ``q(x_{t-1} | x_t, x_0)``; ``t = 0``: the decoder's
+    negative log-likelihood of ``x0``.
     """
-    betas = betas.double()
-    abar = torch.cumprod(1.0 - betas, dim=0)
-    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
-    posterior_var = betas * (1.0 - abar_prev) / (1.0 - abar)
-    log_posterior_var = torch.log(torch.cat([posterior_var[1:2], posterior_var[1:]]))
-    coef_x0 = betas * abar_prev.sqrt() / (1.0 - abar)
-    coef_xt = (1.0 - abar_prev) * (1.0 - betas).sqrt() / (1.0 - abar)
-
-    true_mean = _at(coef_x0, t, x_t) * x0 + _at(coef_xt, t, x_t) * x_t
-    true_logvar = _at(log_posterior_var, t, x_t)
-    x0_hat = _at(1.0 / abar.sqrt(), t, x_t) * x_t - _at((1.0 / abar - 1.0).sqrt(), t, x_t) * eps
-    model_mean = _at(coef_x0, t, x_t) * x0_hat + _at(coef_xt, t, x_t) * x_t
-    frac = (var_values + 1.0) / 2.0
-    model_logvar = frac * _at(torch.log(betas), t, x_t) + (1.0 - frac) * true_logvar
+    posterior = GaussianPosterior(betas)
+    true_mean = posterior.mean(x0, x_t, t)
+    true_logvar = _at(posterior.log_posterior_var, t, x_t)
+    model_mean = posterior.mean(posterior.x0_from_eps(x_t, t, eps), x_t, t)
+    model_logvar = posterior.learned_log_variance(var_values, t)
 
     kl = normal_kl(true_mean, true_logvar, model_mean, model_logvar).flatten(1).mean(dim=1) / math.log(2.0)
     nll = -discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar).flatten(1).mean(dim=1)
@@ -255,14 +281,20 @@ class EMA:
 
 
 def guided_noise(eps_fn: NoisePredictor, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor,
-                 null_labels: torch.Tensor, cond_scale: float) -> torch.Tensor:
+                 null_labels: torch.Tensor, cond_scale: float, channels: Optional[int] = None) -> torch.Tensor:
     """Classifier-free guidance as the research code defines it: ``(1 + s) eps_c - s eps_null``.
 
     ``s = 0`` is the plain conditional prediction.  The conditional and
-    unconditional passes run as one batch.
+    unconditional passes run as one batch.  ``channels``: guide only the first
+    ``channels`` output channels and keep the conditional prediction in the rest
+    (the DiT research code's ``forward_with_cfg`` guides 3 of the 4 latent noise
+    channels and passes the variances through); ``None`` guides every channel.
     """
     if cond_scale == 0:
         return eps_fn(x_t, t, c)
     both = eps_fn(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([c, null_labels]))
     cond, uncond = both.chunk(2)
-    return (1.0 + cond_scale) * cond - cond_scale * uncond
+    guided = (1.0 + cond_scale) * cond - cond_scale * uncond
+    if channels is None:
+        return guided
+    return torch.cat([guided[:, :channels], cond[:, channels:]], dim=1)

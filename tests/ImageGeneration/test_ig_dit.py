@@ -19,8 +19,13 @@ N_CLASSES = 3
 CPU = ["--device", "cpu"]
 
 
+def vae_args(tiny_dit: Path) -> list:
+    """The tiny VAE by path (the scripts' default, sd-vae-ft-ema, is read from the Hugging Face cache)."""
+    return ["--vae", str(tiny_dit / "ckpt" / "vae")]
+
+
 def test_loading_through_the_same_code(tiny_dit):
-    model = load_latent_dit(str(tiny_dit / "ckpt"), torch.device("cpu"))
+    model = load_latent_dit(str(tiny_dit / "ckpt"), torch.device("cpu"), vae=str(tiny_dit / "ckpt"))
     assert (model.num_classes, model.null_label, model.image_size, model.latent_shape) == (3, 3, 16, (4, 8, 8))
     latents = model.encode(torch.zeros(2, 3, 16, 16))
     assert latents.shape == (2, 4, 8, 8)
@@ -39,7 +44,7 @@ def test_dit_pipeline(tiny_dit, capsys):
     # the research README's generate_fisher.py flags; here the class folders themselves as --data-path
     generate_mask.main(["--model", "DiT-XL/2", "--ckpt", ckpt, "--data-path", f"{data}/train", "--forget-class", "1",
                         "--mask-path", str(mask_root), "--n-iters", "2", "--batch-size", "2", "--num-workers", "0",
-                        "--thresholds", "0.5", "1"] + CPU)
+                        "--thresholds", "0.5", "1"] + vae_args(tiny_dit) + CPU)
     names = sorted(p.name for p in (mask_root / "1").glob("*.pt"))
     assert names == ["fisher_0.5.pt", "fisher_1.0.pt", "forget_fisher.pt", "remain_fisher.pt"]
     forget, remain = torch.load(mask_root / "1" / "forget_fisher.pt"), torch.load(mask_root / "1" / "remain_fisher.pt")
@@ -64,7 +69,8 @@ def test_dit_pipeline(tiny_dit, capsys):
                                 "--snapshot-every", "2" if extra else "5",
                                 "--forget-class", "1", "--method", "ron", "--unlearn-loss", "ga",
                                 "--forget-alpha", "1", "--decay-forget-alpha", "--lr", "1e-3",
-                                "--mask-path", str(mask_root / "1" / "with_0.25.pt")] + extra + CPU)
+                                "--mask-path", str(mask_root / "1" / "with_0.25.pt")]
+                               + extra + vae_args(tiny_dit) + CPU)
         runs[bool(extra)] = Path(out)
     assert runs[False].name.startswith("000-DiT-XL-2-forget-1-ron-ga-lr0.001-f1.0-r1.0")
     assert runs[True].name.startswith("001-") and runs[True].name.endswith("-dual")
@@ -81,8 +87,8 @@ def test_dit_pipeline(tiny_dit, capsys):
     transformer_path = runs[True] / "checkpoints" / "0000002" / "transformer"
 
     # with the rl loss both steps are masked: 75% of the weights never move
-    before = load_latent_dit(ckpt, torch.device("cpu")).transformer.state_dict()
-    after = load_latent_dit(ckpt, torch.device("cpu"), str(transformer_path)).transformer.state_dict()
+    before = load_latent_dit(ckpt, torch.device("cpu"), vae=ckpt).transformer.state_dict()
+    after = load_latent_dit(ckpt, torch.device("cpu"), str(transformer_path), ckpt).transformer.state_dict()
     for name, m in mask.items():
         assert torch.equal(after[name][m == 0], before[name][m == 0]), name
     assert any(not torch.equal(after[n], before[n]) for n in mask)
@@ -90,7 +96,7 @@ def test_dit_pipeline(tiny_dit, capsys):
     sample_dir = tiny_dit / "samples"
     sample.main(["--ckpt", ckpt, "--transformer-path", str(transformer_path), "--class-labels", "1", "2",
                  "--n-samples-per-class", "3", "--batch-size", "2", "--num-sampling-steps", "3",
-                 "--sample-dir", str(sample_dir)] + CPU)
+                 "--sample-dir", str(sample_dir)] + vae_args(tiny_dit) + CPU)
     assert sorted(p.name for p in (sample_dir / "1").glob("*.png")) == ["0.png", "1.png", "2.png"]
     with Image.open(sample_dir / "2" / "5.png") as img:
         assert img.size == (16, 16) and img.mode == "RGB"
@@ -115,22 +121,37 @@ def test_dit_forget_errors(tiny_dit, capsys, argv, message):
     results = tiny_dit / "bad_results"
     with pytest.raises(SystemExit) as exit_info:
         main_forget.main(["--ckpt", str(tiny_dit / "ckpt"), "--data-path", str(tiny_dit / "data"),
-                          "--results-dir", str(results), "--num-workers", "0"] + argv + CPU)
+                          "--results-dir", str(results), "--num-workers", "0"] + argv + vae_args(tiny_dit) + CPU)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not results.exists() or not any(results.iterdir())
 
 
 def test_vae_names_of_the_research_code(monkeypatch):
-    """``--vae ema|mse`` load stabilityai/sd-vae-ft-<name> (the VAE at the repository root); other values
-    are hub ids or folders holding vae/."""
+    """``--vae ema|mse`` (default ema) load stabilityai/sd-vae-ft-<name> (the VAE at the repository root) from
+    the Hugging Face cache only; other values are hub ids or folders holding vae/."""
     calls = []
     monkeypatch.setattr(AutoencoderKL, "from_pretrained", lambda source, **kwargs: calls.append((source, kwargs)))
-    load_vae("ema", "--vae")
+    load_vae()
     load_vae("mse", "--vae")
     load_vae("facebook/DiT-XL-2-256")
-    assert calls == [("stabilityai/sd-vae-ft-ema", {}), ("stabilityai/sd-vae-ft-mse", {}),
+    assert calls == [("stabilityai/sd-vae-ft-ema", {"local_files_only": True}),
+                     ("stabilityai/sd-vae-ft-mse", {"local_files_only": True}),
                      ("facebook/DiT-XL-2-256", {"subfolder": "vae"})]
+    assert sample.parse_args(["--class-labels", "0"]).vae == "ema"
+
+
+def test_a_vae_missing_from_the_cache_is_one_line_saying_how_to_supply_it(tiny_dit, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit) as exit_info:
+        sample.main(["--ckpt", str(tiny_dit / "ckpt"), "--class-labels", "0", "--sample-dir", str(tmp_path / "s")]
+                    + CPU)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert ("error: --vae ema: stabilityai/sd-vae-ft-ema is not in the Hugging Face cache; download it once "
+            "(hf download stabilityai/sd-vae-ft-ema) or give --vae <folder> holding the AutoencoderKL") in err
+    assert not (tmp_path / "s").exists()
 
 
 def test_dit_missing_checkpoint_and_bad_mask(tiny_dit, tmp_path, capsys):
@@ -141,7 +162,7 @@ def test_dit_missing_checkpoint_and_bad_mask(tiny_dit, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main_forget.main(["--ckpt", str(tiny_dit / "ckpt"), "--data-path", str(tiny_dit / "data"),
                           "--results-dir", str(tmp_path / "r"), "--forget-class", "0", "--mask-path",
-                          str(tmp_path / "bad.pt")] + CPU)
+                          str(tmp_path / "bad.pt")] + vae_args(tiny_dit) + CPU)
     assert f"--mask-path {tmp_path / 'bad.pt'}: key 'proj_out_2.weight' has shape (1,)" in capsys.readouterr().err
 
 
@@ -149,13 +170,14 @@ def test_dit_missing_checkpoint_and_bad_mask(tiny_dit, tmp_path, capsys):
 def test_forgetting_resumes_bitwise_after_sigkill(tiny_dit, tmp_path, killed_run, one_thread):
     argv = ["--ckpt", str(tiny_dit / "ckpt"), "--data-path", str(tiny_dit / "data"), "--n-iters", "4",
             "--batch-size", "2", "--num-workers", "0", "--ckpt-every", "2", "--forget-class", "1",
-            "--dual", "--forget_lr", "1e-3", "--lr", "1e-3"] + CPU
+            "--dual", "--forget_lr", "1e-3", "--lr", "1e-3"] + vae_args(tiny_dit) + CPU
     straight = Path(main_forget.main(argv + ["--results-dir", str(tmp_path / "straight")]))
     killed_run("ImageGeneration.DiT.main_forget", argv + ["--results-dir", tmp_path / "interrupted"], kill_at=3)
     resumed = Path(main_forget.main(argv + ["--results-dir", str(tmp_path / "interrupted"), "--resume"]))
     assert resumed.name == straight.name and not (resumed / "resume_state.pt").exists()
     weights = [load_latent_dit(str(tiny_dit / "ckpt"), torch.device("cpu"),
-                               str(run / "checkpoints" / "0000004" / "transformer")).transformer.state_dict()
+                               str(run / "checkpoints" / "0000004" / "transformer"),
+                               str(tiny_dit / "ckpt")).transformer.state_dict()
                for run in (straight, resumed)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     losses = [json.loads((run / "run.json").read_text())["metrics"]["final_forget_loss"] for run in (straight, resumed)]

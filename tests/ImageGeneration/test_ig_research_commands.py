@@ -16,6 +16,8 @@ from ImageGeneration.DDPM import (
 from ImageGeneration.DDPM.model import load_config
 from ImageGeneration.DiT import generate_mask as dit_generate_mask
 from ImageGeneration.DiT import main_forget as dit_forget
+from ImageGeneration.DiT import sample as dit_sample
+from ImageGeneration.DiT import sample_ddp as dit_sample_ddp
 
 SFRON = ("--config cifar10_sfron.yml --ckpt_folder CKPT --label_to_forget 0 --mode sfron --forget_alpha {alpha} "
          "--decay_forget_alpha --remain_alpha 1.0 --method ron --unlearn_loss adaga --mask_path MASK")
@@ -83,6 +85,12 @@ def test_research_readme_command_is_accepted(research_script, module, command):
      {"n_iters": 1000, "batch_size": 1, "lr": 1e-5, "seed": 0, "log_every": 100, "ckpt_every": 1000,
       "snapshot_every": 1000, "unlearn_loss": "ga", "grad_clip": 1.0, "forget_alpha": 1.0, "remain_alpha": 1.0,
       "forget_lr": 1e-4, "results_dir": "results", "model": "DiT-XL/2", "num_workers": 4}),
+    (dit_sample, ["--class-labels", "207"], {"vae": "ema", "cfg_scale": 4.0, "num_sampling_steps": 250, "seed": 0,
+                                             "model": "DiT-XL/2", "sample_type": "learned_range", "cfg_channels": 3}),
+    (dit_sample_ddp, [], {"vae": "ema", "sample_dir": "samples", "per_proc_batch_size": 32, "num_fid_samples": 50_000,
+                          "exclude_class": -1, "only_class": -1, "cfg_scale": 1.5, "num_sampling_steps": 250,
+                          "global_seed": 0, "tf32": True, "model": "DiT-XL/2", "sample_type": "learned_range",
+                          "cfg_channels": 3}),
 ])
 def test_defaults_are_the_research_code_defaults(module, argv, defaults):
     args = vars(module.parse_args(argv))
