@@ -91,7 +91,7 @@ def main(argv=None) -> str:
     sharding = SampleSharding.from_launch(device, args.seed)
     device = sharding.device(device)
     ckpt_folder = Path(args.ckpt_folder)
-    loaded = load_run_checkpoint(args, device)
+    loaded = load_run_checkpoint(args, device, config_kind(args.mode))
     unet, ckpt_config = loaded.unet, loaded.config
     check_label(args.label_to_forget, ckpt_config.data.n_classes, "--label_to_forget")
     config = adopt_architecture(load_config(args.config, args.dataset, config_kind(args.mode)), ckpt_config)

@@ -52,7 +52,7 @@ def main(argv=None) -> str:
     if args.sample_type not in SAMPLE_TYPES:
         raise UsageError(f"--sample_type {args.sample_type!r}: expected one of {', '.join(SAMPLE_TYPES)}")
     device = start_run(args)
-    loaded = load_run_checkpoint(args, device)
+    loaded = load_run_checkpoint(args, device, "sample")
     config = load_config(args.config, args.dataset, "sample")
     used_ema = bool(config.model.ema) and loaded.use_ema_weights()
     model_config = loaded.config
