@@ -271,12 +271,13 @@ def checkpoint_path(ckpt_folder: PathLike, flag: str = "--ckpt_folder") -> Path:
     return path
 
 
-def strip_data_parallel(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """``state`` without ``nn.DataParallel``'s ``module.`` prefix (when every key has it)."""
+def strip_data_parallel(state: Any) -> Any:
+    """``state`` without ``nn.DataParallel``'s ``module.`` key prefix when every key has it (the research
+    code's weights, masks and Fisher diagonals are named on its ``nn.DataParallel`` model); else ``state``."""
     prefix = "module."
-    if state and all(key.startswith(prefix) for key in state):
+    if isinstance(state, Mapping) and state and all(isinstance(k, str) and k.startswith(prefix) for k in state):
         return {key[len(prefix):]: value for key, value in state.items()}
-    return dict(state)
+    return state
 
 
 def research_checkpoint(state: Any, label: str) -> Optional[Tuple[Dict[str, torch.Tensor],

@@ -178,8 +178,10 @@ def test_masks_forgetting_and_sampling_from_a_research_checkpoint(tiny_research_
     assert {"null_classes_emb", "cemb.dense.1.weight", "up.0.block.1.temb_cemb_proj.weight"} <= names
     for file in ("forget_fisher.pt", "remain_fisher.pt", "fisher_1.0.pt"):
         assert set(torch.load(mask_dir / file)) == names, file
-    run_dir = Path(main_forget.main(common + ["--exp_root", str(tmp_path), "--mode", "sfron", "--unlearn_loss", "rl", "--mask_path",
-                                              str(mask_dir / "fisher_1.0.pt")]))
+    # the research code names its masks on its nn.DataParallel model
+    torch.save(to_research_format(torch.load(mask_dir / "fisher_1.0.pt")), tmp_path / "mask.pt")
+    run_dir = Path(main_forget.main(common + ["--exp_root", str(tmp_path), "--mode", "sfron", "--unlearn_loss", "rl",
+                                              "--mask_path", str(tmp_path / "mask.pt")]))
     state = torch.load(run_dir / CKPT_RELPATH)
     assert state["config"]["model"]["network"] == "conditional_model"
     assert state["trained_classes"] == list(range(N_CLASSES))
