@@ -7,6 +7,7 @@ the research-format checkpoint themselves, from this toolkit's network.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -196,6 +197,29 @@ def test_masks_forgetting_and_sampling_from_a_research_checkpoint(tiny_research_
                             "--mode", "sample_classes", "--classes_to_generate", "0", "--n_samples_per_class", "2"]
                            + CPU))
     assert sorted(p.name for p in (out / "0").iterdir()) == ["0.png", "1.png"]
+    record = json.loads((out / "run_sample_classes.json").read_text())["metrics"]
+    assert record["checkpoint_format"] == "toolkit" and record["ema_weights"] is True
+    # the research checkpoint itself, with its EMA entry
+    out = Path(sample.main(common[:4] + ["--timesteps", "2", "--mode", "visualization"] + CPU))
+    record = json.loads((folder / "run_visualization.json").read_text())["metrics"]
+    assert record["checkpoint_format"] == "research" and record["ema_weights"] is True
+    assert out == folder / "sample-2.0.png" and out.is_file()
+
+
+def test_checkpoint_written_before_the_network_choice_is_unet2d(tmp_path):
+    """A checkpoint of this toolkit whose stored config predates ``model.network`` holds a UNet2DModel."""
+    tree = copy.deepcopy(TINY_CONFIG)
+    config = to_namespace(tree)
+    unet = build_unet(config.model, config.data)
+    for key in ("network", "resamp_with_conv"):
+        del tree["model"][key]
+    (tmp_path / CKPT_RELPATH).parent.mkdir(parents=True)
+    torch.save({"model": unet.state_dict(), "ema": None, "optimizer": None, "step": 0, "config": tree,
+                "trained_classes": [0]}, tmp_path / CKPT_RELPATH)
+    loaded = load_checkpoint(tmp_path, torch.device("cpu"))
+    assert loaded.config.model.network == "unet2d" and loaded.source_format == "toolkit"
+    for name, value in unet.state_dict().items():
+        assert torch.equal(loaded.unet.state_dict()[name], value), name
 
 
 def test_research_checkpoint_needs_a_config(tiny_research_run, capsys):
