@@ -271,6 +271,30 @@ def corrupt_run(i: Inputs) -> str:
     return str(i.tmp / "run")
 
 
+def ddpm_config_with(i: Inputs, **model: object) -> str:
+    """The tiny DDPM config with ``model:`` keys changed."""
+    import yaml
+
+    tree = yaml.safe_load(Path(i.ddpm_config).read_text())
+    tree["model"].update(model)
+    path = i.tmp / "ddpm.yml"
+    path.write_text(yaml.safe_dump(tree))
+    return str(path)
+
+
+def research_ddpm_run(i: Inputs, entries: int = 4) -> str:
+    """A run folder holding the research code's checkpoint list (``module.`` keys) of the tiny config's network
+    built as ``conditional_model``, cut to its first ``entries`` entries."""
+    from ImageGeneration.DDPM.model import build_unet, load_config
+
+    config = load_config(ddpm_config_with(i, network="conditional_model"), "digits", "pretrain")
+    net = build_unet(config.model, config.data)
+    weights = {f"module.{k}": v for k, v in net.state_dict().items()}
+    (i.tmp / "run" / "ckpts").mkdir(parents=True)
+    torch.save([weights, {}, 0, dict(net.named_parameters())][:entries], i.tmp / "run" / "ckpts" / "ckpt.pth")
+    return str(i.tmp / "run")
+
+
 def ddpm_train(i: Inputs, *extra: str) -> List[str]:
     return ["--config", i.ddpm_config, "--exp_root", str(i.out), *CPU, *extra]
 
@@ -665,6 +689,12 @@ CASES = [
     case("ImageGeneration.DDPM.main_train", "unwritable exp_root",
          lambda i: ddpm_train(i, "--exp_root", i.blocked + "/sub"), "--exp_root {i.blocked}/sub/results/digits/pretrain: "
          + UNWRITABLE),
+    case("ImageGeneration.DDPM.main_train", "unknown network",
+         lambda i: ddpm_train(i, "--config", ddpm_config_with(i, network="resnet")),
+         "--config {i.tmp}/ddpm.yml: model.network 'resnet' is not one of conditional_model, unet2d"),
+    case("ImageGeneration.DDPM.main_train", "unet2d without conv resampling",
+         lambda i: ddpm_train(i, "--config", ddpm_config_with(i, resamp_with_conv=False)),
+         "--config {i.tmp}/ddpm.yml: model.network unet2d always resamples with convolutions"),
     case("ImageGeneration.DDPM.main_forget", "unknown mode", lambda i: ddpm_forget(i, "--mode", "bogus"),
          "--mode 'bogus': expected one of"),
     case("ImageGeneration.DDPM.main_forget", "zero forget lr", lambda i: ddpm_forget(i, "--forget_lr", "0"),
@@ -741,6 +771,18 @@ CASES = [
          "--classes_to_generate: class 12 is out of range for a model of 10 classes"),
     case("ImageGeneration.DDPM.sample", "class never trained",
          lambda i: ddpm(i, "--classes_to_generate", "0", run=i.ddpm_retrain_run), "never trained on class(es) [0]"),
+    case("ImageGeneration.DDPM.sample", "research checkpoint of another network",
+         lambda i: ddpm(i, "--ckpt_folder", research_ddpm_run(i)),
+         "--ckpt_folder {i.tmp}/run/ckpts/ckpt.pth: weights do not fit the network of --config "
+         "(model.network unet2d) (Error(s) in loading state_dict for UNet2DModel"),
+    case("ImageGeneration.DDPM.sample", "research checkpoint list cut short",
+         lambda i: ddpm(i, "--ckpt_folder", research_ddpm_run(i, entries=2)),
+         "--ckpt_folder {i.tmp}/run/ckpts/ckpt.pth: a list checkpoint must be the research code's "
+         "[model, optimizer, step] or [model, optimizer, step, ema], got 2 entries"),
+    case("ImageGeneration.DDPM.generate_mask", "research checkpoint without a config",
+         lambda i: ["--ckpt_folder", research_ddpm_run(i), "--mode", "salun", *CPU],
+         "--ckpt_folder {i.tmp}/run: a research-code checkpoint carries no config; give --config (the YAML it was "
+         "trained with) or --dataset"),
     case("ImageGeneration.DDPM.sample", "corrupt checkpoint", lambda i: ddpm(i, "--ckpt_folder", corrupt_run(i)),
          "ckpt.pth: cannot be read as a torch checkpoint"),
     case("ImageGeneration.DDPM.train_classifier", "zero epochs", lambda i: ["--n_epochs", "0", *CPU],

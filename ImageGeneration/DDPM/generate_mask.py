@@ -144,7 +144,7 @@ def main(argv=None) -> str:
         save_dir, masks = threshold_stored_fishers(args, ckpt_folder)
         metrics = report_masks(masks, save_masks(masks, save_dir, fisher_mask_filename))
     else:
-        loaded = load_run_checkpoint(args, device)
+        loaded = load_run_checkpoint(args, device, "fisher")
         check_label(args.label_to_forget, loaded.config.data.n_classes, "--label_to_forget")
         unet = loaded.unet.eval()  # the research code scores saliency and Fisher information without dropout
         if args.mode == "sa_fim":

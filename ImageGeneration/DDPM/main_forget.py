@@ -24,7 +24,7 @@ from common.errors import ArgumentParser, UsageError, cli_main, non_negative_flo
 from common.io import load_torch_file
 from common.nonfinite import add_nonfinite_args
 from common.tracking import add_report_args, tracking
-from common.saliency import check_mask, load_mask
+from common.saliency import check_mask
 from ImageGeneration.core.diffusion import EMA, FORGET_LOSSES
 from ImageGeneration.core.images import check_label
 from ImageGeneration.core.methods import METHODS, SFRON_METHODS
@@ -33,7 +33,7 @@ from ImageGeneration.core.unlearn import ForgetWeights, add_dual_args
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, load_class_samples, make_loader, split_forget
 from ImageGeneration.DDPM.model import (
     CKPT_RELPATH, build_unlearn_optimizer, load_config, load_run_checkpoint, save_checkpoint, save_config,
-    to_dict)
+    strip_data_parallel, to_dict)
 from ImageGeneration.DDPM.training import ddpm_batches
 from ImageGeneration.DDPM.unlearn import ForgetSpec, adopt_architecture, config_kind, forget_ddpm, plan_forgetting
 
@@ -91,11 +91,14 @@ def main(argv=None) -> str:
     sharding = SampleSharding.from_launch(device, args.seed)
     device = sharding.device(device)
     ckpt_folder = Path(args.ckpt_folder)
-    loaded = load_run_checkpoint(args, device)
+    loaded = load_run_checkpoint(args, device, config_kind(args.mode))
     unet, ckpt_config = loaded.unet, loaded.config
     check_label(args.label_to_forget, ckpt_config.data.n_classes, "--label_to_forget")
     config = adopt_architecture(load_config(args.config, args.dataset, config_kind(args.mode)), ckpt_config)
-    mask = load_mask(args.mask_path, unet) if args.mask_path else None
+    mask = None
+    if args.mask_path:  # the research code's masks are named on its nn.DataParallel model
+        mask = check_mask(strip_data_parallel(load_torch_file(args.mask_path, "--mask_path")), unet,
+                          f"--mask_path {args.mask_path}")
     batch_size = config.training.batch_size
 
     sa_fisher = None

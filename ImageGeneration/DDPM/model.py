@@ -1,22 +1,30 @@
-"""The class-conditional DDPM: YAML configs, the diffusers UNet, checkpoints, optimizers.
+"""The class-conditional DDPM: YAML configs, its two networks, checkpoints, optimizers.
 
-The network is a ``diffusers.UNet2DModel`` with ``n_classes + 1`` class
-embeddings; the last one is the *null* class used for classifier-free
-guidance (a label is replaced by it with probability ``cond_drop_prob``
-during training, as in the research code's ``Conditional_Model``).
+``model.network`` picks the network (:data:`NETWORKS`):
 
-Checkpoints live at ``<run folder>/ckpts/ckpt.pth`` and hold a dict with
-``model``, ``ema`` (or None), ``optimizer``, ``step``, ``config`` (the full
-config the run used) and ``trained_classes``; the network is always rebuilt
-from the checkpoint's own ``config['model']`` so a checkpoint loads whatever
-config the next script is given.
+* ``conditional_model`` (the default, so the research code's YAML files build it): the research
+  code's ``Conditional_Model`` (:class:`ImageGeneration.DDPM.network.ConditionalModel`), whose
+  checkpoints load here;
+* ``unet2d``: a ``diffusers.UNet2DModel`` with ``n_classes + 1`` class embeddings (the digits
+  configs; the benchmarks' numbers were measured on it).
+
+Both take label ``n_classes`` as the *null* class of classifier-free guidance (a label is
+replaced by it with probability ``cond_drop_prob`` during training, as in the research code).
+
+Checkpoints live at ``<run folder>/ckpts/ckpt.pth``.  This toolkit's hold a dict with
+``model``, ``ema`` (or None), ``optimizer``, ``step``, ``config`` (the full config the run
+used) and ``trained_classes``; the network is rebuilt from the checkpoint's own
+``config['model']`` so a checkpoint loads whatever config the next script is given.  The
+research code's ``ckpt.pth`` is the list ``[model, optimizer, step(, ema)]`` with
+``nn.DataParallel``'s ``module.`` key prefix and no config: its network is built from the
+script's ``--config`` (see :func:`load_checkpoint`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 import yaml
@@ -25,10 +33,12 @@ from diffusers import UNet2DModel
 from common.distributed import SampleSharding
 from dualoptim.optimizers import DualOptim, SharedOptim
 from common.errors import UsageError
-from common.io import PathLike, atomic_torch_save, atomic_write_text, check_state_dict, load_torch_file
+from common.io import (PathLike, atomic_torch_save, atomic_write_text, check_state_dict, load_torch_file,
+                       one_line)
 from ImageGeneration.core.diffusion import alphas_cumprod_from_betas, beta_schedule
 from ImageGeneration.core.unlearn import ForgetWeights
 from ImageGeneration.DDPM.data import DATASETS
+from ImageGeneration.DDPM.network import ConditionalModel
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CKPT_RELPATH = Path("ckpts") / "ckpt.pth"
@@ -56,8 +66,15 @@ def default_config_path(dataset: str, kind: str) -> Path:
     return CONFIG_DIR / f"{dataset}_{kind}.yml"
 
 
+#: ``model.network`` values: the research code's ``Conditional_Model`` and diffusers' ``UNet2DModel``.
+NETWORKS = ("conditional_model", "unet2d")
+#: Either network; both map ``(x_t, t, c)`` to predicted noise (see :func:`predict_noise`).
+DDPMNetwork = Union[ConditionalModel, UNet2DModel]
 #: Keys this toolkit reads that the research code's configs leave out, with the value its network implies.
-CONFIG_DEFAULTS = {"model": {"norm_num_groups": 32}, "training": {"visualization_samples": 100}}
+CONFIG_DEFAULTS = {"model": {"network": "conditional_model", "norm_num_groups": 32, "resamp_with_conv": True},
+                   "training": {"visualization_samples": 100}}
+#: What a checkpoint written before ``model.network`` existed was built with.
+LEGACY_MODEL_KEYS = {"network": "unet2d", "resamp_with_conv": True}
 
 
 def load_config(path: Optional[PathLike], dataset: Optional[str], kind: str) -> SimpleNamespace:
@@ -92,6 +109,12 @@ def load_config(path: Optional[PathLike], dataset: Optional[str], kind: str) -> 
         tree.setdefault(section, {})
         for key, value in defaults.items():
             tree[section].setdefault(key, value)
+    model = tree["model"]
+    if model["network"] not in NETWORKS:
+        raise UsageError(f"--config {path}: model.network {model['network']!r} is not one of {', '.join(NETWORKS)}")
+    if model["network"] == "unet2d" and model["resamp_with_conv"] is not True:
+        raise UsageError(f"--config {path}: model.network unet2d always resamples with convolutions; "
+                         "model.resamp_with_conv: false needs model.network conditional_model")
     return to_namespace(tree)
 
 
@@ -99,8 +122,18 @@ def save_config(config: SimpleNamespace, path: PathLike) -> None:
     atomic_write_text(yaml.safe_dump(to_dict(config), sort_keys=False), path)
 
 
-def build_unet(model_config: SimpleNamespace, data_config: SimpleNamespace) -> UNet2DModel:
-    """The UNet of ``model:`` (``ch * ch_mult`` channels, attention at ``attn_resolutions``)."""
+def build_unet(model_config: SimpleNamespace, data_config: SimpleNamespace) -> DDPMNetwork:
+    """The UNet of ``model:`` (``ch * ch_mult`` channels, attention at ``attn_resolutions``).
+
+    ``model.network`` picks the research code's network or diffusers' ``UNet2DModel``.
+    """
+    if model_config.network == "conditional_model":
+        return ConditionalModel(
+            ch=model_config.ch, out_ch=data_config.channels, ch_mult=model_config.ch_mult,
+            num_res_blocks=model_config.num_res_blocks, attn_resolutions=model_config.attn_resolutions,
+            dropout=model_config.dropout, in_channels=data_config.channels, resolution=data_config.image_size,
+            n_classes=data_config.n_classes, resamp_with_conv=model_config.resamp_with_conv,
+            norm_num_groups=model_config.norm_num_groups)
     down, up, resolution = [], [], data_config.image_size
     for level in range(len(model_config.ch_mult)):
         down.append("AttnDownBlock2D" if resolution in model_config.attn_resolutions else "DownBlock2D")
@@ -116,12 +149,21 @@ def build_unet(model_config: SimpleNamespace, data_config: SimpleNamespace) -> U
         norm_num_groups=model_config.norm_num_groups, num_class_embeds=data_config.n_classes + 1)
 
 
-def null_label(unet: UNet2DModel) -> int:
-    """Index of the unconditional ("null") class embedding."""
+def null_label(unet: DDPMNetwork) -> int:
+    """Index of the unconditional ("null") class embedding: ``n_classes``."""
+    if isinstance(unet, ConditionalModel):
+        return unet.n_classes
     return unet.config.num_class_embeds - 1
 
 
-def noise_predictor(unet: UNet2DModel, cond_drop_prob: float = 0.0, generator: Optional[torch.Generator] = None,
+def predict_noise(unet: DDPMNetwork, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """The network's noise prediction for labels ``c`` (``null_label(unet)``: unconditional)."""
+    if isinstance(unet, ConditionalModel):
+        return unet(x_t, t, c)
+    return unet(x_t, t, class_labels=c).sample
+
+
+def noise_predictor(unet: DDPMNetwork, cond_drop_prob: float = 0.0, generator: Optional[torch.Generator] = None,
                     sharding: Optional[SampleSharding] = None):
     """``eps_fn(x_t, t, c)`` for the core losses, dropping labels to null with ``cond_drop_prob``.
 
@@ -131,7 +173,7 @@ def noise_predictor(unet: UNet2DModel, cond_drop_prob: float = 0.0, generator: O
     null = null_label(unet)
 
     def network(x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return unet(x_t, t, class_labels=c).sample
+        return predict_noise(unet, x_t, t, c)
 
     def eps_fn(x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         c = c.to(x_t.device)
@@ -197,12 +239,14 @@ def build_unlearn_optimizer(config: SimpleNamespace, model: torch.nn.Module, spe
 
 @dataclass
 class LoadedCheckpoint:
-    """A rebuilt UNet with its raw weights, plus the checkpoint it came from."""
+    """A rebuilt UNet with its raw weights, plus the checkpoint it came from (in this toolkit's layout)."""
 
-    unet: UNet2DModel
+    unet: DDPMNetwork
     state: Dict[str, Any]
     config: SimpleNamespace
     trained_classes: List[int]
+    #: ``"toolkit"`` or ``"research"`` (the research code's ``[model, optimizer, step(, ema)]`` list).
+    source_format: str = "toolkit"
 
     @property
     def dataset(self) -> str:
@@ -227,37 +271,105 @@ def checkpoint_path(ckpt_folder: PathLike, flag: str = "--ckpt_folder") -> Path:
     return path
 
 
-def load_checkpoint(ckpt_folder: PathLike, device: torch.device, flag: str = "--ckpt_folder") -> LoadedCheckpoint:
-    """Rebuild the UNet of a run folder from its stored config and load its raw weights."""
-    path = checkpoint_path(ckpt_folder, flag)
-    state = load_torch_file(path, flag)
-    if not isinstance(state, dict) or not {"model", "config", "trained_classes"} <= set(state):
-        raise UsageError(f"{flag} {path}: not a DDPM checkpoint of this toolkit (keys model/config missing)")
-    check_state_dict(state["model"], f"{flag} {path} ('model')")
-    config = to_namespace(state["config"])
-    unet = build_unet(config.model, config.data)
+def strip_data_parallel(state: Any) -> Any:
+    """``state`` without ``nn.DataParallel``'s ``module.`` key prefix when every key has it (the research
+    code's weights, masks and Fisher diagonals are named on its ``nn.DataParallel`` model); else ``state``."""
+    prefix = "module."
+    if isinstance(state, Mapping) and state and all(isinstance(k, str) and k.startswith(prefix) for k in state):
+        return {key[len(prefix):]: value for key, value in state.items()}
+    return state
+
+
+def research_checkpoint(state: Any, label: str) -> Optional[Tuple[Dict[str, torch.Tensor],
+                                                                  Optional[Dict[str, torch.Tensor]], int]]:
+    """``(weights, ema, step)`` of a research-code checkpoint; None for one of this toolkit.
+
+    The research code saves ``[model.state_dict(), optimizer.state_dict(), step]`` plus the
+    EMA helper's shadow weights when ``model.ema`` is on (``runners/diffusion.py``); a bare
+    state dict (``model.state_dict()`` alone) is taken too.  ``module.`` prefixes are removed.
+    """
+    if isinstance(state, Mapping) and {"model", "config", "trained_classes"} <= set(state):
+        return None
+    if isinstance(state, (list, tuple)):
+        if len(state) not in (3, 4) or not isinstance(state[2], int):
+            raise UsageError(f"{label}: a list checkpoint must be the research code's [model, optimizer, step] "
+                             f"or [model, optimizer, step, ema], got {len(state)} entries")
+        weights = strip_data_parallel(check_state_dict(state[0], f"{label} (entry 0, the model)"))
+        ema = None if len(state) == 3 else strip_data_parallel(
+            check_state_dict(state[3], f"{label} (entry 3, the EMA)"))
+        return weights, ema, state[2]
+    if isinstance(state, Mapping) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return strip_data_parallel(check_state_dict(state, label)), None, 0
+    raise UsageError(f"{label}: not a DDPM checkpoint of this toolkit (keys model/config/trained_classes) "
+                     "nor of the research code ([model, optimizer, step(, ema)])")
+
+
+def load_weights(unet: DDPMNetwork, weights: Mapping[str, torch.Tensor], label: str, what: str) -> None:
+    """``unet.load_state_dict(weights)`` (strict), or one line naming ``label`` and ``what`` it should fit."""
     try:
-        unet.load_state_dict(state["model"])
+        unet.load_state_dict(weights)
     except RuntimeError as err:
-        raise UsageError(f"{flag} {path}: weights do not match the stored config "
-                         f"({' '.join(str(err).split())[:200]})") from None
-    return LoadedCheckpoint(unet.to(device), state, config, list(state["trained_classes"]))
+        raise UsageError(f"{label}: weights do not fit {what} ({one_line(err)})") from None
 
 
-def load_run_checkpoint(args, device: torch.device) -> LoadedCheckpoint:
+def load_checkpoint(ckpt_folder: PathLike, device: torch.device, flag: str = "--ckpt_folder",
+                    research_config: Optional[Callable[[], SimpleNamespace]] = None) -> LoadedCheckpoint:
+    """Rebuild the UNet of a run folder and load its raw weights.
+
+    A checkpoint of this toolkit carries its config.  One of the research code carries none:
+    ``research_config()`` (the script's ``--config``) describes its network and data, and it
+    counts as trained on every class (the research code's ``pretrain``).
+    """
+    path = checkpoint_path(ckpt_folder, flag)
+    label = f"{flag} {path}"
+    state = load_torch_file(path, flag)
+    research = research_checkpoint(state, label)
+    if research is None:
+        check_state_dict(state["model"], f"{label} ('model')")
+        config = to_namespace(state["config"])
+        for key, value in LEGACY_MODEL_KEYS.items():
+            if not hasattr(config.model, key):
+                setattr(config.model, key, value)
+        unet = build_unet(config.model, config.data)
+        load_weights(unet, state["model"], label, "the stored config")
+        return LoadedCheckpoint(unet.to(device), state, config, list(state["trained_classes"]))
+    if research_config is None:
+        raise UsageError(f"{label}: a research-code checkpoint carries no config; give the --config it was "
+                         "trained with")
+    weights, ema, step = research
+    config = research_config()
+    unet = build_unet(config.model, config.data)
+    what = f"the network of --config (model.network {config.model.network})"
+    load_weights(unet, weights, label, what)
+    if ema is not None and set(ema) != {name for name, _ in unet.named_parameters()}:
+        raise UsageError(f"{label}: the EMA weights (entry 3) do not fit {what}")
+    state = {"model": weights, "ema": ema, "optimizer": None, "step": step, "config": to_dict(config),
+             "trained_classes": list(range(config.data.n_classes))}
+    return LoadedCheckpoint(unet.to(device), state, config, state["trained_classes"], "research")
+
+
+def load_run_checkpoint(args, device: torch.device, kind: str) -> LoadedCheckpoint:
     """Load ``args.ckpt_folder`` and settle ``args.dataset`` on the checkpoint's dataset.
 
     ``--dataset``, when given, must name the dataset the checkpoint was trained on;
-    left out, the checkpoint's is used (so the default configs follow the model).
+    left out, the checkpoint's is used (so the default configs follow the model).  A
+    research-code checkpoint gets its network from ``--config`` (or the ``<dataset>_<kind>.yml``
+    of ``--dataset``), which is required then.
     """
-    loaded = load_checkpoint(args.ckpt_folder, device)
+    def research_config() -> SimpleNamespace:
+        if args.config is None and args.dataset is None:
+            raise UsageError(f"--ckpt_folder {args.ckpt_folder}: a research-code checkpoint carries no config; "
+                             "give --config (the YAML it was trained with) or --dataset")
+        return load_config(args.config, args.dataset, kind)
+
+    loaded = load_checkpoint(args.ckpt_folder, device, research_config=research_config)
     if args.dataset is not None and args.dataset != loaded.dataset:
         raise UsageError(f"--dataset {args.dataset}: the checkpoint was trained on {loaded.dataset}")
     args.dataset = loaded.dataset
     return loaded
 
 
-def save_checkpoint(path: PathLike, unet: UNet2DModel, config: SimpleNamespace, trained_classes: List[int],
+def save_checkpoint(path: PathLike, unet: DDPMNetwork, config: SimpleNamespace, trained_classes: List[int],
                     step: int, ema_state: Optional[Dict[str, torch.Tensor]] = None,
                     optimizer_state: Optional[Dict[str, Any]] = None) -> Path:
     return atomic_torch_save({

@@ -52,7 +52,7 @@ def main(argv=None) -> str:
     if args.sample_type not in SAMPLE_TYPES:
         raise UsageError(f"--sample_type {args.sample_type!r}: expected one of {', '.join(SAMPLE_TYPES)}")
     device = start_run(args)
-    loaded = load_run_checkpoint(args, device)
+    loaded = load_run_checkpoint(args, device, "sample")
     config = load_config(args.config, args.dataset, "sample")
     used_ema = bool(config.model.ema) and loaded.use_ema_weights()
     model_config = loaded.config
@@ -87,7 +87,8 @@ def main(argv=None) -> str:
         total = draw(per_class, lambda label, images: batches.append(images.cpu()))
         out = save_grid_png(torch.cat(batches), per_class, ckpt_folder / f"sample-{args.cond_scale}.png")
         write_run_record(ckpt_folder, args, {"n_images": total, "classes": classes, "ema_weights": used_ema,
-                                             "grid": str(out)}, filename="run_visualization.json")
+                                             "checkpoint_format": loaded.source_format, "grid": str(out)},
+                         filename="run_visualization.json")
         print(out)
         return str(out)
 
@@ -107,7 +108,8 @@ def main(argv=None) -> str:
 
     total = draw(args.n_samples_per_class, write)
     write_run_record(out_dir, args, {"n_images": total, "classes": classes, "ema_weights": used_ema,
-                                     "out_dir": str(out_dir)}, filename=f"run_{args.mode}.json")
+                                     "checkpoint_format": loaded.source_format, "out_dir": str(out_dir)},
+                     filename=f"run_{args.mode}.json")
     print(out_dir)
     return str(out_dir)
 

@@ -6,7 +6,6 @@ from types import SimpleNamespace
 from typing import Callable, Iterator, List, Optional
 
 import torch
-from diffusers import UNet2DModel
 from tqdm import tqdm
 
 from common import tracking
@@ -16,7 +15,7 @@ from common.nonfinite import check_finite_loss
 from ImageGeneration.core.batches import Batch, BatchStream
 from ImageGeneration.core.diffusion import EMA, antithetic_timesteps, noise_prediction_loss
 from ImageGeneration.DDPM.data import random_flip
-from ImageGeneration.DDPM.model import alphas_cumprod, build_optimizer, data_transform, noise_predictor
+from ImageGeneration.DDPM.model import DDPMNetwork, alphas_cumprod, build_optimizer, data_transform, noise_predictor
 
 
 def ddpm_batches(batches: Iterator[Batch], device: torch.device, flip: bool) -> BatchStream:
@@ -36,7 +35,7 @@ def diffusion_loss_on(eps_fn, x0: torch.Tensor, c: torch.Tensor, abar: torch.Ten
     return noise_prediction_loss(eps_fn, x0, t, c, torch.randn_like(x0), abar)
 
 
-def train_ddpm(unet: UNet2DModel, config: SimpleNamespace, batches: BatchStream, logger: logging.Logger,
+def train_ddpm(unet: DDPMNetwork, config: SimpleNamespace, batches: BatchStream, logger: logging.Logger,
                on_snapshot: Callable[[int, torch.optim.Optimizer, Optional[EMA]], None],
                sharding: Optional[SampleSharding] = None,
                snapshots: Optional[Snapshotter] = None, allow_nonfinite: bool = False) -> List[float]:

@@ -12,7 +12,6 @@ from types import SimpleNamespace
 from typing import Callable, Dict, Iterator, List, Mapping, Optional
 
 import torch
-from diffusers import UNet2DModel
 from torch import nn
 
 from common.checkpointing import Snapshotter
@@ -25,10 +24,11 @@ from ImageGeneration.core.diffusion import (
     pseudo_labels_for, q_sample)
 from ImageGeneration.core.methods import ForgetObjectives, ForgetPlan, plan_method
 from ImageGeneration.core.unlearn import ForgetWeights, run_unlearning
-from ImageGeneration.DDPM.model import alphas_cumprod, data_transform, noise_predictor, null_label
+from ImageGeneration.DDPM.model import DDPMNetwork, alphas_cumprod, data_transform, noise_predictor, null_label
 from ImageGeneration.DDPM.training import diffusion_loss_on
 
-ARCHITECTURE_KEYS = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "norm_num_groups")
+ARCHITECTURE_KEYS = ("network", "ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "norm_num_groups",
+                     "resamp_with_conv")
 DATA_SHAPE_KEYS = ("image_size", "channels", "n_classes")
 #: The research code's config of each method (``<dataset>_<kind>.yml``); the others use SalUn's.
 CONFIG_KIND = {"sfron": "sfron", "sa": "sa"}
@@ -73,7 +73,7 @@ class DDPMObjectives(ForgetObjectives):
     network data-parallel (:mod:`common.distributed`).
     """
 
-    def __init__(self, label_to_forget: int, unet: UNet2DModel, config: SimpleNamespace,
+    def __init__(self, label_to_forget: int, unet: DDPMNetwork, config: SimpleNamespace,
                  forget_batches: Optional[BatchStream], remain_batches: Optional[BatchStream],
                  mask: Optional[Dict[str, torch.Tensor]] = None,
                  sa_fisher: Optional[Mapping[str, torch.Tensor]] = None,
@@ -115,7 +115,7 @@ class DDPMObjectives(ForgetObjectives):
         return training.gamma * diffusion_loss_on(self.plain_eps, x, c, self.abar) + training.lmbda * penalty
 
 
-def plan_forgetting(spec: ForgetSpec, unet: UNet2DModel, config: SimpleNamespace,
+def plan_forgetting(spec: ForgetSpec, unet: DDPMNetwork, config: SimpleNamespace,
                     forget_batches: Optional[BatchStream],
                     remain_batches: Optional[BatchStream], mask: Optional[Dict[str, torch.Tensor]] = None,
                     sa_fisher: Optional[Mapping[str, torch.Tensor]] = None,
@@ -128,7 +128,7 @@ def plan_forgetting(spec: ForgetSpec, unet: UNet2DModel, config: SimpleNamespace
     return plan_method(spec.mode, spec, objectives)
 
 
-def forget_ddpm(spec: ForgetSpec, unet: UNet2DModel, config: SimpleNamespace, optimizer: DualOptim,
+def forget_ddpm(spec: ForgetSpec, unet: DDPMNetwork, config: SimpleNamespace, optimizer: DualOptim,
                 plan: ForgetPlan, ema: Optional[EMA], logger: logging.Logger,
                 on_snapshot: Callable[[int], None],
                 sharding: Optional[SampleSharding] = None,
@@ -152,7 +152,7 @@ def guided_loss_fn(config: SimpleNamespace, cond_scale: float) -> Callable[[nn.M
     """
     abar = alphas_cumprod(config)
 
-    def compute_loss(unet: UNet2DModel, batch: Batch) -> torch.Tensor:
+    def compute_loss(unet: DDPMNetwork, batch: Batch) -> torch.Tensor:
         device = next(unet.parameters()).device
         x, c = batch
         x0, c = data_transform(x.to(device)), c.to(device)
@@ -176,7 +176,7 @@ def elbo_fisher_loss_fn(config: SimpleNamespace, timesteps: torch.Tensor,
     """
     abar = alphas_cumprod(config)
 
-    def compute_loss(unet: UNet2DModel, batch: Batch) -> Iterator[torch.Tensor]:
+    def compute_loss(unet: DDPMNetwork, batch: Batch) -> Iterator[torch.Tensor]:
         device = next(unet.parameters()).device
         x, c = batch
         x0, c = data_transform(x.to(device)), c.to(device)

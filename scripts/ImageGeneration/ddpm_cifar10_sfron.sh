@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SFR-on and SFR-on + DualOptim on CIFAR-10 for every class (the research code's DDPM commands).
 # Usage: bash scripts/ImageGeneration/ddpm_cifar10_sfron.sh CKPT_FOLDER DATA_PATH [CLASSES...]
+# CKPT_FOLDER: a run folder of main_train.py or the research code's (its ckpts/ckpt.pth loads as it is).
 set -euo pipefail
 CKPT=$1
 DATA=$2

@@ -9,9 +9,9 @@ IMAGE_SIZE = 8
 TINY_CONFIG = {
     "data": {"dataset": "digits", "image_size": IMAGE_SIZE, "channels": 1, "n_classes": N_CLASSES,
              "random_flip": False, "num_workers": 0},
-    "model": {"ch": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4], "dropout": 0.0,
-              "norm_num_groups": 4, "var_type": "fixedlarge", "ema": True, "ema_rate": 0.9,
-              "cond_drop_prob": 0.1},
+    "model": {"network": "unet2d", "ch": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4],
+              "dropout": 0.0, "norm_num_groups": 4, "resamp_with_conv": True, "var_type": "fixedlarge", "ema": True,
+              "ema_rate": 0.9, "cond_drop_prob": 0.1},
     "diffusion": {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.2, "num_diffusion_timesteps": 10},
     "training": {"batch_size": 8, "n_iters": 3, "snapshot_freq": 2, "log_freq": 1, "gamma": 0.5, "lmbda": 10,
                  "visualization_samples": 8},

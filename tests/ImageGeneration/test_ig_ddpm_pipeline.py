@@ -16,6 +16,7 @@ from ImageGeneration.DDPM import (
     train_classifier)
 from ImageGeneration.core.unlearn import ForgetWeights
 from ImageGeneration.DDPM.model import build_unet, build_unlearn_optimizer, load_checkpoint, to_namespace
+from ImageGeneration.DDPM.network import ConditionalModel
 
 from ig_fixtures import IMAGE_SIZE, N_CLASSES, TINY_CONFIG, fake_load_arrays
 
@@ -390,8 +391,9 @@ def write_imagefolder(root: Path, n_classes: int, size: int) -> Path:
 
 def test_research_code_config_layout_loads_as_is(tmp_path, capsys):
     """A config with the research code's keys (``data.path``, ``dataset: CIFAR10``, ``model.type``,
-    ``in_channels``, ``out_ch``, ``resamp_with_conv``; no ``norm_num_groups``) trains without --dataset:
-    the dataset comes from the config and the UNet gets the research code's 32 GroupNorm groups."""
+    ``in_channels``, ``out_ch``, ``resamp_with_conv``; no ``network`` or ``norm_num_groups``) trains without
+    --dataset: the dataset comes from the config and it builds the research code's network with its 32
+    GroupNorm groups."""
     research = {
         "data": {"path": "/data", "dataset": "CIFAR10", "image_size": IMAGE_SIZE, "channels": 3,
                  "logit_transform": False, "uniform_dequantization": False, "gaussian_dequantization": False,
@@ -412,7 +414,7 @@ def test_research_code_config_layout_loads_as_is(tmp_path, capsys):
                                     "--mode", "pretrain"] + CPU))
     assert run_dir.parts[-3:-1] == ("cifar10", "pretrain")
     unet = load_checkpoint(run_dir, torch.device("cpu")).unet
-    assert unet.conv_norm_out.num_groups == 32
+    assert isinstance(unet, ConditionalModel) and unet.norm_out.num_groups == 32
     research["data"]["rescaled"] = False
     path.write_text(yaml.safe_dump(research))
     with pytest.raises(SystemExit):
