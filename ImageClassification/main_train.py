@@ -75,7 +75,7 @@ def train(config: UnlearnConfig) -> dict:
                 atomic_torch_save(state, save_dir / BEST)
         return record
 
-    with tracking(config, save_dir, enabled=sharding.is_main) as reporter:
+    with tracking(config.record(), save_dir, enabled=sharding.is_main) as reporter:
         history = run_epochs(model, schedule, device, None, epoch, epoch_checkpoints=False,
                              optimizer=optimizer).epoch_results
         best = max(history, key=lambda record: record["val_acc"])  # the first of equal maxima, as saved above

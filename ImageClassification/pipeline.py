@@ -115,7 +115,7 @@ def run_unlearning(config: UnlearnConfig, adapters: Optional[LoraAdapters] = Non
     print(f"number of retain dataset {len(data.retain_index)}")
     print(f"number of forget dataset {len(data.forget_index)}")
 
-    with tracking(config, save_dir, enabled=sharding.is_main) as reporter:
+    with tracking(config.record(), save_dir, enabled=sharding.is_main) as reporter:
         if reevaluated:
             # the research code's --resume: evaluate the finished unlearned model again
             path = save_dir / checkpoint_name(config.unlearn)
