@@ -18,6 +18,7 @@ from common.io import add_trust_args
 from common.nonfinite import add_nonfinite_args
 from common.tracking import add_report_args
 from common.seed import DETERMINISTIC_HELP
+from ImageClassification.config import UnlearnConfig
 from ImageClassification.unlearn.args import add_method_args
 
 #: The ``--unlearn`` methods that take the paper's optimizer ablations (the research code's SFR-on alone).
@@ -126,6 +127,9 @@ def validate_args(args: argparse.Namespace, unlearning: bool = True) -> argparse
     return args
 
 
-def parse_args(argv: Optional[Sequence[str]] = None, description: Optional[str] = None) -> argparse.Namespace:
-    parser = build_parser(description) if description else build_parser()
-    return validate_args(parser.parse_args(argv))
+def parse_config(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.ArgumentParser] = None,
+                 unlearning: bool = True) -> UnlearnConfig:
+    """Parse ``argv`` with ``parser`` (default: :func:`build_parser`), complete the flags
+    (:func:`validate_args`) and freeze them: the one :class:`~ImageClassification.config.UnlearnConfig`
+    of an entry script's run."""
+    return UnlearnConfig.from_args(validate_args((parser or build_parser()).parse_args(argv), unlearning))

@@ -15,10 +15,9 @@ the same forget set on every machine.
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -31,6 +30,9 @@ from common.errors import UsageError
 from dualoptim.registry import Registry
 from common.seed import seed_worker
 
+if TYPE_CHECKING:
+    from ImageClassification.config import UnlearnConfig
+
 Arrays = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train_x, train_y, test_x, test_y
 
 
@@ -38,7 +40,7 @@ Arrays = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train_x, train
 class DatasetSpec:
     """What a ``--dataset`` name provides: loader of uint8 NHWC arrays and its constants (as the research code)."""
 
-    load: Callable[[argparse.Namespace], Arrays]
+    load: Callable[["UnlearnConfig"], Arrays]
     num_classes: int
     mean: Sequence[float]
     std: Sequence[float]
@@ -55,39 +57,39 @@ class DatasetSpec:
 DATASETS: Registry[DatasetSpec] = Registry("--dataset")
 
 
-def _torchvision_arrays(name: str, args: argparse.Namespace) -> Arrays:
+def _torchvision_arrays(name: str, config: UnlearnConfig) -> Arrays:
     import torchvision.datasets as tvd
 
-    root = Path(args.data)
+    root = Path(config.data)
     try:
         if name == "svhn":
-            train = tvd.SVHN(root, split="train", download=args.download)
-            test = tvd.SVHN(root, split="test", download=args.download)
+            train = tvd.SVHN(root, split="train", download=config.download)
+            test = tvd.SVHN(root, split="test", download=config.download)
             # SVHN stores NCHW; bring it to the NHWC layout of the other datasets
             return (train.data.transpose(0, 2, 3, 1), np.asarray(train.labels),
                     test.data.transpose(0, 2, 3, 1), np.asarray(test.labels))
         cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-        train = cls(root, train=True, download=args.download)
-        test = cls(root, train=False, download=args.download)
+        train = cls(root, train=True, download=config.download)
+        test = cls(root, train=False, download=config.download)
     except RuntimeError as err:
         raise UsageError(f"--data {root}: {name} not found there ({' '.join(str(err).split())}); "
                          f"pass --download to fetch it, or point --data at it") from None
     return train.data, np.asarray(train.targets), test.data, np.asarray(test.targets)
 
 
-def _load_cifar10(args: argparse.Namespace) -> Arrays:
+def _load_cifar10(config: UnlearnConfig) -> Arrays:
     """torchvision's CIFAR-10 under ``--data``, or an ImageFolder tree / zip of it."""
-    path = Path(args.data)
+    path = Path(config.data)
     if path.suffix == ".zip" or (path / "train").is_dir() and not (path / "cifar-10-batches-py").exists():
         train_x, train_y, classes = load_imagefolder_arrays(path, "train")
         test_x, test_y, test_classes = load_imagefolder_arrays(path, "test")
         if classes != test_classes:
             raise UsageError(f"--data {path}: train and test folders have different classes")
         return train_x, train_y, test_x, test_y
-    return _torchvision_arrays("cifar10", args)
+    return _torchvision_arrays("cifar10", config)
 
 
-def _load_tiny_imagenet(args: argparse.Namespace) -> Arrays:
+def _load_tiny_imagenet(config: UnlearnConfig) -> Arrays:
     """TinyImagenet at ``--data_dir`` (a folder or a zip of one), in any of three layouts.
 
     1. As distributed (``tiny-imagenet-200``): ``train/<wnid>/images/*.JPEG``,
@@ -102,13 +104,13 @@ def _load_tiny_imagenet(args: argparse.Namespace) -> Arrays:
     2. As the research code leaves it: ``train/``, ``test/<wnid>/images/``.
     3. Any ImageFolder: ``train/<class>/``, ``test/<class>/`` (or ``val/<class>/``).
     """
-    tree = ImageTree(args.data_dir, "--data_dir", expect="train")
+    tree = ImageTree(config.data_dir, "--data_dir", expect="train")
     train_x, train_y, classes = tree.imagefolder("train")
     if tree.is_file("val/val_annotations.txt") and tree.is_dir("val/images"):
         files, labels = _tiny_imagenet_test_half(tree, classes)
         return train_x, train_y, tree.decode(files, "val/images/"), labels
     if not (tree.is_dir("test") or tree.is_dir("val")):
-        raise UsageError(f"--data_dir {args.data_dir}: no test/ or val/ folder (expected TinyImageNet's "
+        raise UsageError(f"--data_dir {config.data_dir}: no test/ or val/ folder (expected TinyImageNet's "
                          f"val/images/ with val/val_annotations.txt, or test/<class>/)")
     test_x, test_y, _ = tree.imagefolder("test" if tree.is_dir("test") else "val", classes)
     return train_x, train_y, test_x, test_y
@@ -137,8 +139,8 @@ def _tiny_imagenet_test_half(tree: ImageTree, classes: Sequence[str]) -> Tuple[l
     return files, np.array(labels, dtype=np.int64)
 
 
-def _load_digits(args: argparse.Namespace) -> Arrays:
-    return load_digits_arrays(image_size=args.input_size, channels=3)
+def _load_digits(config: UnlearnConfig) -> Arrays:
+    return load_digits_arrays(image_size=config.input_size, channels=3)
 
 
 DATASETS.register("cifar10")(DatasetSpec(_load_cifar10, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32))
@@ -159,39 +161,37 @@ DATASETS.register("digits")(DatasetSpec(_load_digits, 10, (0.1, 0.1, 0.1), (0.25
                                         crop_padding=2, flip=False))
 
 
-def resolve_dataset(args: argparse.Namespace) -> DatasetSpec:
-    """Look up ``--dataset`` and fill the flags derived from it (classes, size, normalisation)."""
-    spec = DATASETS.get(args.dataset)
-    args.num_classes = spec.num_classes
-    if args.input_size is None:
-        args.input_size = spec.input_size
-    args.data_mean, args.data_std = list(spec.mean), list(spec.std)
-    return spec
+def dataset_settings(dataset: str, input_size: Optional[int]) -> Dict[str, Any]:
+    """The settings ``--dataset`` fixes: its classes, its normalisation and, unless ``--input_size`` is
+    given, the model input size (:meth:`ImageClassification.config.UnlearnConfig.from_args` freezes them)."""
+    spec = DATASETS.get(dataset)
+    return {"num_classes": spec.num_classes, "input_size": spec.input_size if input_size is None else input_size,
+            "data_mean": list(spec.mean), "data_std": list(spec.std)}
 
 
-def train_transform(spec: DatasetSpec, args: argparse.Namespace, image_size: int) -> Callable:
+def train_transform(spec: DatasetSpec, config: UnlearnConfig, image_size: int) -> Callable:
     """Random crop with padding and horizontal flip where the dataset has them (none with ``--no-aug``),
     resizing to ``--input_size``, and TinyImagenet's RandAugment for retraining."""
-    augment = not args.no_aug
+    augment = not config.no_aug
     steps = []
     if augment and spec.crop_padding is not None:
         steps.append(transforms.RandomCrop(image_size, padding=spec.crop_padding))
     if augment and spec.flip:
         steps.append(transforms.RandomHorizontalFlip())
-    steps += _resize(args, image_size)
-    if augment and spec.randaugment_for_retrain and "retrain" in args.unlearn:
+    steps += _resize(config, image_size)
+    if augment and spec.randaugment_for_retrain and "retrain" in config.unlearn:
         steps.append(transforms.RandAugment(num_ops=2, magnitude=2))
     return transforms.Compose(steps + [transforms.ToTensor()])
 
 
-def test_transform(args: argparse.Namespace, image_size: int) -> Callable:
-    return transforms.Compose(_resize(args, image_size) + [transforms.ToTensor()])
+def test_transform(config: UnlearnConfig, image_size: int) -> Callable:
+    return transforms.Compose(_resize(config, image_size) + [transforms.ToTensor()])
 
 
-def _resize(args: argparse.Namespace, image_size: int) -> list:
-    if args.input_size == image_size:
+def _resize(config: UnlearnConfig, image_size: int) -> list:
+    if config.input_size == image_size:
         return []
-    return [transforms.Resize(args.input_size, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True)]
+    return [transforms.Resize(config.input_size, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True)]
 
 
 def split_validation(targets: np.ndarray, seed: int, fraction: float = 0.1) -> Tuple[np.ndarray, np.ndarray]:
@@ -273,39 +273,40 @@ class UnlearnData:
         return self.subset(self.retain_index)
 
 
-def load_unlearn_data(args: argparse.Namespace, split_seed: Optional[int] = None) -> UnlearnData:
+def load_unlearn_data(config: UnlearnConfig, split_seed: Optional[int] = None) -> UnlearnData:
     """Load ``--dataset``, split off validation and select the forget set.
 
     ``split_seed`` defaults to ``--seed`` (the research code's marked loader);
     ``main_train`` passes 1, the seed of the research code's unmarked loader.
     """
-    spec = resolve_dataset(args)
-    train_x, train_y, test_x, test_y = spec.load(args)
+    spec = DATASETS.get(config.dataset)
+    train_x, train_y, test_x, test_y = spec.load(config)
     train_y, test_y = np.asarray(train_y, dtype=np.int64), np.asarray(test_y, dtype=np.int64)
-    train_index, val_index = split_validation(train_y, args.seed if split_seed is None else split_seed,
+    train_index, val_index = split_validation(train_y, config.seed if split_seed is None else split_seed,
                                               spec.val_fraction)
-    has_forget = (args.num_indexes_to_replace is not None or args.class_to_replace != -1
-                  or args.indexes_to_replace is not None)
+    has_forget = (config.num_indexes_to_replace is not None or config.class_to_replace != -1
+                  or config.indexes_to_replace is not None)
     targets = train_y[train_index]
-    forget_index = (select_forget_indexes(targets, args.seed, args.class_to_replace, args.num_indexes_to_replace,
-                                          parse_indexes(args.indexes_to_replace), spec.num_classes)
+    forget_index = (select_forget_indexes(targets, config.seed, config.class_to_replace, config.num_indexes_to_replace,
+                                          parse_indexes(config.indexes_to_replace), spec.num_classes)
                     if has_forget else np.array([], dtype=np.int64))
-    if spec.drop_forgotten_class_from_test and args.class_to_replace >= 0 and (
-            args.num_indexes_to_replace is None
-            or args.num_indexes_to_replace == np.sum(targets == args.class_to_replace)):
-        keep = test_y != args.class_to_replace  # the whole class is forgotten: drop it from the test set too
+    if spec.drop_forgotten_class_from_test and config.class_to_replace >= 0 and (
+            config.num_indexes_to_replace is None
+            or config.num_indexes_to_replace == np.sum(targets == config.class_to_replace)):
+        keep = test_y != config.class_to_replace  # the whole class is forgotten: drop it from the test set too
         test_x, test_y = test_x[keep], test_y[keep]
     image_size = train_x.shape[1]
-    evaluation = test_transform(args, image_size)
+    evaluation = test_transform(config, image_size)
     test = ArrayImageDataset(test_x, test_y, evaluation)
     # without a validation hold-out the research code validates on the test set
     val = ArrayImageDataset(train_x[val_index], train_y[val_index], evaluation) if len(val_index) else test
-    return UnlearnData(train=ArrayImageDataset(train_x[train_index], targets, train_transform(spec, args, image_size)),
+    train = ArrayImageDataset(train_x[train_index], targets, train_transform(spec, config, image_size))
+    return UnlearnData(train=train,
                        forget_index=np.sort(forget_index), val=val, test=test,
                        num_classes=spec.num_classes, eval_transform=evaluation)
 
 
-def make_loader(dataset, args: argparse.Namespace, shuffle: bool, seed: Optional[int] = None) -> DataLoader:
+def make_loader(dataset, config: UnlearnConfig, shuffle: bool, seed: Optional[int] = None) -> DataLoader:
     """A DataLoader with the run's batch size and workers.
 
     Shuffled loaders come from :func:`~common.checkpointing.resumable_loader`: the
@@ -313,9 +314,9 @@ def make_loader(dataset, args: argparse.Namespace, shuffle: bool, seed: Optional
     ``--seed``), so a resumed run sees the same batches.
     """
     if shuffle:
-        return resumable_loader(dataset, args.batch_size, args.seed if seed is None else seed,
-                                num_workers=args.num_workers, pin_memory=torch.cuda.is_available())
-    return DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,
+        return resumable_loader(dataset, config.batch_size, config.seed if seed is None else seed,
+                                num_workers=config.num_workers, pin_memory=torch.cuda.is_available())
+    return DataLoader(dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
                       worker_init_fn=seed_worker, pin_memory=torch.cuda.is_available())
 
 
@@ -336,21 +337,21 @@ class UnlearnLoaders:
     val_loader: Optional[DataLoader] = None
 
 
-def unlearn_loaders(data: UnlearnData, args: argparse.Namespace) -> UnlearnLoaders:
+def unlearn_loaders(data: UnlearnData, config: UnlearnConfig) -> UnlearnLoaders:
     """Shuffled train-transform loaders of the forget and retain sets, plus val/test loaders."""
     if len(data.forget_index) == 0:
         raise UsageError("--num_indexes_to_replace/--class_to_replace/--indexes_to_replace: "
                          "the forget set is empty")
-    return UnlearnLoaders(forget_loader=make_loader(data.forget, args, shuffle=True),
-                          retain_loader=make_loader(data.retain, args, shuffle=True),
-                          test_loader=make_loader(data.test, args, shuffle=False),
+    return UnlearnLoaders(forget_loader=make_loader(data.forget, config, shuffle=True),
+                          retain_loader=make_loader(data.retain, config, shuffle=True),
+                          test_loader=make_loader(data.test, config, shuffle=False),
                           num_classes=data.num_classes,
-                          val_loader=make_loader(data.val, args, shuffle=False))
+                          val_loader=make_loader(data.val, config, shuffle=False))
 
 
-def evaluation_loaders(data: UnlearnData, args: argparse.Namespace) -> Dict[str, DataLoader]:
+def evaluation_loaders(data: UnlearnData, config: UnlearnConfig) -> Dict[str, DataLoader]:
     """Test-transform loaders of retain, forget, val and test, in the research code's order."""
-    return {"retain": make_loader(data.subset(data.retain_index, train=False), args, shuffle=False),
-            "forget": make_loader(data.subset(data.forget_index, train=False), args, shuffle=False),
-            "val": make_loader(data.val, args, shuffle=False),
-            "test": make_loader(data.test, args, shuffle=False)}
+    return {"retain": make_loader(data.subset(data.retain_index, train=False), config, shuffle=False),
+            "forget": make_loader(data.subset(data.forget_index, train=False), config, shuffle=False),
+            "val": make_loader(data.val, config, shuffle=False),
+            "test": make_loader(data.test, config, shuffle=False)}

@@ -42,7 +42,7 @@ from common.evidence_runs import Call, Runner
 from common.io import atomic_path, read_json
 from ImageClassification import data as ic_data
 from ImageClassification import main_train, parse_result
-from ImageClassification.arg_parser import parse_args
+from ImageClassification.arg_parser import parse_config
 from ImageClassification.evaluation import evaluate
 from ImageClassification.pipeline import load_original_model
 
@@ -262,12 +262,12 @@ class EvidenceBenchmark:
     def evaluate_original(self, seed: int) -> Dict[str, object]:
         """The original model on the seed's split (UA, RA, TA, MIA), its training-set accuracy and the
         sizes of the forget and retain sets."""
-        args = parse_args(self.common + ["--seed", str(seed), "--unlearn", "FT", "--model_path", self.model_path,
-                                         "--batch_size", str(self.config.batch_size)])
-        device = get_device(args.device, args.gpu)
-        data = ic_data.load_unlearn_data(args)
-        model = load_original_model(args, device)
-        metrics = evaluate(model, ic_data.evaluation_loaders(data, args), device, args.mia)
+        run = parse_config(self.common + ["--seed", str(seed), "--unlearn", "FT", "--model_path", self.model_path,
+                                          "--batch_size", str(self.config.batch_size)])
+        device = get_device(run.device, run.gpu)
+        data = ic_data.load_unlearn_data(run)
+        model = load_original_model(run, device)
+        metrics = evaluate(model, ic_data.evaluation_loaders(data, run), device, run.mia)
         forget, retain = len(data.forget_index), len(data.retain_index)
         train_acc = (metrics["retain_acc"] * retain + metrics["forget_acc"] * forget) / (forget + retain)
         return {**{k: metrics[k] for k in METRICS}, "train_acc": train_acc, "forget_size": forget,
@@ -390,7 +390,7 @@ def step_budget(config: EvidenceConfig, forget: int, retain: int) -> Dict[str, i
     """Optimizer steps of one unlearning run: epoch methods make one step per forget batch and one per
     retain batch each epoch; SFR-on makes ``sfron_iters`` retain steps, one forget step per ``sfron_freq``."""
     batches = lambda n: -(-n // config.batch_size)  # noqa: E731
-    sfron_freq = parse_args(["--unlearn", "SFRon"]).sfron_freq
+    sfron_freq = parse_config(["--unlearn", "SFRon"]).sfron_freq
     return {"forget_set": forget, "retain_set": retain, "batch_size": config.batch_size,
             "unlearn_epochs": config.unlearn_epochs, "forget_steps": config.unlearn_epochs * batches(forget),
             "retain_steps": config.unlearn_epochs * batches(retain), "sfron_iters": config.sfron_iters,

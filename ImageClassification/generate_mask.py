@@ -10,7 +10,6 @@ globally) in ``<save_dir>/with_<t>.pt``.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Dict
 
@@ -21,7 +20,8 @@ from common.errors import UsageError, cli_main
 from common.io import ensure_writable_dir, write_run_record
 from common.saliency import SALUN_THRESHOLDS, accumulate_gradients, save_masks, top_fraction_masks
 from common.seed import seed_everything
-from ImageClassification.arg_parser import parse_args
+from ImageClassification.arg_parser import build_parser, parse_config
+from ImageClassification.config import UnlearnConfig
 from ImageClassification.data import load_unlearn_data, unlearn_loaders
 from ImageClassification.pipeline import RETRAIN_METHODS, load_original_model, start_processes
 
@@ -39,31 +39,33 @@ def saliency_scores(model, forget_loader, retain_loader, device) -> Dict[str, to
     return {name: forget_grad[name].abs() - retain_grad[name].abs() for name in forget_grad}
 
 
-def generate(args: argparse.Namespace) -> list:
-    if not args.save_dir:
+def generate(config: UnlearnConfig) -> list:
+    if not config.save_dir:
         raise UsageError("--save_dir: required (folder for the with_<t>.pt masks)")
-    sharding, device = start_processes(args)
-    seed_everything(args.seed, args.deterministic)
-    data = load_unlearn_data(args)
-    loaders = unlearn_loaders(data, args)
-    if args.unlearn in RETRAIN_METHODS:
-        args.unlearn = "RL"  # a mask is always computed from the original model, never a fresh one
-    model = load_original_model(args, device)
-    ensure_writable_dir(args.save_dir)
+    sharding, device = start_processes(config)
+    seed_everything(config.seed, config.deterministic)
+    data = load_unlearn_data(config)
+    loaders = unlearn_loaders(data, config)
+    if config.unlearn in RETRAIN_METHODS:
+        # a mask is always computed from the original model, never a fresh one
+        config = config.replace(unlearn="RL")
+    model = load_original_model(config, device)
+    ensure_writable_dir(config.save_dir)
     if not sharding.is_main:
         # Under accelerate launch the saliency pass is not split (its eval-mode gradients would not
         # be, see common.distributed.shard_forward): the main process computes and writes the masks.
         return []
     scores = saliency_scores(model, loaders.forget_loader, loaders.retain_loader, device)
-    paths = save_masks(top_fraction_masks(scores, SALUN_THRESHOLDS), args.save_dir)
-    write_run_record(args.save_dir, args, {"masks": [str(p) for p in paths]}, num_processes=sharding.world)
-    print(f"saved {len(paths)} masks to {Path(args.save_dir)}")
+    paths = save_masks(top_fraction_masks(scores, SALUN_THRESHOLDS), config.save_dir)
+    write_run_record(config.save_dir, config.record(), {"masks": [str(p) for p in paths]},
+                     num_processes=sharding.world)
+    print(f"saved {len(paths)} masks to {Path(config.save_dir)}")
     return paths
 
 
 @cli_main
 def main(argv=None):
-    return generate(parse_args(argv, description="Generate SalUn saliency masks"))
+    return generate(parse_config(argv, build_parser("Generate SalUn saliency masks")))
 
 
 if __name__ == "__main__":

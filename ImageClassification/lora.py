@@ -22,7 +22,6 @@ checkpoint is a plain ``<arch>`` model.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import re
 from numbers import Real
@@ -34,7 +33,8 @@ from torch import nn
 
 from common.errors import UsageError
 from common.io import read_json
-from ImageClassification.arg_parser import build_parser, validate_args
+from ImageClassification.arg_parser import build_parser, parse_config
+from ImageClassification.config import UnlearnConfig
 from ImageClassification.pipeline import RETRAIN_METHODS
 
 LORA_SUFFIX = "_lora"
@@ -144,25 +144,24 @@ class LoraAdapters:
         return model
 
 
-def parse_lora_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_lora_config(argv: Optional[Sequence[str]] = None) -> UnlearnConfig:
     """``main_random_lora.py``'s flags: the shared ones, ``--rank_config`` and SalUn's MIA by default.
 
-    ``--arch`` must name a LoRA model (``resnet18_lora``); ``args.arch`` becomes the plain
+    ``--arch`` must name a LoRA model (``resnet18_lora``); the config's ``arch`` is the plain
     architecture, whose checkpoints ``--model_path`` holds and the run saves.
     """
     parser = build_parser("DualOptim unlearning with LoRA adapters")
     parser.add_argument("--rank_config", default=None, type=str,
                         help="JSON: a LoRA rank fraction for every layer (e.g. 0.25) or a per-layer dict")
     parser.set_defaults(mia="salun")
-    args = validate_args(parser.parse_args(argv))
-    if not args.arch.endswith(LORA_SUFFIX):
+    config = parse_config(argv, parser)
+    if not config.arch.endswith(LORA_SUFFIX):
         raise UsageError(f"--arch: main_random_lora.py trains LoRA adapters of a model such as "
-                         f"resnet18{LORA_SUFFIX}, got {args.arch!r}")
-    args.arch = args.arch[:-len(LORA_SUFFIX)]
-    if args.unlearn in RETRAIN_METHODS:
-        raise UsageError(f"--unlearn {args.unlearn} (retrain is the default): main_random_lora.py unlearns "
+                         f"resnet18{LORA_SUFFIX}, got {config.arch!r}")
+    if config.unlearn in RETRAIN_METHODS:
+        raise UsageError(f"--unlearn {config.unlearn} (retrain is the default): main_random_lora.py unlearns "
                          "through LoRA adapters of the original model; pass a method such as --unlearn RL, or "
                          "retrain with main_forget.py")
-    if args.mask_path:
+    if config.mask_path:
         raise UsageError("--mask_path: a saliency mask covers the full weights, not LoRA adapters")
-    return args
+    return config.replace(arch=config.arch[:-len(LORA_SUFFIX)])

@@ -4,13 +4,13 @@
         --num_indexes_to_replace 4500 --model_path MODEL --save_dir OUT --mask_path mask/with_0.5.pt --optim dual
 """
 from common.errors import cli_main
-from ImageClassification.arg_parser import parse_args
+from ImageClassification.arg_parser import parse_config
 from ImageClassification.pipeline import run_unlearning
 
 
 @cli_main
 def main(argv=None):
-    return run_unlearning(parse_args(argv))
+    return run_unlearning(parse_config(argv))
 
 
 if __name__ == "__main__":

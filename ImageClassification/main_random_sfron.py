@@ -4,13 +4,13 @@
         --sfron_iters ITERS --unlearn_lr LR --retain_lr 0.01 --model_path MODEL --save_dir OUT --optim dual
 """
 from common.errors import cli_main
-from ImageClassification.arg_parser import parse_args
+from ImageClassification.arg_parser import parse_config
 from ImageClassification.pipeline import run_unlearning
 
 
 @cli_main
 def main(argv=None):
-    return run_unlearning(parse_args(argv))
+    return run_unlearning(parse_config(argv))
 
 
 if __name__ == "__main__":

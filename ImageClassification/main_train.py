@@ -17,8 +17,6 @@ steps); ``--resume`` continues a killed run from it.
 """
 from __future__ import annotations
 
-import argparse
-import copy
 from pathlib import Path
 
 from common.checkpointing import Snapshotter, refuse_overwrite
@@ -27,10 +25,11 @@ from common.errors import UsageError, cli_main
 from common.io import atomic_torch_save, ensure_writable_dir, write_run_record
 from common.seed import seed_everything
 from common.tracking import tracking
-from ImageClassification.arg_parser import build_parser, validate_args
+from ImageClassification.arg_parser import build_parser, parse_config
+from ImageClassification.config import UnlearnConfig
 from ImageClassification.data import load_unlearn_data, make_loader
 from ImageClassification.evaluation import accuracy
-from ImageClassification.models import build_model_from_args
+from ImageClassification.models import build_model_from_config
 from ImageClassification.pipeline import start_processes
 from ImageClassification.unlearn.engine import build_unlearn_optimizer, cross_entropy_loss, run_epochs, sam_sgd
 
@@ -39,28 +38,26 @@ LAST, BEST = "0checkpoint.pth.tar", "0model_SA_best.pth.tar"
 TRAIN_SPLIT_SEED = 1
 
 
-def train(args: argparse.Namespace) -> dict:
-    if not args.save_dir:
+def train(config: UnlearnConfig) -> dict:
+    if not config.save_dir:
         raise UsageError("--save_dir: required (folder for the trained model)")
-    save_dir = Path(args.save_dir)
-    if not (args.resume and Snapshotter(save_dir).exists()):
-        refuse_overwrite(save_dir, [BEST], args.overwrite)
-    sharding, device = start_processes(args)
-    seed_everything(args.train_seed, args.deterministic)
-    data = load_unlearn_data(args, split_seed=TRAIN_SPLIT_SEED)
-    train_loader = make_loader(data.train, args, shuffle=True, seed=args.train_seed)
-    val_loader = make_loader(data.val, args, shuffle=False)
-    test_loader = make_loader(data.test, args, shuffle=False)
-    seed_everything(args.train_seed)  # the initialisation depends on --train_seed alone, as the research code's
-    model = shard_forward(build_model_from_args(args, pretrained=True).to(device), sharding)
+    save_dir = Path(config.save_dir)
+    if not (config.resume and Snapshotter(save_dir).exists()):
+        refuse_overwrite(save_dir, [BEST], config.overwrite)
+    sharding, device = start_processes(config)
+    seed_everything(config.train_seed, config.deterministic)
+    data = load_unlearn_data(config, split_seed=TRAIN_SPLIT_SEED)
+    train_loader = make_loader(data.train, config, shuffle=True, seed=config.train_seed)
+    val_loader = make_loader(data.val, config, shuffle=False)
+    test_loader = make_loader(data.test, config, shuffle=False)
+    seed_everything(config.train_seed)  # the initialisation depends on --train_seed alone, as the research code's
+    model = shard_forward(build_model_from_config(config, pretrained=True).to(device), sharding)
     ensure_writable_dir(save_dir)
 
     # Training is fine-tuning from scratch on the whole train set: the unlearning epoch
     # driver with one optimizer at --lr for --epochs epochs.
-    schedule = copy.copy(args)
-    schedule.unlearn = "train"
-    schedule.unlearn_lr = schedule.retain_lr = args.lr
-    schedule.unlearn_epochs = args.epochs
+    schedule = config.replace(unlearn="train", unlearn_lr=config.lr, retain_lr=config.lr,
+                              unlearn_epochs=config.epochs)
     optimizer = train_optimizer(model, schedule)
     print(f"optimizer: {optimizer.retain_optimizer.__class__.__name__}")
     train_loss = cross_entropy_loss(model)
@@ -71,14 +68,14 @@ def train(args: argparse.Namespace) -> dict:
         history = run.epoch_results + [record]
         print(f"epoch {record['epoch']}: train acc {train_acc:.2f}, val acc {record['val_acc']:.2f}")
         if sharding.is_main:
-            state = {"state_dict": model.state_dict(), "arch": args.arch, "dataset": args.dataset,
-                     "num_classes": args.num_classes, "epoch": record["epoch"], "result": history}
+            state = {"state_dict": model.state_dict(), "arch": config.arch, "dataset": config.dataset,
+                     "num_classes": config.num_classes, "epoch": record["epoch"], "result": history}
             atomic_torch_save(state, save_dir / LAST)
             if record["val_acc"] > max((r["val_acc"] for r in run.epoch_results), default=-1.0):
                 atomic_torch_save(state, save_dir / BEST)
         return record
 
-    with tracking(args, save_dir, enabled=sharding.is_main) as reporter:
+    with tracking(config.record(), save_dir, enabled=sharding.is_main) as reporter:
         history = run_epochs(model, schedule, device, None, epoch, epoch_checkpoints=False,
                              optimizer=optimizer).epoch_results
         best = max(history, key=lambda record: record["val_acc"])  # the first of equal maxima, as saved above
@@ -87,12 +84,12 @@ def train(args: argparse.Namespace) -> dict:
         reporter.metrics(metrics)
     print(f"test acc: {metrics['test_acc']}")
     if sharding.is_main:
-        write_run_record(save_dir, args, metrics, history=history, num_processes=sharding.world)
+        write_run_record(save_dir, config.record(), metrics, history=history, num_processes=sharding.world)
         Snapshotter(save_dir).remove()
     return metrics
 
 
-def train_optimizer(model, schedule: argparse.Namespace):
+def train_optimizer(model, schedule: UnlearnConfig):
     """The research code's ``main_train.py`` optimizer: ``sgd`` and ``adam`` as in unlearning
     (SGD; AdamW with weight decay 0.05), any other ``--optim`` SAM around SGD."""
     if schedule.optim in ("sgd", "adam"):
@@ -113,7 +110,7 @@ def build_train_parser():
 
 @cli_main
 def main(argv=None):
-    return train(validate_args(build_train_parser().parse_args(argv), unlearning=False))
+    return train(parse_config(argv, build_train_parser(), unlearning=False))
 
 
 if __name__ == "__main__":

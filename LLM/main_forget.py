@@ -27,7 +27,7 @@ from LLM.data import TofuSource, forget_percent, load_idk, load_task_data
 from LLM.models import check_model_path, load_tokenizer
 from LLM.options import parse_task_list, parse_with_config
 from LLM.trainer import make_accelerator
-from LLM.unlearn import add_unlearn_args, needs_idk, unlearn, validate_unlearn_args
+from LLM.unlearn import UnlearnConfig, add_unlearn_args, needs_idk, unlearn, validate_unlearn_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,14 +77,14 @@ def task_dir(args: argparse.Namespace, unlearn_times: int) -> Path:
 FINISHED_FILES = ("checkpoint-last", "run.json")
 
 
-def unlearn_task(args, accelerator, loss, source: TofuSource, task_list: List[int], task_id: int,
-                 idk_answers) -> dict:
+def unlearn_task(args: argparse.Namespace, config: UnlearnConfig, accelerator, loss, source: TofuSource,
+                 task_list: List[int], task_id: int, idk_answers) -> dict:
     """Unlearn one task from the previous task's model and save ``checkpoint-last``; returns the metrics."""
     unlearn_times = task_list.index(task_id) + 1
     model_path = args.model_path if unlearn_times == 1 else str(task_dir(args, unlearn_times - 1) / "checkpoint-last")
     ref_path = args.model_path if args.fix_ref_model else model_path
     forget_rows, retain_rows = load_task_data(source, args.split, task_id, task_list[:unlearn_times])
-    return unlearn(args, accelerator, loss, forget_rows, retain_rows, model_path, ref_path,
+    return unlearn(config, accelerator, loss, forget_rows, retain_rows, model_path, ref_path,
                    task_dir(args, unlearn_times), idk_answers,
                    desc=f"unlearn task {task_id} ({unlearn_times}/{len(task_list)})",
                    extra_metrics={"task_id": task_id, "unlearn_times": unlearn_times})
@@ -114,6 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
         for task in tasks:
             refuse_overwrite(task_dir(args, times[task]), FINISHED_FILES, args.overwrite)
     accelerator = make_accelerator(args.device, args.gpu)
+    config = UnlearnConfig.from_args(args, accelerator.device)
     ensure_writable_dir(args.save_dir)
     results = []
     for task in tasks:
@@ -122,7 +123,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
                 print(f"task {task} already unlearned in {task_dir(args, times[task])}; skipped (--resume)")
             results.append(read_json(task_dir(args, times[task]) / "run.json", "--resume")["metrics"])
         else:
-            results.append(unlearn_task(args, accelerator, loss, source, task_list, task, idk_answers))
+            results.append(unlearn_task(args, config, accelerator, loss, source, task_list, task, idk_answers))
     if accelerator.is_main_process:
         last = results[-1]
         print(f"unlearned task(s) {','.join(str(r['task_id']) for r in results)} with {args.forget_loss} / "

@@ -110,7 +110,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     model, optimizer = prepare_for_training(accelerator, model, optimizer, args.batch_size,
                                             args.gradient_accumulation_steps, args.max_grad_norm)
     nll = REGULARIZERS["GD"]
-    snapshots = schedule_snapshots(accelerator, Path(args.save_dir), args, args.save_every or steps_per_epoch)
+    snapshots = schedule_snapshots(accelerator, Path(args.save_dir), args.resume, vars(args),
+                                   args.save_every or steps_per_epoch)
     # save_model replaces the model folder: the tracker writes beside it, to <save_dir>_<report_to>
     log_dir = Path(args.save_dir).parent / f"{Path(args.save_dir).name}_{args.report_to}"
     with tracking(args, log_dir.parent, enabled=accelerator.is_main_process, folder=log_dir.name) as reporter:

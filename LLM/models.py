@@ -68,7 +68,7 @@ def resolve_precision(args: argparse.Namespace, device) -> None:
     cuda = torch.device(device).type == "cuda"
     if args.dtype is None:
         args.dtype = "bfloat16" if cuda else "float32"
-    flash = (cuda and args.dtype in ("bfloat16", "float16") and not getattr(args, "deterministic", False)
+    flash = (cuda and args.dtype in ("bfloat16", "float16") and not args.deterministic
              and is_flash_attn_2_available())
     args.attn_implementation = "flash_attention_2" if flash else None
 

@@ -26,7 +26,7 @@ from LLM.data import TofuSource, load_idk
 from LLM.models import check_model_path, load_tokenizer
 from LLM.options import parse_with_config
 from LLM.trainer import make_accelerator
-from LLM.unlearn import add_unlearn_args, needs_idk, unlearn, validate_unlearn_args
+from LLM.unlearn import UnlearnConfig, add_unlearn_args, needs_idk, unlearn, validate_unlearn_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
     accelerator = make_accelerator(args.device, args.gpu)
     ensure_writable_dir(save_dir)
     max_steps = None if args.alternate else joint_max_steps(len(forget_rows), args, accelerator.num_processes)
-    metrics = unlearn(args, accelerator, loss, forget_rows, retain_rows, args.model_path, args.model_path,
+    config = UnlearnConfig.from_args(args, accelerator.device)
+    metrics = unlearn(config, accelerator, loss, forget_rows, retain_rows, args.model_path, args.model_path,
                       save_dir, idk_answers, max_steps=max_steps, desc=f"unlearn {args.split}")
     if accelerator.is_main_process:
         print(f"unlearned {args.split} ({metrics['num_forget']} rows) with {args.forget_loss} / {args.optim_cfg}: "

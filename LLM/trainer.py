@@ -11,11 +11,10 @@ process's RNG state.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -103,8 +102,10 @@ def build_scheduler(optimizer, max_steps: int, warmup_steps: int):
     return get_linear_schedule_with_warmup(optimizer, warmup_steps, max_steps)
 
 
-def schedule_snapshots(accelerator, save_dir: Path, args: argparse.Namespace, every: int) -> Snapshotter:
-    """Resume snapshots of a :func:`run_schedule` run in ``save_dir`` every ``every`` steps (rank 0 writes).
+def schedule_snapshots(accelerator, save_dir: Path, resume: bool, record: Mapping[str, Any],
+                       every: int) -> Snapshotter:
+    """Resume snapshots of a :func:`run_schedule` run in ``save_dir`` every ``every`` steps (rank 0 writes);
+    ``resume``: ``--resume``, ``record``: the run's flags, which a resumed run must match.
 
     Under DeepSpeed and FSDP the optimizer state is sharded over the
     processes, so no single process can write it: snapshots are off there.
@@ -115,12 +116,12 @@ def schedule_snapshots(accelerator, save_dir: Path, args: argparse.Namespace, ev
 
     if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
         snapshot = Snapshotter(save_dir)
-        if args.resume and snapshot.exists():
+        if resume and snapshot.exists():
             raise UsageError(f"--resume {snapshot.path}: cannot be continued under "
                              f"{accelerator.distributed_type.value} (the optimizer state is sharded over the "
                              f"processes); resume it without DeepSpeed/FSDP, or remove it to start afresh")
         return Snapshotter(None)
-    return Snapshotter(save_dir, every=every, resume=args.resume, config=vars(args),
+    return Snapshotter(save_dir, every=every, resume=resume, config=record,
                        processes=ProcessGroup.of(accelerator))
 
 

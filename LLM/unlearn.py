@@ -3,7 +3,8 @@ real-world unlearning (``real_world_unlearn.py``).
 
 The entry scripts decide *which* rows, start model and reference model a run
 uses and where it is saved; this module owns the flags every unlearning run
-shares, their validation, and the run itself: datasets for the loss's batch
+shares, their validation, the run's frozen :class:`UnlearnConfig` (built once by the
+entry script), and the run itself: datasets for the loss's batch
 kinds, the joint or alternating :class:`~LLM.schedule.Schedule`, the
 ``--optim_cfg`` optimizer (told each step's objective), the resume snapshots
 and the saved model.
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
@@ -29,7 +31,7 @@ from common.seed import add_seed_args, seed_everything
 from LLM.data import Row, UnlearnDataset, collate_unlearn
 from LLM.losses import FORGET_LOSSES, UnlearnLoss
 from LLM.models import add_weight_args, apply_lora, load_causal_lm, load_tokenizer, resolve_precision
-from LLM.options import add_model_args, template_from_args
+from LLM.options import PromptTemplate, add_model_args, template_from_args
 from LLM.schedule import FORGET, JOINT, RETAIN, BatchStream, Schedule, steps_per_epoch
 from LLM.trainer import (build_optimizer, build_scheduler, check_optim_cfg, prepare_for_training,
                          run_schedule, save_model, schedule_snapshots)
@@ -119,15 +121,66 @@ def validate_unlearn_args(args: argparse.Namespace) -> UnlearnLoss:
     return loss
 
 
+@dataclass(frozen=True)
+class UnlearnConfig:
+    """The settings one unlearning run reads: the flags of :func:`add_unlearn_args`, completed, typed and frozen.
+
+    The entry script builds it once with :meth:`from_args` after :func:`validate_unlearn_args`;
+    ``flags`` keeps every flag of the script, as ``run.json``, the tracker and the resume snapshots
+    record them.
+    """
+
+    seed: int
+    deterministic: bool
+    dtype: str                          # resolved for the device (LLM.models.resolve_precision)
+    attn_implementation: Optional[str]  # resolved likewise; None: transformers' default
+    use_LoRA: bool
+    LoRA_r: int
+    LoRA_alpha: int
+    LoRA_dropout: float
+    template: PromptTemplate            # of --model_family / the template flags
+    max_length: int
+    mask: bool
+    alternate: bool
+    forget_freq: int
+    retain_freq: int
+    batch_size: int
+    gradient_accumulation_steps: int
+    num_epochs: int
+    optim_cfg: str
+    lr: float
+    forget_lr: float
+    weight_decay: float
+    max_grad_norm: float
+    forget_coeff: float
+    regularization_coeff: float
+    beta: float
+    save_steps: str
+    save_every: int
+    resume: bool
+    allow_nonfinite: bool
+    flags: Mapping[str, Any]
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, device) -> "UnlearnConfig":
+        """Complete ``--dtype`` and the attention implementation for ``device`` (in ``args`` too, so the
+        record has them) and freeze the run's settings."""
+        resolve_precision(args, device)
+        typed = {field.name: getattr(args, field.name) for field in fields(cls)
+                 if field.name not in ("template", "flags")}
+        return cls(template=template_from_args(args), flags=dict(vars(args)), **typed)
+
+
 def needs_idk(loss: UnlearnLoss) -> bool:
     return any(kind.endswith("_idk") for kind in loss.kinds)
 
 
-def unlearn(args: argparse.Namespace, accelerator, loss: UnlearnLoss, forget_rows: Sequence[Row],
+def unlearn(config: UnlearnConfig, accelerator, loss: UnlearnLoss, forget_rows: Sequence[Row],
             retain_rows: Sequence[Row], model_path: str, ref_path: str, out_dir: Path,
             idk_answers: Optional[Sequence[str]], max_steps: Optional[int] = None,
             desc: str = "unlearn", extra_metrics: Optional[dict] = None) -> dict:
-    """Unlearn ``forget_rows`` from ``model_path`` and save ``<out_dir>/checkpoint-last`` and ``run.json``.
+    """Unlearn ``forget_rows`` from ``model_path`` with ``config``'s settings and save
+    ``<out_dir>/checkpoint-last`` and ``run.json`` (its ``config``: ``config.flags``).
 
     With ``--save_steps`` the model is also saved as ``<out_dir>/checkpoint-<step>`` every that many
     steps before the last (the original's ``save_steps``; ``--eval_unlearn_step`` of the eval scripts
@@ -138,63 +191,64 @@ def unlearn(args: argparse.Namespace, accelerator, loss: UnlearnLoss, forget_row
     epoch); with ``--resume`` the run continues from it.
     Returns the run's metrics (also written to ``run.json`` with the per-step history).
     """
-    seed_everything(args.seed, args.deterministic)
-    resolve_precision(args, accelerator.device)
+    seed_everything(config.seed, config.deterministic)
     tokenizer = load_tokenizer(model_path)
-    model = load_causal_lm(model_path, args.dtype, attn_implementation=args.attn_implementation)
-    if args.use_LoRA:
-        model = apply_lora(model, args.LoRA_r, args.LoRA_alpha, args.LoRA_dropout)
+    model = load_causal_lm(model_path, config.dtype, attn_implementation=config.attn_implementation)
+    if config.use_LoRA:
+        model = apply_lora(model, config.LoRA_r, config.LoRA_alpha, config.LoRA_dropout)
     ref_model = None
     if loss.needs_ref:
-        ref_model = load_causal_lm(ref_path, args.dtype, flag="--model_path (reference)",
-                                   attn_implementation=args.attn_implementation).to(accelerator.device)
+        ref_model = load_causal_lm(ref_path, config.dtype, flag="--model_path (reference)",
+                                   attn_implementation=config.attn_implementation).to(accelerator.device)
         ref_model.eval().requires_grad_(False)
 
-    template, world, rank = template_from_args(args), accelerator.num_processes, accelerator.process_index
+    world, rank = accelerator.num_processes, accelerator.process_index
     collate = partial(collate_unlearn, pad_id=tokenizer.pad_token_id)
-    make = partial(UnlearnDataset, tokenizer=tokenizer, template=template, max_length=args.max_length,
-                   idk_answers=idk_answers, mask_question=args.mask)
-    if args.alternate:
+    make = partial(UnlearnDataset, tokenizer=tokenizer, template=config.template, max_length=config.max_length,
+                   idk_answers=idk_answers, mask_question=config.mask)
+    if config.alternate:
         forget_set = make(forget_rows, kinds=loss.forget_term.kinds)
         retain_set = make(retain_rows, kinds=loss.regularizer.kinds)
-        streams = {FORGET: BatchStream(forget_set, args.batch_size, collate, args.seed, rank, world),
-                   RETAIN: BatchStream(retain_set, args.batch_size, collate, args.seed + 1, rank, world)}
+        streams = {FORGET: BatchStream(forget_set, config.batch_size, collate, config.seed, rank, world),
+                   RETAIN: BatchStream(retain_set, config.batch_size, collate, config.seed + 1, rank, world)}
     else:
         joint_set = make(forget_rows, kinds=loss.kinds, retain_rows=retain_rows)
-        streams = {JOINT: BatchStream(joint_set, args.batch_size, collate, args.seed, rank, world)}
-    per_epoch = steps_per_epoch(len(forget_rows), len(retain_rows), args.batch_size,
-                                args.gradient_accumulation_steps, world, args.alternate, args.forget_freq,
-                                args.retain_freq)
+        streams = {JOINT: BatchStream(joint_set, config.batch_size, collate, config.seed, rank, world)}
+    per_epoch = steps_per_epoch(len(forget_rows), len(retain_rows), config.batch_size,
+                                config.gradient_accumulation_steps, world, config.alternate, config.forget_freq,
+                                config.retain_freq)
     if max_steps is None:
-        max_steps = args.num_epochs * per_epoch
-    schedule = Schedule(streams, max_steps, args.gradient_accumulation_steps, args.forget_freq, args.retain_freq)
+        max_steps = config.num_epochs * per_epoch
+    schedule = Schedule(streams, max_steps, config.gradient_accumulation_steps, config.forget_freq,
+                        config.retain_freq)
 
-    optimizer = build_optimizer(args.optim_cfg, model, args.lr, args.forget_lr, args.weight_decay)
+    optimizer = build_optimizer(config.optim_cfg, model, config.lr, config.forget_lr, config.weight_decay)
     scheduler = build_scheduler(optimizer, max_steps, warmup_steps=per_epoch if per_epoch > 1 else 0)
-    model, optimizer = prepare_for_training(accelerator, model, optimizer, args.batch_size,
-                                            args.gradient_accumulation_steps, args.max_grad_norm)
+    model, optimizer = prepare_for_training(accelerator, model, optimizer, config.batch_size,
+                                            config.gradient_accumulation_steps, config.max_grad_norm)
 
     def step_loss(objective: str, batch) -> torch.Tensor:
         if objective == FORGET:
-            return args.forget_coeff * loss.forget(model, ref_model, batch, args.beta)
+            return config.forget_coeff * loss.forget(model, ref_model, batch, config.beta)
         if objective == RETAIN:
-            return args.regularization_coeff * loss.regularization(model, ref_model, batch, args.beta)
-        return loss.joint(model, ref_model, batch, args.beta, args.forget_coeff, args.regularization_coeff)
+            return config.regularization_coeff * loss.regularization(model, ref_model, batch, config.beta)
+        return loss.joint(model, ref_model, batch, config.beta, config.forget_coeff, config.regularization_coeff)
 
     if accelerator.is_main_process:
         print(f"######### {desc} -> {out_dir}; max steps {max_steps}")
-    snapshots = schedule_snapshots(accelerator, Path(out_dir), args, args.save_every or per_epoch)
+    snapshots = schedule_snapshots(accelerator, Path(out_dir), config.resume, config.flags,
+                                   config.save_every or per_epoch)
     start = time.perf_counter()
-    interval = checkpoint_interval(args.save_steps, per_epoch, max_steps)
+    interval = checkpoint_interval(config.save_steps, per_epoch, max_steps)
 
     def save_intermediate(step: int) -> None:
         if step % interval == 0 and step < max_steps:
             save_model(accelerator, model, tokenizer, Path(out_dir) / f"checkpoint-{step}")
 
-    with tracking(args, out_dir, enabled=accelerator.is_main_process) as reporter:
-        history = run_schedule(accelerator, model, optimizer, scheduler, schedule, step_loss, args.max_grad_norm,
+    with tracking(config.flags, out_dir, enabled=accelerator.is_main_process) as reporter:
+        history = run_schedule(accelerator, model, optimizer, scheduler, schedule, step_loss, config.max_grad_norm,
                                desc=desc, snapshots=snapshots, on_step=save_intermediate,
-                               allow_nonfinite=args.allow_nonfinite)
+                               allow_nonfinite=config.allow_nonfinite)
         reporter.metrics({"final_loss": history[-1]["loss"]} if history else {})
     seconds = time.perf_counter() - start
     save_model(accelerator, model, tokenizer, Path(out_dir) / "checkpoint-last")
@@ -208,7 +262,7 @@ def unlearn(args: argparse.Namespace, accelerator, loss: UnlearnLoss, forget_row
                                           if seconds > 0 else 0.0),
                     "model_path": model_path, "ref_model_path": ref_path if loss.needs_ref else None})
     if accelerator.is_main_process:
-        write_run_record(out_dir, args, metrics, history=history)
+        write_run_record(out_dir, config.flags, metrics, history=history)
     snapshots.remove()
     accelerator.free_memory()
     return metrics

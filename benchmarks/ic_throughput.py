@@ -36,10 +36,10 @@ from common.device import get_device  # noqa: E402
 from common.io import atomic_write_json  # noqa: E402
 from common.saliency import top_fraction_masks  # noqa: E402
 from common.seed import seed_everything  # noqa: E402
-from ImageClassification.arg_parser import parse_args as parse_pipeline_args  # noqa: E402
-from ImageClassification.data import (UnlearnData, resolve_dataset, test_transform, train_transform,  # noqa: E402
+from ImageClassification.arg_parser import parse_config  # noqa: E402
+from ImageClassification.data import (DATASETS, UnlearnData, test_transform, train_transform,  # noqa: E402
                                       unlearn_loaders)
-from ImageClassification.models import build_model_from_args  # noqa: E402
+from ImageClassification.models import build_model_from_config  # noqa: E402
 from ImageClassification.unlearn import get_unlearn_method  # noqa: E402
 from ImageClassification.evidence import SHARED_CIFAR10_ZIP  # noqa: E402
 
@@ -86,8 +86,8 @@ def pipeline_args(args: argparse.Namespace, arch: str, method: str, optim: str, 
             "--batch_size", str(args.batch_size), "--num_workers", str(args.num_workers),
             "--sfron_iters", str(retain_batches), "--device", args.device, "--amp_dtype", args.amp_dtype]
     argv += ["--amp"] * args.amp + ["--channels_last"] * args.channels_last
-    run_args = parse_pipeline_args(argv)
-    return run_args, resolve_dataset(run_args)
+    run_config = parse_config(argv)
+    return run_config, DATASETS.get(run_config.dataset)
 
 
 def one_epoch(args: argparse.Namespace, arch: str, method: str, optim: str, images: np.ndarray,
@@ -103,7 +103,7 @@ def one_epoch(args: argparse.Namespace, arch: str, method: str, optim: str, imag
     data = UnlearnData(train=ArrayImageDataset(images, labels, train_transform(spec, run_args, size)),
                        forget_index=forget_index, val=held_out, test=held_out, num_classes=10,
                        eval_transform=evaluation)
-    model = build_model_from_args(run_args).to(device)
+    model = build_model_from_config(run_args).to(device)
     mask = None
     if method == "SalUn":
         scores = {name: torch.rand_like(p) for name, p in model.named_parameters()}

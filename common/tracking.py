@@ -22,7 +22,7 @@ import contextvars
 import numbers
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterator, Mapping, Optional, Union
 
 import torch
 
@@ -145,18 +145,20 @@ def current() -> StepReporter:
 
 
 @contextlib.contextmanager
-def tracking(args: argparse.Namespace, run_dir: Optional[os.PathLike], enabled: bool = True,
-             folder: Optional[str] = None) -> Iterator[StepReporter]:
-    """Open ``args.report_to``'s tracker in ``<run_dir>/<folder>`` (default folder: the tracker's name) for the
+def tracking(args: Union[argparse.Namespace, Mapping[str, Any]], run_dir: Optional[os.PathLike],
+             enabled: bool = True, folder: Optional[str] = None) -> Iterator[StepReporter]:
+    """Open ``--report_to``'s tracker in ``<run_dir>/<folder>`` (default folder: the tracker's name) for the
     run inside the block (``enabled``: False on the processes of a launch other than the main one); the loops
-    find it with :func:`current`."""
-    kind = args.report_to if enabled else "none"
+    find it with :func:`current`.  ``args``: the parsed flags, or a run's record of them (as
+    :func:`common.io.run_record` takes)."""
+    settings = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+    kind = settings["report_to"] if enabled else "none"
     if kind != "none" and run_dir is None:
         raise UsageError(f"--report_to {kind}: needs the run's output folder (--save_dir)")
-    config = {key: value for key, value in vars(args).items() if isinstance(value, (str, int, float, bool))}
+    config = {key: value for key, value in settings.items() if isinstance(value, (str, int, float, bool))}
     tracker = {"none": Tracker, "tensorboard": TensorBoardTracker, "wandb": WandbTracker}[kind]
     instance = tracker() if kind == "none" else tracker(Path(run_dir) / (folder or kind), config)
-    reporter = StepReporter(instance, args.logging_steps)
+    reporter = StepReporter(instance, settings["logging_steps"])
     token = _CURRENT.set(reporter)
     try:
         yield reporter

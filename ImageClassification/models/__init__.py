@@ -6,9 +6,8 @@ plain ``[0, 1]`` tensors and checkpoints are self-contained.
 """
 from __future__ import annotations
 
-import argparse
 import re
-from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torchvision
@@ -21,6 +20,9 @@ from dualoptim.registry import Registry
 from ImageClassification.models.cifar_resnet import CifarResNet
 from ImageClassification.models.init import research_init
 from ImageClassification.models.vgg import CifarVGG
+
+if TYPE_CHECKING:
+    from ImageClassification.config import UnlearnConfig
 
 #: ``--arch`` name -> ``builder(num_classes, imagenet_arch) -> nn.Module`` (those of :data:`PRETRAINED`
 #: also take ``weights``, their pretrained state dict).
@@ -147,8 +149,8 @@ def build_model(arch: str, num_classes: int, mean: Sequence[float], std: Sequenc
     return NormalizedClassifier(MODELS.get(arch)(num_classes, imagenet_arch, **options), mean, std)
 
 
-def build_model_from_args(args: argparse.Namespace, pretrained: bool = False) -> NormalizedClassifier:
-    """A fresh model for the run's ``--arch``/dataset (``args.num_classes``, ``args.data_mean/std``).
+def build_model_from_config(config: UnlearnConfig, pretrained: bool = False) -> NormalizedClassifier:
+    """A fresh model for the run's ``--arch``/dataset (``num_classes``, ``data_mean``/``data_std``).
 
     ``pretrained``: its weights are trained from (``main_train.py``, retrain), so an arch of
     :data:`PRETRAINED` starts from its ImageNet weights (:func:`pretrained_weights`); otherwise
@@ -156,10 +158,10 @@ def build_model_from_args(args: argparse.Namespace, pretrained: bool = False) ->
     that memory format, so every copy a method makes of it (SCRUB's teacher, boundary_shrink's
     attack model) runs in it too.
     """
-    weights = pretrained_weights(args.arch, getattr(args, "pretrained_weights", None),
-                                 getattr(args, "from_scratch", False)) if pretrained else None
-    model = build_model(args.arch, args.num_classes, args.data_mean, args.data_std, args.imagenet_arch, weights)
-    return model.to(memory_format=torch.channels_last) if getattr(args, "channels_last", False) else model
+    weights = pretrained_weights(config.arch, config.pretrained_weights, config.from_scratch) if pretrained else None
+    model = build_model(config.arch, config.num_classes, config.data_mean, config.data_std, config.imagenet_arch,
+                        weights)
+    return model.to(memory_format=torch.channels_last) if config.channels_last else model
 
 
 #: the normalisation the research code's data pipeline applies before its model's own (TinyImagenet:

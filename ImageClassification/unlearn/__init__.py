@@ -1,12 +1,13 @@
 """Image-classification unlearning methods, looked up by their ``--unlearn`` name.
 
-Every method is called as ``method(loaders, model, args, mask, device)`` and
+Every method is called as ``method(loaders, model, config, mask, device)`` and
 updates ``model`` in place:
 
 * ``loaders`` -- :class:`~ImageClassification.data.UnlearnLoaders`;
-* ``args`` -- the parsed flags (general ones from
+* ``config`` -- the run's frozen :class:`~ImageClassification.config.UnlearnConfig`,
+  one typed field per flag (general ones from
   :mod:`ImageClassification.arg_parser`, method ones from
-  :mod:`ImageClassification.unlearn.args`);
+  :mod:`ImageClassification.unlearn.args`); a method reads the fields it uses;
 * ``mask`` -- optional saliency mask (``--mask_path``) or ``None``;
 * ``device`` -- where batches go.
 """

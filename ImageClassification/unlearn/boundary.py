@@ -5,7 +5,6 @@ research code does; see :mod:`.finetune` for what that means per ``--optim``).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 from typing import Optional, Tuple
 
@@ -15,6 +14,7 @@ from torch import nn
 
 from common.saliency import Mask
 
+from ImageClassification.config import UnlearnConfig
 from ImageClassification.data import UnlearnLoaders
 from .engine import UnlearnRun, run_epochs
 from .registry import UNLEARN_METHODS
@@ -34,7 +34,7 @@ def fgsm_neighbour(model: nn.Module, images: torch.Tensor, targets: torch.Tensor
 
 
 @UNLEARN_METHODS.register("boundary_shrink")
-def boundary_shrink(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def boundary_shrink(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
                     mask: Optional[Mask], device: torch.device) -> None:
     """Relabel each forget sample with the original model's prediction on its FGSM
     neighbour (the nearest other class) and fine-tune on those labels."""
@@ -48,7 +48,7 @@ def boundary_shrink(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Na
     def epoch_fn(run: UnlearnRun) -> None:
         run.train_on(loaders.forget_loader, shrink_loss, "retain", "forget", warmup_every_step=True)
 
-    run_epochs(model, args, device, mask, epoch_fn, lr_switching=False, schedule_forget=False)
+    run_epochs(model, config, device, mask, epoch_fn, lr_switching=False, schedule_forget=False)
 
 
 def last_linear(model: nn.Module) -> Tuple[str, nn.Linear]:
@@ -77,7 +77,7 @@ def expand_head(model: nn.Module) -> str:
 
 
 @UNLEARN_METHODS.register("boundary_expanding")
-def boundary_expanding(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def boundary_expanding(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
                        mask: Optional[Mask], device: torch.device) -> None:
     """Train every forget sample towards a new shadow class ``num_classes``.
 
@@ -99,4 +99,4 @@ def boundary_expanding(loaders: UnlearnLoaders, model: nn.Module, args: argparse
     def epoch_fn(run: UnlearnRun) -> None:
         run.train_on(loaders.forget_loader, expand_loss, "retain", "forget")
 
-    run_epochs(model, args, device, mask, epoch_fn, lr_switching=False, schedule_forget=False)
+    run_epochs(model, config, device, mask, epoch_fn, lr_switching=False, schedule_forget=False)

@@ -40,7 +40,6 @@ Both are off by default, and then every step is exactly the plain one.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from pathlib import Path
@@ -63,6 +62,7 @@ from common import tracking
 from common.nonfinite import check_finite_loss
 from common.saliency import Mask, maybe_gradient_mask
 from common.sam import SAM, sam_of
+from ImageClassification.config import UnlearnConfig
 
 #: ``(images, targets) -> (loss, logits)`` for one batch already on the device.
 BatchLoss = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
@@ -79,7 +79,7 @@ def parse_milestones(decreasing_lr: Union[str, Sequence[int]]) -> List[int]:
     return [int(epoch) for epoch in decreasing_lr]
 
 
-def build_unlearn_optimizer(model: nn.Module, args: argparse.Namespace,
+def build_unlearn_optimizer(model: nn.Module, config: UnlearnConfig,
                             shared_lrs: Tuple[float, float],
                             adam_betas: Tuple[float, float] = (0.9, 0.999)) -> DualOptim:
     """The ``--optim`` recipe of a run (:mod:`dualoptim.recipes`).
@@ -90,23 +90,23 @@ def build_unlearn_optimizer(model: nn.Module, args: argparse.Namespace,
     see :class:`~dualoptim.recipes.RecipeSettings`), ``adam_betas`` are
     those of the single ``adam`` optimizer.
     """
-    settings = RecipeSettings(forget_lr=args.unlearn_lr, retain_lr=args.retain_lr, shared_lrs=shared_lrs,
-                              momentum=args.momentum, weight_decay=args.weight_decay, adam_betas=adam_betas)
-    return build_recipe(IMAGE_FLAG, args.optim, model.parameters(), settings)
+    settings = RecipeSettings(forget_lr=config.unlearn_lr, retain_lr=config.retain_lr, shared_lrs=shared_lrs,
+                              momentum=config.momentum, weight_decay=config.weight_decay, adam_betas=adam_betas)
+    return build_recipe(IMAGE_FLAG, config.optim, model.parameters(), settings)
 
 
-def sam_sgd(model: nn.Module, args: argparse.Namespace, lr: float) -> SharedOptim:
+def sam_sgd(model: nn.Module, config: UnlearnConfig, lr: float) -> SharedOptim:
     """SAM around SGD(``lr``, ``--momentum``, ``--weight_decay``), rho 0.05: the research code's
     ``main_train.py --optim sam`` and ``retrain_sam`` optimizer, one state for every step."""
-    if getattr(args, "amp", False) and getattr(args, "amp_dtype", "bfloat16") == "float16":
+    if config.amp and config.amp_dtype == "float16":
         raise UsageError("--amp_dtype float16: not supported with SAM (an overflowed first step would move "
                          "the weights); use --amp_dtype bfloat16")
-    optimizer = SAM(model.parameters(), torch.optim.SGD, lr=lr, momentum=args.momentum,
-                    weight_decay=args.weight_decay)
+    optimizer = SAM(model.parameters(), torch.optim.SGD, lr=lr, momentum=config.momentum,
+                    weight_decay=config.weight_decay)
     return SharedOptim(optimizer, lr, lr)
 
 
-def make_epoch_scheduler(optimizer: Optimizer, args: argparse.Namespace) -> LRScheduler:
+def make_epoch_scheduler(optimizer: Optimizer, config: UnlearnConfig) -> LRScheduler:
     """Per-epoch scheduler of the research code.
 
     ``MultiStepLR`` on ``--decreasing_lr`` with gamma 0.1, except for
@@ -117,10 +117,10 @@ def make_epoch_scheduler(optimizer: Optimizer, args: argparse.Namespace) -> LRSc
     ``main_train.py --periodic_cosine_lr``: the research code's per-epoch lr
     overwrite (:func:`periodic_cosine`).
     """
-    if getattr(args, "periodic_cosine_lr", False):
+    if config.periodic_cosine_lr:
         return LambdaLR(optimizer, lr_lambda=periodic_cosine)
-    if args.imagenet_arch and args.unlearn in ("retrain", "train"):
-        warmup, total = args.warmup, args.unlearn_epochs
+    if config.imagenet_arch and config.unlearn in ("retrain", "train"):
+        warmup, total = config.warmup, config.unlearn_epochs
 
         def warmup_cosine(epoch: int) -> float:
             if epoch < warmup:
@@ -128,9 +128,9 @@ def make_epoch_scheduler(optimizer: Optimizer, args: argparse.Namespace) -> LRSc
             return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / max(total - warmup, 1)))
 
         return LambdaLR(optimizer, lr_lambda=warmup_cosine)
-    if args.unlearn == "train" and args.optim not in ("sgd", "sam"):
-        return CosineAnnealingLR(optimizer, T_max=args.unlearn_epochs, eta_min=0.0)
-    return MultiStepLR(optimizer, milestones=parse_milestones(args.decreasing_lr), gamma=0.1)
+    if config.unlearn == "train" and config.optim not in ("sgd", "sam"):
+        return CosineAnnealingLR(optimizer, T_max=config.unlearn_epochs, eta_min=0.0)
+    return MultiStepLR(optimizer, milestones=parse_milestones(config.decreasing_lr), gamma=0.1)
 
 
 def periodic_cosine(epoch: int) -> float:
@@ -143,17 +143,17 @@ def periodic_cosine(epoch: int) -> float:
     return (1.0 + math.cos(math.pi * (epoch - 10) / 10)) / 2.0
 
 
-def warmup_lr(optimizer: Optimizer, epoch: int, step: int, steps_per_epoch: int,
-              args: argparse.Namespace) -> None:
-    """Linear per-step warmup of the research code over the first ``--warmup`` epochs.
+def warmup_lr(optimizer: Optimizer, epoch: int, step: int, steps_per_epoch: int, warmup: int,
+              lr: float) -> None:
+    """Linear per-step warmup of the research code over the first ``warmup`` (``--warmup``) epochs.
 
-    Sets every group's learning rate to ``--lr * progress`` (capped at
-    ``--lr``).  As in the research code the warmup targets ``--lr`` (the
-    training learning rate), not ``--unlearn_lr``, and the value it writes
-    persists until the scheduler next changes the learning rate.
+    Sets every group's learning rate to ``lr * progress`` (capped at ``lr``).
+    As in the research code the warmup targets ``--lr`` (the training learning
+    rate), not ``--unlearn_lr``, and the value it writes persists until the
+    scheduler next changes the learning rate.
     """
-    total_steps = args.warmup * steps_per_epoch
-    lr = min(args.lr * (epoch * steps_per_epoch + step) / total_steps, args.lr)
+    total_steps = warmup * steps_per_epoch
+    lr = min(lr * (epoch * steps_per_epoch + step) / total_steps, lr)
     for group in optimizer.param_groups:
         group["lr"] = lr
 
@@ -178,14 +178,13 @@ class AverageMeter:
         vars(self).update(state)
 
 
-def run_snapshots(args: argparse.Namespace, model: nn.Module, every: Optional[int] = None) -> Snapshotter:
+def run_snapshots(config: UnlearnConfig, model: nn.Module, every: Optional[int] = None) -> Snapshotter:
     """The resume snapshots of a run: in ``--save_dir`` (none without it), every ``--save_every`` steps.
 
     Every process of ``model``'s sharding restores its own RNG state; only the main one writes.
     """
-    return Snapshotter(getattr(args, "save_dir", None),
-                       every=getattr(args, "save_every", 0) if every is None else every,
-                       resume=getattr(args, "resume", False), config=vars(args),
+    return Snapshotter(config.save_dir, every=config.save_every if every is None else every,
+                       resume=config.resume, config=config.record(),
                        processes=ProcessGroup.of(sharding_of(model).accelerator))
 
 
@@ -194,9 +193,9 @@ def top1_accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
     return (logits.argmax(dim=1) == target).float().mean().item() * 100.0
 
 
-def memory_format(args: argparse.Namespace) -> torch.memory_format:
+def memory_format(channels_last: bool) -> torch.memory_format:
     """``torch.channels_last`` under ``--channels_last``, else ``torch.preserve_format`` (no conversion)."""
-    return torch.channels_last if getattr(args, "channels_last", False) else torch.preserve_format
+    return torch.channels_last if channels_last else torch.preserve_format
 
 
 class UnlearnRun:
@@ -205,7 +204,7 @@ class UnlearnRun:
     Args:
         model: the model being unlearned (updated in place).
         optimizer: the run's :class:`DualOptim`.
-        args: the parsed flags (``print_freq``, ``warmup``, ``lr``, ...).
+        config: the run's settings (``print_freq``, ``warmup``, ``lr``, ...).
         device: where batches are moved.
         mask: optional saliency mask; gradients are multiplied by it before
             every masked update (one foreach kernel, see
@@ -214,16 +213,16 @@ class UnlearnRun:
             ``--save_every`` optimizer steps (default: nowhere).
     """
 
-    def __init__(self, model: nn.Module, optimizer: DualOptim, args: argparse.Namespace,
+    def __init__(self, model: nn.Module, optimizer: DualOptim, config: UnlearnConfig,
                  device: torch.device, mask: Optional[Mask] = None,
                  snapshots: Optional[Snapshotter] = None) -> None:
-        self.memory_format = memory_format(args)  # of the batches; the model is built in it
+        self.memory_format = memory_format(config.channels_last)  # of the batches; the model is built in it
         self.model = model
         self.optimizer = optimizer
-        self.args = args
+        self.config = config
         self.device = device
-        self.amp_dtype = getattr(torch, getattr(args, "amp_dtype", "bfloat16"))
-        self.amp = bool(getattr(args, "amp", False))
+        self.amp_dtype = getattr(torch, config.amp_dtype)
+        self.amp = config.amp
         # loss scaling only for float16; a disabled scaler passes every call straight through
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp and self.amp_dtype == torch.float16)
         self.apply_mask = maybe_gradient_mask(model, mask)
@@ -274,8 +273,9 @@ class UnlearnRun:
 
     def warmup(self, step: int, steps_per_epoch: int) -> None:
         """Warm the main (retain-side) optimizer up while ``epoch < --warmup``."""
-        if self.epoch < self.args.warmup:
-            warmup_lr(self.optimizer.retain_optimizer, self.epoch, step, steps_per_epoch, self.args)
+        if self.epoch < self.config.warmup:
+            warmup_lr(self.optimizer.retain_optimizer, self.epoch, step, steps_per_epoch, self.config.warmup,
+                      self.config.lr)
 
     def update(self, loss: torch.Tensor, objective: str, masked: bool = True,
                max_grad_norm: Optional[float] = None,
@@ -292,7 +292,7 @@ class UnlearnRun:
     def check_loss(self, loss: torch.Tensor, objective: str) -> None:
         """Stop on a NaN/inf loss before step ``self.steps + 1`` of ``objective`` (unless ``--allow_nonfinite``)."""
         check_finite_loss(loss, self.steps + 1, objective, self.optimizer.lr(objective),
-                          getattr(self.args, "allow_nonfinite", False))
+                          self.config.allow_nonfinite)
         self.loss = loss.detach()  # what the step after it reports (common.tracking)
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -344,7 +344,7 @@ class UnlearnRun:
         self._pass_calls += 1
         if index < len(self._pass_results):  # finished before the snapshot this run resumed from
             return self._pass_results[index]
-        model, args = self.model, self.args
+        model, config = self.model, self.config
         model.train()
         losses, top1 = AverageMeter(), AverageMeter()
         total, first = len(loader), 0
@@ -383,7 +383,7 @@ class UnlearnRun:
                 partial = {"batch": i + 1, "losses": losses.state_dict(), "top1": top1.state_dict()}
                 self.snapshots.step(self.steps, **self.position(self.epoch, partial))
             progress.set_postfix(loss=f"{losses.avg:.4f}", acc=f"{top1.avg:.2f}")
-            if (i + 1) % args.print_freq == 0:
+            if (i + 1) % config.print_freq == 0:
                 print(f"Epoch: [{self.epoch}][{i}/{total}]\tLoss {losses.val:.4f} ({losses.avg:.4f})\t"
                       f"Accuracy {top1.val:.3f} ({top1.avg:.3f})\tTime {time.time() - start:.2f}")
                 start = time.time()
@@ -399,7 +399,7 @@ def cross_entropy_loss(model: nn.Module, sign: float = 1.0) -> BatchLoss:
     return batch_loss
 
 
-def run_epochs(model: nn.Module, args: argparse.Namespace, device: torch.device,
+def run_epochs(model: nn.Module, config: UnlearnConfig, device: torch.device,
                mask: Optional[Mask], epoch_fn: Callable[[UnlearnRun], object],
                lr_switching: bool = True, schedule_forget: bool = True,
                epoch_checkpoints: bool = True, optimizer: Optional[DualOptim] = None) -> UnlearnRun:
@@ -431,18 +431,18 @@ def run_epochs(model: nn.Module, args: argparse.Namespace, device: torch.device,
         (``epoch_results``).
     """
     optimizer = optimizer or build_unlearn_optimizer(
-        model, args, (args.unlearn_lr, args.retain_lr if lr_switching else args.unlearn_lr))
+        model, config, (config.unlearn_lr, config.retain_lr if lr_switching else config.unlearn_lr))
     scheduled = [optimizer.retain_optimizer]
     if schedule_forget and optimizer.forget_optimizer is not optimizer.retain_optimizer:
         scheduled.append(optimizer.forget_optimizer)
-    schedulers = [make_epoch_scheduler(opt, args) for opt in scheduled]
-    snapshots = run_snapshots(args, model).register(
+    schedulers = [make_epoch_scheduler(opt, config) for opt in scheduled]
+    snapshots = run_snapshots(config, model).register(
         model=model, optimizer=optimizer, **{f"scheduler{i}": s for i, s in enumerate(schedulers)})
-    run = UnlearnRun(model, optimizer, args, device, mask, snapshots)
-    save_dir = Path(args.save_dir) if getattr(args, "save_dir", None) and epoch_checkpoints else None
+    run = UnlearnRun(model, optimizer, config, device, mask, snapshots)
+    save_dir = Path(config.save_dir) if config.save_dir and epoch_checkpoints else None
     first_epoch = run.resume()
-    for epoch in tqdm(range(first_epoch, args.unlearn_epochs), desc=f"{args.unlearn} ({args.optim})",
-                      total=args.unlearn_epochs, initial=first_epoch, dynamic_ncols=True,
+    for epoch in tqdm(range(first_epoch, config.unlearn_epochs), desc=f"{config.unlearn} ({config.optim})",
+                      total=config.unlearn_epochs, initial=first_epoch, dynamic_ncols=True,
                       disable=not run.sharding.is_main):
         run.begin_epoch(epoch)
         start = time.time()

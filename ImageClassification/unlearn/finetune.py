@@ -9,7 +9,6 @@ research code.
 """
 from __future__ import annotations
 
-import argparse
 from typing import Callable, Optional
 
 import torch
@@ -20,6 +19,7 @@ from common.distributed import sharding_of
 from dualoptim.optimizers import DualOptim
 from common.saliency import Mask
 
+from ImageClassification.config import UnlearnConfig
 from ImageClassification.data import UnlearnLoaders
 from .engine import UnlearnRun, run_epochs, sam_sgd
 from .registry import UNLEARN_METHODS
@@ -30,12 +30,12 @@ def l1_norm(model: nn.Module) -> torch.Tensor:
     return torch.stack([param.abs().sum() for param in model.parameters()]).sum()
 
 
-def l1_weight(args: argparse.Namespace, epoch: int) -> float:
+def l1_weight(config: UnlearnConfig, epoch: int) -> float:
     """l1 weight of ``epoch``: ``--alpha`` decayed linearly to 0 over the first
     ``--unlearn_epochs - --no-l1-epochs`` epochs, 0 afterwards."""
-    l1_epochs = args.unlearn_epochs - args.no_l1_epochs
+    l1_epochs = config.unlearn_epochs - config.no_l1_epochs
     if epoch < l1_epochs:
-        return args.alpha * (1 - epoch / l1_epochs)
+        return config.alpha * (1 - epoch / l1_epochs)
     return 0.0
 
 
@@ -50,7 +50,7 @@ def penalised_loss(model: nn.Module, sign: float, l1: float):
     return batch_loss
 
 
-def _single_objective(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def _single_objective(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
                       mask: Optional[Mask], device: torch.device, on_forget: bool, sign: float,
                       l1_schedule=None, accum_steps: int = 1, optimizer: Optional[DualOptim] = None,
                       before_epoch: Optional[Callable[[UnlearnRun], None]] = None,
@@ -72,19 +72,19 @@ def _single_objective(loaders: UnlearnLoaders, model: nn.Module, args: argparse.
         if after_epoch:
             after_epoch(run)
 
-    run_epochs(model, args, device, mask, epoch_fn, lr_switching=False, schedule_forget=False,
+    run_epochs(model, config, device, mask, epoch_fn, lr_switching=False, schedule_forget=False,
                optimizer=optimizer)
 
 
 @UNLEARN_METHODS.register("FT")
-def FT(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def FT(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
        mask: Optional[Mask], device: torch.device) -> None:
     """Fine-tune on the retain set (catastrophic forgetting of the forget set)."""
-    _single_objective(loaders, model, args, mask, device, on_forget=False, sign=1.0)
+    _single_objective(loaders, model, config, mask, device, on_forget=False, sign=1.0)
 
 
 @UNLEARN_METHODS.register("FT_l1")
-def FT_l1(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def FT_l1(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
           mask: Optional[Mask], device: torch.device) -> None:
     """Fine-tune on the retain set with a decaying l1 penalty (Jia et al., 2023).
 
@@ -92,8 +92,8 @@ def FT_l1(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     accept the ``optimizer_ul`` argument its driver passes); this is the
     intended method.
     """
-    _single_objective(loaders, model, args, mask, device, on_forget=False, sign=1.0,
-                      l1_schedule=lambda epoch: l1_weight(args, epoch))
+    _single_objective(loaders, model, config, mask, device, on_forget=False, sign=1.0,
+                      l1_schedule=lambda epoch: l1_weight(config, epoch))
 
 
 def sparsity(model: nn.Module) -> float:
@@ -104,30 +104,30 @@ def sparsity(model: nn.Module) -> float:
 
 
 @UNLEARN_METHODS.register("FT_prune", "l1-sparse")
-def FT_prune(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def FT_prune(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
              mask: Optional[Mask], device: torch.device) -> None:
     """l1-sparse unlearning: ``FT_l1`` followed by a sparsity report, as in SalUn's ``FT_prune``."""
-    FT_l1(loaders, model, args, mask, device)
+    FT_l1(loaders, model, config, mask, device)
     print(f"* remaining weight = {100.0 - sparsity(model):.3f}%")
 
 
 @UNLEARN_METHODS.register("GA")
-def GA(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def GA(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
        mask: Optional[Mask], device: torch.device) -> None:
     """Gradient ascent on the forget set: minimise ``-CE`` on forget batches."""
-    _single_objective(loaders, model, args, mask, device, on_forget=True, sign=-1.0)
+    _single_objective(loaders, model, config, mask, device, on_forget=True, sign=-1.0)
 
 
 @UNLEARN_METHODS.register("GA_l1")
-def GA_l1(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def GA_l1(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
           mask: Optional[Mask], device: torch.device) -> None:
     """Gradient ascent with a constant ``--alpha`` l1 penalty."""
-    _single_objective(loaders, model, args, mask, device, on_forget=True, sign=-1.0,
-                      l1_schedule=lambda epoch: args.alpha)
+    _single_objective(loaders, model, config, mask, device, on_forget=True, sign=-1.0,
+                      l1_schedule=lambda epoch: config.alpha)
 
 
 @UNLEARN_METHODS.register("retrain")
-def retrain(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def retrain(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
             mask: Optional[Mask], device: torch.device) -> None:
     """Retrain on the retain set: the exact-unlearning reference.
 
@@ -136,21 +136,21 @@ def retrain(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     ``--model_path``), as the research code does.  ``--accum_steps`` batches
     are accumulated per step, as in the research code's trainer.
     """
-    _single_objective(loaders, model, args, mask, device, on_forget=False, sign=1.0,
-                      accum_steps=getattr(args, "accum_steps", 1))
+    _single_objective(loaders, model, config, mask, device, on_forget=False, sign=1.0,
+                      accum_steps=config.accum_steps)
 
 
 @UNLEARN_METHODS.register("retrain_sam")
-def retrain_sam(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def retrain_sam(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
                 mask: Optional[Mask], device: torch.device) -> None:
     """``retrain`` with SAM around SGD at ``--unlearn_lr`` (:mod:`common.sam`), whatever ``--optim`` says,
     on MultiStepLR, as the research code's ``retrain_sam``."""
-    _single_objective(loaders, model, args, mask, device, on_forget=False, sign=1.0,
-                      accum_steps=getattr(args, "accum_steps", 1),
-                      optimizer=sam_sgd(model, args, args.unlearn_lr))
+    _single_objective(loaders, model, config, mask, device, on_forget=False, sign=1.0,
+                      accum_steps=config.accum_steps,
+                      optimizer=sam_sgd(model, config, config.unlearn_lr))
 
 
 @UNLEARN_METHODS.register("raw")
-def raw(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def raw(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
         mask: Optional[Mask], device: torch.device) -> None:
     """No unlearning: evaluate the original model as it is."""

@@ -12,7 +12,6 @@ Neither uses an optimizer, so ``--optim`` has no effect on them.
 """
 from __future__ import annotations
 
-import argparse
 from typing import Dict, Iterable, List, Optional
 
 import torch
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 from common.distributed import sharding_of
 from common.saliency import Mask
 
+from ImageClassification.config import UnlearnConfig
 from ImageClassification.data import UnlearnLoaders
 from .registry import UNLEARN_METHODS
 
@@ -56,7 +56,7 @@ def fisher_diagonal(model: nn.Module, loader: Iterable, device: torch.device) ->
 
 
 @UNLEARN_METHODS.register("fisher")
-def fisher(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def fisher(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
            mask: Optional[Mask], device: torch.device) -> None:
     """Add ``N(0, min(sqrt(--alpha / F), 1e-3)^2)`` noise to every weight.
 
@@ -68,7 +68,7 @@ def fisher(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
         for name, param in model.named_parameters():
             if name not in fisher_diag:
                 continue
-            std = torch.sqrt(args.alpha / fisher_diag[name]).clamp(max=FISHER_MAX_STD)
+            std = torch.sqrt(config.alpha / fisher_diag[name]).clamp(max=FISHER_MAX_STD)
             noise = std * torch.randn_like(param)
             if param.shape[-1] == loaders.num_classes:
                 noise = noise * 10
@@ -120,7 +120,7 @@ def woodfisher_inverse_hvp(model: nn.Module, loader: Iterable, device: torch.dev
 
 
 @UNLEARN_METHODS.register("wfisher")
-def wfisher(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def wfisher(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
             mask: Optional[Mask], device: torch.device) -> None:
     """Influence unlearning: ``theta += --alpha * H^-1 (g_forget - g_retain)`` (masked if given).
 
@@ -130,14 +130,14 @@ def wfisher(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     WoodFisher estimate over single retain samples.
     """
     model.eval()
-    forget_loader = DataLoader(loaders.forget_loader.dataset, batch_size=args.batch_size, shuffle=False)
-    retain_loader = DataLoader(loaders.retain_loader.dataset, batch_size=args.batch_size, shuffle=False)
+    forget_loader = DataLoader(loaders.forget_loader.dataset, batch_size=config.batch_size, shuffle=False)
+    retain_loader = DataLoader(loaders.retain_loader.dataset, batch_size=config.batch_size, shuffle=False)
     single_loader = DataLoader(loaders.retain_loader.dataset, batch_size=1, shuffle=False)
     forget_grad, n_forget = summed_gradient(model, forget_loader, device, "forget gradient")
     retain_grad, n_retain = summed_gradient(model, retain_loader, device, "retain gradient")
     forget_grad = forget_grad / (n_forget + n_retain)
     retain_grad = retain_grad * n_forget / ((n_forget + n_retain) * n_retain)
-    perturbation = args.alpha * woodfisher_inverse_hvp(model, single_loader, device, forget_grad - retain_grad)
+    perturbation = config.alpha * woodfisher_inverse_hvp(model, single_loader, device, forget_grad - retain_grad)
     with torch.no_grad():
         offset = 0
         for name, param in model.named_parameters():
@@ -184,7 +184,7 @@ def hessian_diagonal(model: nn.Module, dataset, device: torch.device, num_classe
 
 
 @UNLEARN_METHODS.register("fisher_new")
-def fisher_new(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def fisher_new(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
                mask: Optional[Mask], device: torch.device) -> None:
     """Sample every weight from ``N(theta, var)`` with ``var`` from the retain set's Hessian diagonal ``h``.
 
@@ -202,20 +202,20 @@ def fisher_new(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespa
     """
     num_classes = loaders.num_classes
     hessian, retain_labels = hessian_diagonal(model, loaders.retain_loader.dataset, device, num_classes)
-    whole_class = args.class_to_replace >= 0 and args.class_to_replace not in retain_labels
+    whole_class = config.class_to_replace >= 0 and config.class_to_replace not in retain_labels
     with torch.no_grad():
         for param, h in zip(trainable(model), hessian):
             head = param.shape[0] == num_classes
             var = (1.0 / (h + HESSIAN_EPS)).clamp(max=FISHER_NEW_MAX_VAR)
             if head:
                 var = var.clamp(max=FISHER_NEW_HEAD_MAX_VAR)
-            var = args.alpha * var
+            var = config.alpha * var
             if param.dim() > 1:
                 var = var.mean(dim=1, keepdim=True).expand_as(param).clone()
             mean = param.detach().clone()
             if head and whole_class:
-                mean[args.class_to_replace] = 0
-                var[args.class_to_replace] = FORGOTTEN_CLASS_VAR
+                mean[config.class_to_replace] = 0
+                var[config.class_to_replace] = FORGOTTEN_CLASS_VAR
             if head or param.dim() == 1:
                 var = var * 10
             param.copy_(mean + var.sqrt() * torch.empty_like(param).normal_())

@@ -19,7 +19,6 @@ training is :mod:`.finetune`'s single-objective loop.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 from typing import Optional
 
@@ -28,6 +27,7 @@ from torch import nn
 
 from common.errors import UsageError
 from common.saliency import Mask
+from ImageClassification.config import UnlearnConfig
 from ImageClassification.data import UnlearnLoaders
 
 from .engine import UnlearnRun, parse_milestones
@@ -62,14 +62,14 @@ class KeepPruned:
         self.pruned.report()
 
 
-def ga_prune_args(args: argparse.Namespace, **overrides) -> argparse.Namespace:
+def ga_prune_config(config: UnlearnConfig, **overrides) -> UnlearnConfig:
     """The research code's GA pruning loop: plain SGD at ``--lr`` for ``--epochs`` epochs."""
-    return argparse.Namespace(**{**vars(args), "optim": "sgd", "unlearn_lr": args.lr, "retain_lr": args.lr,
-                                 "unlearn_epochs": args.epochs, **overrides})
+    return config.replace(**{"optim": "sgd", "unlearn_lr": config.lr, "retain_lr": config.lr,
+                             "unlearn_epochs": config.epochs, **overrides})
 
 
 @UNLEARN_METHODS.register("GA_prune")
-def GA_prune(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def GA_prune(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
              mask: Optional[Mask], device: torch.device) -> None:
     """Iterative magnitude pruning of a gradient-ascent model (lottery-ticket style).
 
@@ -82,9 +82,9 @@ def GA_prune(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace
     it was given.  Only the last state writes per-epoch checkpoints and
     resume snapshots; a resumed run recomputes the earlier states.
     """
-    rewind_epoch = args.rewind_epoch if args.prune_type == "rewind_lt" else 0
-    if args.pruning_times > 1 and rewind_epoch >= args.epochs:
-        raise UsageError(f"--rewind_epoch: must be below --epochs ({args.epochs}), got {rewind_epoch}")
+    rewind_epoch = config.rewind_epoch if config.prune_type == "rewind_lt" else 0
+    if config.pruning_times > 1 and rewind_epoch >= config.epochs:
+        raise UsageError(f"--rewind_epoch: must be below --epochs ({config.epochs}), got {rewind_epoch}")
     rewind_to = {"weights": copy.deepcopy(model.state_dict())}
     keep = KeepPruned(model)
 
@@ -94,36 +94,36 @@ def GA_prune(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace
             rewind_to["weights"] = copy.deepcopy(model.state_dict())
 
     print("#" * 40 + " Start Standard Training Iterative Pruning " + "#" * 40)
-    milestones = parse_milestones(args.decreasing_lr)
-    for state in range(args.pruning_times):
-        last = state == args.pruning_times - 1
+    milestones = parse_milestones(config.decreasing_lr)
+    for state in range(config.pruning_times):
+        last = state == config.pruning_times - 1
         print("*" * 42 + f"\npruning state {state}\n" + "*" * 42)
-        overrides = {"save_dir": args.save_dir if last else None}
+        overrides = {"save_dir": config.save_dir if last else None}
         if state > 0:  # learning-rate rewinding: the schedule continues from epoch rewind_epoch
-            overrides["unlearn_lr"] = args.lr * 0.1 ** sum(m <= rewind_epoch for m in milestones)
+            overrides["unlearn_lr"] = config.lr * 0.1 ** sum(m <= rewind_epoch for m in milestones)
             overrides["decreasing_lr"] = [m - rewind_epoch for m in milestones if m > rewind_epoch]
         keep.pruned.report()
-        _single_objective(loaders, model, ga_prune_args(args, **overrides), mask, device, on_forget=True,
+        _single_objective(loaders, model, ga_prune_config(config, **overrides), mask, device, on_forget=True,
                           sign=-1.0, before_epoch=before_epoch)
-        keep.prune(args.rate, args.random_prune)
+        keep.prune(config.rate, config.random_prune)
         if not last:  # rewind the unpruned weights, keep the mask
             model.load_state_dict(rewind_to["weights"])
             keep.pruned.apply()
 
 
 @UNLEARN_METHODS.register("GA_prune_bi")
-def GA_prune_bi(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def GA_prune_bi(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
                 mask: Optional[Mask], device: torch.device) -> None:
     """Gradient ascent for ``--epochs`` epochs, pruning ``--rate`` of the remaining convolution
     weights after every epoch (no rewinding)."""
     keep = KeepPruned(model)
     keep.pruned.report()
-    _single_objective(loaders, model, ga_prune_args(args), mask, device, on_forget=True, sign=-1.0,
-                      before_epoch=keep, after_epoch=lambda run: keep.prune(args.rate, args.random_prune))
+    _single_objective(loaders, model, ga_prune_config(config), mask, device, on_forget=True, sign=-1.0,
+                      before_epoch=keep, after_epoch=lambda run: keep.prune(config.rate, config.random_prune))
 
 
 @UNLEARN_METHODS.register("FT_prune_bi")
-def FT_prune_bi(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def FT_prune_bi(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
                 mask: Optional[Mask], device: torch.device) -> None:
     """FT on the retain set with pruning at the start of every epoch ``e`` with
     ``(--unlearn_epochs - e) % 2 == 0``, each at ``1 - (1 - --rate) ** (1 / ((E - 1) // 2 + 1))``
@@ -135,15 +135,15 @@ def FT_prune_bi(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namesp
     end of epoch ``e - 1`` (the same weights enter epoch ``e``), so resume
     snapshots never fall between a pruning and its epoch.
     """
-    epochs = args.unlearn_epochs
-    rate = prune_rate_per_step(args.rate, (epochs - 1) // PRUNE_STEP + 1)
+    epochs = config.unlearn_epochs
+    rate = prune_rate_per_step(config.rate, (epochs - 1) // PRUNE_STEP + 1)
     keep = KeepPruned(model)
     if epochs % PRUNE_STEP == 0:
-        keep.prune(rate, args.random_prune)
+        keep.prune(rate, config.random_prune)
 
     def after_epoch(run: UnlearnRun) -> None:
         if run.epoch + 1 < epochs and (epochs - run.epoch - 1) % PRUNE_STEP == 0:
-            keep.prune(rate, args.random_prune)
+            keep.prune(rate, config.random_prune)
 
-    _single_objective(loaders, model, args, mask, device, on_forget=False, sign=1.0,
+    _single_objective(loaders, model, config, mask, device, on_forget=False, sign=1.0,
                       before_epoch=keep, after_epoch=after_epoch)

@@ -3,5 +3,5 @@ from __future__ import annotations
 
 from dualoptim.registry import Registry
 
-#: ``--unlearn`` name -> ``method(loaders, model, args, mask, device) -> None``.
+#: ``--unlearn`` name -> ``method(loaders, model, config, mask, device) -> None``.
 UNLEARN_METHODS = Registry("--unlearn")

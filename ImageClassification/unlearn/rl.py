@@ -7,7 +7,6 @@ saliency mask, so only salient weights move.
 """
 from __future__ import annotations
 
-import argparse
 from typing import Optional
 
 import torch
@@ -19,6 +18,7 @@ from common.checkpointing import pass_generator, resumable_loader
 from common.errors import UsageError
 from common.saliency import Mask
 
+from ImageClassification.config import UnlearnConfig
 from ImageClassification.data import UnlearnLoaders
 from .engine import UnlearnRun, cross_entropy_loss, run_epochs
 from .projections import ProximalShrink, after_each_step
@@ -79,7 +79,7 @@ def mixed_relabel_loader(loaders: UnlearnLoaders, batch_size: int, seed: int, ep
 
 
 @UNLEARN_METHODS.register("RL")
-def RL(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def RL(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
        mask: Optional[Mask], device: torch.device) -> None:
     """Random-label unlearning (SalUn when ``mask`` is given).
 
@@ -99,18 +99,18 @@ def RL(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     def epoch_fn(run: UnlearnRun) -> None:
         # The research code warms up once per epoch, at the first step.
         run.warmup(1, len(loaders.forget_loader) + len(loaders.retain_loader))
-        if args.dataset in MIXED_RELABEL_DATASETS and not run.optimizer.is_dual:
-            run.train_on(mixed_relabel_loader(loaders, args.batch_size, args.seed, run.epoch), retain_loss, "forget",
-                         "forget+retain")
+        if config.dataset in MIXED_RELABEL_DATASETS and not run.optimizer.is_dual:
+            run.train_on(mixed_relabel_loader(loaders, config.batch_size, config.seed, run.epoch), retain_loss,
+                         "forget", "forget+retain")
         else:
             run.train_on(loaders.forget_loader, forget_loss, "forget", "forget")
             run.train_on(loaders.retain_loader, retain_loss, "retain", "retain")
 
-    run_epochs(model, args, device, mask, epoch_fn)
+    run_epochs(model, config, device, mask, epoch_fn)
 
 
 @UNLEARN_METHODS.register("RL_proximal")
-def RL_proximal(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def RL_proximal(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
                 mask: Optional[Mask], device: torch.device) -> None:
     """Random labelling with a proximal step towards the epoch's starting weights after every update.
 
@@ -128,11 +128,11 @@ def RL_proximal(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namesp
     The anchor is the epoch's starting weights, so resume snapshots are taken
     at epoch ends only.
     """
-    if getattr(args, "save_every", 0):
+    if config.save_every:
         raise UsageError("--save_every: RL_proximal resumes from epoch ends only (its proximal anchor is "
                          "each epoch's starting weights); drop --save_every")
     steps_per_epoch = len(loaders.forget_loader) + len(loaders.retain_loader)
-    shrink = ProximalShrink(model, args.mask_ratio, args.unlearn_epochs * steps_per_epoch)
+    shrink = ProximalShrink(model, config.mask_ratio, config.unlearn_epochs * steps_per_epoch)
     offset = {"first": 0, "step": 0, "per_step": 0}  # the research code's step offset in the current pass
     retain_loss = cross_entropy_loss(model)
     attached = []
@@ -148,12 +148,12 @@ def RL_proximal(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namesp
         shrink.set_anchor()
         run.warmup(1, steps_per_epoch)
         offset.update(first=run.epoch * steps_per_epoch, step=0, per_step=0)
-        if args.dataset != "svhn":
-            run.train_on(mixed_relabel_loader(loaders, args.batch_size, args.seed, run.epoch), retain_loss,
+        if config.dataset != "svhn":
+            run.train_on(mixed_relabel_loader(loaders, config.batch_size, config.seed, run.epoch), retain_loss,
                          "retain", "forget+retain")
             return
         run.train_on(loaders.forget_loader, random_label_loss(model, loaders.num_classes), "retain", "forget")
         offset.update(per_step=1)  # the research code's retain pass counts its batches
         run.train_on(loaders.retain_loader, retain_loss, "retain", "retain")
 
-    run_epochs(model, args, device, mask, epoch_fn, lr_switching=False, schedule_forget=False)
+    run_epochs(model, config, device, mask, epoch_fn, lr_switching=False, schedule_forget=False)

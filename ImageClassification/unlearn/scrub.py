@@ -8,7 +8,6 @@ retain set (one ``retain_step()`` per batch on
 """
 from __future__ import annotations
 
-import argparse
 import copy
 from typing import Optional
 
@@ -18,6 +17,7 @@ from torch import nn
 
 from common.saliency import Mask
 
+from ImageClassification.config import UnlearnConfig
 from ImageClassification.data import UnlearnLoaders
 from .engine import UnlearnRun, run_epochs
 from .registry import UNLEARN_METHODS
@@ -53,7 +53,7 @@ def frozen_teacher(model: nn.Module) -> nn.Module:
 
 
 @UNLEARN_METHODS.register("SCRUB")
-def SCRUB(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def SCRUB(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
           mask: Optional[Mask], device: torch.device) -> None:
     """SCRUB with ``--scrub_alpha`` (retain KL weight) and ``--scrub_gamma`` (retain CE weight).
 
@@ -73,11 +73,11 @@ def SCRUB(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
         logits = model(images)
         with torch.no_grad():
             teacher_logits = teacher(images)
-        return scrub_retain_loss(logits, teacher_logits, targets, args.scrub_alpha, args.scrub_gamma), logits
+        return scrub_retain_loss(logits, teacher_logits, targets, config.scrub_alpha, config.scrub_gamma), logits
 
     def epoch_fn(run: UnlearnRun) -> None:
         run.warmup(1, len(loaders.forget_loader) + len(loaders.retain_loader))
         run.train_on(loaders.forget_loader, forget_loss, "forget", "forget")
         run.train_on(loaders.retain_loader, retain_loss, "retain", "retain")
 
-    run_epochs(model, args, device, mask, epoch_fn, schedule_forget=False)
+    run_epochs(model, config, device, mask, epoch_fn, schedule_forget=False)

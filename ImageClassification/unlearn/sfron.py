@@ -26,7 +26,6 @@ follows the same cosine schedule on each of its torch optimizers.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Dict, Iterable, Optional
@@ -44,6 +43,7 @@ from common.io import atomic_torch_save
 from common.saliency import Mask, accumulate_gradients, fisher_ratio_masks
 from common.schedules import cosine_decay
 
+from ImageClassification.config import UnlearnConfig
 from ImageClassification.data import UnlearnLoaders
 from .engine import UnlearnRun, build_unlearn_optimizer, run_snapshots, top1_accuracy
 from .registry import UNLEARN_METHODS
@@ -86,7 +86,7 @@ def sfron_lambda(dataset: str) -> float:
 
 
 @UNLEARN_METHODS.register("SFRon")
-def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
+def SFRon(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
           mask: Optional[Mask], device: torch.device) -> None:
     """SFR-on unlearning (see the module docstring).
 
@@ -94,10 +94,10 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
     mask from the forget and remain Fisher diagonals, which it also writes to
     ``<save_dir>/forget_fisher.pt`` and ``remain_fisher.pt``.
     """
-    iters, freq = args.sfron_iters, args.sfron_freq  # both >= 1: positive_int flags
-    if args.optim.lower() == "adam" and args.momentum >= 1.0:  # before anything is written
-        raise UsageError(f"--momentum: must be below 1 with SFR-on --optim adam (AdamW's beta1), got {args.momentum}")
-    save_dir = Path(args.save_dir) if getattr(args, "save_dir", None) else None
+    iters, freq = config.sfron_iters, config.sfron_freq  # both >= 1: positive_int flags
+    if config.optim.lower() == "adam" and config.momentum >= 1.0:  # before anything is written
+        raise UsageError(f"--momentum: must be below 1 with SFR-on --optim adam (AdamW's beta1), got {config.momentum}")
+    save_dir = Path(config.save_dir) if config.save_dir else None
     sharding = sharding_of(model)
 
     forget_fisher = empirical_fisher(model, loaders.forget_loader, device)
@@ -112,28 +112,28 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
 
     # SFR-on's own single AdamW takes its first-moment decay from --momentum (the research code's
     # unlearn/sfron.py:230-236); the other methods' and the dual* AdamWs keep torch's 0.9.
-    optimizer = build_unlearn_optimizer(model, args, (args.retain_lr, args.retain_lr),
-                                        adam_betas=(args.momentum, 0.999))
+    optimizer = build_unlearn_optimizer(model, config, (config.retain_lr, config.retain_lr),
+                                        adam_betas=(config.momentum, 0.999))
     schedulers = [CosineAnnealingLR(opt, T_max=iters) for opt in optimizer.optimizers]
 
-    lambd = sfron_lambda(args.dataset)
-    ema_beta = getattr(args, "sfron_ema_beta", 1.0)
-    log_freq = 100 if args.dataset == "TinyImagenet" else 500
+    lambd = sfron_lambda(config.dataset)
+    ema_beta = config.sfron_ema_beta
+    log_freq = 100 if config.dataset == "TinyImagenet" else 500
     params = list(model.parameters())
     slow = [p.detach().clone() for p in params] if ema_beta != 1.0 else None
     forget_iter, retain_iter = EndlessLoader(loaders.forget_loader), EndlessLoader(loaders.retain_loader)
     running = {"forget_loss": 0.0, "forget_acc": 0.0, "forget_n": 0,
                "remain_loss": 0.0, "remain_acc": 0.0, "remain_n": 0}
-    snapshots = run_snapshots(args, model, every=getattr(args, "save_every", 0) or log_freq).register(
+    snapshots = run_snapshots(config, model, every=config.save_every or log_freq).register(
         model=model, optimizer=optimizer, forget_data=forget_iter, retain_data=retain_iter,
         **{f"scheduler{i}": s for i, s in enumerate(schedulers)})
-    run = UnlearnRun(model, optimizer, args, device, saliency, snapshots)  # registers the fp16 GradScaler too
+    run = UnlearnRun(model, optimizer, config, device, saliency, snapshots)  # registers the fp16 GradScaler too
     loop = snapshots.restore() or {"step": 0, "running": running, "slow": slow}
     running = loop["running"]
     if slow is not None:
         torch._foreach_copy_(slow, loop["slow"])
     start = time.time()
-    progress = tqdm(range(loop["step"], iters), desc=f"SFRon ({args.optim})", total=iters, initial=loop["step"],
+    progress = tqdm(range(loop["step"], iters), desc=f"SFRon ({config.optim})", total=iters, initial=loop["step"],
                     dynamic_ncols=True, disable=not sharding.is_main)
     for step in progress:
         model.train()
@@ -143,7 +143,7 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, args: argparse.Namespace,
             with run.autocast():
                 logits = model(images)
                 ascent = -adaptive_ce(logits, targets, lambd)
-            run.update(cosine_decay(args.sfron_alpha, step, iters) * ascent, "forget",
+            run.update(cosine_decay(config.sfron_alpha, step, iters) * ascent, "forget",
                        masked=True, max_grad_norm=MAX_GRAD_NORM)
             running["forget_loss"] += ascent.item()
             running["forget_acc"] += top1_accuracy(logits.detach(), targets)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from common.errors import UsageError
-from ImageClassification.arg_parser import parse_args
+from ImageClassification.arg_parser import parse_config
 from ImageClassification.data import load_unlearn_data, select_forget_indexes, split_validation
 from ImageClassification.evaluation import accuracy, entropy, evaluate, mia_salun, mia_sfron
 
@@ -47,11 +47,11 @@ def test_validation_split_takes_ten_percent_per_class():
 
 
 def test_digits_unlearn_data_same_seed_same_forget_set_and_classwise_test_drop():
-    args = parse_args(["--dataset", "digits", "--num_indexes_to_replace", "50"])
+    args = parse_config(["--dataset", "digits", "--num_indexes_to_replace", "50"])
     first, second = load_unlearn_data(args), load_unlearn_data(args)
     assert np.array_equal(first.forget_index, second.forget_index) and len(first.forget_index) == 50
     assert len(first.retain_index) + 50 == len(first.train)
-    whole_class = load_unlearn_data(parse_args(["--dataset", "digits", "--class_to_replace", "3"]))
+    whole_class = load_unlearn_data(parse_config(["--dataset", "digits", "--class_to_replace", "3"]))
     assert set(whole_class.train.targets[whole_class.forget_index]) == {3}
     assert 3 not in set(whole_class.test.targets) and args.num_classes == 10 and args.input_size == 16
 

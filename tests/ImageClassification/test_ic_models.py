@@ -19,9 +19,9 @@ from torch import nn
 
 from common.errors import UsageError
 from ImageClassification import main_random, main_train
-from ImageClassification.arg_parser import parse_args
+from ImageClassification.arg_parser import parse_config
 from ImageClassification.data import DATASETS
-from ImageClassification.models import build_model, build_model_from_args, load_weights, original_key
+from ImageClassification.models import build_model, build_model_from_config, load_weights, original_key
 from ImageClassification.pipeline import load_original_model
 from ImageClassification.unlearn.engine import periodic_cosine
 
@@ -108,10 +108,7 @@ def test_vgg16_bn_is_the_research_codes_cifar_vgg():
 
 
 def digits_args(*extra):
-    args = parse_args(["--dataset", "digits", "--arch", "resnet20s", *extra])
-    spec = DATASETS.get("digits")
-    args.num_classes, args.data_mean, args.data_std = 10, list(spec.mean), list(spec.std)
-    return args
+    return parse_config(["--dataset", "digits", "--arch", "resnet20s", *extra])
 
 
 def test_retrain_starts_from_the_constructed_model_seeded_by_train_seed():
@@ -119,7 +116,7 @@ def test_retrain_starts_from_the_constructed_model_seeded_by_train_seed():
         return load_original_model(digits_args("--unlearn", "retrain", *extra), torch.device("cpu")).state_dict()
 
     torch.manual_seed(5)
-    constructed = build_model_from_args(digits_args()).state_dict()
+    constructed = build_model_from_config(digits_args()).state_dict()
     first, other_seed, other_train_seed = start("--train_seed", "5"), start("--train_seed", "5", "--seed", "9"), \
         start("--train_seed", "6")
     assert all(torch.equal(first[k], constructed[k]) for k in constructed)
@@ -143,7 +140,7 @@ def swin_args(*extra):
 
 def test_swin_t_starts_from_given_pretrained_weights(swin_weights):
     saved = torch.load(swin_weights)
-    model = build_model_from_args(swin_args("--pretrained_weights", str(swin_weights)), pretrained=True)
+    model = build_model_from_config(swin_args("--pretrained_weights", str(swin_weights)), pretrained=True)
     state = model.backbone.state_dict()
     assert all(torch.equal(state[k], saved[k]) for k in saved if not k.startswith("head."))
     assert model.backbone.head.out_features == 10
@@ -152,25 +149,25 @@ def test_swin_t_starts_from_given_pretrained_weights(swin_weights):
 def test_swin_t_finds_the_weights_in_the_torch_hub_cache(swin_weights, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     with pytest.raises(UsageError) as error:  # neither the cache nor --pretrained_weights: one line naming both
-        build_model_from_args(swin_args(), pretrained=True)
+        build_model_from_config(swin_args(), pretrained=True)
     message = str(error.value)
     assert "\n" not in message and "--pretrained_weights PATH" in message and "--from_scratch" in message
     assert str(tmp_path / "checkpoints" / "swin_t-704ceda3.pth") in message
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "swin_t-704ceda3.pth").symlink_to(swin_weights)
-    model = build_model_from_args(swin_args(), pretrained=True)
+    model = build_model_from_config(swin_args(), pretrained=True)
     assert torch.equal(model.backbone.features[0][0].weight, torch.load(swin_weights)["features.0.0.weight"])
     # explicitly from scratch, and a model about to be replaced by --model_path, read no weights
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty"))
-    build_model_from_args(swin_args("--from_scratch"), pretrained=True)
-    build_model_from_args(swin_args())
+    build_model_from_config(swin_args("--from_scratch"), pretrained=True)
+    build_model_from_config(swin_args())
 
 
 def test_swin_t_refuses_other_weights(tmp_path):
     path = tmp_path / "resnet.pth"
     torch.save(torchvision.models.resnet18().state_dict(), path)
     with pytest.raises(UsageError, match="not torchvision's ImageNet swin_t"):
-        build_model_from_args(swin_args("--pretrained_weights", str(path)), pretrained=True)
+        build_model_from_config(swin_args("--pretrained_weights", str(path)), pretrained=True)
 
 
 # ---------------------------------------------------------------- research-code checkpoints and masks
@@ -262,7 +259,7 @@ def test_main_train_periodic_cosine_epoch_zero_trains_at_lr_zero(tmp_path, capsy
     assert "Epoch #0, Learning rate: 0.0\n" in capsys.readouterr().out
     trained = torch.load(tmp_path / "0checkpoint.pth.tar", weights_only=False)["state_dict"]
     torch.manual_seed(4)
-    constructed = build_model_from_args(digits_args()).state_dict()
+    constructed = build_model_from_config(digits_args()).state_dict()
     # lr 0: the weights are the constructed ones, drawn from --train_seed (batch-norm statistics move)
     assert all(torch.equal(trained[k], constructed[k]) for k in constructed if "running" not in k
                and "num_batches" not in k)
@@ -279,15 +276,14 @@ def test_main_train_optim_as_the_research_code(tmp_path, capsys, optim, name, lr
 
 def test_main_train_optimizers():
     args = digits_args("--lr", "0.2", "--momentum", "0.8", "--weight_decay", "1e-3")
-    model = build_model_from_args(args)
-    args.unlearn_lr = args.retain_lr = args.lr
+    model = build_model_from_config(args)
+    args = args.replace(unlearn_lr=args.lr, retain_lr=args.lr)
     for optim, kind, expected in [("adam", torch.optim.AdamW, {"lr": 0.2, "weight_decay": 0.05}),
                                   ("sgd", torch.optim.SGD, {"lr": 0.2, "momentum": 0.8, "weight_decay": 1e-3}),
                                   ("sam", torch.optim.SGD, {"lr": 0.2, "momentum": 0.8, "weight_decay": 1e-3,
                                                             "rho": 0.05}),
                                   ("foo", torch.optim.SGD, {"rho": 0.05})]:  # any other value: SAM
-        args.optim = optim
-        optimizer = main_train.train_optimizer(model, args).retain_optimizer
+        optimizer = main_train.train_optimizer(model, args.replace(optim=optim)).retain_optimizer
         inner = getattr(optimizer, "base_optimizer", optimizer)
         assert type(inner) is kind and (optim in ("sam", "foo")) == (inner is not optimizer)
         assert {key: optimizer.param_groups[0][key] for key in expected} == expected

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from ImageClassification import main_random, main_random_sfron, main_train
-from ImageClassification.arg_parser import parse_args
-from ImageClassification.data import resolve_dataset
-from ImageClassification.models import build_model_from_args
+from ImageClassification.arg_parser import parse_config
+from ImageClassification.models import build_model_from_config
 
 DIGITS = ["--dataset", "digits", "--arch", "resnet20s", "--input_size", "8", "--batch_size", "256", "--device", "cpu",
           "--num_indexes_to_replace", "60"]
@@ -24,11 +23,10 @@ RL_DUAL = ["--unlearn", "RL", "--optim", "dual", "--unlearn_lr", "1e-3", "--reta
 @pytest.fixture(scope="module")
 def original(tmp_path_factory):
     """A freshly initialised resnet20s in the research checkpoint format (unlearning needs no trained model)."""
-    args = parse_args(DIGITS)
-    resolve_dataset(args)
+    args = parse_config(DIGITS)
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("original") / "model.pth.tar"
-    torch.save({"state_dict": build_model_from_args(args).state_dict(), "arch": "resnet20s"}, path)
+    torch.save({"state_dict": build_model_from_config(args).state_dict(), "arch": "resnet20s"}, path)
     return path
 
 

@@ -9,7 +9,7 @@ from torchvision import transforms
 
 from common.errors import UsageError
 from ImageClassification import main_train
-from ImageClassification.arg_parser import parse_args
+from ImageClassification.arg_parser import parse_config
 from ImageClassification.data import load_unlearn_data
 
 WNIDS = ["n02", "n01", "n03"]          # written unsorted: labels follow the sorted names
@@ -50,7 +50,7 @@ def standard_tree(tmp_path):
 
 
 def tiny_args(data_dir, *extra):
-    return parse_args(["--dataset", "TinyImagenet", "--data_dir", str(data_dir), "--num_indexes_to_replace", "2",
+    return parse_config(["--dataset", "TinyImagenet", "--data_dir", str(data_dir), "--num_indexes_to_replace", "2",
                        *extra])
 
 
@@ -107,7 +107,7 @@ def test_transforms_resize_to_224_and_randaugment_only_for_retrain(standard_tree
     rl = load_unlearn_data(tiny_args(standard_tree, "--unlearn", "RL"))
     assert transforms.RandAugment not in [type(step) for step in rl.train.transform.transforms]
     # a class forgotten as a whole stays in the research code's TinyImagenet test set
-    whole = load_unlearn_data(parse_args(["--dataset", "TinyImagenet", "--data_dir", str(standard_tree),
+    whole = load_unlearn_data(parse_config(["--dataset", "TinyImagenet", "--data_dir", str(standard_tree),
                                           "--class_to_replace", "1"]))
     assert 1 in set(whole.test.targets) and set(whole.train.targets[whole.forget_index]) == {1}
 

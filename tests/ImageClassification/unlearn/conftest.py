@@ -6,7 +6,6 @@ Three well-separated classes of 4x4 one-channel "images" with values in
 """
 from __future__ import annotations
 
-import argparse
 import copy
 
 import pytest
@@ -14,9 +13,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ImageClassification.arg_parser import validate_args
+from ImageClassification.arg_parser import build_parser, validate_args
+from ImageClassification.config import UnlearnConfig
 from ImageClassification.data import UnlearnLoaders
-from ImageClassification.unlearn.args import add_method_args
 
 NUM_CLASSES = 3
 BATCH_SIZE = 8
@@ -49,20 +48,20 @@ def make_loaders(forget_n: int = 12, retain_n: int = 36, seed: int = 0) -> Unlea
         num_classes=NUM_CLASSES)
 
 
-def make_args(**overrides) -> argparse.Namespace:
-    """The flags a method reads: the general ones with the research code's defaults
-    (scaled down) plus the method flags from ``add_method_args``, completed by
-    ``validate_args`` as the scripts do (``--retain_lr`` defaults to ``--unlearn_lr``)."""
-    args = add_method_args(argparse.ArgumentParser()).parse_args([])
+def make_args(**overrides) -> UnlearnConfig:
+    """The settings a method receives: every flag at its default, the general ones scaled down
+    (and ``overrides``), completed and frozen as the scripts do (``validate_args``: ``--retain_lr``
+    defaults to ``--unlearn_lr``; :meth:`UnlearnConfig.from_args`)."""
+    args = build_parser(optim_choices=None).parse_args([])
     general = dict(unlearn="RL", optim="sgd", unlearn_lr=0.05, retain_lr=None, unlearn_epochs=2,
                    momentum=0.9, weight_decay=5e-4, decreasing_lr="91,136", warmup=0, lr=0.1,
-                   print_freq=50, batch_size=BATCH_SIZE, num_classes=NUM_CLASSES, dataset="digits",
+                   print_freq=50, batch_size=BATCH_SIZE, dataset="digits",
                    imagenet_arch=False, save_dir=None, seed=1, sfron_iters=6, sfron_freq=3,
                    num_workers=0, workers=0)
     general.update(overrides)
     for key, value in general.items():
         setattr(args, key, value)
-    return validate_args(args, unlearning=args.unlearn != "train")  # main_train reads --optim its own way
+    return UnlearnConfig.from_args(validate_args(args, unlearning=args.unlearn != "train"))
 
 
 @pytest.fixture(scope="session")

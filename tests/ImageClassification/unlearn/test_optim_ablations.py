@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from common.errors import UsageError
-from ImageClassification.arg_parser import parse_args
+from ImageClassification.arg_parser import parse_config
 from ImageClassification.unlearn import get_unlearn_method
 
 CPU = torch.device("cpu")
@@ -44,10 +44,10 @@ def test_ablations_keep_one_state_per_objective_through_sfron(model, loaders, ma
 @pytest.mark.parametrize("optim", ["dual_ll", "dual_share"])
 def test_other_methods_refuse_the_ablations_in_one_line(optim):
     with pytest.raises(UsageError, match=rf"^--optim {optim}: this optimizer ablation runs with --unlearn SFRon"):
-        parse_args(["--unlearn", "RL", "--optim", optim])
-    assert parse_args(["--unlearn", "SFRon", "--optim", optim]).optim == optim
+        parse_config(["--unlearn", "RL", "--optim", optim])
+    assert parse_config(["--unlearn", "SFRon", "--optim", optim]).optim == optim
 
 
 def test_retain_lr_defaults_to_unlearn_lr():
-    assert parse_args(["--unlearn_lr", "0.03"]).retain_lr == 0.03
-    assert parse_args(["--unlearn_lr", "0.03", "--retain_lr", "0.01"]).retain_lr == 0.01
+    assert parse_config(["--unlearn_lr", "0.03"]).retain_lr == 0.03
+    assert parse_config(["--unlearn_lr", "0.03", "--retain_lr", "0.01"]).retain_lr == 0.01

@@ -1,14 +1,12 @@
 """--amp (autocast, GradScaler with DualOptim's two optimizers) and --channels_last in the shared loop."""
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dualoptim.recipes import make_unlearn_optimizer
-from ImageClassification.models import build_model_from_args
+from ImageClassification.models import build_model_from_config
 from ImageClassification.unlearn import get_unlearn_method
 from ImageClassification.unlearn.engine import UnlearnRun
 from ImageClassification.unlearn.scrub import frozen_teacher
@@ -19,20 +17,19 @@ CPU = torch.device("cpu")
 def conv_model(channels_last: bool = False) -> nn.Module:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))
-    return model.to(memory_format=torch.channels_last) if channels_last else model  # as build_model_from_args
+    return model.to(memory_format=torch.channels_last) if channels_last else model  # as build_model_from_config
 
 
-def test_channels_last_models_are_built_in_it_and_copies_keep_it():
-    args = argparse.Namespace(arch="resnet20s", num_classes=10, data_mean=(0.5,), data_std=(0.5,),
-                              imagenet_arch=False, channels_last=True)
-    model = build_model_from_args(args)
+def test_channels_last_models_are_built_in_it_and_copies_keep_it(make_args):
+    args = make_args(arch="resnet20s", channels_last=True)
+    model = build_model_from_config(args)
     convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     teacher = frozen_teacher(model)  # SCRUB's teacher, a deep copy
     assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
                for m in teacher.modules() if isinstance(m, nn.Conv2d))
-    args.channels_last = False
-    assert all(m.weight.is_contiguous() for m in build_model_from_args(args).modules() if isinstance(m, nn.Conv2d))
+    args = args.replace(channels_last=False)
+    assert all(m.weight.is_contiguous() for m in build_model_from_config(args).modules() if isinstance(m, nn.Conv2d))
 
 
 def test_bfloat16_autocast_and_channels_last_in_train_on(make_args, make_loaders):

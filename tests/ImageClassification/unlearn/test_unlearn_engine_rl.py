@@ -75,7 +75,7 @@ def test_schedulers_and_warmup(make_args):
         sched.step()
     assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5])
     # per-step warmup to --lr over --warmup epochs of 4 steps: epoch 1 step 2 -> 6/8 of lr
-    warmup_lr(opt, epoch=1, step=2, steps_per_epoch=4, args=make_args(warmup=2, lr=0.4))
+    warmup_lr(opt, epoch=1, step=2, steps_per_epoch=4, warmup=2, lr=0.4)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.3)
 
 
