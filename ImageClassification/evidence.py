@@ -38,7 +38,7 @@ from common.evidence import (TIED, MethodGrid, best_line, config_record, log_gri
                              search_then_seeds, seed_summary, seeds_gap, setting_checks, write_results)
 from common.evidence import reading as evidence_reading
 from common.evidence import render_tables as evidence_tables
-from common.evidence_runs import Call, Runner
+from common.evidence_runs import DIVERGED_FILE, Call, Runner
 from common.io import atomic_path, read_json
 from ImageClassification import data as ic_data
 from ImageClassification import main_train, parse_result
@@ -307,68 +307,64 @@ class EvidenceBenchmark:
 
     def run(self) -> Dict[str, object]:
         """Every run of the benchmark (finished ones are read back); returns the results record."""
-        try:
-            return self._run()
-        finally:
-            self.runner.close()
-
-    def _run(self) -> Dict[str, object]:
-        config = self.config
-        started = time.time()
-        self.prepare_data()
-        self.train_original()
-        self.log("original model trained")
-        retrain = self.retrain(config.seeds)
-        self.log(f"Retrain done on seeds {list(config.seeds)}")
-        if any(grid.method == "SalUn" for grid in config.grids):
-            self.make_masks(config.seeds)
-        original = {seed: self.evaluate_original(seed) for seed in config.seeds}
-        # the original trained on the split of seed TRAIN_SPLIT_SEED; another seed's split moves some of
-        # its validation images into the forget and retain sets (research code), so only that split's
-        # accuracy is the original's accuracy on its training set
-        split_seed = main_train.TRAIN_SPLIT_SEED
-        train_acc = (original.get(split_seed) or self.evaluate_original(split_seed))["train_acc"]
-        reference = np.array([np.mean([retrain[s][m] for s in config.seeds]) for m in METRICS])
-        setting = check_setting(train_acc, retrain, config.thresholds)
-        for line in setting["lines"]:
-            self.log(line)
-        sizes = original[config.search_seed]
-        self.results = {"config": config_record(config), "setting": setting,
-                        "step_budget": step_budget(config, sizes["forget_size"], sizes["retain_size"]),
-                        "reference": dict(zip(METRICS, reference.tolist())),
-                        "retrain": {str(s): retrain[s] for s in config.seeds},
-                        "original": {str(s): original[s] for s in config.seeds},
-                        # doing nothing: what a method's best gap has to beat
-                        "original_gap": self.gap([{k: original[s][k] for k in METRICS} for s in config.seeds],
-                                                 reference)["avg_gap"],
-                        "methods": []}
-        reports = []
-        for grid in config.grids:
-            report, points, per_seed = search_then_seeds(
-                grid, lambda settings: self.unlearn(grid, settings),
-                lambda run: self.gap([run], reference)["avg_gap"], config.seeds, config.search_seed,
-                config.max_extensions, self.log)
-            avg_gap = seeds_gap(list(per_seed.values()), lambda runs: self.gap(runs, reference)["avg_gap"])
-            summary = seed_summary(list(per_seed.values()), METRICS)
-            reports.append(report)
-            self.results["methods"].append({
-                **report.as_dict(), "tied_lrs": grid.retain_lrs is None, "grid_size": len(points),
-                "avg_gap": avg_gap, "avg_std": summary["avg_std"], "seed_mean": summary,
-                "per_seed": {str(s): per_seed[s] for s in config.seeds},
-                "grid": [asdict(p) for p in points]})
-            self.log(best_line(report, avg_gap, len(config.seeds)))
-            self.save(reports, time.time() - started)
-        return self.results
+        with self.runner:
+            config = self.config
+            started = time.time()
+            self.prepare_data()
+            self.train_original()
+            self.log("original model trained")
+            retrain = self.retrain(config.seeds)
+            self.log(f"Retrain done on seeds {list(config.seeds)}")
+            if any(grid.method == "SalUn" for grid in config.grids):
+                self.make_masks(config.seeds)
+            original = {seed: self.evaluate_original(seed) for seed in config.seeds}
+            # the original trained on the split of seed TRAIN_SPLIT_SEED; another seed's split moves some of
+            # its validation images into the forget and retain sets (research code), so only that split's
+            # accuracy is the original's accuracy on its training set
+            split_seed = main_train.TRAIN_SPLIT_SEED
+            train_acc = (original.get(split_seed) or self.evaluate_original(split_seed))["train_acc"]
+            reference = np.array([np.mean([retrain[s][m] for s in config.seeds]) for m in METRICS])
+            setting = check_setting(train_acc, retrain, config.thresholds)
+            for line in setting["lines"]:
+                self.log(line)
+            sizes = original[config.search_seed]
+            self.results = {"config": config_record(config), "setting": setting,
+                            "step_budget": step_budget(config, sizes["forget_size"], sizes["retain_size"]),
+                            "reference": dict(zip(METRICS, reference.tolist())),
+                            "retrain": {str(s): retrain[s] for s in config.seeds},
+                            "original": {str(s): original[s] for s in config.seeds},
+                            # doing nothing: what a method's best gap has to beat
+                            "original_gap": self.gap([{k: original[s][k] for k in METRICS} for s in config.seeds],
+                                                     reference)["avg_gap"],
+                            "methods": []}
+            reports = []
+            for grid in config.grids:
+                report, points, per_seed = search_then_seeds(
+                    grid, lambda settings: self.unlearn(grid, settings),
+                    lambda run: self.gap([run], reference)["avg_gap"], config.seeds, config.search_seed,
+                    config.max_extensions, self.log)
+                avg_gap = seeds_gap(list(per_seed.values()), lambda runs: self.gap(runs, reference)["avg_gap"])
+                summary = seed_summary(list(per_seed.values()), METRICS)
+                reports.append(report)
+                self.results["methods"].append({
+                    **report.as_dict(), "tied_lrs": grid.retain_lrs is None, "grid_size": len(points),
+                    "avg_gap": avg_gap, "avg_std": summary["avg_std"], "seed_mean": summary,
+                    "per_seed": {str(s): per_seed[s] for s in config.seeds},
+                    "grid": [asdict(p) for p in points]})
+                self.log(best_line(report, avg_gap, len(config.seeds)))
+                self.save(reports, time.time() - started)
+            return self.results
 
     def images_per_second(self) -> Dict[str, float]:
         """Median over runs of training images per second of the whole entry call (data loading, Fisher or
-        mask passes and the final evaluation included, so a lower bound on the unlearning loop's speed)."""
+        mask passes and the final evaluation included, so a lower bound on the unlearning loop's speed); a
+        diverged run stopped before its budget and is left out."""
         budget = self.results["step_budget"]
         images = {"epochs": budget["unlearn_epochs"] * (budget["forget_set"] + budget["retain_set"]),
                   "SFRon": (budget["sfron_forget_steps"] + budget["sfron_retain_steps"]) * budget["batch_size"]}
         speeds: Dict[str, List[float]] = {}
         for name, (method, optim) in self.kinds.items():
-            if name in self.runner.seconds:
+            if name in self.runner.seconds and not (self.out / name / DIVERGED_FILE).exists():
                 count = images["SFRon" if method == "SFRon" else "epochs"]
                 speeds.setdefault(f"{method}/{optim}", []).append(count / self.runner.seconds[name])
         return {kind: float(np.median(values)) for kind, values in speeds.items()}

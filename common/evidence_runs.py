@@ -84,7 +84,8 @@ class Runner:
 
     With ``jobs`` > 1 the unfinished calls of one batch go to that many spawned worker processes, each with
     ``threads`` torch threads (small models use two cores better as two 1-thread runs than as one 2-thread
-    run); the pool starts once and serves every batch. With 1 they run in this process.
+    run); the pool starts once and serves every batch. With 1 they run in this process. As a context
+    manager it closes the pool on leaving.
     """
 
     def __init__(self, out: Path, jobs: int = 1, threads: Optional[int] = None) -> None:
@@ -113,8 +114,11 @@ class Runner:
         """Run ``calls`` and return each one's record: ``read(call)`` for a finished run; for a diverged one,
         NaN for every metric of ``keys`` and the stop's message under ``"diverged"``."""
         self.run(calls)
-        return [{**{key: math.nan for key in keys}, "diverged": call.diverged} if call.diverged else dict(read(call))
-                for call in calls]
+        records = []
+        for call in calls:
+            message = call.diverged
+            records.append({**{key: math.nan for key in keys}, "diverged": message} if message else dict(read(call)))
+        return records
 
     def key(self, call: Call) -> str:
         """The run's name in :attr:`seconds`: its folder relative to the benchmark's."""
@@ -125,3 +129,9 @@ class Runner:
         if self.pool is not None:
             self.pool.shutdown()
             self.pool = None
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -310,47 +310,42 @@ class DDPMEvidence:
 
     def run(self) -> Dict[str, object]:
         """Every run of the benchmark (finished ones are read back); returns the results record."""
-        try:
-            return self._run()
-        finally:
-            self.runner.close()
-
-    def _run(self) -> Dict[str, object]:
-        config = self.config
-        started = time.time()
-        judge_acc = self.train_judge()
-        self.log(f"judge trained: {judge_acc:.2f}% on the real test digits")
-        original, retrain = self.train_models(config.seeds)
-        self.log(f"original and Retrain (seeds {list(config.seeds)}) trained and judged")
-        self.make_masks(self.samples["original"])
-        reference = {"UA": 100.0, "RA": statistics.fmean(r["RA"] for r in retrain.values())}
-        setting = check_setting(judge_acc, original, retrain, config.thresholds)
-        for line in setting["lines"]:
-            self.log(line)
-        _, ema_rate = self.pretrain_config()
-        self.results = {"config": config_record(config), "setting": setting, "pretrain_ema_rate": ema_rate,
-                        "step_budget": step_budget(config), "reference": reference,
-                        "retrain": {str(s): r for s, r in retrain.items()}, "original": original,
-                        "original_gap": gap(original, reference), "methods": []}
-        reports = []
-        for grid in config.grids:
-            report, points, per_seed = search_then_seeds(
-                grid, lambda settings: self.unlearn(grid, settings), lambda run: gap(run, reference), config.seeds,
-                config.search_seed, config.max_extensions, self.log)
-            self.samples[f"{grid.method}/{grid.optim}"] = per_seed[config.search_seed]["run_dir"]
-            summary = seed_summary([{k: m[k] for k in METRICS} for m in per_seed.values()], METRICS)
-            # the spread over seeds of the gap's metrics (the FID's std is in other units)
-            summary["avg_std"] = statistics.fmean(summary[f"{k}_std"] for k in GAP_METRICS)
-            reports.append(report)
-            self.results["methods"].append({
-                **report.as_dict(), "tied_lrs": grid.retain_lrs is None, "grid_size": len(points),
-                "avg_gap": seeds_gap(list(per_seed.values()), lambda runs: gap(summary, reference)),
-                "avg_std": summary["avg_std"],
-                "gap_std": float(np.std([gap(m, reference) for m in per_seed.values()])), "seed_mean": summary,
-                "per_seed": {str(s): per_seed[s] for s in config.seeds}, "grid": [asdict(p) for p in points]})
-            self.log(best_line(report, self.results["methods"][-1]["avg_gap"], len(config.seeds)))
-            self.save(reports, time.time() - started)
-        return self.results
+        with self.runner:
+            config = self.config
+            started = time.time()
+            judge_acc = self.train_judge()
+            self.log(f"judge trained: {judge_acc:.2f}% on the real test digits")
+            original, retrain = self.train_models(config.seeds)
+            self.log(f"original and Retrain (seeds {list(config.seeds)}) trained and judged")
+            self.make_masks(self.samples["original"])
+            reference = {"UA": 100.0, "RA": statistics.fmean(r["RA"] for r in retrain.values())}
+            setting = check_setting(judge_acc, original, retrain, config.thresholds)
+            for line in setting["lines"]:
+                self.log(line)
+            _, ema_rate = self.pretrain_config()
+            self.results = {"config": config_record(config), "setting": setting, "pretrain_ema_rate": ema_rate,
+                            "step_budget": step_budget(config), "reference": reference,
+                            "retrain": {str(s): r for s, r in retrain.items()}, "original": original,
+                            "original_gap": gap(original, reference), "methods": []}
+            reports = []
+            for grid in config.grids:
+                report, points, per_seed = search_then_seeds(
+                    grid, lambda settings: self.unlearn(grid, settings), lambda run: gap(run, reference), config.seeds,
+                    config.search_seed, config.max_extensions, self.log)
+                self.samples[f"{grid.method}/{grid.optim}"] = per_seed[config.search_seed]["run_dir"]
+                summary = seed_summary([{k: m[k] for k in METRICS} for m in per_seed.values()], METRICS)
+                # the spread over seeds of the gap's metrics (the FID's std is in other units)
+                summary["avg_std"] = statistics.fmean(summary[f"{k}_std"] for k in GAP_METRICS)
+                reports.append(report)
+                self.results["methods"].append({
+                    **report.as_dict(), "tied_lrs": grid.retain_lrs is None, "grid_size": len(points),
+                    "avg_gap": seeds_gap(list(per_seed.values()), lambda runs: gap(summary, reference)),
+                    "avg_std": summary["avg_std"],
+                    "gap_std": float(np.std([gap(m, reference) for m in per_seed.values()])), "seed_mean": summary,
+                    "per_seed": {str(s): per_seed[s] for s in config.seeds}, "grid": [asdict(p) for p in points]})
+                self.log(best_line(report, self.results["methods"][-1]["avg_gap"], len(config.seeds)))
+                self.save(reports, time.time() - started)
+            return self.results
 
     def save(self, reports, seconds: float) -> None:
         self.results["seconds"] = dict(self.runner.seconds)
