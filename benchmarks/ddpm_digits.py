@@ -16,49 +16,18 @@ import os
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import argparse  # noqa: E402
-import shutil  # noqa: E402
-import time  # noqa: E402
-from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import torch  # noqa: E402
-
+from common.evidence import benchmark_parser, run_benchmark  # noqa: E402
 from ImageGeneration.DDPM.evidence import PRESETS, DDPMEvidence, report  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="digits")
-    parser.add_argument("--out", help="work folder (default: the preset's)")
-    parser.add_argument("--device", default=None, help="cpu (default) or cuda")
-    parser.add_argument("--results", help="also copy the results and plots to benchmarks/results/<NAME>*")
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")),
-                        help="torch threads of this process, or of each worker with --jobs > 1")
-    parser.add_argument("--jobs", type=int, default=1, help="independent runs at a time, one process each")
-    return parser.parse_args(argv)
-
-
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    config = PRESETS[args.preset]
-    config = replace(config, **{key: value for key, value in (("out", args.out), ("device", args.device))
-                                if value is not None})
-    started = time.time()
-    log = lambda text: print(f"[{time.time() - started:7.1f}s] {text}", flush=True)  # noqa: E731
-    results = DDPMEvidence(config, log, jobs=args.jobs, threads=args.threads).run()
-    print()
-    print(report(results))
-    log(f"done; {config.out}/results.json, gap_vs_lr.png, samples.png")
-    if args.results:
-        target = REPO / "benchmarks" / "results"
-        for name, suffix in (("results.json", ".json"), ("gap_vs_lr.png", "_gap_vs_lr.png"),
-                             ("samples.png", "_samples.png")):
-            shutil.copyfile(Path(config.out) / name, target / f"{args.results}{suffix}")
-    return results
+    args = benchmark_parser(__doc__.splitlines()[0], PRESETS, "digits").parse_args(argv)
+    return run_benchmark(args, PRESETS, DDPMEvidence, report, ("results.json", "gap_vs_lr.png", "samples.png"),
+                         REPO / "benchmarks" / "results")
 
 
 if __name__ == "__main__":

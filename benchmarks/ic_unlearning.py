@@ -16,49 +16,20 @@ import os
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import argparse  # noqa: E402
-import shutil  # noqa: E402
-import time  # noqa: E402
-from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import torch  # noqa: E402
-
+from common.evidence import benchmark_parser, run_benchmark  # noqa: E402
 from ImageClassification.evidence import PRESETS, EvidenceBenchmark, report  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cifar10")
-    parser.add_argument("--out", help="work folder (default: the preset's)")
+def main(argv=None) -> dict:
+    parser = benchmark_parser(__doc__.splitlines()[0], PRESETS, "cifar10")
     parser.add_argument("--data", help="ImageFolder zip/tree for cifar10 (default: ../shared/data/cifar10-jpeg.zip)")
-    parser.add_argument("--device", default=None, help="cpu (default) or cuda")
-    parser.add_argument("--results", help="also copy results.json and the plot to benchmarks/results/<NAME>*")
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")),
-                        help="torch threads of this process, or of each worker with --jobs > 1")
-    parser.add_argument("--jobs", type=int, default=1, help="independent runs at a time, one process each")
-    return parser.parse_args()
-
-
-def main() -> None:
-    args = parse_args()
-    torch.set_num_threads(args.threads)
-    config = PRESETS[args.preset]
-    overrides = {key: value for key, value in (("out", args.out), ("data", args.data), ("device", args.device))
-                 if value is not None}
-    config = replace(config, **overrides)
-    started = time.time()
-    log = lambda text: print(f"[{time.time() - started:7.1f}s] {text}", flush=True)  # noqa: E731
-    results = EvidenceBenchmark(config, log, jobs=args.jobs, threads=args.threads).run()
-    print()
-    print(report(results))
-    log(f"done; {config.out}/results.json, {config.out}/gap_vs_lr.png")
-    if args.results:
-        target = REPO / "benchmarks" / "results"
-        shutil.copyfile(Path(config.out) / "results.json", target / f"{args.results}.json")
-        shutil.copyfile(Path(config.out) / "gap_vs_lr.png", target / f"{args.results}_gap_vs_lr.png")
+    return run_benchmark(parser.parse_args(argv), PRESETS, EvidenceBenchmark, report,
+                         ("results.json", "gap_vs_lr.png"), REPO / "benchmarks" / "results",
+                         overrides=("out", "data", "device"))
 
 
 if __name__ == "__main__":

@@ -24,12 +24,16 @@ any seed has that average gap; tables print it as ``diverged``.
 """
 from __future__ import annotations
 
+import argparse
 import math
+import os
+import shutil
 import statistics
 import textwrap
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from common.io import atomic_write_json, ensure_writable_plot
 
@@ -45,7 +49,8 @@ def diverged(record: Mapping[str, object]) -> bool:
     return bool(record.get("diverged"))
 
 
-def seeds_gap(per_seed: Sequence[Mapping[str, object]], gap: Callable[[Sequence[Mapping[str, object]]], float]) -> float:
+def seeds_gap(per_seed: Sequence[Mapping[str, object]],
+              gap: Callable[[Sequence[Mapping[str, object]]], float]) -> float:
     """``gap(per_seed)``, the average gap of a setting over its seeds, or :data:`DIVERGED_GAP` when a seed
     diverged."""
     return DIVERGED_GAP if any(diverged(run) for run in per_seed) else gap(per_seed)
@@ -273,8 +278,8 @@ def render_tables(methods: Sequence[Mapping[str, object]], metrics: Sequence[str
         mean = m["seed_mean"]
         cells = [f"{mean[k]:{cell}}+-{mean[k + '_std']:{cell}}" for k in metrics]
         lines.append(f"| {m['method']} | {m['optim']} | {m['best_forget_lr']:g} | {_retain(m)} | {len(m['per_seed'])} | "
-                     + " | ".join(cells) + f" | {gap_text(m['avg_gap'])} | {m[key]:.2f} | {m['robustness_decades']:.2f} | "
-                     f"{m['grid_size']} | {'yes' if m['searched_both_ends'] else 'no'} |")
+                     + " | ".join(cells) + f" | {gap_text(m['avg_gap'])} | {m[key]:.2f} | "
+                     f"{m['robustness_decades']:.2f} | {m['grid_size']} | {'yes' if m['searched_both_ends'] else 'no'} |")
     lines += ["", f"| {label} | optim | retain lr | gap at each forget lr (search seed) |", "|---|---|---:|---|"]
     for m in methods:
         curve = ", ".join(f"{lr:g}: {gap_text(gap)}" for lr, gap in m["curve"])
@@ -388,3 +393,48 @@ def config_record(config: object) -> Dict[str, object]:
 def write_results(path: Path, payload: Mapping[str, object]) -> None:
     """The benchmark's results JSON, written atomically."""
     atomic_write_json(dict(payload), path)
+
+
+# -- the command line of a benchmark script ------------------------------------------------------------
+
+
+def benchmark_parser(description: str, presets: Mapping[str, object], default: str) -> argparse.ArgumentParser:
+    """The flags every evidence-benchmark script takes: ``--preset``, ``--out``, ``--device``, ``--results``,
+    ``--threads`` and ``--jobs`` (a script adds its own)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--preset", choices=sorted(presets), default=default)
+    parser.add_argument("--out", help="work folder (default: the preset's)")
+    parser.add_argument("--device", default=None, help="cpu (default) or cuda")
+    parser.add_argument("--results", help="also copy the results and plots to benchmarks/results/<NAME>*")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")),
+                        help="torch threads of this process, or of each worker with --jobs > 1")
+    parser.add_argument("--jobs", type=int, default=1, help="independent runs at a time, one process each")
+    return parser
+
+
+def run_benchmark(args: argparse.Namespace, presets: Mapping[str, Any], benchmark: Callable[..., Any],
+                  report: Callable[[Mapping[str, object]], str], files: Sequence[str], results_dir: Path,
+                  overrides: Sequence[str] = ("out", "device")) -> Dict[str, object]:
+    """A benchmark script's run: the preset with the flags of ``overrides`` that were given, ``benchmark(config,
+    log, jobs=, threads=).run()`` with a log of elapsed seconds, then the printed :func:`report`; with
+    ``--results NAME`` the work folder's ``files`` are copied to ``results_dir`` (``results.json`` as
+    ``NAME.json``, any other file as ``NAME_<file>``). Returns the results record."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    config = replace(presets[args.preset], **{key: getattr(args, key) for key in overrides
+                                               if getattr(args, key) is not None})
+    started = time.time()
+
+    def log(text: str) -> None:
+        print(f"[{time.time() - started:7.1f}s] {text}", flush=True)
+
+    results = benchmark(config, log, jobs=args.jobs, threads=args.threads).run()
+    print()
+    print(report(results))
+    log("done; " + ", ".join(f"{config.out}/{name}" for name in files))
+    if args.results:
+        for name in files:
+            target = f"{args.results}.json" if name == "results.json" else f"{args.results}_{name}"
+            shutil.copyfile(Path(config.out) / name, results_dir / target)
+    return results
