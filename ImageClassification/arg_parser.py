@@ -19,6 +19,7 @@ from common.nonfinite import add_nonfinite_args
 from common.tracking import add_report_args
 from common.seed import DETERMINISTIC_HELP
 from ImageClassification.config import UnlearnConfig
+from ImageClassification.data import dataset_settings
 from ImageClassification.unlearn.args import add_method_args
 
 #: The ``--unlearn`` methods that take the paper's optimizer ablations (the research code's SFR-on alone).
@@ -113,7 +114,9 @@ def build_parser(description: str = "DualOptim image-classification unlearning",
 def validate_args(args: argparse.Namespace, unlearning: bool = True) -> argparse.Namespace:
     """The research code's derived defaults (ranges are checked by the flags' types).
 
-    This is the one place ``--retain_lr`` defaults to ``--unlearn_lr``.  The
+    This is the one place ``--retain_lr`` defaults to ``--unlearn_lr``, and where the values
+    ``--dataset`` fixes join the flags (:func:`~ImageClassification.data.dataset_settings`: its classes, its
+    normalisation and, unless ``--input_size`` is given, the input size).  The
     paper's optimizer ablations (``--optim dual_sa`` ...) run with SFR-on only,
     as in the research code (its other methods build no optimizer for them);
     ``main_train.py`` (``unlearning=False``) reads ``--optim`` its own way.
@@ -124,6 +127,8 @@ def validate_args(args: argparse.Namespace, unlearning: bool = True) -> argparse
     if args.retain_lr is None:
         args.retain_lr = args.unlearn_lr
     args.num_workers = max(args.num_workers, args.workers)
+    for key, value in dataset_settings(args.dataset, args.input_size).items():
+        setattr(args, key, value)
     return args
 
 

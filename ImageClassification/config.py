@@ -21,8 +21,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from ImageClassification.data import dataset_settings
-
 #: Flags of one script only: ``None`` (and not recorded) in the others.
 SCRIPT_FLAGS = ("periodic_cosine_lr", "rank_config")
 
@@ -110,12 +108,13 @@ class UnlearnConfig:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "UnlearnConfig":
-        """Freeze completed flags, with the values the dataset sets (:func:`~ImageClassification.data.dataset_settings`).
+        """Freeze completed flags (:func:`~ImageClassification.arg_parser.validate_args`, which adds the values
+        the dataset sets: :func:`~ImageClassification.data.dataset_settings`).
 
         A flag without a field (or a field without a flag) is a ``TypeError``:
         a new flag gets its field here.
         """
-        return cls(**{**vars(args), **dataset_settings(args.dataset, args.input_size)})
+        return cls(**vars(args))
 
     def record(self) -> Dict[str, Any]:
         """The settings as ``run.json`` and the resume snapshots record them (a script's flags only)."""

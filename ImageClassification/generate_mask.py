@@ -23,7 +23,8 @@ from common.seed import seed_everything
 from ImageClassification.arg_parser import build_parser, parse_config
 from ImageClassification.config import UnlearnConfig
 from ImageClassification.data import load_unlearn_data, unlearn_loaders
-from ImageClassification.pipeline import RETRAIN_METHODS, load_original_model, start_processes
+from ImageClassification.pipeline import load_original_model, start_processes
+from ImageClassification.unlearn.registry import RETRAIN_METHODS
 
 
 def saliency_scores(model, forget_loader, retain_loader, device) -> Dict[str, torch.Tensor]:

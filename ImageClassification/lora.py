@@ -35,7 +35,7 @@ from common.errors import UsageError
 from common.io import read_json
 from ImageClassification.arg_parser import build_parser, parse_config
 from ImageClassification.config import UnlearnConfig
-from ImageClassification.pipeline import RETRAIN_METHODS
+from ImageClassification.unlearn.registry import RETRAIN_METHODS
 
 LORA_SUFFIX = "_lora"
 #: Flattened ``--rank_config``: module-name prefix (relative to the backbone) -> fraction.

@@ -32,13 +32,12 @@ from ImageClassification.data import evaluation_loaders, load_unlearn_data, unle
 from ImageClassification.evaluation import evaluate
 from ImageClassification.models import build_model_from_config, load_weights, mask_from_original_format
 from ImageClassification.unlearn import get_unlearn_method
+from ImageClassification.unlearn.registry import RETRAIN_METHODS
 
 if TYPE_CHECKING:
     from ImageClassification.lora import LoraAdapters
 
 RESULT_FILE = "eval_result.json"
-#: methods that train from the constructed model and read no ``--model_path``
-RETRAIN_METHODS = ("retrain", "retrain_sam")
 
 
 def checkpoint_name(unlearn: str) -> str:

@@ -25,19 +25,13 @@ from typing import List, Optional, Sequence
 
 from common.device import add_device_args
 from common.errors import ArgumentParser, UsageError, cli_main, non_negative_int, positive_int
-from common.io import ensure_writable_dir, read_json, write_run_record
-from common.seed import add_seed_args, seed_everything
+from common.io import read_json, write_run_record
 from LLM.data import TofuSource, filter_task, forget_percent, load_eval_idk
+from LLM.entry import add_eval_args, load_eval_model, start_eval, summary_line
 from LLM.eval_logs import EVAL_SETS, SetSpec, evaluate_set, save_eval_outputs, unlearn_checkpoint
-from LLM.judges import add_judge_args, load_judges, report_skipped
+from LLM.judges import report_skipped
 from LLM.metrics import FORGET_FILE, aggregate
-from LLM.models import add_dtype_arg, check_model_path, load_causal_lm, load_tokenizer, resolve_precision
-from LLM.options import (HYDRA_KEYS, add_model_args, model_families, parse_task_list, parse_with_config,
-                         template_from_args)
-from LLM.trainer import make_accelerator
-
-SUMMARY_KEYS = ("Untargeted Forget Efficacy", "Targeted Forget Efficacy", "Model Utility", "TOFU Model Utility",
-                "Forget Quality", "Forget ROUGE", "Retain ROUGE")
+from LLM.options import HYDRA_KEYS, add_model_args, model_families, parse_task_list, parse_with_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,11 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_new_tokens", type=positive_int, default=None)
     parser.add_argument("--retain_result", type=str, default=None,
                         help="retain model's eval folder or eval_log_forget.json (enables forget quality)")
-    parser.add_argument("--idk_path", type=str, default=None,
-                        help="refusal answers of the IDK scores (default: <data_path>/idontknow.jsonl if present)")
-    add_judge_args(parser)
-    add_dtype_arg(parser)
-    add_seed_args(parser, default=0)
+    add_eval_args(parser, seed=0)
     parser.add_argument("--save_dir", type=str, default=None,
                         help="default: eval_results-<step> in --unlearn_dir, else <model folder>/../eval_results-last")
     parser.add_argument("--unlearn_dir", type=str, default=None,
@@ -116,11 +106,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def summary_line(summary: dict) -> str:
-    """The summaries present, under the original's names (its eval.py prints the first three)."""
-    return " | ".join(f"{key} {summary[key]:.4f}" for key in SUMMARY_KEYS if key in summary)
-
-
 def load_retain_result(path: str) -> dict:
     file = Path(path)
     if file.is_dir():
@@ -159,19 +144,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         raise UsageError(f"--eval_unlearn_step {args.eval_unlearn_step}: needs --unlearn_dir (the run's folder)")
     else:
         default_dir = Path(model_path).parent / "eval_results-last"
-    check_model_path(model_path)
-    tokenizer = load_tokenizer(model_path)
     save_dir = Path(args.save_dir or default_dir)
-    accelerator = make_accelerator(args.device, args.gpu)
-    resolve_precision(args, accelerator.device)
-    judges = load_judges(args.embedding_model, args.nli_model, accelerator.device)
-    ensure_writable_dir(save_dir)
-    seed_everything(args.seed, args.deterministic)
+    accelerator, tokenizer, judges = start_eval(args, model_path, save_dir)
 
-    model = load_causal_lm(model_path, args.dtype, attn_implementation=args.attn_implementation)
-    model = model.to(accelerator.device).eval()
-    model.config.use_cache = True
-    template = template_from_args(args)
+    model, template = load_eval_model(args, model_path, accelerator.device)
     results = {}
     for split, file, spec, rows in sets:
         results[file] = evaluate_set(accelerator, model, tokenizer, template, rows, spec, args.batch_size,

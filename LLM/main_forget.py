@@ -22,12 +22,11 @@ from typing import List, Optional, Sequence
 
 from common.checkpointing import refuse_overwrite
 from common.errors import ArgumentParser, UsageError, cli_main
-from common.io import ensure_writable_dir, read_json
-from LLM.data import TofuSource, forget_percent, load_idk, load_task_data
-from LLM.models import check_model_path, load_tokenizer
+from common.io import read_json
+from LLM.data import TofuSource, forget_percent, load_task_data
+from LLM.entry import start_unlearning, unlearn_inputs
 from LLM.options import parse_task_list, parse_with_config
-from LLM.trainer import make_accelerator
-from LLM.unlearn import UnlearnConfig, add_unlearn_args, needs_idk, unlearn, validate_unlearn_args
+from LLM.unlearn import UnlearnConfig, add_unlearn_args, unlearn, validate_unlearn_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,11 +98,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     source = TofuSource(args.data_path)
     for task in tasks:  # every task's data must be there before the first one runs
         load_task_data(source, args.split, task, task_list[:task_list.index(task) + 1])
-    idk_answers = None
-    if needs_idk(loss):
-        idk_answers = load_idk(args.idk_path or os.path.join(args.data_path, "idontknow.jsonl"))
-    check_model_path(args.model_path)
-    load_tokenizer(args.model_path)
+    idk_answers = unlearn_inputs(args, loss)
     first = task_list.index(tasks[0]) + 1
     if first > 1 and not (task_dir(args, first - 1) / "checkpoint-last").is_dir():
         raise UsageError(f"--task_id {tasks[0]}: the previous task's model "
@@ -113,9 +108,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     if not args.resume:
         for task in tasks:
             refuse_overwrite(task_dir(args, times[task]), FINISHED_FILES, args.overwrite)
-    accelerator = make_accelerator(args.device, args.gpu)
-    config = UnlearnConfig.from_args(args, accelerator.device)
-    ensure_writable_dir(args.save_dir)
+    accelerator, config = start_unlearning(args, args.save_dir)
     results = []
     for task in tasks:
         if args.resume and task in finished:

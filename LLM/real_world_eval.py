@@ -27,18 +27,14 @@ from typing import Dict, List, Optional, Sequence
 
 from common.device import add_device_args
 from common.errors import ArgumentParser, UsageError, cli_main, non_negative_int, positive_int
-from common.io import atomic_write_json, atomic_write_text, ensure_writable_dir, read_json, write_run_record
-from common.seed import add_seed_args, seed_everything
+from common.io import atomic_write_json, atomic_write_text, read_json, write_run_record
 from LLM.data import Row, TofuSource, load_eval_idk
+from LLM.entry import add_eval_args, load_eval_model, start_eval, summary_line
 from LLM.eval_logs import SetSpec, evaluate_set, save_eval_outputs, unlearn_checkpoint
-from LLM.judges import add_judge_args, load_judges, report_skipped
+from LLM.judges import report_skipped
 from LLM.metrics import FORGET_FILE, aggregate, downstream_summary
-from LLM.models import add_dtype_arg, check_model_path, load_causal_lm, load_tokenizer, resolve_precision
-from LLM.options import add_model_args, parse_with_config, template_from_args
-from LLM.trainer import make_accelerator
+from LLM.options import add_model_args, parse_with_config
 
-SUMMARY_KEYS = ("Untargeted Forget Efficacy", "Targeted Forget Efficacy", "Model Utility", "TOFU Model Utility",
-                "Forget ROUGE", "Retain ROUGE")
 #: Unlearning settings recorded in ``unlearning_results.txt`` next to the metrics (as the original),
 #: read from the run's ``run.json`` that ``real_world_unlearn.py`` wrote.
 RECORDED_FLAGS = ("split", "forget_loss", "optim_cfg", "forget_coeff", "regularization_coeff", "lr", "forget_lr",
@@ -64,11 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_new_tokens", type=positive_int, default=None)
     parser.add_argument("--downstream_tasks", type=str, default="",
                         help="comma-separated lm-eval tasks, e.g. arc_challenge,mmlu,truthfulqa,triviaqa,gsm8k")
-    parser.add_argument("--idk_path", type=str, default=None,
-                        help="refusal answers of the IDK scores (default: <data_path>/idontknow.jsonl if present)")
-    add_judge_args(parser)
-    add_dtype_arg(parser)
-    add_seed_args(parser, default=1001)
+    add_eval_args(parser, seed=1001)
     add_device_args(parser)
     return parser
 
@@ -116,21 +108,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     for name, file in ((args.retain, "eval_log.json"), (args.split, FORGET_FILE)):
         rows = canonical_rows(source.load(f"{name}_perturbed", fields), args)
         sets.append((f"{name}_perturbed", file, rows[:args.ds_size] if args.ds_size else rows))
-    model_dir = unlearn_checkpoint(args.save_dir, args.eval_unlearn_step, args.model_path, "--save_dir")
-    check_model_path(model_dir, "--save_dir checkpoint" if args.eval_unlearn_step != "0" else "--model_path")
-    tokenizer = load_tokenizer(model_dir)
     idk_answers, idk_file = load_eval_idk(args.idk_path, args.data_path)
+    model_dir = unlearn_checkpoint(args.save_dir, args.eval_unlearn_step, args.model_path, "--save_dir")
     eval_dir = Path(args.save_dir) / f"eval_results-{args.eval_unlearn_step}"
-    accelerator = make_accelerator(args.device, args.gpu)
-    resolve_precision(args, accelerator.device)
-    judges = load_judges(args.embedding_model, args.nli_model, accelerator.device)
-    ensure_writable_dir(eval_dir, "--save_dir")
-    seed_everything(args.seed, args.deterministic)
+    accelerator, tokenizer, judges = start_eval(
+        args, model_dir, eval_dir, "--save_dir checkpoint" if args.eval_unlearn_step != "0" else "--model_path")
 
-    model = load_causal_lm(model_dir, args.dtype, attn_implementation=args.attn_implementation)
-    model = model.to(accelerator.device).eval()
-    model.config.use_cache = True
-    template = template_from_args(args)
+    model, template = load_eval_model(args, model_dir, accelerator.device)
     # the original scores real-world sets with the generation as the NLI premise (its tofu=False)
     specs = {"eval_log.json": SetSpec(generation_premise=True),
              FORGET_FILE: SetSpec(generation_premise=True, idk=idk_answers)}
@@ -149,9 +133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                           eval_dir / "unlearning_results.txt")
         write_run_record(eval_dir, args, summary)
         report_skipped(judges, idk_answers, idk_file)
-        print(f"After Unlearn Step {args.eval_unlearn_step}, "
-              + " | ".join(f"{key} {summary[key]:.4f}" for key in SUMMARY_KEYS if key in summary)
-              + f" -> {eval_dir}")
+        print(f"After Unlearn Step {args.eval_unlearn_step}, {summary_line(summary)} -> {eval_dir}")
     return summary
 
 

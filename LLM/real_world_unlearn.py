@@ -21,12 +21,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from common.errors import ArgumentParser, cli_main
-from common.io import ensure_writable_dir
-from LLM.data import TofuSource, load_idk
-from LLM.models import check_model_path, load_tokenizer
+from LLM.data import TofuSource
+from LLM.entry import start_unlearning, unlearn_inputs
 from LLM.options import parse_with_config
-from LLM.trainer import make_accelerator
-from LLM.unlearn import UnlearnConfig, add_unlearn_args, needs_idk, unlearn, validate_unlearn_args
+from LLM.unlearn import add_unlearn_args, unlearn, validate_unlearn_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,19 +63,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
         args.save_dir = default_save_dir(args)
     source = TofuSource(args.data_path)
     forget_rows, retain_rows = source.load(args.split), source.load(args.retain)
-    idk_answers = None
-    if needs_idk(loss):
-        idk_answers = load_idk(args.idk_path or os.path.join(args.data_path, "idontknow.jsonl"))
-    check_model_path(args.model_path)
-    load_tokenizer(args.model_path)
+    idk_answers = unlearn_inputs(args, loss)
     save_dir = Path(args.save_dir)
     if (save_dir / "checkpoint-last").is_dir() and not args.overwrite_dir:
         print(f"Task already unlearned: {save_dir / 'checkpoint-last'} exists (--overwrite_dir to redo)")
         return None
-    accelerator = make_accelerator(args.device, args.gpu)
-    ensure_writable_dir(save_dir)
+    accelerator, config = start_unlearning(args, save_dir)
     max_steps = None if args.alternate else joint_max_steps(len(forget_rows), args, accelerator.num_processes)
-    config = UnlearnConfig.from_args(args, accelerator.device)
     metrics = unlearn(config, accelerator, loss, forget_rows, retain_rows, args.model_path, args.model_path,
                       save_dir, idk_answers, max_steps=max_steps, desc=f"unlearn {args.split}")
     if accelerator.is_main_process:

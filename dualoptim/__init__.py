@@ -2,6 +2,9 @@
 
     from dualoptim import DualOptim, DecoupledAdamW, make_unlearn_optimizer, set_objective
 
+* :class:`TwoObjectiveOptimizer` -- the interface of every optimizer below that steps two objectives
+  (``forget_step`` / ``retain_step`` / ``optimizers`` / ``is_dual`` / ``state_dict``); one module per family in
+  :mod:`dualoptim.optim`;
 * :class:`DualOptim` -- an adaptive optimizer for forget steps and SGD (or another) for retain steps, over the
   same parameters, each with its own state (``forget_step()`` / ``retain_step()``);
 * :class:`DecoupledAdamW` -- one ``torch.optim.Optimizer`` with AdamW moments per objective, for code that
@@ -23,13 +26,14 @@ import importlib
 from typing import Any
 
 from dualoptim.errors import UsageError
-from dualoptim.optimizers import (DecoupledAdamW, DualOptim, HybridAdamSGD, Lion, ObjectiveOptim, PerObjectiveState,
-                                  SharedOptim, moment_norms, set_objective)
+from dualoptim.optim import (DecoupledAdamW, DualOptim, HybridAdamSGD, Lion, ObjectiveOptim, PerObjectiveState,
+                             SharedOptim, TwoObjectiveOptimizer, moment_norms, set_objective)
 from dualoptim.recipes import make_unlearn_optimizer
 
 __version__ = "0.1.0"
 __all__ = ["DecoupledAdamW", "DecoupledAdamW8bit", "DualOptim", "DualOptimTrainerMixin", "HybridAdamSGD", "Lion",
-           "ObjectiveOptim", "PerObjectiveState", "SharedOptim", "UsageError", "make_unlearn_optimizer",
+           "ObjectiveOptim", "PerObjectiveState", "SharedOptim", "TwoObjectiveOptimizer", "UsageError",
+           "make_unlearn_optimizer",
            "moment_norms", "set_objective", "__version__"]
 
 #: names imported on first use: their modules need optional packages (bitsandbytes, transformers)

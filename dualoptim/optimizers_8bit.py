@@ -1,10 +1,10 @@
 """DualOptim for LLMs with 8-bit optimizer states (bitsandbytes).
 
-:class:`DecoupledAdamW8bit` is :class:`dualoptim.optimizers.DecoupledAdamW` with
+:class:`DecoupledAdamW8bit` is :class:`dualoptim.optim.decoupled_adamw.DecoupledAdamW` with
 bitsandbytes' block-wise 8-bit Adam states: one (``state1``, ``state2``) pair of
 quantised moments, with their per-block ``absmax`` scales, per objective.  It
-follows the same objective protocol (:class:`dualoptim.optimizers.PerObjectiveState`:
-:func:`dualoptim.optimizers.set_objective`, ``forget_lr_ratio``, ``decouple_m`` /
+follows the same objective protocol (:class:`dualoptim.optim.per_objective.PerObjectiveState`:
+:func:`dualoptim.optim.per_objective.set_objective`, ``forget_lr_ratio``, ``decouple_m`` /
 ``decouple_v``), and each step is bitsandbytes' own ``AdamW8bit`` update run on
 the selected objective's states, so fixed to one objective it *is*
 ``bitsandbytes.optim.AdamW8bit``.  Tensors smaller than ``min_8bit_size``
@@ -13,7 +13,7 @@ elements, and the parameters passed as ``fp32_params`` (embeddings, see
 bitsandbytes' ``AdamW8bit`` with the same ``fp32_params``.
 
 This module imports bitsandbytes at import time; import it only when an 8-bit
-optimizer is asked for (``dualoptim.optimizers`` never does).  bitsandbytes'
+optimizer is asked for (``dualoptim.optim`` never does).  bitsandbytes'
 8-bit kernels run on CUDA and on the CPU.
 """
 from __future__ import annotations
@@ -24,7 +24,8 @@ import bitsandbytes as bnb
 import torch
 from bitsandbytes.optim.optimizer import Optimizer2State
 
-from dualoptim.optimizers import OBJECTIVES, PerObjectiveState
+from dualoptim.optim.base import OBJECTIVES
+from dualoptim.optim.per_objective import PerObjectiveState
 
 __all__ = ["AdamW8bit", "DecoupledAdamW8bit", "embedding_weights"]
 

@@ -1,7 +1,7 @@
 """The optimizer recipes: what each ``--optim`` (image classification) and ``--optim_cfg`` (LLM) name builds.
 
 A recipe turns the model's parameters and a :class:`RecipeSettings` into an
-object with the :class:`~dualoptim.optimizers.DualOptim` interface
+object with the :class:`~dualoptim.optim.base.TwoObjectiveOptimizer` interface
 (``forget_step`` / ``retain_step`` / ``optimizers`` / ``is_dual``).  Callers
 never read the name again: whether a run keeps one state per objective is the
 object's ``is_dual``.  Each recipe says which flags accept it (the two
@@ -24,7 +24,7 @@ name           forget objective                              retain objective
 ``dual_sl``    SGD(forget_lr, momentum, weight_decay)        Lion(retain_lr, wd 0.01)
 ``dual_share`` Adam(forget_lr, L2 weight_decay)              SGD(retain_lr, momentum=dampening=0.9), one
                                                              first moment with the forget side
-                                                             (:class:`~dualoptim.optimizers.HybridAdamSGD`)
+                                                             (:class:`~dualoptim.optim.hybrid.HybridAdamSGD`)
 ``dual_aa_m``  DecoupledAdamW(wd 0.05): m per objective,     v shared
 ``dual_aa_v``  DecoupledAdamW(wd 0.05): v per objective,     m shared
 ``dual_aa_8bit`` DecoupledAdamW8bit(wd 0.05), 8-bit m, v     per objective (bitsandbytes)
@@ -34,7 +34,7 @@ The names from ``dual_sa`` on are the paper's optimizer ablations; as in the
 research code only SFR-on accepts them (``Recipe.ablation``).  The LLM's
 ``--optim_cfg`` names are ``adam``, ``sgd`` (both on the LLM's weight-decay
 param groups, at ``--lr`` for every step), ``dual_adam``
-(:class:`~dualoptim.optimizers.DecoupledAdamW`, forget steps at ``--forget_lr``),
+(:class:`~dualoptim.optim.decoupled_adamw.DecoupledAdamW`, forget steps at ``--forget_lr``),
 ``adam_8bit`` and ``dual_adam_8bit`` (bitsandbytes, ``fp32_params`` kept in
 32 bits).
 """
@@ -46,8 +46,9 @@ from typing import Callable, Sequence, Tuple
 
 import torch
 
-from dualoptim.optimizers import (ADAM_WEIGHT_DECAY, DecoupledAdamW, DualOptim, HybridAdamSGD, ObjectiveOptim,
-                              Params, SharedOptim, _materialize, build_optimizer)
+from dualoptim.optim import (ADAM_WEIGHT_DECAY, DecoupledAdamW, DualOptim, HybridAdamSGD, ObjectiveOptim, Params,
+                             SharedOptim, TwoObjectiveOptimizer, build_optimizer)
+from dualoptim.optim.base import materialize
 from dualoptim.errors import UsageError
 from dualoptim.registry import Registry
 
@@ -94,7 +95,7 @@ class RecipeSettings:
 class Recipe:
     """A registered recipe: its builder, the flags that accept it, and whether it is an SFR-on ablation."""
 
-    build: Callable[[list, RecipeSettings], DualOptim]
+    build: Callable[[list, RecipeSettings], TwoObjectiveOptimizer]
     flags: Tuple[str, ...]
     ablation: bool = False
 
@@ -123,9 +124,9 @@ def get_recipe(flag: str, name: str) -> Recipe:
     return OPTIM_RECIPES.get(name)
 
 
-def build_recipe(flag: str, name: str, params: Params, settings: RecipeSettings) -> DualOptim:
+def build_recipe(flag: str, name: str, params: Params, settings: RecipeSettings) -> TwoObjectiveOptimizer:
     """Build the recipe ``flag name`` over ``params``."""
-    return get_recipe(flag, name).build(_materialize(params), settings)
+    return get_recipe(flag, name).build(materialize(params), settings)
 
 
 def is_dual_recipe(flag: str, name: str) -> bool:
@@ -136,7 +137,7 @@ def is_dual_recipe(flag: str, name: str) -> bool:
 
 
 def make_unlearn_optimizer(optim: str, params: Params, unlearn_lr: float, retain_lr: float,
-                           momentum: float = 0.9, weight_decay: float = 5e-4) -> DualOptim:
+                           momentum: float = 0.9, weight_decay: float = 5e-4) -> TwoObjectiveOptimizer:
     """The ``--optim`` optimizer with forget steps at ``unlearn_lr`` and retain steps at ``retain_lr``.
 
     A single optimizer (``sgd``, ``adam``) switches between the two rates,
@@ -151,17 +152,17 @@ def _weight_decay(name: str, s: RecipeSettings) -> float:
     return {"sgd": s.weight_decay, "lion": LION_WEIGHT_DECAY}.get(name, ADAM_WEIGHT_DECAY)
 
 
-def _pair(forget: str, retain: str) -> Callable[[list, RecipeSettings], DualOptim]:
+def _pair(forget: str, retain: str) -> Callable[[list, RecipeSettings], TwoObjectiveOptimizer]:
     """A :class:`DualOptim` recipe: ``forget`` / ``retain`` are ``adamw``, ``sgd`` or ``lion``."""
-    def build(params: list, s: RecipeSettings) -> DualOptim:
+    def build(params: list, s: RecipeSettings) -> TwoObjectiveOptimizer:
         return DualOptim(params, forget, s.forget_lr, _weight_decay(forget, s),
                          retain, s.retain_lr, s.momentum, _weight_decay(retain, s))
     return build
 
 
-def _shared(name: str) -> Callable[[list, RecipeSettings], DualOptim]:
+def _shared(name: str) -> Callable[[list, RecipeSettings], TwoObjectiveOptimizer]:
     """A :class:`SharedOptim` recipe over one ``name`` optimizer at ``shared_lrs``."""
-    def build(params: list, s: RecipeSettings) -> DualOptim:
+    def build(params: list, s: RecipeSettings) -> TwoObjectiveOptimizer:
         kwargs = {"betas": s.adam_betas} if name == "adamw" else {}
         optimizer = build_optimizer(name, params, s.shared_lrs[0], _weight_decay(name, s), s.momentum, **kwargs)
         return SharedOptim(optimizer, *s.shared_lrs)
@@ -180,13 +181,13 @@ recipe("dual_sl", ablation=True)(_pair("sgd", "lion"))
 
 
 @recipe("dual_share", ablation=True)
-def _dual_share(params: list, s: RecipeSettings) -> DualOptim:
+def _dual_share(params: list, s: RecipeSettings) -> TwoObjectiveOptimizer:
     return HybridAdamSGD(params, s.forget_lr, s.retain_lr, weight_decay=s.weight_decay)
 
 
-def _decoupled(decouple_m: bool, decouple_v: bool) -> Callable[[list, RecipeSettings], DualOptim]:
+def _decoupled(decouple_m: bool, decouple_v: bool) -> Callable[[list, RecipeSettings], TwoObjectiveOptimizer]:
     """A :class:`DecoupledAdamW` recipe (base lr ``retain_lr``, forget steps at ``forget_lr``)."""
-    def build(params: list, s: RecipeSettings) -> DualOptim:
+    def build(params: list, s: RecipeSettings) -> TwoObjectiveOptimizer:
         return ObjectiveOptim(DecoupledAdamW(params, lr=s.retain_lr, weight_decay=ADAM_WEIGHT_DECAY,
                                              forget_lr_ratio=s.forget_lr / s.retain_lr,
                                              decouple_m=decouple_m, decouple_v=decouple_v))
@@ -209,16 +210,16 @@ def import_dualoptim_8bit(flag: str, name: str):
 
 
 @recipe("adam_8bit", flags=(LLM_FLAG,))
-def _adam_8bit(params: list, s: RecipeSettings) -> DualOptim:
+def _adam_8bit(params: list, s: RecipeSettings) -> TwoObjectiveOptimizer:
     """bitsandbytes' AdamW with 8-bit block-wise states, one for both objectives."""
     optimizer = import_dualoptim_8bit(LLM_FLAG, "adam_8bit").AdamW8bit(
         params, lr=s.shared_lrs[0], weight_decay=ADAM_WEIGHT_DECAY, fp32_params=s.fp32_params)
     return SharedOptim(optimizer, *s.shared_lrs)
 
 
-def _decoupled_8bit(flag: str, name: str) -> Callable[[list, RecipeSettings], DualOptim]:
+def _decoupled_8bit(flag: str, name: str) -> Callable[[list, RecipeSettings], TwoObjectiveOptimizer]:
     """``DecoupledAdamW8bit`` (m and v per objective, base lr ``retain_lr``), as ``flag name``."""
-    def build(params: list, s: RecipeSettings) -> DualOptim:
+    def build(params: list, s: RecipeSettings) -> TwoObjectiveOptimizer:
         return ObjectiveOptim(import_dualoptim_8bit(flag, name).DecoupledAdamW8bit(
             params, lr=s.retain_lr, weight_decay=ADAM_WEIGHT_DECAY, forget_lr_ratio=s.forget_lr / s.retain_lr,
             fp32_params=s.fp32_params))

@@ -21,7 +21,7 @@ running again.
 Objectives and optimizers
 -------------------------
 The optimizer is the ``--optim`` recipe of :mod:`dualoptim.recipes`: an
-object with the :class:`dualoptim.optimizers.DualOptim` interface (``SharedOptim``
+object with the :class:`~dualoptim.optim.base.TwoObjectiveOptimizer` interface (``SharedOptim``
 for ``--optim sgd|adam``), whose ``is_dual`` says whether it keeps one state
 per objective.  A forget-objective update goes through ``forget_step()`` and a
 retain-objective update through ``retain_step()``.
@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from common.checkpointing import ProcessGroup, Snapshotter, position_loader
 from common.distributed import sharding_of
-from dualoptim.optimizers import DualOptim, SharedOptim
+from dualoptim.optim import SharedOptim, TwoObjectiveOptimizer
 from common.errors import UsageError
 from common.io import atomic_torch_save
 from dualoptim.recipes import IMAGE_FLAG, RecipeSettings, build_recipe
@@ -81,7 +81,7 @@ def parse_milestones(decreasing_lr: Union[str, Sequence[int]]) -> List[int]:
 
 def build_unlearn_optimizer(model: nn.Module, config: UnlearnConfig,
                             shared_lrs: Tuple[float, float],
-                            adam_betas: Tuple[float, float] = (0.9, 0.999)) -> DualOptim:
+                            adam_betas: Tuple[float, float] = (0.9, 0.999)) -> TwoObjectiveOptimizer:
     """The ``--optim`` recipe of a run (:mod:`dualoptim.recipes`).
 
     A dual recipe's forget optimizer runs at ``--unlearn_lr`` and its retain
@@ -203,7 +203,7 @@ class UnlearnRun:
 
     Args:
         model: the model being unlearned (updated in place).
-        optimizer: the run's :class:`DualOptim`.
+        optimizer: the run's :class:`~dualoptim.optim.base.TwoObjectiveOptimizer`.
         config: the run's settings (``print_freq``, ``warmup``, ``lr``, ...).
         device: where batches are moved.
         mask: optional saliency mask; gradients are multiplied by it before
@@ -213,7 +213,7 @@ class UnlearnRun:
             ``--save_every`` optimizer steps (default: nowhere).
     """
 
-    def __init__(self, model: nn.Module, optimizer: DualOptim, config: UnlearnConfig,
+    def __init__(self, model: nn.Module, optimizer: TwoObjectiveOptimizer, config: UnlearnConfig,
                  device: torch.device, mask: Optional[Mask] = None,
                  snapshots: Optional[Snapshotter] = None) -> None:
         self.memory_format = memory_format(config.channels_last)  # of the batches; the model is built in it
@@ -402,7 +402,7 @@ def cross_entropy_loss(model: nn.Module, sign: float = 1.0) -> BatchLoss:
 def run_epochs(model: nn.Module, config: UnlearnConfig, device: torch.device,
                mask: Optional[Mask], epoch_fn: Callable[[UnlearnRun], object],
                lr_switching: bool = True, schedule_forget: bool = True,
-               epoch_checkpoints: bool = True, optimizer: Optional[DualOptim] = None) -> UnlearnRun:
+               epoch_checkpoints: bool = True, optimizer: Optional[TwoObjectiveOptimizer] = None) -> UnlearnRun:
     """Run ``epoch_fn`` for ``--unlearn_epochs`` epochs with the ``--optim`` optimizer.
 
     Per epoch: log ``Epoch #e, Learning rate: lr`` (the main optimizer's),

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.distributed import sharding_of
-from dualoptim.optimizers import DualOptim
+from dualoptim.optim import TwoObjectiveOptimizer
 from common.saliency import Mask
 
 from ImageClassification.config import UnlearnConfig
@@ -52,7 +52,7 @@ def penalised_loss(model: nn.Module, sign: float, l1: float):
 
 def _single_objective(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
                       mask: Optional[Mask], device: torch.device, on_forget: bool, sign: float,
-                      l1_schedule=None, accum_steps: int = 1, optimizer: Optional[DualOptim] = None,
+                      l1_schedule=None, accum_steps: int = 1, optimizer: Optional[TwoObjectiveOptimizer] = None,
                       before_epoch: Optional[Callable[[UnlearnRun], None]] = None,
                       after_epoch: Optional[Callable[[UnlearnRun], None]] = None) -> None:
     """Train ``sign * CE (+ l1)`` on the forget or the retain loader with the main optimizer

@@ -5,7 +5,7 @@ with ``torch.nn.utils.prune`` hooks, and its ``RL_proximal`` pulls the
 weights back towards an anchor after every step.  Both are maps applied to
 the weights after each update, so here they are one mechanism:
 :func:`after_each_step` registers a projection as a step post-hook on every
-optimizer of a run's :class:`~dualoptim.optimizers.DualOptim` (a step skipped by
+optimizer of a run's :class:`~dualoptim.optim.base.TwoObjectiveOptimizer` (a step skipped by
 the ``--amp`` loss scaler is not followed by one).
 
 Pruned weights are kept exactly zero (not hidden behind a mask), so the state
@@ -20,10 +20,10 @@ import torch
 import torch.nn.utils.prune as prune
 from torch import nn
 
-from dualoptim.optimizers import DualOptim
+from dualoptim.optim import TwoObjectiveOptimizer
 
 
-def after_each_step(optimizer: DualOptim, projection: Callable[[], None]) -> None:
+def after_each_step(optimizer: TwoObjectiveOptimizer, projection: Callable[[], None]) -> None:
     """Call ``projection()`` after every step of each of ``optimizer``'s torch optimizers."""
     for torch_optimizer in optimizer.optimizers:
         torch_optimizer.register_step_post_hook(lambda *_: projection())

@@ -5,3 +5,7 @@ from dualoptim.registry import Registry
 
 #: ``--unlearn`` name -> ``method(loaders, model, config, mask, device) -> None``.
 UNLEARN_METHODS = Registry("--unlearn")
+
+#: The methods that train the model as constructed and read no ``--model_path`` (LoRA and saliency masks,
+#: which start from an original model, refuse or replace them).
+RETRAIN_METHODS = ("retrain", "retrain_sam")
