@@ -1,0 +1,145 @@
+"""``DualOptimJointTrainerMixin``: open-unlearning-shaped joint-loss Trainers step DualOptim from one class line and
+end with the weights of two independent AdamW optimizers, one per term."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import joint_trainers as jt
+from dualoptim import DecoupledAdamW, UsageError
+from dualoptim.hf import DualOptimJointTrainerMixin, DualOptimTrainerMixin, check_transformers
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def batches(tiny_model, tofu_dir):
+    return jt.joint_batches(tiny_model, tofu_dir, 2 * jt.STEPS * jt.ACCUMULATION)
+
+
+def assert_weights(got, expected, start=None):
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    if start is not None:
+        assert any(not torch.equal(start[k], got[k]) for k in start)
+
+
+def test_graddiff_with_accumulation_equals_two_adamw(tiny_model, batches, tmp_path, one_thread):
+    trainer = jt.make_trainer(jt.DualGradDiff, tiny_model, batches, tmp_path)
+    trainer.train()
+    optimizer = trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
+    assert isinstance(optimizer, DecoupledAdamW)
+    state = optimizer.state[next(trainer.model.parameters())]
+    # every step fed both moment sets: forget first, then retain (the objective left set for the next step)
+    assert float(state["step_forget"]) == float(state["step_retain"]) == jt.STEPS
+    assert optimizer.objective == "retain"
+    assert all(float(state[k].abs().sum()) > 0 for k in ("exp_avg_forget", "exp_avg_retain"))
+    start = AutoModelForCausalLM.from_pretrained(tiny_model).state_dict()
+    assert_weights(trainer.model.state_dict(), jt.two_adamw(tiny_model, batches), start)
+    # the logged loss is the joint loss's mean over the step's micro-batches
+    first = next(entry for entry in trainer.state.log_history if "loss" in entry)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():
+        joint = [jt.GAMMA * jt.nll_ascent(model, b["forget"]) + jt.ALPHA * jt.nll(model, b["retain"])
+                 for b in batches[:jt.ACCUMULATION]]
+    assert first["loss"] == pytest.approx(float(sum(joint) / len(joint)), rel=1e-4)
+
+
+def test_two_pass_split_gives_the_same_weights(tiny_model, batches, tmp_path, one_thread):
+    class TwoPassGradDiff(DualOptimJointTrainerMixin, jt.GradDiffLike):
+        gradient_split = "two_pass"
+
+    trainer = jt.make_trainer(TwoPassGradDiff, tiny_model, batches, tmp_path)
+    trainer.train()
+    assert_weights(trainer.model.state_dict(), jt.two_adamw(tiny_model, batches))
+
+
+def test_npo_with_a_frozen_reference_equals_two_adamw(tiny_model, batches, tmp_path, one_thread):
+    trainer = jt.make_trainer(jt.DualNPO, tiny_model, batches, tmp_path, accumulation=1)
+    trainer.train()
+    ref = trainer.ref_model.state_dict()
+    assert_weights(ref, AutoModelForCausalLM.from_pretrained(tiny_model).state_dict())  # stayed frozen
+    assert_weights(trainer.model.state_dict(), jt.two_adamw(tiny_model, batches, npo=True, accumulation=1))
+
+
+def test_resuming_from_a_checkpoint_continues_exactly(tiny_model, batches, tmp_path, one_thread):
+    steps = 4
+    straight = jt.make_trainer(jt.DualGradDiff, tiny_model, batches, tmp_path / "straight", steps=steps)
+    straight.train()
+    first = jt.make_trainer(jt.DualGradDiff, tiny_model, batches, tmp_path / "run", steps=steps,
+                            save_strategy="steps", save_steps=2)
+    first.train()
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    saved = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+    assert {"exp_avg_forget", "exp_avg_retain", "exp_avg_sq_forget", "exp_avg_sq_retain"} <= set(saved["state"][0])
+    assert saved["param_groups"][0]["forget_lr_ratio"] == pytest.approx(jt.FORGET_LR / jt.LR)
+    resumed = jt.make_trainer(jt.DualGradDiff, tiny_model, batches, tmp_path / "run", steps=steps,
+                              save_strategy="steps", save_steps=2)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert_weights(resumed.model.state_dict(), straight.model.state_dict())
+    assert_weights(resumed.model.state_dict(), jt.two_adamw(tiny_model, batches, steps=steps))
+
+
+@pytest.mark.slow  # about 30 s: a fresh interpreter imports transformers under accelerate
+def test_a_one_process_accelerate_launch_gives_the_reference(tiny_model, tofu_dir, batches, tmp_path, one_thread):
+    out = tmp_path / "launched.pt"
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+                             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                             str(REPO / "tests" / "LLM" / "joint_trainers.py"), str(tiny_model), str(tofu_dir),
+                             str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    launched = torch.load(out, weights_only=True)
+    assert_weights(launched, jt.two_adamw(tiny_model, jt.joint_batches(tiny_model, tofu_dir,
+                                                                       jt.STEPS * jt.ACCUMULATION)))
+
+
+def test_a_joint_batch_or_a_tagged_one_is_sent_to_the_right_mixin(tiny_model, batches, tmp_path):
+    class TaggedGradDiff(DualOptimTrainerMixin, jt.GradDiffLike):
+        pass
+
+    tagged = jt.make_trainer(TaggedGradDiff, tiny_model, [{**b, "objective": "forget"} for b in batches], tmp_path)
+    with pytest.raises(ValueError, match="holds both a 'forget' and a 'retain' set.*list DualOptimJointTrainerMixin"):
+        tagged.train()
+    with pytest.raises(ValueError, match="holds both a 'forget' and a 'retain' set"):
+        tagged.objective_of(dict(batches[0]))  # untagged too
+    joint = jt.make_trainer(jt.DualGradDiff, tiny_model, [{**b, "objective": "forget"} for b in batches], tmp_path)
+    with pytest.raises(ValueError, match="tagged with one 'objective'.*list DualOptimTrainerMixin first"):
+        joint.train()
+
+
+def test_a_loss_the_terms_split_cannot_see_is_refused(tiny_model, batches, tmp_path):
+    class ExtraTerm(jt.GradDiffLike):
+        def compute_loss(self, model, inputs, return_outputs=False):
+            return super().compute_loss(model, inputs) + 0.1 * jt.nll(model, inputs["forget"])
+
+    class RightHandCoefficient(jt.GradDiffLike):
+        def compute_loss(self, model, inputs, return_outputs=False):
+            return jt.nll_ascent(model, inputs["forget"]) * self.gamma + self.alpha * jt.nll(model, inputs["retain"])
+
+    class DualExtra(DualOptimJointTrainerMixin, ExtraTerm):
+        pass
+
+    class DualRight(DualOptimJointTrainerMixin, RightHandCoefficient):
+        pass
+
+    with pytest.raises(ValueError, match=r"compute_loss returned .* not gamma \* forget \+ alpha \* retain"):
+        jt.make_trainer(DualExtra, tiny_model, batches, tmp_path).train()
+    with pytest.raises(ValueError, match=r"formed gamma \* <tensor> 0 and alpha \* <tensor> 1 times.*two_pass"):
+        jt.make_trainer(DualRight, tiny_model, batches, tmp_path).train()
+
+
+def test_a_trainer_without_the_coefficients_or_an_old_transformers_is_refused(tiny_model, batches, tmp_path):
+    class NoAlpha(DualOptimJointTrainerMixin, jt.GradDiffLike):
+        retain_coefficient = "retain_weight"
+
+    with pytest.raises(UsageError, match="NoAlpha: no number 'retain_weight'"):
+        jt.make_trainer(NoAlpha, tiny_model, batches, tmp_path)
+    with pytest.raises(UsageError, match=r"needs transformers >= 4.46 .* found 4.45.1"):
+        check_transformers("4.45.1")
+    check_transformers("4.46.0")
