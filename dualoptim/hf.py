@@ -286,10 +286,11 @@ abla(lpha L_r)` apart over the step's
             self.accelerator.backward(retain_loss / micro_batches)
             loss = forget_loss + retain_loss
         if self.accelerator.sync_gradients:  # the step's last micro-batch: the Trainer steps the retain state next
-            clip = self._clip if self.args.max_grad_norm and self.args.max_grad_norm > 0 else None
-            self._split.forget_step(self.optimizer, clip)
+            self._split.forget_step(self.optimizer, self._clip)
         return loss.detach() / micro_batches
 
     def _clip(self) -> None:
-        """Clip the gradients in ``p.grad`` to ``max_grad_norm``, as the Trainer clips the retain ones."""
-        self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+        """Clip the gradients in ``p.grad`` to ``max_grad_norm`` (0: no clipping), as the Trainer clips the
+        retain ones."""
+        if self.args.max_grad_norm and self.args.max_grad_norm > 0:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)

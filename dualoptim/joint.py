@@ -55,14 +55,14 @@ class SplitGradients:
         finally:
             self.forget = self._swap(retain)
 
-    def forget_step(self, optimizer, clip: Optional[Callable[[], Any]] = None) -> None:
-        """Step ``optimizer``'s forget state on the forget sum (after ``clip()``, which clips ``p.grad``),
-        then put the retain sum back in ``p.grad`` and set the optimizer to ``retain``."""
+    def forget_step(self, optimizer, clip: Callable[[], Any]) -> None:
+        """Step ``optimizer``'s forget state on the forget sum (after ``clip()``, which clips ``p.grad`` as the
+        caller clips the retain sum), then put the retain sum back in ``p.grad`` and set the optimizer to
+        ``retain``."""
         retain = self._swap(self.forget)
         self.forget = None
         try:
-            if clip is not None:
-                clip()
+            clip()
             set_objective(optimizer, "forget")
             optimizer.step()
         finally:

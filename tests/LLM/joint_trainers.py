@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import IterableDataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, get_linear_schedule_with_warmup
+from transformers import (AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments,
+                          get_linear_schedule_with_warmup)
 
 from dualoptim.hf import DualOptimJointTrainerMixin
 from LLM.data import PromptTemplate, UnlearnDataset, collate_unlearn, read_rows
@@ -31,13 +32,18 @@ GAMMA, ALPHA, BETA = 1.5, 0.5, 0.5
 TEMPLATE = PromptTemplate("Question: ", "\n", "Answer: ")
 
 
-def joint_batches(model_path, tofu_dir, count: int, batch_size: int = BATCH, seed: int = 0):
-    """``count`` micro-batches of TOFU rows, each ``{"forget": {...}, "retain": {...}}``."""
+def joint_stream(model_path, tofu_dir, batch_size: int = BATCH, seed: int = 0) -> BatchStream:
+    """Micro-batches of TOFU rows, each ``{"forget": {...}, "retain": {...}}`` (the project's joint stream)."""
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     forget = read_rows(Path(tofu_dir) / "forget01.json", "forget01.json")
     retain = read_rows(Path(tofu_dir) / "retain90.json", "retain90.json")
     dataset = UnlearnDataset(forget, tokenizer, TEMPLATE, 32, kinds=("forget", "retain"), retain_rows=retain)
-    stream = BatchStream(dataset, batch_size, lambda items: collate_unlearn(items, tokenizer.pad_token_id), seed)
+    return BatchStream(dataset, batch_size, lambda items: collate_unlearn(items, tokenizer.pad_token_id), seed)
+
+
+def joint_batches(model_path, tofu_dir, count: int, batch_size: int = BATCH, seed: int = 0):
+    """The first ``count`` micro-batches of :func:`joint_stream`."""
+    stream = joint_stream(model_path, tofu_dir, batch_size, seed)
     return [next(stream) for _ in range(count)]
 
 

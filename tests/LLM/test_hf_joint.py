@@ -1,5 +1,6 @@
 """``DualOptimJointTrainerMixin``: open-unlearning-shaped joint-loss Trainers step DualOptim from one class line and
 end with the weights of two independent AdamW optimizers, one per term."""
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,9 @@ from transformers import AutoModelForCausalLM
 import joint_trainers as jt
 from dualoptim import DecoupledAdamW, UsageError
 from dualoptim.hf import DualOptimJointTrainerMixin, DualOptimTrainerMixin, check_transformers
+from LLM.schedule import FORGET, JOINT, Schedule
+from LLM.trainer import (build_optimizer, build_scheduler, make_accelerator, prepare_for_training, run_schedule,
+                         schedule_snapshots)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -143,3 +147,62 @@ def test_a_trainer_without_the_coefficients_or_an_old_transformers_is_refused(ti
     with pytest.raises(UsageError, match=r"needs transformers >= 4.46 .* found 4.45.1"):
         check_transformers("4.45.1")
     check_transformers("4.46.0")
+
+
+class StopAt(Exception):
+    pass
+
+
+def project_loop(model_path, tofu_dir, steps=jt.STEPS, snapshot_dir=None, resume=False, stop_at=None):
+    """The project's loop (``--schedule joint --optim_cfg dual_adam``) on the same joint micro-batches."""
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    accelerator = make_accelerator("cpu")
+    optimizer = build_optimizer("dual_adam", model, jt.LR, jt.FORGET_LR, jt.WEIGHT_DECAY)
+    scheduler = build_scheduler(optimizer, steps, jt.WARMUP)
+    model, optimizer = prepare_for_training(accelerator, model, optimizer, jt.BATCH, jt.ACCUMULATION,
+                                            jt.MAX_GRAD_NORM)
+    schedule = Schedule({JOINT: jt.joint_stream(model_path, tofu_dir)}, steps, jt.ACCUMULATION)
+
+    def step_loss(objective, batch):
+        if objective == FORGET:
+            return jt.GAMMA * jt.nll_ascent(model, batch["forget"])
+        return jt.ALPHA * jt.nll(model, batch["retain"])
+
+    def stop(step):
+        if step == stop_at:
+            raise StopAt
+
+    snapshots = None if snapshot_dir is None else schedule_snapshots(accelerator, snapshot_dir, resume, {}, 1)
+    history = run_schedule(accelerator, model, optimizer, scheduler, schedule, step_loss, jt.MAX_GRAD_NORM,
+                           snapshots=snapshots, on_step=stop, split_joint=True)
+    return accelerator.unwrap_model(model).state_dict(), history
+
+
+def test_the_project_loops_schedule_joint_equals_two_adamw(tiny_model, tofu_dir, batches, one_thread):
+    weights, history = project_loop(tiny_model, tofu_dir)
+    assert [entry["objective"] for entry in history] == [JOINT] * jt.STEPS
+    assert_weights(weights, jt.two_adamw(tiny_model, batches), AutoModelForCausalLM.from_pretrained(tiny_model)
+                   .state_dict())
+
+
+def test_the_project_loops_schedule_joint_resumes_exactly(tiny_model, tofu_dir, tmp_path, one_thread):
+    straight, _ = project_loop(tiny_model, tofu_dir, steps=3)
+    with pytest.raises(StopAt):  # stops after step 2, whose snapshot is not written: resumes from step 1
+        project_loop(tiny_model, tofu_dir, steps=3, snapshot_dir=tmp_path, stop_at=2)
+    resumed, history = project_loop(tiny_model, tofu_dir, steps=3, snapshot_dir=tmp_path, resume=True)
+    assert [entry["step"] for entry in history] == [1, 2, 3]
+    for key, value in straight.items():
+        assert torch.equal(resumed[key], value), key
+
+
+def test_main_forget_runs_schedule_joint_with_dual_adam(tofu_dir, tiny_model, tmp_path):
+    from LLM import main_forget
+
+    main_forget.main(["--model_family", "plain", "--model_path", str(tiny_model), "--data_path", str(tofu_dir),
+                      "--split", "forget01", "--task_list", "1", "--forget_loss", "NPO+GD", "--schedule", "joint",
+                      "--optim_cfg", "dual_adam", "--lr", "1e-3", "--forget_lr", "5e-3", "--num_epochs", "2",
+                      "--batch_size", "2", "--gradient_accumulation_steps", "1", "--max_length", "32",
+                      "--device", "cpu", "--save_dir", str(tmp_path)])
+    record = json.loads(next(tmp_path.rglob("run.json")).read_text())
+    assert record["config"]["schedule"] == "joint" and not record["config"]["alternate"]
+    assert [entry["objective"] for entry in record["history"]] == [JOINT] * record["metrics"]["max_steps"]
