@@ -11,7 +11,8 @@ micro-batches and steps the optimizer once per objective, both at the weights th
 
 (the forget update first, then the retain update on its result; with ``DecoupledAdamW`` this is exactly two
 independent ``torch.optim.AdamW``, the forget one at ``forget_lr``, stepped in that order on those
-gradients). Used by :class:`dualoptim.hf.DualOptimJointTrainerMixin` and by the project's LLM loop
+gradients; with :class:`~dualoptim.optimizers.DualOptim`, e.g. ``torch.optim.AdamW`` and ``torch.optim.SGD``
+with momentum). Used by :class:`dualoptim.hf.DualOptimJointTrainerMixin` and by the project's LLM loop
 (``--schedule joint``).
 """
 from __future__ import annotations
@@ -57,14 +58,24 @@ class SplitGradients:
 
     def forget_step(self, optimizer, clip: Callable[[], Any]) -> None:
         """Step ``optimizer``'s forget state on the forget sum (after ``clip()``, which clips ``p.grad`` as the
-        caller clips the retain sum), then put the retain sum back in ``p.grad`` and set the optimizer to
-        ``retain``."""
+        caller clips the retain sum), then put the retain sum back in ``p.grad`` for the caller's retain step.
+
+        ``optimizer``: a :class:`~dualoptim.optimizers.DualOptim` (image models: AdamW forget state, SGD
+        momentum retain state; its ``forget_step()`` runs, the caller then runs ``retain_step()``), or one
+        torch optimizer with an objective per param group such as ``DecoupledAdamW``, possibly wrapped
+        (``set_objective`` picks ``forget`` for this step and ``retain`` for the caller's ``step()``).
+        """
+        two_optimizers = hasattr(optimizer, "forget_step")
         retain = self._swap(self.forget)
         self.forget = None
         try:
             clip()
-            set_objective(optimizer, "forget")
-            optimizer.step()
+            if two_optimizers:
+                optimizer.forget_step()
+            else:
+                set_objective(optimizer, "forget")
+                optimizer.step()
         finally:
             self._swap(retain)
-            set_objective(optimizer, "retain")
+            if not two_optimizers:
+                set_objective(optimizer, "retain")
