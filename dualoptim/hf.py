@@ -26,9 +26,9 @@ The micro-batches of one optimizer step must share their objective: the data ord
 LLM schedule does with ``--alternate``.
 
 Both build one :class:`~dualoptim.optimizers.DecoupledAdamW` (AdamW moments per objective) from the
-``TrainingArguments``; forget steps run at ``forget_lr``. They need transformers >= 4.46 (the
-``training_step(model, inputs, num_items_in_batch)`` they override; the suite runs on 5.25) and refuse an older
-one when constructed.
+``TrainingArguments``; forget steps run at ``forget_lr``. They refuse, when constructed, a transformers older
+than they fit (:data:`MIN_TRANSFORMERS`: 4.46 for ``DualOptimTrainerMixin``, 4.55 for the joint mixin); the suite
+runs on 5.25.
 """
 from __future__ import annotations
 
@@ -47,15 +47,19 @@ from dualoptim.optimizers import OBJECTIVES, DecoupledAdamW, set_objective
 
 __all__ = ["DualOptimJointTrainerMixin", "DualOptimTrainerMixin", "MIN_TRANSFORMERS", "check_transformers"]
 
-#: The oldest transformers whose Trainer the mixins fit (``training_step`` gained ``num_items_in_batch`` there).
-MIN_TRANSFORMERS = "4.46"
+#: The oldest transformers each mixin fits, and why: ``training_step`` gained ``num_items_in_batch`` in 4.46;
+#: the joint mixin also reads ``current_gradient_accumulation_steps`` (4.55) and needs ``accelerator.backward``
+#: not to divide by the accumulation count (4.46 set accelerate's count and divided there).
+MIN_TRANSFORMERS = {"DualOptimTrainerMixin": ("4.46", "Trainer.training_step with num_items_in_batch"),
+                    "DualOptimJointTrainerMixin": ("4.55", "Trainer.current_gradient_accumulation_steps")}
 
 
-def check_transformers(version: str = transformers.__version__) -> None:
-    """Refuse, in one line, a transformers release the mixins cannot work with."""
-    if Version(version) < Version(MIN_TRANSFORMERS):
-        raise UsageError(f"dualoptim.hf: needs transformers >= {MIN_TRANSFORMERS} (Trainer.training_step with "
-                         f"num_items_in_batch), found {version}; pip install 'transformers>={MIN_TRANSFORMERS}'")
+def check_transformers(mixin: str, version: str = transformers.__version__) -> None:
+    """Refuse, in one line, a transformers release ``mixin`` cannot work with."""
+    minimum, needs = MIN_TRANSFORMERS[mixin]
+    if Version(version) < Version(minimum):
+        raise UsageError(f"{mixin}: needs transformers >= {minimum} ({needs}), found {version}; "
+                         f"pip install 'transformers>={minimum}'")
 
 
 class _DecoupledAdamWTrainer:
@@ -68,7 +72,7 @@ class _DecoupledAdamWTrainer:
     """
 
     def __init__(self, *args: Any, forget_lr: Optional[float] = None, **kwargs: Any) -> None:
-        check_transformers()
+        check_transformers(self.mixin)
         if forget_lr is not None and forget_lr <= 0:
             raise ValueError(f"forget_lr: must be positive, got {forget_lr}")
         super().__init__(*args, **kwargs)
@@ -111,6 +115,7 @@ class DualOptimTrainerMixin(_DecoupledAdamWTrainer):
       Trainer divides it by the accumulation count, so a step averages its micro-batches.
     """
 
+    mixin = "DualOptimTrainerMixin"  # its key in MIN_TRANSFORMERS
     loss_is_scaled_for_ga = False
     objective_key = "objective"
 
@@ -196,6 +201,7 @@ abla(lpha L_r)` apart over the step's
     backward pass per forward); a batch tagged with one ``"objective"`` is refused at its step.
     """
 
+    mixin = "DualOptimJointTrainerMixin"  # its key in MIN_TRANSFORMERS
     forget_coefficient = "gamma"
     retain_coefficient = "alpha"
     gradient_split = "terms"

@@ -144,9 +144,14 @@ def test_a_trainer_without_the_coefficients_or_an_old_transformers_is_refused(ti
 
     with pytest.raises(UsageError, match="NoAlpha: no number 'retain_weight'"):
         jt.make_trainer(NoAlpha, tiny_model, batches, tmp_path)
-    with pytest.raises(UsageError, match=r"needs transformers >= 4.46 .* found 4.45.1"):
-        check_transformers("4.45.1")
-    check_transformers("4.46.0")
+    with pytest.raises(UsageError, match="DualGradDiff: DualOptimJointTrainerMixin does not run under fp16"):
+        jt.make_trainer(jt.DualGradDiff, tiny_model, batches, tmp_path, fp16=True)
+    with pytest.raises(UsageError, match=r"^DualOptimTrainerMixin: needs transformers >= 4.46 .* found 4.45.1"):
+        check_transformers("DualOptimTrainerMixin", "4.45.1")
+    check_transformers("DualOptimTrainerMixin", "4.46.0")
+    with pytest.raises(UsageError, match=r"^DualOptimJointTrainerMixin: needs transformers >= 4.55 .* found 4.53.0"):
+        check_transformers("DualOptimJointTrainerMixin", "4.53.0")
+    assert jt.DualGradDiff.mixin == "DualOptimJointTrainerMixin"
 
 
 class StopAt(Exception):
