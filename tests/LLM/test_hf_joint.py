@@ -146,6 +146,17 @@ def test_a_trainer_without_the_coefficients_or_an_old_transformers_is_refused(ti
         jt.make_trainer(NoAlpha, tiny_model, batches, tmp_path)
     with pytest.raises(UsageError, match="DualGradDiff: DualOptimJointTrainerMixin does not run under fp16"):
         jt.make_trainer(jt.DualGradDiff, tiny_model, batches, tmp_path, fp16=True)
+
+    class ShardedGradDiff(jt.GradDiffLike):  # as the Trainer marks itself under an FSDP launch
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.is_fsdp_enabled = True
+
+    class DualSharded(DualOptimJointTrainerMixin, ShardedGradDiff):
+        pass
+
+    with pytest.raises(UsageError, match="DualSharded: DualOptimJointTrainerMixin does not run under FSDP"):
+        jt.make_trainer(DualSharded, tiny_model, batches, tmp_path)
     with pytest.raises(UsageError, match=r"^DualOptimTrainerMixin: needs transformers >= 4.46 .* found 4.45.1"):
         check_transformers("DualOptimTrainerMixin", "4.45.1")
     check_transformers("DualOptimTrainerMixin", "4.46.0")
@@ -211,3 +222,23 @@ def test_main_forget_runs_schedule_joint_with_dual_adam(tofu_dir, tiny_model, tm
     record = json.loads(next(tmp_path.rglob("run.json")).read_text())
     assert record["config"]["schedule"] == "joint" and not record["config"]["alternate"]
     assert [entry["objective"] for entry in record["history"]] == [JOINT] * record["metrics"]["max_steps"]
+
+
+@pytest.mark.parametrize("kind", ["DEEPSPEED", "FSDP"])
+def test_schedule_joint_with_a_dual_optimizer_refuses_deepspeed_and_fsdp(kind, tmp_path):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from LLM import main_forget
+    from LLM.options import parse_with_config
+    from LLM.unlearn import UnlearnConfig, unlearn, validate_unlearn_args
+
+    args = parse_with_config(main_forget.build_parser(), ["--model_path", "m", "--forget_loss", "ME+GD",
+                                                          "--optim_cfg", "dual_adam", "--schedule", "joint"])
+    loss = validate_unlearn_args(args)
+    accelerator = SimpleNamespace(distributed_type=DistributedType[kind])
+    with pytest.raises(UsageError, match=f"--schedule joint: --optim_cfg dual_adam keeps the forget and retain "
+                                         f"gradients apart in p.grad, which {DistributedType[kind].value} owns"):
+        unlearn(UnlearnConfig.from_args(args, "cpu"), accelerator, loss, [], [], "m", "m", tmp_path, None)
+    assert not any(tmp_path.iterdir())
