@@ -176,12 +176,10 @@ class DualOptimJointTrainerMixin(_DecoupledAdamWTrainer):
     ``class DualGradDiff(DualOptimJointTrainerMixin, GradDiff): pass``, data, collator and configs unchanged.
 
     The Trainer's ``compute_loss(model, inputs[, return_outputs][, num_items_in_batch])`` returns
-    :math:`L = \gamma L_f + lpha L_r` for a batch holding both sets, with :math:`\gamma` and :math:`lpha`
+    :math:`L = \gamma L_f + \alpha L_r` for a batch holding both sets, with :math:`\gamma` and :math:`\alpha`
     read from the attributes named by ``forget_coefficient`` / ``retain_coefficient`` (default ``gamma`` and
     ``alpha``, open-unlearning's names) and each term a mean over its micro-batch. Every optimizer step
-    accumulates :math:`g_f = 
-abla(\gamma L_f)` and :math:`g_r = 
-abla(lpha L_r)` apart over the step's
+    accumulates :math:`g_f = \nabla(\gamma L_f)` and :math:`g_r = \nabla(\alpha L_r)` apart over the step's
     micro-batches (each divided by their number), clips each to ``max_grad_norm`` on its own, and steps the
     forget moments on :math:`g_f` at ``forget_lr`` then the retain moments on :math:`g_r` at ``learning_rate``
     (both scaled by the Trainer's scheduler). How the two gradients are taken (``gradient_split``):
