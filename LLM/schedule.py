@@ -21,6 +21,8 @@ from typing import Callable, Dict, Iterator, List, Tuple
 import torch
 
 FORGET, RETAIN, JOINT = "forget", "retain", "joint"
+#: ``--schedule`` values: alternating steps, or joint steps (split by objective for a dual optimizer)
+SCHEDULES = ("alternate", "joint")
 
 
 class BatchStream:

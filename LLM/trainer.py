@@ -23,12 +23,13 @@ from transformers import get_linear_schedule_with_warmup
 from common import tracking
 from common.checkpointing import ProcessGroup, Snapshotter
 from common.device import get_device
+from dualoptim.joint import SplitGradients
 from dualoptim.optimizers import set_objective
 from common.errors import UsageError
 from dualoptim.recipes import LLM_FLAG, RecipeSettings, build_recipe, get_recipe, import_dualoptim_8bit
 from common.nonfinite import check_finite_loss
 from LLM.models import decay_parameter_groups, save_pretrained_atomic
-from LLM.schedule import JOINT, Schedule
+from LLM.schedule import FORGET, JOINT, RETAIN, Schedule
 
 def check_optim_cfg(name: str) -> None:
     """Fail early (before anything is loaded or written) on an unknown or unavailable ``--optim_cfg``."""
@@ -129,7 +130,7 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
                  step_loss: Callable[[str, Dict], torch.Tensor], max_grad_norm: float = 1.0,
                  desc: str = "train", snapshots: Optional[Snapshotter] = None,
                  on_step: Optional[Callable[[int], None]] = None,
-                 allow_nonfinite: bool = False) -> List[Dict[str, float]]:
+                 allow_nonfinite: bool = False, split_joint: bool = False) -> List[Dict[str, float]]:
     """Run every step of ``schedule``; returns ``{step, objective, loss, lr, tokens}`` per step.
 
     ``step_loss(objective, micro_batch)`` returns the loss of one micro-batch;
@@ -143,9 +144,15 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
     With ``snapshots`` the run continues from its last snapshot when resuming
     and offers one after every step.  ``on_step(n)`` runs on every process after
     the ``n``-th step (e.g. to save intermediate checkpoints).
-        A NaN/inf loss (mean over processes) stops the run before
+    A NaN/inf loss (mean over processes) stops the run before
     its optimizer step unless ``allow_nonfinite`` (under DeepSpeed, which steps inside ``backward``,
     after it).
+
+    ``split_joint`` (``--schedule joint`` with a ``dual_*`` optimizer; not under DeepSpeed or FSDP): a joint
+    step's micro-batches give ``step_loss("forget", batch)`` and ``step_loss("retain", batch)`` their own
+    backward pass and gradient sum (:class:`dualoptim.joint.SplitGradients`); the step then updates the forget
+    moments on the forget sum and the retain moments on the retain sum, each clipped to ``max_grad_norm`` on its
+    own. Its loss is the sum of the two terms, as the joint loss.
     """
     snapshots = (snapshots or Snapshotter(None)).register(
         model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler, schedule=schedule)
@@ -153,6 +160,12 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
     model.train()
     history = loop["history"]
     deepspeed = accelerator.state.deepspeed_plugin is not None
+    split = SplitGradients(model.parameters()) if split_joint else None
+
+    def clip_gradients() -> None:
+        if max_grad_norm and max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+
     progress = tqdm(schedule.steps(loop["step"]), total=len(schedule), initial=loop["step"], desc=desc,
                     disable=not accelerator.is_main_process)
     for step, objective, micro_batches in progress:
@@ -168,18 +181,26 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
             # accelerate >= 1.9 steps DeepSpeed's optimizer in ``backward`` whenever gradients sync
             accelerator.sync_gradients = last
             with sync:
-                raw = step_loss(objective, batch)
-                loss = raw / len(micro_batches)
-                # DeepSpeed divides by the accumulation count itself (see prepare_for_training)
-                accelerator.backward(raw if deepspeed else loss)
+                if split is not None and objective == JOINT:
+                    forget = step_loss(FORGET, batch) / len(micro_batches)
+                    split.backward_forget(lambda: accelerator.backward(forget))
+                    retain = step_loss(RETAIN, batch) / len(micro_batches)
+                    accelerator.backward(retain)
+                    loss = forget + retain
+                else:
+                    raw = step_loss(objective, batch)
+                    loss = raw / len(micro_batches)
+                    # DeepSpeed divides by the accumulation count itself (see prepare_for_training)
+                    accelerator.backward(raw if deepspeed else loss)
             total += loss.detach()
         group = optimizer.param_groups[0]
         # DecoupledAdamW's forget steps run at forget_lr_ratio times the scheduled lr; the others at lr
         lr = group["lr"] * (group.get("forget_lr_ratio", 1.0) if objective == "forget" else 1.0)
         mean_loss = accelerator.reduce(total, reduction="mean")
         check_finite_loss(mean_loss, step + 1, objective, lr, allow_nonfinite)
-        if max_grad_norm and max_grad_norm > 0:
-            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        if split is not None and objective == JOINT:
+            split.forget_step(optimizer, clip_gradients)  # leaves the retain sum and objective for the step below
+        clip_gradients()
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

@@ -32,7 +32,7 @@ from LLM.data import Row, UnlearnDataset, collate_unlearn
 from LLM.losses import FORGET_LOSSES, UnlearnLoss
 from LLM.models import add_weight_args, apply_lora, load_causal_lm, load_tokenizer, resolve_precision
 from LLM.options import PromptTemplate, add_model_args, template_from_args
-from LLM.schedule import FORGET, JOINT, RETAIN, BatchStream, Schedule, steps_per_epoch
+from LLM.schedule import FORGET, JOINT, RETAIN, SCHEDULES, BatchStream, Schedule, steps_per_epoch
 from LLM.trainer import (build_optimizer, build_scheduler, check_optim_cfg, prepare_for_training,
                          run_schedule, save_model, schedule_snapshots)
 
@@ -53,7 +53,11 @@ def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forge
     parser.add_argument("--forget_loss", type=str, default="ME+GD", help=", ".join(FORGET_LOSSES.names()))
     parser.add_argument("--optim_cfg", type=str, default=optim_cfg, help=", ".join(recipe_names(LLM_FLAG)))
     parser.add_argument("--alternate", action="store_true",
-                        help="alternate forget and retain steps (--forget_freq, --retain_freq)")
+                        help="alternate forget and retain steps (--forget_freq, --retain_freq); = --schedule alternate")
+    parser.add_argument("--schedule", choices=SCHEDULES, default=None,
+                        help="alternate: as --alternate; joint: every step on forget and retain rows, a dual_* "
+                             "optimizer stepping its forget moments on the forget term's gradient and its retain "
+                             "moments on the retain term's (default: joint steps on one state, or --alternate)")
     parser.add_argument("--forget_freq", type=positive_int, default=1, help="forget steps per cycle")
     parser.add_argument("--retain_freq", type=positive_int, default=1, help="retain steps per cycle")
     parser.add_argument("--lr", type=positive_float, default=lr, help="(retain) learning rate")
@@ -108,6 +112,13 @@ def validate_unlearn_args(args: argparse.Namespace) -> UnlearnLoss:
         args.save_steps = save_steps_value(str(args.save_steps))
     except argparse.ArgumentTypeError as err:
         raise UsageError(f"--save_steps: {err}") from None
+    if args.schedule == "joint" and args.alternate:
+        raise UsageError("--schedule joint: conflicts with --alternate (= --schedule alternate); give one")
+    args.alternate = args.alternate or args.schedule == "alternate"
+    dual = is_dual_recipe(LLM_FLAG, args.optim_cfg)
+    if args.schedule == "joint" and dual and loss.regularizer is None:
+        raise UsageError(f"--schedule joint: --forget_loss {args.forget_loss} has no retain term for the retain "
+                         f"moments of --optim_cfg {args.optim_cfg}; use e.g. {args.forget_loss}+GD")
     if args.alternate and loss.regularizer is None:
         raise UsageError(f"--alternate: --forget_loss {args.forget_loss} has no retain term; use e.g. "
                          f"{args.forget_loss}+GD")
@@ -115,9 +126,9 @@ def validate_unlearn_args(args: argparse.Namespace) -> UnlearnLoss:
         # Retain steps draw retain rows only; LLMU's mismatch term needs forget questions.
         raise UsageError(f"--alternate: the retain term of --forget_loss {args.forget_loss} "
                          f"({loss.regularizer.name}) reads forget rows; train it jointly (without --alternate)")
-    if is_dual_recipe(LLM_FLAG, args.optim_cfg) and not args.alternate:
-        raise UsageError(f"--optim_cfg {args.optim_cfg}: needs --alternate (a joint step serves both "
-                         f"objectives, so there is no objective to pick an optimizer state for)")
+    if dual and not args.alternate and args.schedule != "joint":
+        raise UsageError(f"--optim_cfg {args.optim_cfg}: needs --alternate, or --schedule joint (a joint step on one "
+                         f"loss serves both objectives, so there is no objective to pick an optimizer state for)")
     return loss
 
 
@@ -142,6 +153,7 @@ class UnlearnConfig:
     max_length: int
     mask: bool
     alternate: bool
+    schedule: Optional[str]             # "joint": split joint steps (split_joint); "alternate" is also alternate
     forget_freq: int
     retain_freq: int
     batch_size: int
@@ -160,6 +172,11 @@ class UnlearnConfig:
     resume: bool
     allow_nonfinite: bool
     flags: Mapping[str, Any]
+
+    @property
+    def split_joint(self) -> bool:
+        """Whether joint steps keep the forget and retain gradients apart (``--schedule joint``, a dual recipe)."""
+        return self.schedule == "joint" and is_dual_recipe(LLM_FLAG, self.optim_cfg)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, device) -> "UnlearnConfig":
@@ -191,6 +208,12 @@ def unlearn(config: UnlearnConfig, accelerator, loss: UnlearnLoss, forget_rows: 
     epoch); with ``--resume`` the run continues from it.
     Returns the run's metrics (also written to ``run.json`` with the per-step history).
     """
+    from accelerate.utils import DistributedType
+
+    if config.split_joint and accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        raise UsageError(f"--schedule joint: --optim_cfg {config.optim_cfg} keeps the forget and retain gradients "
+                         f"apart in p.grad, which {accelerator.distributed_type.value} owns; launch with DDP or "
+                         f"one process")
     seed_everything(config.seed, config.deterministic)
     tokenizer = load_tokenizer(model_path)
     model = load_causal_lm(model_path, config.dtype, attn_implementation=config.attn_implementation)
@@ -248,7 +271,7 @@ def unlearn(config: UnlearnConfig, accelerator, loss: UnlearnLoss, forget_rows: 
     with tracking(config.flags, out_dir, enabled=accelerator.is_main_process) as reporter:
         history = run_schedule(accelerator, model, optimizer, scheduler, schedule, step_loss, config.max_grad_norm,
                                desc=desc, snapshots=snapshots, on_step=save_intermediate,
-                               allow_nonfinite=config.allow_nonfinite)
+                               allow_nonfinite=config.allow_nonfinite, split_joint=config.split_joint)
         reporter.metrics({"final_loss": history[-1]["loss"]} if history else {})
     seconds = time.perf_counter() - start
     save_model(accelerator, model, tokenizer, Path(out_dir) / "checkpoint-last")

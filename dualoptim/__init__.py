@@ -14,8 +14,10 @@
 * :func:`moment_norms` -- the norm of every moment buffer by objective (what ``--report_to`` logs);
 * :func:`make_unlearn_optimizer` -- the image-classification ``--optim`` recipes (``sgd``, ``adam``, ``dual``
   and the paper's ablation pairs) by name; :mod:`dualoptim.recipes` has them all;
-* :class:`DualOptimTrainerMixin` -- makes a Hugging Face ``Trainer`` subclass step DualOptim
-  (:mod:`dualoptim.hf`; imported on first use, needs ``transformers``).
+* :class:`DualOptimTrainerMixin` / :class:`DualOptimJointTrainerMixin` -- make a Hugging Face ``Trainer`` subclass
+  step DualOptim, one objective per micro-batch / joint-loss batches as open-unlearning's trainers take them
+  (:mod:`dualoptim.hf`; imported on first use, needs ``transformers``); :mod:`dualoptim.joint` splits a joint
+  step's gradients for a loop of your own.
 
 This package needs only torch. The research scripts of the repository (``ImageClassification/``, ``LLM/``,
 ``ImageGeneration/``, ``common/``) build on it.
@@ -31,13 +33,14 @@ from dualoptim.optim import (DecoupledAdamW, DualOptim, HybridAdamSGD, Lion, Obj
 from dualoptim.recipes import make_unlearn_optimizer
 
 __version__ = "0.1.0"
-__all__ = ["DecoupledAdamW", "DecoupledAdamW8bit", "DualOptim", "DualOptimTrainerMixin", "HybridAdamSGD", "Lion",
-           "ObjectiveOptim", "PerObjectiveState", "SharedOptim", "TwoObjectiveOptimizer", "UsageError",
-           "make_unlearn_optimizer",
+__all__ = ["DecoupledAdamW", "DecoupledAdamW8bit", "DualOptim", "DualOptimJointTrainerMixin", "DualOptimTrainerMixin",
+           "HybridAdamSGD", "Lion", "ObjectiveOptim", "PerObjectiveState", "SharedOptim", "TwoObjectiveOptimizer",
+           "UsageError", "make_unlearn_optimizer",
            "moment_norms", "set_objective", "__version__"]
 
 #: names imported on first use: their modules need optional packages (bitsandbytes, transformers)
-_LAZY = {"DecoupledAdamW8bit": "dualoptim.optimizers_8bit", "DualOptimTrainerMixin": "dualoptim.hf"}
+_LAZY = {"DecoupledAdamW8bit": "dualoptim.optimizers_8bit", "DualOptimTrainerMixin": "dualoptim.hf",
+         "DualOptimJointTrainerMixin": "dualoptim.hf"}
 
 
 def __getattr__(name: str) -> Any:

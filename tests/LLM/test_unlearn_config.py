@@ -24,3 +24,18 @@ def test_from_args_completes_precision_freezes_and_keeps_every_flag():
     assert config.template == PromptTemplate("Q: ", "\n", "A: ")
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.lr = 1.0
+
+
+@pytest.mark.parametrize("schedule, optim_cfg, alternate, split_joint", [
+    (["--alternate"], "dual_adam", True, False),
+    (["--schedule", "alternate"], "dual_adam", True, False),
+    (["--schedule", "joint"], "dual_adam", False, True),
+    (["--schedule", "joint"], "adam", False, False),  # one state: the plain joint step
+    ([], "adam", False, False)])
+def test_schedule_joint_splits_joint_steps_for_a_dual_optimizer(schedule, optim_cfg, alternate, split_joint):
+    argv = [a for a in ARGV if a != "--alternate"]
+    argv[argv.index("--optim_cfg") + 1] = optim_cfg
+    args = parse_with_config(main_forget.build_parser(), argv + schedule)
+    validate_unlearn_args(args)
+    config = UnlearnConfig.from_args(args, "cpu")
+    assert (config.alternate, config.split_joint) == (alternate, split_joint)
