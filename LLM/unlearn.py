@@ -205,7 +205,7 @@ def unlearn(config: UnlearnConfig, accelerator, loss: UnlearnLoss, forget_rows: 
     world, rank = accelerator.num_processes, accelerator.process_index
     collate = partial(collate_unlearn, pad_id=tokenizer.pad_token_id)
     make = partial(UnlearnDataset, tokenizer=tokenizer, template=config.template, max_length=config.max_length,
-                   idk_answers=idk_answers, mask_question=config.mask)
+                   idk_answers=idk_answers, mask_question=config.mask, full_length=loss.full_length)
     if config.alternate:
         forget_set = make(forget_rows, kinds=loss.forget_term.kinds)
         retain_set = make(retain_rows, kinds=loss.regularizer.kinds)
