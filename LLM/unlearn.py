@@ -38,14 +38,17 @@ from LLM.trainer import (build_optimizer, build_scheduler, check_optim_cfg, prep
 
 
 def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forget_lr: float = 1e-5,
-                     batch_size: int = 5, gradient_accumulation_steps: int = 8, forget_coeff: float = 1.0,
-                     optim_cfg: str = "adam", max_length: int = 500, overwrite: bool = True) -> None:
+                     batch_size: int = 5, gradient_accumulation_steps: int = 8, forget_coeff: float = 0.1,
+                     retain_freq: int = 5, optim_cfg: str = "adam", max_length: int = 500,
+                     overwrite: bool = True) -> None:
     """The model, loss, optimizer, schedule, LoRA and resume flags (the original's config keys).
 
-    Keyword arguments are the defaults that differ between the TOFU and real-world configs
-    (``overwrite``: whether to add ``--overwrite``).  TOFU's default accumulation 8 gives one process
-    the original's effective batch of 40 (it launches 2 processes with batch 5 x accumulation 4);
-    N processes keep it with ``--gradient_accumulation_steps 8/N``.
+    The defaults are the values of the original's configs, which it always loads: TOFU's
+    ``config/phi1-5_tofu.yaml`` and ``config/llama_tofu.yaml`` (they agree on every flag here;
+    ``forget_coeff 0.1`` and ``retain_freq 5`` at lines 22 and 30).  Keyword arguments are the defaults
+    that differ for the real-world config (``overwrite``: whether to add ``--overwrite``).  TOFU's
+    default accumulation 8 gives one process the original's effective batch of 40 (it launches 2
+    processes with batch 5 x accumulation 4); N processes keep it with ``--gradient_accumulation_steps 8/N``.
     """
     add_model_args(parser)
     parser.add_argument("--idk_path", type=str, default=None,
@@ -55,7 +58,7 @@ def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forge
     parser.add_argument("--alternate", action="store_true",
                         help="alternate forget and retain steps (--forget_freq, --retain_freq)")
     parser.add_argument("--forget_freq", type=positive_int, default=1, help="forget steps per cycle")
-    parser.add_argument("--retain_freq", type=positive_int, default=1, help="retain steps per cycle")
+    parser.add_argument("--retain_freq", type=positive_int, default=retain_freq, help="retain steps per cycle")
     parser.add_argument("--lr", type=positive_float, default=lr, help="(retain) learning rate")
     parser.add_argument("--forget_lr", type=positive_float, default=forget_lr, help="forget learning rate of dual_adam")
     parser.add_argument("--num_epochs", type=positive_int, default=5)
