@@ -93,6 +93,8 @@ def test_refusal_and_retain_pairing_draws_are_the_originals(tiny_model):
         assert item["forget_mismatch"]["input_ids"].tolist() == encoded(f"fq{index}", f"ra{retain_row}")
         assert single[index]["retain_idk"]["input_ids"].tolist() == encoded(f"rq{index}", f"idk{alone}")
     assert [index_draws(index, 100)[0] for index in range(12)] == [44, 45, 48, 86, 30, 11, 30, 15, 23, 70, 37, 41]
+    from LLM.eval_logs import idk_answer  # the evaluation scores each row against the refusal it was trained on
+    assert [idk_answer(idk, index) for index in range(12)] == [f"idk{k}" for k in expected_single]
     state = torch.get_rng_state()
     index_draws(3, 100)
     assert torch.equal(torch.get_rng_state(), state)  # the global RNG is left alone
