@@ -16,7 +16,6 @@ A ``--data_path`` that is not a local folder is loaded from the hub with
 from __future__ import annotations
 
 import json
-import random
 import re
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -165,12 +164,15 @@ Encoded = Dict[str, torch.Tensor]
 
 
 def encode_qa(tokenizer, template: PromptTemplate, question: str, answer: str, max_length: int,
-              mask_question: bool = True) -> Encoded:
+              mask_question: bool = True, pad_to_max_length: bool = False) -> Encoded:
     """Tokenise one pair as ``prompt + target`` with labels on the target only.
 
     As in TOFU, an end-of-sequence label follows the answer (unless truncated)
     so the model learns to stop; its input position is masked from attention.
-    Further padding is added by :func:`pad_encoded` (labels ignored).
+    Further padding is added by :func:`pad_encoded` (labels ignored), or here with
+    ``pad_to_max_length``: end-of-sequence tokens up to ``max_length``, attention 0 and
+    labels ignored, the original's layout of every sequence (``dataset/data_module.py:42-54``).
+    A loss that averages over every position, padding included (KL), needs it.
 
     ``mask_question=False`` is the original's ``mask: false`` for forget data
     (``convert_raw_forget_data_to_model_format``, ``dataset/data_module.py``):
@@ -191,6 +193,10 @@ def encode_qa(tokenizer, template: PromptTemplate, question: str, answer: str, m
     labels = [IGNORE_INDEX] * min(num_prompt, len(ids)) + ids[num_prompt:]
     if len(ids) < max_length:
         ids, labels, attention = ids + [tokenizer.eos_token_id], labels + [tokenizer.eos_token_id], attention + [0]
+    if pad_to_max_length:
+        padding = max_length - len(ids)
+        ids, labels = ids + [tokenizer.eos_token_id] * padding, labels + [IGNORE_INDEX] * padding
+        attention = attention + [0] * padding
     return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
             "attention_mask": torch.tensor(attention)}
 
@@ -236,35 +242,53 @@ def collate_qa(items: Sequence[List[Encoded]], pad_id: int) -> Encoded:
     return {key: value.view(len(items), per_row, -1) for key, value in batch.items()}
 
 
+def index_draws(index: int, *sizes: int) -> List[int]:
+    """One draw ``randint(0, n)`` for each ``n`` of ``sizes``, from a generator seeded with ``index``.
+
+    The original's draws for row ``idx``: ``torch.manual_seed(idx)`` followed by
+    ``torch.randint(0, n, (1,))`` calls (``dataset/data_module.py:142-146, 220-221``).  A
+    generator seeded with ``idx`` gives the same numbers without resetting the global RNG.
+    """
+    generator = torch.Generator().manual_seed(index)
+    return [int(torch.randint(0, n, (1,), generator=generator)) for n in sizes]
+
+
 class UnlearnDataset(Dataset):
     """Items of the ``kinds`` a forget loss needs, as dicts ``kind -> encoded sequence``.
 
     ``primary`` rows are indexed directly (the forget set, or the retain set in
-    alternating mode).  Joint mode pairs forget row ``i`` with a retain row and
-    a refusal answer drawn from a generator seeded with ``i``, so an item does
-    not depend on which process or worker builds it.
+    alternating mode).  Joint mode pairs forget row ``i`` with retain row
+    ``(i + r) mod len(retain)`` and refusal answer ``k``, where ``r`` and then ``k`` are
+    :func:`index_draws` of ``i`` (the original's ``TextForgetDatasetQA``); alternating mode
+    draws ``k`` alone (``TextForgetDatasetQASingle``).  An item therefore does not depend on
+    which process or worker builds it.  ``full_length`` kinds are padded to ``max_length``
+    (:func:`encode_qa`'s ``pad_to_max_length``).
     """
 
     def __init__(self, primary: Sequence[Row], tokenizer, template: PromptTemplate, max_length: int,
                  kinds: Sequence[str], retain_rows: Optional[Sequence[Row]] = None,
-                 idk_answers: Optional[Sequence[str]] = None, mask_question: bool = True) -> None:
-        unknown = set(kinds) - set(DATA_KINDS)
+                 idk_answers: Optional[Sequence[str]] = None, mask_question: bool = True,
+                 full_length: Sequence[str] = ()) -> None:
+        unknown = (set(kinds) | set(full_length)) - set(DATA_KINDS)
         if unknown:
             raise ValueError(f"unknown data kinds {sorted(unknown)}")
         self.primary, self.retain_rows = primary, retain_rows
         self.tokenizer, self.template, self.max_length = tokenizer, template, max_length
         self.kinds, self.idk_answers, self.mask_question = tuple(kinds), idk_answers, mask_question
+        self.full_length = frozenset(full_length)
 
     def __len__(self) -> int:
         return len(self.primary)
 
     def __getitem__(self, index: int) -> Dict[str, Encoded]:
-        rng = random.Random(index)
         row = self.primary[index]
         retain_row = row
+        sizes = ([len(self.retain_rows)] if self.retain_rows is not None else []) + \
+            ([len(self.idk_answers)] if self.idk_answers else [])
+        draws = index_draws(index, *sizes)
         if self.retain_rows is not None:
-            retain_row = self.retain_rows[(index + rng.randrange(len(self.retain_rows))) % len(self.retain_rows)]
-        idk = self.idk_answers[rng.randrange(len(self.idk_answers))] if self.idk_answers else None
+            retain_row = self.retain_rows[(index + draws.pop(0)) % len(self.retain_rows)]
+        idk = self.idk_answers[draws.pop(0)] if self.idk_answers else None
         sources = {
             "forget": (row, row["answer"]),
             "retain": (retain_row, retain_row["answer"]),
@@ -276,7 +300,8 @@ class UnlearnDataset(Dataset):
         for kind in self.kinds:
             source, answer = sources[kind]
             item[kind] = encode_qa(self.tokenizer, self.template, source["question"], answer, self.max_length,
-                                   mask_question=self.mask_question if kind == "forget" else True)
+                                   mask_question=self.mask_question if kind == "forget" else True,
+                                   pad_to_max_length=kind in self.full_length)
         return item
 
 

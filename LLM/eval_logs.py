@@ -9,7 +9,6 @@ numbers as one process.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,7 +19,7 @@ from tqdm.auto import tqdm
 
 from common.errors import UsageError
 from common.io import atomic_write_json, atomic_write_text, read_json
-from LLM.data import QADataset, collate_qa
+from LLM.data import QADataset, collate_qa, index_draws
 from LLM.judges import Judges
 from LLM.losses import sequence_nll
 from LLM.metrics import rouge_recall, token_entropy
@@ -96,8 +95,8 @@ class SetSpec:
 
 
 def idk_answer(answers: Sequence[str], index: int) -> str:
-    """The refusal answer of row ``index`` (drawn with a generator seeded by the row's index)."""
-    return answers[random.Random(index).randrange(len(answers))]
+    """The refusal answer of row ``index``: the unlearning data's draw for that row (:func:`~LLM.data.index_draws`)."""
+    return answers[index_draws(index, len(answers))[0]]
 
 
 def judge_rows(judges: Optional[Judges], spec: SetSpec, rows: Sequence[dict], idk: Optional[Sequence[str]],

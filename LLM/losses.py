@@ -83,8 +83,10 @@ def ap_loss(retain_nll: torch.Tensor, retain_idk_nll: torch.Tensor, beta: float)
 def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
     """``KL(ref || current)`` summed over the vocabulary and averaged over all ``batch * length`` positions.
 
-    As in the original, every position counts, padding included (``batchmean``
-    over the flattened positions).
+    As in the original (``trainer/losses.py:132-149``), every position counts, padding included
+    (``batchmean`` over the flattened positions), so the value depends on the padded length:
+    the KL term reads its batch padded to ``max_length`` as the original's
+    (:attr:`Term.full_length`).
     """
     vocab = logits.shape[-1]
     log_p = F.log_softmax(logits.float(), dim=-1).reshape(-1, vocab)
@@ -105,12 +107,20 @@ def _ref_logits(ref_model, inputs: Dict[str, torch.Tensor]) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Term:
-    """One loss term: its name, the batch kinds it reads, whether it needs the reference model."""
+    """One loss term: its name, the batch kinds it reads, whether it needs the reference model.
+
+    ``full_length``: the kinds it reads padded to ``max_length``, as the original pads every
+    sequence (``dataset/data_module.py:42-44``).  Only the KL term needs it: its mean runs over
+    every position, padding included, and the logits at padded positions are not zero, so
+    padding to the batch's longest row would give another number.  The other terms ignore
+    padded positions and read the cheaper batch padded to its longest row.
+    """
 
     name: str
     kinds: Tuple[str, ...]
     needs_ref: bool
     compute: Callable[..., torch.Tensor]
+    full_length: Tuple[str, ...] = ()
 
     def __call__(self, model, ref_model, batch: Batch, beta: float) -> torch.Tensor:
         if self.needs_ref and ref_model is None:
@@ -177,7 +187,7 @@ FORGET_TERMS: Dict[str, Term] = {
 }
 REGULARIZERS: Dict[str, Term] = {
     "GD": Term("GD", ("retain",), False, _gd),
-    "KL": Term("KL", ("retain",), True, _kl),
+    "KL": Term("KL", ("retain",), True, _kl, full_length=("retain",)),
     "AP": Term("AP", ("retain", "retain_idk"), False, _ap),
 }
 
@@ -197,6 +207,12 @@ class UnlearnLoss:
     @property
     def kinds(self) -> Tuple[str, ...]:
         kinds = self.forget_term.kinds + (self.regularizer.kinds if self.regularizer else ())
+        return tuple(dict.fromkeys(kinds))
+
+    @property
+    def full_length(self) -> Tuple[str, ...]:
+        """The batch kinds padded to ``max_length`` (:attr:`Term.full_length`)."""
+        kinds = self.forget_term.full_length + (self.regularizer.full_length if self.regularizer else ())
         return tuple(dict.fromkeys(kinds))
 
     def forget(self, model, ref_model, batch: Batch, beta: float) -> torch.Tensor:
@@ -224,4 +240,5 @@ for _forget_name, _forget_term in FORGET_TERMS.items():
         _name = f"{_forget_name}+{_reg_name}"
         FORGET_LOSSES.register(_name)(UnlearnLoss(_name, _forget_term, _reg_term))
 FORGET_LOSSES.register("LLMU")(UnlearnLoss(
-    "LLMU", FORGET_TERMS["GA"], Term("mismatch+KL", ("forget_mismatch", "retain"), True, _mismatch_kl)))
+    "LLMU", FORGET_TERMS["GA"], Term("mismatch+KL", ("forget_mismatch", "retain"), True, _mismatch_kl,
+                                     full_length=("retain",))))

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite_dir", action="store_true",
                         help="unlearn again even if <save_dir>/checkpoint-last exists")
     add_unlearn_args(parser, lr=5e-6, forget_lr=1e-5, batch_size=4, gradient_accumulation_steps=4,
-                     forget_coeff=0.5, max_length=300, overwrite=False)
+                     forget_coeff=0.5, retain_freq=1, max_length=300, overwrite=False)
     return parser
 
 

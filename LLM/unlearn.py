@@ -38,14 +38,17 @@ from LLM.trainer import (build_optimizer, build_scheduler, check_optim_cfg, prep
 
 
 def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forget_lr: float = 1e-5,
-                     batch_size: int = 5, gradient_accumulation_steps: int = 8, forget_coeff: float = 1.0,
-                     optim_cfg: str = "adam", max_length: int = 500, overwrite: bool = True) -> None:
+                     batch_size: int = 5, gradient_accumulation_steps: int = 8, forget_coeff: float = 0.1,
+                     retain_freq: int = 5, optim_cfg: str = "adam", max_length: int = 500,
+                     overwrite: bool = True) -> None:
     """The model, loss, optimizer, schedule, LoRA and resume flags (the original's config keys).
 
-    Keyword arguments are the defaults that differ between the TOFU and real-world configs
-    (``overwrite``: whether to add ``--overwrite``).  TOFU's default accumulation 8 gives one process
-    the original's effective batch of 40 (it launches 2 processes with batch 5 x accumulation 4);
-    N processes keep it with ``--gradient_accumulation_steps 8/N``.
+    The defaults are the values of the original's configs, which it always loads: TOFU's
+    ``config/phi1-5_tofu.yaml`` and ``config/llama_tofu.yaml`` (they agree on every flag here;
+    ``forget_coeff 0.1`` and ``retain_freq 5`` at lines 22 and 30).  Keyword arguments are the defaults
+    that differ for the real-world config (``overwrite``: whether to add ``--overwrite``).  TOFU's
+    default accumulation 8 gives one process the original's effective batch of 40 (it launches 2
+    processes with batch 5 x accumulation 4); N processes keep it with ``--gradient_accumulation_steps 8/N``.
     """
     add_model_args(parser)
     parser.add_argument("--idk_path", type=str, default=None,
@@ -59,7 +62,7 @@ def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forge
                              "optimizer stepping its forget moments on the forget term's gradient and its retain "
                              "moments on the retain term's (default: joint steps on one state, or --alternate)")
     parser.add_argument("--forget_freq", type=positive_int, default=1, help="forget steps per cycle")
-    parser.add_argument("--retain_freq", type=positive_int, default=1, help="retain steps per cycle")
+    parser.add_argument("--retain_freq", type=positive_int, default=retain_freq, help="retain steps per cycle")
     parser.add_argument("--lr", type=positive_float, default=lr, help="(retain) learning rate")
     parser.add_argument("--forget_lr", type=positive_float, default=forget_lr, help="forget learning rate of dual_adam")
     parser.add_argument("--num_epochs", type=positive_int, default=5)
@@ -228,7 +231,7 @@ def unlearn(config: UnlearnConfig, accelerator, loss: UnlearnLoss, forget_rows: 
     world, rank = accelerator.num_processes, accelerator.process_index
     collate = partial(collate_unlearn, pad_id=tokenizer.pad_token_id)
     make = partial(UnlearnDataset, tokenizer=tokenizer, template=config.template, max_length=config.max_length,
-                   idk_answers=idk_answers, mask_question=config.mask)
+                   idk_answers=idk_answers, mask_question=config.mask, full_length=loss.full_length)
     if config.alternate:
         forget_set = make(forget_rows, kinds=loss.forget_term.kinds)
         retain_set = make(retain_rows, kinds=loss.regularizer.kinds)

@@ -186,9 +186,10 @@ def noise_predictor(unet: DDPMNetwork, cond_drop_prob: float = 0.0, generator: O
 
 
 def alphas_cumprod(config: SimpleNamespace) -> torch.Tensor:
+    """The config's ``abar_t``, computed in float32 as the research code's training and forgetting losses do."""
     d = config.diffusion
     return alphas_cumprod_from_betas(beta_schedule(d.beta_schedule, d.beta_start, d.beta_end,
-                                                   d.num_diffusion_timesteps))
+                                                   d.num_diffusion_timesteps), dtype=torch.float32)
 
 
 def data_transform(images: torch.Tensor) -> torch.Tensor:

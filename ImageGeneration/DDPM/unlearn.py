@@ -53,6 +53,19 @@ def adopt_architecture(run_config: SimpleNamespace, ckpt_config: SimpleNamespace
     return run_config
 
 
+@dataclass(frozen=True)
+class AmnesiaBatch:
+    """Selective Amnesia's draws of one step, shared by its two terms: the replay images and labels
+    with their Gaussian noise, the uniform noise images with theirs, and the timesteps of both."""
+
+    x_replay: torch.Tensor
+    c_replay: torch.Tensor
+    e_replay: torch.Tensor
+    x_noise: torch.Tensor
+    e_noise: torch.Tensor
+    t: torch.Tensor
+
+
 @dataclass
 class ForgetSpec(ForgetWeights):
     """What to forget and how: the flags of ``main_forget.py``."""
@@ -66,11 +79,11 @@ class DDPMObjectives(ForgetObjectives):
 
     Forget and remain terms use antithetic timesteps and the training label dropout
     (``model.cond_drop_prob``); ``rl`` relabels to :func:`pseudo_labels_for`.  Selective
-    Amnesia's terms drop no label: ``noise_term`` is the loss of a ``training.batch_size``
-    batch of U[-1, 1] noise labelled with the forgotten class, ``replay_term`` is ``gamma``
-    times the loss of the next remain (replay) batch plus ``lmbda`` times the EWC penalty at
-    the weights the plan was made with, weighted by ``sa_fisher``.  ``sharding`` runs the
-    network data-parallel (:mod:`common.distributed`).
+    Amnesia's terms read one :meth:`amnesia_batch` and drop no label: ``noise_term`` is the loss
+    of its U[-1, 1] noise images labelled with the forgotten class, ``replay_term`` is ``gamma``
+    times the loss of its replay batch plus ``lmbda`` times the EWC penalty at the weights the
+    plan was made with, weighted by ``sa_fisher``.  ``sharding`` runs the network data-parallel
+    (:mod:`common.distributed`).
     """
 
     def __init__(self, label_to_forget: int, unet: DDPMNetwork, config: SimpleNamespace,
@@ -102,17 +115,27 @@ class DDPMObjectives(ForgetObjectives):
         x0, c = self.remain_batches.next()
         return diffusion_loss_on(self.train_eps, x0, c, self.abar)
 
-    def noise_term(self) -> torch.Tensor:
-        n, data = self.config.training.batch_size, self.config.data
-        x_forget = (torch.rand((n, data.channels, data.image_size, data.image_size), device=self.device) - 0.5) * 2.0
-        c_forget = torch.full((n,), self.label_to_forget, dtype=torch.long, device=self.device)
-        return diffusion_loss_on(self.plain_eps, x_forget, c_forget, self.abar)
+    def amnesia_batch(self) -> AmnesiaBatch:
+        """One step's draws, in the research code's order (``runners/diffusion.py:389-411``): the next
+        replay batch, as many U[-1, 1] noise images, the replay's then the noise images' Gaussian
+        noise, and one set of antithetic timesteps that both terms use."""
+        x_replay, c_replay = self.remain_batches.next()
+        n, data = x_replay.shape[0], self.config.data
+        x_noise = (torch.rand((n, data.channels, data.image_size, data.image_size), device=self.device) - 0.5) * 2.0
+        e_replay, e_noise = torch.randn_like(x_replay), torch.randn_like(x_noise)
+        t = antithetic_timesteps(n, self.abar.shape[0], self.device)
+        return AmnesiaBatch(x_replay, c_replay, e_replay, x_noise, e_noise, t)
 
-    def replay_term(self) -> torch.Tensor:
-        x, c = self.remain_batches.next()
+    def noise_term(self, batch: AmnesiaBatch) -> torch.Tensor:
+        c_noise = torch.full((batch.t.shape[0],), self.label_to_forget, dtype=torch.long, device=self.device)
+        return noise_prediction_loss(self.plain_eps, batch.x_noise, batch.t, c_noise, batch.e_noise, self.abar)
+
+    def replay_term(self, batch: AmnesiaBatch) -> torch.Tensor:
         penalty = self.sharding.replicated(ewc_penalty(self.unet, self.fisher, self.anchor))  # the weights', not the batch's
+        replay = noise_prediction_loss(self.plain_eps, batch.x_replay, batch.t, batch.c_replay, batch.e_replay,
+                                       self.abar)
         training = self.config.training
-        return training.gamma * diffusion_loss_on(self.plain_eps, x, c, self.abar) + training.lmbda * penalty
+        return training.gamma * replay + training.lmbda * penalty
 
 
 def plan_forgetting(spec: ForgetSpec, unet: DDPMNetwork, config: SimpleNamespace,

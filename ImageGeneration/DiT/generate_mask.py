@@ -53,7 +53,7 @@ def main(argv=None) -> str:
         raise UsageError(f"--method {args.method!r}: expected one of {', '.join(METHODS)}")
     if args.method == "salun" and not all(t <= 1 for t in args.thresholds):
         raise UsageError("--thresholds: salun keeps a fraction of weights, expected values in [0, 1]")
-    device = start_run(args)
+    device = start_run(args, tf32=True)
     # every class's inputs are checked before the first file is written
     out_dirs = {c: check_writable_dir(Path(args.mask_path) / str(c), "--mask-path") for c in args.forget_class}
     to_compute = [c for c, out_dir in out_dirs.items() if args.recompute or not (

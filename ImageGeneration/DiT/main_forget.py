@@ -107,7 +107,7 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     spec = DiTForgetSpec(forget_class=args.forget_class, n_iters=args.n_iters, **ForgetWeights.args_of(args))
     validate_spec(spec)
-    device = start_run(args)
+    device = start_run(args, tf32=True)
     model = load_latent_dit(args.ckpt, device, vae=args.vae)
     check_forget_class(args.forget_class, model.num_classes)
     spec.vb_loss = resolve_vb(args.vb_loss, model)

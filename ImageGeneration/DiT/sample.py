@@ -40,7 +40,7 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     sampling = DiTSampling.from_args(args)
     sample_dir = check_writable_dir(args.sample_dir, "--sample-dir")
-    device = start_run(args)
+    device = start_run(args, tf32=True)
     model = load_latent_dit(args.ckpt, device, args.transformer_path, args.vae)
     for label in args.class_labels:
         check_label(label, model.num_classes, "--class-labels")

@@ -43,9 +43,15 @@ def beta_schedule(name: str, beta_start: float, beta_end: float, num_timesteps: 
     return torch.from_numpy(betas)
 
 
-def alphas_cumprod_from_betas(betas: torch.Tensor) -> torch.Tensor:
-    """``abar_t = prod_{s<=t} (1 - beta_s)`` in float32."""
-    return torch.cumprod(1.0 - betas, dim=0).float()
+def alphas_cumprod_from_betas(betas: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``abar_t = prod_{s<=t} (1 - beta_s)`` as float32, the betas cast to ``dtype`` and the product taken in it.
+
+    Each research code's own precision: the DiT's ``gaussian_diffusion.py`` keeps its schedule in
+    float64 NumPy arrays (the default here); the DDPM's casts the betas to float32 first
+    (``runners/diffusion.py:87``) and takes ``(1 - b).cumprod()`` in float32 (``functions/losses.py:13,32``),
+    which differs from the float64 product by up to a few float32 ulps at large ``t``.
+    """
+    return torch.cumprod(1.0 - betas.to(dtype), dim=0).float()
 
 
 def antithetic_timesteps(n: int, num_timesteps: int, device: torch.device,

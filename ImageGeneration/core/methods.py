@@ -21,7 +21,7 @@ with its EWC penalty (:meth:`ForgetObjectives.replay_term`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Dict
 
 import torch
 
@@ -51,7 +51,8 @@ class ForgetObjectives:
     ``forget_term(kind)`` draws the next forget batch and returns its forget loss
     ``kind`` (``ga``, ``adaga`` or ``rl``, realised as the model's research code
     does); ``remain_term()`` the diffusion loss of the next remain batch.  Selective
-    Amnesia's :meth:`noise_term` and :meth:`replay_term` exist only for models that
+    Amnesia's :meth:`amnesia_batch` (one step's draws), :meth:`noise_term` and
+    :meth:`replay_term` (its two terms on those draws) exist only for models that
     implement them.
     """
 
@@ -64,10 +65,13 @@ class ForgetObjectives:
     def remain_term(self) -> torch.Tensor:
         raise NotImplementedError
 
-    def noise_term(self) -> torch.Tensor:
+    def amnesia_batch(self) -> Any:
         raise UsageError(f"{type(self).__name__}: Selective Amnesia is not available for this model")
 
-    def replay_term(self) -> torch.Tensor:
+    def noise_term(self, batch: Any) -> torch.Tensor:
+        raise UsageError(f"{type(self).__name__}: Selective Amnesia is not available for this model")
+
+    def replay_term(self, batch: Any) -> torch.Tensor:
         raise UsageError(f"{type(self).__name__}: Selective Amnesia is not available for this model")
 
 
@@ -128,6 +132,19 @@ def sfron(spec: ForgetWeights, objectives: ForgetObjectives) -> ForgetPlan:
 @METHODS.register("sa")
 def selective_amnesia(spec: ForgetWeights, objectives: ForgetObjectives) -> ForgetPlan:
     """Selective Amnesia: the diffusion loss of uniform noise labelled with the forgotten class, and the
-    replay loss of the model's own samples of the other classes with its EWC penalty (weights from the config)."""
-    return ForgetPlan(lambda step: objectives.noise_term(), lambda step: objectives.replay_term(), "joint",
-                      objectives.masker, objectives.masker)
+    replay loss of the model's own samples of the other classes with its EWC penalty (weights from the config).
+
+    Both terms of a step read the same draws (the research code's one set of timesteps, its noise
+    batch as large as the replay batch): the forget closure, which every schedule calls first,
+    draws them and the remain closure of the same step reads them.
+    """
+    drawn: Dict[int, Any] = {}
+
+    def noise_loss(step: int) -> torch.Tensor:
+        drawn[step] = objectives.amnesia_batch()
+        return objectives.noise_term(drawn[step])
+
+    def replay_loss(step: int) -> torch.Tensor:
+        return objectives.replay_term(drawn.pop(step))
+
+    return ForgetPlan(noise_loss, replay_loss, "joint", objectives.masker, objectives.masker)

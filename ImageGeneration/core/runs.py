@@ -35,10 +35,26 @@ def parse_run_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]
     return parser.parse_args(argv)
 
 
-def start_run(args: argparse.Namespace) -> torch.device:
-    """Resolve ``--device``/``--gpu`` and seed every RNG with ``--seed`` (``--deterministic``); returns the device."""
+def tf32_on(device: torch.device) -> bool:
+    """Whether a DiT run turns TF32 on: on CUDA, as the DiT research code does when its scripts are
+    imported (``forget.py:8-9``, ``generate_fisher.py:4-5``, ``sample.py:12-13``).  Float32 matmuls and
+    convolutions then round their inputs to a 10-bit mantissa on Ampere and later GPUs (faster, about
+    1e-3 relative error per product); a CPU has nothing to switch."""
+    return torch.device(device).type == "cuda"
+
+
+def start_run(args: argparse.Namespace, tf32: bool = False) -> torch.device:
+    """Resolve ``--device``/``--gpu`` and seed every RNG with ``--seed`` (``--deterministic``); returns the device.
+
+    ``tf32``: the DiT scripts' setting -- TF32 matmuls and cuDNN convolutions for the rest of the
+    process where :func:`tf32_on` says so.  The DDPM research code leaves PyTorch's defaults, and so do
+    its scripts here.
+    """
     device = get_device(args.device, args.gpu)
     seed_everything(args.seed, args.deterministic)
+    if tf32 and tf32_on(device):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     return device
 
 

@@ -295,40 +295,54 @@ def test_sa_remain_loss_adds_lambda_times_ewc(pretrained, config_path):
         with torch.no_grad():
             unet.conv_in.bias.add_(0.1)  # move away from the anchor
         torch.manual_seed(0)
+        p.forget_loss(0)  # draws the step's batch that the remain term reads
         return p.remain_loss(0).item()
 
     n = load_checkpoint(pretrained, torch.device("cpu")).unet.conv_in.bias.numel()
     assert plan(10.0) - plan(0.0) == pytest.approx(10.0 * 0.01 * n, rel=1e-4)
 
 
-def test_sa_forget_loss_is_uniform_noise_labelled_with_the_forgotten_class(pretrained):
-    """Selective Amnesia's forget term: the simple loss of a batch of U[-1, 1] noise images, every one
-    labelled with the forgotten class (no label dropped to null), against the same draws by hand."""
+def test_sa_step_is_the_originals_on_a_partial_replay_batch(pretrained):
+    """Selective Amnesia's step against the research code's formula (``runners/diffusion.py:389-426``) on the
+    same draws: a replay batch of 3 (a partial last batch; ``training.batch_size`` is 8), as many U[-1, 1]
+    noise images labelled with the forgotten class (no label dropped to null), the replay's then the noise's
+    Gaussian noise, ONE set of antithetic timesteps for both terms, and ``gamma`` x replay + ``lmbda`` x EWC."""
     from ImageGeneration.core.diffusion import antithetic_timesteps, q_sample
-    from ImageGeneration.DDPM.model import alphas_cumprod
+    from ImageGeneration.DDPM.model import alphas_cumprod, data_transform
+    from ImageGeneration.DDPM.training import ddpm_batches
     from ImageGeneration.DDPM.unlearn import ForgetSpec, plan_forgetting
 
     config = to_namespace(TINY_CONFIG)
     unet = load_checkpoint(pretrained, torch.device("cpu")).unet
-    calls = []
-    network = unet.forward
-    unet.forward = lambda x, t, class_labels=None: calls.append((x, class_labels)) or network(x, t, class_labels)
-    fisher = {"conv_in.bias": torch.ones_like(unet.conv_in.bias)}
-    plan = plan_forgetting(ForgetSpec("sa", 2), unet, config, None, None, sa_fisher=fisher)
+    x = torch.rand(3, 1, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
+    c = torch.tensor([1, 3, 1])
+    batches = ddpm_batches(iter([(x, c)]), torch.device("cpu"), flip=False)
+    fisher = {"conv_in.bias": torch.full_like(unet.conv_in.bias, 0.5)}
+    plan = plan_forgetting(ForgetSpec("sa", 2), unet, config, None, batches, sa_fisher=fisher)
+    anchor = unet.conv_in.bias.detach().clone()
+    with torch.no_grad():
+        unet.conv_in.bias.add_(0.1)  # move away from the anchor
     torch.manual_seed(0)
-    loss = plan.forget_loss(0)
-    (x_t, labels), = calls
-    n, shape = config.training.batch_size, (1, IMAGE_SIZE, IMAGE_SIZE)
+    noise_loss, replay_loss = plan.forget_loss(0), plan.remain_loss(0)
+
+    # the research code's step, line by line, on the same seed
     torch.manual_seed(0)
-    x0 = (torch.rand(n, *shape) - 0.5) * 2.0
+    x_remember = data_transform(x)
+    n = x_remember.size(0)
+    x_forget = (torch.rand((n, 1, IMAGE_SIZE, IMAGE_SIZE)) - 0.5) * 2.0
+    e_remember, e_forget = torch.randn_like(x_remember), torch.randn_like(x_forget)
     abar = alphas_cumprod(config)
     t = antithetic_timesteps(n, abar.shape[0], torch.device("cpu"))
-    noise = torch.randn_like(x0)
-    assert labels.tolist() == [2] * n
-    assert torch.allclose(x_t, q_sample(x0, t, noise, abar))
-    with torch.no_grad():
-        expected = (noise - network(x_t, t, labels).sample).square().flatten(1).sum(1).mean()
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+    def simple(x0, labels, e):
+        with torch.no_grad():
+            return (e - unet(q_sample(x0, t, e, abar), t, labels).sample).square().sum(dim=(1, 2, 3)).mean()
+
+    ewc = (fisher["conv_in.bias"] * (unet.conv_in.bias.detach() - anchor) ** 2).sum()
+    training = config.training
+    assert noise_loss.item() == pytest.approx(simple(x_forget, torch.full((n,), 2), e_forget).item(), rel=1e-6)
+    assert replay_loss.item() == pytest.approx(
+        (training.gamma * simple(x_remember, c, e_remember) + training.lmbda * ewc).item(), rel=1e-6)
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -182,3 +182,41 @@ def test_forgetting_resumes_bitwise_after_sigkill(tiny_dit, tmp_path, killed_run
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     losses = [json.loads((run / "run.json").read_text())["metrics"]["final_forget_loss"] for run in (straight, resumed)]
     assert losses[0] == losses[1]
+
+
+def test_dit_scripts_turn_tf32_on_on_cuda_only(monkeypatch):
+    """As the DiT research code (``forget.py:8-9``, ``generate_fisher.py:4-5``, ``sample.py:12-13``): TF32 for
+    CUDA runs of forgetting, Fisher/mask generation and sampling; a CPU run leaves PyTorch's flags alone."""
+    from argparse import Namespace
+    from common.errors import UsageError
+    from ImageGeneration.core import runs
+
+    assert runs.tf32_on(torch.device("cuda")) and runs.tf32_on(torch.device("cuda:1"))
+    assert not runs.tf32_on(torch.device("cpu"))
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:  # process-wide flags (monkeypatch cannot restore the cuBLAS one)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        args = Namespace(device="cpu", gpu=None, seed=0, deterministic=False)
+        runs.start_run(args, tf32=True)
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        monkeypatch.setattr(runs, "tf32_on", lambda device: True)  # as on a GPU
+        runs.start_run(args)
+        assert not torch.backends.cuda.matmul.allow_tf32  # the DDPM scripts' call: PyTorch's defaults
+        runs.start_run(args, tf32=True)
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+    asked = []
+
+    def stop(args, tf32=False):
+        asked.append(tf32)
+        raise UsageError("stop")
+
+    for script, argv in ((main_forget, ["--ckpt", "x", "--data-path", "x", "--forget-class", "1"]),
+                         (sample, ["--ckpt", "x", "--class-labels", "1"]),
+                         (generate_mask, ["--ckpt", "x", "--data-path", "x", "--forget-class", "1"])):
+        monkeypatch.setattr(script, "start_run", stop)
+        with pytest.raises(SystemExit):
+            script.main(argv + CPU)
+    assert asked == [True, True, True]

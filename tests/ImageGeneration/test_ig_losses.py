@@ -123,3 +123,27 @@ def test_ema_update():
         model.weight.fill_(3.0)
     ema.update(model)
     assert ema.state_dict()["weight"].item() == pytest.approx(0.9 * 1.0 + 0.1 * 3.0)
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("linear", [0.9998999834060669, 0.9997800588607788, 0.9978064894676208, 0.8951413631439209,
+                0.07779666036367416, 4.035829988424666e-05]),
+    ("quad", [0.9998999834060669, 0.9997973442077637, 0.998749315738678, 0.9711761474609375, 0.3312746286392212,
+              0.0007334125693887472]),
+])
+def test_ddpm_schedule_is_float32_as_the_research_code(name, expected):
+    """The DDPM's ``abar`` bit for bit: reference values from the research code's ``get_beta_schedule`` cast
+    to float32 (``runners/diffusion.py:87``) and ``(1 - b).cumprod(dim=0)`` (``functions/losses.py:32``),
+    CIFAR-10's 1000 steps from 1e-4 to 0.02, at t = 0, 1, 10, 100, 500, 999.  The float64 product (the DiT's
+    precision) differs at most of these steps."""
+    from types import SimpleNamespace
+    from ImageGeneration.DDPM.model import alphas_cumprod
+    from ImageGeneration.DiT.dit import dit_alphas_cumprod
+
+    config = SimpleNamespace(diffusion=SimpleNamespace(beta_schedule=name, beta_start=0.0001, beta_end=0.02,
+                                                       num_diffusion_timesteps=1000))
+    abar = alphas_cumprod(config)
+    steps = [0, 1, 10, 100, 500, 999]
+    assert abar.dtype == torch.float32 and abar[steps].tolist() == expected
+    if name == "linear":
+        assert dit_alphas_cumprod()[steps].tolist() != expected  # float64 product, as the DiT research code

@@ -32,10 +32,16 @@ class StubObjectives(ForgetObjectives):
 
 
 class AmnesiaObjectives(StubObjectives):
-    def noise_term(self):
+    def amnesia_batch(self):
+        self.calls.append("draw")
+        return len(self.calls)
+
+    def noise_term(self, batch):
+        self.calls.append(("noise", batch))
         return torch.tensor(7.0)
 
-    def replay_term(self):
+    def replay_term(self, batch):
+        self.calls.append(("replay", batch))
         return torch.tensor(11.0)
 
 
@@ -75,8 +81,12 @@ def test_cosine_decay_of_sfron_follows_the_step():
 
 
 def test_selective_amnesia_uses_the_noise_and_replay_terms_unweighted():
-    plan = plan_method("sa", ForgetWeights(forget_alpha=9.0, remain_alpha=9.0), AmnesiaObjectives())
+    objectives = AmnesiaObjectives()
+    plan = plan_method("sa", ForgetWeights(forget_alpha=9.0, remain_alpha=9.0), objectives)
     assert (plan.forget_loss(0).item(), plan.remain_loss(0).item(), plan.schedule) == (7.0, 11.0, "joint")
+    plan.forget_loss(1), plan.remain_loss(1)
+    # one draw per step, read by both terms of that step
+    assert objectives.calls == ["draw", ("noise", 1), ("replay", 1), "draw", ("noise", 4), ("replay", 4)]
     with pytest.raises(UsageError, match="Selective Amnesia is not available"):
         plan_method("sa", ForgetWeights(), StubObjectives()).forget_loss(0)
 

@@ -88,3 +88,41 @@ def test_registry_terms_and_joint_coefficients():
     with pytest.raises(UsageError, match="NPO needs a reference model"):
         FORGET_LOSSES.get("NPO+GD").forget(model, None, batch, 0.1)
     assert FORGET_LOSSES.get("NPO").forget(model, model, batch, 0.1).item() == pytest.approx(20 * LOG2)
+
+
+class PositionalToy(torch.nn.Module):
+    """Logits ``E[token] + P[position]`` from a seeded generator: padded positions get logits of their own,
+    as a transformer's do, so the KL's mean depends on how far the batch is padded."""
+
+    def __init__(self, seed, vocab=6, length=8):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.E = torch.nn.Parameter(torch.randn(vocab, vocab, generator=generator))
+        self.P = torch.nn.Parameter(torch.randn(length, vocab, generator=generator))
+
+    def forward(self, input_ids, attention_mask=None, labels=None):
+        return SimpleNamespace(logits=self.E[input_ids] + self.P[: input_ids.shape[1]])
+
+
+def test_kl_term_on_a_max_length_batch_is_the_originals():
+    """Reference values: the original's ``kl_loss`` (``trainer/losses.py:132-149``) run on these two rows
+    (3 and 5 real tokens, end of sequence 0) padded to its ``max_length`` 8, and cut to 6 columns (the
+    longest row plus its end-of-sequence position: the batch this project built before)."""
+    ids = torch.tensor([[1, 2, 3, 0, 0, 0, 0, 0], [1, 4, 2, 5, 3, 0, 0, 0]])
+    labels = torch.tensor([[-100, 2, 3, 0, -100, -100, -100, -100], [-100, -100, 2, 5, 3, 0, -100, -100]])
+    attention = (torch.arange(8) < torch.tensor([[3], [5]])).long()
+    model, ref = PositionalToy(0), PositionalToy(1)
+    kl = FORGET_LOSSES.get("GA+KL")
+    assert kl.full_length == ("retain",) and FORGET_LOSSES.get("LLMU").full_length == ("retain",)
+    assert FORGET_LOSSES.get("GA+GD").full_length == ()
+    for length, value, grad in ((8, 1.2136638164520264, [0.005154645536094904, -0.001055189990438521,
+                                                        0.036724332720041275]),
+                                (6, 1.4397319555282593, [0.006872860714793205, -0.0014069201424717903,
+                                                         0.048965778201818466])):
+        batch = {"retain": {"input_ids": ids[:, :length], "labels": labels[:, :length],
+                            "attention_mask": attention[:, :length]}}
+        loss = kl.regularization(model, ref, batch, 0.1)
+        loss.backward()
+        assert loss.item() == pytest.approx(value, rel=1e-6)
+        assert model.P.grad[0, :3].tolist() == pytest.approx(grad, rel=1e-5)
+        model.zero_grad()

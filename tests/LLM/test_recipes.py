@@ -43,6 +43,20 @@ def test_default_effective_batch_is_the_originals():
     assert args.batch_size * args.gradient_accumulation_steps == 40
 
 
+def test_defaults_without_config_are_the_originals_configs():
+    """The original always loads a config; without ``--config`` the flags default to its TOFU configs' values
+    (forget_coeff 0.1, retain_freq 5, ...).  Not defaults: the data (``data_path``: the hub here, a folder
+    there) and ``task_id`` (None: every task of ``--task_list``)."""
+    args = build_parser().parse_args([])
+    for key, value in ORIGINAL_TOFU.items():
+        if key not in ("data_path", "task_id"):
+            assert getattr(args, key) == value, key
+    from LLM.real_world_unlearn import build_parser as real_world_parser
+    real_world = real_world_parser().parse_args([])
+    # config/real_world.yaml: forget_coeff 0.5; its joint Trainer takes no frequencies (the Trainer's 1 and 1)
+    assert (real_world.forget_coeff, real_world.forget_freq, real_world.retain_freq) == (0.5, 1, 1)
+
+
 def test_real_world_config_keys():
     config = yaml.safe_load((ROOT / "LLM" / "config" / "real_world.yaml").read_text())
     original = {"model_family": "llama3-8b", "model_path": "meta-llama/Meta-Llama-3-8B-Instruct", "use_LoRA": False,

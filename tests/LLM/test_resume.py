@@ -22,7 +22,7 @@ TIMING = {"train_seconds", "tokens_per_second", "resumed_at_step", "model_path"}
 
 def forget_args(tofu_dir, tiny_model, save_every=3):
     return ["--model_family", "plain", "--model_path", str(tiny_model), "--data_path", str(tofu_dir),
-            "--split", "forget01", "--task_list", "1,2", "--forget_loss", "ME+GD", "--alternate",
+            "--split", "forget01", "--task_list", "1,2", "--forget_loss", "ME+GD", "--alternate", "--retain_freq", "1",
             "--optim_cfg", "dual_adam", "--lr", "1e-3", "--forget_lr", "5e-3", "--num_epochs", "2",
             "--batch_size", "1", "--gradient_accumulation_steps", "1", "--max_length", "48", "--device", "cpu",
             "--save_every", str(save_every)]
