@@ -239,8 +239,9 @@ class ClusterSettings:
         parameters: Dict[str, Any] = {
             "job_name": self.job_name, "time": self.time, "cpus_per_task": self.cpus, "mem": f"{self.mem_gb:g}GB",
             "array_parallelism": self.array_parallelism, "ntasks_per_node": 1,
-            # this checkout on the job's path, so the pickled calls import from it
-            "setup": list(self.setup) + [f"cd {shlex.quote(str(REPO))}",
+            # the submitting folder (relative paths of the runs) and this checkout on the job's path (the
+            # pickled calls import from it)
+            "setup": list(self.setup) + [f"cd {shlex.quote(os.getcwd())}",
                                          f"export PYTHONPATH={shlex.quote(str(REPO))}${{PYTHONPATH:+:$PYTHONPATH}}"]}
         if self.gpus:
             parameters["gpus_per_node"] = self.gpus
