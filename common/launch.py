@@ -223,7 +223,7 @@ class ClusterSettings:
     cpus: int = 8                # CPUs per job
     mem_gb: float = 32           # memory per job
     array_parallelism: int = 64  # jobs of one array running at once
-    runs_per_gpu: int = 1        # calls packed side by side on each GPU of a job
+    runs_per_gpu: int = 1        # > 1: calls packed side by side on each GPU of a job (1: one call per job)
     max_requeues: int = 3        # timeouts a job may be requeued after (preemptions do not count)
     setup: List[str] = field(default_factory=list)  # shell lines run before each job (modules, venv)
     folder: Optional[str] = None  # submitit's scripts, pickles and job logs (default: <out>/slurm)
@@ -231,8 +231,9 @@ class ClusterSettings:
 
     @property
     def pack(self) -> int:
-        """Calls per job."""
-        return max(1, self.gpus) * self.runs_per_gpu
+        """Calls per job: one, which gets all the job's GPUs (a multi-GPU ``accelerate launch`` run), or with
+        ``runs_per_gpu`` > 1 that many on each GPU, each pinned to one."""
+        return max(1, self.gpus) * self.runs_per_gpu if self.runs_per_gpu > 1 else 1
 
     def sbatch_parameters(self) -> Dict[str, Any]:
         """submitit's ``SlurmExecutor`` parameters of one job."""
@@ -296,8 +297,8 @@ def cluster_settings(path: Optional[str], overrides: Dict[str, Any]) -> ClusterS
 
 
 class Pack:
-    """The payload of one SLURM job: its calls, run side by side on the job's GPUs (``runs_per_gpu`` on
-    each) or in the job's process when there is one. submitit requeues it on preemption or timeout
+    """The payload of one SLURM job: its calls, run side by side on the job's GPUs (``runs_per_gpu`` > 1 on
+    each), else (one call) in the job's process. submitit requeues it on preemption or timeout
     (:meth:`checkpoint`); the calls then continue from their ``--resume`` snapshots, and finished ones
     are skipped."""
 
@@ -309,7 +310,7 @@ class Pack:
 
     def __call__(self) -> Dict[str, Outcome]:
         todo = [call for call in self.calls if not call.done]
-        if len(todo) > 1:
+        if self.runs_per_gpu > 1 and len(todo) > 1:
             self.launcher = LocalLauncher(threads=self.threads, runs_per_gpu=self.runs_per_gpu,
                                           gpus=visible_gpus() or ["0"])
             outcomes = self.launcher.run(todo)
@@ -381,8 +382,8 @@ class SlurmLauncher:
     def describe(self, calls: Sequence[Any]) -> str:
         """The dry run's text: the sbatch script and, per job, its calls."""
         packs = self.packs(calls)
-        lines = [f"# {len(calls)} runs in {len(packs)} SLURM job(s) of up to {self.settings.pack} runs "
-                 f"({self.settings.gpus} GPU(s) x {self.settings.runs_per_gpu} runs per GPU)",
+        lines = [f"# {len(calls)} runs in {len(packs)} SLURM job(s) of {self.settings.gpus} GPU(s) and up to "
+                 f"{self.settings.pack} run(s) each",
                  self.sbatch_script(len(packs)), "# jobs"]
         for index, pack in enumerate(packs):
             for call in pack:
