@@ -104,14 +104,15 @@ def failure_summary(failed: Sequence[Tuple[Any, Outcome]], total: int) -> str:
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(poll_seconds: float = 0.5) -> None:
-    """Make this process exit when its parent does, whatever ends the parent (``kill -9`` included).
+def die_with_parent(parent: int, poll_seconds: float = 0.5) -> None:
+    """Make this process exit when its parent (pid ``parent``) does, whatever ends it (``kill -9`` included).
 
     On Linux the kernel sends SIGKILL at the parent's death (``prctl(PR_SET_PDEATHSIG)``); everywhere a
-    daemon thread also polls ``os.getppid()``, which changes when the parent is gone (and covers a parent
-    that died before the ``prctl``).
+    daemon thread also polls ``os.getppid()``, which is no longer ``parent`` once the parent is gone (this
+    also ends a worker whose parent died while it was still starting, before the ``prctl``).
     """
-    parent = os.getppid()
+    if os.getppid() != parent:
+        os._exit(1)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -124,10 +125,10 @@ def die_with_parent(poll_seconds: float = 0.5) -> None:
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
-def _start_worker(slots) -> None:
-    """A pool worker's start: die with the runner, and take a GPU slot when the pool pins GPUs (before
-    torch initialises CUDA in this process)."""
-    die_with_parent()
+def _start_worker(runner: int, slots) -> None:
+    """A pool worker's start: die with the runner (pid ``runner``), and take a GPU slot when the pool pins
+    GPUs (before torch initialises CUDA in this process)."""
+    die_with_parent(runner)
     if slots is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = slots.get()
 
@@ -182,7 +183,7 @@ class LocalLauncher:
                 for gpu in self.slots:
                     slots.put(gpu)
             self.pool = ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_start_worker,
-                                            initargs=(slots,))
+                                            initargs=(os.getpid(), slots))
         return self.pool
 
     def run(self, calls: Sequence[Any]) -> Dict[Any, Outcome]:

@@ -46,6 +46,11 @@ def children(pid: int):
     return found
 
 
+def worker_pids(out: Path):
+    """The processes that have started a run under ``out``."""
+    return {line.split()[0] for path in out.glob("*/starts.txt") for line in path.read_text().splitlines()}
+
+
 def alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -61,7 +66,7 @@ DRIVER = textwrap.dedent("""
     if __name__ == "__main__":  # the spawned workers import this file too
         out = Path(sys.argv[1])
         calls = []
-        for name, steps in (("quick", 2), ("long", 30), ("third", 4), ("fourth", 4)):
+        for name, steps in (("quick", 2), ("long", 60), ("third", 4), ("fourth", 4)):
             (out / name).mkdir(parents=True, exist_ok=True)
             calls.append(Call("launch_targets:count", (str(out / name), steps, 0.1), out / name))
         with Runner(out, jobs=2) as runner:
@@ -77,8 +82,9 @@ def test_local_sweep_killed_with_kill_9_leaves_no_worker_and_restarts_where_it_s
     process = subprocess.Popen([sys.executable, str(driver), str(out)])
     long_snapshot = out / "long" / "snapshot.txt"
     deadline = time.time() + 120
+    # both workers at work (each has started a run), the long run in progress and the quick one finished
     while not (long_snapshot.exists() and int(long_snapshot.read_text() or 0) >= 3
-               and (out / "quick" / "run.json").exists()):
+               and (out / "quick" / "run.json").exists() and len(worker_pids(out)) == 2):
         assert process.poll() is None and time.time() < deadline, "the sweep did not get going"
         time.sleep(0.05)
     workers = children(process.pid)
@@ -100,7 +106,7 @@ def test_local_sweep_killed_with_kill_9_leaves_no_worker_and_restarts_where_it_s
     assert len(starts(calls["quick"])) == 1, "a finished run ran again"
     (_, first), (_, resumed) = starts(calls["long"])
     assert first == 0 and resumed == stopped_at  # continued from its snapshot, not from the start
-    assert json.loads((out / "long" / "run.json").read_text())["steps"] == 30
+    assert json.loads((out / "long" / "run.json").read_text())["steps"] == 60
 
 
 @pytest.mark.slow
