@@ -201,6 +201,9 @@ def test_slurm_array_with_a_preempted_and_a_failed_job(tmp_path, fake_slurm):
         runner.run(calls)
     assert "--array" not in submissions(fake_slurm)[-1]["script"] and len(submissions(fake_slurm)) == 2
     assert len(starts(calls[0])) == 1
+    # and the local launcher takes over without rerunning what the SLURM jobs finished
+    Runner(tmp_path).run([calls[0], calls[2]])
+    assert len(starts(calls[0])) == 1 and len(starts(calls[2])) == 2
 
 
 @pytest.mark.slow
