@@ -105,6 +105,7 @@ def main(argv=None) -> int:
     add_launcher_arguments(parser)
     args = parser.parse_args(argv)
     calls = list(dict.fromkeys(read_jobs(args.jobs_file)))
+    launcher = launcher_from_args(args, args.out or args.jobs_file.parent, args.jobs, args.threads)  # checks first
     todo = [call for call in calls if not call.done]
     print(f"== {len(calls)} jobs, {len(calls) - len(todo)} done already, {len(todo)} to run "
           f"({args.launcher})", flush=True)
@@ -112,7 +113,6 @@ def main(argv=None) -> int:
         return 0
     for call in todo:
         call.save_dir.mkdir(parents=True, exist_ok=True)
-    launcher = launcher_from_args(args, args.out or args.jobs_file.parent, args.jobs, args.threads)
     try:
         outcomes = launcher.run(todo)
     except DryRun:
