@@ -111,8 +111,6 @@ def main(argv=None) -> int:
           f"({args.launcher})", flush=True)
     if not todo:
         return 0
-    for call in todo:
-        call.save_dir.mkdir(parents=True, exist_ok=True)
     try:
         outcomes = launcher.run(todo)
     except DryRun:
