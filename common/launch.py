@@ -279,7 +279,8 @@ def cluster_settings(path: Optional[str], overrides: Dict[str, Any]) -> ClusterS
     values.update({key: value for key, value in overrides.items() if value is not None})
     where = f"--cluster {path}" if path else "--slurm_*"
     for key, value in values.items():
-        source = f"--slurm_{key}" if key in overrides and overrides[key] is not None else f"{where}: {key}"
+        flag = "--runs_per_gpu" if key == "runs_per_gpu" else f"--slurm_{key}"
+        source = flag if overrides.get(key) is not None else f"{where}: {key}"
         if key in _INT_KEYS:
             if isinstance(value, bool) or not isinstance(value, int) or value < _INT_KEYS[key]:
                 raise UsageError(f"{source}: expected an integer >= {_INT_KEYS[key]}, got {value!r}")
@@ -375,7 +376,8 @@ class SlurmLauncher:
         from submitit.slurm import slurm
 
         executor_folder = self.folder / "%j"
-        command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(executor_folder))])
+        command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit",
+                            shlex.quote(str(executor_folder))])
         parameters = self.settings.sbatch_parameters()
         return slurm._make_sbatch_string(command=command, folder=executor_folder,
                                          map_count=jobs if jobs > 1 else None, **parameters)

@@ -12,8 +12,8 @@
 #
 # With LAUNCHER set, queue_job adds a run to the sweep's jobs file and flush_jobs runs the queued runs (only
 # the script that created the file runs them, so lr_search.sh runs every lr of its sub-scripts at once);
-# the jobs queued between now_begin and now_end run before the script goes on (a model the others need). A run whose done-file
-# exists is skipped whichever launcher finished it. Failed runs are listed at the end (exit status 1).
+# the jobs queued between now_begin and now_end run before the script goes on (a model the others need). A
+# run whose done-file exists is skipped whichever launcher finished it. Failed runs are listed at the end (exit status 1).
 
 # open_jobs: start the jobs file of this script, unless a calling script has one (its runs go there)
 open_jobs() {

@@ -36,7 +36,8 @@ for forget_loss in "${LOSSES[@]}"; do
         [[ "$optim" == dual* ]] && schedule=(--alternate --retain_freq "$RETAIN_FREQ")
         for seed in "${SEED_LIST[@]}"; do
             out="$SAVE_DIR/real_world/optim_$optim/$forget_loss/lr_${FORGET_LR}_${LR}/seed$seed"
-            as_job "$out" aggregate_stat.json unlearn_and_eval_real_world "$out" "$forget_loss" "$optim" "${schedule[@]}"
+            as_job "$out" aggregate_stat.json \
+                unlearn_and_eval_real_world "$out" "$forget_loss" "$optim" "${schedule[@]}"
         done
     done
 done
