@@ -35,6 +35,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -155,7 +156,7 @@ class LocalLauncher:
     a pool of ``jobs`` spawned workers of ``threads`` torch threads each, started once and reused.
 
     ``runs_per_gpu`` N > 0 pins the workers to ``gpus`` (default: the visible ones): the pool has
-    ``len(gpus) x N`` workers and the k-th takes GPU ``gpus[k // N]``.
+    ``len(gpus) x N`` workers, and each takes one of the slots, N per GPU, as it starts.
     """
 
     name = "local"
@@ -192,7 +193,17 @@ class LocalLauncher:
             return {call: attempt(call) for call in calls}
         pool = self.start()
         futures = {pool.submit(attempt, call, self.threads): call for call in calls}
-        return {futures[future]: future.result() for future in as_completed(futures)}
+        outcomes = {}
+        for future in as_completed(futures):
+            call = futures[future]
+            try:
+                outcomes[call] = future.result()
+            except BrokenProcessPool:  # a worker was killed (the OOM killer, a signal): the pool is lost
+                outcomes[call] = Outcome(error="a worker process died (killed, or out of memory), ending the pool's "
+                                               "unfinished runs; rerun to continue them", log=str(call.save_dir / LOG_FILE))
+        if any(isinstance(future.exception(), BrokenProcessPool) for future in futures):
+            self.stop(kill=True)  # the next batch starts a fresh pool
+        return outcomes
 
     def stop(self, kill: bool = False) -> None:
         """Stop the workers: after their current runs, or at once with ``kill`` (their runs continue from

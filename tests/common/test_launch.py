@@ -341,3 +341,18 @@ def test_ic_sweep_dry_run_on_slurm(tmp_path, fake_slurm):
     for seed in (1, 2):
         assert f"{tmp_path}/runs/sfron_dual_lr2e-4/seed{seed}\tcommon.sweep:run_steps" in scripts[2]
     assert not (fake_slurm / "submissions.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_fails_its_run_not_the_sweep(tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    launcher = LocalLauncher(jobs=2)
+    try:  # (two calls: a single one would run in this process)
+        call = Call("launch_targets:killed", (str(victim),), victim)
+        outcomes = launcher.run([call, count_call(tmp_path, "beside", 20, 0.1)])
+        assert outcomes[call].error.startswith("a worker process died") and outcomes[call].log.endswith("log.txt")
+        after = count_call(tmp_path, "after", 1, 0.0)
+        assert not launcher.run([after, count_call(tmp_path, "other", 1, 0.0)])[after].failed  # a fresh pool
+    finally:
+        launcher.close()
