@@ -199,8 +199,9 @@ class LocalLauncher:
             try:
                 outcomes[call] = future.result()
             except BrokenProcessPool:  # a worker was killed (the OOM killer, a signal): the pool is lost
-                outcomes[call] = Outcome(error="a worker process died (killed, or out of memory), ending the pool's "
-                                               "unfinished runs; rerun to continue them", log=str(call.save_dir / LOG_FILE))
+                outcomes[call] = Outcome(error="a worker process died (killed, or out of memory), ending the "
+                                               "pool's unfinished runs; rerun to continue them",
+                                         log=str(call.save_dir / LOG_FILE))
         if any(isinstance(future.exception(), BrokenProcessPool) for future in futures):
             self.stop(kill=True)  # the next batch starts a fresh pool
         return outcomes
