@@ -372,7 +372,7 @@ class SlurmLauncher:
                  dry_run: bool = False, log=print, poll_seconds: float = 2.0, sacct_seconds: float = 60.0) -> None:
         require_slurm(dry_run)
         self.settings = settings
-        self.folder = Path(settings.folder or folder)
+        self.folder = Path(settings.folder or folder).absolute()
         self.threads = threads
         self.dry_run = dry_run
         self.log = log
