@@ -104,8 +104,9 @@ class Runner:
         self.out = out
         self.jobs = jobs
         self.threads = threads
-        self.owns_launcher = launcher is None and not launch._current
-        self.launcher = launcher or launch.current(jobs, threads)
+        shared = launcher or launch.configured()
+        self.owns_launcher = shared is None  # closed by whoever made it
+        self.launcher = shared or launch.LocalLauncher(jobs, threads)
         self.seconds: Dict[str, float] = {}
         if (out / "results.json").is_file():
             self.seconds.update(read_json(out / "results.json").get("seconds", {}))

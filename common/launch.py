@@ -537,7 +537,6 @@ def using(launcher) -> Iterator[Any]:
         launcher.close()
 
 
-def current(jobs: int = 1, threads: Optional[int] = None):
-    """The launcher of the innermost :func:`using` block, else a :class:`LocalLauncher` of ``jobs`` and
-    ``threads``."""
-    return _current[-1] if _current else LocalLauncher(jobs, threads)
+def configured():
+    """The launcher of the innermost :func:`using` block, or None."""
+    return _current[-1] if _current else None
