@@ -85,10 +85,13 @@ def attempt(call, threads: Optional[int] = None) -> Outcome:
             raise  # Ctrl-C, or submitit's exit after requeueing the job: not the run's failure
         log = call.save_dir / LOG_FILE
         log.parent.mkdir(parents=True, exist_ok=True)
+        printed = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+        trace = traceback.format_exc()
         with open(log, "a", encoding="utf-8") as handle:
-            handle.write(traceback.format_exc())
-        # the log's end: an entry script's one-line error (printed before its SystemExit) and the traceback
-        return Outcome(error=tail(log.read_text(encoding="utf-8", errors="replace")), log=str(log))
+            handle.write(trace)
+        # the run's last printed lines (an entry script's one-line error comes before its SystemExit) and the
+        # exception's own line, which the traceback ends with
+        return Outcome(error=tail(tail(printed, ERROR_LINES - 1) + "\n" + tail(trace, 1)), log=str(log))
 
 
 def failure_summary(failed: Sequence[Tuple[Any, Outcome]], total: int) -> str:

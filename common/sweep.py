@@ -8,7 +8,7 @@
     SAVE_DIR DONE_FILE COMMAND... [--and-then COMMAND...]...
 
 The job runs its commands in order and is finished once ``SAVE_DIR/DONE_FILE`` exists (the last file its
-last command writes): finished jobs are skipped, so a sweep can be stopped, restarted, or continued with the
+last command writes; an absolute ``DONE_FILE`` may lie elsewhere): finished jobs are skipped, so a sweep can be stopped, restarted, or continued with the
 other launcher. A command ``python FILE.py ARGS`` of a file of this repository runs as that module's
 ``main(ARGS)`` in the job's process (so a run that stops on a non-finite loss is recorded as diverged, as
 in the evidence benchmarks); any other command (``accelerate launch ...``) runs as a subprocess. The output

@@ -26,10 +26,12 @@ retain_and_eval() {  # retain_and_eval SPLIT RETAIN_SPLIT: the split's retain mo
         "${EXTRA[@]}" "${EVAL_EXTRA[@]}"
 }
 
-as_job "$SAVE_DIR/ft/full" run.json train full "$SAVE_DIR/ft/full"
+# with LAUNCHER set, a job's log goes to $SAVE_DIR/ft/jobs/<name>/log.txt: main_train.py replaces its --save_dir
+# as a whole when it finishes
+as_job "$SAVE_DIR/ft/jobs/full" "$(realpath -m "$SAVE_DIR/ft/full/run.json")" train full "$SAVE_DIR/ft/full"
 for split in "${SPLIT_LIST[@]}"; do
     retain_split="retain$((100 - 10#${split#forget}))"
-    as_job "$SAVE_DIR/ft/$retain_split" "$(realpath -m "$RETAIN_ROOT/$split/run.json")" \
+    as_job "$SAVE_DIR/ft/jobs/$retain_split" "$(realpath -m "$RETAIN_ROOT/$split/run.json")" \
         retain_and_eval "$split" "$retain_split"
 done
 flush_jobs
