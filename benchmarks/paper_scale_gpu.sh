@@ -11,6 +11,12 @@
 # CIFAR-10 folder. OUT: work folder (default runs/ic_paper_gpu[_short]). A rerun resumes: finished runs are
 # skipped and an interrupted one continues from its snapshot. Results: $OUT/results.json, $OUT/gap_vs_lr.png,
 # and per run $OUT/<method>_<optim>_lr<lr>_rlr<retain lr>/seed<k>/ (eval_result.json, run.json, log.txt).
+#
+# Where the runs go (README "Running on a cluster"): LAUNCHER=local (default) or slurm; RUNS_PER_GPU: runs
+# side by side on each GPU (local: every visible GPU; slurm: packed into one job); JOBS: local runs at a
+# time without RUNS_PER_GPU (default 1); CLUSTER: a YAML file of SLURM settings; LAUNCH_FLAGS: more flags,
+# e.g. "--dry_run" or "--slurm_partition gpu".
+#   LAUNCHER=slurm CLUSTER=cluster.yaml RUNS_PER_GPU=4 DATA=... benchmarks/paper_scale_gpu.sh
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LENGTH="${1:-full}"
@@ -22,5 +28,10 @@ esac
 ARGS=(--preset "$PRESET" --device "${DEVICE:-cuda}" --threads "${THREADS:-8}")
 if [[ -n "${DATA:-}" ]]; then ARGS+=(--data "$DATA"); fi
 if [[ -n "${OUT:-}" ]]; then ARGS+=(--out "$OUT"); fi
+ARGS+=(--launcher "${LAUNCHER:-local}" --jobs "${JOBS:-1}")
+if [[ -n "${RUNS_PER_GPU:-}" ]]; then ARGS+=(--runs_per_gpu "$RUNS_PER_GPU"); fi
+if [[ -n "${CLUSTER:-}" ]]; then ARGS+=(--cluster "$CLUSTER"); fi
+# shellcheck disable=SC2206
+if [[ -n "${LAUNCH_FLAGS:-}" ]]; then ARGS+=($LAUNCH_FLAGS); fi
 cd "$REPO"
 exec python benchmarks/ic_unlearning.py "${ARGS[@]}"

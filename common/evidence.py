@@ -29,13 +29,17 @@ import math
 import os
 import shutil
 import statistics
+import sys
 import textwrap
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from common.errors import UsageError
+from common.evidence_runs import RunsFailed
 from common.io import atomic_write_json, ensure_writable_plot
+from common.launch import DryRun, add_launcher_arguments, launcher_from_args, using
 
 #: A curve point is within this many gap points of the curve's best (the issue's robustness figure).
 DEFAULT_TOLERANCE = 2.0
@@ -400,7 +404,8 @@ def write_results(path: Path, payload: Mapping[str, object]) -> None:
 
 def benchmark_parser(description: str, presets: Mapping[str, object], default: str) -> argparse.ArgumentParser:
     """The flags every evidence-benchmark script takes: ``--preset``, ``--out``, ``--device``, ``--results``,
-    ``--threads`` and ``--jobs`` (a script adds its own)."""
+    ``--threads``, ``--jobs`` and the launcher's (:func:`common.launch.add_launcher_arguments`; a script adds
+    its own)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--preset", choices=sorted(presets), default=default)
     parser.add_argument("--out", help="work folder (default: the preset's)")
@@ -409,6 +414,7 @@ def benchmark_parser(description: str, presets: Mapping[str, object], default: s
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")),
                         help="torch threads of this process, or of each worker with --jobs > 1")
     parser.add_argument("--jobs", type=int, default=1, help="independent runs at a time, one process each")
+    add_launcher_arguments(parser)
     return parser
 
 
@@ -416,7 +422,8 @@ def run_benchmark(args: argparse.Namespace, presets: Mapping[str, Any], benchmar
                   report: Callable[[Mapping[str, object]], str], files: Sequence[str], results_dir: Path,
                   overrides: Sequence[str] = ("out", "device")) -> Dict[str, object]:
     """A benchmark script's run: the preset with the flags of ``overrides`` that were given, ``benchmark(config,
-    log, jobs=, threads=).run()`` with a log of elapsed seconds, then the printed :func:`report`; with
+    log, jobs=, threads=).run()`` with a log of elapsed seconds (its runs on the ``--launcher``; failed runs
+    end it with their logs, status 1), then the printed :func:`report`; with
     ``--results NAME`` the work folder's ``files`` are copied to ``results_dir`` (``results.json`` as
     ``NAME.json``, any other file as ``NAME_<file>``). Returns the results record."""
     import torch
@@ -429,7 +436,14 @@ def run_benchmark(args: argparse.Namespace, presets: Mapping[str, Any], benchmar
     def log(text: str) -> None:
         print(f"[{time.time() - started:7.1f}s] {text}", flush=True)
 
-    results = benchmark(config, log, jobs=args.jobs, threads=args.threads).run()
+    try:
+        with using(launcher_from_args(args, Path(config.out), args.jobs, args.threads, log)):
+            results = benchmark(config, log, jobs=args.jobs, threads=args.threads).run()
+    except DryRun:  # the first batch's jobs were printed; later batches depend on its results
+        raise SystemExit(0) from None
+    except UsageError as error:  # a bad launcher setting, or runs that failed (each one's log and last lines)
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1 if isinstance(error, RunsFailed) else 2) from None
     print()
     print(report(results))
     log("done; " + ", ".join(f"{config.out}/{name}" for name in files))

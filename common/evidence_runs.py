@@ -4,7 +4,8 @@ A benchmark is hundreds of independent runs (an entry script's ``main(argv)``, o
 that trains a model and scores it). Each is a :class:`Call`: the function, its one argument, the run's folder
 and the file whose existence means the run finished. :class:`Runner` skips finished calls, so an interrupted
 benchmark continues where it stopped, sends each call's printed output to ``<folder>/log.txt`` and records its
-seconds; with ``jobs`` > 1 it runs the calls of one batch in that many spawned worker processes.
+seconds; it hands the unfinished calls to a launcher (:mod:`common.launch`: this machine, in this process or
+in ``jobs`` spawned workers, or SLURM jobs).
 
 A run that stops on a NaN or infinite loss (:class:`common.nonfinite.NonFiniteLoss`, e.g. an optimizer pair
 that diverges at every learning rate) is a result, not a crash of the benchmark: :func:`run_call` writes the
@@ -17,13 +18,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import math
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from common.errors import UsageError
 from common.io import atomic_write_json, read_json
 from common.nonfinite import NonFiniteLoss
 
@@ -79,35 +79,49 @@ def run_call(call: Call, threads: Optional[int] = None) -> float:
     return round(time.time() - start, 1)
 
 
+class RunsFailed(UsageError):
+    """Some runs of a batch failed (after the others of the batch ran); the message lists each one's log and
+    last error lines."""
+
+
 class Runner:
     """Runs calls, skips finished ones and records each run's seconds (kept in ``<out>/results.json``).
 
-    With ``jobs`` > 1 the unfinished calls of one batch go to that many spawned worker processes, each with
+    The calls go to a launcher (:mod:`common.launch`): ``launcher``, else the one of an enclosing
+    :func:`common.launch.using` block (a benchmark script's ``--launcher``), else a local one. Locally, with
+    ``jobs`` > 1 the unfinished calls of one batch go to that many spawned worker processes, each with
     ``threads`` torch threads (small models use two cores better as two 1-thread runs than as one 2-thread
-    run); the pool starts once and serves every batch. With 1 they run in this process. As a context
-    manager it closes the pool on leaving.
+    run); the pool starts once and serves every batch, and its workers die with this process. With 1 they
+    run in this process. As a context manager it closes the pool of a launcher it made on leaving.
+
+    A failed run does not stop the others of its batch; once they are done :meth:`run` raises
+    :class:`RunsFailed` naming each failed run's log.
     """
 
-    def __init__(self, out: Path, jobs: int = 1, threads: Optional[int] = None) -> None:
+    def __init__(self, out: Path, jobs: int = 1, threads: Optional[int] = None, launcher=None) -> None:
+        from common import launch
+
         self.out = out
         self.jobs = jobs
         self.threads = threads
+        shared = launcher or launch.configured()
+        self.owns_launcher = shared is None  # closed by whoever made it
+        self.launcher = shared or launch.LocalLauncher(jobs, threads)
         self.seconds: Dict[str, float] = {}
-        self.pool: Optional[ProcessPoolExecutor] = None
         if (out / "results.json").is_file():
             self.seconds.update(read_json(out / "results.json").get("seconds", {}))
 
     def run(self, calls: Sequence[Call]) -> None:
+        from common.launch import failure_summary
+
         todo = [call for call in dict.fromkeys(calls) if not call.done]
-        if self.jobs > 1 and len(todo) > 1:
-            if self.pool is None:  # every worker imports torch and the pipeline only once
-                context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
-                self.pool = ProcessPoolExecutor(self.jobs, mp_context=context)
-            seconds = list(self.pool.map(run_call, todo, [self.threads] * len(todo)))
-        else:
-            seconds = [run_call(call) for call in todo]
-        for call, value in zip(todo, seconds):
-            self.seconds[self.key(call)] = value
+        outcomes = self.launcher.run(todo)
+        for call in todo:
+            if not outcomes[call].failed:
+                self.seconds[self.key(call)] = outcomes[call].seconds
+        failed = [(call, outcomes[call]) for call in todo if outcomes[call].failed]
+        if failed:
+            raise RunsFailed(failure_summary(failed, len(todo)))
 
     def records(self, calls: Sequence[Call], read: Callable[[Call], Mapping[str, Any]],
                 keys: Sequence[str]) -> List[Dict[str, Any]]:
@@ -125,10 +139,9 @@ class Runner:
         return call.save_dir.relative_to(self.out).as_posix()
 
     def close(self) -> None:
-        """Stop the worker processes, if any were started."""
-        if self.pool is not None:
-            self.pool.shutdown()
-            self.pool = None
+        """Stop the worker processes of a launcher this runner made, if any were started."""
+        if self.owns_launcher:
+            self.launcher.close()
 
     def __enter__(self) -> "Runner":
         return self

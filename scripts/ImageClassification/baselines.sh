@@ -28,3 +28,4 @@ for method in $METHODS; do
   run "${method}_${optim}_lr${lr}" "$script" --unlearn "$method" --unlearn_epochs "$epochs" --unlearn_lr "$lr" \
     --optim "$optim" --alpha "${ALPHA:-0.2}" "${extra[@]}"
 done
+flush_jobs

@@ -19,9 +19,13 @@
 #   DEVICE      --device (cpu | cuda | cuda:1; default: cuda when available, else cpu)
 #   SKIP_DONE   1: skip runs whose eval_result.json exists (default: 0, rerun with --overwrite)
 #   EXTRA       extra flags appended to every run (e.g. "--batch_size 128 --mia salun")
+#   LAUNCHER    unset: each run starts here in turn (as below); local | slurm: through common.sweep, with
+#               JOBS, RUNS_PER_GPU, CLUSTER, SWEEP_FLAGS (scripts/launch.sh). Runs then take --resume, their
+#               output stays in <run>/log.txt, and a run whose run.json exists is skipped.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+source "$REPO/scripts/launch.sh"
 IC="$REPO/ImageClassification"
 SAVE_DIR="${SAVE_DIR:-runs/ImageClassification}"
 mkdir -p "$SAVE_DIR"
@@ -62,7 +66,12 @@ original_model() {
     echo "$MODEL_PATH"; return
   fi
   local out="$SAVE_DIR/original"
-  if [[ ! -f "$out/0model_SA_best.pth.tar" ]]; then
+  if [[ -n "${LAUNCHER:-}" ]]; then
+    now_begin
+    queue_job "$out" run.json python "$IC/main_train.py" "${COMMON_FLAGS[@]}" --epochs "$TRAIN_EPOCHS" --lr 0.1 \
+      "${ORIGINAL_SCHEDULE[@]}" --save_dir "$out" --overwrite --resume
+    now_end
+  elif [[ ! -f "$out/0model_SA_best.pth.tar" ]]; then
     echo "== training the original model -> $out" >&2
     python "$IC/main_train.py" "${COMMON_FLAGS[@]}" --epochs "$TRAIN_EPOCHS" --lr 0.1 "${ORIGINAL_SCHEDULE[@]}" \
       --save_dir "$out" --overwrite > "$SAVE_DIR/original.log" 2>&1 \
@@ -72,12 +81,18 @@ original_model() {
 }
 
 # run NAME SCRIPT FLAGS...: one setting over $SEEDS, seed k in $SAVE_DIR/NAME/seed<k> with its stdout in log.txt;
-# the result lines are echoed. Stops at the first failing run.
+# the result lines are echoed. Stops at the first failing run. With LAUNCHER set the runs are queued instead
+# (the script's flush_jobs runs them).
 run() {
   local name="$1" script="$2"; shift 2
   local seed out
   for seed in $SEEDS; do
     out="$SAVE_DIR/$name/seed$seed"
+    if [[ -n "${LAUNCHER:-}" ]]; then
+      queue_job "$out" run.json python "$IC/$script" "${COMMON_FLAGS[@]}" --seed "$seed" --save_dir "$out" \
+        --overwrite --resume "$@"
+      continue
+    fi
     if [[ "${SKIP_DONE:-0}" == 1 && -f "$out/eval_result.json" ]]; then echo "== $name seed $seed: done, skipped"; continue; fi
     mkdir -p "$out"
     echo "== $name seed $seed -> $out"

@@ -13,6 +13,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 METHOD="${METHOD:-salun}"
 LRS="${LRS:-$(if [[ "$OPTIM" == sgd ]]; then echo "0.005 0.01 0.02"; else echo "1e-4 2e-4 5e-4"; fi)}"
 RETRAIN_DIR="$SAVE_DIR/retrain_sgd_lr${LR_retrain:-0.1}"
+if [[ -n "${LAUNCHER:-}" ]]; then open_jobs; fi  # the runs of every lr (and retrain) go out together
 if [[ "${RETRAIN:-1}" == 1 ]]; then
   METHODS=retrain bash "$HERE/baselines.sh"
 fi
@@ -23,6 +24,7 @@ for lr in $LRS; do
     *) METHODS="$METHOD" LR="$lr" bash "$HERE/baselines.sh"; paths+=("$SAVE_DIR/${METHOD}_${OPTIM}_lr$lr") ;;
   esac
 done
+flush_jobs
 if [[ -n "${REF:-}" ]]; then
   # shellcheck disable=SC2206
   ref=(--ref $REF)

@@ -21,4 +21,5 @@ for split in "${SPLIT_LIST[@]}"; do
         done
     done
 done
+flush_jobs
 python "$REPO_ROOT/LLM/parse_result.py" --root "$SAVE_DIR/baselines" --save_csv "$SAVE_DIR/baselines/summary.csv"

@@ -26,5 +26,6 @@ for split in "${SPLIT_LIST[@]}"; do
         done
     done
 done
+flush_jobs
 python "$REPO_ROOT/LLM/parse_result.py" --root "$SAVE_DIR/optim_$OPTIM_CFG" \
     --save_csv "$SAVE_DIR/optim_$OPTIM_CFG/summary.csv"

@@ -14,16 +14,24 @@ FT_EPOCHS="${FT_EPOCHS:-5}"
 FT_SEED="${FT_SEED:-42}"
 
 train() {  # train SPLIT OUT_DIR
-    "${LAUNCHER[@]}" "$REPO_ROOT/LLM/main_train.py" --model_family "$MODEL_FAMILY" --model_path "$MODEL_PATH" \
+    "${START[@]}" "$REPO_ROOT/LLM/main_train.py" --model_family "$MODEL_FAMILY" --model_path "$MODEL_PATH" \
         --data_path "$DATA_PATH" --split "$1" --lr "$FT_LR" --num_epochs "$FT_EPOCHS" --seed "$FT_SEED" \
         --save_dir "$2" --resume "${EXTRA[@]}" "${TRAIN_EXTRA[@]}"
 }
 
-train full "$SAVE_DIR/ft/full"
+retain_and_eval() {  # retain_and_eval SPLIT RETAIN_SPLIT: the split's retain model and its forget-set statistics
+    train "$2" "$SAVE_DIR/ft/$2"
+    "${START[@]}" "$REPO_ROOT/LLM/eval.py" --model_family "$MODEL_FAMILY" --model_path "$SAVE_DIR/ft/$2" \
+        --data_path "$DATA_PATH" --split "$1" --task_id "$TASK_ID" --save_dir "$RETAIN_ROOT/$1" \
+        "${EXTRA[@]}" "${EVAL_EXTRA[@]}"
+}
+
+# with LAUNCHER set, a job's log goes to $SAVE_DIR/ft/jobs/<name>/log.txt: main_train.py replaces its --save_dir
+# as a whole when it finishes
+as_job "$SAVE_DIR/ft/jobs/full" "$(realpath -m "$SAVE_DIR/ft/full/run.json")" train full "$SAVE_DIR/ft/full"
 for split in "${SPLIT_LIST[@]}"; do
     retain_split="retain$((100 - 10#${split#forget}))"
-    train "$retain_split" "$SAVE_DIR/ft/$retain_split"
-    "${LAUNCHER[@]}" "$REPO_ROOT/LLM/eval.py" --model_family "$MODEL_FAMILY" --model_path "$SAVE_DIR/ft/$retain_split" \
-        --data_path "$DATA_PATH" --split "$split" --task_id "$TASK_ID" --save_dir "$RETAIN_ROOT/$split" \
-        "${EXTRA[@]}" "${EVAL_EXTRA[@]}"
+    as_job "$SAVE_DIR/ft/jobs/$retain_split" "$(realpath -m "$RETAIN_ROOT/$split/run.json")" \
+        retain_and_eval "$split" "$retain_split"
 done
+flush_jobs

@@ -25,8 +25,10 @@ def test_missing_model_path_is_one_clear_line(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_dualoptim_sweep_on_tiny_model(tmp_path, tofu_dir, tiny_model):
-    env = dict(os.environ, MODEL_PATH=str(tiny_model), DATA_PATH=str(tofu_dir), SAVE_DIR=str(tmp_path / "results"),
+@pytest.mark.parametrize("launcher", ["", pytest.param("local", marks=pytest.mark.slow)])
+def test_dualoptim_sweep_on_tiny_model(tmp_path, tofu_dir, tiny_model, launcher):
+    """The sweep as it always ran, and (slow) each run as one job of the local launcher (common.sweep)."""
+    env = dict(os.environ, LAUNCHER=launcher, MODEL_PATH=str(tiny_model), DATA_PATH=str(tofu_dir), SAVE_DIR=str(tmp_path / "results"),
                MODEL_FAMILY="plain", SEEDS="7", SPLITS="forget01", FORGET_LOSSES="ME+GD", NUM_EPOCHS="1",
                LR="1e-3", FORGET_LR="1e-3", RETAIN_FREQ="1", EXTRA_ARGS="--device cpu",
                TRAIN_ARGS="--batch_size 2 --gradient_accumulation_steps 1 --max_length 48",

@@ -124,7 +124,7 @@ def test_a_run_stopped_by_a_non_finite_loss_is_a_diverged_record_not_a_crash(tmp
     import sys
     import types
 
-    from common.evidence_runs import DIVERGED_FILE, Call, Runner
+    from common.evidence_runs import DIVERGED_FILE, Call, Runner, RunsFailed
     module = types.ModuleType("fake_entry_scripts")
     module.diverging, module.failing = diverging_main, failing_main
     monkeypatch.setitem(sys.modules, "fake_entry_scripts", module)
@@ -138,8 +138,9 @@ def test_a_run_stopped_by_a_non_finite_loss_is_a_diverged_record_not_a_crash(tmp
     # it counts as finished: a resumed benchmark does not run it again
     runner.run([diverging])
     assert (tmp_path / "a" / "log.txt").read_text().count("training") == 1
-    # any other failure still ends the benchmark, and leaves no record
-    with pytest.raises(SystemExit):
+    # any other failure still ends the benchmark (after the other runs of its batch), naming the run's log,
+    # and leaves no record
+    with pytest.raises(RunsFailed, match=f"1 of 1 runs failed:\n- {tmp_path / 'b'} \\(log: {tmp_path / 'b'}/log.txt"):
         runner.run([Call("fake_entry_scripts:failing", (), tmp_path / "b")])
     assert not (tmp_path / "b" / DIVERGED_FILE).exists()
 
