@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import torch
-from tqdm.auto import tqdm
+from common.progress import progress
 from transformers import get_linear_schedule_with_warmup
 
 from common import tracking
@@ -153,9 +153,9 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
     model.train()
     history = loop["history"]
     deepspeed = accelerator.state.deepspeed_plugin is not None
-    progress = tqdm(schedule.steps(loop["step"]), total=len(schedule), initial=loop["step"], desc=desc,
+    bar = progress(schedule.steps(loop["step"]), total=len(schedule), initial=loop["step"], desc=desc,
                     disable=not accelerator.is_main_process)
-    for step, objective, micro_batches in progress:
+    for step, objective, micro_batches in bar:
         if objective != JOINT:
             set_objective(optimizer, objective)
         total = torch.zeros((), device=accelerator.device)
@@ -188,7 +188,7 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
         history.append({"step": step + 1, "objective": objective, "loss": mean_loss, "lr": lr,
                         "tokens": num_tokens})
         tracking.current().step({objective: mean_loss}, optimizer, step=step + 1)
-        progress.set_postfix(objective=objective, loss=f"{mean_loss:.4f}")
+        bar.set_postfix(objective=objective, loss=f"{mean_loss:.4f}")
         if on_step is not None:
             on_step(step + 1)
         snapshots.step(step + 1, len(schedule), step=step + 1, history=history)

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler, MultiStepLR
-from tqdm.auto import tqdm
+from common.progress import progress
 
 from common.checkpointing import ProcessGroup, Snapshotter, position_loader
 from common.distributed import sharding_of
@@ -355,9 +355,9 @@ class UnlearnRun:
             self._partial = None
         position_loader(loader, self.epoch, first)
         start = time.time()
-        progress = tqdm(loader, desc=f"epoch {self.epoch} {desc}", total=total, initial=first, leave=False,
+        bar = progress(loader, desc=f"epoch {self.epoch} {desc}", total=total, initial=first, leave=False,
                         dynamic_ncols=True, disable=not self.sharding.is_main)
-        for i, (images, targets) in enumerate(progress, start=first):
+        for i, (images, targets) in enumerate(bar, start=first):
             if warmup_every_step:
                 self.warmup(i + 1, total)
             images, targets = self.to_device(images, targets)
@@ -382,7 +382,7 @@ class UnlearnRun:
                 self.steps += 1
                 partial = {"batch": i + 1, "losses": losses.state_dict(), "top1": top1.state_dict()}
                 self.snapshots.step(self.steps, **self.position(self.epoch, partial))
-            progress.set_postfix(loss=f"{losses.avg:.4f}", acc=f"{top1.avg:.2f}")
+            bar.set_postfix(loss=f"{losses.avg:.4f}", acc=f"{top1.avg:.2f}")
             if (i + 1) % config.print_freq == 0:
                 print(f"Epoch: [{self.epoch}][{i}/{total}]\tLoss {losses.val:.4f} ({losses.avg:.4f})\t"
                       f"Accuracy {top1.val:.3f} ({top1.avg:.3f})\tTime {time.time() - start:.2f}")
@@ -441,7 +441,7 @@ def run_epochs(model: nn.Module, config: UnlearnConfig, device: torch.device,
     run = UnlearnRun(model, optimizer, config, device, mask, snapshots)
     save_dir = Path(config.save_dir) if config.save_dir and epoch_checkpoints else None
     first_epoch = run.resume()
-    for epoch in tqdm(range(first_epoch, config.unlearn_epochs), desc=f"{config.unlearn} ({config.optim})",
+    for epoch in progress(range(first_epoch, config.unlearn_epochs), desc=f"{config.unlearn} ({config.optim})",
                       total=config.unlearn_epochs, initial=first_epoch, dynamic_ncols=True,
                       disable=not run.sharding.is_main):
         run.begin_epoch(epoch)

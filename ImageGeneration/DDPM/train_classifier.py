@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 import torchvision
-from tqdm import tqdm
+from common.progress import progress
 
 from common.errors import ArgumentParser, UsageError, cli_main, positive_float, positive_int
 from common.io import ensure_writable_dir, write_run_record
@@ -102,7 +102,7 @@ def main(argv=None) -> str:
     history = []
     for epoch in range(args.n_epochs):
         model.train()
-        for batch, (x, y) in enumerate(tqdm(loader, desc=f"epoch {epoch + 1}", dynamic_ncols=True)):
+        for batch, (x, y) in enumerate(progress(loader, desc=f"epoch {epoch + 1}", dynamic_ncols=True)):
             x, y = x.to(device) * 2 - 1, y.to(device)
             if args.dataset == "cifar10":
                 x = random_flip(x)

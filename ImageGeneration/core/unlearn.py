@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import nn
-from tqdm import tqdm
+from common.progress import progress
 
 from common import tracking
 from common.checkpointing import Snapshotter
@@ -127,7 +127,7 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
         check_finite_loss(loss, step + 1, objective, optimizer.lr(stepped_as), allow_nonfinite)
 
     model.train()
-    for step in tqdm(range(loop["step"], n_iters), desc=desc, total=n_iters, initial=loop["step"],
+    for step in progress(range(loop["step"], n_iters), desc=desc, total=n_iters, initial=loop["step"],
                      dynamic_ncols=True, disable=not sharding.is_main):
         if schedule == "alternate":
             optimizer.zero_grad()
