@@ -37,13 +37,12 @@ from common.errors import UsageError
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def add_amp_args(parser: argparse.ArgumentParser, group=None) -> None:
-    """``--amp`` and ``--amp_dtype`` (the image modalities' mixed precision flags)."""
-    target = group if group is not None else parser
-    target.add_argument("--amp", action="store_true",
+def add_amp_args(parser: argparse.ArgumentParser) -> None:
+    """``--amp`` and ``--amp_dtype`` (the image modalities' mixed precision flags; ``parser`` may be a group)."""
+    parser.add_argument("--amp", action="store_true",
                         help="mixed precision: float32 weights and optimizer state, forward passes under "
                              "torch.autocast in --amp_dtype")
-    target.add_argument("--amp_dtype", default="bfloat16", choices=("bfloat16", "float16"),
+    parser.add_argument("--amp_dtype", default="bfloat16", choices=("bfloat16", "float16"),
                         help="--amp precision; float16 adds a GradScaler (loss scaling, overflowed steps skipped)")
 
 
