@@ -26,7 +26,7 @@ from common.io import ensure_writable_dir, read_json
 from LLM.data import TofuSource, forget_percent, load_idk, load_task_data
 from LLM.models import check_model_path, load_tokenizer
 from LLM.options import parse_task_list, parse_with_config
-from LLM.trainer import make_accelerator
+from LLM.trainer import check_launch_precision, make_accelerator
 from LLM.unlearn import UnlearnConfig, add_unlearn_args, needs_idk, unlearn, validate_unlearn_args
 
 
@@ -115,6 +115,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
             refuse_overwrite(task_dir(args, times[task]), FINISHED_FILES, args.overwrite)
     accelerator = make_accelerator(args.device, args.gpu)
     config = UnlearnConfig.from_args(args, accelerator.device)
+    check_launch_precision(accelerator, config.dtype)
     ensure_writable_dir(args.save_dir)
     results = []
     for task in tasks:

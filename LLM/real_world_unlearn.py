@@ -25,7 +25,7 @@ from common.io import ensure_writable_dir
 from LLM.data import TofuSource, load_idk
 from LLM.models import check_model_path, load_tokenizer
 from LLM.options import parse_with_config
-from LLM.trainer import make_accelerator
+from LLM.trainer import check_launch_precision, make_accelerator
 from LLM.unlearn import UnlearnConfig, add_unlearn_args, needs_idk, unlearn, validate_unlearn_args
 
 
@@ -75,9 +75,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
         print(f"Task already unlearned: {save_dir / 'checkpoint-last'} exists (--overwrite_dir to redo)")
         return None
     accelerator = make_accelerator(args.device, args.gpu)
-    ensure_writable_dir(save_dir)
     max_steps = None if args.alternate else joint_max_steps(len(forget_rows), args, accelerator.num_processes)
     config = UnlearnConfig.from_args(args, accelerator.device)
+    check_launch_precision(accelerator, config.dtype)
+    ensure_writable_dir(save_dir)
     metrics = unlearn(config, accelerator, loss, forget_rows, retain_rows, args.model_path, args.model_path,
                       save_dir, idk_answers, max_steps=max_steps, desc=f"unlearn {args.split}")
     if accelerator.is_main_process:

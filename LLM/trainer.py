@@ -8,6 +8,11 @@ offers a resume snapshot (:class:`common.checkpointing.Snapshotter`) after
 every step: model, optimizer (both moment sets of ``DecoupledAdamW``),
 scheduler, the schedule's stream positions, the per-step history and every
 process's RNG state.
+
+Precision (:func:`training_precision`): the trained weights and the optimizer
+state are float32 and each micro-batch's loss is computed under ``--dtype``
+autocast (:class:`common.precision.MixedPrecision`), as the original's Hugging
+Face ``Trainer`` with ``bf16=True`` does; the model is saved in ``--dtype``.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from dualoptim.optimizers import set_objective
 from common.errors import UsageError
 from dualoptim.recipes import LLM_FLAG, RecipeSettings, build_recipe, get_recipe, import_dualoptim_8bit
 from common.nonfinite import check_finite_loss
+from common.precision import MixedPrecision
 from LLM.models import decay_parameter_groups, save_pretrained_atomic
 from LLM.schedule import JOINT, Schedule
 
@@ -70,13 +76,42 @@ def prepare_for_training(accelerator, model, optimizer, micro_batch_size: int, a
     return accelerator.prepare(model, optimizer)
 
 
-def save_model(accelerator, model, tokenizer, path) -> None:
-    """Gather the (possibly sharded) model and write it from the main process."""
+#: ``--dtype`` -> accelerate's ``mixed_precision`` name
+ACCELERATE_PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def check_launch_precision(accelerator, dtype: str) -> None:
+    """Under ``accelerate launch`` with a ``mixed_precision`` config (the shipped configs say bf16),
+    ``--dtype`` must name the same precision: a one-line error otherwise, never a silent switch.
+    Entry scripts call it before writing anything."""
+    launched = str(accelerator.mixed_precision)
+    if launched != "no" and launched != ACCELERATE_PRECISION[dtype]:
+        wanted = {value: key for key, value in ACCELERATE_PRECISION.items()}.get(launched, launched)
+        raise UsageError(f"--dtype {dtype}: the accelerate launch config runs mixed_precision {launched}; "
+                         f"pass --dtype {wanted}, or launch with --mixed_precision {ACCELERATE_PRECISION[dtype]}")
+
+
+def training_precision(accelerator, dtype: str) -> MixedPrecision:
+    """The ``--dtype`` autocast (and float16 loss scaler) of :func:`run_schedule`.
+
+    Under a launch config's mixed precision (:func:`check_launch_precision`) accelerate autocasts the
+    prepared model and scales float16 losses itself: the loop's own autocast also covers the reference
+    model and the loss, and the loop adds no second scaler.  DeepSpeed scales float16 losses in its
+    engine, so the loop adds none there either.
+    """
+    check_launch_precision(accelerator, dtype)
+    own_scaler = accelerator.mixed_precision == "no" and accelerator.state.deepspeed_plugin is None
+    return MixedPrecision(accelerator.device, dtype, "--dtype", scaler=own_scaler)
+
+
+def save_model(accelerator, model, tokenizer, path, dtype: Optional[str] = None) -> None:
+    """Gather the (possibly sharded) model and write it from the main process, in ``dtype``
+    (``--dtype``; ``None``: the weights' own) -- see :func:`LLM.models.save_pretrained_atomic`."""
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
     state_dict = None if hasattr(unwrapped, "merge_and_unload") else accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        save_pretrained_atomic(unwrapped, tokenizer, path, state_dict=state_dict)
+        save_pretrained_atomic(unwrapped, tokenizer, path, state_dict=state_dict, dtype=dtype)
     accelerator.wait_for_everyone()
 
 
@@ -129,7 +164,8 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
                  step_loss: Callable[[str, Dict], torch.Tensor], max_grad_norm: float = 1.0,
                  desc: str = "train", snapshots: Optional[Snapshotter] = None,
                  on_step: Optional[Callable[[int], None]] = None,
-                 allow_nonfinite: bool = False) -> List[Dict[str, float]]:
+                 allow_nonfinite: bool = False,
+                 precision: Optional[MixedPrecision] = None) -> List[Dict[str, float]]:
     """Run every step of ``schedule``; returns ``{step, objective, loss, lr, tokens}`` per step.
 
     ``step_loss(objective, micro_batch)`` returns the loss of one micro-batch;
@@ -145,10 +181,14 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
     the ``n``-th step (e.g. to save intermediate checkpoints).
         A NaN/inf loss (mean over processes) stops the run before
     its optimizer step unless ``allow_nonfinite`` (under DeepSpeed, which steps inside ``backward``,
-    after it).
+    after it).  ``precision`` (:func:`training_precision`; default float32) is the autocast each
+    micro-batch's loss runs under and, for float16, the scaler of its backward pass and step.
     """
+    precision = precision or MixedPrecision(accelerator.device)
     snapshots = (snapshots or Snapshotter(None)).register(
         model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler, schedule=schedule)
+    if precision.scaler.is_enabled():  # float16 loss scale: part of the state a resumed run continues
+        snapshots.register(grad_scaler=precision.scaler)
     loop = snapshots.restore() or {"step": 0, "history": []}
     model.train()
     history = loop["history"]
@@ -168,10 +208,11 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
             # accelerate >= 1.9 steps DeepSpeed's optimizer in ``backward`` whenever gradients sync
             accelerator.sync_gradients = last
             with sync:
-                raw = step_loss(objective, batch)
+                with precision.autocast():
+                    raw = step_loss(objective, batch)
                 loss = raw / len(micro_batches)
                 # DeepSpeed divides by the accumulation count itself (see prepare_for_training)
-                accelerator.backward(raw if deepspeed else loss)
+                accelerator.backward(precision.scale(raw if deepspeed else loss))
             total += loss.detach()
         group = optimizer.param_groups[0]
         # DecoupledAdamW's forget steps run at forget_lr_ratio times the scheduled lr; the others at lr
@@ -179,8 +220,9 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
         mean_loss = accelerator.reduce(total, reduction="mean")
         check_finite_loss(mean_loss, step + 1, objective, lr, allow_nonfinite)
         if max_grad_norm and max_grad_norm > 0:
+            precision.unscale_(optimizer)  # clip the true gradients (a no-op unless float16)
             accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-        optimizer.step()
+        precision.step(optimizer)  # skipped when float16 gradients overflowed
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         mean_loss = mean_loss.item()

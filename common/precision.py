@@ -62,7 +62,9 @@ def check_precision(device: Union[str, torch.device], dtype: str, flag: str) -> 
     device = torch.device(device)
     if dtype == "float32":
         return
-    if device.type == "cuda" and dtype == "bfloat16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+    # (a CUDA device on a machine without one is refused where --device is resolved: common.device)
+    if (device.type == "cuda" and dtype == "bfloat16" and torch.cuda.is_available()
+            and not torch.cuda.is_bf16_supported(including_emulation=False)):
         name = torch.cuda.get_device_name(device)
         raise UsageError(f"{flag} bfloat16: {name} has no native bfloat16 (needs compute capability >= 8.0); "
                          f"use float16")
