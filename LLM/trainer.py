@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import torch
-from common.progress import progress
 from transformers import get_linear_schedule_with_warmup
 
 from common import tracking
@@ -32,6 +31,7 @@ from dualoptim.optimizers import set_objective
 from common.errors import UsageError
 from dualoptim.recipes import LLM_FLAG, RecipeSettings, build_recipe, get_recipe, import_dualoptim_8bit
 from common.nonfinite import check_finite_loss
+from common.progress import progress
 from common.precision import MixedPrecision
 from LLM.models import decay_parameter_groups, save_pretrained_atomic
 from LLM.schedule import JOINT, Schedule
@@ -194,7 +194,7 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
     history = loop["history"]
     deepspeed = accelerator.state.deepspeed_plugin is not None
     bar = progress(schedule.steps(loop["step"]), total=len(schedule), initial=loop["step"], desc=desc,
-                    disable=not accelerator.is_main_process)
+                   disable=not accelerator.is_main_process)
     for step, objective, micro_batches in bar:
         if objective != JOINT:
             set_objective(optimizer, objective)

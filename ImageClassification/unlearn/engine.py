@@ -52,10 +52,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler, MultiStepLR
-from common.progress import progress
 
 from common.checkpointing import ProcessGroup, Snapshotter, position_loader
 from common.distributed import sharding_of
+from common.progress import progress
 from dualoptim.optimizers import DualOptim, SharedOptim
 from common.errors import UsageError
 from common.io import atomic_torch_save
@@ -357,7 +357,7 @@ class UnlearnRun:
         position_loader(loader, self.epoch, first)
         start = time.time()
         bar = progress(loader, desc=f"epoch {self.epoch} {desc}", total=total, initial=first, leave=False,
-                        dynamic_ncols=True, disable=not self.sharding.is_main)
+                       dynamic_ncols=True, disable=not self.sharding.is_main)
         for i, (images, targets) in enumerate(bar, start=first):
             if warmup_every_step:
                 self.warmup(i + 1, total)

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from common.progress import progress
 
 from common.distributed import sharding_of
+from common.progress import progress
 from common.saliency import Mask
 
 from ImageClassification.config import UnlearnConfig

@@ -34,12 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
-from common.progress import progress
 
 from common.distributed import sharding_of
 from common.errors import UsageError
 from common.checkpointing import EndlessLoader
 from common.io import atomic_torch_save
+from common.progress import progress
 from common.saliency import Mask, accumulate_gradients, fisher_ratio_masks
 from common.schedules import cosine_decay
 
@@ -134,7 +134,7 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
         torch._foreach_copy_(slow, loop["slow"])
     start = time.time()
     bar = progress(range(loop["step"], iters), desc=f"SFRon ({config.optim})", total=iters, initial=loop["step"],
-                    dynamic_ncols=True, disable=not sharding.is_main)
+                   dynamic_ncols=True, disable=not sharding.is_main)
     for step in bar:
         model.train()
         run.steps = step  # the step a non-finite loss is reported at (run.check_loss)

@@ -6,12 +6,12 @@ from types import SimpleNamespace
 from typing import Callable, Iterator, List, Optional
 
 import torch
-from common.progress import progress
 
 from common import tracking
 from common.checkpointing import Snapshotter
 from common.distributed import SampleSharding
 from common.nonfinite import check_finite_loss
+from common.progress import progress
 from ImageGeneration.core.batches import Batch, BatchStream
 from ImageGeneration.core.diffusion import EMA, antithetic_timesteps, noise_prediction_loss
 from ImageGeneration.DDPM.data import random_flip

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from PIL import Image
-from common.progress import progress
 
 from common.io import atomic_path
+from common.progress import progress
 from ImageGeneration.core.diffusion import GaussianPosterior, NoisePredictor, guided_noise
 from ImageGeneration.core.images import save_png, to_uint8_images
 

@@ -31,7 +31,6 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import nn
-from common.progress import progress
 
 from common import tracking
 from common.checkpointing import Snapshotter
@@ -40,6 +39,7 @@ from dualoptim.optimizers import DualOptim
 from common.errors import positive_float
 from common.nonfinite import check_finite_loss
 from common.precision import MixedPrecision
+from common.progress import progress
 from common.schedules import cosine_decay
 from ImageGeneration.core.diffusion import EMA
 
