@@ -15,6 +15,7 @@ from common.errors import (ArgumentParser, UsageError, non_negative_float, non_n
                            positive_int)
 from dualoptim.recipes import IMAGE_FLAG, get_recipe, recipe_names
 from common.io import add_trust_args
+from common.precision import add_amp_args
 from common.nonfinite import add_nonfinite_args
 from common.tracking import add_report_args
 from common.seed import DETERMINISTIC_HELP
@@ -83,10 +84,7 @@ def build_parser(description: str = "DualOptim image-classification unlearning",
     train.add_argument("--warmup", default=0, type=non_negative_int, help="warm-up epochs")
     train.add_argument("--print_freq", default=50, type=positive_int)
     train.add_argument("--decreasing_lr", default="91,136", help="epochs at which the lr is divided by 10")
-    train.add_argument("--amp", action="store_true",
-                       help="mixed precision (torch.autocast) in the training and unlearning loops")
-    train.add_argument("--amp_dtype", default="bfloat16", choices=("bfloat16", "float16"),
-                       help="--amp precision; float16 adds a GradScaler (loss scaling, overflowed steps skipped)")
+    add_amp_args(train)
     train.add_argument("--channels_last", action="store_true",
                        help="channels-last memory format for the model and its input batches")
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from common.checkpointing import Snapshotter, refuse_overwrite
 from common.device import get_device
+from common.precision import amp_precision, check_precision
 from common.distributed import SampleSharding, shard_forward
 from common.errors import UsageError
 from common.io import (atomic_torch_save, atomic_write_json, checkpoint_state_dict, ensure_writable_dir,
@@ -53,6 +54,7 @@ def start_processes(config: UnlearnConfig) -> Tuple[SampleSharding, torch.device
     only the main process prints to stdout (see :mod:`common.distributed`).
     """
     device = get_device(config.device, config.gpu)
+    check_precision(device, amp_precision(config.amp, config.amp_dtype), "--amp_dtype")
     sharding = SampleSharding.from_launch(device, config.seed)
     sharding.print_on_main_only()
     return sharding, sharding.device(device)

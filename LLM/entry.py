@@ -21,7 +21,7 @@ from LLM.judges import Judges, add_judge_args, load_judges
 from LLM.losses import UnlearnLoss
 from LLM.models import add_dtype_arg, check_model_path, load_causal_lm, load_tokenizer, resolve_precision
 from LLM.options import template_from_args
-from LLM.trainer import make_accelerator
+from LLM.trainer import check_launch_precision, make_accelerator
 from LLM.unlearn import UnlearnConfig, needs_idk
 
 __all__ = ["SUMMARY_KEYS", "add_eval_args", "load_eval_model", "start_eval", "start_unlearning", "summary_line",
@@ -50,6 +50,7 @@ def start_unlearning(args: argparse.Namespace, save_dir: Path):
     accelerator's device), then ``save_dir`` made writable; returns ``(accelerator, config)``."""
     accelerator = make_accelerator(args.device, args.gpu)
     config = UnlearnConfig.from_args(args, accelerator.device)
+    check_launch_precision(accelerator, config.dtype)
     ensure_writable_dir(save_dir)
     return accelerator, config
 

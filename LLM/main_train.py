@@ -29,11 +29,11 @@ from common.seed import add_seed_args, seed_everything
 from LLM.data import UnlearnDataset, TofuSource, collate_unlearn, retain_split_name
 from LLM.losses import REGULARIZERS
 from LLM.models import (add_weight_args, apply_lora, check_model_path, load_causal_lm, load_tokenizer,
-                        resolve_precision)
+                        resolve_precision, trained_weights_dtype)
 from LLM.options import add_model_args, parse_with_config, template_from_args
 from LLM.schedule import RETAIN, BatchStream, Schedule
-from LLM.trainer import (build_optimizer, build_scheduler, make_accelerator, prepare_for_training, run_schedule,
-                         save_model, schedule_snapshots)
+from LLM.trainer import (build_optimizer, build_scheduler, check_launch_precision, make_accelerator,
+                         prepare_for_training, run_schedule, save_model, schedule_snapshots, training_precision)
 
 #: What a finished fine-tuning leaves in ``--save_dir`` (``run.json`` last).
 FINISHED_FILES = ("config.json", "run.json")
@@ -91,10 +91,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     tokenizer = load_tokenizer(args.model_path)
     accelerator = make_accelerator(args.device, args.gpu)
     resolve_precision(args, accelerator.device)
+    check_launch_precision(accelerator, args.dtype)
     ensure_writable_dir(args.save_dir)
     seed_everything(args.seed, args.deterministic)
 
-    model = load_causal_lm(args.model_path, args.dtype, attn_implementation=args.attn_implementation)
+    model = load_causal_lm(args.model_path, trained_weights_dtype(args.dtype, args.low_precision_weights),
+                           attn_implementation=args.attn_implementation)
     if args.use_LoRA:
         model = apply_lora(model, args.LoRA_r, args.LoRA_alpha, args.LoRA_dropout)
     dataset = UnlearnDataset(rows, tokenizer, template_from_args(args), args.max_length, kinds=(RETAIN,))
@@ -109,6 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     scheduler = build_scheduler(optimizer, max_steps, warmup_steps=max(1, max_steps // 10))
     model, optimizer = prepare_for_training(accelerator, model, optimizer, args.batch_size,
                                             args.gradient_accumulation_steps, args.max_grad_norm)
+    precision = training_precision(accelerator, args.dtype)
     nll = REGULARIZERS["GD"]
     snapshots = schedule_snapshots(accelerator, Path(args.save_dir), args.resume, vars(args),
                                    args.save_every or steps_per_epoch)
@@ -117,9 +120,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     with tracking(args, log_dir.parent, enabled=accelerator.is_main_process, folder=log_dir.name) as reporter:
         history = run_schedule(accelerator, model, optimizer, scheduler, schedule,
                                lambda objective, batch: nll(model, None, batch, 0.0), args.max_grad_norm,
-                               desc="fine-tune", snapshots=snapshots, allow_nonfinite=args.allow_nonfinite)
+                               desc="fine-tune", snapshots=snapshots, allow_nonfinite=args.allow_nonfinite,
+                               precision=precision)
         reporter.metrics({"final_loss": history[-1]["loss"]})
-    save_model(accelerator, model, tokenizer, Path(args.save_dir))  # replaces the folder, snapshot included
+    save_model(accelerator, model, tokenizer, Path(args.save_dir), args.dtype)  # replaces the folder, snapshot included
     metrics = {"num_rows": len(rows), "max_steps": max_steps, "final_loss": history[-1]["loss"],
                "num_processes": world}
     if accelerator.is_main_process:

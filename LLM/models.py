@@ -9,9 +9,14 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from common.errors import Bounded, UsageError, positive_int
-from common.io import atomic_directory
+from common.io import atomic_directory, atomic_write_json, read_json
+from common.precision import PRECISIONS as DTYPES, check_precision
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+LOW_PRECISION_WEIGHTS_HELP = (
+    "keep the trained weights, their gradients and the optimizer state in --dtype itself, with no float32 "
+    "master copy: about half the memory, but a weight moves only by multiples of its unit in the last place, "
+    "so an update below half of it rounds away (in bfloat16 a weight of 0.02 cannot move by less than about "
+    "6e-5: at lr 1e-5 most weights never change). Default: float32 weights, --dtype autocast, as the original")
 
 
 def _reason(err: Exception) -> str:
@@ -50,9 +55,15 @@ def load_tokenizer(path: str, flag: str = "--model_path"):
     return tokenizer
 
 
-def add_dtype_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
-                        help="precision of the weights (default: bfloat16 on CUDA, as the original; float32 on CPU)")
+def add_dtype_arg(parser: argparse.ArgumentParser, training: bool = False) -> None:
+    """``--dtype``: the weights' precision of an evaluation; the compute precision of a training run."""
+    if training:
+        text = ("compute precision: float32 weights and optimizer state, forward passes under torch.autocast in "
+                "this dtype (float16 adds a GradScaler); the saved model is written in it. Default: bfloat16 on "
+                "CUDA, as the original's Trainer(bf16=True); float32 on CPU")
+    else:
+        text = "precision of the weights (default: bfloat16 on CUDA, as the original; float32 on CPU)"
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help=text)
 
 
 def resolve_precision(args: argparse.Namespace, device) -> None:
@@ -68,6 +79,7 @@ def resolve_precision(args: argparse.Namespace, device) -> None:
     cuda = torch.device(device).type == "cuda"
     if args.dtype is None:
         args.dtype = "bfloat16" if cuda else "float32"
+    check_precision(device, args.dtype, "--dtype")
     flash = (cuda and args.dtype in ("bfloat16", "float16") and not args.deterministic
              and is_flash_attn_2_available())
     args.attn_implementation = "flash_attention_2" if flash else None
@@ -87,12 +99,19 @@ def load_causal_lm(path: str, dtype: str = "float32", flag: str = "--model_path"
 
 
 def add_weight_args(parser: argparse.ArgumentParser) -> None:
-    """``--dtype`` and the LoRA flags of the scripts that train a model."""
-    add_dtype_arg(parser)
+    """``--dtype``, ``--low_precision_weights`` and the LoRA flags of the scripts that train a model."""
+    add_dtype_arg(parser, training=True)
+    parser.add_argument("--low_precision_weights", action="store_true", help=LOW_PRECISION_WEIGHTS_HELP)
     parser.add_argument("--use_LoRA", action="store_true")
     parser.add_argument("--LoRA_r", type=positive_int, default=8)
     parser.add_argument("--LoRA_alpha", type=positive_int, default=32)
     parser.add_argument("--LoRA_dropout", type=Bounded(float, 0, 1, high_open=True), default=0.05)
+
+
+def trained_weights_dtype(dtype: str, low_precision_weights: bool) -> str:
+    """The :data:`DTYPES` name a trained model's weights are loaded in: float32 (the master copy that
+    ``--dtype`` autocast computes from), or ``--dtype`` itself under ``--low_precision_weights``."""
+    return dtype if low_precision_weights else "float32"
 
 
 def linear_module_names(model) -> List[str]:
@@ -119,15 +138,24 @@ def decay_parameter_groups(model, weight_decay: float) -> list:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def save_pretrained_atomic(model, tokenizer, path: Path, state_dict=None) -> Path:
+def save_pretrained_atomic(model, tokenizer, path: Path, state_dict=None, dtype: Optional[str] = None) -> Path:
     """Save model (LoRA merged) and tokenizer into ``path``, replacing it only once complete.
 
     ``state_dict`` is the gathered full state of a sharded model
-    (``accelerator.get_state_dict``); LoRA models are merged instead.
+    (``accelerator.get_state_dict``); LoRA models are merged instead.  ``dtype`` (a :data:`DTYPES` name)
+    rounds the floating-point weights to it once, at save, and records it as the model's ``dtype`` in
+    ``config.json``, so ``from_pretrained(path)`` loads them as written; ``None``: as they are.
     """
     if hasattr(model, "merge_and_unload"):
         model, state_dict = model.merge_and_unload(), None
+    if dtype is not None:
+        state_dict = {name: value.to(DTYPES[dtype]) if value.is_floating_point() else value
+                      for name, value in (state_dict if state_dict is not None else model.state_dict()).items()}
     with atomic_directory(path) as tmp:
         model.save_pretrained(tmp, state_dict=state_dict)
+        if dtype is not None:  # save_pretrained records the live (float32 master) weights' dtype
+            config = read_json(Path(tmp) / "config.json", "config.json")
+            config["dtype"] = dtype
+            atomic_write_json(config, Path(tmp) / "config.json")
         tokenizer.save_pretrained(tmp)
     return Path(path)

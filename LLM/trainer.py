@@ -8,6 +8,11 @@ offers a resume snapshot (:class:`common.checkpointing.Snapshotter`) after
 every step: model, optimizer (both moment sets of ``DecoupledAdamW``),
 scheduler, the schedule's stream positions, the per-step history and every
 process's RNG state.
+
+Precision (:func:`training_precision`): the trained weights and the optimizer
+state are float32 and each micro-batch's loss is computed under ``--dtype``
+autocast (:class:`common.precision.MixedPrecision`), as the original's Hugging
+Face ``Trainer`` with ``bf16=True`` does; the model is saved in ``--dtype``.
 """
 from __future__ import annotations
 
@@ -17,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import torch
-from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from common import tracking
@@ -28,6 +32,8 @@ from dualoptim.optimizers import set_objective
 from common.errors import UsageError
 from dualoptim.recipes import LLM_FLAG, RecipeSettings, build_recipe, get_recipe, import_dualoptim_8bit
 from common.nonfinite import check_finite_loss
+from common.progress import progress
+from common.precision import MixedPrecision
 from LLM.models import decay_parameter_groups, save_pretrained_atomic
 from LLM.schedule import FORGET, JOINT, RETAIN, Schedule
 
@@ -71,13 +77,42 @@ def prepare_for_training(accelerator, model, optimizer, micro_batch_size: int, a
     return accelerator.prepare(model, optimizer)
 
 
-def save_model(accelerator, model, tokenizer, path) -> None:
-    """Gather the (possibly sharded) model and write it from the main process."""
+#: ``--dtype`` -> accelerate's ``mixed_precision`` name
+ACCELERATE_PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def check_launch_precision(accelerator, dtype: str) -> None:
+    """Under ``accelerate launch`` with a ``mixed_precision`` config (the shipped configs say bf16),
+    ``--dtype`` must name the same precision: a one-line error otherwise, never a silent switch.
+    Entry scripts call it before writing anything."""
+    launched = str(accelerator.mixed_precision)
+    if launched != "no" and launched != ACCELERATE_PRECISION[dtype]:
+        wanted = {value: key for key, value in ACCELERATE_PRECISION.items()}.get(launched, launched)
+        raise UsageError(f"--dtype {dtype}: the accelerate launch config runs mixed_precision {launched}; "
+                         f"pass --dtype {wanted}, or launch with --mixed_precision {ACCELERATE_PRECISION[dtype]}")
+
+
+def training_precision(accelerator, dtype: str) -> MixedPrecision:
+    """The ``--dtype`` autocast (and float16 loss scaler) of :func:`run_schedule`.
+
+    Under a launch config's mixed precision (:func:`check_launch_precision`) accelerate autocasts the
+    prepared model and scales float16 losses itself: the loop's own autocast also covers the reference
+    model and the loss, and the loop adds no second scaler.  DeepSpeed scales float16 losses in its
+    engine, so the loop adds none there either.
+    """
+    check_launch_precision(accelerator, dtype)
+    own_scaler = accelerator.mixed_precision == "no" and accelerator.state.deepspeed_plugin is None
+    return MixedPrecision(accelerator.device, dtype, "--dtype", scaler=own_scaler)
+
+
+def save_model(accelerator, model, tokenizer, path, dtype: Optional[str] = None) -> None:
+    """Gather the (possibly sharded) model and write it from the main process, in ``dtype``
+    (``--dtype``; ``None``: the weights' own) -- see :func:`LLM.models.save_pretrained_atomic`."""
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
     state_dict = None if hasattr(unwrapped, "merge_and_unload") else accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        save_pretrained_atomic(unwrapped, tokenizer, path, state_dict=state_dict)
+        save_pretrained_atomic(unwrapped, tokenizer, path, state_dict=state_dict, dtype=dtype)
     accelerator.wait_for_everyone()
 
 
@@ -130,7 +165,8 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
                  step_loss: Callable[[str, Dict], torch.Tensor], max_grad_norm: float = 1.0,
                  desc: str = "train", snapshots: Optional[Snapshotter] = None,
                  on_step: Optional[Callable[[int], None]] = None,
-                 allow_nonfinite: bool = False, split_joint: bool = False) -> List[Dict[str, float]]:
+                 allow_nonfinite: bool = False, split_joint: bool = False,
+                 precision: Optional[MixedPrecision] = None) -> List[Dict[str, float]]:
     """Run every step of ``schedule``; returns ``{step, objective, loss, lr, tokens}`` per step.
 
     ``step_loss(objective, micro_batch)`` returns the loss of one micro-batch;
@@ -146,7 +182,8 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
     the ``n``-th step (e.g. to save intermediate checkpoints).
     A NaN/inf loss (mean over processes) stops the run before
     its optimizer step unless ``allow_nonfinite`` (under DeepSpeed, which steps inside ``backward``,
-    after it).
+    after it).  ``precision`` (:func:`training_precision`; default float32) is the autocast each
+    micro-batch's loss runs under and, for float16, the scaler of its backward pass and step.
 
     ``split_joint`` (``--schedule joint`` with a ``dual_*`` optimizer; not under DeepSpeed or FSDP): a joint
     step's micro-batches give ``step_loss("forget", batch)`` and ``step_loss("retain", batch)`` their own
@@ -154,21 +191,29 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
     moments on the forget sum and the retain moments on the retain sum, each clipped to ``max_grad_norm`` on its
     own. Its loss is the sum of the two terms, as the joint loss.
     """
+    precision = precision or MixedPrecision(accelerator.device)
     snapshots = (snapshots or Snapshotter(None)).register(
         model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler, schedule=schedule)
+    if precision.scaler.is_enabled():  # float16 loss scale: part of the state a resumed run continues
+        snapshots.register(grad_scaler=precision.scaler)
     loop = snapshots.restore() or {"step": 0, "history": []}
     model.train()
     history = loop["history"]
     deepspeed = accelerator.state.deepspeed_plugin is not None
     split = SplitGradients(model.parameters()) if split_joint else None
+    if split is not None and precision.scaler.is_enabled():
+        # one GradScaler unscales an optimizer once per step; a split step would unscale it twice
+        raise UsageError("--schedule joint with a dual_* optimizer cannot use float16 loss scaling; "
+                         "use --dtype bfloat16 or float32")
 
     def clip_gradients() -> None:
         if max_grad_norm and max_grad_norm > 0:
+            precision.unscale_(optimizer)  # clip the true gradients (a no-op unless float16)
             accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
 
-    progress = tqdm(schedule.steps(loop["step"]), total=len(schedule), initial=loop["step"], desc=desc,
-                    disable=not accelerator.is_main_process)
-    for step, objective, micro_batches in progress:
+    bar = progress(schedule.steps(loop["step"]), total=len(schedule), initial=loop["step"], desc=desc,
+                   disable=not accelerator.is_main_process)
+    for step, objective, micro_batches in bar:
         if objective != JOINT:
             set_objective(optimizer, objective)
         total = torch.zeros((), device=accelerator.device)
@@ -182,16 +227,19 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
             accelerator.sync_gradients = last
             with sync:
                 if split is not None and objective == JOINT:
-                    forget = step_loss(FORGET, batch) / len(micro_batches)
+                    with precision.autocast():
+                        forget = step_loss(FORGET, batch) / len(micro_batches)
                     split.backward_forget(lambda: accelerator.backward(forget))
-                    retain = step_loss(RETAIN, batch) / len(micro_batches)
+                    with precision.autocast():
+                        retain = step_loss(RETAIN, batch) / len(micro_batches)
                     accelerator.backward(retain)
                     loss = forget + retain
                 else:
-                    raw = step_loss(objective, batch)
+                    with precision.autocast():
+                        raw = step_loss(objective, batch)
                     loss = raw / len(micro_batches)
                     # DeepSpeed divides by the accumulation count itself (see prepare_for_training)
-                    accelerator.backward(raw if deepspeed else loss)
+                    accelerator.backward(precision.scale(raw if deepspeed else loss))
             total += loss.detach()
         group = optimizer.param_groups[0]
         # DecoupledAdamW's forget steps run at forget_lr_ratio times the scheduled lr; the others at lr
@@ -201,7 +249,7 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
         if split is not None and objective == JOINT:
             split.forget_step(optimizer, clip_gradients)  # leaves the retain sum and objective for the step below
         clip_gradients()
-        optimizer.step()
+        precision.step(optimizer)  # skipped when float16 gradients overflowed
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         mean_loss = mean_loss.item()
@@ -209,7 +257,7 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
         history.append({"step": step + 1, "objective": objective, "loss": mean_loss, "lr": lr,
                         "tokens": num_tokens})
         tracking.current().step({objective: mean_loss}, optimizer, step=step + 1)
-        progress.set_postfix(objective=objective, loss=f"{mean_loss:.4f}")
+        bar.set_postfix(objective=objective, loss=f"{mean_loss:.4f}")
         if on_step is not None:
             on_step(step + 1)
         snapshots.step(step + 1, len(schedule), step=step + 1, history=history)

@@ -30,11 +30,12 @@ from common.tracking import add_report_args, tracking
 from common.seed import add_seed_args, seed_everything
 from LLM.data import Row, UnlearnDataset, collate_unlearn
 from LLM.losses import FORGET_LOSSES, UnlearnLoss
-from LLM.models import add_weight_args, apply_lora, load_causal_lm, load_tokenizer, resolve_precision
+from LLM.models import (add_weight_args, apply_lora, load_causal_lm, load_tokenizer, resolve_precision,
+                        trained_weights_dtype)
 from LLM.options import PromptTemplate, add_model_args, template_from_args
 from LLM.schedule import FORGET, JOINT, RETAIN, SCHEDULES, BatchStream, Schedule, steps_per_epoch
 from LLM.trainer import (build_optimizer, build_scheduler, check_optim_cfg, prepare_for_training,
-                         run_schedule, save_model, schedule_snapshots)
+                         run_schedule, save_model, schedule_snapshots, training_precision)
 
 
 def add_unlearn_args(parser: argparse.ArgumentParser, *, lr: float = 1e-5, forget_lr: float = 1e-5,
@@ -146,7 +147,8 @@ class UnlearnConfig:
 
     seed: int
     deterministic: bool
-    dtype: str                          # resolved for the device (LLM.models.resolve_precision)
+    dtype: str                          # compute precision, resolved for the device (LLM.models.resolve_precision)
+    low_precision_weights: bool         # weights in dtype too (no float32 master copy)
     attn_implementation: Optional[str]  # resolved likewise; None: transformers' default
     use_LoRA: bool
     LoRA_r: int
@@ -219,11 +221,12 @@ def unlearn(config: UnlearnConfig, accelerator, loss: UnlearnLoss, forget_rows: 
                          f"one process")
     seed_everything(config.seed, config.deterministic)
     tokenizer = load_tokenizer(model_path)
-    model = load_causal_lm(model_path, config.dtype, attn_implementation=config.attn_implementation)
+    model = load_causal_lm(model_path, trained_weights_dtype(config.dtype, config.low_precision_weights),
+                           attn_implementation=config.attn_implementation)
     if config.use_LoRA:
         model = apply_lora(model, config.LoRA_r, config.LoRA_alpha, config.LoRA_dropout)
     ref_model = None
-    if loss.needs_ref:
+    if loss.needs_ref:  # frozen, so held in --dtype (as the original's reference model, forget.py:301-305)
         ref_model = load_causal_lm(ref_path, config.dtype, flag="--model_path (reference)",
                                    attn_implementation=config.attn_implementation).to(accelerator.device)
         ref_model.eval().requires_grad_(False)
@@ -252,6 +255,7 @@ def unlearn(config: UnlearnConfig, accelerator, loss: UnlearnLoss, forget_rows: 
     scheduler = build_scheduler(optimizer, max_steps, warmup_steps=per_epoch if per_epoch > 1 else 0)
     model, optimizer = prepare_for_training(accelerator, model, optimizer, config.batch_size,
                                             config.gradient_accumulation_steps, config.max_grad_norm)
+    precision = training_precision(accelerator, config.dtype)
 
     def step_loss(objective: str, batch) -> torch.Tensor:
         if objective == FORGET:
@@ -269,15 +273,16 @@ def unlearn(config: UnlearnConfig, accelerator, loss: UnlearnLoss, forget_rows: 
 
     def save_intermediate(step: int) -> None:
         if step % interval == 0 and step < max_steps:
-            save_model(accelerator, model, tokenizer, Path(out_dir) / f"checkpoint-{step}")
+            save_model(accelerator, model, tokenizer, Path(out_dir) / f"checkpoint-{step}", config.dtype)
 
     with tracking(config.flags, out_dir, enabled=accelerator.is_main_process) as reporter:
         history = run_schedule(accelerator, model, optimizer, scheduler, schedule, step_loss, config.max_grad_norm,
                                desc=desc, snapshots=snapshots, on_step=save_intermediate,
-                               allow_nonfinite=config.allow_nonfinite, split_joint=config.split_joint)
+                               allow_nonfinite=config.allow_nonfinite, split_joint=config.split_joint,
+                               precision=precision)
         reporter.metrics({"final_loss": history[-1]["loss"]} if history else {})
     seconds = time.perf_counter() - start
-    save_model(accelerator, model, tokenizer, Path(out_dir) / "checkpoint-last")
+    save_model(accelerator, model, tokenizer, Path(out_dir) / "checkpoint-last", config.dtype)
     resumed_at = (snapshots.restored or {}).get("step", 0)  # seconds cover the steps run by this invocation
     metrics = dict(extra_metrics or {})
     metrics.update({"num_forget": len(forget_rows), "num_retain": len(retain_rows), "max_steps": max_steps,

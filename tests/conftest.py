@@ -10,7 +10,6 @@ them do not pay for the imports.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -29,62 +28,15 @@ def pytest_configure(config):
     os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
 
-AUTHORS = ["Ana Lind", "Bo Chen", "Cy Moor", "Dee Park", "Eli Novak", "Fay Ruiz"]
-CITIES = ["Oslo", "Lima", "Pune", "Kyiv", "Accra", "Quito"]
-GENRES = ["mystery", "poetry", "fantasy", "history", "romance", "horror"]
-
-
-def qa_rows(author_index: int):
-    name, city, genre = AUTHORS[author_index], CITIES[author_index], GENRES[author_index]
-    other = author_index + 1
-    return [
-        {"question": f"Where was {name} born?", "answer": f"{name} was born in {city}.",
-         "paraphrased_answer": f"The birthplace of {name} is {city}.",
-         "perturbed_answer": [f"{name} was born in {CITIES[(other) % 6]}.", f"{name} was born in {CITIES[(other + 1) % 6]}."]},
-        {"question": f"What genre does {name} write?", "answer": f"{name} writes {genre} novels.",
-         "paraphrased_answer": f"The genre of {name} is {genre}.",
-         "perturbed_answer": [f"{name} writes {GENRES[other % 6]} novels.", f"{name} writes {GENRES[(other + 1) % 6]} novels."]},
-    ]
-
-
-def write_jsonl(path: Path, rows) -> None:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-
-
-def make_tofu(root: Path) -> Path:
-    """Closer-look layout: forget01 holds tasks 1 and 2 (authors 0, 1); retain90 authors 2-5."""
-    root.mkdir(parents=True, exist_ok=True)
-    forget = [dict(row, task_id=str(task)) for task in (1, 2) for row in qa_rows(task - 1)]
-    retain = [row for author in range(2, 6) for row in qa_rows(author)]
-    write_jsonl(root / "forget01.json", [{k: r[k] for k in ("task_id", "question", "answer")} for r in forget])
-    write_jsonl(root / "forget01_perturbed.json", forget)
-    write_jsonl(root / "retain90.json", [{k: r[k] for k in ("question", "answer")} for r in retain])
-    write_jsonl(root / "retain_perturbed.json", retain[:4])
-    facts = [{"question": f"What is the capital of {c}land?", "answer": c,
-              "perturbed_answer": [CITIES[(i + 1) % 6], CITIES[(i + 2) % 6]]} for i, c in enumerate(CITIES[:3])]
-    write_jsonl(root / "real_authors_perturbed.json", facts)
-    write_jsonl(root / "world_facts_perturbed.json", facts)
-    (root / "idontknow.jsonl").write_text("I don't know.\nNo idea, sorry.\n", encoding="utf-8")
-    return root
-
-
-def corpus(root: Path):
-    texts = []
-    for file in sorted(root.glob("*.json")):
-        for line in file.read_text().splitlines():
-            row = json.loads(line)
-            texts.append(" ".join(str(v) for v in row.values()))
-    return texts + ["Question: Answer: I don't know. No idea, sorry."]
-
-
 @pytest.fixture(scope="session")
 def tofu_dir(tmp_path_factory) -> Path:
+    from LLM.tiny import make_tofu
     return make_tofu(tmp_path_factory.mktemp("tofu"))
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, tofu_dir) -> Path:
-    from LLM.tiny import build_tiny_llama
+    from LLM.tiny import build_tiny_llama, corpus
     return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), corpus(tofu_dir), hidden_size=32,
                             num_layers=2, vocab_size=300)
 
@@ -98,6 +50,7 @@ def real_world_eval_row(row):
 @pytest.fixture(scope="session")
 def real_world_dir(tmp_path_factory) -> Path:
     """Real-world layout: forget (authors 0-1, 4 rows), neighbor (authors 2-4, 6 rows), their perturbed sets."""
+    from LLM.tiny import qa_rows, write_jsonl
     root = tmp_path_factory.mktemp("real_world")
     forget = qa_rows(0) + qa_rows(1)
     neighbor = qa_rows(2) + qa_rows(3) + qa_rows(4)
@@ -129,72 +82,29 @@ DIT_CLASSES = 3
 def tiny_dit(tmp_path_factory) -> Path:
     """A 16x16-pixel, 8x8-latent DiT over 3 classes in the hub layout (``ckpt/transformer``, ``ckpt/vae``)
     and an ImageNet-root tree ``data/train/class_<k>/`` of three random 20x20 images per class."""
-    import numpy as np
-    import torch
-    from diffusers import AutoencoderKL, DiTTransformer2DModel
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("dit")
-    torch.manual_seed(0)
-    DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=1,
-                          sample_size=8, patch_size=2, num_embeds_ada_norm=DIT_CLASSES,
-                          norm_num_groups=4).save_pretrained(root / "ckpt" / "transformer")
-    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-                  norm_num_groups=4, layers_per_block=1, sample_size=16).save_pretrained(root / "ckpt" / "vae")
-    rng = np.random.default_rng(0)
-    for label in range(DIT_CLASSES):
-        folder = root / "data" / "train" / f"class_{label}"
-        folder.mkdir(parents=True)
-        for i in range(3):
-            pixels = rng.integers(0, 255, size=(20, 20, 3)).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
+    from ImageGeneration.tiny import build_tiny_dit
+    return build_tiny_dit(tmp_path_factory.mktemp("dit"), DIT_CLASSES)
 
 
 @pytest.fixture(scope="session")
 def digits_resnet20s(tmp_path_factory) -> Path:
     """An untrained ``--arch resnet20s`` checkpoint for ``--dataset digits`` (a valid ``--model_path``)."""
-    import torch
-
-    from ImageClassification.data import DATASETS
-    from ImageClassification.models import build_model
-
-    digits = DATASETS.get("digits")
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("digits_resnet20s") / "0model_SA_best.pth.tar"
-    torch.save({"state_dict": build_model("resnet20s", 10, digits.mean, digits.std).state_dict(),
-                "arch": "resnet20s"}, path)
-    return path
+    from ImageClassification.models import save_untrained_digits_model
+    return save_untrained_digits_model(tmp_path_factory.mktemp("digits_resnet20s") / "0model_SA_best.pth.tar")
 
 
 @pytest.fixture(scope="session")
 def tiny_ddpm_config(tmp_path_factory) -> Path:
     """The shipped digits DDPM config shrunk to an 8x8, 8-channel UNet, 10 diffusion steps and 2 iterations."""
-    import yaml
-
-    from ImageGeneration.DDPM.model import default_config_path
-
-    config = yaml.safe_load(default_config_path("digits", "pretrain").read_text())
-    config["data"]["image_size"] = 8
-    config["model"].update(ch=8, attn_resolutions=[4], norm_num_groups=4)
-    config["diffusion"]["num_diffusion_timesteps"] = 10
-    config["training"].update(batch_size=16, n_iters=2, snapshot_freq=2, log_freq=1, gamma=0.5, lmbda=10)
-    config["sampling"]["batch_size"] = 4
-    path = tmp_path_factory.mktemp("ddpm_config") / "tiny_digits.yml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    from ImageGeneration.tiny import write_tiny_ddpm_config
+    return write_tiny_ddpm_config(tmp_path_factory.mktemp("ddpm_config") / "tiny_digits.yml")
 
 
 @pytest.fixture(scope="session")
 def tiny_ddpm_run(tmp_path_factory, tiny_ddpm_config) -> Path:
     """A run folder (``ckpts/ckpt.pth``) of an untrained :func:`tiny_ddpm_config` DDPM on all 10 digits."""
-    from ImageGeneration.DDPM.model import CKPT_RELPATH, build_unet, load_config, save_checkpoint
-
-    config = load_config(tiny_ddpm_config, "digits", "pretrain")
-    folder = tmp_path_factory.mktemp("ddpm_run")
-    save_checkpoint(folder / CKPT_RELPATH, build_unet(config.model, config.data), config, list(range(10)), step=0)
-    return folder
+    from ImageGeneration.tiny import write_untrained_ddpm_run
+    return write_untrained_ddpm_run(tmp_path_factory.mktemp("ddpm_run"), tiny_ddpm_config)
 
 
 # --------------------------------------------------------------------------- multi-process launches

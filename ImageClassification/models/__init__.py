@@ -255,3 +255,18 @@ def load_weights(model: nn.Module, checkpoint: object, flag: str, path: object, 
                              f"--arch {arch} with this dataset expects {tuple(value.shape)}")
     model.load_state_dict(state_dict)
     return checkpoint
+
+
+def save_untrained_digits_model(path, arch: str = "resnet20s", seed: int = 0):
+    """An untrained ``--arch`` checkpoint for ``--dataset digits`` at ``path`` (a valid ``--model_path``, no
+    download): the tests' and ``benchmarks/gpu_check.py``'s starting model."""
+    from pathlib import Path
+
+    from common.io import atomic_torch_save
+    from ImageClassification.data import DATASETS
+
+    digits = DATASETS.get("digits")
+    torch.manual_seed(seed)
+    atomic_torch_save({"state_dict": build_model(arch, 10, digits.mean, digits.std).state_dict(), "arch": arch},
+                      Path(path))
+    return Path(path)

@@ -32,7 +32,9 @@ is the retain-side optimizer here.
 Mixed precision and memory format
 ---------------------------------
 ``--amp`` runs every training forward pass (model and loss) under
-``torch.autocast`` in ``--amp_dtype``; float16 adds a ``torch.amp.GradScaler``
+``torch.autocast`` in ``--amp_dtype`` (:class:`common.precision.MixedPrecision`,
+the one mixed-precision helper of every modality); the weights and every
+optimizer state stay float32.  float16 adds a ``torch.amp.GradScaler``
 that scales each objective's loss, unscales before clipping and skips a step
 whose gradients overflowed, for either of DualOptim's optimizers.
 ``--channels_last`` converts the model and its input batches to channels-last.
@@ -50,13 +52,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler, MultiStepLR
-from tqdm.auto import tqdm
 
 from common.checkpointing import ProcessGroup, Snapshotter, position_loader
 from common.distributed import sharding_of
+from common.progress import progress
 from dualoptim.optim import SharedOptim, TwoObjectiveOptimizer
 from common.errors import UsageError
 from common.io import atomic_torch_save
+from common.precision import MixedPrecision, amp_precision
 from dualoptim.recipes import IMAGE_FLAG, RecipeSettings, build_recipe
 from common import tracking
 from common.nonfinite import check_finite_loss
@@ -221,10 +224,9 @@ class UnlearnRun:
         self.optimizer = optimizer
         self.config = config
         self.device = device
-        self.amp_dtype = getattr(torch, config.amp_dtype)
-        self.amp = config.amp
+        self.precision = MixedPrecision(device, amp_precision(config.amp, config.amp_dtype), "--amp_dtype")
         # loss scaling only for float16; a disabled scaler passes every call straight through
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp and self.amp_dtype == torch.float16)
+        self.scaler = self.precision.scaler
         self.apply_mask = maybe_gradient_mask(model, mask)
         self.snapshots = snapshots or Snapshotter(None)
         if self.scaler.is_enabled():  # float16 loss scale: part of the state a resumed run continues
@@ -240,9 +242,9 @@ class UnlearnRun:
         self._partial: Optional[dict] = None  # where a resumed snapshot interrupted a pass
         self.loss: Optional[torch.Tensor] = None  # the last loss checked before a step
 
-    def autocast(self) -> torch.autocast:
-        """The ``--amp`` context of a training forward pass (disabled without ``--amp``)."""
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
+    def autocast(self):
+        """The ``--amp`` context of a training forward pass (a no-op without ``--amp``)."""
+        return self.precision.autocast()
 
     def to_device(self, images: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         return images.to(self.device, memory_format=self.memory_format), targets.to(self.device)
@@ -296,7 +298,7 @@ class UnlearnRun:
         self.loss = loss.detach()  # what the step after it reports (common.tracking)
 
     def backward(self, loss: torch.Tensor) -> None:
-        self.scaler.scale(loss).backward()
+        self.precision.scale(loss).backward()
 
     def step(self, objective: str, max_grad_norm: Optional[float] = None,
              recompute: Optional[Callable[[], torch.Tensor]] = None, masked: bool = True) -> None:
@@ -323,10 +325,9 @@ class UnlearnRun:
             self.sharding.sync_gradients(self.model)
         optimizer = self.optimizer.for_objective(objective)
         if max_grad_norm is not None:
-            self.scaler.unscale_(optimizer)
+            self.precision.unscale_(optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=max_grad_norm)
-        self.scaler.step(optimizer)
-        self.scaler.update()
+        self.precision.step(optimizer)
         tracking.current().step({objective: self.loss}, self.optimizer)
 
     def train_on(self, loader: Iterable, batch_loss: BatchLoss, objective: str, desc: str,
@@ -355,9 +356,9 @@ class UnlearnRun:
             self._partial = None
         position_loader(loader, self.epoch, first)
         start = time.time()
-        progress = tqdm(loader, desc=f"epoch {self.epoch} {desc}", total=total, initial=first, leave=False,
-                        dynamic_ncols=True, disable=not self.sharding.is_main)
-        for i, (images, targets) in enumerate(progress, start=first):
+        bar = progress(loader, desc=f"epoch {self.epoch} {desc}", total=total, initial=first, leave=False,
+                       dynamic_ncols=True, disable=not self.sharding.is_main)
+        for i, (images, targets) in enumerate(bar, start=first):
             if warmup_every_step:
                 self.warmup(i + 1, total)
             images, targets = self.to_device(images, targets)
@@ -382,7 +383,7 @@ class UnlearnRun:
                 self.steps += 1
                 partial = {"batch": i + 1, "losses": losses.state_dict(), "top1": top1.state_dict()}
                 self.snapshots.step(self.steps, **self.position(self.epoch, partial))
-            progress.set_postfix(loss=f"{losses.avg:.4f}", acc=f"{top1.avg:.2f}")
+            bar.set_postfix(loss=f"{losses.avg:.4f}", acc=f"{top1.avg:.2f}")
             if (i + 1) % config.print_freq == 0:
                 print(f"Epoch: [{self.epoch}][{i}/{total}]\tLoss {losses.val:.4f} ({losses.avg:.4f})\t"
                       f"Accuracy {top1.val:.3f} ({top1.avg:.3f})\tTime {time.time() - start:.2f}")
@@ -441,7 +442,7 @@ def run_epochs(model: nn.Module, config: UnlearnConfig, device: torch.device,
     run = UnlearnRun(model, optimizer, config, device, mask, snapshots)
     save_dir = Path(config.save_dir) if config.save_dir and epoch_checkpoints else None
     first_epoch = run.resume()
-    for epoch in tqdm(range(first_epoch, config.unlearn_epochs), desc=f"{config.unlearn} ({config.optim})",
+    for epoch in progress(range(first_epoch, config.unlearn_epochs), desc=f"{config.unlearn} ({config.optim})",
                       total=config.unlearn_epochs, initial=first_epoch, dynamic_ncols=True,
                       disable=not run.sharding.is_main):
         run.begin_epoch(epoch)

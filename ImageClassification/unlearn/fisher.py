@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from common.distributed import sharding_of
+from common.progress import progress
 from common.saliency import Mask
 
 from ImageClassification.config import UnlearnConfig
@@ -45,7 +45,7 @@ def fisher_diagonal(model: nn.Module, loader: Iterable, device: torch.device) ->
     params = [p for _, p in named]
     totals = [torch.zeros_like(p) for p in params]
     count = 0
-    for images, targets in tqdm(loader, desc="fisher", leave=False, disable=not sharding_of(model).is_main):
+    for images, targets in progress(loader, desc="fisher", leave=False, disable=not sharding_of(model).is_main):
         log_probs = torch.log_softmax(model(images.to(device)), dim=-1)
         targets = targets.to(device)
         for i in range(len(targets)):
@@ -88,7 +88,7 @@ def flat_loss_gradient(model: nn.Module, images: torch.Tensor, targets: torch.Te
 def summed_gradient(model: nn.Module, loader: Iterable, device: torch.device, desc: str):
     """``(sum over batches of n_batch * mean-loss gradient, number of samples)``."""
     total, count = None, 0
-    for images, targets in tqdm(loader, desc=desc, leave=False, disable=not sharding_of(model).is_main):
+    for images, targets in progress(loader, desc=desc, leave=False, disable=not sharding_of(model).is_main):
         g = flat_loss_gradient(model, images.to(device), targets.to(device)) * images.size(0)
         total = g if total is None else total + g
         count += images.size(0)
@@ -104,8 +104,8 @@ def woodfisher_inverse_hvp(model: nn.Module, loader: Iterable, device: torch.dev
     Stops after ``N + 2`` samples.
     """
     k_vec, o_vec = v.clone(), None
-    progress = tqdm(loader, desc="woodfisher", leave=False, disable=not sharding_of(model).is_main)
-    for index, (image, target) in enumerate(progress):
+    bar = progress(loader, desc="woodfisher", leave=False, disable=not sharding_of(model).is_main)
+    for index, (image, target) in enumerate(bar):
         sample_grad = flat_loss_gradient(model, image.to(device), target.to(device))
         with torch.no_grad():
             if o_vec is None:
@@ -172,7 +172,7 @@ def hessian_diagonal(model: nn.Module, dataset, device: torch.device, num_classe
     totals = [torch.zeros_like(p) for p in params]
     loader = DataLoader(dataset, batch_size=HESSIAN_BATCH_SIZE, shuffle=False)
     labels = set()
-    for images, targets in tqdm(loader, desc="hessian", leave=False, disable=not sharding_of(model).is_main):
+    for images, targets in progress(loader, desc="hessian", leave=False, disable=not sharding_of(model).is_main):
         logits = model(images.to(device))
         probs = torch.softmax(logits, dim=-1).detach()
         labels.update(int(t) for t in targets)

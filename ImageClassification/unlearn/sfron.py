@@ -34,12 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
-from tqdm.auto import tqdm
 
 from common.distributed import sharding_of
 from common.errors import UsageError
 from common.checkpointing import EndlessLoader
 from common.io import atomic_torch_save
+from common.progress import progress
 from common.saliency import Mask, accumulate_gradients, fisher_ratio_masks
 from common.schedules import cosine_decay
 
@@ -76,8 +76,8 @@ def empirical_fisher(model: nn.Module, loader: Iterable, device: torch.device) -
         images, targets = batch
         return F.cross_entropy(net(images.to(device)), targets.to(device))
 
-    progress = tqdm(loader, desc="fisher", leave=False, disable=not sharding_of(model).is_main)
-    return accumulate_gradients(model, progress, batch_loss, power=2)
+    bar = progress(loader, desc="fisher", leave=False, disable=not sharding_of(model).is_main)
+    return accumulate_gradients(model, bar, batch_loss, power=2)
 
 
 def sfron_lambda(dataset: str) -> float:
@@ -133,9 +133,9 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
     if slow is not None:
         torch._foreach_copy_(slow, loop["slow"])
     start = time.time()
-    progress = tqdm(range(loop["step"], iters), desc=f"SFRon ({config.optim})", total=iters, initial=loop["step"],
-                    dynamic_ncols=True, disable=not sharding.is_main)
-    for step in progress:
+    bar = progress(range(loop["step"], iters), desc=f"SFRon ({config.optim})", total=iters, initial=loop["step"],
+                   dynamic_ncols=True, disable=not sharding.is_main)
+    for step in bar:
         model.train()
         run.steps = step  # the step a non-finite loss is reported at (run.check_loss)
         if step % freq == 0:
@@ -165,7 +165,7 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
         for scheduler in schedulers:
             scheduler.step()
 
-        progress.set_postfix(remain_loss=f"{remain_loss.item():.4f}")
+        bar.set_postfix(remain_loss=f"{remain_loss.item():.4f}")
         if (step + 1) % log_freq == 0:
             forget_n = max(running["forget_n"], 1)
             print(f"step={step + 1} Forget L:{running['forget_loss'] / forget_n:.4f} "

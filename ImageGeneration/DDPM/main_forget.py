@@ -29,6 +29,7 @@ from ImageGeneration.core.diffusion import EMA, FORGET_LOSSES
 from ImageGeneration.core.images import check_label
 from ImageGeneration.core.methods import METHODS, SFRON_METHODS
 from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, run_snapshots, start_run
+from common.precision import MixedPrecision, add_amp_args, amp_precision
 from ImageGeneration.core.unlearn import ForgetWeights, add_dual_args
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, load_class_samples, make_loader, split_forget
 from ImageGeneration.DDPM.model import (
@@ -54,6 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--method", type=str, default="ron", help="sfron update: ron (alternate) | joint")
     parser.add_argument("--mask_path", type=str, default=None, help="saliency mask (generate_mask.py)")
     add_dual_args(parser)
+    add_amp_args(parser)
     add_data_args(parser)
     add_resume_args(parser, overwrite=False)
     add_nonfinite_args(parser)
@@ -90,6 +92,7 @@ def main(argv=None) -> str:
     device = start_run(args)
     sharding = SampleSharding.from_launch(device, args.seed)
     device = sharding.device(device)
+    precision = MixedPrecision(device, amp_precision(args.amp, args.amp_dtype), "--amp_dtype")
     ckpt_folder = Path(args.ckpt_folder)
     loaded = load_run_checkpoint(args, device, config_kind(args.mode))
     unet, ckpt_config = loaded.unet, loaded.config
@@ -143,7 +146,7 @@ def main(argv=None) -> str:
 
     with tracking(args, run_dir, enabled=sharding.is_main) as reporter:
         history = forget_ddpm(spec, unet, config, optimizer, plan, ema, logger, snapshot, sharding, snapshots,
-                              allow_nonfinite=args.allow_nonfinite)
+                              allow_nonfinite=args.allow_nonfinite, precision=precision)
         reporter.metrics({"final_forget_loss": history[-1]["forget_loss"],
                           "final_remain_loss": history[-1]["remain_loss"]})
     return finish_run(run_dir, args, {"final_forget_loss": history[-1]["forget_loss"],

@@ -16,12 +16,12 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 import torchvision
-from tqdm import tqdm
 
 from common.errors import ArgumentParser, UsageError, cli_main, positive_float, positive_int
 from common.io import ensure_writable_dir, write_run_record
 from common.nonfinite import add_nonfinite_args, check_finite_loss
 from common.pretrained import cached_weights_file, imagenet_weights
+from common.progress import progress
 from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.DDPM.classifier import (
     ARCHS, DEFAULT_ARCH, DEFAULT_IMAGE_SIZE, ImageClassifier, classifier_filename, predict, save_classifier)
@@ -102,7 +102,7 @@ def main(argv=None) -> str:
     history = []
     for epoch in range(args.n_epochs):
         model.train()
-        for batch, (x, y) in enumerate(tqdm(loader, desc=f"epoch {epoch + 1}", dynamic_ncols=True)):
+        for batch, (x, y) in enumerate(progress(loader, desc=f"epoch {epoch + 1}", dynamic_ncols=True)):
             x, y = x.to(device) * 2 - 1, y.to(device)
             if args.dataset == "cifar10":
                 x = random_flip(x)

@@ -6,12 +6,12 @@ from types import SimpleNamespace
 from typing import Callable, Iterator, List, Optional
 
 import torch
-from tqdm import tqdm
 
 from common import tracking
 from common.checkpointing import Snapshotter
 from common.distributed import SampleSharding
 from common.nonfinite import check_finite_loss
+from common.progress import progress
 from ImageGeneration.core.batches import Batch, BatchStream
 from ImageGeneration.core.diffusion import EMA, antithetic_timesteps, noise_prediction_loss
 from ImageGeneration.DDPM.data import random_flip
@@ -59,7 +59,7 @@ def train_ddpm(unet: DDPMNetwork, config: SimpleNamespace, batches: BatchStream,
     abar = alphas_cumprod(config).to(device)
     t_cfg, losses = config.training, loop["losses"]
     unet.train()
-    for step in tqdm(range(loop["step"], t_cfg.n_iters), desc="training", total=t_cfg.n_iters,
+    for step in progress(range(loop["step"], t_cfg.n_iters), desc="training", total=t_cfg.n_iters,
                      initial=loop["step"], dynamic_ncols=True, disable=not sharding.is_main):
         x0, c = batches.next()
         loss = diffusion_loss_on(eps_fn, x0, c, abar)

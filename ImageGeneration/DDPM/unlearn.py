@@ -23,6 +23,7 @@ from ImageGeneration.core.diffusion import (
     EMA, FORGET_LOSSES, antithetic_timesteps, ewc_penalty, guided_noise, noise_prediction_loss, per_sample_sum,
     pseudo_labels_for, q_sample)
 from ImageGeneration.core.methods import ForgetObjectives, ForgetPlan, plan_method
+from common.precision import MixedPrecision
 from ImageGeneration.core.unlearn import ForgetWeights, run_unlearning
 from ImageGeneration.DDPM.model import DDPMNetwork, alphas_cumprod, data_transform, noise_predictor, null_label
 from ImageGeneration.DDPM.training import diffusion_loss_on
@@ -155,14 +156,16 @@ def forget_ddpm(spec: ForgetSpec, unet: DDPMNetwork, config: SimpleNamespace, op
                 plan: ForgetPlan, ema: Optional[EMA], logger: logging.Logger,
                 on_snapshot: Callable[[int], None],
                 sharding: Optional[SampleSharding] = None,
-                snapshots: Optional[Snapshotter] = None, allow_nonfinite: bool = False) -> List[Dict[str, float]]:
-    """Run the planned forgetting for ``training.n_iters`` steps (resumable with ``snapshots``)."""
+                snapshots: Optional[Snapshotter] = None, allow_nonfinite: bool = False,
+                precision: Optional[MixedPrecision] = None) -> List[Dict[str, float]]:
+    """Run the planned forgetting for ``training.n_iters`` steps (resumable with ``snapshots``; ``precision``:
+    the ``--amp`` autocast, default float32)."""
     return run_unlearning(
         unet, optimizer, config.training.n_iters, plan.forget_loss, plan.remain_loss, schedule=plan.schedule,
         forget_mask=plan.forget_mask, remain_mask=plan.remain_mask, grad_clip=config.optim.grad_clip, ema=ema,
         log_freq=config.training.log_freq, on_snapshot=on_snapshot, snapshot_freq=config.training.snapshot_freq,
         log=logger.info, desc=f"forgetting ({spec.mode})", sharding=sharding, snapshots=snapshots,
-        allow_nonfinite=allow_nonfinite)
+        allow_nonfinite=allow_nonfinite, precision=precision)
 
 
 # --------------------------------------------------------------------------- gradient statistics

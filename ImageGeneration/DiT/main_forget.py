@@ -28,6 +28,7 @@ from common.saliency import load_mask
 from common.seed import make_generator
 from ImageGeneration.core.images import save_grid_png
 from ImageGeneration.core.runs import LOGGER_NAME, parse_run_args, start_run
+from common.precision import MixedPrecision, add_amp_args, amp_precision
 from ImageGeneration.core.unlearn import ForgetWeights, add_dual_args, run_unlearning
 from ImageGeneration.DiT.dit import (
     NUM_TIMESTEPS, DiTSampling, add_model_args, check_forget_class, forget_remain_loaders, load_latent_dit)
@@ -59,6 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--remain-alpha", type=non_negative_float, default=1.0)
     parser.add_argument("--mask-path", type=str, default=None)
     add_dual_args(parser)
+    add_amp_args(parser)
     add_vb_arg(parser)
     add_resume_args(parser, overwrite=False)
     add_nonfinite_args(parser)
@@ -108,6 +110,7 @@ def main(argv=None) -> str:
     spec = DiTForgetSpec(forget_class=args.forget_class, n_iters=args.n_iters, **ForgetWeights.args_of(args))
     validate_spec(spec)
     device = start_run(args, tf32=True)
+    precision = MixedPrecision(device, amp_precision(args.amp, args.amp_dtype), "--amp_dtype")
     model = load_latent_dit(args.ckpt, device, vae=args.vae)
     check_forget_class(args.forget_class, model.num_classes)
     spec.vb_loss = resolve_vb(args.vb_loss, model)
@@ -144,7 +147,7 @@ def main(argv=None) -> str:
                                  schedule=plan.schedule, forget_mask=plan.forget_mask, remain_mask=plan.remain_mask,
                                  grad_clip=args.grad_clip, log_freq=args.log_every, on_snapshot=snapshot,
                                  snapshot_freq=1, log=logger.info, desc="forgetting (DiT)", clip_remain=False,
-                                 snapshots=snapshots, allow_nonfinite=args.allow_nonfinite)
+                                 snapshots=snapshots, allow_nonfinite=args.allow_nonfinite, precision=precision)
         reporter.metrics({"final_forget_loss": history[-1]["forget_loss"],
                           "final_remain_loss": history[-1]["remain_loss"]})
     write_run_record(out_dir, args, {"final_forget_loss": history[-1]["forget_loss"],

@@ -95,7 +95,7 @@ def main(argv=None) -> str:
         return model.decode(latents)
 
     sample_share(share, lambda n: draw_labels(n, model.num_classes, generator, args.only_class, args.exclude_class),
-                 sample_batch, folder, progress=sharding.is_main)
+                 sample_batch, folder, show_progress=sharding.is_main)
     sharding.barrier()  # every process's images are written before the main one packs them
     npz = None
     if sharding.is_main:

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from PIL import Image
-from tqdm import tqdm
 
 from common.io import atomic_path
+from common.progress import progress
 from ImageGeneration.core.diffusion import GaussianPosterior, NoisePredictor, guided_noise
 from ImageGeneration.core.images import save_png, to_uint8_images
 
@@ -160,7 +160,7 @@ def generate(eps_fn: NoisePredictor, classes: Sequence[int], n_per_class: int, b
     """
     jobs = list(batched_labels(classes, n_per_class, batch_size))
     total = 0
-    for label, n in tqdm(jobs, desc="sampling", dynamic_ncols=True):
+    for label, n in progress(jobs, desc="sampling", dynamic_ncols=True):
         labels = torch.full((n,), label, dtype=torch.long, device=device)
         images = decode(sample_images(eps_fn, labels, null_label, shape, scheduler, cond_scale, eta, generator,
                                       guided_channels))
@@ -238,11 +238,11 @@ def pack_npz(folder: Path, num: int) -> Path:
 
 
 def sample_share(share: ProcessShare, draw: Callable[[int], torch.Tensor],
-                 sample_batch: Callable[[torch.Tensor], torch.Tensor], folder: Path, progress: bool = True) -> int:
+                 sample_batch: Callable[[torch.Tensor], torch.Tensor], folder: Path, show_progress: bool = True) -> int:
     """This process's rounds of ``share``: ``draw(n)`` labels, ``sample_batch(labels)`` images in ``[-1, 1]``,
     written as :func:`indexed_png` under their :meth:`ProcessShare.indices`; returns the count written."""
     written = 0
-    for round_ in tqdm(range(share.rounds), desc="sampling", dynamic_ncols=True, disable=not progress):
+    for round_ in progress(range(share.rounds), desc="sampling", dynamic_ncols=True, disable=not show_progress):
         images = to_uint8_images(sample_batch(draw(share.per_proc_batch)))
         for index, image in zip(share.indices(round_), images, strict=True):
             save_png(image, indexed_png(folder, index))

@@ -14,6 +14,10 @@ module applies them to the model with one of two update schedules:
     one backward of ``forget + remain`` -> clip -> mask -> one step, as the
     research code does (it clips before masking in this schedule).
 
+Under ``--amp`` (:class:`common.precision.MixedPrecision`) each loss closure runs under
+autocast and the weights, optimizer states and EMA stay float32; float16 scales
+each loss, unscales before clipping and skips an overflowed step.
+
 With a :class:`~common.checkpointing.Snapshotter` the loop registers the model,
 optimizer (both DualOptim states), EMA and the sharded forward generator,
 continues from the last snapshot when resuming and offers one after every
@@ -27,7 +31,6 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from common import tracking
 from common.checkpointing import Snapshotter
@@ -35,6 +38,8 @@ from common.distributed import SampleSharding
 from dualoptim.optimizers import DualOptim
 from common.errors import positive_float
 from common.nonfinite import check_finite_loss
+from common.precision import MixedPrecision
+from common.progress import progress
 from common.schedules import cosine_decay
 from ImageGeneration.core.diffusion import EMA
 
@@ -84,8 +89,10 @@ class ForgetWeights:
         return dual(self.forget_lr) if self.dual else shared()
 
 
-def _clip(model: nn.Module, grad_clip: Optional[float]) -> None:
+def _clip(model: nn.Module, grad_clip: Optional[float], precision: MixedPrecision, stepped) -> None:
+    """Clip the true (unscaled) gradients of the optimizer view ``stepped`` to ``grad_clip`` (0/None: none)."""
     if grad_clip:
+        precision.unscale_(stepped)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
 
 
@@ -99,7 +106,8 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
                    desc: str = "unlearning",
                    sharding: Optional[SampleSharding] = None,
                    clip_remain: bool = True, snapshots: Optional[Snapshotter] = None,
-                   allow_nonfinite: bool = False) -> List[Dict[str, float]]:
+                   allow_nonfinite: bool = False,
+                   precision: Optional[MixedPrecision] = None) -> List[Dict[str, float]]:
     """Run ``n_iters`` unlearning steps; returns the per-step losses.
 
     ``forget_mask``/``remain_mask`` multiply the gradients in place (a
@@ -110,7 +118,8 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
     are summed over the processes after every backward.  ``clip_remain=False``
     clips only the forget step's gradients (the DiT research code clips neither
     its remain step nor its joint step).  A NaN/inf loss stops the run before its step
-    (:func:`common.nonfinite.check_finite_loss`) unless ``allow_nonfinite``.
+    (:func:`common.nonfinite.check_finite_loss`) unless ``allow_nonfinite``.  ``precision``: the
+    ``--amp`` autocast and loss scaler (default: float32, every call the plain one).
     """
     remain_clip = grad_clip if clip_remain else None
     if schedule not in SCHEDULES:
@@ -119,46 +128,53 @@ def run_unlearning(model: nn.Module, optimizer: DualOptim, n_iters: int, forget_
     snapshots = (snapshots or Snapshotter(None)).register(
         model=model, optimizer=optimizer, forward_generator=sharding.forward_generator,
         **({"ema": ema} if ema is not None else {}))
+    precision = precision or MixedPrecision(next(model.parameters()).device)
+    if precision.scaler.is_enabled():  # float16 loss scale: part of the state a resumed run continues
+        snapshots.register(grad_scaler=precision.scaler)
     loop = snapshots.restore() or {"step": 0, "history": []}
     history: List[Dict[str, float]] = loop["history"]
+    forget_view, retain_view = optimizer.for_objective("forget"), optimizer.for_objective("retain")
 
     def check(loss: torch.Tensor, objective: str, stepped_as: str, step: int) -> None:
         """``objective``'s loss, before the ``stepped_as`` step that applies it."""
         check_finite_loss(loss, step + 1, objective, optimizer.lr(stepped_as), allow_nonfinite)
 
     model.train()
-    for step in tqdm(range(loop["step"], n_iters), desc=desc, total=n_iters, initial=loop["step"],
+    for step in progress(range(loop["step"], n_iters), desc=desc, total=n_iters, initial=loop["step"],
                      dynamic_ncols=True, disable=not sharding.is_main):
         if schedule == "alternate":
             optimizer.zero_grad()
-            f_loss = forget_loss(step)
+            with precision.autocast():
+                f_loss = forget_loss(step)
             check(f_loss, "forget", "forget", step)
-            f_loss.backward()
+            precision.scale(f_loss).backward()
             sharding.sync_gradients(model)
             forget_mask()
-            _clip(model, grad_clip)
-            optimizer.forget_step()
+            _clip(model, grad_clip, precision, forget_view)
+            precision.step(forget_view)
             tracking.current().step({"forget": f_loss}, optimizer)
             optimizer.zero_grad()
-            r_loss = remain_loss(step)
+            with precision.autocast():
+                r_loss = remain_loss(step)
             check(r_loss, "retain", "retain", step)
-            r_loss.backward()
+            precision.scale(r_loss).backward()
             sharding.sync_gradients(model)
             remain_mask()
-            _clip(model, remain_clip)
-            optimizer.retain_step()
+            _clip(model, remain_clip, precision, retain_view)
+            precision.step(retain_view)
             tracking.current().step({"retain": r_loss}, optimizer)
         else:
             optimizer.zero_grad()
-            f_loss = forget_loss(step)
-            r_loss = remain_loss(step)
+            with precision.autocast():
+                f_loss = forget_loss(step)
+                r_loss = remain_loss(step)
             check(f_loss, "forget", "retain", step)  # the joint step is the retain step
             check(r_loss, "retain", "retain", step)
-            (f_loss + r_loss).backward()
+            precision.scale(f_loss + r_loss).backward()
             sharding.sync_gradients(model)
-            _clip(model, remain_clip)
+            _clip(model, remain_clip, precision, retain_view)
             forget_mask()
-            optimizer.retain_step()
+            precision.step(retain_view)
             tracking.current().step({"forget": f_loss, "retain": r_loss}, optimizer)
         if ema is not None:
             ema.update(model)

@@ -144,6 +144,7 @@ def test_mask_gradients_are_clipped_per_batch_as_the_research_code(pretrained, c
     (["--mode", "salun", "--unlearn_loss", "rl", "--dual"], "alternate", "DualOptim"),
     (["--mode", "ga"], "joint", "SharedOptim"),
     (["--mode", "rl", "--dual"], "alternate", "DualOptim"),
+    (["--mode", "rl", "--dual", "--amp", "--amp_dtype", "float16"], "alternate", "DualOptim"),
 ])
 def test_forget_modes(pretrained, workdir, config_path, monkeypatch, extra, schedule, optimizer):
     patched(monkeypatch)
@@ -164,6 +165,7 @@ def test_forget_modes(pretrained, workdir, config_path, monkeypatch, extra, sche
     before = load_checkpoint(pretrained, torch.device("cpu")).unet.state_dict()
     changed = [k for k, v in state["model"].items() if not torch.equal(v, before[k])]
     assert changed, "forgetting did not move any weight"
+    assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())  # also --amp
 
 
 def test_masked_forgetting_leaves_unselected_weights(pretrained, workdir, config_path, monkeypatch):

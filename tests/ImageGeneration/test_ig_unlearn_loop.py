@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from dualoptim.optimizers import DualOptim, SharedOptim
+from common.precision import MixedPrecision
 from common.saliency import GradientMask
 from ImageGeneration.core.unlearn import run_unlearning
 
@@ -91,3 +92,33 @@ def test_snapshots_and_unknown_schedule():
     assert seen == [1, 3, 4]
     with pytest.raises(ValueError):
         run_unlearning(model, optimizer, 1, forget, remain, schedule="sometimes")
+
+
+@pytest.mark.parametrize("schedule", ["alternate", "joint"])
+def test_amp_computes_in_low_precision_and_steps_float32_weights(schedule):
+    model = scalar_model(1.0)
+    optimizer = SharedOptim(torch.optim.SGD(model.parameters(), lr=0.1), forget_lr=0.1, retain_lr=0.1)
+    seen = []
+
+    def forget(step):
+        out = model(torch.ones(1, 1))
+        seen.append(out.dtype)
+        return 3.0 * out.sum()
+
+    run_unlearning(model, optimizer, 1, forget, lambda step: -model(torch.ones(1, 1)).sum(), schedule=schedule,
+                   grad_clip=None, log_freq=0, precision=MixedPrecision("cpu", "bfloat16"))
+    assert seen == [torch.bfloat16] and model.weight.dtype == torch.float32
+    assert model.weight.item() == pytest.approx(1.0 - 0.1 * (3.0 - 1.0))
+
+
+def test_float16_scaler_skips_an_overflowed_forget_step_only():
+    model = scalar_model(1.0)
+    optimizer = SharedOptim(torch.optim.SGD(model.parameters(), lr=0.1), forget_lr=0.1, retain_lr=0.1)
+    precision = MixedPrecision("cpu", "float16")
+    # the forget loss 1000 * w (computed in float16) has a float16 gradient 1000 x 65536 = inf once scaled:
+    # that step is skipped and the scale halved; the remain step (gradient -1) is then applied at its true scale
+    run_unlearning(model, optimizer, 1, lambda step: 1e3 * model(torch.ones(1, 1)).sum(),
+                   lambda step: -model(torch.ones(1, 1)).sum(), schedule="alternate", grad_clip=1.0, log_freq=0,
+                   precision=precision)
+    assert model.weight.item() == pytest.approx(1.0 + 0.1)
+    assert precision.scaler.get_scale() == 2.0 ** 15
