@@ -265,7 +265,7 @@ class EvidenceBenchmark:
         run = parse_config(self.common + ["--seed", str(seed), "--unlearn", "FT", "--model_path", self.model_path,
                                           "--batch_size", str(self.config.batch_size)])
         device = get_device(run.device, run.gpu)
-        data = ic_data.load_unlearn_data(run)
+        data = ic_data.load_unlearn_data(run, device=device)
         model = load_original_model(run, device)
         metrics = evaluate(model, ic_data.evaluation_loaders(data, run), device, run.mia)
         forget, retain = len(data.forget_index), len(data.retain_index)
