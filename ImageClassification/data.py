@@ -30,7 +30,7 @@ from common.errors import UsageError
 from dualoptim.registry import Registry
 from common.seed import seed_worker
 from ImageClassification.device_data import FLAG as DEVICE_FLAG
-from ImageClassification.device_data import BatchAugment, DeviceImages, DeviceLoader, to_device
+from ImageClassification.device_data import BatchAugment, DeviceImages, DeviceLoader, ResidentImages, to_device
 
 if TYPE_CHECKING:
     from ImageClassification.config import UnlearnConfig
@@ -266,7 +266,7 @@ class UnlearnData:
     num_classes: int
     eval_transform: Callable
     retain_index: np.ndarray = field(init=False)
-    resident: Optional[Dict[str, torch.Tensor]] = field(default=None, init=False)  # split -> uint8 NHWC
+    resident: Optional[Dict[str, Tuple[ResidentImages, torch.Tensor]]] = field(default=None, init=False)
     augment: Optional[BatchAugment] = field(default=None, init=False)  # of the resident train split
 
     def __post_init__(self) -> None:
@@ -276,16 +276,26 @@ class UnlearnData:
 
     def place_on_device(self, device: torch.device, augment: Optional[BatchAugment], what: str = "the data") -> None:
         """Copy every split's images and labels to ``device`` once (the validation split is the test split
-        when there is no hold-out); training views of the train split get ``augment``."""
+        when there is no hold-out); training views of the train split get ``augment``, for which the train
+        split is stored padded and mirrored (:class:`~ImageClassification.device_data.ResidentImages`)."""
         splits = {"train": self.train, "test": self.test, **({"val": self.val} if self.val is not self.test else {})}
+        padding = (augment.padding or 0) if augment is not None else 0
+        mirrored = augment is not None and augment.flip
+        stored = {name: ResidentImages.nbytes(dataset.data.shape, *((padding, mirrored) if name == "train" else ()))
+                  for name, dataset in splits.items()}
+        # the train images travel as they are and are padded there: both are held while the store is built
+        needed = sum(stored.values()) + self.train.data.nbytes + sum(d.targets.nbytes for d in splits.values())
         arrays = {f"{name}/{part}": getattr(dataset, part) for name, dataset in splits.items()
                   for part in ("data", "targets")}
-        self.resident = to_device(arrays, device, what)
+        tensors = to_device(arrays, device, what, needed)
+        self.resident = {name: (ResidentImages(tensors.pop(f"{name}/data"), *((padding, mirrored) if name == "train"
+                                                                               else ())), tensors[f"{name}/targets"])
+                         for name in splits}
         self.augment = augment
 
     def _view(self, split: str, index: Optional[np.ndarray], train: bool) -> DeviceImages:
         split = "test" if split == "val" and self.val is self.test else split
-        images, labels = self.resident[f"{split}/data"], self.resident[f"{split}/targets"]
+        images, labels = self.resident[split]
         source = getattr(self, split)
         if split == "train" and not train:  # the train split's images with the evaluation transform
             source = ArrayImageDataset(source.data, source.targets, self.eval_transform)

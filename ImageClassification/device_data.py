@@ -11,10 +11,11 @@ With ``--data_on_device`` each split (train, validation, test) goes to the devic
    order: a crop offset ``(dy, dx)``, each uniform on ``0..2p`` (``p`` the dataset's crop padding,
    ``(2p + 1)^2`` positions, 81 for CIFAR), and a flip, true with probability 1/2
    (:meth:`BatchAugment.draw`);
-3. a batch is one gather: output pixel ``(i, j)`` of image ``k`` is source pixel
-   ``(i + dy - p, j' + dx - p)`` of image ``index[k]``, with ``j' = W - 1 - j`` when flipped, else ``j``,
-   and 0 where that falls outside the image -- ``RandomCrop(size, padding=p)`` on a zero-padded image
-   followed by ``RandomHorizontalFlip``, for every image at once (:meth:`BatchAugment.apply`);
+3. a batch is one gather: output pixel ``(i, j)`` of image ``k`` is pixel ``(i + dy, j' + dx)`` of image
+   ``index[k]`` zero-padded by ``p``, with ``j' = W - 1 - j`` when flipped, else ``j`` --
+   ``RandomCrop(size, padding=p)`` followed by ``RandomHorizontalFlip``, for every image at once.  The
+   train split is stored padded and mirrored so that the gather copies whole rows
+   (:class:`ResidentImages`);
 4. the uint8 batch becomes ``float32 / 255`` in the run's memory format (channels-last under
    ``--channels_last``) in the same copy: ``ToTensor``'s values, bit for bit.
 
@@ -36,6 +37,7 @@ evaluation and every ``--unlearn`` method use it unchanged; the one-shot baselin
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -51,50 +53,109 @@ from common.errors import UsageError
 FLAG = "--data_on_device"
 
 
+@contextlib.contextmanager
+def single_thread_on_cpu(device: torch.device) -> Iterator[None]:
+    """Run the block's torch ops on one thread when ``device`` is the CPU.
+
+    A batch step is about 2 ms of copying on one core: a second thread gains little, while each of its
+    OpenMP fork/joins waits for the other thread, a whole time slice when the cores are busy (measured on
+    the 2-core machine at load 8: 85 ms per batch of 256 with 2 threads against 3 ms with one).
+    """
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @dataclass(frozen=True)
 class BatchAugment:
-    """Random crop with zero padding ``padding`` (None: no crop) and horizontal flip, on whole batches."""
+    """Random crop with zero padding ``padding`` (None: no crop) and horizontal flip, drawn for whole passes."""
 
     padding: Optional[int]
     flip: bool
 
-    def draw(self, n: int, generator: torch.Generator) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-        """``n`` crop offsets ``(n, 2)`` (row, column; each uniform on ``0..2 padding``) and ``n`` flips
-        (``(n,)`` bool, each true with probability 1/2), on the generator's device."""
+    def draw(self, n: int, generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``n`` crop offsets ``(n, 2)`` (row, column; each uniform on ``0..2 padding``, all ``0`` without a
+        crop) and ``n`` flips (``(n,)`` bool, each true with probability 1/2; all false without flips),
+        on the generator's device."""
         device = generator.device
         offsets = (torch.randint(0, 2 * self.padding + 1, (n, 2), generator=generator, device=device)
-                   if self.padding is not None else None)
-        flips = torch.rand(n, generator=generator, device=device) < 0.5 if self.flip else None
+                   if self.padding is not None else torch.zeros(n, 2, dtype=torch.int64, device=device))
+        flips = (torch.rand(n, generator=generator, device=device) < 0.5 if self.flip
+                 else torch.zeros(n, dtype=torch.bool, device=device))
         return offsets, flips
 
-    def apply(self, images: torch.Tensor, index: torch.Tensor, offsets: Optional[torch.Tensor],
-              flips: Optional[torch.Tensor]) -> torch.Tensor:
-        """Images ``index`` of ``images`` (uint8 ``(N, H, W, C)``), each cropped at its offset from the image
-        zero-padded by ``padding`` and flipped where its flip is true: uint8 ``(len(index), H, W, C)``."""
-        count, (_, height, width, channels) = len(index), images.shape
-        rows = torch.arange(height, device=images.device).expand(count, height)
-        cols = torch.arange(width, device=images.device).expand(count, width)
-        if flips is not None:  # the flip acts on the crop: output column j reads crop column W - 1 - j
-            cols = torch.where(flips[:, None], width - 1 - cols, cols)
-        if offsets is not None:  # crop row i of the padded image is source row i + dy - padding
-            rows = rows + (offsets[:, :1] - self.padding)
-            cols = cols + (offsets[:, 1:] - self.padding)
-        inside = (((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :])
-        pixel = ((index[:, None, None] * height + rows.clamp(0, height - 1)[:, :, None]) * width
-                 + cols.clamp(0, width - 1)[:, None, :])
-        batch = images.view(-1, channels)[pixel]  # one gather: (count, H, W, C)
-        return batch.mul_(inside[..., None])  # the zero padding
+
+class ResidentImages:
+    """One split's uint8 ``(N, H, W, C)`` images on a device, stored so that any crop/flip is one row gather.
+
+    The store is ``(M, N, H + 2p, W + 2p, C)``: the images zero-padded by ``padding`` ``p`` and, with
+    ``mirrored``, a second copy of them flipped left-right (``M = 2``; ``2 (1 + 2p / H)^2`` times the images'
+    size, 3.1x for CIFAR).  Seen as one run of pixels, every output row of a crop -- ``W`` pixels
+    starting at padded row ``dy + i``, column ``dx`` (flipped: column ``2p - dx`` of the mirrored copy) --
+    is one overlapping row of a strided view, so a batch is a single ``index_select`` of ``B * H`` rows
+    (:meth:`crops`), the one kernel both CPU and GPU do fast.
+    """
+
+    def __init__(self, images: torch.Tensor, padding: int = 0, mirrored: bool = False) -> None:
+        count, self.height, self.width, self.channels = images.shape
+        self.count, self.padding = count, padding
+        height, width = self.height + 2 * padding, self.width + 2 * padding
+        self.store = images.new_zeros((2 if mirrored else 1, count, height, width, self.channels))
+        self.store[0, :, padding:padding + self.height, padding:padding + self.width] = images
+        if mirrored:
+            self.store[1] = self.store[0].flip(2)
+        pixels = self.store.numel() // self.channels
+        self.rows = self.store.view(-1).as_strided((pixels - self.width + 1, self.width * self.channels),
+                                                   (self.channels, 1))
+
+    @staticmethod
+    def nbytes(shape: Tuple[int, ...], padding: int = 0, mirrored: bool = False) -> int:
+        """Bytes of the store of uint8 images of ``shape``."""
+        count, height, width, channels = shape
+        return (2 if mirrored else 1) * count * (height + 2 * padding) * (width + 2 * padding) * channels
+
+    @property
+    def device(self) -> torch.device:
+        return self.store.device
+
+    def crops(self, index: torch.Tensor, offsets: Optional[torch.Tensor] = None,
+              flips: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Images ``index``, each cropped at its ``(dy, dx)`` from the image zero-padded by ``padding`` (default:
+        the centre, the image itself) and flipped left-right where ``flips``: uint8 ``(B, H, W, C)``.
+        ``RandomCrop(size, padding)`` then ``RandomHorizontalFlip`` with these draws."""
+        padded_height, padded_width = self.store.shape[2:4]
+        if offsets is None:
+            dy = dx = torch.full_like(index, self.padding)
+        else:
+            dy, dx = offsets[:, 0], offsets[:, 1]
+        if flips is None:
+            copy, first_column = torch.zeros_like(index), dx
+        else:  # output column j of a flipped crop is padded column dx + W - 1 - j: mirrored column 2p - dx + j
+            copy, first_column = flips.long(), torch.where(flips, 2 * self.padding - dx, dx)
+        top = (copy * self.count + index) * padded_height + dy
+        row = ((top[:, None] + torch.arange(self.height, device=index.device)) * padded_width
+               + first_column[:, None])
+        return self.rows.index_select(0, row.view(-1)).view(len(index), self.height, self.width, self.channels)
 
 
 class DeviceImages:
-    """Some samples of one split held on a device: the split's uint8 ``(N, H, W, C)`` images (one tensor,
-    shared by every view of the split), which of them (``index``), their labels and, for a training view,
-    the batch augmentation.  ``source`` is the whole split as the per-image path sees it (its transform)."""
+    """Some samples of one split held on a device: the split's :class:`ResidentImages` (shared by every view
+    of the split), which of them (``index``), their labels and, for a training view, the batch augmentation.
+    ``source`` is the whole split as the per-image path sees it (its transform)."""
 
-    def __init__(self, images: torch.Tensor, index: torch.Tensor, labels: torch.Tensor,
+    def __init__(self, images: ResidentImages, index: torch.Tensor, labels: torch.Tensor,
                  augment: Optional[BatchAugment], source: ArrayImageDataset) -> None:
         if len(index) != len(labels):
             raise ValueError(f"{len(index)} samples but {len(labels)} labels")
+        if augment is not None and ((augment.padding or 0) != images.padding or
+                                    (augment.flip and images.store.shape[0] != 2)):
+            raise ValueError(f"{augment} needs a store padded by its padding and mirrored for flips")
         self.images, self.index, self.labels, self.augment, self.source = images, index, labels, augment, source
 
     @property
@@ -123,13 +184,12 @@ class DeviceImages:
     def batch(self, positions: torch.Tensor, offsets: Optional[torch.Tensor], flips: Optional[torch.Tensor],
               memory_format: torch.memory_format) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(images, labels)`` of the samples at ``positions``: float32 ``(B, C, H, W)`` in [0, 1] in
-        ``memory_format``, augmented with the given draws when this view has augmentation."""
-        index = self.index[positions]
-        pixels = (self.augment.apply(self.images, index, offsets, flips) if self.augment is not None
-                  else self.images[index])
-        # ToTensor: (H, W, C) -> (C, H, W), then float / 255; conversion and layout are one copy
-        images = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=memory_format).div_(255)
-        return images, self.labels[positions]
+        ``memory_format``, cropped and flipped with the given draws (none: the images as they are)."""
+        with single_thread_on_cpu(self.device):
+            pixels = self.images.crops(self.index[positions], offsets, flips)
+            # ToTensor: (H, W, C) -> (C, H, W), then float / 255; conversion and layout are one copy
+            images = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=memory_format).div_(255)
+            return images, self.labels[positions]
 
 
 class DeviceLoader:
@@ -155,10 +215,11 @@ class DeviceLoader:
         return math.ceil(len(self.sampler) / self.batch_size)
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        order, start, generator = self.sampler.next_pass(self.images.device)
-        offsets = flips = None
-        if self.images.augment is not None:
-            offsets, flips = self.images.augment.draw(len(order), generator)
+        with single_thread_on_cpu(self.images.device):
+            order, start, generator = self.sampler.next_pass(self.images.device)
+            offsets = flips = None
+            if self.images.augment is not None:  # one draw per position of the pass, then sliced per batch
+                offsets, flips = self.images.augment.draw(len(order), generator)
         for first in range(start, len(order), self.batch_size):
             span = slice(first, first + self.batch_size)
             yield self.images.batch(order[span], None if offsets is None else offsets[span],
@@ -184,10 +245,10 @@ def free_memory(device: torch.device) -> Optional[int]:
     return None
 
 
-def to_device(arrays: Mapping[str, np.ndarray], device: torch.device, what: str) -> dict:
-    """``arrays`` as tensors on ``device``, after checking they fit: a one-line :class:`UsageError` naming
-    ``--data_on_device`` and the memory they need otherwise (never a silent fallback to host memory)."""
-    needed = sum(array.nbytes for array in arrays.values())
+def to_device(arrays: Mapping[str, np.ndarray], device: torch.device, what: str, needed: int) -> dict:
+    """``arrays`` as tensors on ``device``, after checking that ``needed`` bytes fit there: a one-line
+    :class:`UsageError` naming ``--data_on_device`` and the memory needed otherwise (never a silent fallback
+    to host memory)."""
     free = free_memory(device)
     if free is not None and needed > free:
         raise UsageError(f"{FLAG}: {what} needs {needed / 2**20:.1f} MiB on {device}, but only "
