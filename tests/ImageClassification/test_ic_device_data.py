@@ -1,6 +1,10 @@
 """``--data_on_device`` (ImageClassification/device_data.py): the same batches as the per-image loader path
 without augmentation, crop/flip draws of the right distribution with it, resume, errors, the entry scripts."""
+import importlib.util
 import json
+import math
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,14 +12,17 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import chisquare
 
-from common.checkpointing import EndlessLoader, position_loader
+from common.checkpointing import EndlessLoader, pass_generator, position_loader
 from common.datasets import ArrayImageDataset
 from common.errors import UsageError
-from ImageClassification import device_data, main_random, main_train
+from common.evidence import MethodGrid
+from ImageClassification import device_data, main_random
 from ImageClassification.arg_parser import parse_config
 from ImageClassification.data import (DATASETS, UnlearnData, batch_augment, evaluation_loaders, load_unlearn_data,
                                       make_loader, unlearn_loaders)
 from ImageClassification.device_data import BatchAugment, DeviceLoader
+from ImageClassification.evidence import PRESETS
+from ImageClassification.models import build_model_from_config
 from ImageClassification.unlearn.rl import mixed_relabel_loader
 
 CPU = torch.device("cpu")
@@ -81,14 +88,16 @@ def explicit_crops(images: torch.Tensor, padding: int) -> torch.Tensor:
     return torch.stack([crops, crops.flip(-2)], 1).flatten(4)
 
 
-def random_image_data(count: int = 500, size: int = 12, augment: BatchAugment = BatchAugment(4, True)) -> UnlearnData:
-    """Random images (pixels 1..255, so every crop/flip of an image is distinct), resident with ``augment``."""
+def random_image_data(count: int = 500, size: int = 12, augment: BatchAugment = BatchAugment(4, True),
+                      device: torch.device = CPU) -> UnlearnData:
+    """Random images (pixels 1..255, so every crop/flip of an image is distinct), resident on ``device``
+    with ``augment``."""
     rng = np.random.RandomState(0)
     images = rng.randint(1, 256, (count, size, size, 3), dtype=np.uint8)
     dataset = ArrayImageDataset(images, np.arange(count) % 10)
     data = UnlearnData(train=dataset, forget_index=np.arange(0, count, 10), val=dataset, test=dataset,
                        num_classes=10, eval_transform=None)
-    data.place_on_device(CPU, augment)
+    data.place_on_device(device, augment)
     return data
 
 
@@ -97,8 +106,14 @@ def as_pixels(images: torch.Tensor) -> torch.Tensor:
     return (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).flatten(1)
 
 
-def test_with_augmentation_every_output_is_a_crop_flip_of_its_input_with_uniform_offsets_and_fair_flips():
-    padding, data = 4, random_image_data()
+ON_EVERY_DEVICE = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])]
+
+
+@pytest.mark.parametrize("device", ON_EVERY_DEVICE)
+def test_with_augmentation_every_output_is_a_crop_flip_of_its_input_with_uniform_offsets_and_fair_flips(device):
+    device = torch.device(device)
+    padding, data = 4, random_image_data(device=device)
     config = parse_config(["--batch_size", "100"])
     loader = make_loader(data.split("train"), config, shuffle=True, seed=11)
     source = torch.from_numpy(data.train.data)
@@ -106,13 +121,14 @@ def test_with_augmentation_every_output_is_a_crop_flip_of_its_input_with_uniform
     cells, flips = np.zeros((9, 9), dtype=int), 0
     for epoch in range(10):  # 5,000 draws: about 62 per offset cell
         position_loader(loader, epoch)
-        order = torch.randperm(len(source), generator=torch.Generator().manual_seed(11 * 100_003 + epoch))
+        order = torch.randperm(len(source), generator=pass_generator(11, epoch, device), device=device).cpu()
         seen = 0
         for images, labels in loader:
             index = order[seen:seen + len(labels)]
             seen += len(labels)
-            assert torch.equal(labels, torch.from_numpy(data.train.targets)[index])
-            matches = (candidates[index].view(len(index), 2 * 81, -1) == as_pixels(images)[:, None]).all(-1)
+            assert images.device.type == labels.device.type == device.type
+            assert torch.equal(labels.cpu(), torch.from_numpy(data.train.targets)[index])
+            matches = (candidates[index].view(len(index), 2 * 81, -1) == as_pixels(images.cpu())[:, None]).all(-1)
             assert torch.equal(matches.sum(1), torch.ones(len(index), dtype=torch.long))  # exactly one each
             found = matches.int().argmax(1)
             flip, cell = found // 81, found % 81
@@ -172,12 +188,38 @@ def test_data_that_does_not_fit_or_needs_resizing_is_one_line_naming_the_flag(mo
     assert batch_augment(DATASETS.get("svhn"), parse_config(["--dataset", "svhn"]), 32) is None
 
 
-def test_entry_scripts_run_on_the_device_path(tmp_path, capsys):
-    common = ["--dataset", "digits", "--arch", "resnet20s", "--batch_size", "128", "--device", "cpu",
-              "--num_indexes_to_replace", "60", "--data_on_device", "--amp", "--channels_last"]
-    main_train.main(common + ["--epochs", "1", "--save_dir", str(tmp_path / "original")])
-    original = tmp_path / "original" / "0checkpoint.pth.tar"
-    assert json.loads((tmp_path / "original" / "run.json").read_text())["config"]["data_on_device"] is True
-    metrics = main_random.main(common + ["--unlearn", "RL", "--unlearn_epochs", "1", "--model_path", str(original),
-                                         "--save_dir", str(tmp_path / "rl")])
+def test_an_entry_script_runs_on_the_device_path(tmp_path, capsys):
+    """main_random (the pipeline: unlearning loaders, RL, evaluation) on 8x8 digits from an untrained model."""
+    common = ["--dataset", "digits", "--input_size", "8", "--arch", "resnet20s", "--batch_size", "256",
+              "--device", "cpu", "--num_indexes_to_replace", "60", "--data_on_device", "--channels_last"]
+    config = parse_config(common)
+    torch.save({"state_dict": build_model_from_config(config).state_dict()}, tmp_path / "original.pth.tar")
+    metrics = main_random.main(common + ["--unlearn", "RL", "--unlearn_epochs", "1", "--model_path",
+                                         str(tmp_path / "original.pth.tar"), "--save_dir", str(tmp_path / "rl")])
     assert 0 <= metrics["UA"] <= 100 and "forget acc:" in capsys.readouterr().out
+    assert json.loads((tmp_path / "rl" / "run.json").read_text())["config"]["data_on_device"] is True
+
+
+def test_paper_scale_projection_from_a_short_runs_results():
+    """benchmarks/paper_scale_projection.py: the full protocol's runs at the short run's speeds, by hand."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "paper_scale_projection.py"
+    spec = importlib.util.spec_from_file_location("paper_scale_projection", path)
+    projection = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(projection)
+    short = {"config": {"train_epochs": 10},
+             "step_budget": {"forget_set": 100, "retain_set": 900},
+             "seconds": {"original": 100.0, "retrain_sgd_lr0.1/seed1": 90.0, "mask/seed1": 6.0},
+             "images_per_second": {"SalUn/sgd": 500.0, "SFRon/dual": 250.0}}
+    full = replace(PRESETS["paper_gpu"], train_epochs=20, unlearn_epochs=5, sfron_iters=100, batch_size=10,
+                   seeds=(1, 2, 3), max_extensions=1,
+                   grids=(MethodGrid("SalUn", "sgd", (1e-3, 1e-2), (1e-2, 3e-3)), MethodGrid("SFRon", "dual", (1e-4,), None)))
+    result = projection.project(short, full)
+    assert result["train_images_per_s"] == 100.0 and result["retrain_images_per_s"] == 100.0
+    assert result["fixed_seconds"] == {"original": 200.0, "retrain": 3 * 20 * 900 / 100.0, "masks": 18.0}
+    salun, sfron = result["rows"]
+    assert salun["runs"] == 4 + 2 and salun["seconds_per_run"] == 5 * 1000 / 500.0
+    sfron_freq = parse_config(["--unlearn", "SFRon"]).sfron_freq
+    assert sfron["runs"] == 1 + 2 and sfron["seconds_per_run"] == (100 + math.ceil(100 / sfron_freq)) * 10 / 250.0
+    low = 200 + 540 + 18 + 6 * 10.0 + 3 * sfron["seconds_per_run"]
+    assert result["table_hours"] == pytest.approx([low / 3600, (low + 2 * 10.0 + 2 * sfron["seconds_per_run"]) / 3600])
+    assert "projected wall time of the whole table" in projection.render(result)
