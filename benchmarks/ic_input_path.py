@@ -11,7 +11,8 @@ alike; reported are the medians over ``--repeats`` rounds of images/s and epoch 
 median over rounds of the device/loader epoch-time ratio (each ratio from two adjacent epochs), and a full
 CIFAR-10 epoch (45,000 images) projected from the median rate.
 
-``--accuracy``: ``main_train.py`` on a CIFAR-10 subset (``--train_images``, ``--test_images``) for
+``--accuracy``: ``main_train.py`` on a CIFAR-10 subset (``--train_images``, ``--test_images``; or on
+``--dataset digits``: crop padding 2, no flips) for
 ``--epochs`` epochs with each path and each of ``--seeds`` (``--train_seed``), interleaved; reported are the
 test accuracies, their mean and std per path, and the difference of the means against the seeds' spread.
 """
@@ -76,11 +77,11 @@ def throughput(args: argparse.Namespace, device: torch.device) -> list:
 
 
 def accuracy(args: argparse.Namespace) -> dict:
-    out = Path(args.out)
-    data = write_subset(args.data, out, args.train_images, args.test_images)
-    common = ["--dataset", "cifar10", "--data", str(data), "--arch", args.archs[0], "--device", args.device,
-              "--epochs", str(args.epochs), "--decreasing_lr", args.decreasing_lr, "--batch_size", "128",
-              "--amp", "--channels_last"]
+    out = Path(args.out) / args.dataset
+    common = ["--dataset", args.dataset, "--arch", args.archs[0], "--device", args.device, "--epochs",
+              str(args.epochs), "--decreasing_lr", args.decreasing_lr, "--batch_size", "128", "--amp", "--channels_last"]
+    if args.dataset == "cifar10":
+        common += ["--data", str(write_subset(args.data, out, args.train_images, args.test_images))]
     results = {"loader": {}, "device": {}}
     for seed in args.seeds:
         for path in ("loader", "device"):
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp_dtype", default="bfloat16", choices=("bfloat16", "float16"))
     parser.add_argument("--accuracy", action="store_true", help="the short-training accuracy check instead")
+    parser.add_argument("--dataset", default="cifar10", choices=("cifar10", "digits"), help="of --accuracy")
     parser.add_argument("--train_images", type=int, default=5000)
     parser.add_argument("--test_images", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=8)
