@@ -11,6 +11,9 @@ alike; reported are the medians over ``--repeats`` rounds of images/s and epoch 
 median over rounds of the device/loader epoch-time ratio (each ratio from two adjacent epochs), and a full
 CIFAR-10 epoch (45,000 images) projected from the median rate.
 
+``--data_only``: images/s of building one epoch's batches of the first ``--subsets`` images alone, no model,
+per path and memory layout, interleaved.
+
 ``--accuracy``: ``main_train.py`` on a CIFAR-10 subset (``--train_images``, ``--test_images``; or on
 ``--dataset digits``: crop padding 2, no flips) for
 ``--epochs`` epochs with each path and each of ``--seeds`` (``--train_seed``), interleaved; reported are the
@@ -27,6 +30,7 @@ import contextlib  # noqa: E402
 import io  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -35,6 +39,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ic_throughput import one_epoch, subset_arrays  # noqa: E402
 
+from common.datasets import ArrayImageDataset  # noqa: E402
 from common.device import get_device  # noqa: E402
 from common.io import atomic_write_json, read_json  # noqa: E402
 from ImageClassification import main_train  # noqa: E402
@@ -76,6 +81,43 @@ def throughput(args: argparse.Namespace, device: torch.device) -> list:
     return rows
 
 
+def data_only(args: argparse.Namespace, device: torch.device) -> list:
+    """Images/s of building one epoch's training batches (what the engine's ``to_device`` receives, moved there
+    in the run's memory format) without the model, per path, interleaved over ``--repeats`` rounds."""
+    from ImageClassification.arg_parser import parse_config
+    from ImageClassification.data import DATASETS, UnlearnData, batch_augment, make_loader, train_transform
+    from ImageClassification.unlearn.engine import memory_format
+
+    images, labels = subset_arrays(argparse.Namespace(subset=args.subsets[0], synthetic=args.synthetic, data=args.data))
+    rows = []
+    print("| layout | path | images / s (data only) |\n|---|---|---:|")
+    for layout, flags in (("contiguous", []), ("channels_last", ["--channels_last"])):
+        config = parse_config(["--dataset", "cifar10", "--batch_size", str(args.batch_size)] + flags)
+        spec, fmt = DATASETS.get("cifar10"), memory_format(config.channels_last)
+
+        def epoch(on_device: bool) -> float:
+            data = UnlearnData(train=ArrayImageDataset(images, labels, train_transform(spec, config, 32)),
+                               forget_index=np.array([0]), val=None, test=None, num_classes=10, eval_transform=None)
+            if on_device:
+                data.test = data.val = data.train
+                data.place_on_device(device, batch_augment(spec, config, 32))
+            loader = make_loader(data.split("train"), config, shuffle=True)
+            start = time.perf_counter()
+            for batch, targets in loader:
+                batch.to(device, memory_format=fmt), targets.to(device)
+            return len(images) / (time.perf_counter() - start)
+
+        rates = {False: [], True: []}
+        for round_ in range(args.repeats):
+            for on_device in ((False, True) if round_ % 2 == 0 else (True, False)):
+                rates[on_device].append(epoch(on_device))
+        for on_device, path in ((False, "loader"), (True, "device")):
+            rate = statistics.median(rates[on_device])
+            rows.append({"layout": layout, "path": path, "images_per_s": rate, "rounds": rates[on_device]})
+            print(f"| {layout} | {path} | {rate:.0f} |", flush=True)
+    return rows
+
+
 def accuracy(args: argparse.Namespace) -> dict:
     out = Path(args.out) / args.dataset
     common = ["--dataset", args.dataset, "--arch", args.archs[0], "--device", args.device, "--epochs",
@@ -114,6 +156,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp_dtype", default="bfloat16", choices=("bfloat16", "float16"))
     parser.add_argument("--accuracy", action="store_true", help="the short-training accuracy check instead")
+    parser.add_argument("--data_only", action="store_true",
+                        help="images/s of building the batches alone, without the model, per path")
     parser.add_argument("--dataset", default="cifar10", choices=("cifar10", "digits"), help="of --accuracy")
     parser.add_argument("--train_images", type=int, default=5000)
     parser.add_argument("--test_images", type=int, default=2000)
@@ -130,7 +174,10 @@ def main() -> None:
     device = get_device(args.device, None)
     print(f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
           f"load average {os.getloadavg()[0]:.1f} at the start\n")
-    result = accuracy(args) if args.accuracy else {"rows": throughput(args, device)}
+    if args.accuracy:
+        result = accuracy(args)
+    else:
+        result = {"data_only": data_only(args, device)} if args.data_only else {"rows": throughput(args, device)}
     if args.json:
         atomic_write_json({"config": vars(args), "device": str(device), "torch": torch.__version__,
                            "load_average_end": os.getloadavg()[0], **result}, args.json)
