@@ -100,7 +100,8 @@ def main() -> None:
             compiled_step = statistics.median(compiled_seconds[args.warmup:])
             rows.append({"arch": arch, "precision": precision, "compiled_first_step_s": compiled_seconds[0],
                          "eager_step_s": eager_step, "compiled_step_s": compiled_step, "same": bool(same),
-                         "eager_seconds": eager_seconds, "compiled_seconds": compiled_seconds})
+                         "eager_seconds": eager_seconds, "compiled_seconds": compiled_seconds,
+                         "eager_losses": eager_losses, "compiled_losses": compiled_losses})
             print(f"| {arch} | {precision} | {compiled_seconds[0]:.1f} | {eager_step:.2f} | {compiled_step:.2f} | "
                   f"{compiled_step / eager_step:.2f} | {'yes' if same else 'no'} |", flush=True)
     if args.json:

@@ -124,6 +124,8 @@ def accuracy(args: argparse.Namespace) -> dict:
               str(args.epochs), "--decreasing_lr", args.decreasing_lr, "--batch_size", "128", "--amp", "--channels_last"]
     if args.dataset == "cifar10":
         common += ["--data", str(write_subset(args.data, out, args.train_images, args.test_images))]
+    if args.input_size:
+        common += ["--input_size", str(args.input_size)]
     results = {"loader": {}, "device": {}}
     for seed in args.seeds:
         for path in ("loader", "device"):
@@ -159,6 +161,7 @@ def main() -> None:
     parser.add_argument("--data_only", action="store_true",
                         help="images/s of building the batches alone, without the model, per path")
     parser.add_argument("--dataset", default="cifar10", choices=("cifar10", "digits"), help="of --accuracy")
+    parser.add_argument("--input_size", type=int, help="of --accuracy (digits: the images' size, e.g. 8)")
     parser.add_argument("--train_images", type=int, default=5000)
     parser.add_argument("--test_images", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=8)
