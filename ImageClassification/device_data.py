@@ -28,12 +28,14 @@ as for the loader path (:func:`common.checkpointing.position_loader` sets the ep
 the draws of the skipped batches are made and dropped).  The augmentation draws come from their own
 generator, not torch's global one, so they differ from the loader path's (same distribution, tested in
 ``tests/ImageClassification/test_ic_device_data.py``); without augmentation the batches are the loader
-path's bit for bit.
+path's bit for bit on the CPU (on CUDA the permutation comes from the CUDA generator, another order).
 
 A :class:`DeviceLoader` has the attributes the pipeline reads from its ``DataLoader``\\ s
 (``batch_size``, ``sampler``, ``drop_last``, ``len``, ``dataset``), so the epoch driver, ``EndlessLoader``,
-evaluation and every ``--unlearn`` method use it unchanged; the one-shot baselines that rebuild loaders from
-``loader.dataset`` (``wfisher``, ``fisher_new``) get the per-image dataset of the same samples.
+evaluation and every ``--unlearn`` method use it unchanged (RL's relabelled forget + retain mix is built
+from the resident views: :meth:`DeviceImages.relabelled`, :meth:`DeviceImages.concat`); the one-shot
+baselines that rebuild loaders from ``loader.dataset`` (``wfisher``, ``fisher_new``) get the per-image
+dataset of the same samples.
 """
 from __future__ import annotations
 
