@@ -5,7 +5,8 @@
 For every ``--archs`` x precision (float32; bfloat16 autocast + channels-last): a fresh model and SGD take
 ``--steps`` training steps (cross-entropy, the pipeline's device-path batches of ``--batch_size`` random
 CIFAR-sized images with crop + flip) eagerly, and a copy of the same model ``torch.compile``-d (inductor,
-default mode) takes the same steps, step by step in turn (on a shared machine both see the same load). Reported: the compiled first step (compilation included), the median
+default mode) takes the same steps, step by step in turn (on a shared machine both see the same load).
+Reported: the compiled first step (compilation included), the median
 step time of each after ``--warmup`` steps, and whether the compiled run's losses and final weights match
 the eager run's (float32: within 1e-4 relative; bf16: 1e-2).
 """

@@ -1,7 +1,8 @@
 """Image-classification input paths side by side: the per-image DataLoader against ``--data_on_device``.
 
-    OMP_NUM_THREADS=2 python benchmarks/ic_input_path.py --json benchmarks/results/ic_input_path_cpu.json
-    OMP_NUM_THREADS=2 python benchmarks/ic_input_path.py --accuracy --json benchmarks/results/ic_input_path_accuracy.json
+    OMP_NUM_THREADS=1 python benchmarks/ic_input_path.py --json benchmarks/results/ic_input_path_cpu.json
+    OMP_NUM_THREADS=1 python benchmarks/ic_input_path.py --accuracy --dataset digits --input_size 8
+    (commands and results: benchmarks/README.md, "Input paths")
 
 Throughput (default): for every ``--archs`` x precision (float32; bfloat16 autocast + channels-last), one
 training epoch (FT: the retain set, 90% of a CIFAR-10 subset, with the pipeline's crop + flip; sgd) on a fresh
@@ -121,7 +122,8 @@ def data_only(args: argparse.Namespace, device: torch.device) -> list:
 def accuracy(args: argparse.Namespace) -> dict:
     out = Path(args.out) / args.dataset
     common = ["--dataset", args.dataset, "--arch", args.archs[0], "--device", args.device, "--epochs",
-              str(args.epochs), "--decreasing_lr", args.decreasing_lr, "--batch_size", "128", "--amp", "--channels_last"]
+              str(args.epochs), "--decreasing_lr", args.decreasing_lr, "--batch_size", "128", "--amp",
+              "--channels_last"]
     if args.dataset == "cifar10":
         common += ["--data", str(write_subset(args.data, out, args.train_images, args.test_images))]
     if args.input_size:

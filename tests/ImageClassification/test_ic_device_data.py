@@ -212,7 +212,8 @@ def test_paper_scale_projection_from_a_short_runs_results():
              "images_per_second": {"SalUn/sgd": 500.0, "SFRon/dual": 250.0}}
     full = replace(PRESETS["paper_gpu"], train_epochs=20, unlearn_epochs=5, sfron_iters=100, batch_size=10,
                    seeds=(1, 2, 3), max_extensions=1,
-                   grids=(MethodGrid("SalUn", "sgd", (1e-3, 1e-2), (1e-2, 3e-3)), MethodGrid("SFRon", "dual", (1e-4,), None)))
+                   grids=(MethodGrid("SalUn", "sgd", (1e-3, 1e-2), (1e-2, 3e-3)),
+                          MethodGrid("SFRon", "dual", (1e-4,), None)))
     result = projection.project(short, full)
     assert result["train_images_per_s"] == 100.0 and result["retrain_images_per_s"] == 100.0
     assert result["fixed_seconds"] == {"original": 200.0, "retrain": 3 * 20 * 900 / 100.0, "masks": 18.0}
