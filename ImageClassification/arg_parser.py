@@ -52,6 +52,10 @@ def build_parser(description: str = "DualOptim image-classification unlearning",
     data.add_argument("--num_classes", type=int, default=10, help="set from the dataset")
     data.add_argument("--no-aug", dest="no_aug", action="store_true", default=False,
                       help="no augmentation in the training set")
+    data.add_argument("--data_on_device", action="store_true",
+                      help="hold the dataset on the run's device as uint8 and build every batch there (order, "
+                           "crop + flip, scaling in whole-batch ops) instead of image by image in DataLoader "
+                           "workers; array datasets at their own size (ImageClassification/device_data.py)")
 
     model = parser.add_argument_group("model")
     model.add_argument("--arch", type=str, default="resnet18", help="model architecture")

@@ -40,6 +40,7 @@ class UnlearnConfig:
     workers: int
     num_classes: int             # resolved: the dataset's
     no_aug: bool
+    data_on_device: bool
     # model
     arch: str
     imagenet_arch: bool

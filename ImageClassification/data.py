@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -29,6 +29,8 @@ from common.datasets import ArrayImageDataset, ImageTree, load_digits_arrays, lo
 from common.errors import UsageError
 from dualoptim.registry import Registry
 from common.seed import seed_worker
+from ImageClassification.device_data import FLAG as DEVICE_FLAG
+from ImageClassification.device_data import BatchAugment, DeviceImages, DeviceLoader, ResidentImages, to_device
 
 if TYPE_CHECKING:
     from ImageClassification.config import UnlearnConfig
@@ -243,9 +245,19 @@ def select_forget_indexes(targets: np.ndarray, seed: int, class_to_replace: int 
     return rng.choice(candidates, size=num_indexes_to_replace, replace=False)
 
 
+#: what :func:`make_loader` takes: a split on the host, or a view of one resident on the device
+Samples = Union[ArrayImageDataset, DeviceImages]
+#: what it returns: the per-image DataLoader, or batches built on the device (``--data_on_device``)
+Loader = Union[DataLoader, DeviceLoader]
+
+
 @dataclass
 class UnlearnData:
-    """Every split of one run, as arrays, with the transforms to view them."""
+    """Every split of one run, as arrays, with the transforms to view them.
+
+    After :meth:`place_on_device` (``--data_on_device``) the splits are also resident on the device, and
+    :meth:`split`, :meth:`subset`, :attr:`forget` and :attr:`retain` give views of those instead.
+    """
 
     train: ArrayImageDataset            # the whole train split (forget + retain), train transform
     forget_index: np.ndarray            # indexes into ``train``
@@ -254,30 +266,72 @@ class UnlearnData:
     num_classes: int
     eval_transform: Callable
     retain_index: np.ndarray = field(init=False)
+    resident: Optional[Dict[str, Tuple[ResidentImages, torch.Tensor]]] = field(default=None, init=False)
+    augment: Optional[BatchAugment] = field(default=None, init=False)  # of the resident train split
 
     def __post_init__(self) -> None:
         keep = np.ones(len(self.train), dtype=bool)
         keep[self.forget_index] = False
         self.retain_index = np.flatnonzero(keep)
 
-    def subset(self, index: np.ndarray, train: bool = True) -> ArrayImageDataset:
+    def place_on_device(self, device: torch.device, augment: Optional[BatchAugment], what: str = "the data") -> None:
+        """Copy every split's images and labels to ``device`` once (the validation split is the test split
+        when there is no hold-out); training views of the train split get ``augment``, for which the train
+        split is stored padded and mirrored (:class:`~ImageClassification.device_data.ResidentImages`)."""
+        splits = {"train": self.train, "test": self.test, **({"val": self.val} if self.val is not self.test else {})}
+        padding = (augment.padding or 0) if augment is not None else 0
+        mirrored = augment is not None and augment.flip
+        stored = {name: ResidentImages.nbytes(dataset.data.shape, *((padding, mirrored) if name == "train" else ()))
+                  for name, dataset in splits.items()}
+        # the train images travel as they are and are padded there: both are held while the store is built
+        needed = sum(stored.values()) + self.train.data.nbytes + sum(d.targets.nbytes for d in splits.values())
+        arrays = {f"{name}/{part}": getattr(dataset, part) for name, dataset in splits.items()
+                  for part in ("data", "targets")}
+        tensors = to_device(arrays, device, what, needed)
+        self.resident = {name: (ResidentImages(tensors.pop(f"{name}/data"), *((padding, mirrored) if name == "train"
+                                                                               else ())), tensors[f"{name}/targets"])
+                         for name in splits}
+        self.augment = augment
+
+    def _view(self, split: str, index: Optional[np.ndarray], train: bool) -> DeviceImages:
+        split = "test" if split == "val" and self.val is self.test else split
+        images, labels = self.resident[split]
+        source = getattr(self, split)
+        if split == "train" and not train:  # the train split's images with the evaluation transform
+            source = ArrayImageDataset(source.data, source.targets, self.eval_transform)
+        positions = (torch.arange(len(labels), device=labels.device) if index is None
+                     else torch.as_tensor(index, dtype=torch.int64).to(labels.device))
+        return DeviceImages(images, positions, labels[positions], self.augment if train else None, source)
+
+    def split(self, name: str) -> Samples:
+        """``"train"`` (train transform), ``"val"`` or ``"test"``: the whole split."""
+        if self.resident is not None:
+            return self._view(name, None, train=name == "train")
+        return getattr(self, name)
+
+    def subset(self, index: np.ndarray, train: bool = True) -> Samples:
+        if self.resident is not None:
+            return self._view("train", index, train)
         transform = self.train.transform if train else self.eval_transform
         return ArrayImageDataset(self.train.data[index], self.train.targets[index], transform)
 
     @property
-    def forget(self) -> ArrayImageDataset:
+    def forget(self) -> Samples:
         return self.subset(self.forget_index)
 
     @property
-    def retain(self) -> ArrayImageDataset:
+    def retain(self) -> Samples:
         return self.subset(self.retain_index)
 
 
-def load_unlearn_data(config: UnlearnConfig, split_seed: Optional[int] = None) -> UnlearnData:
+def load_unlearn_data(config: UnlearnConfig, split_seed: Optional[int] = None,
+                      device: Optional[torch.device] = None) -> UnlearnData:
     """Load ``--dataset``, split off validation and select the forget set.
 
     ``split_seed`` defaults to ``--seed`` (the research code's marked loader);
     ``main_train`` passes 1, the seed of the research code's unmarked loader.
+    With ``--data_on_device`` the splits are then placed on ``device``, the run's device
+    (:mod:`ImageClassification.device_data`).
     """
     spec = DATASETS.get(config.dataset)
     train_x, train_y, test_x, test_y = spec.load(config)
@@ -301,18 +355,43 @@ def load_unlearn_data(config: UnlearnConfig, split_seed: Optional[int] = None) -
     # without a validation hold-out the research code validates on the test set
     val = ArrayImageDataset(train_x[val_index], train_y[val_index], evaluation) if len(val_index) else test
     train = ArrayImageDataset(train_x[train_index], targets, train_transform(spec, config, image_size))
-    return UnlearnData(train=train,
-                       forget_index=np.sort(forget_index), val=val, test=test,
+    data = UnlearnData(train=train, forget_index=np.sort(forget_index), val=val, test=test,
                        num_classes=spec.num_classes, eval_transform=evaluation)
+    if config.data_on_device:
+        if device is None:
+            raise ValueError(f"{DEVICE_FLAG}: load_unlearn_data needs the run's device")
+        data.place_on_device(device, batch_augment(spec, config, image_size), f"--dataset {config.dataset}")
+    return data
 
 
-def make_loader(dataset, config: UnlearnConfig, shuffle: bool, seed: Optional[int] = None) -> DataLoader:
-    """A DataLoader with the run's batch size and workers.
+def batch_augment(spec: DatasetSpec, config: UnlearnConfig, image_size: int) -> Optional[BatchAugment]:
+    """The device path's version of :func:`train_transform`: crop and flip as the dataset has them (none
+    with ``--no-aug``).  Resizing and RandAugment have no batched version: a one-line error asks for the
+    loader path where :func:`train_transform` would use them."""
+    if config.input_size != image_size:
+        raise UsageError(f"{DEVICE_FLAG}: --dataset {config.dataset} images are {image_size}x{image_size} and "
+                         f"would be resized to --input_size {config.input_size}, which the device path does not "
+                         f"do; pass --input_size {image_size} or drop {DEVICE_FLAG}")
+    augment = not config.no_aug
+    if augment and spec.randaugment_for_retrain and "retrain" in config.unlearn:
+        raise UsageError(f"{DEVICE_FLAG}: --dataset {config.dataset} retraining uses RandAugment, which the "
+                         f"device path does not do; pass --no-aug or drop {DEVICE_FLAG}")
+    padding = spec.crop_padding if augment else None
+    flip = augment and spec.flip
+    return BatchAugment(padding, flip) if padding is not None or flip else None
+
+
+def make_loader(dataset: Samples, config: UnlearnConfig, shuffle: bool,
+                seed: Optional[int] = None) -> Loader:
+    """A DataLoader with the run's batch size and workers (a :class:`DeviceLoader` for resident samples).
 
     Shuffled loaders come from :func:`~common.checkpointing.resumable_loader`: the
     order of epoch ``e`` depends on ``(seed, e)`` only (``seed`` defaults to
     ``--seed``), so a resumed run sees the same batches.
     """
+    if isinstance(dataset, DeviceImages):
+        return DeviceLoader(dataset, config.batch_size, config.seed if seed is None else seed, shuffle,
+                            torch.channels_last if config.channels_last else torch.contiguous_format)
     if shuffle:
         return resumable_loader(dataset, config.batch_size, config.seed if seed is None else seed,
                                 num_workers=config.num_workers, pin_memory=torch.cuda.is_available())
@@ -330,11 +409,11 @@ class UnlearnLoaders:
     themselves).  ``val_loader`` and ``test_loader`` are evaluation loaders.
     """
 
-    forget_loader: DataLoader
-    retain_loader: DataLoader
-    test_loader: DataLoader
+    forget_loader: Loader
+    retain_loader: Loader
+    test_loader: Loader
     num_classes: int
-    val_loader: Optional[DataLoader] = None
+    val_loader: Optional[Loader] = None
 
 
 def unlearn_loaders(data: UnlearnData, config: UnlearnConfig) -> UnlearnLoaders:
@@ -344,14 +423,14 @@ def unlearn_loaders(data: UnlearnData, config: UnlearnConfig) -> UnlearnLoaders:
                          "the forget set is empty")
     return UnlearnLoaders(forget_loader=make_loader(data.forget, config, shuffle=True),
                           retain_loader=make_loader(data.retain, config, shuffle=True),
-                          test_loader=make_loader(data.test, config, shuffle=False),
+                          test_loader=make_loader(data.split("test"), config, shuffle=False),
                           num_classes=data.num_classes,
-                          val_loader=make_loader(data.val, config, shuffle=False))
+                          val_loader=make_loader(data.split("val"), config, shuffle=False))
 
 
-def evaluation_loaders(data: UnlearnData, config: UnlearnConfig) -> Dict[str, DataLoader]:
+def evaluation_loaders(data: UnlearnData, config: UnlearnConfig) -> Dict[str, Loader]:
     """Test-transform loaders of retain, forget, val and test, in the research code's order."""
     return {"retain": make_loader(data.subset(data.retain_index, train=False), config, shuffle=False),
             "forget": make_loader(data.subset(data.forget_index, train=False), config, shuffle=False),
-            "val": make_loader(data.val, config, shuffle=False),
-            "test": make_loader(data.test, config, shuffle=False)}
+            "val": make_loader(data.split("val"), config, shuffle=False),
+            "test": make_loader(data.split("test"), config, shuffle=False)}

@@ -33,7 +33,7 @@ def predict_probabilities(model: nn.Module, loader: Iterable, device: torch.devi
     probs, labels = [], []
     for images, targets in loader:
         probs.append(F.softmax(model(images.to(device)), dim=-1).float().cpu())
-        labels.append(targets)
+        labels.append(targets.cpu())  # on the device with --data_on_device
     if not probs:
         return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
     return torch.cat(probs), torch.cat(labels)
@@ -46,7 +46,7 @@ def accuracy(model: nn.Module, loader: Iterable, device: torch.device) -> float:
     correct = total = 0
     for images, targets in loader:
         predictions = model(images.to(device)).argmax(dim=1).cpu()
-        correct += (predictions == targets).sum().item()
+        correct += (predictions == targets.cpu()).sum().item()
         total += targets.numel()
     return 100.0 * correct / total if total else 0.0
 

@@ -45,7 +45,7 @@ def generate(config: UnlearnConfig) -> list:
         raise UsageError("--save_dir: required (folder for the with_<t>.pt masks)")
     sharding, device = start_processes(config)
     seed_everything(config.seed, config.deterministic)
-    data = load_unlearn_data(config)
+    data = load_unlearn_data(config, device=device)
     loaders = unlearn_loaders(data, config)
     if config.unlearn in RETRAIN_METHODS:
         # a mask is always computed from the original model, never a fresh one

@@ -106,7 +106,7 @@ def run_unlearning(config: UnlearnConfig, adapters: Optional[LoraAdapters] = Non
         refuse_overwrite(save_dir, [RESULT_FILE], config.overwrite)
     sharding, device = start_processes(config)
     seed_everything(config.seed, config.deterministic)
-    data = load_unlearn_data(config)
+    data = load_unlearn_data(config, device=device)
     loaders = unlearn_loaders(data, config)
     model = shard_forward(load_original_model(config, device), sharding)
     mask = load_ic_mask(config.mask_path, model, config.arch) if config.mask_path else None

@@ -37,8 +37,8 @@ from common.io import atomic_write_json  # noqa: E402
 from common.saliency import top_fraction_masks  # noqa: E402
 from common.seed import seed_everything  # noqa: E402
 from ImageClassification.arg_parser import parse_config  # noqa: E402
-from ImageClassification.data import (DATASETS, UnlearnData, test_transform, train_transform,  # noqa: E402
-                                      unlearn_loaders)
+from ImageClassification.data import (DATASETS, UnlearnData, batch_augment, test_transform,  # noqa: E402
+                                      train_transform, unlearn_loaders)
 from ImageClassification.models import build_model_from_config  # noqa: E402
 from ImageClassification.unlearn import get_unlearn_method  # noqa: E402
 from ImageClassification.evidence import SHARED_CIFAR10_ZIP  # noqa: E402
@@ -80,22 +80,24 @@ def subset_arrays(args: argparse.Namespace) -> Tuple[np.ndarray, np.ndarray]:
     return tree.decode(names, "train/"), np.repeat(np.arange(len(by_class)), per_class)
 
 
-def pipeline_args(args: argparse.Namespace, arch: str, method: str, optim: str, retain_batches: int):
+def pipeline_args(args: argparse.Namespace, arch: str, method: str, optim: str, retain_batches: int,
+                  on_device: bool = False):
     argv = ["--dataset", "cifar10", "--arch", arch, "--unlearn", "RL" if method == "SalUn" else method,
             "--optim", optim, "--unlearn_lr", str(LR[optim]), "--retain_lr", "0.01", "--unlearn_epochs", "1",
             "--batch_size", str(args.batch_size), "--num_workers", str(args.num_workers),
             "--sfron_iters", str(retain_batches), "--device", args.device, "--amp_dtype", args.amp_dtype]
-    argv += ["--amp"] * args.amp + ["--channels_last"] * args.channels_last
+    argv += ["--amp"] * args.amp + ["--channels_last"] * args.channels_last + ["--data_on_device"] * on_device
     run_config = parse_config(argv)
     return run_config, DATASETS.get(run_config.dataset)
 
 
 def one_epoch(args: argparse.Namespace, arch: str, method: str, optim: str, images: np.ndarray,
-              labels: np.ndarray, device: torch.device) -> Tuple[int, float, float]:
-    """(images forwarded, seconds, CPU seconds) of one unlearning epoch of ``method`` on a fresh ``arch``."""
+              labels: np.ndarray, device: torch.device, on_device: bool = False) -> Tuple[int, float, float]:
+    """(images forwarded, seconds, CPU seconds) of one unlearning epoch of ``method`` on a fresh ``arch``
+    (``on_device``: ``--data_on_device``, the data placed on ``device`` before the clock starts)."""
     forget_index = np.arange(0, len(labels), 10)                   # every 10th image: 10%, all classes
     retain_batches = math.ceil((len(labels) - len(forget_index)) / args.batch_size)
-    run_args, spec = pipeline_args(args, arch, method, optim, retain_batches)
+    run_args, spec = pipeline_args(args, arch, method, optim, retain_batches, on_device)
     seed_everything(1)
     size = images.shape[1]
     evaluation = test_transform(run_args, size)
@@ -103,6 +105,8 @@ def one_epoch(args: argparse.Namespace, arch: str, method: str, optim: str, imag
     data = UnlearnData(train=ArrayImageDataset(images, labels, train_transform(spec, run_args, size)),
                        forget_index=forget_index, val=held_out, test=held_out, num_classes=10,
                        eval_transform=evaluation)
+    if on_device:
+        data.place_on_device(device, batch_augment(spec, run_args, size))
     model = build_model_from_config(run_args).to(device)
     mask = None
     if method == "SalUn":

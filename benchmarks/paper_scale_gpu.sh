@@ -7,6 +7,9 @@
 #   DATA=/path/to/cifar10-jpeg.zip benchmarks/paper_scale_gpu.sh          # full length: many GPU hours
 #   DATA=/path/to/cifar10-jpeg.zip benchmarks/paper_scale_gpu.sh short    # a few minutes: CUDA path + images/s
 #
+# Every run holds the data on the GPU (--data_on_device). After the short run, paper_scale_projection.py
+# prints the images/s per method x optimizer and the projected wall time of the full table.
+#
 # DATA: an ImageFolder zip/tree of CIFAR-10 (default ../shared/data/cifar10-jpeg.zip) or torchvision's
 # CIFAR-10 folder. OUT: work folder (default runs/ic_paper_gpu[_short]). A rerun resumes: finished runs are
 # skipped and an interrupted one continues from its snapshot. Results: $OUT/results.json, $OUT/gap_vs_lr.png,
@@ -34,4 +37,7 @@ if [[ -n "${CLUSTER:-}" ]]; then ARGS+=(--cluster "$CLUSTER"); fi
 # shellcheck disable=SC2206
 if [[ -n "${LAUNCH_FLAGS:-}" ]]; then ARGS+=($LAUNCH_FLAGS); fi
 cd "$REPO"
-exec python benchmarks/ic_unlearning.py "${ARGS[@]}"
+python benchmarks/ic_unlearning.py "${ARGS[@]}"
+if [[ "$LENGTH" == short ]]; then  # images/s per method x optimizer, and the full table's projected wall time
+  python benchmarks/paper_scale_projection.py "${OUT:-runs/ic_paper_gpu_short}/results.json"
+fi

@@ -37,7 +37,7 @@ import random
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -132,9 +132,10 @@ class ProcessGroup:
 
 # --------------------------------------------------------------------------- data order
 
-def pass_generator(seed: int, epoch: int) -> torch.Generator:
-    """A generator whose draws depend on ``(seed, epoch)`` alone: the randomness of one pass."""
-    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+def pass_generator(seed: int, epoch: int, device: Optional[torch.device] = None) -> torch.Generator:
+    """A generator (on ``device``, default the CPU) whose draws depend on ``(seed, epoch)`` alone: the
+    randomness of one pass."""
+    return torch.Generator(device=device or "cpu").manual_seed(seed * 100_003 + epoch)
 
 
 class ResumableSampler(Sampler[int]):
@@ -159,13 +160,21 @@ class ResumableSampler(Sampler[int]):
     def set_start(self, start: int) -> None:
         self.start = start
 
-    def __iter__(self) -> Iterator[int]:
+    def next_pass(self, device: Optional[torch.device] = None) -> Tuple[torch.Tensor, int, torch.Generator]:
+        """The next pass: its whole order as a tensor on ``device``, the position it starts at, and its
+        :func:`pass_generator` after the order was drawn (for the pass's other draws, which then depend on
+        ``(seed, epoch)`` alone too); moves on to the next epoch, from its start."""
+        generator = pass_generator(self.seed, self.epoch, device)
         if self.shuffle:
-            order = torch.randperm(self.length, generator=pass_generator(self.seed, self.epoch)).tolist()
+            order = torch.randperm(self.length, generator=generator, device=device)
         else:
-            order = list(range(self.length))
+            order = torch.arange(self.length, device=device)
         start, self.start, self.epoch = self.start, 0, self.epoch + 1
-        return iter(order[start:])
+        return order, start, generator
+
+    def __iter__(self) -> Iterator[int]:
+        order, start, _ = self.next_pass()
+        return iter(order[start:].tolist())
 
     def __len__(self) -> int:
         return self.length - self.start

@@ -12,14 +12,15 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from common.checkpointing import pass_generator, resumable_loader
 from common.errors import UsageError
 from common.saliency import Mask
 
 from ImageClassification.config import UnlearnConfig
-from ImageClassification.data import UnlearnLoaders
+from ImageClassification.data import Loader, UnlearnLoaders
+from ImageClassification.device_data import DeviceLoader
 from .engine import UnlearnRun, cross_entropy_loss, run_epochs
 from .projections import ProximalShrink, after_each_step
 from .registry import UNLEARN_METHODS
@@ -65,16 +66,21 @@ def random_label_loss(model: nn.Module, num_classes: int):
     return batch_loss
 
 
-def mixed_relabel_loader(loaders: UnlearnLoaders, batch_size: int, seed: int, epoch: int) -> DataLoader:
+def mixed_relabel_loader(loaders: UnlearnLoaders, batch_size: int, seed: int, epoch: int) -> Loader:
     """One shuffled loader over the forget set (random labels, drawn once) and the retain set.
 
     The labels and the order depend on ``(seed, epoch)`` only (the research
     code draws both from the global RNG), so a resumed run rebuilds the same
     loader for the epoch it continues.
     """
-    forget_dataset = loaders.forget_loader.dataset
-    labels = torch.randint(0, loaders.num_classes, (len(forget_dataset),), generator=pass_generator(seed, epoch))
-    mixed = ConcatDataset([RelabelledDataset(forget_dataset, labels), loaders.retain_loader.dataset])
+    forget, retain = loaders.forget_loader, loaders.retain_loader
+    on_device = isinstance(forget, DeviceLoader)  # --data_on_device: the same mix of the resident views
+    forget_samples = forget.images if on_device else forget.dataset
+    labels = torch.randint(0, loaders.num_classes, (len(forget_samples),), generator=pass_generator(seed, epoch))
+    if on_device:
+        return DeviceLoader(forget_samples.relabelled(labels).concat(retain.images), batch_size, seed,
+                            memory_format=forget.memory_format)
+    mixed = ConcatDataset([RelabelledDataset(forget_samples, labels), retain.dataset])
     return resumable_loader(mixed, batch_size, seed)
 
 
