@@ -58,7 +58,7 @@ def unlearn_at_lr_1e5(tmp_path, tofu_dir, tiny_model, monkeypatch, *dtype_flags,
     monkeypatch.setattr(unlearn_module, "save_model", spy_save)
     save = tmp_path / "_".join(dtype_flags).replace("--", "")
     main_forget.main(["--model_path", str(tiny_model), "--data_path", str(tofu_dir), "--split", "forget01",
-                      "--task_list", "1", "--forget_loss", "GA+GD", "--optim_cfg", "dual_adam", "--alternate",
+                      "--task_list", "1", "--forget_loss", "GA+GD", "--optim_cfg", "dual_adam", "--alternate", "--retain_freq", "1",
                       "--lr", "1e-5", "--forget_lr", "1e-5", "--num_epochs", str(epochs), "--batch_size", "2",
                       "--gradient_accumulation_steps", "1", "--max_length", "48", "--max_grad_norm", "0",
                       "--save_dir", str(save), "--device", "cpu", *dtype_flags])
