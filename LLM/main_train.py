@@ -31,7 +31,7 @@ from LLM.losses import REGULARIZERS
 from LLM.models import (add_weight_args, apply_lora, check_model_path, load_causal_lm, load_tokenizer,
                         resolve_precision)
 from LLM.options import add_model_args, parse_with_config, template_from_args
-from LLM.schedule import RETAIN, BatchStream, Schedule
+from LLM.schedule import RETAIN, TRAIN, BatchStream, Schedule
 from LLM.trainer import (build_optimizer, build_scheduler, make_accelerator, prepare_for_training, run_schedule,
                          save_model, schedule_snapshots)
 
@@ -103,7 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     max_steps = args.num_epochs * steps_per_epoch
     stream = BatchStream(dataset, args.batch_size, partial(collate_unlearn, pad_id=tokenizer.pad_token_id),
                          args.seed, accelerator.process_index, world)
-    schedule = Schedule({RETAIN: stream}, max_steps, args.gradient_accumulation_steps)
+    schedule = Schedule({TRAIN: stream}, max_steps, args.gradient_accumulation_steps)
 
     optimizer = build_optimizer("adam", model, args.lr, args.lr, args.weight_decay)
     scheduler = build_scheduler(optimizer, max_steps, warmup_steps=max(1, max_steps // 10))

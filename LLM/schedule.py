@@ -21,6 +21,8 @@ from typing import Callable, Dict, Iterator, List, Tuple
 import torch
 
 FORGET, RETAIN, JOINT = "forget", "retain", "joint"
+#: the one stream of plain fine-tuning (``main_train.py``): no objective to tell the optimizer
+TRAIN = "train"
 
 
 class BatchStream:
@@ -93,7 +95,7 @@ class Schedule:
     """Yields ``(step, objective, micro_batches)`` for every optimizer step.
 
     ``streams`` maps objectives to :class:`BatchStream`; with one stream named
-    ``joint`` (or ``retain`` for plain fine-tuning) every step uses it, with
+    ``joint`` (or ``train`` for plain fine-tuning) every step uses it, with
     ``forget`` and ``retain`` streams steps alternate by frequency.
     """
 

@@ -28,7 +28,7 @@ from common.errors import UsageError
 from dualoptim.recipes import LLM_FLAG, RecipeSettings, build_recipe, get_recipe, import_dualoptim_8bit
 from common.nonfinite import check_finite_loss
 from LLM.models import decay_parameter_groups, save_pretrained_atomic
-from LLM.schedule import JOINT, Schedule
+from LLM.schedule import FORGET, RETAIN, Schedule
 
 def check_optim_cfg(name: str) -> None:
     """Fail early (before anything is loaded or written) on an unknown or unavailable ``--optim_cfg``."""
@@ -156,7 +156,7 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
     progress = tqdm(schedule.steps(loop["step"]), total=len(schedule), initial=loop["step"], desc=desc,
                     disable=not accelerator.is_main_process)
     for step, objective, micro_batches in progress:
-        if objective != JOINT:
+        if objective in (FORGET, RETAIN):  # a joint or plain-training step keeps the optimizer's objective
             set_objective(optimizer, objective)
         total = torch.zeros((), device=accelerator.device)
         tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
