@@ -139,6 +139,25 @@ def read_json(path: PathLike, flag: str = "") -> Any:
         raise UsageError(f"{label}: not valid JSON ({err})") from None
 
 
+def read_yaml(path: PathLike, flag: str = "--config") -> Any:
+    """Read a YAML file with ``yaml.safe_load`` (no Python objects); a missing, unreadable, non-UTF-8 or
+    malformed file is a one-line :class:`UsageError` naming ``flag`` and the file."""
+    import yaml
+
+    label = f"{flag} {path}"
+    if not Path(path).is_file():
+        raise UsageError(f"{label}: file not found" if not Path(path).exists() else f"{label}: not a file")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.safe_load(handle)
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{label}: not UTF-8 text (byte {err.start}: {err.reason}); expected a YAML file") from None
+    except OSError as err:
+        raise UsageError(f"{label}: cannot be read ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise UsageError(f"{label}: not valid YAML ({' '.join(str(err).split())})") from None
+
+
 #: ``--trust_checkpoint``: load checkpoints with full pickle (code can run); setting this variable to 1 is the same.
 TRUST_FLAG = "--trust_checkpoint"
 TRUST_ENV = "DUALOPTIM_TRUST_CHECKPOINT"
