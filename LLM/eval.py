@@ -25,7 +25,7 @@ from typing import List, Optional, Sequence
 
 from common.device import add_device_args
 from common.errors import ArgumentParser, UsageError, cli_main, non_negative_int, positive_int
-from common.io import ensure_writable_dir, read_json, write_run_record
+from common.io import check_writable_dir, read_json, write_run_record
 from common.seed import add_seed_args, seed_everything
 from LLM.data import TofuSource, filter_task, forget_percent, load_eval_idk
 from LLM.eval_logs import EVAL_SETS, SetSpec, evaluate_set, save_eval_outputs, unlearn_checkpoint
@@ -165,7 +165,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     accelerator = make_accelerator(args.device, args.gpu)
     resolve_precision(args, accelerator.device)
     judges = load_judges(args.embedding_model, args.nli_model, accelerator.device)
-    ensure_writable_dir(save_dir)
+    check_writable_dir(save_dir)
     seed_everything(args.seed, args.deterministic)
 
     model = load_causal_lm(model_path, args.dtype, attn_implementation=args.attn_implementation)

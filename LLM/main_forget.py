@@ -22,7 +22,7 @@ from typing import List, Optional, Sequence
 
 from common.checkpointing import refuse_overwrite
 from common.errors import ArgumentParser, UsageError, cli_main
-from common.io import ensure_writable_dir, read_json
+from common.io import check_writable_dir, read_json
 from LLM.data import TofuSource, forget_percent, load_idk, load_task_data
 from LLM.models import check_model_path, load_tokenizer
 from LLM.options import parse_task_list, parse_with_config
@@ -115,7 +115,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
             refuse_overwrite(task_dir(args, times[task]), FINISHED_FILES, args.overwrite)
     accelerator = make_accelerator(args.device, args.gpu)
     config = UnlearnConfig.from_args(args, accelerator.device)
-    ensure_writable_dir(args.save_dir)
+    check_writable_dir(args.save_dir)
     results = []
     for task in tasks:
         if args.resume and task in finished:

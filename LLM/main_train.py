@@ -22,7 +22,7 @@ from typing import List, Optional, Sequence
 from common.checkpointing import Snapshotter, add_resume_args, refuse_overwrite
 from common.device import add_device_args
 from common.errors import ArgumentParser, cli_main, non_negative_float, positive_float, positive_int
-from common.io import add_trust_args, ensure_writable_dir, read_json, write_run_record
+from common.io import add_trust_args, check_writable_dir, read_json, write_run_record
 from common.nonfinite import add_nonfinite_args
 from common.tracking import add_report_args, tracking
 from common.seed import add_seed_args, seed_everything
@@ -91,7 +91,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     tokenizer = load_tokenizer(args.model_path)
     accelerator = make_accelerator(args.device, args.gpu)
     resolve_precision(args, accelerator.device)
-    ensure_writable_dir(args.save_dir)
+    check_writable_dir(args.save_dir)
     seed_everything(args.seed, args.deterministic)
 
     model = load_causal_lm(args.model_path, args.dtype, attn_implementation=args.attn_implementation)

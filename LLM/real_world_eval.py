@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence
 
 from common.device import add_device_args
 from common.errors import ArgumentParser, UsageError, cli_main, non_negative_int, positive_int
-from common.io import atomic_write_json, atomic_write_text, ensure_writable_dir, read_json, write_run_record
+from common.io import atomic_write_json, atomic_write_text, check_writable_dir, read_json, write_run_record
 from common.seed import add_seed_args, seed_everything
 from LLM.data import Row, TofuSource, load_eval_idk
 from LLM.eval_logs import SetSpec, evaluate_set, save_eval_outputs, unlearn_checkpoint
@@ -124,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     accelerator = make_accelerator(args.device, args.gpu)
     resolve_precision(args, accelerator.device)
     judges = load_judges(args.embedding_model, args.nli_model, accelerator.device)
-    ensure_writable_dir(eval_dir, "--save_dir")
+    check_writable_dir(eval_dir, "--save_dir")
     seed_everything(args.seed, args.deterministic)
 
     model = load_causal_lm(model_dir, args.dtype, attn_implementation=args.attn_implementation)

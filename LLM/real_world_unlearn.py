@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from common.errors import ArgumentParser, cli_main
-from common.io import ensure_writable_dir
+from common.io import check_writable_dir
 from LLM.data import TofuSource, load_idk
 from LLM.models import check_model_path, load_tokenizer
 from LLM.options import parse_with_config
@@ -75,7 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
         print(f"Task already unlearned: {save_dir / 'checkpoint-last'} exists (--overwrite_dir to redo)")
         return None
     accelerator = make_accelerator(args.device, args.gpu)
-    ensure_writable_dir(save_dir)
+    check_writable_dir(save_dir)
     max_steps = None if args.alternate else joint_max_steps(len(forget_rows), args, accelerator.num_processes)
     config = UnlearnConfig.from_args(args, accelerator.device)
     metrics = unlearn(config, accelerator, loss, forget_rows, retain_rows, args.model_path, args.model_path,

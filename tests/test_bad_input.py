@@ -571,7 +571,7 @@ CASES = [
          "argument --LoRA_dropout: expected a number in [0, 1), got '1'"),
     case("LLM.main_train", "out-of-range value in --config",
          lambda i: llm(i, "--config", llm_config(i, "num_epochs: -2\n")),
-         "argument --num_epochs: expected an integer >= 1, got -2"),
+         "--config {i.tmp}/config.yaml: num_epochs: expected an integer >= 1, got -2"),
     case("LLM.main_train", "unknown key in --config", lambda i: llm(i, "--config", llm_config(i, "epochs: 2\n")),
          "unknown option(s) epochs"),
     case("LLM.main_train", "missing --config", lambda i: llm(i, "--config", i.missing),
@@ -616,7 +616,7 @@ CASES = [
     case("LLM.main_forget", "save_steps not a step count", lambda i: llm(i, "--save_steps", "epoch"),
          "argument --save_steps: expected last, steps_per_epoch or a positive number, got 'epoch'"),
     case("LLM.main_forget", "save_steps 0 in --config", lambda i: llm(i, "--config", llm_config(i, "save_steps: 0\n")),
-         "--save_steps: expected last, steps_per_epoch or a positive number, got '0'"),
+         "--config {i.tmp}/config.yaml: save_steps: expected last, steps_per_epoch or a positive number, got '0'"),
     case("LLM.eval", "step without the run folder", lambda i: llm(i, "--eval_unlearn_step", "50"),
          "--eval_unlearn_step 50: needs --unlearn_dir"),
     case("LLM.eval", "step never saved", lambda i: llm(i, "--unlearn_dir", i.missing, "--eval_unlearn_step", "50"),
@@ -691,7 +691,7 @@ CASES = [
          + UNWRITABLE),
     case("ImageGeneration.DDPM.main_train", "unknown network",
          lambda i: ddpm_train(i, "--config", ddpm_config_with(i, network="resnet")),
-         "--config {i.tmp}/ddpm.yml: model.network 'resnet' is not one of conditional_model, unet2d"),
+         "--config {i.tmp}/ddpm.yml: model.network: invalid choice 'resnet' (choose from conditional_model, unet2d)"),
     case("ImageGeneration.DDPM.main_train", "unet2d without conv resampling",
          lambda i: ddpm_train(i, "--config", ddpm_config_with(i, resamp_with_conv=False)),
          "--config {i.tmp}/ddpm.yml: model.network unet2d always resamples with convolutions"),
@@ -983,3 +983,33 @@ def test_as_a_program_one_line_and_exit_status_2(script, argv, message, inputs):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message.format(i=inputs) in lines[0], result.stderr
     assert result.stdout == ""
+
+
+#: The flags that name a case's output folder; a refused run must not create it (issue 25, item 4).
+OUTPUT_FLAGS = ("--save_dir", "--exp_root", "--results-dir", "--sample-dir", "--sample_dir", "--save_path",
+                "--mask-path", "--out", "--output_dir")
+
+
+def fresh_output_case(bad: Case) -> bool:
+    """Cases refused after the command line was read, whose output folder is ``i.out`` only as a place to write."""
+    return not bad.message.startswith("argument ") and "{i.out}" not in bad.message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bad", [c for c in CASES if fresh_output_case(c)], ids=lambda c: c.id)
+def test_a_refused_run_does_not_create_its_output_folder(bad: Case, inputs: Inputs, capsys):
+    argv = bad.argv(inputs)
+    at = [k + 1 for k, token in enumerate(argv[:-1]) if token in OUTPUT_FLAGS and argv[k + 1] == str(inputs.out)]
+    if not at or sorted(p.name for p in inputs.out.iterdir()) != ["earlier_run.json"]:
+        pytest.skip("the case's output folder is part of what it tests")
+    fresh = inputs.tmp / "fresh" / "out"
+    argv[at[0]] = str(fresh)
+    roots = (inputs.tmp, *inputs.shared_roots)
+    before = snapshot(roots)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(bad.module).main(argv)
+    lines = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert not (inputs.tmp / "fresh").exists(), sorted(map(str, (inputs.tmp / "fresh").rglob("*")))
+    assert snapshot(roots) == before

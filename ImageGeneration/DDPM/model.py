@@ -148,8 +148,6 @@ def load_config(path: Optional[PathLike], dataset: Optional[str], kind: str) -> 
         for key, value in defaults.items():
             tree[section].setdefault(key, value)
     model = tree["model"]
-    if model["network"] not in NETWORKS:
-        raise UsageError(f"--config {path}: model.network {model['network']!r} is not one of {', '.join(NETWORKS)}")
     if model["network"] == "unet2d" and model["resamp_with_conv"] is not True:
         raise UsageError(f"--config {path}: model.network unet2d always resamples with convolutions; "
                          "model.resamp_with_conv: false needs model.network conditional_model")
