@@ -250,3 +250,20 @@ def test_entry_scripts_offer_the_opt_ins(module, capsys):
     # IC generate_mask shares the image-classification parser, --allow_nonfinite included
     expected = module in TRAINING_SCRIPTS or module == "ImageClassification.generate_mask"
     assert ("--allow_nonfinite" in usage) == expected
+
+
+def test_llm_fine_tuning_names_its_nonfinite_loss_train(tmp_path, tofu_dir, tiny_model, monkeypatch, capsys):
+    """docs/reliability.md labels plain training ``train``; LLM main_train's message said "retain loss"."""
+    from LLM import losses, main_train
+
+    def nan_loss(model, reference, batch, coefficient):
+        return next(model.parameters()).sum() * float("nan")
+
+    monkeypatch.setitem(losses.REGULARIZERS, "GD", nan_loss)  # the loss main_train fine-tunes with
+    with pytest.raises(SystemExit):
+        main_train.main(["--model_path", str(tiny_model), "--data_path", str(tofu_dir), "--split", "full",
+                         "--lr", "1e-3", "--num_epochs", "1", "--batch_size", "4", "--max_length", "32",
+                         "--save_dir", str(tmp_path / "ft"), "--device", "cpu"])
+    message = capsys.readouterr().err.splitlines()[-1]  # after transformers' progress bars
+    assert message.startswith("error: the train loss is nan at step 1 (lr 0): the run stopped"), message
+    assert not (tmp_path / "ft").exists()
