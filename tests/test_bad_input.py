@@ -1075,9 +1075,6 @@ PROGRAM_CASES = [
      "argument --epochs: expected an integer >= 1, got '-1'"),
     ("ImageClassification/demo.py", lambda i: ["--out", i.blocked + "/sub"], "--out {i.blocked}/sub: " + UNWRITABLE),
     ("LLM/parse_result.py", lambda i: ["--root", i.missing], "--root {i.missing}: folder not found"),
-    # diffusers logs two lines of its own before this refusal unless they are silenced (issue 25, item 5)
-    ("ImageGeneration/DiT/sample.py", lambda i: dit_sample(i, "--ckpt", dit_pickled(i, "transformer")),
-     "--ckpt {i.tmp}/pickled_dit/transformer/diffusion_pytorch_model.bin" + REFUSED),
 ]
 
 
