@@ -115,7 +115,8 @@ def config_value(value: Any, kind: Any, label: str, choices: Optional[Collection
         if isinstance(value, str) and bool_spellings and value in bool_spellings:
             return bool_spellings[value]
         raise UsageError(f"{label}: expected true or false, got {shown}")
-    expected = kind.expected if isinstance(kind, Bounded) else {int: "an integer", float: "a number"}.get(kind, "a value")
+    plain = {int: "an integer", float: "a number"}
+    expected = kind.expected if isinstance(kind, Bounded) else plain.get(kind, "a value")
     if isinstance(value, (bool, list, dict)) or value is None:
         raise UsageError(f"{label}: expected {'a string' if kind in (None, str) else expected}, got {shown}")
     try:

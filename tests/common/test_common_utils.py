@@ -69,7 +69,8 @@ def test_read_yaml_one_line_errors(tmp_path):
     (tmp_path / "ok.yaml").write_text("lr: 1.0e-5\nalternate: true\n")
     assert read_yaml(tmp_path / "ok.yaml") == {"lr": 1e-5, "alternate": True}
     for name, message in (("latin1.yaml", r"latin1.yaml: not UTF-8 text \(byte 9: invalid continuation byte\)"),
-                          ("broken.yaml", r"broken.yaml: not valid YAML \("), ("missing.yaml", r"missing.yaml: file not found")):
+                          ("broken.yaml", r"broken.yaml: not valid YAML \("),
+                          ("missing.yaml", r"missing.yaml: file not found")):
         with pytest.raises(UsageError, match=r"^--config \S*" + message):
             read_yaml(tmp_path / name)
     with pytest.raises(UsageError, match=r"^--cfg \S+: not a file$"):
