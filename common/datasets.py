@@ -242,8 +242,8 @@ def _checksum(array: np.ndarray) -> int:
 
     A check against damage, not against an adversary (who could rewrite the record too): CRC-32
     catches every error burst up to 32 bits and any other change with probability 1 - 2^-32, and runs
-    about four times as fast as BLAKE2b, which keeps a warm load of CIFAR-10 (a 63 MB zip checksummed
-    per split, 184 MB of arrays) near a tenth of a second (benchmarks/README.md).
+    three to four times as fast as BLAKE2b here, which keeps a warm load of CIFAR-10 (a 63 MB zip
+    checksummed per split, 184 MB of arrays verified) under the unverified cache's (benchmarks/README.md).
     """
     return zlib.crc32(np.ascontiguousarray(array).data)
 
