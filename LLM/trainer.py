@@ -214,7 +214,7 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
     bar = progress(schedule.steps(loop["step"]), total=len(schedule), initial=loop["step"], desc=desc,
                    disable=not accelerator.is_main_process)
     for step, objective, micro_batches in bar:
-        if objective != JOINT:
+        if objective in (FORGET, RETAIN):  # a joint or plain-training step keeps the optimizer's objective
             set_objective(optimizer, objective)
         total = torch.zeros((), device=accelerator.device)
         tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)

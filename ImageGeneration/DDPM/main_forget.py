@@ -28,7 +28,7 @@ from common.saliency import check_mask
 from ImageGeneration.core.diffusion import EMA, FORGET_LOSSES
 from ImageGeneration.core.images import check_label
 from ImageGeneration.core.methods import METHODS, SFRON_METHODS
-from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, run_snapshots, start_run
+from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, start_run
 from common.precision import MixedPrecision, add_amp_args, amp_precision
 from ImageGeneration.core.unlearn import ForgetWeights, add_dual_args
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, load_class_samples, make_loader, split_forget
@@ -131,9 +131,9 @@ def main(argv=None) -> str:
     optimizer = build_unlearn_optimizer(config, unet, spec)
     ema = EMA(unet, config.model.ema_rate, loaded.state.get("ema")) if config.model.ema else None
 
-    run_dir, logger = open_run(args.exp_root, run_parts(args, config), sharding, args.resume)
-    snapshots = run_snapshots(run_dir, args, config.training.snapshot_freq, sharding, to_dict(config)).register(
-        remain_batches=remain_batches, **({"forget_batches": forget_batches} if forget_batches else {}))
+    run_dir, logger, snapshots = open_run(args.exp_root, run_parts(args, config), sharding, args,
+                                          config.training.snapshot_freq, to_dict(config))
+    snapshots.register(remain_batches=remain_batches, **({"forget_batches": forget_batches} if forget_batches else {}))
     if sharding.is_main:
         save_config(config, run_dir / "logs" / "config.yaml")
     logger.info(f"forgetting class {args.label_to_forget} of {ckpt_folder} with {args.mode} "

@@ -124,6 +124,9 @@ def main(argv=None) -> str:
     optimizer = dit_optimizer(model.transformer, args.lr, spec)
 
     out_dir = experiment_dir(args)
+    # a snapshot to resume from is checked before the log is opened: a refused --resume writes nothing
+    snapshots = Snapshotter(out_dir, every=args.ckpt_every, resume=args.resume, config=vars(args)).register(
+        forget_batches=forget, remain_batches=remain).verify()
     logger = setup_logging(LOGGER_NAME, out_dir / "log.txt")
     logger.info(f"Experiment directory created at {out_dir}")
     logger.info(f"Forget set: {len(forget_loader.dataset):,} images, remain set: {len(remain_loader.dataset):,}")
@@ -140,8 +143,6 @@ def main(argv=None) -> str:
                 model.transformer.save_pretrained(tmp)
             logger.info(f"Saved checkpoint to {path}")
 
-    snapshots = Snapshotter(out_dir, every=args.ckpt_every, resume=args.resume, config=vars(args)).register(
-        forget_batches=forget, remain_batches=remain)
     with tracking(args, out_dir) as reporter:
         history = run_unlearning(model.transformer, optimizer, args.n_iters, plan.forget_loss, plan.remain_loss,
                                  schedule=plan.schedule, forget_mask=plan.forget_mask, remain_mask=plan.remain_mask,

@@ -54,11 +54,21 @@ def report_args(kind, steps=1):
     return parser.parse_args(["--report_to", kind, "--logging_steps", str(steps)])
 
 
-def test_wandb_without_the_package_is_a_one_line_error(tmp_path, monkeypatch):
+def test_wandb_without_the_package_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    from common.errors import ArgumentParser
+
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
+    parser = ArgumentParser(prog="main.py")
+    add_report_args(parser)
+    with pytest.raises(SystemExit):  # refused while the command line is read, before anything is written
+        parser.parse_args(["--report_to", "wandb"])
+    assert capsys.readouterr().err == ("error: main.py: argument --report_to: wandb needs the wandb package "
+                                       "(pip install wandb)\n")
+    record = {"report_to": "wandb", "logging_steps": 1}  # a record that bypassed the parser
     with pytest.raises(UsageError, match=r"--report_to wandb: needs the wandb package \(pip install wandb\)"):
-        with tracking(report_args("wandb"), tmp_path):
+        with tracking(record, tmp_path):
             pass
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_logging_steps_and_final_metrics(tmp_path):
