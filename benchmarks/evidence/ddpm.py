@@ -28,13 +28,13 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
 from benchmarks.evidence.design import TIED, MethodGrid, decade_grid, run_name, setting_checks
-from benchmarks.evidence.engine import Method, report_text
+from benchmarks.evidence.engine import Method, Modality, report_text
 from common.evidence_runs import Call, Runner
 from common.io import atomic_path, atomic_write_json, read_json
 from ImageGeneration.core.images import load_image_folder
@@ -216,17 +216,13 @@ def check_setting(judge_acc: float, original: Mapping[str, float], retrain: Mapp
     return setting_checks(checks)
 
 
-class DDPMEvidence:
+class DDPMEvidence(Modality):
     """The DDPM modality of :func:`benchmarks.evidence.engine.run` for one :class:`DDPMEvidenceConfig`."""
 
     metrics = METRICS
     gap_metrics = GAP_METRICS   # avg_std: the spread of the gap's metrics (the FID's std is in other units)
     stability_metrics = GAP_METRICS
-    reference_name = "Retrain"
-    progress = "step"
     gap_label = "gap to Retrain: mean |UA-100|, |RA-RA_R| (search seed)"
-    label = "method"
-    cell = ".2f"
 
     def __init__(self, config: DDPMEvidenceConfig) -> None:
         self.config = config
@@ -325,12 +321,6 @@ class DDPMEvidence:
     def gap(self, metrics: Mapping[str, float]) -> float:
         return gap(metrics, self.reference)
 
-    def trajectory_call(self, method: str, optim: str, call: Call) -> Optional[Call]:
-        return None
-
-    def read_trajectory(self, call: Call) -> List[Dict[str, float]]:
-        raise NotImplementedError("the DDPM benchmark records no trajectory (trajectory_call is None)")
-
     # -- reporting -------------------------------------------------------------------------------------
 
     def finish(self, results: Dict[str, object]) -> None:
@@ -386,9 +376,9 @@ def save_sample_grid(runs: Mapping[str, str], path: Path, scale: int = 2) -> Pat
 def report(results: Mapping[str, object]) -> str:
     """Everything the benchmark prints at its end (:func:`benchmarks.evidence.engine.report_text`)."""
     config, budget = results["config"], results["step_budget"]
-    caption = (f"digits DDPM, forget digit {config['label_to_forget']}: original and Retrain {budget['pretrain_steps']} "
-               f"steps; per unlearning run {budget['forget_steps']} forget + {budget['remain_steps']} remain batches of "
-               f"{budget['batch_size']}; {config['n_forget_samples']} samples of the forgotten digit and "
+    caption = (f"digits DDPM, forget digit {config['label_to_forget']}: original and Retrain "
+               f"{budget['pretrain_steps']} steps; per unlearning run {budget['forget_steps']} forget + "
+               f"{budget['remain_steps']} remain batches of {budget['batch_size']}; {config['n_forget_samples']} samples of the forgotten digit and "
                f"{config['n_samples_per_class']} of each other digit per model at {config['timesteps']} sampling "
                f"steps; grid searched on seed {config['search_seed']}, best setting on seeds {list(config['seeds'])}; "
                "gap = mean(|UA - 100|, |RA - RA(Retrain)|), FID not in the gap")

@@ -18,7 +18,7 @@ runs them, :mod:`benchmarks.evidence.report` prints and draws them):
   kept as ``mean_seed_gap`` and ``gap_std``;
 * **sensitivity**: the width in decades of forget lr of the contiguous range around a curve's best point
   whose gap stays within ``tolerance`` of that best (:func:`robustness_width`); a curve whose gap changes
-  by less than its seed spread over its whole grid is *insensitive* (:func:`insensitive`): there the forget
+  by no more than its seed spread over its whole grid is *insensitive* (:func:`insensitive`): there the forget
   lr has no effect, and a wide range says nothing about robustness;
 * **seeds**: mean and std of every metric over seeds, and the mean of the stds (:func:`seed_summary`).
 
@@ -243,13 +243,13 @@ def report_curve(method: str, optim: str, points: Sequence[GridPoint],
 
 def insensitive(curve: Sequence[Tuple[float, float]], spread: float) -> bool:
     """Whether the forget lr has no effect on a curve ``[(forget lr, gap), ...]``: over its whole grid its
-    finite gap changes (max - min) by less than ``spread``, the std over seeds of the gap at its best
-    setting. A diverged point is an effect; a curve of one point, or with no spread measured (NaN), is
-    not called insensitive."""
+    gap changes (max - min) by no more than ``spread``, the std over seeds of the gap at its best setting
+    (a curve that does not change at all is insensitive whatever the spread). A diverged point is an effect;
+    a curve of one point, or with no spread measured (NaN), is not called insensitive."""
     gaps = [gap for _, gap in curve]
     if len(gaps) < 2 or not math.isfinite(spread) or not all(math.isfinite(g) for g in gaps):
         return False
-    return max(gaps) - min(gaps) < spread
+    return max(gaps) - min(gaps) <= spread
 
 
 def seed_summary(per_seed: Sequence[Mapping[str, float]], keys: Sequence[str]) -> Dict[str, float]:

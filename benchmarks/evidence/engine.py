@@ -11,8 +11,8 @@ A modality (image classification, DDPM, TOFU) supplies what only it knows, as an
   start of the results record, with at least ``reference`` (metric -> value), ``original_gap`` (the
   gap of doing nothing) and ``setting`` (:func:`benchmarks.evidence.design.setting_checks`);
 * ``unlearn_call(method, optim, forget_lr, retain_lr, seed)``: the :class:`common.evidence_runs.Call` of one
-  unlearning setting (``retain_lr`` :data:`TIED`: one optimizer at ``forget_lr``), built from its method
-  table (:class:`Method`), and ``read(call)``: that run's metrics;
+  unlearning setting (``retain_lr`` :data:`~benchmarks.evidence.design.TIED`: one optimizer at ``forget_lr``),
+  built from its method table (:class:`Method`), and ``read(call)``: that run's metrics;
 * ``gap(metrics)``: the gap of one metrics record (a run's, or a mean over seeds) to the reference;
 * ``trajectory_call(method, optim, call)`` (None where the method keeps no intermediate model) and
   ``read_trajectory(call)``: the metrics along a finished run, ``[{"progress": p, metric: value}, ...]``;
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from benchmarks.evidence import report as reporting
-from benchmarks.evidence.design import (DIVERGED_GAP, TIED, MethodGrid, best_line, config_record, diverged, insensitive,
+from benchmarks.evidence.design import (DIVERGED_GAP, MethodGrid, best_line, config_record, diverged, insensitive,
                                         report_curve, search, seed_gaps, seed_summary, trajectory_summary)
 from common.evidence_runs import Call, Runner
 from common.io import atomic_write_json
@@ -65,6 +65,26 @@ class Method:
     def argv(self, optim: str) -> Tuple[str, ...]:
         """The method's flags under ``optim``."""
         return self.flags + tuple(self.optim_flags.get(optim, ()))
+
+
+class Modality:
+    """The defaults of a modality (see the module docstring for what a subclass supplies): Retrain as the
+    reference, two-decimal tables, no trajectory and no files of its own."""
+
+    reference_name = "Retrain"
+    label = "method"
+    cell = ".2f"
+    progress = "epoch"
+
+    def trajectory_call(self, method: str, optim: str, call: Call) -> Optional[Call]:
+        """The call that records the metrics along a finished run, or None where none is kept."""
+        return None
+
+    def read_trajectory(self, call: Call) -> List[Dict[str, float]]:
+        raise NotImplementedError(f"{type(self).__name__} records no trajectory")
+
+    def finish(self, results: Dict[str, Any]) -> None:
+        """Add the modality's own fields and files to the results (called before every save)."""
 
 
 def _records(modality: Any, runner: Runner, grid: MethodGrid,

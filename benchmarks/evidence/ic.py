@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from benchmarks.evidence.design import TIED, MethodGrid, decade_grid, lr_text, run_name, setting_checks
-from benchmarks.evidence.engine import Method, report_text
+from benchmarks.evidence.engine import Method, Modality, report_text
 from common.datasets import ImageTree
 from common.device import get_device
 from common.evidence_runs import DIVERGED_FILE, Call, Runner
@@ -245,15 +245,11 @@ def evaluate_checkpoints(spec: CheckpointEvaluation) -> None:
     atomic_write_json(points, Path(spec.run_dir) / "trajectory" / TRAJECTORY)
 
 
-class ICEvidence:
+class ICEvidence(Modality):
     """The image-classification modality of :func:`benchmarks.evidence.engine.run` for one :class:`EvidenceConfig`."""
 
     metrics = gap_metrics = stability_metrics = METRICS
-    reference_name = "Retrain"
-    progress = "epoch"
     gap_label = "Avg Gap to Retrain (search seed)"
-    label = "method"
-    cell = ".2f"
 
     def __init__(self, config: EvidenceConfig) -> None:
         self.config = config

@@ -44,8 +44,8 @@ def render_tables(methods: Sequence[Mapping[str, object]], metrics: Sequence[str
     for m in methods:
         mean = m["seed_mean"]
         cells = [f"{mean[k]:{cell}}+-{mean[k + '_std']:{cell}}" for k in metrics]
-        lines.append(f"| {m['method']} | {m['optim']} | {m['best_forget_lr']:g} | {_retain(m)} | {len(m['per_seed'])} | "
-                     + " | ".join(cells) + f" | {gap_text(m['avg_gap'])} | {gap_text(m['mean_seed_gap'])} | "
+        lines.append(f"| {m['method']} | {m['optim']} | {m['best_forget_lr']:g} | {_retain(m)} | "
+                     f"{len(m['per_seed'])} | " + " | ".join(cells) + f" | {gap_text(m['avg_gap'])} | {gap_text(m['mean_seed_gap'])} | "
                      f"{m['gap_std']:.2f} | {m['avg_std']:.2f} | {_sensitivity(m)} | {m['grid_size']} | "
                      f"{'yes' if m['searched_both_ends'] else 'no'} |")
     lines += ["", f"| {label} | optim | retain lr | gap at each forget lr (search seed) |", "|---|---|---:|---|"]
@@ -230,7 +230,8 @@ def plot_stability(methods: Sequence[Mapping[str, object]], path: Path, keys: Se
                 x = [p["progress"] for p in points]
                 mean = [p[key] for p in points]
                 std = [p[f"{key}_std"] for p in points]
-                line, = axis.plot(x, mean, marker=".", label=f"{record['optim']} ({record['stability']['seeds']} seeds)")
+                seeds = record["stability"]["seeds"]
+                line, = axis.plot(x, mean, marker=".", label=f"{record['optim']} ({seeds} seeds)")
                 axis.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                                   color=line.get_color(), alpha=0.2)
             if key in reference:

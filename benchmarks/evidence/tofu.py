@@ -22,12 +22,12 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from benchmarks.evidence.design import TIED, MethodGrid, decade_grid, setting_checks
-from benchmarks.evidence.engine import Method, report_text
+from benchmarks.evidence.engine import Method, Modality, report_text
 from common.errors import UsageError
 from common.evidence_runs import Call, Runner
 from common.io import atomic_write_json, ensure_writable_dir, read_json
@@ -205,13 +205,12 @@ class TofuEvidenceConfig:
     stability: bool = False     # no trajectory: main_forget.py keeps only its last model
 
 
-class TofuEvidence:
+class TofuEvidence(Modality):
     """The TOFU modality of :func:`benchmarks.evidence.engine.run`: the flags of ``llm_tofu.py`` as ``args``."""
 
     metrics = METRICS
     gap_metrics = stability_metrics = GAP_KEYS
     reference_name = "the retain model"
-    progress = "step"
     gap_label = "gap to the retain model (search seed)"
     label = "loss"
     cell = ".3g"
@@ -250,15 +249,6 @@ class TofuEvidence:
 
     def gap(self, metrics: Mapping[str, float]) -> float:
         return tofu_gap(metrics, self.retain)
-
-    def trajectory_call(self, method: str, optim: str, call: Call) -> Optional[Call]:
-        return None
-
-    def read_trajectory(self, call: Call) -> List[Dict[str, float]]:
-        raise NotImplementedError("the TOFU benchmark records no trajectory (trajectory_call is None)")
-
-    def finish(self, results: Dict[str, object]) -> None:
-        pass
 
     def title(self, results: Mapping[str, object]) -> str:
         args, budget = self.args, results["step_budget"]

@@ -1,5 +1,4 @@
 """The image-classification modality of the evidence engine: checks, step budget, grids, calls, trajectories."""
-import json
 from dataclasses import replace
 
 import pytest

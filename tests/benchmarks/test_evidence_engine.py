@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.evidence.design import TIED, MethodGrid, setting_checks
+from benchmarks.evidence.design import MethodGrid, setting_checks
 from benchmarks.evidence.engine import Method, report_text, run
 from common.evidence_runs import Call
 from common.io import atomic_write_json, read_json
