@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     config = replace(PRESETS["demo_quick" if args.quick else "demo"], out=str(ensure_writable_dir(args.out, "--out")))
+    if args.jobs > 1:
+        import torch
+        # the runs this process makes itself (a batch of one) then sum like the workers' (one thread each), and
+        # do not oversubscribe the cores the workers use
+        torch.set_num_threads(1)
     results = run(ICEvidence(config), timed_log(), jobs=args.jobs, threads=1)
     print()
     print(report(results))
