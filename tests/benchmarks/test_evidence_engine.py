@@ -132,3 +132,14 @@ def test_run_searches_extends_seeds_and_reports_the_gap_of_the_seed_means(tmp_pa
     ran = len(fake_benchmark)
     again = run(FakeModality(config), log=lambda text: None)
     assert len(fake_benchmark) == ran and again["methods"] == results["methods"]
+
+
+def test_no_runtime_module_imports_the_evidence_engine():
+    """The engine is benchmark code: only the README demo (an entry point that runs a benchmark) uses it."""
+    repo = Path(__file__).resolve().parents[2]
+    runtime = [path for folder in ("common", "dualoptim", "ImageClassification", "LLM", "ImageGeneration")
+               for path in (repo / folder).rglob("*.py") if path != repo / "ImageClassification" / "demo.py"]
+    assert len(runtime) > 50
+    importing = [str(path.relative_to(repo)) for path in runtime
+                 if "benchmarks.evidence" in path.read_text(encoding="utf-8")]
+    assert importing == []
