@@ -222,7 +222,7 @@ class DDPMEvidence(Modality):
     metrics = METRICS
     gap_metrics = GAP_METRICS   # avg_std: the spread of the gap's metrics (the FID's std is in other units)
     stability_metrics = GAP_METRICS
-    gap_label = "gap to Retrain: mean |UA-100|, |RA-RA_R| (search seed)"
+    gap_label = "gap to Retrain, mean |UA-100|, |RA-RA_R| (search seed)"
 
     def __init__(self, config: DDPMEvidenceConfig) -> None:
         self.config = config

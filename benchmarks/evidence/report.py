@@ -161,7 +161,7 @@ def plot_curves(methods: Sequence[Mapping[str, object]], path: Path, ylabel: str
         axis.set_xscale("log")
         axis.set_title(name)
         axis.set_xlabel("forget learning rate")
-        axis.set_ylabel(ylabel)
+        axis.set_ylabel(textwrap.fill(ylabel, 32))  # no longer than the axis is high
         axis.grid(True, which="both", alpha=0.3)
         if crowded:
             axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
