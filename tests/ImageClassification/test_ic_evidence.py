@@ -1,5 +1,8 @@
 """The image-classification modality of the evidence engine: checks, step budget, grids, calls, trajectories."""
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -139,3 +142,11 @@ def test_ablation_preset_shares_the_cifar10_setting_and_searches_every_pair_alik
     assert {len(g.forget_lrs) for g in ablation.grids if g.optim in ABLATION_PAIRS} == {7}  # 3 per decade
     lion_sgd = next(g for g in ablation.grids if g.optim == "dual_ls")
     assert lion_sgd.forget_lrs[::3] == (1e-6, 1e-5, 1e-4) and lion_sgd.retain_lrs == (3e-3, 1e-2)
+
+
+def test_benchmark_script_imports_the_engine_and_lists_its_presets():
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "ic_unlearning.py"
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "{cifar10,cifar10_ablation,demo,demo_quick,paper_gpu,paper_gpu_short}" in result.stdout
+    assert "--jobs" in result.stdout and "--data" in result.stdout
