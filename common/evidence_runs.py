@@ -1,4 +1,4 @@
-"""The runs of an evidence benchmark (:mod:`common.evidence`): resumable, logged, optionally in a worker pool.
+"""The runs of an evidence benchmark (:mod:`benchmarks.evidence`): resumable, logged, optionally in a worker pool.
 
 A benchmark is hundreds of independent runs (an entry script's ``main(argv)``, or a modality's function
 that trains a model and scores it). Each is a :class:`Call`: the function, its one argument, the run's folder
@@ -11,7 +11,7 @@ A run that stops on a NaN or infinite loss (:class:`common.nonfinite.NonFiniteLo
 that diverges at every learning rate) is a result, not a crash of the benchmark: :func:`run_call` writes the
 stop's message to ``<folder>/diverged.json``, the call counts as finished, and :meth:`Runner.records` gives it
 a record whose metrics are NaN and whose ``"diverged"`` field holds the message (the design gives it the gap
-:data:`common.evidence.DIVERGED_GAP`).
+:data:`benchmarks.evidence.design.DIVERGED_GAP`).
 """
 from __future__ import annotations
 

@@ -122,7 +122,7 @@ def test_llm_unlearning_reports_both_objectives_moments(tmp_path, tofu_dir, tiny
 
 def test_ddpm_unlearning_reports_to_tensorboard(tmp_path):
     from ImageGeneration.DDPM import main_forget, main_train
-    from ImageGeneration.DDPM.evidence import sized_config
+    from benchmarks.evidence.ddpm import sized_config
     train_cfg = sized_config("pretrain", tmp_path, 2)
     pretrained = main_train.main(["--exp_root", str(tmp_path), "--config", train_cfg, "--device", "cpu"])
     run_dir = main_forget.main(["--exp_root", str(tmp_path), "--ckpt_folder", pretrained, "--mode", "salun",
