@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "--retain_lrs)")
     parser.add_argument("--retain_lrs", type=float, nargs="+", default=[1e-4, 1e-3],
                         help="--evidence: dual_adam's retain lrs (--lr) searched")
+    parser.add_argument("--optims", nargs="+", choices=OPTIMS, default=["adam", "dual_adam"],
+                        help="--evidence: optimizer families searched (dual_adam_joint: DualOptim on joint steps, "
+                             "--schedule joint)")
     parser.add_argument("--max_extensions", type=int, default=2,
                         help="--evidence: forget lrs added past a grid edge where the curve has not risen")
     parser.add_argument("--threads", type=int, default=None,
@@ -141,7 +144,7 @@ def table_mode(args: argparse.Namespace, prepared: Prepared) -> Dict[str, list]:
     """Each forget loss x optimizer at ``--lr`` / ``--forget_lr`` on every seed: the table of means."""
     rows = {"retain": [prepared.retain], "original": [prepared.original]}
     for loss in TABLE_LOSSES:
-        for optim in OPTIMS:
+        for optim in args.optims:
             rows[f"{loss} / {optim}"] = [
                 prepared.unlearn(args, loss, optim, args.lr, args.forget_lr, seed,
                                  prepared.out / "unlearn" / loss / optim / f"seed{seed}") for seed in args.seeds]

@@ -43,7 +43,13 @@ METHODS = {loss: Method("main_forget", ("--forget_loss", loss, "--forget_coeff",
            for loss, coeff in (("ME+GD", "0.1"), ("IDK+AP", "1.0"), ("NPO+GD", "0.1"))}
 GAP_KEYS = ("Forget ROUGE", "TOFU Model Utility")
 METRICS = (*GAP_KEYS, "Forget Quality")
-OPTIMS = ("adam", "dual_adam")
+#: optimizer family -> its ``main_forget.py`` flags: one AdamW state, or DualOptim's two sets of moments on
+#: the alternating schedule (``--retain_freq`` retain steps per forget step) or on joint steps whose forget
+#: and retain gradients update their own moments (``--schedule joint``, one step per forget batch)
+OPTIM_FLAGS = {"adam": ("--optim_cfg", "adam", "--alternate"),
+               "dual_adam": ("--optim_cfg", "dual_adam", "--alternate"),
+               "dual_adam_joint": ("--optim_cfg", "dual_adam", "--schedule", "joint")}
+OPTIMS = tuple(OPTIM_FLAGS)
 EVAL_FILES = ("real_authors_perturbed", "world_facts_perturbed")
 RESULT = "metrics.json"
 
@@ -159,7 +165,7 @@ class Prepared:
                      save: Path) -> Call:
         """The run of ``loss`` under ``optim`` (retain lr ``lr``, forget lr ``forget_lr``) into ``save``."""
         forget = ["--model_path", str(self.models["original"]), "--split", "forget10", "--task_list", "1",
-                  *METHODS[loss].argv(optim), "--alternate", "--optim_cfg", optim,
+                  *METHODS[loss].argv(optim), *OPTIM_FLAGS[optim],
                   "--retain_freq", str(args.retain_freq), "--lr", str(lr), "--forget_lr", str(forget_lr),
                   "--num_epochs", str(args.epochs), "--batch_size", str(args.batch_size),
                   "--gradient_accumulation_steps", "1", "--seed", str(seed), "--save_dir", str(save), "--overwrite",
@@ -186,12 +192,12 @@ def tofu_gap(summary: Mapping[str, float], retain: Mapping[str, float]) -> float
 
 
 def evidence_grids(args: argparse.Namespace) -> List[MethodGrid]:
-    """``adam`` (one AdamW state at ``--lr`` for both objectives: a tied grid) and ``dual_adam`` (forget lr x
-    each ``--retain_lrs``) per loss, both forget axes from ``--grid_low`` to ``--grid_high`` at
-    ``--points_per_decade``."""
+    """Per loss, each of ``--optims``: ``adam`` (one AdamW state at ``--lr`` for both objectives: a tied grid),
+    ``dual_adam`` / ``dual_adam_joint`` (forget lr x each ``--retain_lrs``), every forget axis from
+    ``--grid_low`` to ``--grid_high`` at ``--points_per_decade``."""
     forget_lrs = decade_grid(args.grid_low, args.grid_high, args.points_per_decade)
-    return [grid for loss in METHODS for grid in (MethodGrid(loss, "adam", forget_lrs, None),
-                                                 MethodGrid(loss, "dual_adam", forget_lrs, tuple(args.retain_lrs)))]
+    return [MethodGrid(loss, optim, forget_lrs, None if optim == "adam" else tuple(args.retain_lrs))
+            for loss in METHODS for optim in args.optims]
 
 
 @dataclass(frozen=True)
@@ -223,12 +229,14 @@ class TofuEvidence(Modality):
         self.retain: Dict[str, float] = {}
 
     def step_budget(self) -> Dict[str, int]:
-        """The alternating schedule (forget_freq 1): each cycle is one forget step and retain_freq retain steps."""
+        """The alternating schedule (forget_freq 1): each cycle is one forget step and retain_freq retain steps;
+        ``dual_adam_joint`` takes ``joint_steps`` steps of one forget and one retain batch each."""
         args = self.args
         per_epoch = steps_per_epoch(args.num_forget, args.num_retain, args.batch_size, 1, 1, True, 1, args.retain_freq)
         forget_steps = args.epochs * per_epoch // (1 + args.retain_freq)
+        joint_steps = args.epochs * steps_per_epoch(args.num_forget, args.num_retain, args.batch_size, 1, 1, False)
         return {"forget_steps": forget_steps, "retain_steps": forget_steps * args.retain_freq,
-                "batch_size": args.batch_size, "epochs": args.epochs}
+                "joint_steps": joint_steps, "batch_size": args.batch_size, "epochs": args.epochs}
 
     def prepare(self, runner: Runner, log: Callable[[str], None]) -> Dict[str, object]:
         self.prepared = Prepared(self.args)
@@ -261,6 +269,9 @@ def report(results: Mapping[str, object]) -> str:
     args, budget = results["args"], results["step_budget"]
     caption = (f"TOFU forget10 task 1 ({args['num_forget']} forget / {args['num_retain']} retain rows), Llama "
                f"{args['num_layers']}x{args['hidden_size']} from scratch; per run {budget['forget_steps']} forget + "
-               f"{budget['retain_steps']} retain steps at batch {budget['batch_size']}; grid searched on seed "
+               f"{budget['retain_steps']} retain steps at batch {budget['batch_size']}"
+               + (f" (dual_adam_joint: {budget['joint_steps']} joint steps of one forget and one retain batch)"
+                  if "dual_adam_joint" in args.get("optims", ()) else "")
+               + f"; grid searched on seed "
                f"{args['seeds'][0]}, best setting on seeds {args['seeds']}; gap = {results['gap']}")
     return report_text(TofuEvidence, results, caption)
