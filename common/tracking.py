@@ -9,6 +9,8 @@ the LLM's :func:`~LLM.trainer.run_schedule`, the diffusion models' loops) report
 * ``lr/forget`` and ``lr/retain``: the learning rate of each objective's next step;
 * ``moments/<objective>/<buffer>``: the norm of each moment buffer (:func:`dualoptim.moment_norms`), the
   quantity behind the paper's argument that one state mixes the objectives' gradient statistics;
+* ``estimate/<objective>/d``: the step size a learning-rate-free optimizer estimates for itself (Prodigy's
+  :math:`d`, ``--optim dual_prodigy``), from the optimizer's ``state_scalars()``;
 
 and at the end the run's evaluation metrics (``eval/<name>``). TensorBoard event files go to
 ``<run folder>/tensorboard``; wandb writes to ``<run folder>/wandb`` and runs offline unless ``WANDB_MODE``
@@ -104,7 +106,7 @@ class StepReporter:
     def step(self, losses: Mapping[str, Any], optimizer: Any, step: Optional[int] = None) -> None:
         """Record an optimizer step and its ``losses`` (objective -> a float or a tensor); ``step``: its number
         (default: the steps reported so far plus one). Every ``every`` steps, log the objectives' last losses,
-        the learning rate of each objective and the moment norms of ``optimizer``."""
+        the learning rate of each objective, the moment norms of ``optimizer`` and the step sizes it estimates."""
         if not self.active:
             return
         self.losses.update({objective: float(loss.detach() if torch.is_tensor(loss) else loss)
@@ -116,6 +118,8 @@ class StepReporter:
         values = {f"loss/{name}": value for name, value in self.losses.items()}
         values.update({f"lr/{name}": rate for name, rate in objective_lrs(optimizer).items()})
         values.update({f"moments/{key}": norm for key, norm in moment_norms(optimizer).items()})
+        if callable(getattr(optimizer, "state_scalars", None)):  # a TwoObjectiveOptimizer (not a bare torch one)
+            values.update({f"estimate/{key}": value for key, value in optimizer.state_scalars().items()})
         self.tracker.scalars(step, values)
 
     def metrics(self, metrics: Mapping[str, Any]) -> None:

@@ -16,8 +16,9 @@ how many torch optimizers hold them; training loops, schedulers, ``GradScaler`` 
 """
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple, Union
 
 import torch
 from torch.optim import Optimizer
@@ -72,7 +73,11 @@ class TwoObjectiveOptimizer(ABC):
     * :attr:`optimizers` -- the distinct torch optimizers (attach one scheduler to each);
     * :meth:`for_objective` -- one objective's torch optimizer as ``torch.amp.GradScaler`` sees it;
     * :meth:`state_dict` -- ``{"forget": ..., "retain": ...}`` for two torch optimizers, ``{"shared": ...}``
-      for one (the key says that one torch optimizer serves both objectives, whatever state it keeps).
+      for one (the key says that one torch optimizer serves both objectives, whatever state it keeps);
+    * :meth:`train_mode` / :meth:`eval_mode` -- the weights to train on and those to evaluate or save, which
+      differ for a schedule-free torch optimizer (no-ops for every other);
+    * :meth:`state_scalars` -- the scalars an optimizer estimates for itself (Prodigy's step size ``d``),
+      by objective, for ``--report_to``.
 
     Why not a ``torch.optim.Optimizer``: a torch optimizer keeps one ``state[p]`` per parameter and refuses a
     parameter in two param groups, yet two states for every parameter is the point.  Subclassing one while
@@ -131,6 +136,46 @@ class TwoObjectiveOptimizer(ABC):
     def zero_grad(self, set_to_none: bool = True) -> None:
         # Every torch optimizer holds the same tensors: clearing once is enough.
         self.retain_optimizer.zero_grad(set_to_none=set_to_none)
+
+    def train_mode(self) -> None:
+        """Put the weights the next steps train on into the parameters (call before stepping again after
+        :meth:`eval_mode`).
+
+        A schedule-free torch optimizer (``schedulefree.AdamWScheduleFree``) trains on an interpolation
+        :math:`y = (1 - \\beta_1) z + \\beta_1 x` of its gradient-step sequence :math:`z` and its average
+        :math:`x`, and evaluates :math:`x`; its ``train()`` / ``eval()`` swap them in place.  Any torch
+        optimizer with those two methods is swapped; the others have one set of weights.
+        """
+        for optimizer in self.optimizers:
+            if callable(getattr(optimizer, "train", None)):
+                optimizer.train()
+
+    def eval_mode(self) -> None:
+        """Put the weights to evaluate or save into the parameters (see :meth:`train_mode`)."""
+        for optimizer in self.optimizers:
+            if callable(getattr(optimizer, "eval", None)):
+                optimizer.eval()
+
+    @contextlib.contextmanager
+    def evaluation_weights(self) -> Iterator[None]:
+        """The weights to evaluate or save in the parameters inside the block, those to train on after it."""
+        self.eval_mode()
+        try:
+            yield
+        finally:
+            self.train_mode()
+
+    def state_scalars(self) -> Dict[str, float]:
+        """The step sizes the optimizers estimate for themselves, as ``{"<objective>/d": value}``.
+
+        Prodigy and D-Adaptation keep their estimate :math:`d` of the distance to the solution in every
+        param group (the step is :math:`\\gamma d` times Adam's); it is read from the first group of each
+        objective's torch optimizer (``shared/d`` when one serves both).  Empty for optimizers that
+        estimate nothing.
+        """
+        labels = ("shared",) if len(self.optimizers) == 1 else OBJECTIVES
+        return {f"{label}/d": float(optimizer.param_groups[0]["d"])
+                for label, optimizer in zip(labels, self.optimizers) if "d" in optimizer.param_groups[0]}
 
     def _state_keys(self) -> Tuple[str, ...]:
         return ("shared",) if len(self.optimizers) == 1 else OBJECTIVES
