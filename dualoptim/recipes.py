@@ -31,6 +31,9 @@ name           forget objective                              retain objective
 ``dual_prodigy`` Prodigy(forget_lr, wd 0.05) (prodigyopt)    SGD(retain_lr, momentum, weight_decay)
 ``dual_sf``    AdamWScheduleFree(forget_lr, wd 0.05)         SGD(retain_lr, momentum, weight_decay)
                (schedulefree)
+``dual_prodigy_adam`` Prodigy(forget_lr, wd 0.05)           AdamW(retain_lr, wd 0.05), one torch optimizer
+                                                             (:class:`~dualoptim.optim.paired.PairedOptimizer`)
+``dual_sf_adam`` AdamWScheduleFree(forget_lr, wd 0.05)       as ``dual_prodigy_adam``
 ============== ============================================ ================================================
 
 The names from ``dual_sa`` on are the paper's optimizer ablations; as in the
@@ -41,10 +44,11 @@ param groups, at ``--lr`` for every step), ``dual_adam``
 ``adam_8bit`` and ``dual_adam_8bit`` (bitsandbytes, ``fp32_params`` kept in
 32 bits).
 
-``dual_prodigy`` and ``dual_sf`` are learning-rate-free forget optimizers (:mod:`dualoptim.optim.lrfree`,
-optional packages: ``pip install 'dualoptim[lrfree]'``); a recipe that needs an absent package fails with
+``dual_prodigy`` and ``dual_sf`` (``--optim``), ``dual_prodigy_adam`` and ``dual_sf_adam`` (``--optim_cfg``,
+forget steps at ``--forget_lr`` times the schedule's factor, as ``dual_adam``'s) are learning-rate-free
+forget optimizers (:mod:`dualoptim.optim.lrfree`, optional packages: ``pip install 'dualoptim[lrfree]'``); a recipe that needs an absent package fails with
 one line at :func:`get_recipe`, before anything is loaded.  Their forget lr (``--unlearn_lr``) is the
-package's own ``lr``: :data:`LR_FREE_DEFAULT_LR` holds the packages' defaults (Prodigy's 1.0 multiplies its
+package's own ``lr`` (``--forget_lr`` for the LLM): :data:`LR_FREE_DEFAULT_LR` holds the packages' defaults (Prodigy's 1.0 multiplies its
 estimated step size), the one setting meant to need no search.  Measured like the other recipes, their
 grid is :data:`LR_FREE_MULTIPLIERS` times that default: three points per decade, as the other recipes'
 forget-lr grids, from 0.022x to 46x.
@@ -57,8 +61,8 @@ from typing import Callable, Sequence, Tuple
 
 import torch
 
-from dualoptim.optim import (ADAM_WEIGHT_DECAY, DecoupledAdamW, DualOptim, HybridAdamSGD, ObjectiveOptim, Params,
-                             SharedOptim, TwoObjectiveOptimizer, build_optimizer)
+from dualoptim.optim import (ADAM_WEIGHT_DECAY, DecoupledAdamW, DualOptim, HybridAdamSGD, ObjectiveOptim,
+                             PairedOptimizer, Params, SharedOptim, TwoObjectiveOptimizer, build_optimizer)
 from dualoptim.optim.base import materialize
 from dualoptim.optim.lrfree import import_lrfree_package
 from dualoptim.errors import UsageError
@@ -71,7 +75,7 @@ __all__ = ["IMAGE_FLAG", "LLM_FLAG", "LR_FREE_DEFAULT_LR", "LR_FREE_MULTIPLIERS"
 IMAGE_FLAG, LLM_FLAG = "--optim", "--optim_cfg"
 
 #: The forget lr of each learning-rate-free recipe that needs no search: its package's default ``lr``.
-LR_FREE_DEFAULT_LR = {"dual_prodigy": 1.0, "dual_sf": 0.0025}
+LR_FREE_DEFAULT_LR = {"dual_prodigy": 1.0, "dual_sf": 0.0025, "dual_prodigy_adam": 1.0, "dual_sf_adam": 0.0025}
 
 #: Their forget-lr grid, as multipliers on that default: 10^(k/3) for k = -5..5.
 LR_FREE_MULTIPLIERS = tuple(float(f"{10 ** (k / 3):.3g}") for k in range(-5, 6))
@@ -206,6 +210,20 @@ recipe("dual_ll", ablation=True)(_pair("lion", "lion"))
 recipe("dual_sl", ablation=True)(_pair("sgd", "lion"))
 recipe("dual_prodigy", needs=("prodigy",))(_pair("prodigy", "sgd"))
 recipe("dual_sf", needs=("adamw_sf",))(_pair("adamw_sf", "sgd"))
+
+
+def _paired_with_adamw(forget: str) -> Callable[[list, RecipeSettings], TwoObjectiveOptimizer]:
+    """A :class:`PairedOptimizer` recipe: the ``forget`` optimizer, AdamW for retain steps (the retain side of
+    ``dual_adam``), one torch optimizer scheduled at ``retain_lr``, forget steps at ``forget_lr``."""
+    def build(params: list, s: RecipeSettings) -> TwoObjectiveOptimizer:
+        forget_optimizer = build_optimizer(forget, materialize(params), s.forget_lr, ADAM_WEIGHT_DECAY)
+        retain_optimizer = build_optimizer("adamw", materialize(params), s.retain_lr, ADAM_WEIGHT_DECAY)
+        return ObjectiveOptim(PairedOptimizer(forget_optimizer, retain_optimizer, s.forget_lr / s.retain_lr))
+    return build
+
+
+recipe("dual_prodigy_adam", flags=(LLM_FLAG,), needs=("prodigy",))(_paired_with_adamw("prodigy"))
+recipe("dual_sf_adam", flags=(LLM_FLAG,), needs=("adamw_sf",))(_paired_with_adamw("adamw_sf"))
 
 
 @recipe("dual_share", ablation=True)

@@ -34,7 +34,7 @@ from typing import Any, Dict, Tuple
 from torch.optim import Optimizer
 
 from dualoptim.errors import UsageError
-from dualoptim.optim.base import Params
+from dualoptim.optim.base import Params, train_weights
 
 __all__ = ["LR_FREE_EXTRA", "LR_FREE_OPTIMIZERS", "build_lrfree_optimizer", "import_lrfree_package"]
 
@@ -70,6 +70,5 @@ def build_lrfree_optimizer(name: str, params: Params, lr: float, weight_decay: f
     module, cls = LR_FREE_OPTIMIZERS[name]
     optimizer = getattr(import_lrfree_package(name, f"optimizer {name!r}"), cls)(
         params, lr=lr, weight_decay=weight_decay, **kwargs)
-    if callable(getattr(optimizer, "train", None)):
-        optimizer.train()
+    train_weights(optimizer)
     return optimizer
