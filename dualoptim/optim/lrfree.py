@@ -1,18 +1,12 @@
 r"""Learning-rate-free torch optimizers from their own packages, which :class:`~dualoptim.optim.dual.DualOptim`
 pairs by name (the optional extra ``dualoptim[lrfree]`` installs both packages).
 
-========== ===================================== ===========================================================
-name       torch optimizer                       what stands in for a tuned learning rate
-========== ===================================== ===========================================================
-``prodigy`` ``prodigyopt.Prodigy`` (lr 1.0)       Adam's step times an estimate :math:`d_t` of the distance
-                                                  :math:`\lVert\theta_0 - \theta_*\rVert`, grown from
-                                                  ``d0 = 1e-6`` as the gradients allow; ``lr`` is a
-                                                  multiplier on :math:`d_t` (Mishchenko & Defazio, 2024)
-``adamw_sf`` ``schedulefree.AdamWScheduleFree``   no schedule: gradients are taken at
-           (lr 0.0025)                            :math:`y = (1 - \beta_1) z + \beta_1 x`, :math:`z` takes
-                                                  AdamW steps and :math:`x` is their weighted average, the
-                                                  weights to evaluate (Defazio et al., 2024)
-========== ===================================== ===========================================================
+* ``prodigy``: ``prodigyopt.Prodigy`` (default lr 1.0; Mishchenko & Defazio, 2024) takes Adam's step times an
+  estimate :math:`d_t` of the distance :math:`\lVert\theta_0 - \theta_*\rVert`, grown from ``d0 = 1e-6`` as
+  the gradients allow; ``lr`` multiplies :math:`d_t`.
+* ``adamw_sf``: ``schedulefree.AdamWScheduleFree`` (default lr 0.0025; Defazio et al., 2024) needs no
+  schedule: gradients are taken at :math:`y = (1 - \beta_1) z + \beta_1 x`, :math:`z` takes AdamW steps and
+  :math:`x`, their weighted average, is the weights to evaluate.
 
 The packages' own classes run every step; nothing here re-implements them.  Their state lives where torch
 optimizers keep it (``state[p]`` and the param groups: Prodigy's :math:`d_t` is ``param_groups[i]["d"]``),
@@ -67,7 +61,7 @@ def build_lrfree_optimizer(name: str, params: Params, lr: float, weight_decay: f
     A schedule-free optimizer is built in eval mode; it is switched to train mode here (a no-op on the
     weights before the first step, where :math:`x = y = z`), as the training loops expect.
     """
-    module, cls = LR_FREE_OPTIMIZERS[name]
+    cls = LR_FREE_OPTIMIZERS[name][1]
     optimizer = getattr(import_lrfree_package(name, f"optimizer {name!r}"), cls)(
         params, lr=lr, weight_decay=weight_decay, **kwargs)
     train_weights(optimizer)
