@@ -9,6 +9,8 @@ the LLM's :func:`~LLM.trainer.run_schedule`, the diffusion models' loops) report
 * ``lr/forget`` and ``lr/retain``: the learning rate of each objective's next step;
 * ``moments/<objective>/<buffer>``: the norm of each moment buffer (:func:`dualoptim.moment_norms`), the
   quantity behind the paper's argument that one state mixes the objectives' gradient statistics;
+* ``estimate/<objective>/d``: the step size a learning-rate-free optimizer estimates for itself (Prodigy's
+  :math:`d`, ``--optim dual_prodigy``, ``--optim_cfg dual_prodigy_adam``: :func:`dualoptim.step_size_estimates`);
 
 and at the end the run's evaluation metrics (``eval/<name>``). TensorBoard event files go to
 ``<run folder>/tensorboard``; wandb writes to ``<run folder>/wandb`` and runs offline unless ``WANDB_MODE``
@@ -28,7 +30,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Union
 import torch
 
 from common.errors import UsageError, positive_int
-from dualoptim.optimizers import OBJECTIVES, moment_norms
+from dualoptim.optimizers import OBJECTIVES, moment_norms, step_size_estimates
 
 REPORT_TO = ("none", "tensorboard", "wandb")
 
@@ -134,7 +136,7 @@ class StepReporter:
     def step(self, losses: Mapping[str, Any], optimizer: Any, step: Optional[int] = None) -> None:
         """Record an optimizer step and its ``losses`` (objective -> a float or a tensor); ``step``: its number
         (default: the steps reported so far plus one). Every ``every`` steps, log the objectives' last losses,
-        the learning rate of each objective and the moment norms of ``optimizer``."""
+        the learning rate of each objective, the moment norms of ``optimizer`` and the step sizes it estimates."""
         if not self.active:
             return
         self.losses.update({objective: float(loss.detach() if torch.is_tensor(loss) else loss)
@@ -146,6 +148,7 @@ class StepReporter:
         values = {f"loss/{name}": value for name, value in self.losses.items()}
         values.update({f"lr/{name}": rate for name, rate in objective_lrs(optimizer).items()})
         values.update({f"moments/{key}": norm for key, norm in moment_norms(optimizer).items()})
+        values.update({f"estimate/{key}": value for key, value in step_size_estimates(optimizer).items()})
         self.tracker.scalars(step, values)
 
     def metrics(self, metrics: Mapping[str, Any]) -> None:
