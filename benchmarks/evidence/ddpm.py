@@ -259,9 +259,10 @@ class DDPMEvidence(Modality):
 
     def pretrain_config(self) -> Tuple[str, float]:
         # The original and Retrain are sampled with their EMA weights; at the config's rate (0.999) a 1,500-step
-        # run still carries a fifth of its random initialisation, so the rate is lowered to 1 - 10 / steps.
+        # run still carries a fifth of its random initialisation, so the rate is lowered to 1 - 10 / steps (0, no
+        # averaging, for runs under 10 steps: the config check refuses a negative rate)
         iters = self.config.pretrain_iters
-        ema_rate = min(load_config(None, "digits", "pretrain").model.ema_rate, 1 - 10 / iters)
+        ema_rate = max(0.0, min(load_config(None, "digits", "pretrain").model.ema_rate, 1 - 10 / iters))
         return sized_config("pretrain", self.configs, iters, ema_rate=ema_rate), ema_rate
 
     def train_models(self, runner: Runner,
