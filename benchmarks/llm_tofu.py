@@ -22,7 +22,9 @@ Pipeline (every step goes through the LLM entry scripts' ``main``):
 Prints a markdown table of forget quality, model utility, forget-set ROUGE-L and unlearning throughput
 (attended tokens per second of the unlearning loop), mean ± std over seeds; writes ``results.json``.
 With ``--evidence`` step 4 is the evidence engine's search instead (:mod:`benchmarks.evidence.tofu`): its
-runs, ``results.json`` and plots go to ``<out_dir>/evidence``; a rerun reads finished runs back.
+runs, ``results.json`` and plots go to ``<out_dir>/evidence``; a rerun reads finished runs back. Its runs go
+to the ``--launcher`` (``slurm``: SLURM jobs; steps 1-3 still run in this process first, and a ``--dry_run``
+skips them and prints the search's first jobs).
 """
 from __future__ import annotations
 
@@ -34,10 +36,11 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from benchmarks.evidence.engine import FILES, copy_results, run, timed_log
+from benchmarks.evidence.engine import FILES, copy_results, run_launched, timed_log
 from benchmarks.evidence.tofu import OPTIMS, Prepared, TofuEvidence, report
 from common.errors import UsageError, cli_main
 from common.io import atomic_write_json
+from common.launch import add_launcher_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE_LOSSES = ("ME+GD", "IDK+AP")
@@ -116,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=1,
                         help="--evidence: independent runs at a time, one process each")
     parser.add_argument("--results", help="--evidence: also copy the results and plots to benchmarks/results/NAME*")
+    add_launcher_arguments(parser)  # --evidence: where the search's runs execute
     return parser
 
 
@@ -167,9 +171,11 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.evidence:
+        if args.launcher != "local" or args.dry_run:
+            raise UsageError("--launcher slurm / --dry_run: only with --evidence (the table runs in this process)")
         return table_mode(args, Prepared(args))
     modality = TofuEvidence(args)
-    results = run(modality, timed_log(), jobs=args.jobs, threads=args.threads)
+    results = run_launched(args, modality, timed_log())
     print(report(results))
     if args.results:
         copy_results(Path(modality.config.out), FILES, REPO / "benchmarks" / "results", args.results)

@@ -1,4 +1,5 @@
-# The launcher of the sweeps (sourced by ImageClassification/common.sh and LLM/common.sh, not run directly).
+# The launcher of the sweeps (sourced by the common.sh of ImageClassification, LLM and ImageGeneration, not
+# run directly).
 #
 # Environment (all optional):
 #   LAUNCHER      unset (default): each run starts here, one after another, as the sweeps always did;
@@ -53,13 +54,16 @@ flush_jobs() {
 }
 
 # now_begin ... now_end: the jobs queued between them run at now_end, before the script goes on (what
-# later runs depend on: the original model, SalUn's masks); the script's other queued jobs stay queued
+# later runs depend on: the original model, SalUn's masks); the script's other queued jobs stay queued.
+# Both do nothing with LAUNCHER unset, where every run has finished when its command returns.
 now_begin() {
+  [[ -n "${LAUNCHER:-}" ]] || return 0
   SWEEP_SAVED=("${SWEEP_JOBS_FILE:-}" "${SWEEP_OWNER:-}")
   unset SWEEP_JOBS_FILE SWEEP_OWNER
   open_jobs
 }
 now_end() {
+  [[ -n "${LAUNCHER:-}" ]] || return 0
   flush_jobs
   if [[ -n "${SWEEP_SAVED[0]}" ]]; then
     SWEEP_JOBS_FILE="${SWEEP_SAVED[0]}" SWEEP_OWNER="${SWEEP_SAVED[1]}"

@@ -216,13 +216,27 @@ def copy_results(out: Path, files: Sequence[str], results_dir: Path, name: str) 
             shutil.copyfile(out / file, results_dir / target)
 
 
+def run_launched(args: argparse.Namespace, modality: Any, log: Callable[[str], None]) -> Dict[str, Any]:
+    """:func:`run` of ``modality`` with its runs on the ``--launcher`` of ``args`` (and its ``--jobs``,
+    ``--threads``). A dry run ends the script with status 0 once the first batch's jobs are printed (later
+    batches depend on its results); a bad launcher setting ends it with status 2, failed runs with status 1,
+    each after one ``error:`` report (a failed run's log path and last lines)."""
+    try:
+        with using(launcher_from_args(args, Path(modality.config.out), args.jobs, args.threads, log)):
+            return run(modality, log, jobs=args.jobs, threads=args.threads)
+    except DryRun:
+        raise SystemExit(0) from None
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1 if isinstance(error, RunsFailed) else 2) from None
+
+
 def run_benchmark(args: argparse.Namespace, presets: Mapping[str, Any], modality: Callable[[Any], Any],
                   report: Callable[[Mapping[str, object]], str], results_dir: Path, extra_files: Sequence[str] = (),
                   overrides: Sequence[str] = ("out", "device")) -> Dict[str, object]:
-    """A benchmark script's run: the preset with the flags of ``overrides`` that were given, :func:`run` of
-    ``modality(config)`` with a log of elapsed seconds (its runs on the ``--launcher``; failed runs end it with
-    their logs, status 1), then the printed :func:`report`; with ``--results
-    NAME`` the work folder's files (:data:`FILES` and ``extra_files``) are copied to ``results_dir``.
+    """A benchmark script's run: the preset with the flags of ``overrides`` that were given,
+    :func:`run_launched` of ``modality(config)`` with a log of elapsed seconds, then the printed
+    :func:`report`; with ``--results NAME`` the work folder's files (:data:`FILES` and ``extra_files``) are copied to ``results_dir``.
     Returns the results record."""
     import torch
 
@@ -230,14 +244,7 @@ def run_benchmark(args: argparse.Namespace, presets: Mapping[str, Any], modality
     config = replace(presets[args.preset], **{key: getattr(args, key) for key in overrides
                                                if getattr(args, key) is not None})
     log = timed_log()
-    try:
-        with using(launcher_from_args(args, Path(config.out), args.jobs, args.threads, log)):
-            results = run(modality(config), log, jobs=args.jobs, threads=args.threads)
-    except DryRun:  # the first batch's jobs were printed; later batches depend on its results
-        raise SystemExit(0) from None
-    except UsageError as error:  # a bad launcher setting, or runs that failed (each one's log and last lines)
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(1 if isinstance(error, RunsFailed) else 2) from None
+    results = run_launched(args, modality(config), log)
     print()
     print(report(results))
     files = (*FILES, *extra_files)

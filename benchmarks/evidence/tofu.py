@@ -123,33 +123,41 @@ def unlearn_and_evaluate(run: TofuRun) -> None:
 
 
 class Prepared:
-    """The benchmark's data folder, fine-tuned models and the retain model's evaluation."""
+    """The benchmark's data folder, fine-tuned models and the retain model's evaluation; with ``fine_tune``
+    False (a dry run) only the paths the unlearning calls name, and nothing is written."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, fine_tune: bool = True) -> None:
         source = TofuSource(args.data_path)
         if not source.local:
             raise UsageError(f"--data_path {args.data_path}: expected a local TOFU folder")
-        self.out = ensure_writable_dir(args.out_dir, "--out_dir")
+        self.out = ensure_writable_dir(args.out_dir, "--out_dir") if fine_tune else Path(args.out_dir)
         data_dir = self.out / "data"
         self.common = ["--device", "cpu", "--max_length", str(args.max_length)]
-        texts = write_subset(source, data_dir, args)
-        base = build_tiny_llama(self.out / "scratch", texts, hidden_size=args.hidden_size,
-                                num_layers=args.num_layers, vocab_size=args.vocab_size, seed=0)
         self.data = ["--data_path", str(data_dir)]
         self.evaluate = ["--split", "forget10", "--task_id", "1", "--ds_size", "0", "--max_new_tokens",
                          str(args.max_new_tokens), "--batch_size", "20", "--device", "cpu"]
-        self.models = {}
+        self.models = {name: self.out / "ft" / name for name in ("original", "retain")}
+        self.retain_eval = self.out / "ft" / "retain_eval"
+        self.original_eval = self.out / "ft" / "original_eval"
+        if not fine_tune:
+            return
+        texts = write_subset(source, data_dir, args)
+        base = build_tiny_llama(self.out / "scratch", texts, hidden_size=args.hidden_size,
+                                num_layers=args.num_layers, vocab_size=args.vocab_size, seed=0)
         for name, split in (("original", "full"), ("retain", "retain90")):
-            self.models[name] = self.out / "ft" / name
             if (self.models[name] / "run.json").is_file():  # fine-tuned by an earlier invocation
                 continue
             main_train.main(["--model_path", str(base), "--split", split, "--lr", str(args.ft_lr), "--num_epochs",
                              str(args.ft_epochs), "--batch_size", str(args.ft_batch_size),
                              "--gradient_accumulation_steps", "1", "--weight_decay", "0", "--seed", "0",
                              "--save_dir", str(self.models[name])] + self.data + self.common)
-        self.retain_eval = self.out / "ft" / "retain_eval"
         self.retain = self.evaluated(self.models["retain"], self.retain_eval, retain_result=False)
-        self.original = self.evaluated(self.models["original"], self.out / "ft" / "original_eval")
+        self.original = self.evaluated(self.models["original"], self.original_eval)
+
+    @property
+    def evaluated_before(self) -> bool:
+        """Whether an earlier invocation fine-tuned and evaluated both models."""
+        return all(saved_evaluation(folder) is not None for folder in (self.retain_eval, self.original_eval))
 
     def evaluated(self, model: Path, save_dir: Path, retain_result: bool = True) -> dict:
         """``eval.py``'s summary of ``model`` (forget quality against the retain model's statistics), or the
@@ -239,6 +247,16 @@ class TofuEvidence(Modality):
                 "joint_steps": joint_steps, "batch_size": args.batch_size, "epochs": args.epochs}
 
     def prepare(self, runner: Runner, log: Callable[[str], None]) -> Dict[str, object]:
+        """The reference models, fine-tuned and evaluated in this process (not as launcher jobs: the search
+        needs the retain model's metrics). A ``--dry_run`` before they exist fine-tunes nothing: it says so and
+        goes on to print the search's first jobs, which name the models' paths only (it ends there, so the
+        record it returns is never read)."""
+        if getattr(self.args, "dry_run", False):
+            self.prepared = Prepared(self.args, fine_tune=False)
+            if not self.prepared.evaluated_before:
+                log("dry run: the original and retain models would be fine-tuned and evaluated in this process "
+                    f"(under {self.prepared.out / 'ft'}) before the search; the search's first jobs follow")
+                return {"setting": setting_checks({})}
         self.prepared = Prepared(self.args)
         self.retain = self.prepared.retain
         log("original and retain models fine-tuned and evaluated")

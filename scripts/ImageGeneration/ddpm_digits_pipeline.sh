@@ -3,7 +3,13 @@
 # pretrain -> masks -> SalUn / SFR-on with and without DualOptim -> samples -> classifier and FID.
 # Usage: bash scripts/ImageGeneration/ddpm_digits_pipeline.sh [EXP_ROOT] [CLASS]
 # Env: DEVICE (default cpu); CKPT=<run folder> reuses a pretrained model instead of training one.
+# It runs here only: each step reads the run folder the one before printed, so LAUNCHER is refused.
 set -euo pipefail
+if [[ -n "${LAUNCHER:-}" ]]; then
+  echo "error: LAUNCHER: ddpm_digits_pipeline.sh runs here only (each step needs the run folder the step before" \
+       "printed); unset LAUNCHER, or use ddpm_cifar10_sfron.sh / dit_sfron.sh" >&2
+  exit 2
+fi
 EXP=${1:-exp_digits}
 CLS=${2:-0}
 DEV=${DEVICE:-cpu}

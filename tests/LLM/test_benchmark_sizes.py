@@ -1,5 +1,7 @@
 """benchmarks/llm_tofu.py size presets: --size fills what the command line leaves out; --quick still works."""
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,12 +12,16 @@ from common.errors import UsageError
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "llm_tofu.py"
 
 
-@pytest.fixture(scope="module")
-def llm_tofu():
+def llm_tofu_module():
     spec = importlib.util.spec_from_file_location("llm_tofu", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def llm_tofu():
+    return llm_tofu_module()
 
 
 def test_presets_fill_unset_sizes_and_explicit_flags_win(llm_tofu):
@@ -69,3 +75,36 @@ def test_evidence_report_lists_each_loss_and_optimizer():
     assert ("| ME+GD | adam | 0.001 | tied | 2 | 0.25+-0.01 | 0.5+-0.02 | 0.1+-0 | 3.00 | 3.20 | 0.50 | 0.01 | 0.50 | "
             "10 | yes |") in table
     assert "| ME+GD | adam | tied | 0.0001: 9.00, 0.001: 3.00 |" in table
+
+
+def test_evidence_takes_the_launcher_and_a_dry_run_fine_tunes_nothing(tofu_dir, tmp_path):
+    """--evidence --launcher slurm --dry_run: the search's first jobs are printed, the reference models are
+    said to be fine-tuned in this process (they are not, here), nothing is written and the status is 0. (In a
+    subprocess, as users run it: importing submitit reconfigures logging, which closes pytest's capture.)"""
+    pytest.importorskip("submitit")
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, str(SCRIPT), "--size", "evidence", "--data_path", str(tofu_dir),
+                             "--out_dir", str(out), "--seeds", "1", "2", "--optims", "dual_adam",
+                             "--launcher", "slurm", "--dry_run", "--slurm_partition", "gpu"],
+                            capture_output=True, text=True, timeout=120, cwd=SCRIPT.parents[1])
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = result.stdout
+    assert "original and retain models would be fine-tuned and evaluated in this process" in text
+    assert "#SBATCH --partition=gpu" in text
+    jobs = text.split("# jobs\n")[1].splitlines()
+    # the first grid's search: dual_adam's forget lrs x retain lrs on the search seed, one job each
+    first = tofu.evidence_grids(llm_tofu_module().parse_args(["--size", "evidence", "--optims", "dual_adam"]))[0]
+    assert len(jobs) == len(first.forget_lrs) * len(first.retain_lrs) > 1
+    assert all(f"{out}/evidence/ME+GD/dual_adam/" in job and job.endswith("/seed1')")
+               and "benchmarks.evidence.tofu:unlearn_and_evaluate" in job for job in jobs)
+    assert not out.exists(), "a dry run fine-tunes and writes nothing"
+
+
+def test_launcher_flags_are_listed_and_refused_without_evidence(llm_tofu, capsys):
+    text = llm_tofu.build_parser().format_help()
+    assert all(flag in text for flag in ("--launcher {local,slurm}", "--dry_run", "--cluster", "--slurm_partition",
+                                         "--runs_per_gpu"))
+    with pytest.raises(SystemExit) as exit_:
+        llm_tofu.main(["--quick", "--launcher", "slurm"])
+    assert exit_.value.code == 2
+    assert "--launcher slurm / --dry_run: only with --evidence" in capsys.readouterr().err
