@@ -30,11 +30,12 @@ from ImageGeneration.core.images import check_label
 from ImageGeneration.core.methods import METHODS, SFRON_METHODS
 from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, run_snapshots, start_run
 from common.precision import MixedPrecision, add_amp_args, amp_precision
-from ImageGeneration.core.unlearn import ForgetWeights, add_dual_args
+from ImageGeneration.core.optim import add_optim_args, forget_recipe, recipe_tag
+from ImageGeneration.core.unlearn import ForgetWeights
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, load_class_samples, make_loader, split_forget
 from ImageGeneration.DDPM.model import (
-    CKPT_RELPATH, build_unlearn_optimizer, load_config, load_run_checkpoint, save_checkpoint, save_config,
-    strip_data_parallel, to_dict)
+    CKPT_RELPATH, load_config, load_run_checkpoint, save_checkpoint, save_config, strip_data_parallel, to_dict)
+from ImageGeneration.DDPM.optimizers import build_unlearn_optimizer
 from ImageGeneration.DDPM.training import ddpm_batches
 from ImageGeneration.DDPM.unlearn import ForgetSpec, adopt_architecture, config_kind, forget_ddpm, plan_forgetting
 
@@ -54,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="ga | rl | adaga (default: rl for salun, adaga for sfron)")
     parser.add_argument("--method", type=str, default="ron", help="sfron update: ron (alternate) | joint")
     parser.add_argument("--mask_path", type=str, default=None, help="saliency mask (generate_mask.py)")
-    add_dual_args(parser)
+    add_optim_args(parser)
     add_amp_args(parser)
     add_data_args(parser)
     add_resume_args(parser, overwrite=False)
@@ -74,9 +75,9 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--method {args.method!r}: expected one of {', '.join(SFRON_METHODS)}")
 
 
-def run_parts(args: argparse.Namespace, config) -> list:
-    """The research code's result folder names."""
-    dual = "_dual" if args.dual else ""
+def run_parts(args: argparse.Namespace, config, recipe: str) -> list:
+    """The research code's result folder names (``_dual`` for ``--dual``, ``_<recipe>`` for another ``--optim``)."""
+    dual = f"_{recipe_tag(recipe)}" if recipe_tag(recipe) else ""
     if args.mode == "sfron":
         loss = f"{args.unlearn_loss}{config.training.gamma}" if args.unlearn_loss == "adaga" else args.unlearn_loss
         return [args.dataset, f"forget_{args.label_to_forget}", f"{args.method}_{loss}",
@@ -89,6 +90,7 @@ def run_parts(args: argparse.Namespace, config) -> list:
 def main(argv=None) -> str:
     args = parse_args(argv)
     validate(args)
+    recipe = forget_recipe(args.optim, args.dual)
     device = start_run(args)
     sharding = SampleSharding.from_launch(device, args.seed)
     device = sharding.device(device)
@@ -127,11 +129,12 @@ def main(argv=None) -> str:
         EndlessLoader(make_loader(forget_x, forget_y, batch_size, args.seed + 1)), device, flip)
 
     spec = ForgetSpec(mode=args.mode, label_to_forget=args.label_to_forget, **ForgetWeights.args_of(args))
-    plan = plan_forgetting(spec, unet, config, forget_batches, remain_batches, mask, sa_fisher, sharding)
-    optimizer = build_unlearn_optimizer(config, unet, spec)
+    optimizer = build_unlearn_optimizer(config, unet, recipe, args.forget_lr)
+    plan = plan_forgetting(spec, unet, config, forget_batches, remain_batches, mask, sa_fisher, sharding,
+                           dual=optimizer.is_dual)
     ema = EMA(unet, config.model.ema_rate, loaded.state.get("ema")) if config.model.ema else None
 
-    run_dir, logger = open_run(args.exp_root, run_parts(args, config), sharding, args.resume)
+    run_dir, logger = open_run(args.exp_root, run_parts(args, config, recipe), sharding, args.resume)
     snapshots = run_snapshots(run_dir, args, config.training.snapshot_freq, sharding, to_dict(config)).register(
         remain_batches=remain_batches, **({"forget_batches": forget_batches} if forget_batches else {}))
     if sharding.is_main:

@@ -1,4 +1,4 @@
-"""The class-conditional DDPM: YAML configs, its two networks, checkpoints, optimizers.
+"""The class-conditional DDPM: YAML configs, its two networks, checkpoints (optimizers: :mod:`.optimizers`).
 
 ``model.network`` picks the network (:data:`NETWORKS`):
 
@@ -31,12 +31,10 @@ import yaml
 from diffusers import UNet2DModel
 
 from common.distributed import SampleSharding
-from dualoptim.optimizers import DualOptim, SharedOptim
 from common.errors import UsageError
 from common.io import (PathLike, atomic_torch_save, atomic_write_text, check_state_dict, load_torch_file,
                        one_line)
 from ImageGeneration.core.diffusion import alphas_cumprod_from_betas, beta_schedule
-from ImageGeneration.core.unlearn import ForgetWeights
 from ImageGeneration.DDPM.data import DATASETS
 from ImageGeneration.DDPM.network import ConditionalModel
 
@@ -195,47 +193,6 @@ def alphas_cumprod(config: SimpleNamespace) -> torch.Tensor:
 def data_transform(images: torch.Tensor) -> torch.Tensor:
     """Images in ``[0, 1]`` -> model space ``[-1, 1]`` (the configs' ``rescaled: true``)."""
     return images * 2.0 - 1.0
-
-
-def build_optimizer(config: SimpleNamespace, params, lr: Optional[float] = None) -> torch.optim.Optimizer:
-    """The ``optim:`` section's optimizer (``Adam``, ``SGD`` or ``RMSProp``)."""
-    o = config.optim
-    lr = o.lr if lr is None else lr
-    if o.optimizer == "Adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=o.weight_decay, betas=(o.beta1, 0.999),
-                                amsgrad=o.amsgrad, eps=o.eps)
-    if o.optimizer == "SGD":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=o.weight_decay)
-    if o.optimizer == "RMSProp":
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=o.weight_decay)
-    raise UsageError(f"--config: optim.optimizer {o.optimizer!r} is not one of Adam, SGD, RMSProp")
-
-
-def build_unlearn_optimizer(config: SimpleNamespace, model: torch.nn.Module, spec: ForgetWeights) -> DualOptim:
-    """The forgetting optimizer: one shared state, or DualOptim's two with ``--dual``.
-
-    Without ``--dual`` both objectives step the config's optimizer at
-    ``optim.lr`` (one state).  With ``--dual`` the forget loss gets its own
-    adaptive optimizer (Adam with the config's betas/eps at ``--forget_lr``)
-    and the remain loss the config's optimizer at ``optim.lr``, each with its
-    own state -- the research code's ``optimizer_f`` / ``optimizer`` pair.
-    """
-    o = config.optim
-
-    def shared() -> DualOptim:
-        return SharedOptim(build_optimizer(config, model.parameters()), forget_lr=o.lr, retain_lr=o.lr)
-
-    def dual(forget_lr: float) -> DualOptim:
-        adam_kwargs = {"betas": (o.beta1, 0.999), "eps": o.eps, "amsgrad": o.amsgrad}
-        retain = {"Adam": ("adam", adam_kwargs), "SGD": ("sgd", {})}.get(o.optimizer)
-        if retain is None:
-            raise UsageError(f"--dual: optim.optimizer {o.optimizer!r} is not supported; use Adam or SGD")
-        return DualOptim(model.parameters(), forget_optim="adam", forget_lr=forget_lr,
-                         forget_weight_decay=o.weight_decay, retain_optim=retain[0], retain_lr=o.lr,
-                         momentum=0.9, retain_weight_decay=o.weight_decay,
-                         forget_kwargs=adam_kwargs, retain_kwargs=retain[1])
-
-    return spec.optimizer(shared, dual)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from torch import nn
 
 from common.checkpointing import Snapshotter
 from common.distributed import SampleSharding
-from dualoptim.optimizers import DualOptim
+from dualoptim.optim import TwoObjectiveOptimizer
 from common.saliency import maybe_gradient_mask
 from ImageGeneration.core.batches import Batch, BatchStream
 from ImageGeneration.core.diffusion import (
@@ -143,16 +143,17 @@ def plan_forgetting(spec: ForgetSpec, unet: DDPMNetwork, config: SimpleNamespace
                     forget_batches: Optional[BatchStream],
                     remain_batches: Optional[BatchStream], mask: Optional[Dict[str, torch.Tensor]] = None,
                     sa_fisher: Optional[Mapping[str, torch.Tensor]] = None,
-                    sharding: Optional[SampleSharding] = None) -> ForgetPlan:
-    """The registered method ``spec.mode`` applied to the DDPM's :class:`DDPMObjectives`."""
+                    sharding: Optional[SampleSharding] = None, dual: bool = False) -> ForgetPlan:
+    """The registered method ``spec.mode`` applied to the DDPM's :class:`DDPMObjectives` (``dual``: the
+    optimizer keeps one state per objective)."""
     if spec.mode == "sa" and sa_fisher is None:
         raise ValueError("Selective Amnesia needs the Fisher dictionary")
     objectives = DDPMObjectives(spec.label_to_forget, unet, config, forget_batches, remain_batches, mask,
                                 sa_fisher, sharding)
-    return plan_method(spec.mode, spec, objectives)
+    return plan_method(spec.mode, spec, objectives, dual)
 
 
-def forget_ddpm(spec: ForgetSpec, unet: DDPMNetwork, config: SimpleNamespace, optimizer: DualOptim,
+def forget_ddpm(spec: ForgetSpec, unet: DDPMNetwork, config: SimpleNamespace, optimizer: TwoObjectiveOptimizer,
                 plan: ForgetPlan, ema: Optional[EMA], logger: logging.Logger,
                 on_snapshot: Callable[[int], None],
                 sharding: Optional[SampleSharding] = None,

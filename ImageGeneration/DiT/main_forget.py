@@ -29,7 +29,8 @@ from common.seed import make_generator
 from ImageGeneration.core.images import save_grid_png
 from ImageGeneration.core.runs import LOGGER_NAME, parse_run_args, start_run
 from common.precision import MixedPrecision, add_amp_args, amp_precision
-from ImageGeneration.core.unlearn import ForgetWeights, add_dual_args, run_unlearning
+from ImageGeneration.core.optim import add_optim_args, forget_recipe, recipe_tag
+from ImageGeneration.core.unlearn import ForgetWeights, run_unlearning
 from ImageGeneration.DiT.dit import (
     NUM_TIMESTEPS, DiTSampling, add_model_args, check_forget_class, forget_remain_loaders, load_latent_dit)
 from ImageGeneration.DiT.unlearn import (
@@ -59,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--decay-forget-alpha", action="store_true", help="cosine-decay the forget alpha")
     parser.add_argument("--remain-alpha", type=non_negative_float, default=1.0)
     parser.add_argument("--mask-path", type=str, default=None)
-    add_dual_args(parser)
+    add_optim_args(parser)
     add_amp_args(parser)
     add_vb_arg(parser)
     add_resume_args(parser, overwrite=False)
@@ -85,15 +86,17 @@ def visualization_labels(num_classes: int) -> list:
     return [label % num_classes for label in VISUALIZATION_CLASSES]
 
 
-def experiment_dir(args: argparse.Namespace) -> Path:
-    """``<results-dir>/<NNN>-...``, numbered after the folders already there, as the research code does.
+def experiment_dir(args: argparse.Namespace, recipe: str, dual: bool) -> Path:
+    """``<results-dir>/<NNN>-...``, numbered after the folders already there, as the research code does;
+    ``-f`` is ``--forget_lr`` for an optimizer with a forget state (``dual``), the tag ``-dual`` for ``--dual``
+    and ``-<recipe>`` for another ``--optim``.
 
     With ``--resume``: the latest folder of this name that holds a resume snapshot, if any.
     """
     root = ensure_writable_dir(args.results_dir, "--results-dir")
     name = (f"{args.model.replace('/', '-')}-forget-{args.forget_class}-{args.method}-{args.unlearn_loss}"
-            f"-lr{args.lr}-f{args.forget_lr if args.dual else args.forget_alpha}-r{args.remain_alpha}"
-            f"{'-dual' if args.dual else ''}")
+            f"-lr{args.lr}-f{args.forget_lr if dual else args.forget_alpha}-r{args.remain_alpha}"
+            f"{'-' + recipe_tag(recipe) if recipe_tag(recipe) else ''}")
     unfinished = latest_snapshot_folder(sorted(root.glob(f"[0-9][0-9][0-9]-{name}"))) if args.resume else None
     if unfinished is not None:
         return unfinished
@@ -109,6 +112,7 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     spec = DiTForgetSpec(forget_class=args.forget_class, n_iters=args.n_iters, **ForgetWeights.args_of(args))
     validate_spec(spec)
+    recipe = forget_recipe(args.optim, args.dual)
     device = start_run(args, tf32=True)
     precision = MixedPrecision(device, amp_precision(args.amp, args.amp_dtype), "--amp_dtype")
     model = load_latent_dit(args.ckpt, device, vae=args.vae)
@@ -120,10 +124,10 @@ def main(argv=None) -> str:
                                                          model.num_classes)
     forget = latent_batches(EndlessLoader(forget_loader), model, device)
     remain = latent_batches(EndlessLoader(remain_loader), model, device)
-    plan = dit_plan(spec, model, forget, remain, mask)
-    optimizer = dit_optimizer(model.transformer, args.lr, spec)
+    optimizer = dit_optimizer(model.transformer, args.lr, recipe, args.forget_lr)
+    plan = dit_plan(spec, model, forget, remain, mask, optimizer.is_dual)
 
-    out_dir = experiment_dir(args)
+    out_dir = experiment_dir(args, recipe, optimizer.is_dual)
     logger = setup_logging(LOGGER_NAME, out_dir / "log.txt")
     logger.info(f"Experiment directory created at {out_dir}")
     logger.info(f"Forget set: {len(forget_loader.dataset):,} images, remain set: {len(remain_loader.dataset):,}")

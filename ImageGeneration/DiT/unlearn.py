@@ -12,12 +12,14 @@ from typing import Callable, Dict, Iterator, Optional
 import torch
 from torch import nn
 
-from dualoptim.optimizers import DualOptim, SharedOptim
+from dualoptim.optim import TwoObjectiveOptimizer
+from dualoptim.recipes import OptimizerChoice, RecipeSettings
 from common.errors import UsageError
 from common.saliency import maybe_gradient_mask
 from ImageGeneration.core.batches import Batch, BatchStream
 from ImageGeneration.core.diffusion import FORGET_LOSSES, noise_prediction_loss
 from ImageGeneration.core.methods import SFRON_METHODS, ForgetObjectives, ForgetPlan, plan_method
+from ImageGeneration.core.optim import build_forget_optimizer
 from ImageGeneration.core.unlearn import ForgetWeights
 from ImageGeneration.DiT.dit import LatentDiT, dit_alphas_cumprod, dit_betas
 
@@ -110,18 +112,23 @@ class DiTObjectives(ForgetObjectives):
 
 
 def dit_plan(spec: DiTForgetSpec, model: LatentDiT, forget: BatchStream, remain: BatchStream,
-             mask: Optional[Dict[str, torch.Tensor]] = None) -> ForgetPlan:
-    """SFR-on (``--method ron|joint``, ``--unlearn-loss ga|rl|adaga``) on the DiT: the registered ``sfron``."""
-    return plan_method("sfron", spec, DiTObjectives(spec, model, forget, remain, mask))
+             mask: Optional[Dict[str, torch.Tensor]] = None, dual: bool = False) -> ForgetPlan:
+    """SFR-on (``--method ron|joint``, ``--unlearn-loss ga|rl|adaga``) on the DiT: the registered ``sfron``
+    (``dual``: the optimizer keeps one state per objective)."""
+    return plan_method("sfron", spec, DiTObjectives(spec, model, forget, remain, mask), dual)
 
 
-def dit_optimizer(model: nn.Module, lr: float, spec: ForgetWeights) -> DualOptim:
-    """AdamW (weight decay 0) at ``--lr``; with ``--dual`` a second AdamW state for the forget loss at ``--forget_lr``."""
-    return spec.optimizer(
-        lambda: SharedOptim(torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0), forget_lr=lr, retain_lr=lr),
-        lambda forget_lr: DualOptim(model.parameters(), forget_optim="adamw", forget_lr=forget_lr,
-                                    forget_weight_decay=0.0, retain_optim="adamw", retain_lr=lr,
-                                    retain_weight_decay=0.0))
+#: The DiT research code's optimizer: AdamW without weight decay, for both objectives.
+DIT_ADAMW = OptimizerChoice("adamw", 0.0)
+
+
+def dit_optimizer(model: nn.Module, lr: float, recipe: str, forget_lr: float) -> TwoObjectiveOptimizer:
+    """The ``--optim recipe`` optimizer of the DiT: ``native`` is the research code's AdamW (weight decay 0) at
+    ``--lr``, ``dual_native`` (``--dual``) adds a second AdamW state for the forget loss at ``--forget_lr``;
+    the image-classification recipes get ``--forget_lr`` / ``--lr`` and SGD without weight decay."""
+    settings = RecipeSettings(forget_lr=forget_lr, retain_lr=lr, shared_lrs=(lr, lr), weight_decay=0.0,
+                              native_forget=DIT_ADAMW, native_retain=DIT_ADAMW)
+    return build_forget_optimizer(recipe, model.parameters(), settings)
 
 
 def latent_loss_fn(model: LatentDiT, vb: bool = False) -> Callable[[nn.Module, Batch], torch.Tensor]:

@@ -5,8 +5,9 @@ flags (:class:`~ImageGeneration.core.unlearn.ForgetWeights`) and a model's
 :class:`ForgetObjectives` (its data streams and diffusion losses), it returns a
 :class:`ForgetPlan` -- the forget/remain loss closures, the update schedule and
 the gradient masks that :func:`~ImageGeneration.core.unlearn.run_unlearning`
-applies.  ``--dual`` is not a method's business: :func:`plan_method` sends every
-plan through :meth:`ForgetWeights.schedule`, so a ``--dual`` run always alternates.
+applies.  The optimizer is not a method's business: :func:`plan_method` switches
+every plan to ``alternate`` when the optimizer keeps one state per objective
+(``--dual`` or a dual ``--optim``), which needs the two gradients separately.
 
 * ``salun``: ``forget_alpha`` x ``--unlearn_loss`` of the forget data plus the remain term in one
   joint step, the mask on the summed gradient; ``ga`` and ``rl`` are that loop with their loss.
@@ -83,10 +84,12 @@ def no_mask() -> None:
     """The gradient mask of an unmasked step."""
 
 
-def plan_method(name: str, spec: ForgetWeights, objectives: ForgetObjectives) -> ForgetPlan:
-    """The plan of method ``name``, its schedule switched to ``alternate`` under ``--dual``."""
+def plan_method(name: str, spec: ForgetWeights, objectives: ForgetObjectives, dual: bool = False) -> ForgetPlan:
+    """The plan of method ``name``; ``dual`` (an optimizer with one state per objective, ``is_dual``)
+    switches its schedule to ``alternate``."""
     plan = METHODS.get(name)(spec, objectives)
-    plan.schedule = spec.schedule(plan.schedule)
+    if dual:
+        plan.schedule = "alternate"
     return plan
 
 

@@ -36,6 +36,7 @@ OPTIMIZERS: Dict[str, type] = {
     "adam": torch.optim.Adam,
     "sgd": torch.optim.SGD,
     "lion": Lion,
+    "rmsprop": torch.optim.RMSprop,
 }
 
 # The research code fixes AdamW's weight decay at 0.05 for every adaptive
@@ -45,7 +46,7 @@ ADAM_WEIGHT_DECAY = 0.05
 
 def build_optimizer(name: str, params: Params, lr: float, weight_decay: float = 0.0,
                     momentum: float = 0.0, **kwargs: Any) -> Optimizer:
-    """Build one torch optimizer by name (``adamw``, ``adam``, ``sgd`` or ``lion``)."""
+    """Build one torch optimizer by name (``adamw``, ``adam``, ``sgd``, ``lion`` or ``rmsprop``)."""
     key = name.lower()
     if key not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
@@ -61,7 +62,7 @@ class DualOptim(TwoObjectiveOptimizer):
 
     Args:
         params: parameters or param groups, shared by both optimizers.
-        forget_optim, retain_optim: ``"adamw"``, ``"adam"``, ``"sgd"`` or ``"lion"``.
+        forget_optim, retain_optim: ``"adamw"``, ``"adam"``, ``"sgd"``, ``"lion"`` or ``"rmsprop"``.
         forget_lr, retain_lr: learning rates of the two optimizers.
         forget_weight_decay, retain_weight_decay: their weight decays.
         momentum: momentum of an SGD optimizer (either side).

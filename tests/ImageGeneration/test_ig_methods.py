@@ -10,7 +10,8 @@ import torch
 from dualoptim.optimizers import DualOptim, SharedOptim
 from common.errors import ArgumentParser, UsageError
 from ImageGeneration.core.methods import METHODS, ForgetObjectives, no_mask, plan_method
-from ImageGeneration.core.unlearn import ForgetWeights, add_dual_args
+from ImageGeneration.core.optim import add_optim_args
+from ImageGeneration.core.unlearn import ForgetWeights
 
 
 class StubObjectives(ForgetObjectives):
@@ -63,7 +64,7 @@ def test_the_methods_of_the_research_code_are_registered():
 def test_plans(name, flags, kind, forget, schedule, remain_masked):
     for dual in (False, True):
         objectives = StubObjectives()
-        plan = plan_method(name, ForgetWeights(remain_alpha=0.1, dual=dual, **flags), objectives)
+        plan = plan_method(name, ForgetWeights(remain_alpha=0.1, **flags), objectives, dual)
         assert plan.forget_loss(2).item() == pytest.approx(forget)
         assert plan.remain_loss(2).item() == pytest.approx(0.5)
         assert objectives.calls == [("forget", kind), "remain"]
@@ -111,21 +112,24 @@ def test_a_registered_method_reaches_the_ddpm_script(monkeypatch):
     main_forget.validate(args)
     assert args.unlearn_loss == "toy" and config_kind("toy") == "saliency_unlearn"
     config = to_namespace(TINY_CONFIG)
-    plan = plan_forgetting(ForgetSpec("toy", 0, dual=True), build_unet(config.model, config.data), config, None, None)
+    plan = plan_forgetting(ForgetSpec("toy", 0), build_unet(config.model, config.data), config, None, None,
+                           dual=True)
     assert plan.schedule == "alternate"
 
 
 def test_dual_means_the_same_for_both_models():
-    """``--dual`` and ``--forget_lr`` come from one parser helper; both models' optimizers get DualOptim's
-    forget state at ``--forget_lr`` with it, one shared state without it."""
+    """``--optim``, ``--dual`` and ``--forget_lr`` come from one parser helper; both models' optimizers get
+    DualOptim's forget state at ``--forget_lr`` with ``--dual`` (``dual_native``), one shared state without it."""
+    from ImageGeneration.core.optim import forget_recipe
     from ImageGeneration.DDPM import main_forget as ddpm_forget
-    from ImageGeneration.DDPM.model import build_unlearn_optimizer, to_namespace
+    from ImageGeneration.DDPM.model import to_namespace
+    from ImageGeneration.DDPM.optimizers import build_unlearn_optimizer
     from ImageGeneration.DiT import main_forget as dit_forget
     from ImageGeneration.DiT.unlearn import dit_optimizer
     from ig_fixtures import TINY_CONFIG
 
     parser = ArgumentParser()
-    add_dual_args(parser)
+    add_optim_args(parser)
     reference = vars(parser.parse_args(["--dual", "--forget_lr", "3e-4"]))
     ddpm = ddpm_forget.parse_args(["--ckpt_folder", "x", "--dual", "--forget_lr", "3e-4"])
     dit = dit_forget.parse_args(["--data-path", "x", "--forget-class", "1", "--dual", "--forget_lr", "3e-4"])
@@ -133,9 +137,9 @@ def test_dual_means_the_same_for_both_models():
         assert {k: getattr(args, k) for k in reference} == reference
     model = torch.nn.Linear(2, 2)
     for dual in (False, True):
-        spec = ForgetWeights(dual=dual, forget_lr=3e-4)
-        for optimizer in (build_unlearn_optimizer(to_namespace(TINY_CONFIG), model, spec),
-                          dit_optimizer(model, 1e-3, spec)):
+        recipe = forget_recipe(None, dual)
+        for optimizer in (build_unlearn_optimizer(to_namespace(TINY_CONFIG), model, recipe, 3e-4),
+                          dit_optimizer(model, 1e-3, recipe, 3e-4)):
             assert isinstance(optimizer, DualOptim if dual else SharedOptim)
             assert (optimizer.forget_optimizer is optimizer.retain_optimizer) == (not dual)
             if dual:
