@@ -30,7 +30,9 @@ ABLATION_METHODS = ("SFRon",)
 def build_parser(description: str = "DualOptim image-classification unlearning",
                  optim_choices: Optional[Sequence[str]] = tuple(recipe_names(IMAGE_FLAG)),
                  optim_help: str = "sgd | adam: one optimizer; dual/dual_as: AdamW forget + SGD retain; "
-                                   "dual_aa: AdamW + AdamW; SFR-on also takes the ablations dual_sa, dual_ss, "
+                                   "dual_aa: AdamW + AdamW; dual_prodigy / dual_sf: learning-rate-free Prodigy / "
+                                   "schedule-free AdamW forget (--unlearn_lr 1.0 / 0.0025 are their defaults) + "
+                                   "SGD retain (pip install 'dualoptim[lrfree]'); SFR-on also takes the ablations dual_sa, dual_ss, "
                                    "dual_ls, dual_ll, dual_sl, dual_share, dual_aa_m, dual_aa_v, dual_aa_8bit "
                                    "(dualoptim/recipes.py)") -> argparse.ArgumentParser:
     """The shared command line; ``main_train.py`` gives ``--optim`` its own choices and help."""

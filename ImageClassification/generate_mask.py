@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import UsageError, cli_main
-from common.io import ensure_writable_dir, write_run_record
+from common.io import check_writable_dir, write_run_record
 from common.saliency import SALUN_THRESHOLDS, accumulate_gradients, save_masks, top_fraction_masks
 from common.seed import seed_everything
 from ImageClassification.arg_parser import build_parser, parse_config
@@ -51,7 +51,7 @@ def generate(config: UnlearnConfig) -> list:
         # a mask is always computed from the original model, never a fresh one
         config = config.replace(unlearn="RL")
     model = load_original_model(config, device)
-    ensure_writable_dir(config.save_dir)
+    check_writable_dir(config.save_dir)
     if not sharding.is_main:
         # Under accelerate launch the saliency pass is not split (its eval-mode gradients would not
         # be, see common.distributed.shard_forward): the main process computes and writes the masks.

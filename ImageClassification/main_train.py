@@ -22,7 +22,7 @@ from pathlib import Path
 from common.checkpointing import Snapshotter, refuse_overwrite
 from common.distributed import shard_forward
 from common.errors import UsageError, cli_main
-from common.io import atomic_torch_save, ensure_writable_dir, write_run_record
+from common.io import atomic_torch_save, check_writable_dir, write_run_record
 from common.seed import seed_everything
 from common.tracking import tracking
 from ImageClassification.arg_parser import build_parser, parse_config
@@ -52,7 +52,7 @@ def train(config: UnlearnConfig) -> dict:
     test_loader = make_loader(data.split("test"), config, shuffle=False)
     seed_everything(config.train_seed)  # the initialisation depends on --train_seed alone, as the research code's
     model = shard_forward(build_model_from_config(config, pretrained=True).to(device), sharding)
-    ensure_writable_dir(save_dir)
+    check_writable_dir(save_dir)
 
     # Training is fine-tuning from scratch on the whole train set: the unlearning epoch
     # driver with one optimizer at --lr for --epochs epochs.

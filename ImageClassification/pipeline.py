@@ -23,7 +23,7 @@ from common.device import get_device
 from common.precision import amp_precision, check_precision
 from common.distributed import SampleSharding, shard_forward
 from common.errors import UsageError
-from common.io import (atomic_torch_save, atomic_write_json, checkpoint_state_dict, ensure_writable_dir,
+from common.io import (atomic_torch_save, atomic_write_json, checkpoint_state_dict, check_writable_dir,
                        load_torch_file, write_run_record)
 from common.saliency import Mask, check_mask
 from common.seed import seed_everything
@@ -112,7 +112,7 @@ def run_unlearning(config: UnlearnConfig, adapters: Optional[LoraAdapters] = Non
     mask = load_ic_mask(config.mask_path, model, config.arch) if config.mask_path else None
     if adapters is not None:
         adapters.check(model)
-    ensure_writable_dir(save_dir)
+    check_writable_dir(save_dir)
     print(f"number of retain dataset {len(data.retain_index)}")
     print(f"number of forget dataset {len(data.forget_index)}")
 

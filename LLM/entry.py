@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from common.io import ensure_writable_dir
+from common.io import check_writable_dir
 from common.seed import add_seed_args, seed_everything
 from LLM.data import load_idk
 from LLM.judges import Judges, add_judge_args, load_judges
@@ -47,11 +47,12 @@ def unlearn_inputs(args: argparse.Namespace, loss: UnlearnLoss) -> Optional[List
 
 def start_unlearning(args: argparse.Namespace, save_dir: Path):
     """The accelerator and the run's frozen :class:`~LLM.unlearn.UnlearnConfig` (precision resolved for the
-    accelerator's device), then ``save_dir`` made writable; returns ``(accelerator, config)``."""
+    accelerator's device), then a check that ``save_dir`` can be written (the first write creates it);
+    returns ``(accelerator, config)``."""
     accelerator = make_accelerator(args.device, args.gpu)
     config = UnlearnConfig.from_args(args, accelerator.device)
     check_launch_precision(accelerator, config.dtype)
-    ensure_writable_dir(save_dir)
+    check_writable_dir(save_dir)
     return accelerator, config
 
 
@@ -67,14 +68,14 @@ def add_eval_args(parser: argparse.ArgumentParser, seed: int) -> None:
 def start_eval(args: argparse.Namespace, model_path: str, save_dir: Path, model_flag: str = "--model_path",
                save_flag: str = "--save_dir") -> Tuple[object, object, Judges]:
     """Check the evaluated model (``model_flag`` names it in errors) and its tokenizer, build the
-    accelerator, resolve the precision (``--dtype``), load the judges, make ``save_dir`` writable and seed
+    accelerator, resolve the precision (``--dtype``), load the judges, check that ``save_dir`` can be written and seed
     the run; returns ``(accelerator, tokenizer, judges)``."""
     check_model_path(model_path, model_flag)
     tokenizer = load_tokenizer(model_path)
     accelerator = make_accelerator(args.device, args.gpu)
     resolve_precision(args, accelerator.device)
     judges = load_judges(args.embedding_model, args.nli_model, accelerator.device)
-    ensure_writable_dir(save_dir, save_flag)
+    check_writable_dir(save_dir, save_flag)
     seed_everything(args.seed, args.deterministic)
     return accelerator, tokenizer, judges
 

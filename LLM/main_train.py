@@ -22,7 +22,7 @@ from typing import List, Optional, Sequence
 from common.checkpointing import Snapshotter, add_resume_args, refuse_overwrite
 from common.device import add_device_args
 from common.errors import ArgumentParser, cli_main, non_negative_float, positive_float, positive_int
-from common.io import add_trust_args, ensure_writable_dir, read_json, write_run_record
+from common.io import add_trust_args, check_writable_dir, read_json, write_run_record
 from common.nonfinite import add_nonfinite_args
 from common.tracking import add_report_args, tracking
 from common.seed import add_seed_args, seed_everything
@@ -31,7 +31,7 @@ from LLM.losses import REGULARIZERS
 from LLM.models import (add_weight_args, apply_lora, check_model_path, load_causal_lm, load_tokenizer,
                         resolve_precision, trained_weights_dtype)
 from LLM.options import add_model_args, parse_with_config, template_from_args
-from LLM.schedule import RETAIN, BatchStream, Schedule
+from LLM.schedule import RETAIN, TRAIN, BatchStream, Schedule
 from LLM.trainer import (build_optimizer, build_scheduler, check_launch_precision, make_accelerator,
                          prepare_for_training, run_schedule, save_model, schedule_snapshots, training_precision)
 
@@ -92,7 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     accelerator = make_accelerator(args.device, args.gpu)
     resolve_precision(args, accelerator.device)
     check_launch_precision(accelerator, args.dtype)
-    ensure_writable_dir(args.save_dir)
+    check_writable_dir(args.save_dir)
     seed_everything(args.seed, args.deterministic)
 
     model = load_causal_lm(args.model_path, trained_weights_dtype(args.dtype, args.low_precision_weights),
@@ -105,7 +105,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     max_steps = args.num_epochs * steps_per_epoch
     stream = BatchStream(dataset, args.batch_size, partial(collate_unlearn, pad_id=tokenizer.pad_token_id),
                          args.seed, accelerator.process_index, world)
-    schedule = Schedule({RETAIN: stream}, max_steps, args.gradient_accumulation_steps)
+    schedule = Schedule({TRAIN: stream}, max_steps, args.gradient_accumulation_steps)
 
     optimizer = build_optimizer("adam", model, args.lr, args.lr, args.weight_decay)
     scheduler = build_scheduler(optimizer, max_steps, warmup_steps=max(1, max_steps // 10))

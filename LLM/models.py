@@ -9,7 +9,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from common.errors import Bounded, UsageError, positive_int
-from common.io import atomic_directory, atomic_write_json, read_json
+from common.io import atomic_directory, atomic_write_json, read_json, refuse_pickled_weights
 from common.precision import PRECISIONS as DTYPES, check_precision
 
 LOW_PRECISION_WEIGHTS_HELP = (
@@ -93,6 +93,7 @@ def load_causal_lm(path: str, dtype: str = "float32", flag: str = "--model_path"
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], trust_remote_code=False, **extra)
     except Exception as err:
+        refuse_pickled_weights(path, flag)
         raise UsageError(f"{flag} {path}: cannot load the model weights ({_reason(err)})") from None
     model.config.use_cache = False
     return model

@@ -20,7 +20,8 @@ from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from common.errors import UsageError
+from common.errors import UsageError, action_value
+from common.io import read_yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 MODEL_CONFIG_FILE = CONFIG_DIR / "model_config.yaml"
@@ -52,15 +53,8 @@ def model_families() -> Dict[str, dict]:
 
 
 def read_yaml_config(path: str, flag: str = "--config") -> dict:
-    """Load a flat YAML mapping, with one-line errors for missing or malformed files."""
-    file = Path(path)
-    if not file.is_file():
-        raise UsageError(f"{flag} {path}: file not found")
-    try:
-        with open(file, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle)
-    except yaml.YAMLError as err:
-        raise UsageError(f"{flag} {path}: not valid YAML ({' '.join(str(err).split())})") from None
+    """Load a flat YAML mapping, with one-line errors for missing, unreadable or malformed files."""
+    values = read_yaml(path, flag)
     if values is None:
         return {}
     if not isinstance(values, dict):
@@ -90,7 +84,9 @@ HYDRA_FIXED = {"save_checkpoint": "true",  # checkpoint-last is always saved (ev
                "forget_data": "tofu"}      # the script chooses the data: main_forget.py (TOFU) or real_world_*.py
 #: the original's config names -> ours
 CONFIG_ALIASES = {"llama_tofu.yaml": "llama2-7b_tofu.yaml"}
-TRUE, FALSE = ("true", "True", "1", "yes"), ("false", "False", "0", "no", "", "null", "None")
+#: a switch's spellings in ``key=value`` overrides, which a config file's quoted strings may use too
+BOOL_SPELLINGS = {**dict.fromkeys(("true", "True", "1", "yes"), True),
+                  **dict.fromkeys(("false", "False", "0", "no", "", "null", "None"), False)}
 
 
 def config_file(name: str, flag: str = "--config-name") -> str:
@@ -140,9 +136,9 @@ def hydra_overrides(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Tup
                                  f"which keep the original's config key names")
             elif isinstance(actions[dest], (argparse._StoreTrueAction, argparse._StoreFalseAction,
                                             argparse.BooleanOptionalAction)):
-                if value not in TRUE + FALSE:
+                if value not in BOOL_SPELLINGS:
                     raise UsageError(f"{key}={value}: expected true or false")
-                overrides[dest] = value in TRUE
+                overrides[dest] = BOOL_SPELLINGS[value]
             else:
                 overrides[dest] = value.strip("'\"")
         else:
@@ -161,11 +157,14 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[s
     config_path = getattr(pre, "config", None)
     if config_path:
         values = {k: v for k, v in read_yaml_config(config_path).items() if k not in foreign_keys}
-        known = {action.dest for action in parser._actions}
-        unknown = sorted(set(values) - known)
+        actions = {action.dest: action for action in parser._actions if action.dest != "help"}
+        unknown = sorted(set(map(str, values)) - set(actions))
         if unknown:
             raise UsageError(f"--config {config_path}: unknown option(s) {', '.join(unknown)}")
-        parser.set_defaults(**values)
+        # each value passes its flag's type, range and choices now, before any model is loaded: argparse
+        # converts only string defaults, and a quoted "false" would be a truthy string
+        parser.set_defaults(**{key: action_value(actions[key], value, f"--config {config_path}: {key}",
+                                                 BOOL_SPELLINGS) for key, value in values.items()})
     parser.set_defaults(**overrides)
     args = parser.parse_args(argv)
     if hasattr(args, "model_family"):

@@ -23,6 +23,8 @@ import torch
 FORGET, RETAIN, JOINT = "forget", "retain", "joint"
 #: ``--schedule`` values: alternating steps, or joint steps (split by objective for a dual optimizer)
 SCHEDULES = ("alternate", "joint")
+#: the one stream of plain fine-tuning (``main_train.py``): no objective to tell the optimizer
+TRAIN = "train"
 
 
 class BatchStream:
@@ -95,7 +97,7 @@ class Schedule:
     """Yields ``(step, objective, micro_batches)`` for every optimizer step.
 
     ``streams`` maps objectives to :class:`BatchStream`; with one stream named
-    ``joint`` (or ``retain`` for plain fine-tuning) every step uses it, with
+    ``joint`` (or ``train`` for plain fine-tuning) every step uses it, with
     ``forget`` and ``retain`` streams steps alternate by frequency.
     """
 

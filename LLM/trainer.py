@@ -28,7 +28,7 @@ from common import tracking
 from common.checkpointing import ProcessGroup, Snapshotter
 from common.device import get_device
 from dualoptim.joint import SplitGradients
-from dualoptim.optimizers import set_objective
+from dualoptim.optimizers import eval_weights, set_objective
 from common.errors import UsageError
 from dualoptim.recipes import LLM_FLAG, RecipeSettings, build_recipe, get_recipe, import_dualoptim_8bit
 from common.nonfinite import check_finite_loss
@@ -179,7 +179,10 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
     the attended input tokens of the step over all processes (for throughput).
     With ``snapshots`` the run continues from its last snapshot when resuming
     and offers one after every step.  ``on_step(n)`` runs on every process after
-    the ``n``-th step (e.g. to save intermediate checkpoints).
+    the ``n``-th step (e.g. to save intermediate checkpoints), with the weights the optimizer trains on
+    in the model: a save wraps itself in ``dualoptim.evaluation_weights(optimizer)``.  The run returns
+    with the weights to evaluate in the model (``dualoptim.eval_weights``: a schedule-free forget
+    optimizer's average; the same weights for every other optimizer).
     A NaN/inf loss (mean over processes) stops the run before
     its optimizer step unless ``allow_nonfinite`` (under DeepSpeed, which steps inside ``backward``,
     after it).  ``precision`` (:func:`training_precision`; default float32) is the autocast each
@@ -214,7 +217,7 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
     bar = progress(schedule.steps(loop["step"]), total=len(schedule), initial=loop["step"], desc=desc,
                    disable=not accelerator.is_main_process)
     for step, objective, micro_batches in bar:
-        if objective != JOINT:
+        if objective in (FORGET, RETAIN):  # a joint or plain-training step keeps the optimizer's objective
             set_objective(optimizer, objective)
         total = torch.zeros((), device=accelerator.device)
         tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
@@ -261,6 +264,7 @@ def run_schedule(accelerator, model, optimizer, scheduler, schedule: Schedule,
         if on_step is not None:
             on_step(step + 1)
         snapshots.step(step + 1, len(schedule), step=step + 1, history=history)
+    eval_weights(optimizer)  # what the caller evaluates and saves (see the docstring)
     return history
 
 

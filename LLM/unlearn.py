@@ -24,6 +24,7 @@ from common.checkpointing import add_resume_args
 from common.device import add_device_args
 from common.errors import UsageError, non_negative_float, positive_float, positive_int
 from common.io import add_trust_args, write_run_record
+from dualoptim.optimizers import evaluation_weights
 from dualoptim.recipes import LLM_FLAG, is_dual_recipe, recipe_names
 from common.nonfinite import add_nonfinite_args
 from common.tracking import add_report_args, tracking
@@ -273,7 +274,8 @@ def unlearn(config: UnlearnConfig, accelerator, loss: UnlearnLoss, forget_rows: 
 
     def save_intermediate(step: int) -> None:
         if step % interval == 0 and step < max_steps:
-            save_model(accelerator, model, tokenizer, Path(out_dir) / f"checkpoint-{step}", config.dtype)
+            with evaluation_weights(optimizer):  # a schedule-free optimizer's average, not its train point
+                save_model(accelerator, model, tokenizer, Path(out_dir) / f"checkpoint-{step}", config.dtype)
 
     with tracking(config.flags, out_dir, enabled=accelerator.is_main_process) as reporter:
         history = run_schedule(accelerator, model, optimizer, scheduler, schedule, step_loss, config.max_grad_norm,

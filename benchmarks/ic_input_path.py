@@ -44,7 +44,7 @@ from common.datasets import ArrayImageDataset  # noqa: E402
 from common.device import get_device  # noqa: E402
 from common.io import atomic_write_json, read_json  # noqa: E402
 from ImageClassification import main_train  # noqa: E402
-from ImageClassification.evidence import SHARED_CIFAR10_ZIP, write_subset  # noqa: E402
+from benchmarks.evidence.ic import SHARED_CIFAR10_ZIP, write_subset  # noqa: E402
 
 PRECISIONS = {"float32": {"amp": False, "channels_last": False},
               "bf16+channels_last": {"amp": True, "channels_last": True}}

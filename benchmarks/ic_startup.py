@@ -5,7 +5,8 @@
 
 Times loading a zip's train and test splits as every run does (``common.datasets.load_imagefolder_arrays``):
 decoding every image (``DUALOPTIM_DATA_CACHE=0``, what each run paid before the cache), the first cached load
-(decoding plus writing the ``.npy`` files) and a warm cached load (hashing the zip, memory-mapping the arrays),
+(decoding plus writing the ``.npy`` files) and a warm cached load (checksumming the zip, memory-mapping the arrays
+and verifying their checksums),
 each in a fresh cache folder copy of the zip. Prints the median seconds of ``--repeats`` loads.
 """
 from __future__ import annotations
@@ -52,7 +53,7 @@ def main() -> None:
     print(f"{args.data}: train + test splits, median of {args.repeats} loads")
     print("| load | seconds |\n|---|---:|")
     for name, times in (("decode every image (no cache)", decode), ("first cached load (decode + write)", first),
-                        ("warm cached load (hash + memory map)", warm)):
+                        ("warm cached load (checksums + memory map)", warm)):
         print(f"| {name} | {statistics.median(times):.2f} |")
 
 

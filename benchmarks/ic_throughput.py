@@ -41,7 +41,7 @@ from ImageClassification.data import (DATASETS, UnlearnData, batch_augment, test
                                       train_transform, unlearn_loaders)
 from ImageClassification.models import build_model_from_config  # noqa: E402
 from ImageClassification.unlearn import get_unlearn_method  # noqa: E402
-from ImageClassification.evidence import SHARED_CIFAR10_ZIP  # noqa: E402
+from benchmarks.evidence.ic import SHARED_CIFAR10_ZIP  # noqa: E402
 
 METHODS = ("retrain", "FT", "GA", "RL", "SalUn", "SFRon", "SCRUB")
 LR = {"sgd": 0.01, "adam": 1e-4, "dual": 1e-4}

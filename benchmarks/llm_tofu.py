@@ -4,6 +4,8 @@ under AdamW vs DualOptim (dual_adam) over seeds.
     python benchmarks/llm_tofu.py --quick                      # about 1.5 minutes on 2 CPU cores
     python benchmarks/llm_tofu.py --size medium                # about 15 minutes (1 torch thread)
     python benchmarks/llm_tofu.py --data_path /path/to/tofu    # full sizes (about 1.5 hours at 1 thread)
+    python benchmarks/llm_tofu.py --size evidence --jobs 2 --threads 1 --results llm_tofu_evidence
+                                                               # the evidence design, about 25 minutes
 
 Pipeline (every step goes through the LLM entry scripts' ``main``):
 1. a TOFU folder is written under ``--out_dir`` holding ``--num_forget`` rows of forget10 task 1 and
@@ -19,37 +21,26 @@ Pipeline (every step goes through the LLM entry scripts' ``main``):
    alternating schedule (``--retain_freq``) and ``eval.py`` evaluates the result.
 Prints a markdown table of forget quality, model utility, forget-set ROUGE-L and unlearning throughput
 (attended tokens per second of the unlearning loop), mean ± std over seeds; writes ``results.json``.
+With ``--evidence`` step 4 is the evidence engine's search instead (:mod:`benchmarks.evidence.tofu`): its
+runs, ``results.json`` and plots go to ``<out_dir>/evidence``; a rerun reads finished runs back.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
-from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List
 
 import numpy as np
 import torch
 
+from benchmarks.evidence.engine import FILES, copy_results, run, timed_log
+from benchmarks.evidence.tofu import OPTIMS, Prepared, TofuEvidence, report
 from common.errors import UsageError, cli_main
-from common.evidence import (TIED, MethodGrid, log_grid, plot_curves, reading, render_tables, report_curve, search,
-                             seed_summary, write_results)
-from common.io import atomic_write_json, ensure_writable_dir
-from LLM import eval as eval_script
-from LLM import main_forget, main_train
-from LLM.data import TofuSource, filter_task
-from LLM.schedule import steps_per_epoch
-from LLM.tiny import build_tiny_llama
+from common.io import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
-LOSSES = {"ME+GD": 0.1, "IDK+AP": 1.0, "NPO+GD": 0.1}  # forget loss -> forget_coeff, as in the original's scripts
 TABLE_LOSSES = ("ME+GD", "IDK+AP")
-EVIDENCE_LOSSES = ("ME+GD", "IDK+AP", "NPO+GD")
-GAP_KEYS = ("Forget ROUGE", "TOFU Model Utility")
-OPTIMS = ("adam", "dual_adam")
-EVAL_FILES = ("real_authors_perturbed", "world_facts_perturbed")
 
 
 #: ``--size`` presets. ``medium`` keeps the full run's model (4 x 128 Llama, 2,000-token BPE) and its
@@ -105,17 +96,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_new_tokens", type=int, default=48)
     parser.add_argument("--evidence", action="store_true",
                         help="the evidence design: per loss (ME+GD, IDK+AP, NPO+GD) x optimizer a learning-rate "
-                             "search on the first seed, then the best setting on every seed (evidence.json)")
+                             "search on the first seed, then the best setting on every seed "
+                             "(<out_dir>/evidence/results.json)")
     parser.add_argument("--grid_low", type=float, default=1e-5, help="--evidence: lowest lr of the grids")
     parser.add_argument("--grid_high", type=float, default=1e-2, help="--evidence: highest lr of the grids")
-    parser.add_argument("--grid_points", type=int, default=5,
-                        help="--evidence: forget lrs of dual_adam (x each --retain_lrs); adam gets twice as many")
+    parser.add_argument("--points_per_decade", type=int, default=3,
+                        help="--evidence: forget lrs per decade of both optimizers' grids (dual_adam's x each "
+                             "--retain_lrs)")
     parser.add_argument("--retain_lrs", type=float, nargs="+", default=[1e-4, 1e-3],
                         help="--evidence: dual_adam's retain lrs (--lr) searched")
+    parser.add_argument("--optims", nargs="+", choices=OPTIMS, default=["adam", "dual_adam"],
+                        help="--evidence: optimizer families searched (dual_adam_joint: DualOptim on joint steps, "
+                             "--schedule joint)")
     parser.add_argument("--max_extensions", type=int, default=2,
                         help="--evidence: forget lrs added past a grid edge where the curve has not risen")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice; 1 with --quick, robust on a shared machine)")
+                        help="torch CPU threads (default: torch's choice; 1 with --quick, robust on a shared machine), "
+                             "of each worker with --jobs > 1")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="--evidence: independent runs at a time, one process each")
+    parser.add_argument("--results", help="--evidence: also copy the results and plots to benchmarks/results/NAME*")
     return parser
 
 
@@ -132,42 +132,6 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     return parser.parse_args(argv, argparse.Namespace(size=args.size))
 
 
-def write_subset(source: TofuSource, folder: Path, args: argparse.Namespace) -> List[str]:
-    """The benchmark's TOFU folder (Hugging Face layout: forget10 pairs with retain90); returns its texts."""
-    forget = filter_task(source.load("forget10"), 1)[:args.num_forget]
-    keep = {row["question"] for row in forget}
-    perturbed = [row for row in source.load("forget10_perturbed", ("question", "answer", "paraphrased_answer",
-                                                                   "perturbed_answer")) if row["question"] in keep]
-    retain_eval = source.load("retain_perturbed")[:args.num_eval]
-    evaluated = {row["question"] for row in retain_eval}
-    retain_all = source.load("retain90")
-    # The evaluated retain questions first, so utility measures knowledge the models were trained on.
-    retain = ([r for r in retain_all if r["question"] in evaluated]
-              + [r for r in retain_all if r["question"] not in evaluated])[:args.num_retain]
-    sets = {"forget10": forget, "retain90": retain,
-            "forget10_perturbed": [{k: r[k] for k in ("question", "answer", "paraphrased_answer",
-                                                      "perturbed_answer")} for r in perturbed],
-            "retain_perturbed": retain_eval}
-    for name in EVAL_FILES:
-        sets[name] = source.load(name, ("question", "answer", "perturbed_answer"))[:args.num_eval]
-        # A model trained from scratch knows no real authors or world facts: they join the retain data
-        # (the stand-in for pre-training knowledge), so model utility is not zero by construction.
-        sets["retain90"] = sets["retain90"] + sets[name]
-    sets["forget10"] = [{"question": r["question"], "answer": r["answer"]} for r in sets["forget10"]]
-    sets["retain90"] = [{"question": r["question"], "answer": r["answer"]} for r in sets["retain90"]]
-    sets["full"] = sets["forget10"] + sets["retain90"]
-    folder.mkdir(parents=True, exist_ok=True)
-    texts = []
-    for name, rows in sets.items():
-        (folder / f"{name}.json").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-        texts += [" ".join(str(v) for v in row.values()) for row in rows]
-    idk = Path(source.data_path) / "idontknow.jsonl"
-    if not idk.is_file():
-        raise UsageError(f"--data_path {source.data_path}: no idontknow.jsonl (needed by IDK+AP)")
-    shutil.copyfile(idk, folder / "idontknow.jsonl")
-    return texts + idk.read_text(encoding="utf-8").splitlines() + ["Question: Answer:"]
-
-
 def mean_std(values: List[float]) -> str:
     values = [v for v in values if v is not None]
     if not values:
@@ -176,76 +140,11 @@ def mean_std(values: List[float]) -> str:
     return f"{np.mean(values):.3g} ± {std:.2g}"
 
 
-def saved_evaluation(save_dir: Path) -> Optional[dict]:
-    """The summary an ``eval.py`` run saved in ``save_dir`` (its ``run.json`` is written last), if any."""
-    record = save_dir / "run.json"
-    return json.loads(record.read_text(encoding="utf-8"))["metrics"] if record.is_file() else None
-
-
-class Prepared:
-    """The benchmark's data folder, fine-tuned models and the retain model's evaluation."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        source = TofuSource(args.data_path)
-        if not source.local:
-            raise UsageError(f"--data_path {args.data_path}: expected a local TOFU folder")
-        self.out = ensure_writable_dir(args.out_dir, "--out_dir")
-        data_dir = self.out / "data"
-        self.common = ["--device", "cpu", "--max_length", str(args.max_length)]
-        texts = write_subset(source, data_dir, args)
-        base = build_tiny_llama(self.out / "scratch", texts, hidden_size=args.hidden_size,
-                                num_layers=args.num_layers, vocab_size=args.vocab_size, seed=0)
-        self.data = ["--data_path", str(data_dir)]
-        self.evaluate = ["--split", "forget10", "--task_id", "1", "--ds_size", "0", "--max_new_tokens",
-                         str(args.max_new_tokens), "--batch_size", "20", "--device", "cpu"]
-        self.models = {}
-        for name, split in (("original", "full"), ("retain", "retain90")):
-            self.models[name] = self.out / "ft" / name
-            if (self.models[name] / "run.json").is_file():  # fine-tuned by an earlier invocation
-                continue
-            main_train.main(["--model_path", str(base), "--split", split, "--lr", str(args.ft_lr), "--num_epochs",
-                             str(args.ft_epochs), "--batch_size", str(args.ft_batch_size),
-                             "--gradient_accumulation_steps", "1", "--weight_decay", "0", "--seed", "0",
-                             "--save_dir", str(self.models[name])] + self.data + self.common)
-        self.retain_eval = self.out / "ft" / "retain_eval"
-        self.retain = self.evaluated(self.models["retain"], self.retain_eval, retain_result=False)
-        self.original = self.evaluated(self.models["original"], self.out / "ft" / "original_eval")
-
-    def evaluated(self, model: Path, save_dir: Path, retain_result: bool = True) -> dict:
-        """``eval.py``'s summary of ``model`` (forget quality against the retain model's statistics), or the
-        one an earlier invocation saved in ``save_dir``."""
-        saved = saved_evaluation(save_dir)
-        if saved is not None:
-            return saved
-        reference = ["--retain_result", str(self.retain_eval)] if retain_result else []
-        return eval_script.main(["--model_path", str(model), "--save_dir", str(save_dir)] + reference
-                                + self.data + self.evaluate)
-
-    def unlearn(self, args: argparse.Namespace, loss: str, optim: str, lr: float, forget_lr: float, seed: int,
-                save: Path) -> dict:
-        """Unlearn with ``loss`` (its forget_coeff from :data:`LOSSES`) and evaluate; a run whose evaluation
-        finished (``<save>/eval/run.json``) is read back instead of run again."""
-        saved = saved_evaluation(save / "eval")
-        if saved is not None:
-            return saved
-        result = main_forget.main(
-            ["--model_path", str(self.models["original"]), "--split", "forget10", "--task_list", "1",
-             "--forget_loss", loss, "--alternate", "--optim_cfg", optim, "--retain_freq", str(args.retain_freq),
-             "--lr", str(lr), "--forget_lr", str(forget_lr), "--forget_coeff", str(LOSSES[loss]),
-             "--num_epochs", str(args.epochs), "--batch_size", str(args.batch_size),
-             "--gradient_accumulation_steps", "1", "--seed", str(seed), "--save_dir", str(save), "--overwrite"]
-            + self.data + self.common)[-1]
-        checkpoint = save / "1" / "unlearn_times_1" / "checkpoint-last"
-        summary = self.evaluated(checkpoint, save / "eval")
-        shutil.rmtree(checkpoint)  # the evaluation is what the benchmark keeps; the weights are large
-        return dict(summary, tokens_per_second=result["tokens_per_second"])
-
-
 def table_mode(args: argparse.Namespace, prepared: Prepared) -> Dict[str, list]:
     """Each forget loss x optimizer at ``--lr`` / ``--forget_lr`` on every seed: the table of means."""
     rows = {"retain": [prepared.retain], "original": [prepared.original]}
     for loss in TABLE_LOSSES:
-        for optim in OPTIMS:
+        for optim in args.optims:
             rows[f"{loss} / {optim}"] = [
                 prepared.unlearn(args, loss, optim, args.lr, args.forget_lr, seed,
                                  prepared.out / "unlearn" / loss / optim / f"seed{seed}") for seed in args.seeds]
@@ -262,77 +161,19 @@ def table_mode(args: argparse.Namespace, prepared: Prepared) -> Dict[str, list]:
     return rows
 
 
-def tofu_gap(summary: Mapping[str, float], retain: Mapping[str, float]) -> float:
-    """Distance to the retain model, in points: 100 x mean of |forget ROUGE-L - retain model's| and
-    |TOFU model utility - retain model's| (the retain model plays Retrain's part)."""
-    return 100.0 * float(np.mean([abs(summary[key] - retain[key]) for key in GAP_KEYS]))
-
-
-def evidence_grids(args: argparse.Namespace) -> List[MethodGrid]:
-    """``adam`` (one AdamW state at ``--lr`` for both objectives: a tied grid) and ``dual_adam`` (forget lr x
-    retain lr) of the same size per loss, log-spaced over the same decades."""
-    low, high = args.grid_low, args.grid_high
-    grids = []
-    for loss in EVIDENCE_LOSSES:
-        grids.append(MethodGrid(loss, "adam", tuple(log_grid(low, high, 2 * args.grid_points)), None))
-        grids.append(MethodGrid(loss, "dual_adam", tuple(log_grid(low, high, args.grid_points)),
-                                tuple(args.retain_lrs)))
-    return grids
-
-
-def evidence_mode(args: argparse.Namespace, prepared: Prepared) -> dict:
-    """The evidence design (:mod:`common.evidence`): per loss x optimizer a learning-rate search on the first
-    seed (extended past an edge where the curve has not risen), then the best setting on every seed."""
-    retain = prepared.retain
-    # the alternating schedule (forget_freq 1): each cycle is one forget step and retain_freq retain steps
-    per_epoch = steps_per_epoch(args.num_forget, args.num_retain, args.batch_size, 1, 1, True, 1, args.retain_freq)
-    forget_steps = args.epochs * per_epoch // (1 + args.retain_freq)
-    results = {"args": vars(args), "retain": retain, "original": prepared.original,
-               "original_gap": tofu_gap(prepared.original, retain),
-               "step_budget": {"forget_steps": forget_steps, "retain_steps": forget_steps * args.retain_freq,
-                               "batch_size": args.batch_size, "epochs": args.epochs},
-               "gap": "100 x mean(|Forget ROUGE - retain's|, |TOFU Model Utility - retain's|)", "methods": []}
-    reports = []
-    for grid in evidence_grids(args):
-        def run(forget_lr: float, retain_lr: float, seed: int) -> dict:
-            lr = forget_lr if retain_lr == TIED else retain_lr
-            name = f"{grid.method}/{grid.optim}/lr{lr:g}_flr{forget_lr:g}/seed{seed}"
-            return prepared.unlearn(args, grid.method, grid.optim, lr, forget_lr, seed, prepared.out / "evidence" / name)
-
-        points = search(grid, lambda lrs: [tofu_gap(run(lr, retain_lr, args.seeds[0]), retain)
-                                           for lr, retain_lr in lrs], args.max_extensions)
-        report = report_curve(grid.method, grid.optim, points)
-        per_seed = {seed: run(report.best_forget_lr, report.best_retain_lr, seed) for seed in args.seeds}
-        gaps = [tofu_gap(summary, retain) for summary in per_seed.values()]
-        metrics = [{key: summary[key] for key in (*GAP_KEYS, "Forget Quality")} for summary in per_seed.values()]
-        reports.append(report)
-        results["methods"].append({**report.as_dict(), "tied_lrs": grid.retain_lrs is None, "grid_size": len(points),
-                                   "avg_gap": float(np.mean(gaps)), "gap_std": float(np.std(gaps)),
-                                   "seed_mean": seed_summary(metrics, (*GAP_KEYS, "Forget Quality")),
-                                   "per_seed": {str(s): per_seed[s] for s in args.seeds},
-                                   "grid": [asdict(p) for p in points]})
-        write_results(prepared.out / "evidence.json", results)
-        plot_curves(reports, prepared.out / "evidence_gap_vs_lr.png", "gap to the retain model (first seed)",
-                    f"TOFU forget10 task 1, Llama {args.num_layers}x{args.hidden_size}: {forget_steps} forget + "
-                    f"{forget_steps * args.retain_freq} retain steps per run, seed {args.seeds[0]}")
-    print(evidence_table(results))
-    return results
-
-
-def evidence_table(results: Mapping[str, object]) -> str:
-    """The evidence tables and their reading (the retain model plays Retrain's part)."""
-    return "\n\n".join([render_tables(results["methods"], (*GAP_KEYS, "Forget Quality"), cell=".3g",
-                                      spread=("gap_std", "gap std"), label="loss"),
-                        reading(results["methods"], results["original_gap"], "the retain model", spread="gap_std")])
-
-
 @cli_main
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
     if args.threads:
         torch.set_num_threads(args.threads)
-    prepared = Prepared(args)
-    return evidence_mode(args, prepared) if args.evidence else table_mode(args, prepared)
+    if not args.evidence:
+        return table_mode(args, Prepared(args))
+    modality = TofuEvidence(args)
+    results = run(modality, timed_log(), jobs=args.jobs, threads=args.threads)
+    print(report(results))
+    if args.results:
+        copy_results(Path(modality.config.out), FILES, REPO / "benchmarks" / "results", args.results)
+    return results
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@
 
 Prints a markdown table.  Targets: a DualOptim forget/retain step costs within 3% of
 the torch optimizer it delegates to; DualOptim(AdamW + SGD-momentum) holds exactly
-the state of the two optimizers, 12 bytes per fp32 parameter.
+the state of the two optimizers, 12 bytes per fp32 parameter.  With the ``lrfree`` extra
+installed (prodigyopt, schedulefree) it also times the learning-rate-free recipes
+``dual_prodigy`` and ``dual_sf`` against the package optimizers they delegate to.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import torchvision
 
 from common.device import add_device_args, get_device
 from dualoptim.optimizers import DecoupledAdamW, DualOptim
+from dualoptim.recipes import LR_FREE_DEFAULT_LR, make_unlearn_optimizer
 
 
 def state_bytes(*optimizers) -> int:
@@ -71,9 +74,15 @@ def main(argv=None) -> None:
             return optimizer.step, [optimizer]
         return build
 
-    def dual(objective):
+    def two_objective(params, optim):
+        """``DualOptim``'s defaults, or the ``--optim`` recipe at its default forget lr."""
+        if optim == "dual":
+            return DualOptim(params)
+        return make_unlearn_optimizer(optim, params, LR_FREE_DEFAULT_LR[optim], 0.01)
+
+    def dual(objective, optim="dual"):
         def build(params):
-            opt = DualOptim(params)
+            opt = two_objective(params, optim)
             return getattr(opt, f"{objective}_step"), list(opt.optimizers)
         return build
 
@@ -84,22 +93,43 @@ def main(argv=None) -> None:
             return opt.step, [opt]
         return build
 
-    def dual_both(params):
-        opt = DualOptim(params)
+    def dual_both(optim="dual"):
+        def build(params):
+            opt = two_objective(params, optim)
 
-        def step():
-            opt.forget_step()
-            opt.retain_step()
-        return step, list(opt.optimizers)
+            def step():
+                opt.forget_step()
+                opt.retain_step()
+            return step, list(opt.optimizers)
+        return build
 
     # the plain optimizers use DualOptim's defaults, so each pair differs only in the wrapper
     bench("SGD (momentum 0.9)", plain(torch.optim.SGD, lr=0.01, momentum=0.9, weight_decay=5e-4))
     bench("AdamW", plain(torch.optim.AdamW, lr=1e-3, weight_decay=0.05))
     bench("DualOptim.forget_step (AdamW)", dual("forget"))
     bench("DualOptim.retain_step (SGD)", dual("retain"))
-    bench("DualOptim forget + retain step", dual_both)
+    bench("DualOptim forget + retain step", dual_both())
     bench("DecoupledAdamW, forget objective", decoupled("forget"))
     bench("DecoupledAdamW, retain objective", decoupled("retain"))
+    lrfree = []
+    try:
+        import prodigyopt
+        import schedulefree
+    except ImportError:
+        print("prodigyopt / schedulefree not installed (pip install '.[lrfree]'): lr-free recipes skipped\n")
+    else:
+        def schedule_free(params):
+            optimizer = schedulefree.AdamWScheduleFree(params, lr=LR_FREE_DEFAULT_LR["dual_sf"], weight_decay=0.05)
+            optimizer.train()  # built in eval mode, where it refuses to step
+            return optimizer.step, [optimizer]
+
+        # the package optimizers at the recipes' settings (default lr, the research code's wd 0.05)
+        bench("Prodigy", plain(prodigyopt.Prodigy, lr=LR_FREE_DEFAULT_LR["dual_prodigy"], weight_decay=0.05))
+        bench("AdamWScheduleFree", schedule_free)
+        lrfree = [("dual_prodigy", "Prodigy"), ("dual_sf", "AdamWScheduleFree")]
+        for optim, _ in lrfree:
+            bench(f"{optim}.forget_step", dual("forget", optim))
+            bench(f"{optim} forget + retain step", dual_both(optim))
     # Round-robin so drift in machine load hits every configuration alike; keep each one's
     # fastest step (the estimate least disturbed by other work).
     best = {name: float("inf") for name, _, _ in configs}
@@ -122,6 +152,8 @@ def main(argv=None) -> None:
     print()
     print(f"DualOptim forget / AdamW: {dual_forget / adamw:.3f}x; retain / SGD: {dual_retain / sgd:.3f}x; "
           f"DecoupledAdamW / AdamW: {dec_forget / adamw:.3f}x")
+    for optim, package in lrfree:
+        print(f"{optim}.forget_step / {package}: {best[f'{optim}.forget_step'] / best[package]:.3f}x")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The paper's CIFAR-10 ResNet-18 random-10% protocol on one GPU, through the evidence benchmark
-# (ImageClassification/evidence.py): the original model (182 epochs), Retrain on seeds 1-3, then SalUn,
+# (benchmarks/evidence/ic.py): the original model (182 epochs), Retrain on seeds 1-3, then SalUn,
 # SFR-on and SCRUB with --optim sgd and dual over log-spaced learning-rate grids (unlearning 10 epochs at
 # batch 256: 180 forget + 1,590 retain steps; SFR-on 1,500 + 300), the best setting of each on every seed.
 #

@@ -17,7 +17,7 @@ import argparse
 from typing import Dict, Mapping
 
 from common.io import read_json
-from ImageClassification.evidence import PRESETS, EvidenceConfig, step_budget
+from benchmarks.evidence.ic import PRESETS, EvidenceConfig, step_budget
 
 
 def _hours(seconds: float) -> float:

@@ -298,6 +298,7 @@ class Snapshotter:
         self.processes = processes
         self.objects: Dict[str, Any] = dict(objects or {})
         self.restored: Optional[Dict[str, Any]] = None  # the loop values restore() loaded, if any
+        self._verified: Optional[Dict[str, Any]] = None  # the snapshot verify() read, until load() uses it
 
     @property
     def enabled(self) -> bool:
@@ -333,8 +334,16 @@ class Snapshotter:
         if next(_steps_in_process) == int(os.environ.get(KILL_AT_STEP_ENV) or 0):
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def load(self) -> Dict[str, Any]:
-        """Restore every registered object and this process's RNG state; return the loop values."""
+    def verify(self) -> "Snapshotter":
+        """With ``resume`` and an existing snapshot: read it and check its layout and settings now, before
+        the run writes anything into its folder (a refused ``--resume`` then leaves the folder as it was);
+        :meth:`restore` uses what was read.  Returns ``self``."""
+        if self.resume and self.exists():
+            self._verified = self._read()
+        return self
+
+    def _read(self) -> Dict[str, Any]:
+        """The snapshot file, refused in one line unless it has the snapshot layout and this run's settings."""
         snapshot = load_torch_file(self.path, "--resume")
         shapes = {"objects": dict, "loop": dict, "rng": list}
         if not isinstance(snapshot, dict) or not all(isinstance(snapshot.get(key), kind)
@@ -343,6 +352,11 @@ class Snapshotter:
             raise UsageError(f"--resume {self.path}: not a resume snapshot of this toolkit (expected a dict of "
                              f"objects, loop values, RNG states and settings); remove it to start afresh")
         self._check_config(snapshot.get("config"))
+        return snapshot
+
+    def load(self) -> Dict[str, Any]:
+        """Restore every registered object and this process's RNG state; return the loop values."""
+        snapshot, self._verified = self._verified or self._read(), None
         missing = [name for name in self.objects if name not in snapshot["objects"]]
         if missing:
             raise UsageError(f"--resume {self.path}: snapshot lacks {', '.join(missing)}; "

@@ -5,7 +5,7 @@ import argparse
 import functools
 import math
 import sys
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Collection, Mapping, Optional, TypeVar
 
 from dualoptim.errors import UsageError
 
@@ -77,6 +77,75 @@ non_negative_int = Bounded(int, 0)
 positive_float = Bounded(float, 0, low_open=True)
 non_negative_float = Bounded(float, 0)
 fraction = Bounded(float, 0, 1)  # a share of weights, samples, ... in [0, 1]
+
+
+def _describe_config_value(value: Any) -> str:
+    """A YAML value as the user wrote it: ``true``, ``null``, ``[1, 2]``, ``'maybe'``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return repr(value)
+
+
+def config_value(value: Any, kind: Any, label: str, choices: Optional[Collection[Any]] = None,
+                 bool_spellings: Optional[Mapping[str, bool]] = None, many: bool = False,
+                 nullable: bool = False) -> Any:
+    """A value read from a YAML config, held to the checks of the flag it stands for; returns it converted.
+
+    ``kind`` is the flag's type: ``bool`` for a switch (only a YAML boolean, or a string of
+    ``bool_spellings`` -- the spellings the flag itself accepts -- so a quoted ``"false"`` is never a
+    truthy string), a :class:`Bounded` (an unquoted number, or a string that converts as on the command
+    line, held to its range; a YAML boolean is not a number), ``int``/``float``, ``str``/``None`` (a string,
+    or a number written as one), or any other argparse ``type`` callable (given the value as text).
+    ``many``: the flag takes several values (``nargs``): a list (or one scalar), each item checked.
+    ``nullable``: ``null`` stands for the flag's unset default.  Anything else -- a list for a single
+    value, a mapping, a string that does not convert, a value outside ``choices`` -- is a one-line
+    :class:`UsageError` starting with ``label`` (``--config FILE: key``).
+    """
+    if value is None and nullable:
+        return None
+    if many:
+        items = value if isinstance(value, list) else [value]
+        return [config_value(item, kind, label, choices, bool_spellings) for item in items]
+    shown = _describe_config_value(value)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and bool_spellings and value in bool_spellings:
+            return bool_spellings[value]
+        raise UsageError(f"{label}: expected true or false, got {shown}")
+    plain = {int: "an integer", float: "a number"}
+    expected = kind.expected if isinstance(kind, Bounded) else plain.get(kind, "a value")
+    if isinstance(value, (bool, list, dict)) or value is None:
+        raise UsageError(f"{label}: expected {'a string' if kind in (None, str) else expected}, got {shown}")
+    try:
+        if isinstance(kind, Bounded):
+            converted = kind(value) if isinstance(value, str) else kind.check(value)
+            converted = float(converted) if kind.kind is float else converted
+        elif kind in (int, float) and not isinstance(value, str):
+            if kind is int and not isinstance(value, int):
+                raise ValueError
+            converted = kind(value)
+        elif kind in (None, str):
+            converted = value if isinstance(value, str) else str(value)
+        else:
+            converted = kind(value if isinstance(value, str) else str(value))
+    except (argparse.ArgumentTypeError, TypeError, ValueError) as err:
+        reason = str(err) if isinstance(err, argparse.ArgumentTypeError) else f"expected {expected}, got {shown}"
+        raise UsageError(f"{label}: {reason}") from None
+    if choices is not None and converted not in choices:
+        raise UsageError(f"{label}: invalid choice {shown} (choose from {', '.join(map(str, choices))})")
+    return converted
+
+
+def action_value(action: argparse.Action, value: Any, label: str,
+                 bool_spellings: Optional[Mapping[str, bool]] = None) -> Any:
+    """:func:`config_value` for the flag of an argparse ``action`` (its type, choices, nargs and default)."""
+    takes_no_value = action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction)
+    many = action.nargs not in (None, "?", 0) or isinstance(action, argparse._AppendAction)
+    return config_value(value, bool if takes_no_value else action.type, label, action.choices, bool_spellings,
+                        many=many and not takes_no_value, nullable=action.default is None)
 
 
 class ArgumentParser(argparse.ArgumentParser):

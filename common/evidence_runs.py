@@ -1,4 +1,5 @@
-"""The runs of an evidence benchmark (:mod:`common.evidence`): resumable, logged, optionally in a worker pool.
+"""The runs of an evidence benchmark (the engine in ``benchmarks/evidence/``): resumable, logged, optionally in a
+worker pool.
 
 A benchmark is hundreds of independent runs (an entry script's ``main(argv)``, or a modality's function
 that trains a model and scores it). Each is a :class:`Call`: the function, its one argument, the run's folder
@@ -9,75 +10,20 @@ in ``jobs`` spawned workers, or SLURM jobs).
 
 A run that stops on a NaN or infinite loss (:class:`common.nonfinite.NonFiniteLoss`, e.g. an optimizer pair
 that diverges at every learning rate) is a result, not a crash of the benchmark: :func:`run_call` writes the
-stop's message to ``<folder>/diverged.json``, the call counts as finished, and :meth:`Runner.records` gives it
+stop's message to ``<folder>/diverged.json`` (:mod:`common.calls`), the call counts as finished, and :meth:`Runner.records` gives it
 a record whose metrics are NaN and whose ``"diverged"`` field holds the message (the design gives it the gap
-:data:`common.evidence.DIVERGED_GAP`).
+``DIVERGED_GAP`` of the engine's design module).
 """
 from __future__ import annotations
 
-import contextlib
-import importlib
 import math
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from common import launch
+from common.calls import DIVERGED_FILE, Call, run_call  # noqa: F401 -- the runs' API, imported from here too
 from common.errors import UsageError
-from common.io import atomic_write_json, read_json
-from common.nonfinite import NonFiniteLoss
-
-#: written instead of the done-file by a run that stopped on a non-finite loss
-DIVERGED_FILE = "diverged.json"
-
-
-@dataclass(frozen=True)
-class Call:
-    """One run: ``target`` (``"package.module:function"``) called with ``argument`` (an entry script's argv as a
-    tuple, or a frozen spec), writing into ``save_dir``; finished once ``save_dir / done_file`` exists (the
-    last file the function writes)."""
-    target: str
-    argument: Any
-    save_dir: Path
-    done_file: str = "run.json"
-
-    @property
-    def done(self) -> bool:
-        """Finished: the done-file exists, or the run diverged."""
-        return (self.save_dir / self.done_file).exists() or (self.save_dir / DIVERGED_FILE).exists()
-
-    @property
-    def diverged(self) -> Optional[str]:
-        """The message of the non-finite-loss stop that ended the run, or None."""
-        path = self.save_dir / DIVERGED_FILE
-        return read_json(path)["error"] if path.exists() else None
-
-
-def run_call(call: Call, threads: Optional[int] = None) -> float:
-    """Run ``call`` with its stdout and stderr appended to ``<save_dir>/log.txt``; returns its seconds.
-
-    ``threads`` sets torch's CPU threads (a worker process of :class:`Runner` gets its share of the cores).
-    """
-    if threads:
-        import torch
-        torch.set_num_threads(threads)
-    module, _, name = call.target.partition(":")
-    function = getattr(importlib.import_module(module), name or "main")
-    call.save_dir.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    try:
-        with open(call.save_dir / "log.txt", "a", encoding="utf-8") as log, \
-                contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            function(call.argument)
-    except (NonFiniteLoss, SystemExit) as stop:
-        # an entry script's cli_main turns the NonFiniteLoss into SystemExit(2) "from None", which hides
-        # the cause from tracebacks but keeps it as __context__
-        cause = stop if isinstance(stop, NonFiniteLoss) else stop.__context__
-        if not isinstance(cause, NonFiniteLoss):
-            raise
-        atomic_write_json({"error": str(cause)}, call.save_dir / DIVERGED_FILE)
-    return round(time.time() - start, 1)
-
+from common.io import read_json
 
 class RunsFailed(UsageError):
     """Some runs of a batch failed (after the others of the batch ran); the message lists each one's log and
@@ -99,8 +45,6 @@ class Runner:
     """
 
     def __init__(self, out: Path, jobs: int = 1, threads: Optional[int] = None, launcher=None) -> None:
-        from common import launch
-
         self.out = out
         self.jobs = jobs
         self.threads = threads
@@ -112,8 +56,6 @@ class Runner:
             self.seconds.update(read_json(out / "results.json").get("seconds", {}))
 
     def run(self, calls: Sequence[Call]) -> None:
-        from common.launch import failure_summary
-
         todo = [call for call in dict.fromkeys(calls) if not call.done]
         outcomes = self.launcher.run(todo)
         for call in todo:
@@ -121,7 +63,7 @@ class Runner:
                 self.seconds[self.key(call)] = outcomes[call].seconds
         failed = [(call, outcomes[call]) for call in todo if outcomes[call].failed]
         if failed:
-            raise RunsFailed(failure_summary(failed, len(todo)))
+            raise RunsFailed(launch.failure_summary(failed, len(todo)))
 
     def records(self, calls: Sequence[Call], read: Callable[[Call], Mapping[str, Any]],
                 keys: Sequence[str]) -> List[Dict[str, Any]]:

@@ -35,12 +35,24 @@ RECORDED_PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "transform
                      "accelerate", "tokenizers", "peft", "scipy")
 
 
+def current_umask() -> int:
+    """The process's file-creation mask (``os.umask`` can only be read by setting it, so it is set back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds.
+
+    The file gets the mode a plain ``open(path, "w")`` would (``0o666`` less the umask), not
+    ``mkstemp``'s private ``0o600``, so a shared results folder stays readable to its group.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -65,6 +77,7 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp's folder is private (0o700); a plain mkdir's is not
     try:
         yield tmp
         if path.exists():
@@ -124,6 +137,25 @@ def read_json(path: PathLike, flag: str = "") -> Any:
         raise UsageError(f"{label}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UsageError(f"{label}: not valid JSON ({err})") from None
+
+
+def read_yaml(path: PathLike, flag: str = "--config") -> Any:
+    """Read a YAML file with ``yaml.safe_load`` (no Python objects); a missing, unreadable, non-UTF-8 or
+    malformed file is a one-line :class:`UsageError` naming ``flag`` and the file."""
+    import yaml
+
+    label = f"{flag} {path}"
+    if not Path(path).is_file():
+        raise UsageError(f"{label}: file not found" if not Path(path).exists() else f"{label}: not a file")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.safe_load(handle)
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{label}: not UTF-8 text (byte {err.start}: {err.reason}); expected a YAML file") from None
+    except OSError as err:
+        raise UsageError(f"{label}: cannot be read ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise UsageError(f"{label}: not valid YAML ({' '.join(str(err).split())})") from None
 
 
 #: ``--trust_checkpoint``: load checkpoints with full pickle (code can run); setting this variable to 1 is the same.
@@ -237,6 +269,26 @@ def load_torch_file(path: Optional[PathLike], flag: str, map_location: Any = "cp
     except Exception as err:  # torch raises many types for truncated/corrupt pickles and zips
         raise UsageError(f"{flag} {path}: cannot be read as a torch checkpoint, it may be "
                          f"corrupt or truncated ({one_line(err)})") from None
+
+
+def refuse_pickled_weights(folder: PathLike, flag: str) -> None:
+    """Raise :func:`load_torch_file`'s one-line refusal for a pickled ``*.bin`` in ``folder`` that holds code.
+
+    For a ``from_pretrained`` that failed: transformers and diffusers read a legacy ``.bin`` with
+    ``weights_only=True`` too, but their messages quote torch's paragraph ("Re-running torch.load with
+    weights_only set to False ...") without naming the refused type.  Returns when no file is refused
+    (the caller's own error stands), and checks nothing under the opt-in, where the check itself
+    would run the file's code.
+    """
+    folder = Path(folder)
+    if trust_requested() or not folder.is_dir():
+        return
+    for weights in sorted(folder.glob("*.bin")):
+        try:
+            load_torch_file(weights, flag)
+        except UsageError as err:
+            if "not allowed in a safely loaded file" in str(err):
+                raise
 
 
 def _describe(obj: Any) -> str:

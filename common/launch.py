@@ -2,7 +2,7 @@
 
 Every place that runs many runs (the evidence benchmarks through :class:`common.evidence_runs.Runner`, the
 seed sweeps of ``scripts/`` through :mod:`common.sweep`, ``benchmarks/paper_scale_gpu.sh``) hands a list of
-:class:`~common.evidence_runs.Call` to a launcher and gets one :class:`Outcome` per call back. A call is an
+:class:`~common.calls.Call` to a launcher and gets one :class:`Outcome` per call back. A call is an
 independent, resumable unit whose done-file says it finished, so the done-files stay the source of truth:
 a launcher never gets a finished call, an interrupted sweep restarts where it stopped, and a sweep may be
 continued by the other launcher.
@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from common.errors import UsageError
+from common.calls import run_call
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,10 +75,8 @@ def tail(text: str, lines: int = ERROR_LINES) -> str:
 
 
 def attempt(call, threads: Optional[int] = None) -> Outcome:
-    """Run ``call`` (:func:`common.evidence_runs.run_call`); an exception becomes a failed :class:`Outcome`
+    """Run ``call`` (:func:`common.calls.run_call`); an exception becomes a failed :class:`Outcome`
     whose traceback is also appended to the run's log."""
-    from common.evidence_runs import run_call
-
     try:
         return Outcome(seconds=run_call(call, threads))
     except BaseException as error:  # noqa: B036 -- SystemExit of an entry script is a failed run too

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import List, Sequence, Tuple
 
 from common.errors import UsageError, cli_main
-from common.evidence_runs import Call
+from common.calls import Call
 from common.launch import REPO, DryRun, add_launcher_arguments, failure_summary, launcher_from_args
 
 #: separates the commands of one job in a jobs file
@@ -52,7 +52,7 @@ def module_of(command: Sequence[str]):
 
 
 def run_steps(steps: Tuple[Tuple[str, ...], ...]) -> None:
-    """A job's commands, in order (the target of its :class:`~common.evidence_runs.Call`)."""
+    """A job's commands, in order (the target of its :class:`~common.calls.Call`)."""
     for command in steps:
         module = module_of(command)
         if module is not None:

@@ -9,6 +9,8 @@ the LLM's :func:`~LLM.trainer.run_schedule`, the diffusion models' loops) report
 * ``lr/forget`` and ``lr/retain``: the learning rate of each objective's next step;
 * ``moments/<objective>/<buffer>``: the norm of each moment buffer (:func:`dualoptim.moment_norms`), the
   quantity behind the paper's argument that one state mixes the objectives' gradient statistics;
+* ``estimate/<objective>/d``: the step size a learning-rate-free optimizer estimates for itself (Prodigy's
+  :math:`d`, ``--optim dual_prodigy``, ``--optim_cfg dual_prodigy_adam``: :func:`dualoptim.step_size_estimates`);
 
 and at the end the run's evaluation metrics (``eval/<name>``). TensorBoard event files go to
 ``<run folder>/tensorboard``; wandb writes to ``<run folder>/wandb`` and runs offline unless ``WANDB_MODE``
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import contextvars
+import importlib.util
 import numbers
 import os
 from pathlib import Path
@@ -27,14 +30,32 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Union
 import torch
 
 from common.errors import UsageError, positive_int
-from dualoptim.optimizers import OBJECTIVES, moment_norms
+from dualoptim.optimizers import OBJECTIVES, moment_norms, step_size_estimates
 
 REPORT_TO = ("none", "tensorboard", "wandb")
 
 
+#: the package each tracker needs
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+def tracker_name(text: str) -> str:
+    """``--report_to``'s type: a tracker whose package is installed, checked while the command line is read,
+    so a run refused for a missing tracker has written nothing."""
+    package = TRACKER_PACKAGES.get(text)
+    if package is not None:
+        try:
+            found = importlib.util.find_spec(package) is not None
+        except (ImportError, ValueError):  # a module blocked in sys.modules has no spec
+            found = False
+        if not found:
+            raise argparse.ArgumentTypeError(f"{text} needs the {package} package (pip install {package})")
+    return text
+
+
 def add_report_args(parser: argparse.ArgumentParser) -> None:
     """``--report_to`` and ``--logging_steps``."""
-    parser.add_argument("--report_to", type=str, default="none", choices=REPORT_TO,
+    parser.add_argument("--report_to", type=tracker_name, default="none", choices=REPORT_TO,
                         help="also log losses, learning rates, moment norms and final metrics to TensorBoard "
                              "(<run folder>/tensorboard) or wandb (offline without network)")
     parser.add_argument("--logging_steps", type=positive_int, default=10,
@@ -52,25 +73,33 @@ class Tracker:
 
 
 class TensorBoardTracker(Tracker):
+    """Event files in ``log_dir``, opened at the first scalars: a run refused before its first step (a
+    method's own checks run inside :func:`tracking`) leaves no folder behind."""
+
     def __init__(self, log_dir: Path, config: Mapping[str, Any]) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise UsageError("--report_to tensorboard: needs the tensorboard package (pip install tensorboard)") \
                 from None
-        self.writer = SummaryWriter(log_dir=str(log_dir))
-        self.writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in sorted(config.items())))
+        self.log_dir, self.config, self.open_writer, self.writer = log_dir, config, SummaryWriter, None
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
+        if self.writer is None:
+            self.writer = self.open_writer(log_dir=str(self.log_dir))
+            self.writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in sorted(self.config.items())))
         for name, value in values.items():
             self.writer.add_scalar(name, value, step)
         self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 class WandbTracker(Tracker):
+    """A wandb run in ``log_dir``, started at the first scalars (as :class:`TensorBoardTracker`)."""
+
     def __init__(self, log_dir: Path, config: Mapping[str, Any]) -> None:
         try:
             import wandb
@@ -78,15 +107,18 @@ class WandbTracker(Tracker):
             raise UsageError("--report_to wandb: needs the wandb package (pip install wandb)") from None
         if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
             os.environ["WANDB_MODE"] = "offline"  # a machine without network still records the run
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "dualoptim"), dir=str(log_dir),
-                              config=dict(config))
+        self.log_dir, self.config, self.wandb, self.run = log_dir, config, wandb, None
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
+        if self.run is None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self.run = self.wandb.init(project=os.environ.get("WANDB_PROJECT", "dualoptim"), dir=str(self.log_dir),
+                                       config=dict(self.config))
         self.run.log(dict(values), step=step)
 
     def close(self) -> None:
-        self.run.finish()
+        if self.run is not None:
+            self.run.finish()
 
 
 class StepReporter:
@@ -104,7 +136,7 @@ class StepReporter:
     def step(self, losses: Mapping[str, Any], optimizer: Any, step: Optional[int] = None) -> None:
         """Record an optimizer step and its ``losses`` (objective -> a float or a tensor); ``step``: its number
         (default: the steps reported so far plus one). Every ``every`` steps, log the objectives' last losses,
-        the learning rate of each objective and the moment norms of ``optimizer``."""
+        the learning rate of each objective, the moment norms of ``optimizer`` and the step sizes it estimates."""
         if not self.active:
             return
         self.losses.update({objective: float(loss.detach() if torch.is_tensor(loss) else loss)
@@ -116,6 +148,7 @@ class StepReporter:
         values = {f"loss/{name}": value for name, value in self.losses.items()}
         values.update({f"lr/{name}": rate for name, rate in objective_lrs(optimizer).items()})
         values.update({f"moments/{key}": norm for key, norm in moment_norms(optimizer).items()})
+        values.update({f"estimate/{key}": value for key, value in step_size_estimates(optimizer).items()})
         self.tracker.scalars(step, values)
 
     def metrics(self, metrics: Mapping[str, Any]) -> None:

@@ -8,9 +8,10 @@ optimizer implements :class:`TwoObjectiveOptimizer` (``forget_step`` / ``retain_
 :mod:`dualoptim.recipes`.
 """
 from dualoptim.optim import (ADAM_WEIGHT_DECAY, OBJECTIVES, OPTIMIZERS, DecoupledAdamW, DualOptim, HybridAdamSGD,
-                             Lion, ObjectiveOptim, ObjectiveView, Params, PerObjectiveState, SharedOptim,
-                             TwoObjectiveOptimizer, build_optimizer, moment_norms, set_objective)
+                             Lion, ObjectiveOptim, ObjectiveView, PairedOptimizer, Params, PerObjectiveState,
+                             SharedOptim, TwoObjectiveOptimizer, build_optimizer, eval_weights, evaluation_weights, moment_norms,
+                             set_objective, step_size_estimates)
 
 __all__ = ["ADAM_WEIGHT_DECAY", "OPTIMIZERS", "OBJECTIVES", "DualOptim", "SharedOptim", "ObjectiveOptim",
-           "HybridAdamSGD", "Lion", "DecoupledAdamW", "PerObjectiveState", "TwoObjectiveOptimizer",
-           "build_optimizer", "moment_norms", "set_objective"]
+           "HybridAdamSGD", "Lion", "DecoupledAdamW", "PairedOptimizer", "PerObjectiveState", "TwoObjectiveOptimizer",
+           "build_optimizer", "eval_weights", "evaluation_weights", "moment_norms", "set_objective", "step_size_estimates"]

@@ -29,6 +29,12 @@ name           forget objective                              retain objective
 ``dual_aa_m``  DecoupledAdamW(wd 0.05): m per objective,     v shared
 ``dual_aa_v``  DecoupledAdamW(wd 0.05): v per objective,     m shared
 ``dual_aa_8bit`` DecoupledAdamW8bit(wd 0.05), 8-bit m, v     per objective (bitsandbytes)
+``dual_prodigy`` Prodigy(forget_lr, wd 0.05) (prodigyopt)    SGD(retain_lr, momentum, weight_decay)
+``dual_sf``    AdamWScheduleFree(forget_lr, wd 0.05)         SGD(retain_lr, momentum, weight_decay)
+               (schedulefree)
+``dual_prodigy_adam`` Prodigy(forget_lr, wd 0.05)           AdamW(retain_lr, wd 0.05), one torch optimizer
+                                                             (:class:`~dualoptim.optim.paired.PairedOptimizer`)
+``dual_sf_adam`` AdamWScheduleFree(forget_lr, wd 0.05)       as ``dual_prodigy_adam``
 ============== ============================================ ================================================
 
 The names from ``dual_sa`` on are the paper's optimizer ablations; as in the
@@ -49,6 +55,15 @@ param groups, at ``--lr`` for every step), ``dual_adam``
 (:class:`~dualoptim.optim.decoupled_adamw.DecoupledAdamW`, forget steps at ``--forget_lr``),
 ``adam_8bit`` and ``dual_adam_8bit`` (bitsandbytes, ``fp32_params`` kept in
 32 bits).
+
+``dual_prodigy`` and ``dual_sf`` (``--optim``), ``dual_prodigy_adam`` and ``dual_sf_adam`` (``--optim_cfg``,
+forget steps at ``--forget_lr`` times the schedule's factor, as ``dual_adam``'s) are learning-rate-free
+forget optimizers (:mod:`dualoptim.optim.lrfree`, optional packages: ``pip install 'dualoptim[lrfree]'``); a recipe that needs an absent package fails with
+one line at :func:`get_recipe`, before anything is loaded.  Their forget lr (``--unlearn_lr``) is the
+package's own ``lr`` (``--forget_lr`` for the LLM): :data:`LR_FREE_DEFAULT_LR` holds the packages' defaults (Prodigy's 1.0 multiplies its
+estimated step size), the one setting meant to need no search.  Measured like the other recipes, their
+grid is :data:`LR_FREE_MULTIPLIERS` times that default: three points per decade, as the other recipes'
+forget-lr grids, from 0.022x to 46x.
 """
 from __future__ import annotations
 
@@ -58,14 +73,16 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from dualoptim.optim import (ADAM_WEIGHT_DECAY, DecoupledAdamW, DualOptim, HybridAdamSGD, ObjectiveOptim, Params,
-                             SharedOptim, TwoObjectiveOptimizer, build_optimizer)
+from dualoptim.optim import (ADAM_WEIGHT_DECAY, DecoupledAdamW, DualOptim, HybridAdamSGD, ObjectiveOptim,
+                             PairedOptimizer, Params, SharedOptim, TwoObjectiveOptimizer, build_optimizer)
 from dualoptim.optim.base import materialize
+from dualoptim.optim.lrfree import import_lrfree_package
 from dualoptim.errors import UsageError
 from dualoptim.registry import Registry
 
-__all__ = ["GENERATION_FLAG", "IMAGE_FLAG", "LLM_FLAG", "OPTIM_RECIPES", "OptimizerChoice", "Recipe",
-           "RecipeSettings", "build_recipe", "get_recipe", "make_unlearn_optimizer", "recipe_names"]
+__all__ = ["GENERATION_FLAG", "IMAGE_FLAG", "LLM_FLAG", "LR_FREE_DEFAULT_LR", "LR_FREE_MULTIPLIERS", "OPTIM_RECIPES",
+           "OptimizerChoice", "Recipe", "RecipeSettings", "build_recipe", "get_recipe", "make_unlearn_optimizer",
+           "recipe_names"]
 
 #: The flags that name a recipe: image classification's and the LLM's.
 IMAGE_FLAG, LLM_FLAG = "--optim", "--optim_cfg"
@@ -74,6 +91,12 @@ IMAGE_FLAG, LLM_FLAG = "--optim", "--optim_cfg"
 GENERATION_FLAG = "image generation --optim"
 #: How a flag key reads in a message, where it is not the flag itself.
 FLAG_TEXT = {GENERATION_FLAG: "--optim"}
+
+#: The forget lr of each learning-rate-free recipe that needs no search: its package's default ``lr``.
+LR_FREE_DEFAULT_LR = {"dual_prodigy": 1.0, "dual_sf": 0.0025, "dual_prodigy_adam": 1.0, "dual_sf_adam": 0.0025}
+
+#: Their forget-lr grid, as multipliers on that default: 10^(k/3) for k = -5..5.
+LR_FREE_MULTIPLIERS = tuple(float(f"{10 ** (k / 3):.3g}") for k in range(-5, 6))
 
 #: Weight decay of every Lion optimizer of the research code's ablations (``--weight_decay`` reaches SGD only).
 LION_WEIGHT_DECAY = 1e-2
@@ -127,25 +150,29 @@ class RecipeSettings:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A registered recipe: its builder, the flags that accept it, and whether it is an SFR-on ablation."""
+    """A registered recipe: its builder, the flags that accept it, whether it is an SFR-on ablation, and the
+    learning-rate-free optimizers (:data:`~dualoptim.optim.lrfree.LR_FREE_OPTIMIZERS`) whose optional
+    packages it needs."""
 
     build: Callable[[list, RecipeSettings], TwoObjectiveOptimizer]
     flags: Tuple[str, ...]
     ablation: bool = False
+    needs: Tuple[str, ...] = ()
 
 
 #: Recipe name -> :class:`Recipe`.
 OPTIM_RECIPES: Registry[Recipe] = Registry("--optim")
 
 
-def recipe(*names: str, flags: Tuple[str, ...] = (IMAGE_FLAG,), ablation: bool = False):
+def recipe(*names: str, flags: Tuple[str, ...] = (IMAGE_FLAG,), ablation: bool = False,
+           needs: Tuple[str, ...] = ()):
     """Register ``build(params, settings)`` as the recipe(s) ``names``; an image-classification recipe serves
     image generation too."""
     if IMAGE_FLAG in flags:
         flags = (*flags, GENERATION_FLAG)
 
     def decorator(build):
-        OPTIM_RECIPES.register(*names)(Recipe(build, flags, ablation))
+        OPTIM_RECIPES.register(*names)(Recipe(build, flags, ablation, needs))
         return build
     return decorator
 
@@ -156,11 +183,15 @@ def recipe_names(flag: str) -> list:
 
 
 def get_recipe(flag: str, name: str) -> Recipe:
-    """The recipe ``flag name``; a name the flag does not accept is a one-line ``UsageError``."""
+    """The recipe ``flag name``; a name the flag does not accept, or whose optional package is absent, is a
+    one-line ``UsageError``."""
     if name not in OPTIM_RECIPES or flag not in OPTIM_RECIPES.get(name).flags:
         raise UsageError(f"{FLAG_TEXT.get(flag, flag)}: unknown value {name!r}; "
                          f"expected one of {', '.join(recipe_names(flag))}")
-    return OPTIM_RECIPES.get(name)
+    found = OPTIM_RECIPES.get(name)
+    for optimizer in found.needs:
+        import_lrfree_package(optimizer, f"{FLAG_TEXT.get(flag, flag)} {name}")
+    return found
 
 
 def build_recipe(flag: str, name: str, params: Params, settings: RecipeSettings) -> TwoObjectiveOptimizer:
@@ -192,7 +223,7 @@ def _weight_decay(name: str, s: RecipeSettings) -> float:
 
 
 def _pair(forget: str, retain: str) -> Callable[[list, RecipeSettings], TwoObjectiveOptimizer]:
-    """A :class:`DualOptim` recipe: ``forget`` / ``retain`` are ``adamw``, ``sgd`` or ``lion``."""
+    """A :class:`DualOptim` recipe: ``forget`` / ``retain`` are names of :func:`build_optimizer`."""
     def build(params: list, s: RecipeSettings) -> TwoObjectiveOptimizer:
         return DualOptim(params, forget, s.forget_lr, _weight_decay(forget, s),
                          retain, s.retain_lr, s.momentum, _weight_decay(retain, s))
@@ -217,6 +248,22 @@ recipe("dual_ss", ablation=True)(_pair("sgd", "sgd"))
 recipe("dual_ls", ablation=True)(_pair("lion", "sgd"))
 recipe("dual_ll", ablation=True)(_pair("lion", "lion"))
 recipe("dual_sl", ablation=True)(_pair("sgd", "lion"))
+recipe("dual_prodigy", needs=("prodigy",))(_pair("prodigy", "sgd"))
+recipe("dual_sf", needs=("adamw_sf",))(_pair("adamw_sf", "sgd"))
+
+
+def _paired_with_adamw(forget: str) -> Callable[[list, RecipeSettings], TwoObjectiveOptimizer]:
+    """A :class:`PairedOptimizer` recipe: the ``forget`` optimizer, AdamW for retain steps (the retain side of
+    ``dual_adam``), one torch optimizer scheduled at ``retain_lr``, forget steps at ``forget_lr``."""
+    def build(params: list, s: RecipeSettings) -> TwoObjectiveOptimizer:
+        forget_optimizer = build_optimizer(forget, materialize(params), s.forget_lr, ADAM_WEIGHT_DECAY)
+        retain_optimizer = build_optimizer("adamw", materialize(params), s.retain_lr, ADAM_WEIGHT_DECAY)
+        return ObjectiveOptim(PairedOptimizer(forget_optimizer, retain_optimizer, s.forget_lr / s.retain_lr))
+    return build
+
+
+recipe("dual_prodigy_adam", flags=(LLM_FLAG,), needs=("prodigy",))(_paired_with_adamw("prodigy"))
+recipe("dual_sf_adam", flags=(LLM_FLAG,), needs=("adamw_sf",))(_paired_with_adamw("adamw_sf"))
 
 
 @recipe("dual_share", ablation=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -303,6 +304,60 @@ def ddpm_forget(i: Inputs, *extra: str) -> List[str]:
     return ddpm(i, "--exp_root", str(i.out), *extra)
 
 
+def ddpm_config_text(i: Inputs, section: str, key: str, value: str) -> str:
+    """The tiny DDPM config with ``<section>.<key>`` written as the YAML text ``value``."""
+    lines = Path(i.ddpm_config).read_text().splitlines()
+    start = lines.index(f"{section}:")
+    index = next(k for k in range(start + 1, len(lines)) if lines[k].strip().startswith(f"{key}:"))
+    lines[index] = f"  {key}: {value}"
+    path = i.tmp / "ddpm.yml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def not_utf8(i: Inputs, name: str = "config.yaml") -> str:
+    """A config file of Latin-1 bytes: ``lr: 1e-5  # 5 \\xb5s`` (reproduced: a UnicodeDecodeError traceback)."""
+    path = i.tmp / name
+    path.write_bytes(b"lr: 1e-5  # 5 \xb5s\n")
+    return str(path)
+
+
+def ddpm_resume_over_unsafe_snapshot(i: Inputs) -> List[str]:
+    """``main_train --resume`` into an unfinished run folder whose snapshot pickles ``os.system``."""
+    run = i.out / "results" / "digits" / "pretrain" / "2020_01_01_000000"
+    run.mkdir(parents=True)
+    torch.save({"objects": unsafe.writes_pwned(i.tmp)}, run / "resume_state.pt")
+    return ddpm_train(i, "--resume")
+
+
+def dit_resume_over_unsafe_snapshot(i: Inputs) -> List[str]:
+    """DiT ``main_forget --resume`` into an unfinished experiment folder whose snapshot pickles ``os.system``."""
+    run = i.out / "000-DiT-XL-2-forget-1-ron-ga-lr1e-05-f1.0-r1.0"
+    run.mkdir()
+    torch.save({"objects": unsafe.writes_pwned(i.tmp)}, run / "resume_state.pt")
+    return dit_forget(i, "--resume")
+
+
+def pickled_weights(i: Inputs, source: str, name: str, part: str = "", weights: str = "pytorch_model.bin") -> str:
+    """A copy of the Hugging Face folder ``source`` whose ``part`` holds a pickled ``weights`` file that runs
+    code instead of its safetensors: refused in one line naming the type (issue 25, item 5)."""
+    folder = i.tmp / name
+    shutil.copytree(source, folder)
+    for tensors in (folder / part).glob("*.safetensors"):
+        tensors.unlink()
+    torch.save({"weight": unsafe.writes_pwned(i.tmp)}, folder / part / weights)
+    return str(folder)
+
+
+def llm_pickled(i: Inputs) -> str:
+    return pickled_weights(i, i.llm_model, "pickled_llm")
+
+
+def dit_pickled(i: Inputs, part: str) -> str:
+    """``--ckpt``'s layout with ``part`` (transformer or vae) pickled."""
+    return pickled_weights(i, i.dit_ckpt, "pickled_dit", part, "diffusion_pytorch_model.bin")
+
+
 def ddpm_mask(i: Inputs, *extra: str) -> List[str]:
     return ddpm(i, "--save_dir", str(i.out), *extra)
 
@@ -569,9 +624,34 @@ CASES = [
          "argument --dtype: invalid choice: 'float8'"),
     case("LLM.main_train", "LoRA dropout of 1", lambda i: llm(i, "--LoRA_dropout", "1"),
          "argument --LoRA_dropout: expected a number in [0, 1), got '1'"),
+    case("LLM.main_train", "list for a number in --config",
+         lambda i: llm(i, "--config", llm_config(i, "lr: [1, 2]\n")),
+         "--config {i.tmp}/config.yaml: lr: expected a number > 0, got [1, 2]"),
+    case("LLM.main_train", "non-UTF-8 --config", lambda i: llm(i, "--config", not_utf8(i)),
+         "--config {i.tmp}/config.yaml: not UTF-8 text (byte 14: invalid start byte); expected a YAML file"),
+    case("LLM.main_train", "weights that run code", lambda i: llm(i, "--model_path", llm_pickled(i)),
+         "--model_path {i.tmp}/pickled_llm/pytorch_model.bin" + REFUSED),
+    case("LLM.main_forget", "weights that run code", lambda i: llm(i, "--model_path", llm_pickled(i)),
+         "--model_path {i.tmp}/pickled_llm/pytorch_model.bin" + REFUSED),
+    case("LLM.main_forget", "non-UTF-8 --config", lambda i: llm(i, "--config", not_utf8(i)),
+         "--config {i.tmp}/config.yaml: not UTF-8 text"),
+    case("LLM.main_forget", "switch that is not a boolean in --config",
+         lambda i: llm(i, "--config", llm_config(i, "alternate: maybe\n")),
+         "--config {i.tmp}/config.yaml: alternate: expected true or false, got 'maybe'"),
+    case("LLM.main_forget", "boolean seed in --config", lambda i: llm(i, "--config", llm_config(i, "seed: true\n")),
+         "--config {i.tmp}/config.yaml: seed: expected an integer, got true"),
+    case("LLM.main_forget", "unknown choice in --config",
+         lambda i: llm(i, "--config", llm_config(i, "dtype: float8\n")),
+         "--config {i.tmp}/config.yaml: dtype: invalid choice 'float8' (choose from bfloat16, float16, float32)"),
+    case("LLM.forget", "non-UTF-8 --config-name", lambda i: llm(i, "--config-name=" + not_utf8(i)),
+         "--config {i.tmp}/config.yaml: not UTF-8 text"),
+    case("LLM.eval", "non-UTF-8 --config", lambda i: llm(i, "--config", not_utf8(i)),
+         "--config {i.tmp}/config.yaml: not UTF-8 text"),
+    case("LLM.real_world_unlearn", "weights that run code", lambda i: real_world(i, "--model_path", llm_pickled(i)),
+         "--model_path {i.tmp}/pickled_llm/pytorch_model.bin" + REFUSED),
     case("LLM.main_train", "out-of-range value in --config",
          lambda i: llm(i, "--config", llm_config(i, "num_epochs: -2\n")),
-         "argument --num_epochs: expected an integer >= 1, got -2"),
+         "--config {i.tmp}/config.yaml: num_epochs: expected an integer >= 1, got -2"),
     case("LLM.main_train", "unknown key in --config", lambda i: llm(i, "--config", llm_config(i, "epochs: 2\n")),
          "unknown option(s) epochs"),
     case("LLM.main_train", "missing --config", lambda i: llm(i, "--config", i.missing),
@@ -623,7 +703,7 @@ CASES = [
     case("LLM.main_forget", "save_steps not a step count", lambda i: llm(i, "--save_steps", "epoch"),
          "argument --save_steps: expected last, steps_per_epoch or a positive number, got 'epoch'"),
     case("LLM.main_forget", "save_steps 0 in --config", lambda i: llm(i, "--config", llm_config(i, "save_steps: 0\n")),
-         "--save_steps: expected last, steps_per_epoch or a positive number, got '0'"),
+         "--config {i.tmp}/config.yaml: save_steps: expected last, steps_per_epoch or a positive number, got '0'"),
     case("LLM.eval", "step without the run folder", lambda i: llm(i, "--eval_unlearn_step", "50"),
          "--eval_unlearn_step 50: needs --unlearn_dir"),
     case("LLM.eval", "step never saved", lambda i: llm(i, "--unlearn_dir", i.missing, "--eval_unlearn_step", "50"),
@@ -696,9 +776,23 @@ CASES = [
     case("ImageGeneration.DDPM.main_train", "unwritable exp_root",
          lambda i: ddpm_train(i, "--exp_root", i.blocked + "/sub"), "--exp_root {i.blocked}/sub/results/digits/pretrain: "
          + UNWRITABLE),
+    case("ImageGeneration.DDPM.main_train", "non-UTF-8 config",
+         lambda i: ddpm_train(i, "--config", not_utf8(i, "d.yml")),
+         "--config {i.tmp}/d.yml: not UTF-8 text (byte 14: invalid start byte); expected a YAML file"),
+    case("ImageGeneration.DDPM.main_train", "list for a number in the config",
+         lambda i: ddpm_train(i, "--config", ddpm_config_text(i, "optim", "lr", "[1, 2]")),
+         "--config {i.tmp}/ddpm.yml: optim.lr: expected a number > 0, got [1, 2]"),
+    case("ImageGeneration.DDPM.main_train", "quoted boolean in the config",
+         lambda i: ddpm_train(i, "--config", ddpm_config_text(i, "data", "random_flip", '"false"')),
+         "--config {i.tmp}/ddpm.yml: data.random_flip: expected true or false, got 'false'"),
+    case("ImageGeneration.DDPM.main_train", "boolean batch size in the config",
+         lambda i: ddpm_train(i, "--config", ddpm_config_text(i, "training", "batch_size", "true")),
+         "--config {i.tmp}/ddpm.yml: training.batch_size: expected an integer >= 1, got true"),
+    case("ImageGeneration.DDPM.main_train", "resume over a snapshot that runs code", ddpm_resume_over_unsafe_snapshot,
+         "--resume {i.out}/results/digits/pretrain/2020_01_01_000000/resume_state.pt" + REFUSED),
     case("ImageGeneration.DDPM.main_train", "unknown network",
          lambda i: ddpm_train(i, "--config", ddpm_config_with(i, network="resnet")),
-         "--config {i.tmp}/ddpm.yml: model.network 'resnet' is not one of conditional_model, unet2d"),
+         "--config {i.tmp}/ddpm.yml: model.network: invalid choice 'resnet' (choose from conditional_model, unet2d)"),
     case("ImageGeneration.DDPM.main_train", "unet2d without conv resampling",
          lambda i: ddpm_train(i, "--config", ddpm_config_with(i, resamp_with_conv=False)),
          "--config {i.tmp}/ddpm.yml: model.network unet2d always resamples with convolutions"),
@@ -853,6 +947,20 @@ CASES = [
     case("ImageGeneration.DDPM.evaluator", "class out of range", lambda i: fid(i, "--label_to_forget", "10"),
          "--label_to_forget 10: expected a class in [0, 9]"),
     # ---------------------------------------------------------------- DiT
+    case("ImageGeneration.DiT.main_forget", "resume over a snapshot that runs code", dit_resume_over_unsafe_snapshot,
+         "--resume {i.out}/000-DiT-XL-2-forget-1-ron-ga-lr1e-05-f1.0-r1.0/resume_state.pt" + REFUSED),
+    case("ImageGeneration.DiT.main_forget", "transformer weights that run code",
+         lambda i: dit_forget(i, "--ckpt", dit_pickled(i, "transformer")),
+         "--ckpt {i.tmp}/pickled_dit/transformer/diffusion_pytorch_model.bin" + REFUSED),
+    case("ImageGeneration.DiT.sample", "transformer weights that run code",
+         lambda i: dit_sample(i, "--ckpt", dit_pickled(i, "transformer")),
+         "--ckpt {i.tmp}/pickled_dit/transformer/diffusion_pytorch_model.bin" + REFUSED),
+    case("ImageGeneration.DiT.sample", "vae weights that run code",
+         lambda i: dit_sample(i, "--vae", dit_pickled(i, "vae")),
+         "--vae {i.tmp}/pickled_dit/vae/diffusion_pytorch_model.bin" + REFUSED),
+    case("ImageGeneration.DiT.sample", "unlearned transformer that runs code",
+         lambda i: dit_sample(i, "--transformer-path", dit_pickled(i, "transformer") + "/transformer"),
+         "--transformer-path {i.tmp}/pickled_dit/transformer/diffusion_pytorch_model.bin" + REFUSED),
     case("ImageGeneration.DiT.main_forget", "unknown loss", lambda i: dit_forget(i, "--unlearn-loss", "xx"),
          "--unlearn-loss 'xx': expected one of ga, rl, adaga"),
     case("ImageGeneration.DiT.main_forget", "unknown method", lambda i: dit_forget(i, "--method", "xx"),
@@ -990,3 +1098,60 @@ def test_as_a_program_one_line_and_exit_status_2(script, argv, message, inputs):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message.format(i=inputs) in lines[0], result.stderr
     assert result.stdout == ""
+
+
+#: The flags that name a case's output folder; a refused run must not create it (issue 25, item 4).
+OUTPUT_FLAGS = ("--save_dir", "--exp_root", "--results-dir", "--sample-dir", "--sample_dir", "--save_path",
+                "--mask-path", "--out", "--output_dir")
+
+
+def fresh_output_case(bad: Case) -> bool:
+    """Cases refused after the command line was read, whose output folder is ``i.out`` only as a place to write."""
+    return not bad.message.startswith("argument ") and "{i.out}" not in bad.message
+
+
+#: Cases run with a fresh output folder in the default suite: those that created it before refusing
+#: (reproduced), one per modality; ``-m slow`` runs every eligible case.
+FRESH_OUTPUT_DEFAULT = {"IC.main_train: SAM with float16 loss scaling", "IC.main_random_sfron: adam with momentum 1",
+                        "LLM.main_train: weights that run code", "LLM.main_forget: weights that run code",
+                        "DiT.main_forget: transformer weights that run code"}
+
+
+@pytest.mark.parametrize("bad", [pytest.param(c, marks=() if c.id in FRESH_OUTPUT_DEFAULT else pytest.mark.slow)
+                                 for c in CASES if fresh_output_case(c)], ids=lambda c: c.id)
+def test_a_refused_run_does_not_create_its_output_folder(bad: Case, inputs: Inputs, capsys):
+    argv = bad.argv(inputs)
+    at = [k + 1 for k, token in enumerate(argv[:-1]) if token in OUTPUT_FLAGS and argv[k + 1] == str(inputs.out)]
+    if not at or sorted(p.name for p in inputs.out.iterdir()) != ["earlier_run.json"]:
+        pytest.skip("the case's output folder is part of what it tests")
+    fresh = inputs.tmp / "fresh" / "out"
+    argv[at[0]] = str(fresh)
+    roots = (inputs.tmp, *inputs.shared_roots)
+    before = snapshot(roots)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(bad.module).main(argv)
+    lines = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert not (inputs.tmp / "fresh").exists(), sorted(map(str, (inputs.tmp / "fresh").rglob("*")))
+    assert snapshot(roots) == before
+
+
+@pytest.mark.parametrize("module,argv", [
+    ("ImageGeneration.DDPM.main_train", lambda i, out: ddpm_train(i, "--exp_root", out)),
+    ("ImageGeneration.DiT.main_forget", lambda i, out: dit_forget(i, "--results-dir", out)),
+    ("ImageClassification.main_random", lambda i, out: ic_unlearn(i, "--save_dir", out)),
+    ("LLM.main_train", lambda i, out: llm(i, "--save_dir", out)),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_a_missing_tracker_package_is_refused_before_anything_is_written(module, argv, inputs, monkeypatch, capsys):
+    """Reproduced: DDPM and DiT runs refused for a missing tracker left a run folder with its log and config."""
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if wandb were not installed
+    fresh = inputs.tmp / "fresh"
+    before = snapshot((inputs.tmp,))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(module).main(argv(inputs, str(fresh)) + ["--report_to", "wandb"])
+    lines = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].endswith("argument --report_to: wandb needs the wandb package (pip install wandb)")
+    assert not fresh.exists() and snapshot((inputs.tmp,)) == before

@@ -250,3 +250,60 @@ def test_entry_scripts_offer_the_opt_ins(module, capsys):
     # IC generate_mask shares the image-classification parser, --allow_nonfinite included
     expected = module in TRAINING_SCRIPTS or module == "ImageClassification.generate_mask"
     assert ("--allow_nonfinite" in usage) == expected
+
+
+def test_llm_fine_tuning_names_its_nonfinite_loss_train(tmp_path, tofu_dir, tiny_model, monkeypatch, capsys):
+    """docs/reliability.md labels plain training ``train``; LLM main_train's message said "retain loss"."""
+    from LLM import losses, main_train
+
+    def nan_loss(model, reference, batch, coefficient):
+        return next(model.parameters()).sum() * float("nan")
+
+    monkeypatch.setitem(losses.REGULARIZERS, "GD", nan_loss)  # the loss main_train fine-tunes with
+    with pytest.raises(SystemExit):
+        main_train.main(["--model_path", str(tiny_model), "--data_path", str(tofu_dir), "--split", "full",
+                         "--lr", "1e-3", "--num_epochs", "1", "--batch_size", "4", "--max_length", "32",
+                         "--save_dir", str(tmp_path / "ft"), "--device", "cpu"])
+    message = capsys.readouterr().err.splitlines()[-1]  # after transformers' progress bars
+    assert message.startswith("error: the train loss is nan at step 1 (lr 0): the run stopped"), message
+    assert not (tmp_path / "ft").exists()
+
+
+def test_pickled_hugging_face_weights_are_refused_in_one_line_naming_the_type(tmp_path, tiny_dit, tiny_model):
+    """Reproduced: DiT printed three lines (diffusers' "Defaulting to unsafe serialization" among them) without
+    the refused type; the LLM's line quoted torch's "Re-running torch.load with weights_only set to False"."""
+    import logging
+    import shutil
+
+    from ImageGeneration.DiT.dit import load_transformer, load_vae
+    from LLM.models import load_causal_lm
+    from unsafe import writes_pwned
+
+    def pickled(source, part, weights):
+        folder = tmp_path / f"{Path(source).name}_{part or 'model'}"
+        shutil.copytree(source, folder)
+        for tensors in (folder / part).glob("*.safetensors"):
+            tensors.unlink()
+        torch.save({"weight": writes_pwned(tmp_path)}, folder / part / weights)
+        return folder
+
+    records = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    logging.getLogger("diffusers").addHandler(handler)
+    try:
+        loads = [(load_transformer, pickled(tiny_dit / "ckpt", "transformer", "diffusion_pytorch_model.bin"),
+                  "--ckpt", "transformer/diffusion_pytorch_model.bin"),
+                 (load_vae, pickled(tiny_dit / "ckpt", "vae", "diffusion_pytorch_model.bin"), "--vae",
+                  "vae/diffusion_pytorch_model.bin"),
+                 (load_causal_lm, pickled(tiny_model, "", "pytorch_model.bin"), "--model_path", "pytorch_model.bin")]
+        for load, folder, flag, weights in loads:
+            with pytest.raises(UsageError) as refused:
+                load(str(folder))
+            assert str(refused.value) == (f"{flag} {folder / weights}: holds posix.system, not allowed in a safely "
+                                          f"loaded file (tensors and plain values only); if you trust the file's "
+                                          f"source, pass --trust_checkpoint or set DUALOPTIM_TRUST_CHECKPOINT=1")
+    finally:
+        logging.getLogger("diffusers").removeHandler(handler)
+    assert [r.getMessage() for r in records if r.levelno >= logging.WARNING] == []
+    assert not (tmp_path / "pwned.txt").exists()

@@ -410,7 +410,10 @@ def run_epochs(model: nn.Module, config: UnlearnConfig, device: torch.device,
     call ``epoch_fn(run)``, step the schedulers, save the model's
     ``state_dict`` atomically as ``<save_dir>/checkpoint_{e+1}.pt``, then a
     resume snapshot (see the module docstring); with ``--resume`` the run
-    continues from the last snapshot in ``--save_dir``.
+    continues from the last snapshot in ``--save_dir``.  Checkpoints and the
+    model returned hold the optimizer's weights to evaluate
+    (:meth:`~dualoptim.optim.base.TwoObjectiveOptimizer.eval_mode`: a
+    schedule-free forget optimizer's average), snapshots the weights to train on.
 
     Args:
         lr_switching: whether the method, run with one optimizer (``--optim
@@ -452,7 +455,9 @@ def run_epochs(model: nn.Module, config: UnlearnConfig, device: torch.device,
         for scheduler in schedulers:
             scheduler.step()
         if save_dir is not None and run.sharding.is_main:
-            atomic_torch_save(model.state_dict(), save_dir / f"checkpoint_{epoch + 1}.pt")
+            with optimizer.evaluation_weights():  # a schedule-free optimizer's average, not its train point
+                atomic_torch_save(model.state_dict(), save_dir / f"checkpoint_{epoch + 1}.pt")
         run.end_epoch(result)
         print(f"one epoch duration:{time.time() - start}")
+    optimizer.eval_mode()  # what the caller evaluates and saves (the snapshots above hold the train weights)
     return run

@@ -177,3 +177,4 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
             running = dict.fromkeys(running, 0)
             start = time.time()
         snapshots.step(step + 1, iters, step=step + 1, running=running, slow=slow)
+    optimizer.eval_mode()  # what the caller evaluates and saves: a schedule-free optimizer's average

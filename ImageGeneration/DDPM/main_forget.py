@@ -28,7 +28,7 @@ from common.saliency import check_mask
 from ImageGeneration.core.diffusion import EMA
 from ImageGeneration.core.images import check_label
 from ImageGeneration.core.methods import METHODS, SA_FISHER
-from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, run_snapshots, start_run
+from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, start_run
 from common.precision import MixedPrecision, add_amp_args, amp_precision
 from ImageGeneration.core.optim import add_optim_args, recipe_tag
 from ImageGeneration.core.unlearn import ForgetWeights
@@ -126,9 +126,9 @@ def main(argv=None) -> str:
                            dual=optimizer.is_dual)
     ema = EMA(unet, config.model.ema_rate, loaded.state.get("ema")) if config.model.ema else None
 
-    run_dir, logger = open_run(run.exp_root, run_parts(run, config), sharding, run.resume)
-    snapshots = run_snapshots(run_dir, run.record(), config.training.snapshot_freq, sharding, to_dict(config)).register(
-        remain_batches=remain_batches, **({"forget_batches": forget_batches} if forget_batches else {}))
+    run_dir, logger, snapshots = open_run(run.exp_root, run_parts(run, config), sharding, run.record(),
+                                          config.training.snapshot_freq, to_dict(config))
+    snapshots.register(remain_batches=remain_batches, **({"forget_batches": forget_batches} if forget_batches else {}))
     if sharding.is_main:
         save_config(config, run_dir / "logs" / "config.yaml")
     logger.info(f"forgetting class {run.label_to_forget} of {ckpt_folder} with {run.mode} "

@@ -21,7 +21,7 @@ from common.errors import ArgumentParser, UsageError, cli_main
 from common.nonfinite import add_nonfinite_args
 from common.tracking import add_report_args, tracking
 from ImageGeneration.core.images import check_label
-from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, run_snapshots, start_run
+from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, start_run
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget
 from ImageGeneration.DDPM.model import (
     CKPT_RELPATH, build_unet, load_config, save_checkpoint, save_config, to_dict)
@@ -64,14 +64,14 @@ def main(argv=None) -> str:
         (images, labels), _ = split_forget(images, labels, args.label_to_forget)
         trained_classes.remove(args.label_to_forget)
 
-    run_dir, logger = open_run(args.exp_root, [args.dataset, args.mode], sharding, args.resume)
-    if sharding.is_main:
-        save_config(config, run_dir / "logs" / "config.yaml")
-    logger.info(f"Writing log file to {run_dir / 'logs'}")
     unet = build_unet(config.model, config.data).to(device)
     loader = make_loader(images, labels, config.training.batch_size, args.seed)
     batches = ddpm_batches(EndlessLoader(loader), device, config.data.random_flip)
-    snapshots = run_snapshots(run_dir, args, config.training.snapshot_freq, sharding, to_dict(config))
+    run_dir, logger, snapshots = open_run(args.exp_root, [args.dataset, args.mode], sharding, args,
+                                          config.training.snapshot_freq, to_dict(config))
+    if sharding.is_main:
+        save_config(config, run_dir / "logs" / "config.yaml")
+    logger.info(f"Writing log file to {run_dir / 'logs'}")
 
     def snapshot(step, optimizer, ema) -> None:
         if sharding.is_main:

@@ -31,10 +31,11 @@ import yaml
 from diffusers import UNet2DModel
 
 from common.distributed import SampleSharding
-from common.errors import UsageError
+from common.errors import (Bounded, UsageError, config_value, fraction, non_negative_float, non_negative_int,
+                           positive_float, positive_int)
 from common.io import (PathLike, atomic_torch_save, atomic_write_text, check_state_dict, load_torch_file,
-                       one_line)
-from ImageGeneration.core.diffusion import alphas_cumprod_from_betas, beta_schedule
+                       one_line, read_yaml)
+from ImageGeneration.core.diffusion import BETA_SCHEDULES, alphas_cumprod_from_betas, beta_schedule
 from ImageGeneration.DDPM.data import DATASETS
 from ImageGeneration.DDPM.network import ConditionalModel
 
@@ -75,6 +76,47 @@ CONFIG_DEFAULTS = {"model": {"network": "conditional_model", "norm_num_groups": 
 LEGACY_MODEL_KEYS = {"network": "unet2d", "resamp_with_conv": True}
 
 
+#: The type and range of every key this toolkit reads, with the argparse types its flags use
+#: (``--lr``: ``positive_float``, ``--grad-clip``: ``non_negative_float``, ...): ``(type, choices)``;
+#: a list-valued key is ``[type]``.  Other keys of the research code's files are kept and ignored.
+UNIT_INTERVAL = Bounded(float, 0, 1, high_open=True)
+CONFIG_TYPES: Dict[str, Dict[str, Any]] = {
+    "data": {"dataset": (str, None), "image_size": (positive_int, None), "channels": (positive_int, None),
+             "n_classes": (positive_int, None), "random_flip": (bool, None), "num_workers": (non_negative_int, None),
+             "rescaled": (bool, None), "logit_transform": (bool, None)},
+    "model": {"network": (str, NETWORKS), "ch": (positive_int, None), "ch_mult": ([positive_int], None),
+              "num_res_blocks": (positive_int, None), "attn_resolutions": ([positive_int], None),
+              "dropout": (UNIT_INTERVAL, None), "norm_num_groups": (positive_int, None),
+              "resamp_with_conv": (bool, None), "var_type": (str, None), "ema": (bool, None),
+              "ema_rate": (fraction, None), "cond_drop_prob": (UNIT_INTERVAL, None)},
+    "diffusion": {"beta_schedule": (str, BETA_SCHEDULES), "beta_start": (positive_float, None),
+                  "beta_end": (positive_float, None), "num_diffusion_timesteps": (positive_int, None)},
+    "training": {"batch_size": (positive_int, None), "n_iters": (positive_int, None),
+                 "snapshot_freq": (positive_int, None), "log_freq": (positive_int, None),
+                 "gamma": (positive_float, None), "visualization_samples": (non_negative_int, None),
+                 "lmbda": (non_negative_float, None)},
+    "sampling": {"batch_size": (positive_int, None)},
+    "optim": {"optimizer": (str, ("Adam", "SGD", "RMSProp")), "lr": (positive_float, None),
+              "weight_decay": (non_negative_float, None), "beta1": (UNIT_INTERVAL, None), "amsgrad": (bool, None),
+              "eps": (positive_float, None), "grad_clip": (non_negative_float, None)},
+}
+
+
+def check_config_types(tree: Dict[str, Any], path: PathLike) -> None:
+    """Hold every known key of a config to its type and range (:data:`CONFIG_TYPES`), converting in place
+    (``lr: 1e-4``, which YAML reads as a string, becomes a float), with one-line errors
+    ``--config FILE: optim.lr: expected a number > 0, got [1, 2]``; booleans must be YAML booleans."""
+    for section, keys in CONFIG_TYPES.items():
+        values = tree.get(section)
+        if not isinstance(values, dict):
+            continue
+        for key, (kind, choices) in keys.items():
+            if key in values:
+                many = isinstance(kind, list)
+                values[key] = config_value(values[key], kind[0] if many else kind, f"--config {path}: {section}.{key}",
+                                           choices, many=many)
+
+
 def load_config(path: Optional[PathLike], dataset: Optional[str], kind: str) -> SimpleNamespace:
     """Read ``--config`` (a path, or a file name inside the package's ``configs/``) or the default.
 
@@ -88,15 +130,11 @@ def load_config(path: Optional[PathLike], dataset: Optional[str], kind: str) -> 
     path = Path(path)
     if not path.exists() and (CONFIG_DIR / path).exists():
         path = CONFIG_DIR / path
-    if not path.is_file():
-        raise UsageError(f"--config {path}: file not found")
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UsageError(f"--config {path}: not valid YAML ({' '.join(str(err).split())})") from None
+    tree = read_yaml(path, "--config")
     for section in ("data", "model", "diffusion", *KIND_SECTIONS[kind]):
         if not isinstance(tree, dict) or not isinstance(tree.get(section), dict):
             raise UsageError(f"--config {path}: missing the '{section}:' section")
+    check_config_types(tree, path)
     data = tree["data"]
     if data.get("rescaled", True) is not True or data.get("logit_transform", False):
         raise UsageError(f"--config {path}: only data.rescaled: true (images in [-1, 1]) is supported")
@@ -108,8 +146,6 @@ def load_config(path: Optional[PathLike], dataset: Optional[str], kind: str) -> 
         for key, value in defaults.items():
             tree[section].setdefault(key, value)
     model = tree["model"]
-    if model["network"] not in NETWORKS:
-        raise UsageError(f"--config {path}: model.network {model['network']!r} is not one of {', '.join(NETWORKS)}")
     if model["network"] == "unet2d" and model["resamp_with_conv"] is not True:
         raise UsageError(f"--config {path}: model.network unet2d always resamples with convolutions; "
                          "model.resamp_with_conv: false needs model.network conditional_model")

@@ -21,6 +21,7 @@ Hugging Face cache (never downloaded here) or given as a folder.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
@@ -33,6 +34,7 @@ from torchvision import datasets, transforms
 
 from common.checkpointing import resumable_loader
 from common.errors import UsageError, non_negative_float, positive_int
+from common.io import refuse_pickled_weights
 from ImageGeneration.core.diffusion import NoisePredictor, alphas_cumprod_from_betas, beta_schedule
 from ImageGeneration.core.sampling import LEARNED_RANGE, SAMPLE_TYPES, make_scheduler, sample_images
 
@@ -60,6 +62,20 @@ DIT_SAMPLE_TYPES = (LEARNED_RANGE,) + SAMPLE_TYPES
 CFG_CHANNELS = 3
 
 
+@contextlib.contextmanager
+def quiet_diffusers():
+    """Diffusers' log lines off for a load: a folder without safetensors makes it log an error and
+    "Defaulting to unsafe serialization" (which it is not: it still loads with ``weights_only=True``)
+    before the failure that :func:`_load` reports as one line."""
+    from diffusers.utils import logging as diffusers_logging
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
 def _load(cls, ckpt: str, subfolder: Optional[str], flag: str):
     """``cls.from_pretrained`` of ``<ckpt>/<subfolder>``, of ``ckpt`` itself when it holds the model's
     ``config.json`` (or ``subfolder`` is None), or of a hub id's subfolder."""
@@ -71,8 +87,11 @@ def _load(cls, ckpt: str, subfolder: Optional[str], flag: str):
         elif not (local / subfolder).is_dir():
             raise UsageError(f"{flag} {ckpt}: no '{subfolder}/' folder (expected a save_pretrained layout)")
     try:
-        return cls.from_pretrained(ckpt, **kwargs)
+        with quiet_diffusers():
+            return cls.from_pretrained(ckpt, **kwargs)
     except (OSError, ValueError) as err:
+        if local.is_dir():
+            refuse_pickled_weights(local / kwargs.get("subfolder", ""), flag)
         raise UsageError(f"{flag} {ckpt}: cannot load the {subfolder or 'model'} "
                          f"({' '.join(str(err).split())[:200]})") from None
 

@@ -131,6 +131,9 @@ def main(argv=None) -> str:
     plan = dit_plan(spec, model, forget, remain, mask, optimizer.is_dual)
 
     out_dir = experiment_dir(run, optimizer.is_dual)
+    # a snapshot to resume from is checked before the log is opened: a refused --resume writes nothing
+    snapshots = Snapshotter(out_dir, every=run.ckpt_every, resume=run.resume, config=run.record()).register(
+        forget_batches=forget, remain_batches=remain).verify()
     logger = setup_logging(LOGGER_NAME, out_dir / "log.txt")
     logger.info(f"Experiment directory created at {out_dir}")
     logger.info(f"Forget set: {len(forget_loader.dataset):,} images, remain set: {len(remain_loader.dataset):,}")
@@ -147,8 +150,6 @@ def main(argv=None) -> str:
                 model.transformer.save_pretrained(tmp)
             logger.info(f"Saved checkpoint to {path}")
 
-    snapshots = Snapshotter(out_dir, every=run.ckpt_every, resume=run.resume, config=run.record()).register(
-        forget_batches=forget, remain_batches=remain)
     with tracking(run.record(), out_dir) as reporter:
         history = run_unlearning(model.transformer, optimizer, run.n_iters, plan.forget_loss, plan.remain_loss,
                                  schedule=plan.schedule, forget_mask=plan.forget_mask, remain_mask=plan.remain_mask,

@@ -77,24 +77,29 @@ def resumable_run_dir(parent: PathLike) -> Optional[Path]:
 
 
 def open_run(exp_root: PathLike, parts: Sequence[str], sharding: SampleSharding,
-             resume: bool = False) -> Tuple[Path, logging.Logger]:
-    """The run folder and its logger writing ``logs/stdout.txt``.
+             args: Union[argparse.Namespace, Mapping[str, Any]], every: int, yaml_config: Optional[Mapping[str, Any]] = None
+             ) -> Tuple[Path, logging.Logger, Snapshotter]:
+    """The run folder, its resume snapshots (:func:`run_snapshots`) and its logger writing ``logs/stdout.txt``
+    (``args``: the parsed flags or a run config's record).
 
-    A new folder (:func:`new_run_dir`), or with ``resume`` the latest one of
-    ``parts`` that holds a resume snapshot (a new one when there is none).
-    Under ``accelerate launch`` only the main process chooses the folder and logs;
+    A new folder (:func:`new_run_dir`), or with ``--resume`` the latest one of ``parts`` that holds a
+    resume snapshot (a new one when there is none).  That snapshot is read and checked (its layout, the
+    types it holds, the run's settings) before the log is opened, so a refused ``--resume`` leaves the
+    folder as it was.  Under ``accelerate launch`` only the main process chooses the folder and logs;
     the others get its path and a silent logger.
     """
     run_dir = None
     if sharding.is_main:
+        resume = flag_settings(args)["resume"]
         run_dir = (resume and resumable_run_dir(Path(exp_root, "results", *parts))) or new_run_dir(exp_root, parts)
     run_dir = Path(sharding.broadcast(str(run_dir) if run_dir else None))
+    snapshots = run_snapshots(run_dir, args, every, sharding, yaml_config).verify()
     if sharding.is_main:
-        return run_dir, setup_logging(LOGGER_NAME, run_dir / "logs" / "stdout.txt")
+        return run_dir, setup_logging(LOGGER_NAME, run_dir / "logs" / "stdout.txt"), snapshots
     logger = logging.getLogger(f"{LOGGER_NAME}.process{sharding.rank}")
     logger.addHandler(logging.NullHandler())
     logger.propagate = False
-    return run_dir, logger
+    return run_dir, logger, snapshots
 
 
 def flag_settings(args: Union[argparse.Namespace, Mapping[str, Any]]) -> Dict[str, Any]:

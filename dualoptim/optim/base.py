@@ -16,13 +16,15 @@ how many torch optimizers hold them; training loops, schedulers, ``GradScaler`` 
 """
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple, Union
 
 import torch
 from torch.optim import Optimizer
 
-__all__ = ["OBJECTIVES", "ObjectiveView", "Params", "TwoObjectiveOptimizer", "check_objective"]
+__all__ = ["OBJECTIVES", "ObjectiveView", "Params", "TwoObjectiveOptimizer", "check_objective", "eval_weights",
+           "evaluation_weights", "train_weights"]
 
 Params = Union[Iterable[torch.Tensor], Iterable[Dict[str, Any]]]
 
@@ -34,6 +36,37 @@ def check_objective(objective: str) -> str:
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; expected 'forget' or 'retain'")
     return objective
+
+
+def train_weights(optimizer: Any) -> None:
+    """Put the weights ``optimizer`` trains on into the parameters.
+
+    A schedule-free torch optimizer (``schedulefree.AdamWScheduleFree``) trains on an interpolation
+    :math:`y = (1 - \\beta_1) z + \\beta_1 x` of its gradient-step sequence :math:`z` and its average
+    :math:`x`, and evaluates :math:`x`; its ``train()`` / ``eval()`` swap them in place (as do those of
+    ``accelerate``'s wrapper around it).  Any optimizer with those methods is swapped; the others have one
+    set of weights and are left alone.
+    """
+    if callable(getattr(optimizer, "train", None)):
+        optimizer.train()
+
+
+def eval_weights(optimizer: Any) -> None:
+    """Put the weights to evaluate or save into the parameters (see :func:`train_weights`)."""
+    if callable(getattr(optimizer, "eval", None)):
+        optimizer.eval()
+
+
+@contextlib.contextmanager
+def evaluation_weights(*optimizers: Any) -> Iterator[None]:
+    """The weights to evaluate or save inside the block (:func:`eval_weights`), those to train on after it."""
+    for optimizer in optimizers:
+        eval_weights(optimizer)
+    try:
+        yield
+    finally:
+        for optimizer in optimizers:
+            train_weights(optimizer)
 
 
 def closure_loss(closure: Optional[Callable[[], Any]]) -> Any:
@@ -72,7 +105,9 @@ class TwoObjectiveOptimizer(ABC):
     * :attr:`optimizers` -- the distinct torch optimizers (attach one scheduler to each);
     * :meth:`for_objective` -- one objective's torch optimizer as ``torch.amp.GradScaler`` sees it;
     * :meth:`state_dict` -- ``{"forget": ..., "retain": ...}`` for two torch optimizers, ``{"shared": ...}``
-      for one (the key says that one torch optimizer serves both objectives, whatever state it keeps).
+      for one (the key says that one torch optimizer serves both objectives, whatever state it keeps);
+    * :meth:`train_mode` / :meth:`eval_mode` / :meth:`evaluation_weights` -- the weights to train on and
+      those to evaluate or save, which differ for a schedule-free torch optimizer (no-ops for every other).
 
     Why not a ``torch.optim.Optimizer``: a torch optimizer keeps one ``state[p]`` per parameter and refuses a
     parameter in two param groups, yet two states for every parameter is the point.  Subclassing one while
@@ -131,6 +166,21 @@ class TwoObjectiveOptimizer(ABC):
     def zero_grad(self, set_to_none: bool = True) -> None:
         # Every torch optimizer holds the same tensors: clearing once is enough.
         self.retain_optimizer.zero_grad(set_to_none=set_to_none)
+
+    def train_mode(self) -> None:
+        """Put the weights the next steps train on into the parameters (see :func:`train_weights`; call it
+        before stepping again after :meth:`eval_mode`)."""
+        for optimizer in self.optimizers:
+            train_weights(optimizer)
+
+    def eval_mode(self) -> None:
+        """Put the weights to evaluate or save into the parameters (see :func:`train_weights`)."""
+        for optimizer in self.optimizers:
+            eval_weights(optimizer)
+
+    def evaluation_weights(self) -> contextlib.AbstractContextManager:
+        """The weights to evaluate or save in the parameters inside the block, those to train on after it."""
+        return evaluation_weights(*self.optimizers)
 
     def _state_keys(self) -> Tuple[str, ...]:
         return ("shared",) if len(self.optimizers) == 1 else OBJECTIVES

@@ -27,6 +27,7 @@ from torch.optim import Optimizer
 
 from dualoptim.optim.base import Params, TwoObjectiveOptimizer, materialize
 from dualoptim.optim.lion import Lion
+from dualoptim.optim.lrfree import LR_FREE_OPTIMIZERS, build_lrfree_optimizer
 
 __all__ = ["ADAM_WEIGHT_DECAY", "OPTIMIZERS", "DualOptim", "build_optimizer"]
 
@@ -46,10 +47,13 @@ ADAM_WEIGHT_DECAY = 0.05
 
 def build_optimizer(name: str, params: Params, lr: float, weight_decay: float = 0.0,
                     momentum: float = 0.0, **kwargs: Any) -> Optimizer:
-    """Build one torch optimizer by name (``adamw``, ``adam``, ``sgd``, ``lion`` or ``rmsprop``)."""
+    """Build one torch optimizer by name: ``adamw``, ``adam``, ``sgd``, ``lion``, ``rmsprop``, or a
+    learning-rate-free one of an optional package (``prodigy``, ``adamw_sf``: :mod:`dualoptim.optim.lrfree`)."""
     key = name.lower()
+    if key in LR_FREE_OPTIMIZERS:
+        return build_lrfree_optimizer(key, params, lr, weight_decay, **kwargs)
     if key not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join([*OPTIMIZERS, *LR_FREE_OPTIMIZERS])}")
     if key == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)
     return OPTIMIZERS[key](params, lr=lr, weight_decay=weight_decay, **kwargs)
@@ -62,7 +66,8 @@ class DualOptim(TwoObjectiveOptimizer):
 
     Args:
         params: parameters or param groups, shared by both optimizers.
-        forget_optim, retain_optim: ``"adamw"``, ``"adam"``, ``"sgd"``, ``"lion"`` or ``"rmsprop"``.
+        forget_optim, retain_optim: ``"adamw"``, ``"adam"``, ``"sgd"``, ``"lion"``, ``"rmsprop"``, or
+            ``"prodigy"`` / ``"adamw_sf"`` (learning-rate free, optional packages: :mod:`dualoptim.optim.lrfree`).
         forget_lr, retain_lr: learning rates of the two optimizers.
         forget_weight_decay, retain_weight_decay: their weight decays.
         momentum: momentum of an SGD optimizer (either side).

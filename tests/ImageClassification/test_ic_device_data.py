@@ -15,13 +15,13 @@ from scipy.stats import chisquare
 from common.checkpointing import EndlessLoader, pass_generator, position_loader
 from common.datasets import ArrayImageDataset
 from common.errors import UsageError
-from common.evidence import MethodGrid
+from benchmarks.evidence.design import MethodGrid
 from ImageClassification import device_data, main_random
 from ImageClassification.arg_parser import parse_config
 from ImageClassification.data import (DATASETS, UnlearnData, batch_augment, evaluation_loaders, load_unlearn_data,
                                       make_loader, unlearn_loaders)
 from ImageClassification.device_data import BatchAugment, DeviceLoader
-from ImageClassification.evidence import PRESETS
+from benchmarks.evidence.ic import PRESETS
 from ImageClassification.models import build_model_from_config
 from ImageClassification.unlearn.rl import mixed_relabel_loader
 

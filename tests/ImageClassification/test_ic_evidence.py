@@ -1,11 +1,16 @@
-"""The image-classification evidence benchmark's checks, step budget, grids and reading."""
+"""The image-classification modality of the evidence engine: checks, step budget, grids, calls, trajectories."""
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
-from ImageClassification.evidence import (PRESETS, TIED, EvidenceBenchmark, EvidenceConfig, MethodGrid, check_setting,
-                                          evidence_grids, reading, render_tables, step_budget)
+from benchmarks.evidence.design import TIED, MethodGrid
+from benchmarks.evidence.ic import (ABLATION_PAIRS, METHODS, PRESETS, EvidenceConfig, ICEvidence, check_setting,
+                                    evidence_grids, report, step_budget)
+from common.evidence_runs import Runner
 
 
 def retrain_runs(*records):
@@ -32,13 +37,16 @@ def test_step_budget_counts_batches_per_epoch_and_sfron_forget_steps():
     assert budget["forget_steps"] >= 100 and budget["sfron_forget_steps"] >= 100
 
 
-def test_evidence_grids_give_both_optimizers_the_same_search_size():
+def test_evidence_grids_give_every_optimizer_the_same_resolution_and_retain_grid():
     grids = evidence_grids(("SalUn", "SFRon", "SCRUB"))
     assert [(g.method, g.optim) for g in grids] == [(m, o) for m in ("SalUn", "SFRon", "SCRUB") for o in ("sgd", "dual")]
+    for grid in grids:  # every forget axis: 3 points per decade
+        lrs = grid.forget_lrs
+        assert (len(lrs) - 1) / (torch.log10(torch.tensor(lrs[-1] / lrs[0])).item()) == pytest.approx(3.0)
     for sgd, dual in zip(grids[::2], grids[1::2]):
-        assert sgd.size == dual.size == 10 and len(dual.forget_lrs) >= 5
+        assert dual.retain_lrs == (3e-3, 1e-2) and sgd.retain_lrs in (None, dual.retain_lrs)
     sfron_sgd = grids[2]
-    assert sfron_sgd.retain_lrs is None and len(sfron_sgd.forget_lrs) == 10  # one optimizer, one lr
+    assert sfron_sgd.retain_lrs is None and len(sfron_sgd.forget_lrs) == 10  # one optimizer, one lr, 3 decades
     assert MethodGrid("SalUn", "sgd", (1.0, 2.0), (3.0,)).size == 2
 
 
@@ -47,43 +55,59 @@ def results_record(sgd_gap, dual_gap, sgd_std=0.5, dual_std=0.5, met=True):
         seed_mean = {k: 1.0 for k in ("UA", "RA", "TA", "MIA")}
         seed_mean.update({f"{k}_std": std for k in ("UA", "RA", "TA", "MIA")})
         return {"method": "SalUn", "optim": optim, "best_forget_lr": 0.01, "best_retain_lr": 0.01, "tied_lrs": False,
-                "avg_gap": gap, "avg_std": std, "seed_mean": seed_mean, "per_seed": {"1": {}, "2": {}, "3": {}},
-                "robustness_decades": decades, "grid_size": 10, "searched_both_ends": both_ends,
+                "avg_gap": gap, "mean_seed_gap": gap + 1, "gap_std": std, "avg_std": std, "seed_mean": seed_mean,
+                "per_seed": {"1": {}, "2": {}, "3": {}}, "robustness_decades": decades, "insensitive": False,
+                "grid_size": 10, "searched_both_ends": both_ends, "stability": None,
                 "curve": [(0.001, gap + 3), (0.01, gap), (0.1, gap + 5)]}
-    return {"setting": {"checks": {"retrain_mia_std": {"value": 1.0, "met": met}}}, "original_gap": 9.0,
+    return {"config": {"dataset": "digits", "arch": "resnet20s", "search_seed": 1, "seeds": [1, 2, 3], "mia": "sfron"},
+            "step_budget": {"forget_set": 130, "retain_set": 1169, "forget_steps": 102, "retain_steps": 882,
+                            "batch_size": 8, "sfron_forget_steps": 100, "sfron_retain_steps": 500},
+            "reference": {"UA": 1.0}, "setting": {"checks": {"retrain_mia_std": {"value": 1.0, "met": met}}, "lines": []},
+            "original_gap": 9.0,
             "methods": [method("sgd", sgd_gap, sgd_std, 0.5, False), method("dual", dual_gap, dual_std, 1.5, True)]}
 
 
-def test_reading_says_which_way_the_numbers_fall():
-    text = reading(results_record(sgd_gap=6.0, dual_gap=3.0))
+def test_report_says_which_way_the_numbers_fall():
+    text = report(results_record(sgd_gap=6.0, dual_gap=3.0))
     assert "dual is closer to Retrain than sgd by 3.00" in text and "dual is the least lr-sensitive" in text
     assert "not fully searched): sgd" in text and "misses" not in text and "doing nothing:" not in text
-    noisy = reading(results_record(sgd_gap=3.2, dual_gap=3.0, sgd_std=1.0, met=False))
+    noisy = report(results_record(sgd_gap=3.2, dual_gap=3.0, sgd_std=1.0, met=False))
     assert "dual vs sgd: the difference (0.20) is within seed noise (1.00)" in noisy
     assert "misses the design's criteria (retrain_mia_std)" in noisy
-    assert "No better than doing nothing: sgd." in reading(results_record(sgd_gap=9.5, dual_gap=3.0))
+    assert "No better than doing nothing: sgd." in report(results_record(sgd_gap=9.5, dual_gap=3.0))
 
 
-def test_render_tables_lists_best_settings_and_curves():
-    text = render_tables(results_record(sgd_gap=6.0, dual_gap=3.0))
-    assert "| SalUn | dual | 0.01 | 0.01 | 3 | 1.00+-0.50 |" in text
+def test_report_tables_list_best_settings_and_curves():
+    text = report(results_record(sgd_gap=6.0, dual_gap=3.0))
+    assert "| SalUn | dual | 0.01 | 0.01 | 3 | 1.00+-0.50 | 1.00+-0.50 | 1.00+-0.50 | 1.00+-0.50 | 3.00 | 4.00 | 0.50 |" \
+        in text
     assert "| SalUn | sgd | 0.01 | 0.001: 9.00, 0.01: 6.00, 0.1: 11.00 |" in text
+
+
+def test_the_method_table_says_what_each_method_runs():
+    assert METHODS["SalUn"].argv("sgd") == ("--unlearn", "RL", "--mask_path", "{mask}")
+    assert METHODS["SalUn"].script == METHODS["RL"].script == "main_random" and METHODS["SFRon"].kind == "steps"
 
 
 def test_unlearn_calls_name_their_folders_by_lrs_and_tie_the_single_optimizer(tmp_path):
     config = EvidenceConfig(out=str(tmp_path), dataset="digits", arch="resnet20s", num_forget=130, train_epochs=1,
                             decreasing_lr="1", unlearn_epochs=1, sfron_iters=7, grids=(), seeds=(1,), search_seed=1)
-    bench = EvidenceBenchmark(config)
-    call = bench.unlearn_call(MethodGrid("SFRon", "sgd", (0.02,), None), 0.02, TIED, 1)
+    bench = ICEvidence(config)
+    call = bench.unlearn_call("SFRon", "sgd", 0.02, TIED, 1)
     argv = list(call.argument)
     assert call.target == "ImageClassification.main_random_sfron:main" and call.save_dir == tmp_path / "sfron_sgd_lr0.02/seed1"
     assert argv[argv.index("--save_dir") + 1] == str(call.save_dir) and "--resume" in argv
     assert argv[argv.index("--retain_lr") + 1] == "0.02" and argv[argv.index("--sfron_iters") + 1] == "7"
-    call = bench.unlearn_call(MethodGrid("SalUn", "dual", (1e-4,), (0.01,)), 1e-4, 0.01, 2)
+    call = bench.unlearn_call("SalUn", "dual", 1e-4, 0.01, 2)
     argv = list(call.argument)
     assert call.save_dir == tmp_path / "salun_dual_lr0.0001_rlr0.01/seed2" and "--mask_path" in argv
     assert argv[argv.index("--retain_lr") + 1] == "0.01" and argv[argv.index("--unlearn_epochs") + 1] == "1"
     assert argv[argv.index("--seed") + 1] == "2" and not call.done
+    assert argv[argv.index("--mask_path") + 1] == str(tmp_path / "mask" / "seed2" / "with_0.5.pt")
+    assert bench.trajectory_call("SFRon", "sgd", bench.unlearn_call("SFRon", "sgd", 0.02, TIED, 1)) is None
+    trajectory = bench.trajectory_call("SalUn", "dual", call)
+    assert trajectory.save_dir == call.save_dir / "trajectory" and trajectory.argument.epochs == 1
+    assert trajectory.target == "benchmarks.evidence.ic:evaluate_checkpoints"
 
 
 def test_runner_runs_a_batch_in_worker_processes_and_skips_finished_runs(tmp_path):
@@ -91,23 +115,21 @@ def test_runner_runs_a_batch_in_worker_processes_and_skips_finished_runs(tmp_pat
     config = EvidenceConfig(out=str(tmp_path / "parallel"), dataset="digits", arch="resnet20s", num_forget=130,
                             train_epochs=1, decreasing_lr="1", unlearn_epochs=1, sfron_iters=1, grids=(), seeds=(1, 2),
                             search_seed=1, train_batch_size=256)
-    bench = EvidenceBenchmark(config, jobs=2, threads=1)
-    try:
-        parallel = bench.retrain((1, 2))
-    finally:
-        bench.runner.close()
+    with Runner(tmp_path / "parallel", 2, 1) as runner:
+        parallel = ICEvidence(config).retrain(runner, (1, 2))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the workers' thread count: the same kernels, the same sums
     try:
-        sequential = EvidenceBenchmark(replace(config, out=str(tmp_path / "sequential"))).retrain((1, 2))
+        with Runner(tmp_path / "sequential") as runner:
+            sequential = ICEvidence(replace(config, out=str(tmp_path / "sequential"))).retrain(runner, (1, 2))
     finally:
         torch.set_num_threads(threads)
     for seed in (1, 2):
         assert {k: parallel[seed][k] for k in ("UA", "RA", "TA", "MIA")} == \
             {k: sequential[seed][k] for k in ("UA", "RA", "TA", "MIA")}
-    again = EvidenceBenchmark(config, jobs=2, threads=1)
     before = (tmp_path / "parallel" / "retrain_sgd_lr0.1" / "seed1" / "run.json").stat().st_mtime_ns
-    assert again.retrain((1,))[1] == parallel[1]
+    with Runner(tmp_path / "parallel", 2, 1) as runner:
+        assert ICEvidence(config).retrain(runner, (1,))[1] == parallel[1]
     assert (tmp_path / "parallel" / "retrain_sgd_lr0.1" / "seed1" / "run.json").stat().st_mtime_ns == before
 
 
@@ -116,6 +138,15 @@ def test_ablation_preset_shares_the_cifar10_setting_and_searches_every_pair_alik
     assert replace(ablation, grids=cifar10.grids) == cifar10  # same folder: original, Retrain, sgd/dual runs reused
     assert {g.optim for g in ablation.grids} >= {"sgd", "dual", "dual_sa", "dual_ss", "dual_ls", "dual_ll", "dual_sl",
                                                  "dual_aa_m", "dual_aa_v", "dual_share"}
-    assert {g.size for g in ablation.grids} == {10} and all(g.method == "SFRon" for g in ablation.grids)
+    assert {g.size for g in ablation.grids} == {10, 14} and all(g.method == "SFRon" for g in ablation.grids)
+    assert {len(g.forget_lrs) for g in ablation.grids if g.optim in ABLATION_PAIRS} == {7}  # 3 per decade
     lion_sgd = next(g for g in ablation.grids if g.optim == "dual_ls")
-    assert lion_sgd.forget_lrs == (1e-6, 3.16e-6, 1e-5, 3.16e-5, 1e-4) and lion_sgd.retain_lrs == (3e-3, 1e-2)
+    assert lion_sgd.forget_lrs[::3] == (1e-6, 1e-5, 1e-4) and lion_sgd.retain_lrs == (3e-3, 1e-2)
+
+
+def test_benchmark_script_imports_the_engine_and_lists_its_presets():
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "ic_unlearning.py"
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "{cifar10,cifar10_ablation,demo,demo_quick,paper_gpu,paper_gpu_short}" in result.stdout
+    assert "--jobs" in result.stdout and "--data" in result.stdout

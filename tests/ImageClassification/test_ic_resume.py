@@ -42,8 +42,13 @@ def metrics(save_dir):
     return json.loads((Path(save_dir) / "run.json").read_text())["metrics"]
 
 
-def test_sigkill_mid_epoch_then_resume_equals_straight_run(original, tmp_path, killed_run, one_thread, capsys):
-    argv = DIGITS + RL_DUAL + ["--model_path", str(original)]
+# dual_sf: the schedule-free forget optimizer swaps its average in for every checkpoint_<e>.pt and for the
+# final model, while snapshots keep the weights it trains on (dualoptim/optim/lrfree.py)
+@pytest.mark.parametrize("optim", ["dual", pytest.param("dual_sf", marks=pytest.mark.slow)])
+def test_sigkill_mid_epoch_then_resume_equals_straight_run(optim, original, tmp_path, killed_run, one_thread, capsys):
+    if optim == "dual_sf":
+        pytest.importorskip("schedulefree")
+    argv = DIGITS + RL_DUAL + ["--optim", optim, "--model_path", str(original)]
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     main_random.main(argv + ["--save_dir", str(straight)])
     # step 10 = epoch 1, retain batch 3; the last snapshot (step 8) is after retain batch 1 of that pass

@@ -266,8 +266,14 @@ def test_demo_quick_runs_the_evidence_design_and_prints_table_and_reading(tmp_pa
         for point in record["grid"]:
             run = tmp_path / f"salun_{record['optim']}_lr{point['forget_lr']:g}_rlr{point['retain_lr']:g}" / "seed1"
             assert json.loads((run / "eval_result.json").read_text())["unlearn_lr"] == point["forget_lr"]
+        # the best setting's trajectory: the original (epoch 0), then its one epoch's checkpoint, on both seeds
+        stability = record["stability"]
+        assert stability["seeds"] == 2 and [p["progress"] for p in stability["points"]] == [0, 1]
+        assert stability["points"][-1]["UA"] == pytest.approx(record["seed_mean"]["UA"])
     assert set(results["retrain"]) == {"1", "2"} and results["step_budget"]["forget_set"] == 130
-    assert (tmp_path / "gap_vs_lr.png").read_bytes()[:4] == b"\x89PNG"
+    for plot in ("gap_vs_lr.png", "stability.png"):
+        assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"
+    assert "stability at the best settings" in out
 
 
 def test_main_forget_applies_mask_path_to_every_method(original, tmp_path):

@@ -1,4 +1,4 @@
-"""The DDPM evidence benchmark: its gap, checks, runs, resumption and the benchmark script."""
+"""The DDPM modality of the evidence engine: its gap, checks, runs, resumption and the benchmark script."""
 import importlib.util
 import json
 from dataclasses import replace
@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from common.evidence import TIED, MethodGrid
-from ImageGeneration.DDPM import evidence
-from ImageGeneration.DDPM.evidence import (PRESETS, DDPMEvidence, DDPMEvidenceConfig, check_setting, evidence_grids,
-                                           gap)
+from benchmarks.evidence import ddpm as evidence
+from benchmarks.evidence.ddpm import (PRESETS, DDPMEvidence, DDPMEvidenceConfig, check_setting, evidence_grids, gap)
+from benchmarks.evidence.design import TIED, MethodGrid
+from benchmarks.evidence.engine import run
 from ImageGeneration.DDPM.model import load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def test_digits_preset_meets_the_design_budget_and_searches_both_optimizers_alik
     for method in ("SalUn", "SFRon"):
         adam, dual = [g for g in config.grids if g.method == method]
         assert (adam.optim, dual.optim) == ("adam", "dual") and adam.retain_lrs is None
-        assert adam.size == dual.size == 10 and len(dual.forget_lrs) >= 5
+        assert adam.size == 10 and dual.forget_lrs[::3] == (1e-5, 1e-4, 1e-3)  # both 3 points per decade
     assert evidence_grids(("SalUn",)) == config.grids[:2]
 
 
@@ -47,7 +47,7 @@ def test_unlearn_calls_set_the_one_lr_or_the_two_and_the_published_flags(tmp_pat
                                 search_seed=1)
     bench = DDPMEvidence(config)
     bench.samples["original"] = "/runs/original"
-    call = bench.unlearn_call(MethodGrid("SFRon", "adam", (3e-4,), None), 3e-4, TIED, 2)
+    call = bench.unlearn_call("SFRon", "adam", 3e-4, TIED, 2)
     run = call.argument
     argv = list(run.argv)
     assert call.save_dir == tmp_path / "sfron_adam_lr0.0003/seed2" and call.done_file == "metrics.json"
@@ -56,7 +56,7 @@ def test_unlearn_calls_set_the_one_lr_or_the_two_and_the_published_flags(tmp_pat
     assert argv[argv.index("--mask_path") + 1] == "/runs/original/mask_0/fisher_1.0.pt"
     yaml = load_config(argv[argv.index("--config") + 1], "digits", "sfron")
     assert yaml.optim.lr == 3e-4 and yaml.training.n_iters == 3
-    call = bench.unlearn_call(MethodGrid("SFRon", "dual", (1e-5,), (1e-3,)), 1e-5, 1e-3, 1)
+    call = bench.unlearn_call("SFRon", "dual", 1e-5, 1e-3, 1)
     argv = list(call.argument.argv)
     assert call.save_dir == tmp_path / "sfron_dual_lr1e-05_rlr0.001/seed1"
     assert "--dual" in argv and argv[argv.index("--forget_lr") + 1] == "1e-05"
@@ -88,6 +88,7 @@ def test_benchmark_runs_every_model_records_its_results_and_resumes_without_reru
     run_script(tmp_path, monkeypatch, TINY, ["--out", str(work), "--threads", "1", "--results", "tiny"])
     printed = capsys.readouterr().out
     assert "| SalUn | dual | " in printed and "reference (Retrain): UA 100.00" in printed and "Doing nothing" in printed
+    assert "stability at the best settings" not in printed  # no trajectory for the DDPM
     record = json.loads((work / "results.json").read_text())
     assert json.loads((tmp_path / "benchmarks" / "results" / "tiny.json").read_text()) == record
     assert (tmp_path / "benchmarks" / "results" / "tiny_samples.png").is_file()
@@ -102,14 +103,15 @@ def test_benchmark_runs_every_model_records_its_results_and_resumes_without_reru
         assert point["gap"] == pytest.approx(gap(metrics, record["reference"]))
         flags = json.loads(Path(metrics["run_dir"], "run.json").read_text())["config"]
         assert flags["dual"] is True and flags["forget_lr"] == point["forget_lr"] and flags["seed"] == 1
-    assert method["avg_gap"] == pytest.approx(min(p["gap"] for p in method["grid"]))
+    assert method["avg_gap"] == pytest.approx(min(p["gap"] for p in method["grid"]))  # one seed: the search's
     assert set(method["per_seed"]["1"]) >= {"UA", "RA", "FID", "run_dir", "images_per_s"}
     for name in ("gap_vs_lr.png", "samples.png"):
         assert (work / name).stat().st_size > 0
+    assert not (work / "lr_maps.png").exists()  # one retain lr: no map
 
     def refuse(run):
         raise AssertionError(f"finished run ran again: {run.save_dir}")
 
     monkeypatch.setattr(evidence, "train_and_judge", refuse)
-    again = DDPMEvidence(replace(TINY, out=str(work)), log=lambda text: None).run()
+    again = run(DDPMEvidence(replace(TINY, out=str(work))), log=lambda text: None)
     assert again["methods"][0]["grid"] == record["methods"][0]["grid"]

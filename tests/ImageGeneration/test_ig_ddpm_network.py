@@ -230,3 +230,20 @@ def test_research_checkpoint_needs_a_config(tiny_research_run, capsys):
     err = capsys.readouterr().err.strip()
     assert err == (f"error: --ckpt_folder {folder}: a research-code checkpoint carries no config; give --config "
                    "(the YAML it was trained with) or --dataset")
+
+
+def test_config_values_get_their_types_and_ranges(tmp_path):
+    """``lr: 1e-3`` (a string to YAML) becomes a float; a mistyped key is one line naming the file and key."""
+    from common.errors import UsageError
+    from ImageGeneration.DDPM.model import default_config_path, load_config
+
+    text = default_config_path("digits", "pretrain").read_text()
+    config = tmp_path / "c.yml"
+    config.write_text(text.replace("  lr: 0.001", "  lr: 1e-3"))
+    assert load_config(config, None, "pretrain").optim.lr == 0.001
+    config.write_text(text.replace("  ema: true", "  ema: yes please"))
+    with pytest.raises(UsageError, match=r"^--config \S+c.yml: model.ema: expected true or false, got 'yes please'$"):
+        load_config(config, None, "pretrain")
+    config.write_text(text.replace("  ch_mult: [1, 2]", "  ch_mult: [1, 0]"))
+    with pytest.raises(UsageError, match=r"model.ch_mult: expected an integer >= 1, got 0$"):
+        load_config(config, None, "pretrain")

@@ -19,8 +19,9 @@ from ImageGeneration.DiT.unlearn import dit_optimizer
 from ig_fixtures import TINY_CONFIG
 
 FORGET_LR, LR, WD = 5e-4, 1e-3, 1e-2
-#: The recipes whose optimizers are no pair of torch optimizers; tests/common/test_optim_recipes.py covers them.
-NOT_A_TORCH_PAIR = {"dual_share", "dual_aa_m", "dual_aa_v", "dual_aa_8bit"}
+#: Recipes that are no pair of torch optimizers, or need an optional package; tests/common/test_optim_recipes.py
+#: covers them.
+NOT_A_TORCH_PAIR = {"dual_share", "dual_aa_m", "dual_aa_v", "dual_aa_8bit", "dual_prodigy", "dual_sf"}
 
 
 def ddpm_config():

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.evidence import tofu
 from common.errors import UsageError
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "llm_tofu.py"
@@ -34,28 +35,37 @@ def test_evidence_preset_meets_the_step_budget_and_grids_match_in_size(llm_tofu)
     args = llm_tofu.parse_args(["--size", "evidence"])
     assert args.evidence and args.epochs * -(-args.num_forget // args.batch_size) >= 100  # forget steps
     assert args.num_retain == 9 * args.num_forget  # forget10's 1:9
-    grids = llm_tofu.evidence_grids(args)
+    grids = tofu.evidence_grids(args)
     assert [(g.method, g.optim) for g in grids] == [(loss, optim) for loss in ("ME+GD", "IDK+AP", "NPO+GD")
                                                     for optim in ("adam", "dual_adam")]
-    for adam, dual in zip(grids[::2], grids[1::2]):
-        assert adam.retain_lrs is None and adam.size == dual.size == 10
-        assert (adam.forget_lrs[0], adam.forget_lrs[-1]) == (dual.forget_lrs[0], dual.forget_lrs[-1]) == (1e-5, 1e-2)
+    for adam, dual in zip(grids[::2], grids[1::2]):  # the same forget axis, 3 points per decade, for both
+        assert adam.retain_lrs is None and dual.retain_lrs == (1e-4, 1e-3)
+        assert adam.forget_lrs == dual.forget_lrs and len(adam.forget_lrs) == 10
+        assert (adam.forget_lrs[0], adam.forget_lrs[-1]) == (1e-5, 1e-2)
+    # the engine's part of the run: its folder, seeds and grids
+    config = tofu.TofuEvidence(args).config
+    assert config.out.endswith("evidence") and config.search_seed == 1001 and config.grids == tuple(grids)
 
 
-def test_tofu_gap_is_the_mean_distance_to_the_retain_model_in_points(llm_tofu):
+def test_tofu_gap_is_the_mean_distance_to_the_retain_model_in_points():
     retain = {"Forget ROUGE": 0.2, "TOFU Model Utility": 0.6, "Forget Quality": 1.0}
-    assert llm_tofu.tofu_gap({"Forget ROUGE": 0.5, "TOFU Model Utility": 0.5}, retain) == pytest.approx(20.0)
-    assert llm_tofu.tofu_gap(retain, retain) == 0.0
+    assert tofu.tofu_gap({"Forget ROUGE": 0.5, "TOFU Model Utility": 0.5}, retain) == pytest.approx(20.0)
+    assert tofu.tofu_gap(retain, retain) == 0.0
 
 
-def test_evidence_table_lists_each_loss_and_optimizer(llm_tofu):
+def test_evidence_report_lists_each_loss_and_optimizer():
     seed_mean = {"Forget ROUGE": 0.25, "Forget ROUGE_std": 0.01, "TOFU Model Utility": 0.5,
                  "TOFU Model Utility_std": 0.02, "Forget Quality": 0.1, "Forget Quality_std": 0.0}
     record = {"method": "ME+GD", "optim": "adam", "best_forget_lr": 1e-3, "best_retain_lr": 0.0, "tied_lrs": True,
-              "per_seed": {"1": {}, "2": {}}, "seed_mean": seed_mean, "avg_gap": 3.0, "gap_std": 0.5,
-              "robustness_decades": 0.5, "grid_size": 10, "searched_both_ends": True,
-              "curve": [(1e-4, 9.0), (1e-3, 3.0)]}
-    table = llm_tofu.evidence_table({"original_gap": 30.0, "methods": [record]})
-    assert "Doing nothing (the original model) has average gap 30.00 to the retain model." in table
-    assert "| ME+GD | adam | 0.001 | tied | 2 | 0.25+-0.01 | 0.5+-0.02 | 0.1+-0 | 3.00 | 0.50 | 0.50 | 10 | yes |" in table
+              "per_seed": {"1": {}, "2": {}}, "seed_mean": seed_mean, "avg_gap": 3.0, "mean_seed_gap": 3.2,
+              "gap_std": 0.5, "avg_std": 0.015, "robustness_decades": 0.5, "insensitive": False, "grid_size": 10,
+              "searched_both_ends": True, "stability": None, "curve": [(1e-4, 9.0), (1e-3, 3.0)]}
+    results = {"args": {"num_forget": 40, "num_retain": 360, "num_layers": 2, "hidden_size": 64, "seeds": [1, 2]},
+               "step_budget": {"forget_steps": 100, "retain_steps": 500, "batch_size": 4}, "gap": "100 x ...",
+               "reference": {"Forget ROUGE": 0.06}, "setting": {"checks": {}, "lines": []}, "original_gap": 30.0,
+               "methods": [record]}
+    table = tofu.report(results)
+    assert "Doing nothing (the original model) has Avg Gap 30.00 to the retain model." in table
+    assert ("| ME+GD | adam | 0.001 | tied | 2 | 0.25+-0.01 | 0.5+-0.02 | 0.1+-0 | 3.00 | 3.20 | 0.50 | 0.01 | 0.50 | "
+            "10 | yes |") in table
     assert "| ME+GD | adam | tied | 0.0001: 9.00, 0.001: 3.00 |" in table

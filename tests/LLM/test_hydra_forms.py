@@ -71,3 +71,14 @@ def test_forget_py_is_the_original_name_of_main_forget(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: nosuch=1: unknown key (no --nosuch flag); see --help for "
                                                   "the flags, which keep the original's config key names"]
+
+
+def test_config_values_are_converted_as_their_flags_before_anything_loads(tmp_path):
+    """Reproduced: ``alternate: "false"`` was recorded as the string "false" and the run alternated."""
+    config = tmp_path / "c.yaml"
+    config.write_text('alternate: "false"\nlr: 2e-5\nforget_freq: "3"\nuse_LoRA: true\n')
+    args = parse_with_config(main_forget.build_parser(), ["--config", str(config), "--model_path", "m"])
+    assert args.alternate is False and args.use_LoRA is True
+    assert args.lr == 2e-5 and type(args.lr) is float and args.forget_freq == 3
+    config.write_text('alternate: "true"\n')
+    assert parse_with_config(main_forget.build_parser(), ["--config", str(config), "--model_path", "m"]).alternate

@@ -42,6 +42,78 @@ def test_failed_atomic_write_keeps_the_old_file(tmp_path):
     assert os.listdir(tmp_path) == ["model.pt"]
 
 
+@pytest.mark.parametrize("mask,file_mode,folder_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750),
+                                                     (0o077, 0o600, 0o700)])
+def test_atomic_outputs_follow_the_umask(tmp_path, mask, file_mode, folder_mode):
+    """Reproduced: every checkpoint was 0600 (mkstemp's mode), unreadable to a group sharing a results folder."""
+    from common.io import atomic_directory
+
+    old = os.umask(mask)
+    try:
+        atomic_torch_save({"w": torch.ones(1)}, tmp_path / "ckpt.pt")
+        atomic_write_json({"a": 1}, tmp_path / "run.json")
+        with atomic_directory(tmp_path / "model") as folder:
+            (folder / "config.json").write_text("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "ckpt.pt").stat().st_mode & 0o777 == file_mode
+    assert (tmp_path / "run.json").stat().st_mode & 0o777 == file_mode
+    assert (tmp_path / "model").stat().st_mode & 0o777 == folder_mode
+
+
+def test_read_yaml_one_line_errors(tmp_path):
+    from common.io import read_yaml
+
+    (tmp_path / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
+    (tmp_path / "broken.yaml").write_text("a: [1,\n")
+    (tmp_path / "ok.yaml").write_text("lr: 1.0e-5\nalternate: true\n")
+    assert read_yaml(tmp_path / "ok.yaml") == {"lr": 1e-5, "alternate": True}
+    for name, message in (("latin1.yaml", r"latin1.yaml: not UTF-8 text \(byte 9: invalid continuation byte\)"),
+                          ("broken.yaml", r"broken.yaml: not valid YAML \("),
+                          ("missing.yaml", r"missing.yaml: file not found")):
+        with pytest.raises(UsageError, match=r"^--config \S*" + message):
+            read_yaml(tmp_path / name)
+    with pytest.raises(UsageError, match=r"^--cfg \S+: not a file$"):
+        read_yaml(tmp_path, "--cfg")
+
+
+class Refused(str):
+    """An expected :func:`common.errors.config_value` error (a part of its one line)."""
+
+
+CONFIG_VALUES = [  # (value, kind, extra, the converted value or Refused(part of the error))
+    (5, "positive_int", {}, 5), ("5", "positive_int", {}, 5), ("1e-5", "positive_float", {}, 1e-5),
+    (2, "positive_float", {}, 2.0), (True, "positive_int", {}, Refused("expected an integer >= 1, got true")),
+    (5.0, "positive_int", {}, Refused("expected an integer >= 1, got 5.0")), (0, "positive_int", {}, Refused("got 0")),
+    ([1, 2], "positive_float", {}, Refused("expected a number > 0, got [1, 2]")),
+    ("x", "float", {}, Refused("expected a number, got 'x'")),
+    (True, "bool", {}, True), ("false", "bool", {}, Refused("expected true or false, got 'false'")),
+    ("false", "bool", {"bool_spellings": {"false": False}}, False),
+    (None, "bool", {}, Refused("expected true or false, got null")),
+    (None, "str", {"nullable": True}, None), (None, "str", {}, Refused("expected a string, got null")),
+    (7, "str", {}, "7"), ({"a": 1}, "str", {}, Refused("expected a string, got {'a': 1}")),
+    ("b", "str", {"choices": ("a",)}, Refused("invalid choice 'b'")),
+    ([1, 2], "positive_int", {"many": True}, [1, 2]), (3, "positive_int", {"many": True}, [3]),
+    ([1, -1], "positive_int", {"many": True}, Refused("expected an integer >= 1, got -1")),
+]
+
+
+@pytest.mark.parametrize("value,kind,extra,expected", CONFIG_VALUES)
+def test_config_values_pass_their_flags_checks(value, kind, extra, expected):
+    """A YAML value gets its flag's checks (issue 25: ``lr: [1, 2]``, ``seed: true`` and a quoted ``"false"``
+    were taken as they were)."""
+    from common import errors
+
+    kinds = {"positive_int": errors.positive_int, "positive_float": errors.positive_float, "float": float,
+             "bool": bool, "str": str}
+    if isinstance(expected, Refused):
+        with pytest.raises(UsageError, match=r"^--config c.yaml: key: .*" + re.escape(expected)):
+            errors.config_value(value, kinds[kind], "--config c.yaml: key", **extra)
+    else:
+        result = errors.config_value(value, kinds[kind], "--config c.yaml: key", **extra)
+        assert result == expected and type(result) is type(expected)
+
+
 def test_load_torch_file_errors_name_flag_and_file(tmp_path):
     with pytest.raises(UsageError, match=r"--model_path .*missing.pt: file not found"):
         load_torch_file(tmp_path / "missing.pt", "--model_path")

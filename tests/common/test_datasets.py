@@ -114,3 +114,99 @@ def test_the_cache_goes_to_the_user_cache_when_the_data_folder_is_read_only(tmp_
     assert not (tmp_path / ".data.zip.cache").exists()
     cached, = (tmp_path / "home_cache" / "dualoptim" / "data").iterdir()
     assert len(list(cached.glob("train-*.images.npy"))) == 1
+
+
+# ----------------------------------------------------------------------------- a cache that cannot lie
+# Each damage was reproduced against the unverified cache: an EOFError or IndexError traceback, a TypeError,
+# or a run that trained silently on the damaged arrays (issue 25, item 1).
+
+def flip_bytes(path):
+    """Invert the last 40 bytes of a file, keeping its size (20 pixels of the last image, or labels)."""
+    raw = bytearray(path.read_bytes())
+    raw[-40:] = bytes(255 - b for b in raw[-40:])
+    path.write_bytes(bytes(raw))
+
+
+def save_npy(path, array):
+    with open(path, "wb") as out:
+        np.save(out, array)
+
+
+CACHE_DAMAGE = {
+    "empty images file": lambda e: e["images.npy"].write_bytes(b""),
+    "empty labels file": lambda e: e["labels.npy"].write_bytes(b""),
+    "bytes flipped in the images": lambda e: flip_bytes(e["images.npy"]),
+    "bytes flipped in the labels": lambda e: flip_bytes(e["labels.npy"]),
+    "10 labels for 3 images": lambda e: save_npy(e["labels.npy"], np.zeros(10, dtype=np.int64)),
+    "a label of 255": lambda e: save_npy(e["labels.npy"], np.array([0, 0, 255])),
+    "images of another dtype": lambda e: save_npy(e["images.npy"], np.load(e["images.npy"]).astype(np.int16)),
+    "classes null": lambda e: e["json"].write_text('{"format": 2, "classes": null}'),
+    "classes [1, 2]": lambda e: e["json"].write_text('{"format": 2, "classes": [1, 2]}'),
+    "record not JSON": lambda e: e["json"].write_text("{"),
+    "record of an earlier release": lambda e: e["json"].write_text('{"classes": ["cat", "dog"]}'),
+}
+
+
+@pytest.mark.parametrize("damage", CACHE_DAMAGE, ids=list(CACHE_DAMAGE))
+def test_a_damaged_cache_entry_is_rebuilt_with_one_line_never_used(damage, tmp_path, monkeypatch, capsys):
+    archive = zip_of(tmp_path, [("dog", 0, 10), ("cat", 0, 200), ("cat", 1, 100)])
+    x, y, classes = load_imagefolder_arrays(archive, "train")
+    assert capsys.readouterr().err == ""
+    cache = tmp_path / ".data.zip.cache"
+    entry = {path.name.split(".", 1)[1]: path for path in cache.iterdir()}
+    assert sorted(entry) == ["images.npy", "json", "labels.npy"]
+    CACHE_DAMAGE[damage](entry)
+    decoded = []
+    original = datasets.ImageTree.imagefolder
+    monkeypatch.setattr(datasets.ImageTree, "imagefolder", lambda *a: decoded.append(1) or original(*a))
+    rx, ry, rclasses = load_imagefolder_arrays(archive, "train")
+    lines = capsys.readouterr().err.splitlines()
+    assert decoded == [1] and len(lines) == 1, lines
+    assert lines[0].startswith(f"warning: --data {archive}: the decoded-array cache in {cache} failed its check (")
+    assert lines[0].endswith("); decoding the train split again")
+    assert np.array_equal(rx, x) and np.array_equal(ry, y) and rclasses == classes == ["cat", "dog"]
+    # rewritten: the next load memory-maps it again, silently, without decoding
+    again, _, _ = load_imagefolder_arrays(archive, "train")
+    assert decoded == [1] and capsys.readouterr().err == "" and isinstance(again, np.memmap)
+    assert np.array_equal(again, x)
+
+
+def test_the_check_names_what_failed(tmp_path, capsys):
+    archive = zip_of(tmp_path, [("dog", 0, 10), ("cat", 0, 200), ("cat", 1, 100)])
+    load_imagefolder_arrays(archive, "train")
+    labels, = (tmp_path / ".data.zip.cache").glob("*.labels.npy")
+    save_npy(labels, np.array([0, 0, 255]))
+    load_imagefolder_arrays(archive, "train")
+    assert "labels in [0, 255], expected [0, 1]" in capsys.readouterr().err
+    images, = (tmp_path / ".data.zip.cache").glob("*.images.npy")
+    flip_bytes(images)
+    load_imagefolder_arrays(archive, "train")
+    assert "images.npy: content differs from its recorded checksum" in capsys.readouterr().err
+
+
+def test_leftovers_of_a_killed_write_are_removed_but_not_a_live_write(tmp_path):
+    import fcntl
+
+    archive = zip_of(tmp_path, [("dog", 0, 10)])
+    load_imagefolder_arrays(archive, "train")
+    cache = tmp_path / ".data.zip.cache"
+    killed = cache / ".train-x.images.npy.abc123.tmp"
+    killed.write_bytes(b"\0" * 1000)
+    live = cache / ".train-x.labels.npy.def456.tmp"
+    with open(live, "wb") as writer:
+        fcntl.flock(writer, fcntl.LOCK_EX)  # as _write_array holds it while writing
+        load_imagefolder_arrays(archive, "train")
+        assert not killed.exists() and live.exists()
+    load_imagefolder_arrays(archive, "train")
+    assert not live.exists()
+
+
+def test_cache_files_follow_the_umask(tmp_path):
+    archive = zip_of(tmp_path, [("dog", 0, 10)])
+    old = os.umask(0o027)
+    try:
+        load_imagefolder_arrays(archive, "train")
+    finally:
+        os.umask(old)
+    modes = {path.suffix: path.stat().st_mode & 0o777 for path in (tmp_path / ".data.zip.cache").iterdir()}
+    assert modes == {".npy": 0o640, ".json": 0o640}

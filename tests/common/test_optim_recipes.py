@@ -215,8 +215,10 @@ def test_single_optimizer_recipes_are_not_dual(name):
 
 
 def test_flags_accept_their_research_codes_names():
-    assert recipe_names(IMAGE_FLAG) == sorted(["sgd", "adam", "dual", "dual_as", "dual_aa", *ABLATIONS])
-    assert recipe_names(LLM_FLAG) == ["adam", "adam_8bit", "dual_adam", "dual_adam_8bit", "sgd"]
+    assert recipe_names(IMAGE_FLAG) == sorted(["sgd", "adam", "dual", "dual_as", "dual_aa", "dual_prodigy", "dual_sf",
+                                               *ABLATIONS])
+    assert recipe_names(LLM_FLAG) == ["adam", "adam_8bit", "dual_adam", "dual_adam_8bit", "dual_prodigy_adam",
+                                      "dual_sf_adam", "sgd"]
     assert [name for name in recipe_names(IMAGE_FLAG) if get_recipe(IMAGE_FLAG, name).ablation] == sorted(ABLATIONS)
     with pytest.raises(UsageError, match=r"^--optim_cfg: unknown value 'dual'; expected one of adam, adam_8bit"):
         get_recipe(LLM_FLAG, "dual")

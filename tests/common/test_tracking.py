@@ -54,11 +54,21 @@ def report_args(kind, steps=1):
     return parser.parse_args(["--report_to", kind, "--logging_steps", str(steps)])
 
 
-def test_wandb_without_the_package_is_a_one_line_error(tmp_path, monkeypatch):
+def test_wandb_without_the_package_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    from common.errors import ArgumentParser
+
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
+    parser = ArgumentParser(prog="main.py")
+    add_report_args(parser)
+    with pytest.raises(SystemExit):  # refused while the command line is read, before anything is written
+        parser.parse_args(["--report_to", "wandb"])
+    assert capsys.readouterr().err == ("error: main.py: argument --report_to: wandb needs the wandb package "
+                                       "(pip install wandb)\n")
+    record = {"report_to": "wandb", "logging_steps": 1}  # a record that bypassed the parser
     with pytest.raises(UsageError, match=r"--report_to wandb: needs the wandb package \(pip install wandb\)"):
-        with tracking(report_args("wandb"), tmp_path):
+        with tracking(record, tmp_path):
             pass
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_logging_steps_and_final_metrics(tmp_path):
@@ -112,7 +122,7 @@ def test_llm_unlearning_reports_both_objectives_moments(tmp_path, tofu_dir, tiny
 
 def test_ddpm_unlearning_reports_to_tensorboard(tmp_path):
     from ImageGeneration.DDPM import main_forget, main_train
-    from ImageGeneration.DDPM.evidence import sized_config
+    from benchmarks.evidence.ddpm import sized_config
     train_cfg = sized_config("pretrain", tmp_path, 2)
     pretrained = main_train.main(["--exp_root", str(tmp_path), "--config", train_cfg, "--device", "cpu"])
     run_dir = main_forget.main(["--exp_root", str(tmp_path), "--ckpt_folder", pretrained, "--mode", "salun",

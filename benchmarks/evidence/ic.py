@@ -1,45 +1,37 @@
-"""The evidence benchmark for image classification: random forgetting where the optimizer can matter.
+"""The image-classification modality of the evidence engine: random forgetting where the optimizer can matter.
 
 DualOptim claims a lower average gap to Retrain and less sensitivity to the learning rate and the seed.
-:class:`EvidenceBenchmark` measures both under the design of :mod:`common.evidence`:
+:class:`ICEvidence` supplies what :func:`benchmarks.evidence.engine.run` needs to measure both:
 
-1. **a memorising original model and a meaningful Retrain**: the original trains (``main_train.py``)
-   until it fits its training set; Retrain (``main_forget.py --unlearn retrain``, same schedule) runs on
-   every seed, and its mean UA / RA / TA / MIA is the reference of every gap. The original's accuracy on
-   its training set, Retrain's forget and test accuracy and the std of Retrain's MIA over seeds are
-   checked against the design's criteria and recorded (:func:`check_setting`);
-2. **the learning-rate search** on ``search_seed``: each method x optimizer runs the 2-D grid of its
-   :class:`MethodGrid` (forget lr x retain lr; a tied grid for a single optimizer that serves both
-   objectives), and while the forget-lr curve at the best retain lr has not risen at an edge of the grid,
-   one more forget lr beyond that edge runs (at most ``max_extensions`` per curve, :func:`common.evidence.search`);
-3. **seeds**: the best setting of each method x optimizer runs on every seed.
-
-Every run calls an entry script's ``main(argv)`` in-process, its printed log in ``<run>/log.txt``; a
-folder whose ``run.json`` exists is skipped and an unfinished one resumes from its snapshot, so an
-interrupted benchmark continues where it stopped. The results (setting, checks, every grid point, the
-per-seed metrics, the best gap, std and robustness width per method x optimizer, each run's seconds)
-go to ``results.json`` in the work folder after every method, and the gap-versus-lr curves to
-``gap_vs_lr.png``.
+1. **a memorising original model and a meaningful Retrain** (:meth:`ICEvidence.prepare`): the original
+   trains (``main_train.py``) until it fits its training set; Retrain (``main_forget.py --unlearn retrain``,
+   same schedule) runs on every seed, and its mean UA / RA / TA / MIA is the reference of every gap. The
+   original's accuracy on its training set, Retrain's forget and test accuracy and the std of Retrain's MIA
+   over seeds are checked against the design's criteria and recorded (:func:`check_setting`);
+2. **the method table** :data:`METHODS`, the only place that says what a method is here (SalUn = RL with
+   a saliency mask), and **one unlearning setting** (:meth:`ICEvidence.unlearn_call`): an entry script's
+   ``main(argv)``, run in-process or in a worker, its printed log in ``<run>/log.txt``; a folder whose
+   ``run.json`` exists is skipped and an unfinished one resumes from its snapshot;
+3. **the gap**: ``parse_result.py``'s average gap (mean over UA, RA, TA, MIA of ``|x - Retrain's|``);
+4. **the trajectory** of an epoch method (SalUn, SCRUB, ...): each ``checkpoint_{e}.pt`` the run saved,
+   evaluated on the run's split (:func:`evaluate_checkpoints`), after the original (epoch 0). SFR-on keeps
+   no intermediate model, so it has none.
 """
 from __future__ import annotations
 
-import functools
-import time
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from benchmarks.evidence.design import TIED, MethodGrid, decade_grid, lr_text, run_name, setting_checks
+from benchmarks.evidence.engine import Method, Modality, report_text
 from common.datasets import ImageTree
 from common.device import get_device
-from common.evidence import (TIED, MethodGrid, best_line, config_record, log_grid, lr_text, plot_curves, run_name,
-                             search_then_seeds, seed_summary, seeds_gap, setting_checks, write_results)
-from common.evidence import reading as evidence_reading
-from common.evidence import render_tables as evidence_tables
 from common.evidence_runs import DIVERGED_FILE, Call, Runner
-from common.io import atomic_path, read_json
+from common.io import atomic_path, atomic_write_json, read_json
 from ImageClassification import data as ic_data
 from ImageClassification import main_train, parse_result
 from ImageClassification.arg_parser import parse_config
@@ -47,9 +39,16 @@ from ImageClassification.evaluation import evaluate
 from ImageClassification.pipeline import load_original_model
 
 METRICS = parse_result.METRICS
-ENTRY = {"SalUn": "main_random", "RL": "main_random", "SFRon": "main_random_sfron", "SCRUB": "main_forget",
-         "FT": "main_forget", "GA": "main_forget"}
-UNLEARN = {"SalUn": "RL", "RL": "RL", "SFRon": "SFRon", "SCRUB": "SCRUB", "FT": "FT", "GA": "GA"}
+#: display name -> entry script, the flags that make the method, and its budget kind ("epochs":
+#: ``--unlearn_epochs``; "steps": ``--sfron_iters``); ``{mask}`` is the seed's SalUn mask
+METHODS = {
+    "SalUn": Method("main_random", ("--unlearn", "RL", "--mask_path", "{mask}"), "epochs"),
+    "RL": Method("main_random", ("--unlearn", "RL"), "epochs"),
+    "SFRon": Method("main_random_sfron", ("--unlearn", "SFRon"), "steps"),
+    "SCRUB": Method("main_forget", ("--unlearn", "SCRUB"), "epochs"),
+    "FT": Method("main_forget", ("--unlearn", "FT"), "epochs"),
+    "GA": Method("main_forget", ("--unlearn", "GA"), "epochs"),
+}
 
 
 @dataclass(frozen=True)
@@ -75,37 +74,40 @@ class EvidenceConfig:
     mask_ratio: str = "0.5"
     mia: str = "sfron"
     max_extensions: int = 2
+    stability: bool = True                   # evaluate every epoch of the best settings' runs
     device: str = "cpu"
     extra_flags: Tuple[str, ...] = ()        # e.g. --no-aug --amp --channels_last, given to every run
     thresholds: Mapping[str, float] = field(default_factory=lambda: dict(
         original_train_acc=99.0, retrain_forget_vs_test=5.0, retrain_mia_std=5.0))
 
 
-SHARED_CIFAR10_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.zip"
-#: one log-spaced forget-lr grid per optimizer family (SGD steps, AdamW steps) and a small retain-lr grid,
-#: the same for every method: nothing is tuned per method
-SGD_FORGET_LRS = tuple(log_grid(1e-3, 1e-1, 5))
-ADAM_FORGET_LRS = tuple(log_grid(1e-5, 1e-3, 5))
+SHARED_CIFAR10_ZIP = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg.zip"
+#: one forget-lr range per optimizer family (SGD steps, AdamW steps), both at the design's resolution
+#: (:data:`benchmarks.evidence.design.POINTS_PER_DECADE`), and one retain-lr grid (the retain optimizer is SGD
+#: under sgd and dual alike), the same for every method: nothing is tuned per method
+SGD_FORGET_LRS = decade_grid(1e-3, 1e-1)
+ADAM_FORGET_LRS = decade_grid(1e-5, 1e-3)
+SFRON_SGD_LRS = decade_grid(1e-4, 1e-1)     # one SGD for both objectives: a tied grid over three decades
 RETAIN_LRS = (3e-3, 1e-2)
 
 
 def evidence_grids(methods: Sequence[str]) -> Tuple[MethodGrid, ...]:
-    """``sgd`` and ``dual`` grids of the same size for each method: SalUn and SCRUB under ``sgd`` step forget
-    batches at ``--unlearn_lr`` and retain batches at ``--retain_lr``, so both are searched; SFR-on under
-    ``sgd`` has one lr, searched over as many points (log-spaced over three decades)."""
+    """``sgd`` and ``dual`` grids for each method: SalUn and SCRUB under ``sgd`` step forget batches at
+    ``--unlearn_lr`` and retain batches at ``--retain_lr``, so both are searched, on the same retain grid
+    as ``dual``; SFR-on under ``sgd`` has one lr (a tied grid)."""
     grids = []
     for method in methods:
         if method == "SFRon":
-            grids.append(MethodGrid(method, "sgd", tuple(log_grid(1e-4, 1e-1, len(SGD_FORGET_LRS) * len(RETAIN_LRS))),
-                                    None))
+            grids.append(MethodGrid(method, "sgd", SFRON_SGD_LRS, None))
         else:
             grids.append(MethodGrid(method, "sgd", SGD_FORGET_LRS, RETAIN_LRS))
         grids.append(MethodGrid(method, "dual", ADAM_FORGET_LRS, RETAIN_LRS))
     return tuple(grids)
 
 
-#: forget and retain lr grids by optimizer family, for the optimizer-pair ablation (SFR-on)
-FAMILY_FORGET_LRS = {"sgd": SGD_FORGET_LRS, "adamw": ADAM_FORGET_LRS, "lion": tuple(log_grid(1e-6, 1e-4, 5))}
+#: forget and retain lr grids by optimizer family, for the optimizer-pair ablation (SFR-on): every forget axis
+#: at the design's resolution; a retain grid per retain family (an SGD and an AdamW retain lr differ in scale)
+FAMILY_FORGET_LRS = {"sgd": SGD_FORGET_LRS, "adamw": ADAM_FORGET_LRS, "lion": decade_grid(1e-6, 1e-4)}
 FAMILY_RETAIN_LRS = {"sgd": RETAIN_LRS, "adamw": (1e-4, 1e-3), "lion": (3e-5, 3e-4)}
 #: ``--optim`` -> (forget optimizer family, retain optimizer family) of the paper's optimizer ablation
 ABLATION_PAIRS = {"dual": ("adamw", "sgd"), "dual_sa": ("sgd", "adamw"), "dual_ss": ("sgd", "sgd"),
@@ -147,18 +149,19 @@ PRESETS: Dict[str, EvidenceConfig] = {
     # CIFAR-10 on 2 CPU cores (benchmarks/README.md): 5,000 training images (4,500 after the validation
     # hold-out; 450 forgotten) and 5,000 test images; without augmentation a ResNet-20s fits its training
     # set in 30 epochs. Unlearning at batch 16: 4 epochs = 116 forget + 1,016 retain steps; SFR-on 1,000
-    # retain steps with a forget step every 5th (200).
+    # retain steps with a forget step every 5th (200). Five seeds (the paper's protocol): Retrain, the best
+    # settings and their per-epoch trajectories on each.
     "cifar10": EvidenceConfig(
         out="runs/ic_evidence_cifar10", dataset="cifar10", data=str(SHARED_CIFAR10_ZIP), train_subset=5000,
         test_subset=5000, arch="resnet20s", num_forget=450, train_epochs=30, decreasing_lr="15,23",
-        unlearn_epochs=4, sfron_iters=1000, grids=evidence_grids(("SalUn", "SFRon", "SCRUB")), seeds=(1, 2, 3),
+        unlearn_epochs=4, sfron_iters=1000, grids=evidence_grids(("SalUn", "SFRon", "SCRUB")), seeds=(1, 2, 3, 4, 5),
         search_seed=1, extra_flags=("--no-aug", "--amp", "--channels_last")),
-    # the paper's optimizer-pair ablation (SFR-on) in the same setting: 11 grids of 10 points + seeds,
-    # about 2.5 hours on 2 CPU cores (not run yet)
+    # the paper's optimizer-pair ablation (SFR-on) in the same setting (the same folder: the original, Retrain
+    # and the sgd / dual runs are shared): 11 grids of 10 or 14 points + seeds
     "cifar10_ablation": EvidenceConfig(
         out="runs/ic_evidence_cifar10", dataset="cifar10", data=str(SHARED_CIFAR10_ZIP), train_subset=5000,
         test_subset=5000, arch="resnet20s", num_forget=450, train_epochs=30, decreasing_lr="15,23",
-        unlearn_epochs=4, sfron_iters=1000, grids=ablation_grids(), seeds=(1, 2, 3), search_seed=1,
+        unlearn_epochs=4, sfron_iters=1000, grids=ablation_grids(), seeds=(1, 2, 3, 4, 5), search_seed=1,
         extra_flags=("--no-aug", "--amp", "--channels_last")),
     # The paper's CIFAR-10 protocol on one GPU (benchmarks/paper_scale_gpu.sh): all 45,000 training images
     # (4,500 forgotten), ResNet-18 with the pipeline's augmentation, 182 training epochs (lr / 10 at 91 and
@@ -180,7 +183,8 @@ PRESETS: Dict[str, EvidenceConfig] = {
                     for o, lrs in (("sgd", (1e-2, 1e-1)), ("dual", (1e-4, 1e-3)))),
         extra_flags=("--amp", "--amp_dtype", "bfloat16", "--channels_last", "--data_on_device")),
     # the README demo: digits (no download); the original fits its 1,169 + 130 training images in 16 epochs;
-    # SalUn at batch 8 for 6 epochs = 102 forget + 882 retain steps; one retain lr (the benchmark searches it)
+    # SalUn at batch 8 for 6 epochs = 102 forget + 882 retain steps; one retain lr (the benchmark searches it);
+    # three seeds
     "demo": EvidenceConfig(
         out="demo_runs/ImageClassification", dataset="digits", arch="resnet20s", num_forget=130, train_epochs=16,
         decreasing_lr="8,12", unlearn_epochs=6, sfron_iters=500, batch_size=8, seeds=(1, 2, 3), search_seed=1,
@@ -196,6 +200,8 @@ PRESETS: Dict[str, EvidenceConfig] = {
 }
 
 
+
+
 def script_call(script: str, argv: Sequence[str], save_dir: Path) -> Call:
     """A run of an image-classification entry script into ``save_dir``; ``--resume`` continues an interrupted
     run from its snapshot (every entry script writes ``run.json`` last)."""
@@ -203,24 +209,58 @@ def script_call(script: str, argv: Sequence[str], save_dir: Path) -> Call:
                 tuple(argv) + ("--save_dir", str(save_dir), "--overwrite", "--resume"), save_dir)
 
 
-class EvidenceBenchmark:
-    """The runs of one :class:`EvidenceConfig` and what is reported about them."""
+def evaluate_model(argv: Sequence[str]) -> Dict[str, object]:
+    """The model ``--model_path`` of ``argv`` (the benchmark's flags and a seed) on that seed's split: UA, RA,
+    TA, MIA, its training-set accuracy and the sizes of the forget and retain sets."""
+    run = parse_config(list(argv) + ["--unlearn", "FT"])
+    device = get_device(run.device, run.gpu)
+    data = ic_data.load_unlearn_data(run, device=device)
+    model = load_original_model(run, device)
+    metrics = evaluate(model, ic_data.evaluation_loaders(data, run), device, run.mia)
+    forget, retain = len(data.forget_index), len(data.retain_index)
+    train_acc = (metrics["retain_acc"] * retain + metrics["forget_acc"] * forget) / (forget + retain)
+    return {**{k: metrics[k] for k in METRICS}, "train_acc": train_acc, "forget_size": forget,
+            "retain_size": retain}
 
-    def __init__(self, config: EvidenceConfig, log: Callable[[str], None] = print, jobs: int = 1,
-                 threads: Optional[int] = None) -> None:
+
+@dataclass(frozen=True)
+class CheckpointEvaluation:
+    """The epoch checkpoints of a finished run to evaluate: ``argv`` (the benchmark's flags and the run's
+    seed), the run's folder and its epochs."""
+    argv: Tuple[str, ...]
+    run_dir: str
+    epochs: int
+
+
+TRAJECTORY = "trajectory.json"
+
+
+def evaluate_checkpoints(spec: CheckpointEvaluation) -> None:
+    """UA, RA, TA and MIA of each ``checkpoint_{e}.pt`` (e = 1..epochs) of a run, written to
+    ``<run_dir>/trajectory/trajectory.json`` as ``[{"progress": e, ...}, ...]``."""
+    points = []
+    for epoch in range(1, spec.epochs + 1):
+        metrics = evaluate_model(spec.argv + ("--model_path", str(Path(spec.run_dir) / f"checkpoint_{epoch}.pt")))
+        points.append({"progress": epoch, **{k: metrics[k] for k in METRICS}})
+    atomic_write_json(points, Path(spec.run_dir) / "trajectory" / TRAJECTORY)
+
+
+class ICEvidence(Modality):
+    """The image-classification modality of :func:`benchmarks.evidence.engine.run` for one :class:`EvidenceConfig`."""
+
+    metrics = gap_metrics = stability_metrics = METRICS
+    gap_label = "Avg Gap to Retrain (search seed)"
+
+    def __init__(self, config: EvidenceConfig) -> None:
         self.config = config
         self.out = Path(config.out)
-        self.log = log
-        self.runner = Runner(self.out, jobs, threads)
-        if not hasattr(ic_data.load_imagefolder_arrays, "cache_info"):
-            # in-process runs (jobs=1) decode the image files once for all of them
-            ic_data.load_imagefolder_arrays = functools.lru_cache(maxsize=None)(ic_data.load_imagefolder_arrays)
         self.common = ["--dataset", config.dataset, "--arch", config.arch, "--device", config.device,
                        "--num_indexes_to_replace", str(config.num_forget), "--mia", config.mia,
                        *config.extra_flags]
         # the last epoch's model, which fits the training set (the best-validation one may not yet)
         self.model_path = str(self.out / "original" / main_train.LAST)
-        self.results: Dict[str, object] = {}
+        self.reference: Dict[str, float] = {}
+        self.original: Dict[int, Dict[str, object]] = {}
         self.kinds: Dict[str, Tuple[str, str]] = {}  # run folder -> (method, optim)
 
     # -- data, original, Retrain, masks -------------------------------------------------------------
@@ -236,150 +276,125 @@ class EvidenceBenchmark:
     def train_schedule(self) -> List[str]:
         return ["--decreasing_lr", self.config.decreasing_lr, "--batch_size", str(self.config.train_batch_size)]
 
-    def train_original(self) -> None:
-        self.runner.run([script_call("main_train", self.common + [
+    def train_original(self, runner: Runner) -> None:
+        runner.run([script_call("main_train", self.common + [
             "--epochs", str(self.config.train_epochs), "--lr", str(self.config.train_lr)] + self.train_schedule(),
             self.out / "original")])
 
-    def retrain(self, seeds: Sequence[int]) -> Dict[int, Dict[str, float]]:
+    def retrain(self, runner: Runner, seeds: Sequence[int]) -> Dict[int, Dict[str, float]]:
         """Retrain (the same schedule as the original, from scratch) on each seed's retain set."""
         calls = {seed: script_call("main_forget", self.common + [
             "--seed", str(seed), "--unlearn", "retrain", "--unlearn_epochs", str(self.config.train_epochs),
             "--unlearn_lr", str(self.config.train_lr)] + self.train_schedule(),
             self.out / f"retrain_sgd_lr{lr_text(self.config.train_lr)}" / f"seed{seed}") for seed in seeds}
-        self.runner.run(list(calls.values()))
+        runner.run(list(calls.values()))
         return {seed: read_json(call.save_dir / "eval_result.json") for seed, call in calls.items()}
 
     def mask_path(self, seed: int) -> Path:
         return self.out / "mask" / f"seed{seed}" / f"with_{self.config.mask_ratio}.pt"
 
-    def make_masks(self, seeds: Sequence[int]) -> None:
+    def make_masks(self, runner: Runner, seeds: Sequence[int]) -> None:
         """SalUn's saliency mask of each seed's forget set (``generate_mask.py`` also ends with ``run.json``)."""
-        self.runner.run([script_call("generate_mask", self.common + [
+        runner.run([script_call("generate_mask", self.common + [
             "--seed", str(seed), "--model_path", self.model_path, "--batch_size", str(self.config.batch_size)],
             self.mask_path(seed).parent) for seed in seeds])
 
+    def seed_argv(self, seed: int) -> List[str]:
+        return self.common + ["--seed", str(seed), "--batch_size", str(self.config.batch_size)]
+
     def evaluate_original(self, seed: int) -> Dict[str, object]:
-        """The original model on the seed's split (UA, RA, TA, MIA), its training-set accuracy and the
-        sizes of the forget and retain sets."""
-        run = parse_config(self.common + ["--seed", str(seed), "--unlearn", "FT", "--model_path", self.model_path,
-                                          "--batch_size", str(self.config.batch_size)])
-        device = get_device(run.device, run.gpu)
-        data = ic_data.load_unlearn_data(run, device=device)
-        model = load_original_model(run, device)
-        metrics = evaluate(model, ic_data.evaluation_loaders(data, run), device, run.mia)
-        forget, retain = len(data.forget_index), len(data.retain_index)
-        train_acc = (metrics["retain_acc"] * retain + metrics["forget_acc"] * forget) / (forget + retain)
-        return {**{k: metrics[k] for k in METRICS}, "train_acc": train_acc, "forget_size": forget,
-                "retain_size": retain}
+        """The original model on the seed's split (:func:`evaluate_model`)."""
+        return evaluate_model(self.seed_argv(seed) + ["--model_path", self.model_path])
+
+    def prepare(self, runner: Runner, log: Callable[[str], None]) -> Dict[str, object]:
+        """The data, the original, Retrain on every seed, the masks and the original's metrics per seed."""
+        config = self.config
+        self.prepare_data()
+        self.train_original(runner)
+        log("original model trained")
+        retrain = self.retrain(runner, config.seeds)
+        log(f"Retrain done on seeds {list(config.seeds)}")
+        if any("{mask}" in METHODS[grid.method].flags for grid in config.grids):
+            self.make_masks(runner, config.seeds)
+        self.original = {seed: self.evaluate_original(seed) for seed in config.seeds}
+        # the original trained on the split of seed TRAIN_SPLIT_SEED; another seed's split moves some of
+        # its validation images into the forget and retain sets (research code), so only that split's
+        # accuracy is the original's accuracy on its training set
+        split_seed = main_train.TRAIN_SPLIT_SEED
+        train_acc = (self.original.get(split_seed) or self.evaluate_original(split_seed))["train_acc"]
+        self.reference = {m: float(np.mean([retrain[s][m] for s in config.seeds])) for m in METRICS}
+        sizes = self.original[config.search_seed]
+        original_mean = {m: float(np.mean([self.original[s][m] for s in config.seeds])) for m in METRICS}
+        return {"setting": check_setting(train_acc, retrain, config.thresholds),
+                "step_budget": step_budget(config, sizes["forget_size"], sizes["retain_size"]),
+                "reference": dict(self.reference), "retrain": {str(s): retrain[s] for s in config.seeds},
+                "original": {str(s): self.original[s] for s in config.seeds},
+                # doing nothing: what a method's best gap has to beat
+                "original_gap": self.gap(original_mean)}
 
     # -- unlearning runs -------------------------------------------------------------------------
 
-    def unlearn_call(self, grid: MethodGrid, forget_lr: float, retain_lr: float, seed: int) -> Call:
+    def unlearn_call(self, method: str, optim: str, forget_lr: float, retain_lr: float, seed: int) -> Call:
         """One unlearning run (``retain_lr`` :data:`TIED`: the single optimizer at ``forget_lr``)."""
-        config = self.config
+        config, spec = self.config, METHODS[method]
         tied = retain_lr == TIED
-        name = run_name(grid, forget_lr, retain_lr)
-        argv = self.common + ["--seed", str(seed), "--unlearn", UNLEARN[grid.method], "--optim", grid.optim,
-                              "--unlearn_lr", str(forget_lr), "--retain_lr", str(forget_lr if tied else retain_lr),
-                              "--batch_size", str(config.batch_size), "--model_path", self.model_path]
-        if grid.method == "SFRon":
-            argv += ["--sfron_iters", str(config.sfron_iters)]
-        else:
-            argv += ["--unlearn_epochs", str(config.unlearn_epochs)]
-        if grid.method == "SalUn":
-            argv += ["--mask_path", str(self.mask_path(seed))]
-        self.kinds[f"{name}/seed{seed}"] = (grid.method, grid.optim)
-        return script_call(ENTRY[grid.method], argv, self.out / name / f"seed{seed}")
+        name = run_name(MethodGrid(method, optim, (), None), forget_lr, retain_lr)
+        budget = (["--unlearn_epochs", str(config.unlearn_epochs)] if spec.kind == "epochs"
+                  else ["--sfron_iters", str(config.sfron_iters)])
+        argv = self.seed_argv(seed) + [flag.format(mask=self.mask_path(seed)) for flag in spec.argv(optim)] + [
+            "--optim", optim, "--unlearn_lr", str(forget_lr), "--retain_lr", str(forget_lr if tied else retain_lr),
+            "--model_path", self.model_path] + budget
+        self.kinds[f"{name}/seed{seed}"] = (method, optim)
+        return script_call(spec.script, argv, self.out / name / f"seed{seed}")
 
-    def unlearn(self, grid: MethodGrid, settings: Sequence[Tuple[float, float, int]]) -> List[Dict[str, float]]:
-        """UA, RA, TA and MIA of the runs ``(forget_lr, retain_lr, seed)`` of ``grid`` (run as one batch; a
-        diverged run's are NaN, :meth:`Runner.records`)."""
-        calls = [self.unlearn_call(grid, *setting) for setting in settings]
-        return self.runner.records(calls, lambda call: {k: read_json(call.save_dir / "eval_result.json")[k]
-                                                        for k in METRICS}, METRICS)
+    def read(self, call: Call) -> Dict[str, float]:
+        result = read_json(call.save_dir / "eval_result.json")
+        return {k: result[k] for k in METRICS}
 
-    def gap(self, runs: Sequence[Mapping[str, float]], reference: np.ndarray) -> Dict[str, object]:
-        """parse_result's average gap (of the seed mean) and average std of ``runs``."""
-        return parse_result.summarize({("run", "", 0.0): list(runs)}, reference)[0]
+    def gap(self, metrics: Mapping[str, float]) -> float:
+        """parse_result's average gap: mean over UA, RA, TA, MIA of ``|metrics - Retrain's mean|``."""
+        return float(np.mean([abs(metrics[k] - self.reference[k]) for k in METRICS]))
 
-    # -- the whole benchmark ---------------------------------------------------------------------------
+    def trajectory_call(self, method: str, optim: str, call: Call) -> Optional[Call]:
+        """The evaluation of an epoch method's checkpoints (None for SFR-on, which keeps none)."""
+        if METHODS[method].kind != "epochs":
+            return None
+        argv = list(call.argument)
+        seed = argv[argv.index("--seed") + 1]
+        spec = CheckpointEvaluation(tuple(self.seed_argv(int(seed))), str(call.save_dir), self.config.unlearn_epochs)
+        return Call("benchmarks.evidence.ic:evaluate_checkpoints", spec, call.save_dir / "trajectory", TRAJECTORY)
 
-    def run(self) -> Dict[str, object]:
-        """Every run of the benchmark (finished ones are read back); returns the results record."""
-        with self.runner:
-            config = self.config
-            started = time.time()
-            self.prepare_data()
-            self.train_original()
-            self.log("original model trained")
-            retrain = self.retrain(config.seeds)
-            self.log(f"Retrain done on seeds {list(config.seeds)}")
-            if any(grid.method == "SalUn" for grid in config.grids):
-                self.make_masks(config.seeds)
-            original = {seed: self.evaluate_original(seed) for seed in config.seeds}
-            # the original trained on the split of seed TRAIN_SPLIT_SEED; another seed's split moves some of
-            # its validation images into the forget and retain sets (research code), so only that split's
-            # accuracy is the original's accuracy on its training set
-            split_seed = main_train.TRAIN_SPLIT_SEED
-            train_acc = (original.get(split_seed) or self.evaluate_original(split_seed))["train_acc"]
-            reference = np.array([np.mean([retrain[s][m] for s in config.seeds]) for m in METRICS])
-            setting = check_setting(train_acc, retrain, config.thresholds)
-            for line in setting["lines"]:
-                self.log(line)
-            sizes = original[config.search_seed]
-            self.results = {"config": config_record(config), "setting": setting,
-                            "step_budget": step_budget(config, sizes["forget_size"], sizes["retain_size"]),
-                            "reference": dict(zip(METRICS, reference.tolist())),
-                            "retrain": {str(s): retrain[s] for s in config.seeds},
-                            "original": {str(s): original[s] for s in config.seeds},
-                            # doing nothing: what a method's best gap has to beat
-                            "original_gap": self.gap([{k: original[s][k] for k in METRICS} for s in config.seeds],
-                                                     reference)["avg_gap"],
-                            "methods": []}
-            reports = []
-            for grid in config.grids:
-                report, points, per_seed = search_then_seeds(
-                    grid, lambda settings: self.unlearn(grid, settings),
-                    lambda run: self.gap([run], reference)["avg_gap"], config.seeds, config.search_seed,
-                    config.max_extensions, self.log)
-                avg_gap = seeds_gap(list(per_seed.values()), lambda runs: self.gap(runs, reference)["avg_gap"])
-                summary = seed_summary(list(per_seed.values()), METRICS)
-                reports.append(report)
-                self.results["methods"].append({
-                    **report.as_dict(), "tied_lrs": grid.retain_lrs is None, "grid_size": len(points),
-                    "avg_gap": avg_gap, "avg_std": summary["avg_std"], "seed_mean": summary,
-                    "per_seed": {str(s): per_seed[s] for s in config.seeds},
-                    "grid": [asdict(p) for p in points]})
-                self.log(best_line(report, avg_gap, len(config.seeds)))
-                self.save(reports, time.time() - started)
-            return self.results
+    def read_trajectory(self, call: Call) -> List[Dict[str, float]]:
+        """Epoch 0 (the original on the run's split), then each epoch's checkpoint."""
+        seed = int(call.argument.argv[list(call.argument.argv).index("--seed") + 1])
+        start = {"progress": 0, **{k: self.original[seed][k] for k in METRICS}}
+        return [start] + read_json(call.save_dir / TRAJECTORY)
 
-    def images_per_second(self) -> Dict[str, float]:
+    # -- reporting -------------------------------------------------------------------------------------
+
+    def images_per_second(self, results: Mapping[str, object]) -> Dict[str, float]:
         """Median over runs of training images per second of the whole entry call (data loading, Fisher or
         mask passes and the final evaluation included, so a lower bound on the unlearning loop's speed); a
         diverged run stopped before its budget and is left out."""
-        budget = self.results["step_budget"]
+        budget = results["step_budget"]
         images = {"epochs": budget["unlearn_epochs"] * (budget["forget_set"] + budget["retain_set"]),
-                  "SFRon": (budget["sfron_forget_steps"] + budget["sfron_retain_steps"]) * budget["batch_size"]}
+                  "steps": (budget["sfron_forget_steps"] + budget["sfron_retain_steps"]) * budget["batch_size"]}
         speeds: Dict[str, List[float]] = {}
+        seconds = results["seconds"]
         for name, (method, optim) in self.kinds.items():
-            if name in self.runner.seconds and not (self.out / name / DIVERGED_FILE).exists():
-                count = images["SFRon" if method == "SFRon" else "epochs"]
-                speeds.setdefault(f"{method}/{optim}", []).append(count / self.runner.seconds[name])
+            if name in seconds and not (self.out / name / DIVERGED_FILE).exists():
+                speeds.setdefault(f"{method}/{optim}", []).append(images[METHODS[method].kind] / seconds[name])
         return {kind: float(np.median(values)) for kind, values in speeds.items()}
 
-    def save(self, reports, seconds: float) -> None:
-        self.results["seconds"] = dict(self.runner.seconds)
-        self.results["images_per_second"] = self.images_per_second()
-        self.results["wall_clock_s_this_invocation"] = round(seconds, 1)
-        write_results(self.out / "results.json", self.results)
-        budget = self.results["step_budget"]
-        plot_curves(reports, self.out / "gap_vs_lr.png", "average gap to Retrain (search seed)",
-                    f"{self.config.dataset} {self.config.arch}: forget {budget['forget_set']} / retain "
-                    f"{budget['retain_set']}, {budget['forget_steps']} forget + {budget['retain_steps']} retain "
-                    f"steps (SFR-on {budget['sfron_forget_steps']} + {budget['sfron_retain_steps']}), "
-                    f"seed {self.config.search_seed}")
+    def finish(self, results: Dict[str, object]) -> None:
+        results["images_per_second"] = self.images_per_second(results)
+
+    def title(self, results: Mapping[str, object]) -> str:
+        budget = results["step_budget"]
+        return (f"{self.config.dataset} {self.config.arch}: forget {budget['forget_set']} / retain "
+                f"{budget['retain_set']}, {budget['forget_steps']} forget + {budget['retain_steps']} retain "
+                f"steps (SFR-on {budget['sfron_forget_steps']} + {budget['sfron_retain_steps']}), "
+                f"search seed {self.config.search_seed}")
 
 
 def step_budget(config: EvidenceConfig, forget: int, retain: int) -> Dict[str, int]:
@@ -413,26 +428,14 @@ def check_setting(train_acc: float, retrain: Mapping[int, Mapping[str, float]],
     return setting_checks(checks)
 
 
+
+
 def report(results: Mapping[str, object]) -> str:
-    """Everything a benchmark prints at its end: the setting (data, step budget, seeds, MIA), the reference,
-    the setting's checks, the tables and their reading."""
+    """Everything a benchmark prints at its end (:func:`benchmarks.evidence.engine.report_text`)."""
     config, budget = results["config"], results["step_budget"]
-    lines = [f"{config['dataset']}, {config['arch']}: forget {budget['forget_set']} / retain {budget['retain_set']} "
-             f"images; per run {budget['forget_steps']} forget + {budget['retain_steps']} retain steps at batch "
-             f"{budget['batch_size']} (SFR-on {budget['sfron_forget_steps']} + {budget['sfron_retain_steps']}); "
-             f"grid searched on seed {config['search_seed']}, best setting on seeds {list(config['seeds'])}; "
-             f"MIA: {config['mia']}",
-             "reference (Retrain): " + ", ".join(f"{k} {v:.2f}" for k, v in results["reference"].items()),
-             *results["setting"]["lines"], "", render_tables(results), "", reading(results)]
-    return "\n".join(lines)
-
-
-def render_tables(results: Mapping[str, object]) -> str:
-    """The markdown tables of a results record: best setting per method x optimizer, and the curves."""
-    return evidence_tables(results["methods"], METRICS)
-
-
-def reading(results: Mapping[str, object]) -> str:
-    """What the numbers of a results record show (:func:`common.evidence.reading`)."""
-    unmet = [name for name, check in results["setting"]["checks"].items() if not check["met"]]
-    return evidence_reading(results["methods"], results["original_gap"], "Retrain", unmet=unmet)
+    caption = (f"{config['dataset']}, {config['arch']}: forget {budget['forget_set']} / retain {budget['retain_set']} "
+               f"images; per run {budget['forget_steps']} forget + {budget['retain_steps']} retain steps at batch "
+               f"{budget['batch_size']} (SFR-on {budget['sfron_forget_steps']} + {budget['sfron_retain_steps']}); "
+               f"grid searched on seed {config['search_seed']}, best setting on seeds {list(config['seeds'])}; "
+               f"MIA: {config['mia']}")
+    return report_text(ICEvidence, results, caption)

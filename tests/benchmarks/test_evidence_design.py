@@ -1,10 +1,13 @@
-"""The shared evidence-benchmark design: grids, best setting, robustness width, edge extension, seeds."""
+"""The evidence engine's design: grids, best setting, robustness width, edge extension, gaps over seeds."""
 import math
 
 import pytest
 
-from common.evidence import (GridPoint, best_setting, curve_at, edge_extension, log_grid, plot_curves,
-                             report_curve, rises_at_both_ends, robustness_width, seed_summary)
+from benchmarks.evidence.design import (DIVERGED_GAP, TIED, GridPoint, MethodGrid, best_setting, curve_at,
+                                        decade_grid, edge_extension, gap_text, insensitive, log_grid, report_curve,
+                                        rises_at_both_ends, robustness_width, search, seed_gaps, seed_summary,
+                                        trajectory_summary)
+from benchmarks.evidence.report import plot_curves, reading, render_tables
 
 
 def curve(gaps, lrs=(1e-4, 1e-3, 1e-2, 1e-1, 1.0), retain_lr=0.01):
@@ -17,6 +20,12 @@ def test_log_grid_is_log_spaced_and_rounded():
     for bad in ((1e-1, 1e-3, 5), (0.0, 1.0, 3), (1e-3, 1e-1, 1)):
         with pytest.raises(ValueError):
             log_grid(*bad)
+
+
+def test_decade_grid_has_the_same_resolution_over_any_range():
+    assert decade_grid(1e-3, 1e-1) == (0.001, 0.00215, 0.00464, 0.01, 0.0215, 0.0464, 0.1)
+    assert len(decade_grid(1e-5, 1e-2)) == 10 and len(decade_grid(1e-6, 1e-4)) == 7
+    assert decade_grid(1e-4, 1e-2, per_decade=2) == (0.0001, 0.000316, 0.001, 0.00316, 0.01)
 
 
 def test_robustness_width_interpolates_where_the_curve_crosses_best_plus_tolerance():
@@ -74,15 +83,13 @@ def test_seed_summary_uses_population_std():
 
 def test_plot_curves_writes_an_image(tmp_path):
     points = curve([6.0, 4.0, 5.0, 7.0, 9.0])
-    reports = [report_curve("SalUn", "sgd", points), report_curve("SalUn", "dual", points),
-               report_curve("SCRUB", "sgd", points)]
-    plot_curves(reports, tmp_path / "curves.png", "gap", "title")
+    records = [{**report_curve(method, optim, points).as_dict(), "tied_lrs": False}
+               for method, optim in (("SalUn", "sgd"), ("SalUn", "dual"), ("SCRUB", "sgd"))]
+    plot_curves(records, tmp_path / "curves.png", "gap", "title", original_gap=5.0)
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_search_runs_the_grid_as_one_batch_then_extends_past_the_edge_holding_the_best():
-    from common.evidence import TIED, MethodGrid, search
-
     def gap(lr, retain_lr):  # a valley at lr 1e-5, below the grid; the retain lr 0.01 is better everywhere
         return 3 * abs(math.log10(lr) + 5) + (0.0 if retain_lr == 0.01 else 1.0)
 
@@ -146,8 +153,6 @@ def test_a_run_stopped_by_a_non_finite_loss_is_a_diverged_record_not_a_crash(tmp
 
 
 def test_a_diverged_run_is_never_best_ends_robust_ranges_and_prints_as_diverged():
-    from common.evidence import (DIVERGED_GAP, TIED, MethodGrid, gap_text, render_tables, reading, report_curve,
-                                 search, search_then_seeds, seeds_gap)
     # diverges at lr >= 1e-3: the curve has risen at its high edge, and the robust range stops before it
     gaps = {1e-5: 3.0, 1e-4: 1.0, 1e-3: DIVERGED_GAP}
     points = search(MethodGrid("SFRon", "dual_aa_v", tuple(gaps), None), lambda s: [gaps[lr] for lr, _ in s], 0,
@@ -155,6 +160,7 @@ def test_a_diverged_run_is_never_best_ends_robust_ranges_and_prints_as_diverged(
     report = report_curve("SFRon", "dual_aa_v", points)
     assert report.best_forget_lr == 1e-4 and report.robust_range[1] == pytest.approx(1e-4)
     assert not report.searched_both_ends  # the low edge is within 2 points of the best
+    assert not insensitive(report.curve, spread=100.0)  # a diverged point is an effect of the lr
     # every run diverges: no robust range, and the search goes one step below the grid
     seen = []
     everywhere = search(MethodGrid("SFRon", "dual_aa_v", (1e-4, 1e-3), None),
@@ -162,30 +168,58 @@ def test_a_diverged_run_is_never_best_ends_robust_ranges_and_prints_as_diverged(
     assert [p.forget_lr for p in everywhere] == [1e-4, 1e-3, 1e-5]
     assert report_curve("SFRon", "dual_aa_v", everywhere).robustness_decades == 0.0
     # a setting that diverges on one seed has a diverged average gap
-    runs = {1: {"UA": 1.0}, 2: {"UA": math.nan, "diverged": "the retain loss is nan"}}
-    report, _, per_seed = search_then_seeds(
-        MethodGrid("SFRon", "dual_aa_v", (1e-4,), None),
-        lambda settings: [runs[seed] for _, _, seed in settings], lambda run: run["UA"], (1, 2), 1, 0,
-        log=lambda text: None)
-    assert report.search_gap == 1.0 and per_seed == runs
-    assert seeds_gap(list(per_seed.values()), lambda r: 0.5) == DIVERGED_GAP and gap_text(DIVERGED_GAP) == "diverged"
-    assert seeds_gap([runs[1]], lambda r: 0.5) == 0.5
+    runs = [{"UA": 1.0}, {"UA": math.nan, "diverged": "the retain loss is nan"}]
+    assert seed_gaps(runs, ("UA",), lambda r: r["UA"])["avg_gap"] == DIVERGED_GAP
+    assert gap_text(DIVERGED_GAP) == "diverged"
     record = {"method": "SFRon", "optim": "dual_aa_v", "best_forget_lr": 1e-4, "best_retain_lr": TIED,
-              "tied_lrs": True, "seed_mean": {"UA": math.nan, "UA_std": math.nan}, "per_seed": runs,
-              "avg_gap": DIVERGED_GAP, "avg_std": math.nan, "robustness_decades": 0.0, "grid_size": 2,
-              "searched_both_ends": False, "curve": [(1e-4, DIVERGED_GAP)]}
+              "tied_lrs": True, "seed_mean": {"UA": math.nan, "UA_std": math.nan}, "per_seed": {"1": {}, "2": {}},
+              "avg_gap": DIVERGED_GAP, "mean_seed_gap": DIVERGED_GAP, "gap_std": math.nan, "avg_std": math.nan,
+              "robustness_decades": 0.0, "insensitive": False, "grid_size": 2, "searched_both_ends": False,
+              "curve": [(1e-4, DIVERGED_GAP)]}
     table = render_tables([record], ("UA",))
-    assert "| diverged |" in table and "0.0001: diverged" in table
-    finite = {**record, "optim": "sgd", "avg_gap": 4.0, "avg_std": 1.0, "curve": [(1e-4, 4.0)]}
+    assert "| diverged | diverged |" in table and "0.0001: diverged" in table
+    finite = {**record, "optim": "sgd", "avg_gap": 4.0, "mean_seed_gap": 4.5, "gap_std": 1.0, "curve": [(1e-4, 4.0)]}
     text = reading([record, finite], original_gap=10.0, reference="Retrain")
-    assert "best average gap sgd 4.00" in text and "on some seed: dual_aa_v." in text
+    assert "Avg Gap sgd 4.00" in text and "on some seed: dual_aa_v." in text
+
+
+def test_avg_gap_is_the_gap_of_the_seed_means_and_the_mean_per_seed_gap_is_kept_apart():
+    # UA 2 and 6 around a reference of 4: each seed is 2 off, their mean is on it
+    runs = [{"UA": 2.0, "RA": 1.0}, {"UA": 6.0, "RA": 1.0}]
+    gaps = seed_gaps(runs, ("UA", "RA"), lambda m: (abs(m["UA"] - 4.0) + abs(m["RA"] - 0.0)) / 2)
+    assert gaps == {"avg_gap": pytest.approx(0.5), "mean_seed_gap": pytest.approx(1.5), "gap_std": pytest.approx(0.0)}
+
+
+def test_a_curve_flat_within_its_seed_spread_is_insensitive():
+    assert insensitive([(1e-4, 9.0), (1e-3, 9.4), (1e-2, 8.8)], spread=0.7)
+    assert not insensitive([(1e-4, 9.0), (1e-3, 9.4), (1e-2, 8.8)], spread=0.5)
+    assert not insensitive([(1e-4, 9.0)], spread=5.0) and not insensitive([(1e-4, 9.0), (1e-3, 9.0)], math.nan)
+    assert insensitive([(1e-4, 9.0), (1e-3, 9.0)], spread=0.0)  # no change at all, even on one seed
+    base = {"method": "SCRUB", "best_retain_lr": 0.01, "tied_lrs": False, "searched_both_ends": True,
+            "robustness_decades": 2.0, "gap_std": 1.0}
+    text = reading([{**base, "optim": "sgd", "avg_gap": 3.0, "insensitive": True},
+                    {**base, "optim": "dual", "avg_gap": 3.5, "insensitive": False, "robustness_decades": 0.5}],
+                   original_gap=10.0, reference="Retrain")
+    assert "sgd 3.00 (per-seed gap std 1.00, insensitive: the forget lr has no effect here)" in text
+    assert "least lr-sensitive" not in text  # the flat curve is not robustness
+
+
+def test_trajectory_summary_is_mean_and_std_over_seeds_at_each_point():
+    seed1 = [{"progress": 0, "UA": 0.0}, {"progress": 1, "UA": 4.0}, {"progress": 2, "UA": 8.0}]
+    seed2 = [{"progress": 0, "UA": 2.0}, {"progress": 1, "UA": 8.0}, {"progress": 2, "UA": 8.0}]
+    summary = trajectory_summary([seed1, seed2], ("UA",))
+    assert [(p["progress"], p["UA"], p["UA_std"]) for p in summary["points"]] == [(0, 1.0, 1.0), (1, 6.0, 2.0),
+                                                                                 (2, 8.0, 0.0)]
+    # the mean std leaves out the start (the original on each seed's split)
+    assert summary["end_std"] == {"UA": 0.0} and summary["mean_std"] == {"UA": 1.0} and summary["seeds"] == 2
+    with pytest.raises(ValueError, match="differ in length"):
+        trajectory_summary([seed1, seed2[:2]], ("UA",))
 
 
 def test_reading_never_calls_a_method_no_better_than_doing_nothing_the_least_lr_sensitive():
-    from common.evidence import TIED, reading
     def record(optim, avg_gap, decades):
-        return {"method": "SFRon", "optim": optim, "avg_gap": avg_gap, "avg_std": 1.0, "robustness_decades": decades,
-                "searched_both_ends": True, "best_retain_lr": TIED, "tied_lrs": True}
+        return {"method": "SFRon", "optim": optim, "avg_gap": avg_gap, "gap_std": 1.0, "robustness_decades": decades,
+                "insensitive": False, "searched_both_ends": True, "best_retain_lr": TIED, "tied_lrs": True}
     text = reading([record("dual", 3.0, 0.3), record("sgd", 9.0, 0.2), record("dual_aa_v", 50.0, 1.0)],
                    original_gap=25.0, reference="Retrain")
     assert "dual is the least lr-sensitive" in text and "No better than doing nothing: dual_aa_v" in text

@@ -1,6 +1,6 @@
-"""The evidence benchmark for the DDPM: class forgetting where the optimizer can matter.
+"""The DDPM modality of the evidence engine: class forgetting where the optimizer can matter.
 
-The design of :mod:`common.evidence` applied to the conditional DDPM on the embedded digits:
+What :func:`benchmarks.evidence.engine.run` needs for the conditional DDPM on the embedded digits:
 
 1. **a model that generates what it has to forget, and Retrain**: the original (``main_train --mode
    pretrain``) and Retrain (``--mode retrain``, without ``label_to_forget``, on every seed) train for the same
@@ -12,31 +12,29 @@ The design of :mod:`common.evidence` applied to the conditional DDPM on the embe
    never learnt the digit, so it cannot be conditioned on it: its UA is 100 by definition) and RA the
    judge's accuracy on its samples of the other digits, against Retrain's mean over seeds. The FID of the
    remaining digits (judge features, against the real test digits) is reported, not part of the gap;
-3. **the learning-rate search**: SalUn and SFR-on, each with one Adam state for both objectives (``adam``:
-   the config's ``optim.lr`` is the one lr, a tied grid) and with ``--dual`` (the forget Adam at
-   ``--forget_lr`` x the remain Adam at ``optim.lr``), on ``search_seed``, extended past an edge where the
-   curve has not risen (:func:`common.evidence.search`); then the best setting on every seed.
+3. **the method table** :data:`METHODS`: SalUn and SFR-on, each with one Adam state for both objectives
+   (``adam``: the config's ``optim.lr`` is the one lr, a tied grid) and with ``--dual`` (the forget Adam at
+   ``--forget_lr`` x the remain Adam at ``optim.lr``); the engine searches, extends and seeds them.
 
 Every model is one :class:`ModelRun` (a call of ``main_train`` or ``main_forget``, then sampling and judging
 through ``sample`` and ``classifier_evaluation``/``evaluator``), finished once its ``metrics.json`` exists, so
-an interrupted benchmark resumes. ``results.json``, ``gap_vs_lr.png`` and ``samples.png`` (a row of samples
-per model) go to the work folder.
+an interrupted benchmark resumes. Besides the engine's files, ``samples.png`` (a row of samples per model)
+goes to the work folder. No trajectory is recorded: sampling and judging every intermediate model would cost
+as much as the search.
 """
 from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
-from common.evidence import (TIED, MethodGrid, best_line, config_record, log_grid, plot_curves, run_name,
-                             search_then_seeds, seed_summary, seeds_gap, setting_checks, write_results)
-from common.evidence import reading as evidence_reading
-from common.evidence import render_tables as evidence_tables
+from benchmarks.evidence.design import TIED, MethodGrid, decade_grid, run_name, setting_checks
+from benchmarks.evidence.engine import Method, Modality, report_text
 from common.evidence_runs import Call, Runner
 from common.io import atomic_path, atomic_write_json, read_json
 from ImageGeneration.core.images import load_image_folder
@@ -47,26 +45,26 @@ from ImageGeneration.DDPM.model import load_config, save_config
 #: reported metrics (percent, FID); the gap uses UA and RA
 METRICS = ("UA", "RA", "FID")
 GAP_METRICS = ("UA", "RA")
-#: main_forget flags of each method x optimizer: the research code's README commands (SFR-on's forget alpha
-#: is 10 with one optimizer state and 1 with --dual there); ``{mask}`` is the original's mask folder
-METHOD_FLAGS = {
-    ("SalUn", "adam"): ("--mode", "salun", "--unlearn_loss", "rl", "--remain_alpha", "1e-3",
-                        "--mask_path", "{mask}/with_0.5.pt"),
-    ("SFRon", "adam"): ("--mode", "sfron", "--method", "ron", "--unlearn_loss", "adaga", "--forget_alpha", "10.0",
-                        "--decay_forget_alpha", "--remain_alpha", "1.0", "--mask_path", "{mask}/fisher_1.0.pt"),
+#: display name -> ``main_forget`` flags and config kind: the research code's README commands (SFR-on's forget
+#: alpha is 10 with one optimizer state and 1 with --dual there); ``{mask}`` is the original's mask folder
+METHODS = {
+    "SalUn": Method("main_forget", ("--mode", "salun", "--unlearn_loss", "rl", "--remain_alpha", "1e-3",
+                                    "--mask_path", "{mask}/with_0.5.pt"), "saliency_unlearn",
+                    {"dual": ("--dual",)}),
+    "SFRon": Method("main_forget", ("--mode", "sfron", "--method", "ron", "--unlearn_loss", "adaga",
+                                    "--decay_forget_alpha", "--remain_alpha", "1.0", "--mask_path",
+                                    "{mask}/fisher_1.0.pt"), "sfron",
+                    {"adam": ("--forget_alpha", "10.0"), "dual": ("--forget_alpha", "1.0", "--dual")}),
 }
-METHOD_FLAGS[("SalUn", "dual")] = METHOD_FLAGS[("SalUn", "adam")] + ("--dual",)
-METHOD_FLAGS[("SFRon", "dual")] = tuple(
-    "1.0" if flag == "10.0" else flag for flag in METHOD_FLAGS[("SFRon", "adam")]) + ("--dual",)
-CONFIG_KIND = {"SalUn": "saliency_unlearn", "SFRon": "sfron"}
 
 
 def evidence_grids(methods: Sequence[str] = ("SalUn", "SFRon")) -> Tuple[MethodGrid, ...]:
-    """Per method a tied grid for one Adam state (10 lrs over three decades) and a grid of the same size for
-    ``--dual``: five forget lrs x the config's remain lr (1e-4) and the pretraining lr (1e-3)."""
+    """Per method a tied grid for one Adam state (over three decades) and a ``--dual`` grid: forget lrs over
+    two decades x the config's remain lr (1e-4) and the pretraining lr (1e-3), both forget axes at the
+    design's resolution."""
     return tuple(grid for method in methods for grid in (
-        MethodGrid(method, "adam", tuple(log_grid(1e-5, 1e-2, 10)), None),
-        MethodGrid(method, "dual", tuple(log_grid(1e-5, 1e-3, 5)), (1e-4, 1e-3))))
+        MethodGrid(method, "adam", decade_grid(1e-5, 1e-2), None),
+        MethodGrid(method, "dual", decade_grid(1e-5, 1e-3), (1e-4, 1e-3))))
 
 
 @dataclass(frozen=True)
@@ -84,6 +82,7 @@ class DDPMEvidenceConfig:
     n_samples_per_class: int = 20
     timesteps: int = 50
     max_extensions: int = 2
+    stability: bool = False     # no trajectory: see the module's docstring
     device: str = "cpu"
     thresholds: Mapping[str, float] = field(default_factory=lambda: dict(
         judge_test_acc=95.0, original_forget_acc=90.0, retrain_remain_std=5.0))
@@ -217,15 +216,17 @@ def check_setting(judge_acc: float, original: Mapping[str, float], retrain: Mapp
     return setting_checks(checks)
 
 
-class DDPMEvidence:
-    """The runs of one :class:`DDPMEvidenceConfig` and what is reported about them."""
+class DDPMEvidence(Modality):
+    """The DDPM modality of :func:`benchmarks.evidence.engine.run` for one :class:`DDPMEvidenceConfig`."""
 
-    def __init__(self, config: DDPMEvidenceConfig, log: Callable[[str], None] = print, jobs: int = 1,
-                 threads: Optional[int] = None) -> None:
+    metrics = METRICS
+    gap_metrics = GAP_METRICS   # avg_std: the spread of the gap's metrics (the FID's std is in other units)
+    stability_metrics = GAP_METRICS
+    gap_label = "gap to Retrain, mean |UA-100|, |RA-RA_R| (search seed)"
+
+    def __init__(self, config: DDPMEvidenceConfig) -> None:
         self.config = config
         self.out = Path(config.out)
-        self.log = log
-        self.runner = Runner(self.out, jobs, threads)
         self.device = ["--device", config.device]
         self.configs = self.out / "configs"
         self.configs.mkdir(parents=True, exist_ok=True)
@@ -233,38 +234,39 @@ class DDPMEvidence:
         judge_file = self.judge / classifier_filename("digits", DEFAULT_ARCH["digits"])
         self.judging = Judging(config.label_to_forget, str(judge_file), config.n_forget_samples,
                                config.n_samples_per_class, config.timesteps, config.device)
-        self.results: Dict[str, object] = {}
+        self.reference: Dict[str, float] = {}
         self.samples: Dict[str, str] = {}  # model -> run folder, for samples.png
 
     def model_call(self, script: str, argv: Sequence[str], name: str, seed: int) -> Call:
         run = ModelRun(script, tuple(argv) + tuple(self.device), str(self.out / name / f"seed{seed}"), seed,
                        self.judging)
-        return Call("ImageGeneration.DDPM.evidence:train_and_judge", run, Path(run.save_dir), "metrics.json")
+        return Call("benchmarks.evidence.ddpm:train_and_judge", run, Path(run.save_dir), "metrics.json")
 
-    def metrics(self, calls: Sequence[Call]) -> List[Dict[str, float]]:
-        """Each call's metrics (a diverged run's are NaN) and its folder (``run_dir``)."""
-        records = self.runner.records(calls, lambda call: read_json(call.save_dir / "metrics.json"), METRICS)
-        return [{"run_dir": str(call.save_dir), **record} for call, record in zip(calls, records)]
+    def read(self, call: Call) -> Dict[str, float]:
+        """A finished run's metrics and its folder (``run_dir``)."""
+        return {"run_dir": str(call.save_dir), **read_json(call.save_dir / "metrics.json")}
 
     # -- judge, original, Retrain, masks ----------------------------------------------------------------
 
-    def train_judge(self) -> float:
+    def train_judge(self, runner: Runner) -> float:
         """The judge classifier; returns its accuracy on the real test digits (percent)."""
         arch = DEFAULT_ARCH["digits"]
         record = f"run_train_classifier_digits_{arch}.json"
-        self.runner.run([Call("ImageGeneration.DDPM.train_classifier:main", (
+        runner.run([Call("ImageGeneration.DDPM.train_classifier:main", (
             "--save_dir", str(self.judge), "--n_epochs", str(self.config.classifier_epochs),
             "--seed", str(self.config.search_seed), *self.device), self.judge, record)])
         return 100.0 * read_json(self.judge / record)["metrics"]["test_accuracy"][-1]
 
     def pretrain_config(self) -> Tuple[str, float]:
         # The original and Retrain are sampled with their EMA weights; at the config's rate (0.999) a 1,500-step
-        # run still carries a fifth of its random initialisation, so the rate is lowered to 1 - 10 / steps.
+        # run still carries a fifth of its random initialisation, so the rate is lowered to 1 - 10 / steps (0, no
+        # averaging, for runs under 10 steps: the config check refuses a negative rate)
         iters = self.config.pretrain_iters
-        ema_rate = min(load_config(None, "digits", "pretrain").model.ema_rate, 1 - 10 / iters)
+        ema_rate = max(0.0, min(load_config(None, "digits", "pretrain").model.ema_rate, 1 - 10 / iters))
         return sized_config("pretrain", self.configs, iters, ema_rate=ema_rate), ema_rate
 
-    def train_models(self, seeds: Sequence[int]) -> Tuple[Dict[str, float], Dict[int, Dict[str, float]]]:
+    def train_models(self, runner: Runner,
+                     seeds: Sequence[int]) -> Tuple[Dict[str, float], Dict[int, Dict[str, float]]]:
         """The original (on ``search_seed``) and Retrain on each seed, as one batch; their metrics."""
         pretrain, _ = self.pretrain_config()
         train = ["--config", pretrain]
@@ -272,7 +274,7 @@ class DDPMEvidence:
         calls += [self.model_call("main_train", train + ["--mode", "retrain", "--label_to_forget",
                                                          str(self.config.label_to_forget)], "retrain", seed)
                   for seed in seeds]
-        original, *retrain = self.metrics(calls)
+        original, *retrain = runner.records(calls, self.read, METRICS)
         self.samples["original"] = original["run_dir"]
         self.samples["Retrain"] = retrain[0]["run_dir"]
         return original, dict(zip(seeds, retrain))
@@ -280,89 +282,71 @@ class DDPMEvidence:
     def mask_folder(self, original_run: str) -> Path:
         return Path(original_run) / f"mask_{self.config.label_to_forget}"
 
-    def make_masks(self, original_run: str) -> None:
+    def make_masks(self, runner: Runner, original_run: str) -> None:
         """SalUn's saliency mask (``with_0.5.pt``) and SFR-on's Fisher-ratio mask (``fisher_1.0.pt``)."""
         folder = self.mask_folder(original_run)
-        self.runner.run([Call("ImageGeneration.DDPM.generate_mask:main", (
+        runner.run([Call("ImageGeneration.DDPM.generate_mask:main", (
             "--ckpt_folder", original_run, "--mode", mode, "--label_to_forget", str(self.config.label_to_forget),
             "--threshold", threshold, "--seed", str(self.config.search_seed), *self.device), folder, f"run_{mode}.json")
             for mode, threshold in (("salun", "0.5"), ("sfron", "1.0"))])
 
+    def prepare(self, runner: Runner, log: Callable[[str], None]) -> Dict[str, object]:
+        """The judge, the original, Retrain on every seed and the masks."""
+        config = self.config
+        judge_acc = self.train_judge(runner)
+        log(f"judge trained: {judge_acc:.2f}% on the real test digits")
+        original, retrain = self.train_models(runner, config.seeds)
+        log(f"original and Retrain (seeds {list(config.seeds)}) trained and judged")
+        self.make_masks(runner, self.samples["original"])
+        self.reference = {"UA": 100.0, "RA": statistics.fmean(r["RA"] for r in retrain.values())}
+        _, ema_rate = self.pretrain_config()
+        return {"setting": check_setting(judge_acc, original, retrain, config.thresholds),
+                "pretrain_ema_rate": ema_rate, "step_budget": step_budget(config), "reference": dict(self.reference),
+                "retrain": {str(s): r for s, r in retrain.items()}, "original": original,
+                "original_gap": self.gap(original)}
+
     # -- unlearning runs -----------------------------------------------------------------------------
 
-    def unlearn_call(self, grid: MethodGrid, forget_lr: float, retain_lr: float, seed: int) -> Call:
+    def unlearn_call(self, method: str, optim: str, forget_lr: float, retain_lr: float, seed: int) -> Call:
         """One unlearning run: with one Adam state (:data:`TIED`) ``optim.lr`` is ``forget_lr``; with
         ``--dual`` the forget optimizer runs at ``--forget_lr`` and the remain one at ``optim.lr``."""
         tied = retain_lr == TIED
-        name = run_name(grid, forget_lr, retain_lr)
-        config = sized_config(CONFIG_KIND[grid.method], self.configs, self.config.forget_iters,
-                              lr=forget_lr if tied else retain_lr)
-        flags = [flag.format(mask=self.mask_folder(self.samples["original"]))
-                 for flag in METHOD_FLAGS[(grid.method, grid.optim)]]
+        spec = METHODS[method]
+        config = sized_config(spec.kind, self.configs, self.config.forget_iters, lr=forget_lr if tied else retain_lr)
+        flags = [flag.format(mask=self.mask_folder(self.samples["original"])) for flag in spec.argv(optim)]
         argv = ["--ckpt_folder", self.samples["original"], "--label_to_forget", str(self.config.label_to_forget),
                 "--config", config, *flags] + ([] if tied else ["--forget_lr", str(forget_lr)])
-        return self.model_call("main_forget", argv, name, seed)
+        return self.model_call(spec.script, argv, run_name(MethodGrid(method, optim, (), None), forget_lr, retain_lr),
+                               seed)
 
-    def unlearn(self, grid: MethodGrid, settings: Sequence[Tuple[float, float, int]]) -> List[Dict[str, float]]:
-        return self.metrics([self.unlearn_call(grid, *setting) for setting in settings])
+    def gap(self, metrics: Mapping[str, float]) -> float:
+        return gap(metrics, self.reference)
 
-    # -- the whole benchmark ---------------------------------------------------------------------------
+    # -- reporting -------------------------------------------------------------------------------------
 
-    def run(self) -> Dict[str, object]:
-        """Every run of the benchmark (finished ones are read back); returns the results record."""
-        with self.runner:
-            config = self.config
-            started = time.time()
-            judge_acc = self.train_judge()
-            self.log(f"judge trained: {judge_acc:.2f}% on the real test digits")
-            original, retrain = self.train_models(config.seeds)
-            self.log(f"original and Retrain (seeds {list(config.seeds)}) trained and judged")
-            self.make_masks(self.samples["original"])
-            reference = {"UA": 100.0, "RA": statistics.fmean(r["RA"] for r in retrain.values())}
-            setting = check_setting(judge_acc, original, retrain, config.thresholds)
-            for line in setting["lines"]:
-                self.log(line)
-            _, ema_rate = self.pretrain_config()
-            self.results = {"config": config_record(config), "setting": setting, "pretrain_ema_rate": ema_rate,
-                            "step_budget": step_budget(config), "reference": reference,
-                            "retrain": {str(s): r for s, r in retrain.items()}, "original": original,
-                            "original_gap": gap(original, reference), "methods": []}
-            reports = []
-            for grid in config.grids:
-                report, points, per_seed = search_then_seeds(
-                    grid, lambda settings: self.unlearn(grid, settings), lambda run: gap(run, reference), config.seeds,
-                    config.search_seed, config.max_extensions, self.log)
-                self.samples[f"{grid.method}/{grid.optim}"] = per_seed[config.search_seed]["run_dir"]
-                summary = seed_summary([{k: m[k] for k in METRICS} for m in per_seed.values()], METRICS)
-                # the spread over seeds of the gap's metrics (the FID's std is in other units)
-                summary["avg_std"] = statistics.fmean(summary[f"{k}_std"] for k in GAP_METRICS)
-                reports.append(report)
-                self.results["methods"].append({
-                    **report.as_dict(), "tied_lrs": grid.retain_lrs is None, "grid_size": len(points),
-                    "avg_gap": seeds_gap(list(per_seed.values()), lambda runs: gap(summary, reference)),
-                    "avg_std": summary["avg_std"],
-                    "gap_std": float(np.std([gap(m, reference) for m in per_seed.values()])), "seed_mean": summary,
-                    "per_seed": {str(s): per_seed[s] for s in config.seeds}, "grid": [asdict(p) for p in points]})
-                self.log(best_line(report, self.results["methods"][-1]["avg_gap"], len(config.seeds)))
-                self.save(reports, time.time() - started)
-            return self.results
+    def finish(self, results: Dict[str, object]) -> None:
+        """``samples.png``: the original, Retrain and each method x optimizer's best run on the search seed."""
+        runs = dict(self.samples)
+        for record in results["methods"]:
+            run = record["per_seed"][str(self.config.search_seed)]
+            if "run_dir" in run and not run.get("diverged"):
+                runs[f"{record['method']}/{record['optim']}"] = run["run_dir"]
+        save_sample_grid(runs, self.out / SAMPLES)
 
-    def save(self, reports, seconds: float) -> None:
-        self.results["seconds"] = dict(self.runner.seconds)
-        self.results["wall_clock_s_this_invocation"] = round(seconds, 1)
-        write_results(self.out / "results.json", self.results)
-        budget = self.results["step_budget"]
-        plot_curves(reports, self.out / "gap_vs_lr.png", "gap to Retrain, mean |UA-100|, |RA-RA_R| (search seed)",
-                    f"digits DDPM, forget digit {self.config.label_to_forget}: {budget['forget_steps']} forget + "
-                    f"{budget['remain_steps']} remain batches of {budget['batch_size']}, "
-                    f"seed {self.config.search_seed}")
-        save_sample_grid(self.samples, self.out / "samples.png")
+    def title(self, results: Mapping[str, object]) -> str:
+        budget = results["step_budget"]
+        return (f"digits DDPM, forget digit {self.config.label_to_forget}: {budget['forget_steps']} forget + "
+                f"{budget['remain_steps']} remain batches of {budget['batch_size']}, search seed "
+                f"{self.config.search_seed}")
+
+
+SAMPLES = "samples.png"
 
 
 def step_budget(config: DDPMEvidenceConfig) -> Dict[str, int]:
     """Batches of one unlearning run: every step draws a forget and a remain batch (one joint update with one
     Adam state; a forget update then a remain update with ``--dual``)."""
-    batch = {kind: load_config(None, "digits", kind).training.batch_size for kind in set(CONFIG_KIND.values())}
+    batch = {kind: load_config(None, "digits", kind).training.batch_size for kind in {m.kind for m in METHODS.values()}}
     if len(set(batch.values())) != 1:
         raise ValueError(f"the digits forgetting configs disagree on the batch size: {batch}")
     return {"forget_steps": config.forget_iters, "remain_steps": config.forget_iters,
@@ -391,17 +375,12 @@ def save_sample_grid(runs: Mapping[str, str], path: Path, scale: int = 2) -> Pat
 
 
 def report(results: Mapping[str, object]) -> str:
-    """Everything the benchmark prints at its end: the setting, the reference, the checks, the tables and
-    their reading."""
+    """Everything the benchmark prints at its end (:func:`benchmarks.evidence.engine.report_text`)."""
     config, budget = results["config"], results["step_budget"]
-    lines = [f"digits DDPM, forget digit {config['label_to_forget']}: original and Retrain {budget['pretrain_steps']} "
-             f"steps; per unlearning run {budget['forget_steps']} forget + {budget['remain_steps']} remain batches of "
-             f"{budget['batch_size']}; {config['n_forget_samples']} samples of the forgotten digit and "
-             f"{config['n_samples_per_class']} of each other digit per model at {config['timesteps']} sampling steps; "
-             f"grid searched on seed {config['search_seed']}, best setting on seeds {list(config['seeds'])}; "
-             "gap = mean(|UA - 100|, |RA - RA(Retrain)|), FID not in the gap",
-             "reference (Retrain): " + ", ".join(f"{k} {v:.2f}" for k, v in results["reference"].items()),
-             *results["setting"]["lines"], "", evidence_tables(results["methods"], METRICS), "",
-             evidence_reading(results["methods"], results["original_gap"], "Retrain",
-                              unmet=[n for n, c in results["setting"]["checks"].items() if not c["met"]])]
-    return "\n".join(lines)
+    caption = (f"digits DDPM, forget digit {config['label_to_forget']}: original and Retrain "
+               f"{budget['pretrain_steps']} steps; per unlearning run {budget['forget_steps']} forget + "
+               f"{budget['remain_steps']} remain batches of {budget['batch_size']}; {config['n_forget_samples']} samples of the forgotten digit and "
+               f"{config['n_samples_per_class']} of each other digit per model at {config['timesteps']} sampling "
+               f"steps; grid searched on seed {config['search_seed']}, best setting on seeds {list(config['seeds'])}; "
+               "gap = mean(|UA - 100|, |RA - RA(Retrain)|), FID not in the gap")
+    return report_text(DDPMEvidence, results, caption)
