@@ -92,7 +92,9 @@ def write_pngs(folder: Path, count: int, size: int, mode: str) -> str:
 
 def ddpm_run_folder(folder: Path, config_path: str, trained_classes) -> str:
     """A run folder of an untrained DDPM that was trained, says its checkpoint, on ``trained_classes``."""
-    from ImageGeneration.DDPM.model import CKPT_RELPATH, build_unet, load_config, save_checkpoint
+    from ImageGeneration.DDPM.checkpoints import CKPT_RELPATH, save_checkpoint
+    from ImageGeneration.DDPM.config import load_config
+    from ImageGeneration.DDPM.networks import build_unet
 
     config = load_config(config_path, "digits", "pretrain")
     save_checkpoint(folder / CKPT_RELPATH, build_unet(config.model, config.data), config, trained_classes, step=0)
@@ -286,7 +288,8 @@ def ddpm_config_with(i: Inputs, **model: object) -> str:
 def research_ddpm_run(i: Inputs, entries: int = 4) -> str:
     """A run folder holding the research code's checkpoint list (``module.`` keys) of the tiny config's network
     built as ``conditional_model``, cut to its first ``entries`` entries."""
-    from ImageGeneration.DDPM.model import build_unet, load_config
+    from ImageGeneration.DDPM.config import load_config
+    from ImageGeneration.DDPM.networks import build_unet
 
     config = load_config(ddpm_config_with(i, network="conditional_model"), "digits", "pretrain")
     net = build_unet(config.model, config.data)

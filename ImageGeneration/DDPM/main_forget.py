@@ -33,8 +33,8 @@ from common.precision import MixedPrecision, add_amp_args, amp_precision
 from ImageGeneration.core.optim import add_optim_args, recipe_tag
 from ImageGeneration.core.unlearn import ForgetWeights
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, load_class_samples, make_loader, split_forget
-from ImageGeneration.DDPM.model import (
-    CKPT_RELPATH, load_config, load_run_checkpoint, save_checkpoint, save_config, strip_data_parallel, to_dict)
+from ImageGeneration.DDPM.checkpoints import CKPT_RELPATH, load_run_checkpoint, save_checkpoint, strip_data_parallel
+from ImageGeneration.DDPM.config import load_config, save_config, to_dict
 from ImageGeneration.DDPM.optimizers import build_unlearn_optimizer
 from ImageGeneration.DDPM.run_config import ForgetRunConfig, check_method_flags
 from ImageGeneration.DDPM.training import ddpm_batches

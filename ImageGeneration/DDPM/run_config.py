@@ -1,6 +1,6 @@
 """The typed, frozen settings of a DDPM forgetting run (``main_forget.py``), built once from the parsed flags.
 
-The YAML config (``--config``, :mod:`ImageGeneration.DDPM.model`) holds the network, diffusion and
+The YAML config (``--config``, :mod:`ImageGeneration.DDPM.config`) holds the network, diffusion and
 optimizer settings; this holds the flags.  ``run.json`` and the resume snapshots record
 :meth:`ForgetRunConfig.record`, the flags as parsed with ``--unlearn_loss`` completed from the method
 table and ``--dataset`` settled on the checkpoint's.
@@ -8,14 +8,14 @@ table and ``--dataset`` settled on the checkpoint's.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Optional
 
 from common.errors import UsageError
 from ImageGeneration.core.diffusion import FORGET_LOSSES
 from ImageGeneration.core.methods import METHODS, MethodEntry
 from ImageGeneration.core.optim import forget_recipe
+from ImageGeneration.core.run_config import ForgetFlags
 
 
 def check_method_flags(args: argparse.Namespace) -> None:
@@ -32,7 +32,7 @@ def check_method_flags(args: argparse.Namespace) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ForgetRunConfig:
+class ForgetRunConfig(ForgetFlags):
     """One field per flag of ``main_forget.py`` (see ``--help``), in the parser's order."""
 
     exp_root: str
@@ -77,12 +77,3 @@ class ForgetRunConfig:
     def method_entry(self) -> MethodEntry:
         """The ``--mode`` method's table entry."""
         return METHODS.get(self.mode)
-
-    @property
-    def recipe(self) -> str:
-        """The optimizer recipe ``--optim`` / ``--dual`` name."""
-        return forget_recipe(self.optim, self.dual)
-
-    def record(self) -> Dict[str, Any]:
-        """The settings as ``run.json`` and the resume snapshots record them."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}

@@ -25,7 +25,8 @@ from ImageGeneration.core.diffusion import (
 from ImageGeneration.core.methods import METHODS, SA_FISHER, ForgetObjectives, ForgetPlan, plan_method
 from common.precision import MixedPrecision
 from ImageGeneration.core.unlearn import ForgetWeights, run_unlearning
-from ImageGeneration.DDPM.model import DDPMNetwork, alphas_cumprod, data_transform, noise_predictor, null_label
+from ImageGeneration.DDPM.config import alphas_cumprod
+from ImageGeneration.DDPM.networks import DDPMNetwork, data_transform, noise_predictor, null_label
 from ImageGeneration.DDPM.training import diffusion_loss_on
 
 ARCHITECTURE_KEYS = ("network", "ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "norm_num_groups",

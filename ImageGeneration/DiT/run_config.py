@@ -6,16 +6,16 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Optional
 
 from ImageGeneration.core.optim import forget_recipe
+from ImageGeneration.core.run_config import ForgetFlags
 from ImageGeneration.DiT.unlearn import validate_spec
 
 
 @dataclass(frozen=True, kw_only=True)
-class DiTForgetRunConfig:
+class DiTForgetRunConfig(ForgetFlags):
     """One field per flag of ``DiT/main_forget.py`` (see ``--help``), in the parser's order."""
 
     data_path: str
@@ -63,12 +63,3 @@ class DiTForgetRunConfig:
         validate_spec(run)
         forget_recipe(run.optim, run.dual)
         return run
-
-    @property
-    def recipe(self) -> str:
-        """The optimizer recipe ``--optim`` / ``--dual`` name."""
-        return forget_recipe(self.optim, self.dual)
-
-    def record(self) -> Dict[str, Any]:
-        """The settings as ``run.json`` and the resume snapshots record them."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}

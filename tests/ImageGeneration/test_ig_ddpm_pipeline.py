@@ -14,7 +14,9 @@ from dualoptim.optimizers import DualOptim, SharedOptim
 from ImageGeneration.DDPM import (
     classifier_evaluation, evaluator, generate_mask, main_forget, main_train, sample, save_base_dataset,
     train_classifier)
-from ImageGeneration.DDPM.model import build_unet, load_checkpoint, to_namespace
+from ImageGeneration.DDPM.checkpoints import load_checkpoint
+from ImageGeneration.DDPM.config import to_namespace
+from ImageGeneration.DDPM.networks import build_unet
 from ImageGeneration.DDPM.optimizers import build_unlearn_optimizer
 from ImageGeneration.DDPM.network import ConditionalModel
 
@@ -312,7 +314,8 @@ def test_sa_step_is_the_originals_on_a_partial_replay_batch(pretrained):
     noise images labelled with the forgotten class (no label dropped to null), the replay's then the noise's
     Gaussian noise, ONE set of antithetic timesteps for both terms, and ``gamma`` x replay + ``lmbda`` x EWC."""
     from ImageGeneration.core.diffusion import antithetic_timesteps, q_sample
-    from ImageGeneration.DDPM.model import alphas_cumprod, data_transform
+    from ImageGeneration.DDPM.config import alphas_cumprod
+    from ImageGeneration.DDPM.networks import data_transform
     from ImageGeneration.DDPM.training import ddpm_batches
     from ImageGeneration.DDPM.unlearn import ForgetSpec, plan_forgetting
 

@@ -104,7 +104,8 @@ def test_a_registered_method_reaches_both_scripts_with_its_own_defaults(monkeypa
     from ImageGeneration.core.methods import MethodEntry
     from ImageGeneration.DDPM import main_forget
     from ImageGeneration.DDPM.unlearn import ForgetSpec, config_kind, plan_forgetting
-    from ImageGeneration.DDPM.model import build_unet, to_namespace
+    from ImageGeneration.DDPM.config import to_namespace
+    from ImageGeneration.DDPM.networks import build_unet
     from ImageGeneration.DDPM.run_config import ForgetRunConfig
     from ImageGeneration.DiT.unlearn import DiTForgetSpec, dit_methods, validate_spec
     from ig_fixtures import TINY_CONFIG
@@ -153,7 +154,7 @@ def test_dual_means_the_same_for_both_models():
     DualOptim's forget state at ``--forget_lr`` with ``--dual`` (``dual_native``), one shared state without it."""
     from ImageGeneration.core.optim import forget_recipe
     from ImageGeneration.DDPM import main_forget as ddpm_forget
-    from ImageGeneration.DDPM.model import to_namespace
+    from ImageGeneration.DDPM.config import to_namespace
     from ImageGeneration.DDPM.optimizers import build_unlearn_optimizer
     from ImageGeneration.DiT import main_forget as dit_forget
     from ImageGeneration.DiT.unlearn import dit_optimizer
@@ -185,7 +186,7 @@ def test_the_ddpm_run_config_is_built_once_and_frozen():
     import dataclasses
 
     from ImageGeneration.DDPM import main_forget
-    from ImageGeneration.DDPM.model import to_namespace
+    from ImageGeneration.DDPM.config import to_namespace
     from ImageGeneration.DDPM.run_config import ForgetRunConfig
     from ImageGeneration.DDPM.unlearn import adopt_architecture
     from ig_fixtures import TINY_CONFIG

@@ -12,7 +12,7 @@ from common.errors import UsageError
 from dualoptim.optim import Lion
 from dualoptim.recipes import GENERATION_FLAG, IMAGE_FLAG, recipe_names
 from ImageGeneration.core.optim import forget_recipe
-from ImageGeneration.DDPM.model import to_namespace
+from ImageGeneration.DDPM.config import to_namespace
 from ImageGeneration.DDPM.optimizers import build_unlearn_optimizer
 from ImageGeneration.DiT.unlearn import dit_optimizer
 
