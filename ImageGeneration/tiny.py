@@ -36,7 +36,7 @@ def build_tiny_dit(root: Path, num_classes: int = 3) -> Path:
 
 def write_tiny_ddpm_config(path: Path) -> Path:
     """The shipped digits DDPM config shrunk to an 8x8, 8-channel UNet, 10 diffusion steps and 2 iterations."""
-    from ImageGeneration.DDPM.model import default_config_path
+    from ImageGeneration.DDPM.config import default_config_path
 
     config = yaml.safe_load(default_config_path("digits", "pretrain").read_text())
     config["data"]["image_size"] = 8
@@ -50,7 +50,9 @@ def write_tiny_ddpm_config(path: Path) -> Path:
 
 def write_untrained_ddpm_run(folder: Path, config_path: Path) -> Path:
     """A run folder (``ckpts/ckpt.pth``) of an untrained DDPM of ``config_path`` on all 10 digits."""
-    from ImageGeneration.DDPM.model import CKPT_RELPATH, build_unet, load_config, save_checkpoint
+    from ImageGeneration.DDPM.checkpoints import CKPT_RELPATH, save_checkpoint
+    from ImageGeneration.DDPM.config import load_config
+    from ImageGeneration.DDPM.networks import build_unet
 
     config = load_config(config_path, "digits", "pretrain")
     save_checkpoint(Path(folder) / CKPT_RELPATH, build_unet(config.model, config.data), config, list(range(10)),

@@ -1,4 +1,5 @@
-"""The optimizer recipes: what each ``--optim`` (image classification) and ``--optim_cfg`` (LLM) name builds.
+"""The optimizer recipes: what each ``--optim`` (image classification and generation) and ``--optim_cfg`` (LLM)
+name builds.
 
 A recipe turns the model's parameters and a :class:`RecipeSettings` into an
 object with the :class:`~dualoptim.optim.base.TwoObjectiveOptimizer` interface
@@ -37,7 +38,18 @@ name           forget objective                              retain objective
 ============== ============================================ ================================================
 
 The names from ``dual_sa`` on are the paper's optimizer ablations; as in the
-research code only SFR-on accepts them (``Recipe.ablation``).  The LLM's
+research code only SFR-on accepts them in image classification (``Recipe.ablation``).
+
+Image generation (DDPM and DiT ``--optim``) takes every image-classification
+recipe (registering one for ``--optim`` registers it for both) plus two of its
+own, the optimizers of the diffusion research code, which the model describes in
+``RecipeSettings.native_forget`` / ``native_retain``:
+
+=============== ============================================ ================================================
+``native``      the model's optimizer at ``shared_lrs``, one state for both objectives (the default)
+``dual_native`` ``native_forget`` at ``forget_lr``             ``native_retain`` at ``retain_lr`` (``--dual``)
+=============== ============================================ ================================================
+  The LLM's
 ``--optim_cfg`` names are ``adam``, ``sgd`` (both on the LLM's weight-decay
 param groups, at ``--lr`` for every step), ``dual_adam``
 (:class:`~dualoptim.optim.decoupled_adamw.DecoupledAdamW`, forget steps at ``--forget_lr``),
@@ -56,8 +68,8 @@ forget-lr grids, from 0.022x to 46x.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import Callable, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -68,11 +80,17 @@ from dualoptim.optim.lrfree import import_lrfree_package
 from dualoptim.errors import UsageError
 from dualoptim.registry import Registry
 
-__all__ = ["IMAGE_FLAG", "LLM_FLAG", "LR_FREE_DEFAULT_LR", "LR_FREE_MULTIPLIERS", "OPTIM_RECIPES", "Recipe", "RecipeSettings", "build_recipe",
-           "get_recipe", "make_unlearn_optimizer", "recipe_names"]
+__all__ = ["GENERATION_FLAG", "IMAGE_FLAG", "LLM_FLAG", "LR_FREE_DEFAULT_LR", "LR_FREE_MULTIPLIERS", "OPTIM_RECIPES",
+           "OptimizerChoice", "Recipe", "RecipeSettings", "build_recipe", "get_recipe", "make_unlearn_optimizer",
+           "recipe_names"]
 
 #: The flags that name a recipe: image classification's and the LLM's.
 IMAGE_FLAG, LLM_FLAG = "--optim", "--optim_cfg"
+#: Image generation's ``--optim`` (DDPM and DiT), told apart from image classification's by this key;
+#: messages print it as :data:`FLAG_TEXT` says.
+GENERATION_FLAG = "image generation --optim"
+#: How a flag key reads in a message, where it is not the flag itself.
+FLAG_TEXT = {GENERATION_FLAG: "--optim"}
 
 #: The forget lr of each learning-rate-free recipe that needs no search: its package's default ``lr``.
 LR_FREE_DEFAULT_LR = {"dual_prodigy": 1.0, "dual_sf": 0.0025, "dual_prodigy_adam": 1.0, "dual_sf_adam": 0.0025}
@@ -82,6 +100,18 @@ LR_FREE_MULTIPLIERS = tuple(float(f"{10 ** (k / 3):.3g}") for k in range(-5, 6))
 
 #: Weight decay of every Lion optimizer of the research code's ablations (``--weight_decay`` reaches SGD only).
 LION_WEIGHT_DECAY = 1e-2
+
+
+@dataclass(frozen=True)
+class OptimizerChoice:
+    """One torch optimizer as a model's research code configures it: a
+    :data:`~dualoptim.optim.dual.OPTIMIZERS` name, its weight decay and further
+    keyword arguments (``betas``, ``eps``, ``amsgrad`` ...); the SGD momentum is
+    ``RecipeSettings.momentum``."""
+
+    name: str
+    weight_decay: float = 0.0
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,6 +132,9 @@ class RecipeSettings:
             gives it ``(--momentum, 0.999)``; the dual recipes' AdamWs keep
             torch's defaults).
         fp32_params: tensors an 8-bit optimizer keeps in 32 bits.
+        native_forget, native_retain: the optimizers of a diffusion model's
+            research code, for the ``native`` (retain side only) and
+            ``dual_native`` recipes; None where a model has none.
     """
 
     forget_lr: float
@@ -111,6 +144,8 @@ class RecipeSettings:
     weight_decay: float = 5e-4
     adam_betas: Tuple[float, float] = (0.9, 0.999)
     fp32_params: Sequence[torch.Tensor] = ()
+    native_forget: Optional[OptimizerChoice] = None
+    native_retain: Optional[OptimizerChoice] = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +166,11 @@ OPTIM_RECIPES: Registry[Recipe] = Registry("--optim")
 
 def recipe(*names: str, flags: Tuple[str, ...] = (IMAGE_FLAG,), ablation: bool = False,
            needs: Tuple[str, ...] = ()):
-    """Register ``build(params, settings)`` as the recipe(s) ``names``."""
+    """Register ``build(params, settings)`` as the recipe(s) ``names``; an image-classification recipe serves
+    image generation too."""
+    if IMAGE_FLAG in flags:
+        flags = (*flags, GENERATION_FLAG)
+
     def decorator(build):
         OPTIM_RECIPES.register(*names)(Recipe(build, flags, ablation, needs))
         return build
@@ -147,10 +186,11 @@ def get_recipe(flag: str, name: str) -> Recipe:
     """The recipe ``flag name``; a name the flag does not accept, or whose optional package is absent, is a
     one-line ``UsageError``."""
     if name not in OPTIM_RECIPES or flag not in OPTIM_RECIPES.get(name).flags:
-        raise UsageError(f"{flag}: unknown value {name!r}; expected one of {', '.join(recipe_names(flag))}")
+        raise UsageError(f"{FLAG_TEXT.get(flag, flag)}: unknown value {name!r}; "
+                         f"expected one of {', '.join(recipe_names(flag))}")
     found = OPTIM_RECIPES.get(name)
     for optimizer in found.needs:
-        import_lrfree_package(optimizer, f"{flag} {name}")
+        import_lrfree_package(optimizer, f"{FLAG_TEXT.get(flag, flag)} {name}")
     return found
 
 
@@ -243,6 +283,31 @@ def _decoupled(decouple_m: bool, decouple_v: bool) -> Callable[[list, RecipeSett
 recipe("dual_adam", flags=(LLM_FLAG,))(_decoupled(True, True))
 recipe("dual_aa_m", ablation=True)(_decoupled(True, False))
 recipe("dual_aa_v", ablation=True)(_decoupled(False, True))
+
+
+def _native_choices(name: str, s: RecipeSettings) -> Tuple[OptimizerChoice, OptimizerChoice]:
+    """``(native_forget, native_retain)``, or a one-line error for a model that names none."""
+    if s.native_forget is None or s.native_retain is None:
+        raise UsageError(f"--optim {name}: this model has no research-code optimizer to use")
+    return s.native_forget, s.native_retain
+
+
+@recipe("native", flags=(GENERATION_FLAG,))
+def _native(params: list, s: RecipeSettings) -> TwoObjectiveOptimizer:
+    """The diffusion research code's optimizer without ``--dual``: ``native_retain``, one state at ``shared_lrs``."""
+    retain = _native_choices("native", s)[1]
+    optimizer = build_optimizer(retain.name, params, s.shared_lrs[0], retain.weight_decay, s.momentum,
+                                **retain.kwargs)
+    return SharedOptim(optimizer, *s.shared_lrs)
+
+
+@recipe("dual_native", flags=(GENERATION_FLAG,))
+def _dual_native(params: list, s: RecipeSettings) -> TwoObjectiveOptimizer:
+    """The diffusion research code's ``--dual``: ``native_forget`` at ``forget_lr``, ``native_retain`` at
+    ``retain_lr``, one state each."""
+    forget, retain = _native_choices("dual_native", s)
+    return DualOptim(params, forget.name, s.forget_lr, forget.weight_decay, retain.name, s.retain_lr, s.momentum,
+                     retain.weight_decay, dict(forget.kwargs), dict(retain.kwargs))
 
 
 def import_dualoptim_8bit(flag: str, name: str):

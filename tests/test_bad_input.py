@@ -92,7 +92,9 @@ def write_pngs(folder: Path, count: int, size: int, mode: str) -> str:
 
 def ddpm_run_folder(folder: Path, config_path: str, trained_classes) -> str:
     """A run folder of an untrained DDPM that was trained, says its checkpoint, on ``trained_classes``."""
-    from ImageGeneration.DDPM.model import CKPT_RELPATH, build_unet, load_config, save_checkpoint
+    from ImageGeneration.DDPM.checkpoints import CKPT_RELPATH, save_checkpoint
+    from ImageGeneration.DDPM.config import load_config
+    from ImageGeneration.DDPM.networks import build_unet
 
     config = load_config(config_path, "digits", "pretrain")
     save_checkpoint(folder / CKPT_RELPATH, build_unet(config.model, config.data), config, trained_classes, step=0)
@@ -286,7 +288,8 @@ def ddpm_config_with(i: Inputs, **model: object) -> str:
 def research_ddpm_run(i: Inputs, entries: int = 4) -> str:
     """A run folder holding the research code's checkpoint list (``module.`` keys) of the tiny config's network
     built as ``conditional_model``, cut to its first ``entries`` entries."""
-    from ImageGeneration.DDPM.model import build_unet, load_config
+    from ImageGeneration.DDPM.config import load_config
+    from ImageGeneration.DDPM.networks import build_unet
 
     config = load_config(ddpm_config_with(i, network="conditional_model"), "digits", "pretrain")
     net = build_unet(config.model, config.data)
@@ -798,6 +801,10 @@ CASES = [
          "--config {i.tmp}/ddpm.yml: model.network unet2d always resamples with convolutions"),
     case("ImageGeneration.DDPM.main_forget", "unknown mode", lambda i: ddpm_forget(i, "--mode", "bogus"),
          "--mode 'bogus': expected one of"),
+    case("ImageGeneration.DDPM.main_forget", "unknown optimizer recipe", lambda i: ddpm_forget(i, "--optim", "bogus"),
+         "--optim: unknown value 'bogus'; expected one of"),
+    case("ImageGeneration.DDPM.main_forget", "--dual with another recipe",
+         lambda i: ddpm_forget(i, "--optim", "dual_sa", "--dual"), "--dual: means --optim dual_native"),
     case("ImageGeneration.DDPM.main_forget", "zero forget lr", lambda i: ddpm_forget(i, "--forget_lr", "0"),
          "argument --forget_lr: expected a number > 0, got '0'"),
     case("ImageGeneration.DDPM.main_forget", "negative forget alpha", lambda i: ddpm_forget(i, "--forget_alpha", "-1"),
@@ -961,6 +968,10 @@ CASES = [
     case("ImageGeneration.DiT.sample", "unlearned transformer that runs code",
          lambda i: dit_sample(i, "--transformer-path", dit_pickled(i, "transformer") + "/transformer"),
          "--transformer-path {i.tmp}/pickled_dit/transformer/diffusion_pytorch_model.bin" + REFUSED),
+    case("ImageGeneration.DiT.main_forget", "unknown optimizer recipe", lambda i: dit_forget(i, "--optim", "bogus"),
+         "--optim: unknown value 'bogus'; expected one of"),
+    case("ImageGeneration.DiT.main_forget", "method with inputs the DiT lacks", lambda i: dit_forget(i, "--mode", "sa"),
+         "--mode 'sa': expected one of"),
     case("ImageGeneration.DiT.main_forget", "unknown loss", lambda i: dit_forget(i, "--unlearn-loss", "xx"),
          "--unlearn-loss 'xx': expected one of ga, rl, adaga"),
     case("ImageGeneration.DiT.main_forget", "unknown method", lambda i: dit_forget(i, "--method", "xx"),

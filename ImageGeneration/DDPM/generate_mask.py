@@ -30,7 +30,8 @@ from common.saliency import (accumulate_gradients, fisher_mask_filename, fisher_
 from ImageGeneration.core.images import check_label
 from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, load_class_samples, make_loader, split_forget
-from ImageGeneration.DDPM.model import CKPT_RELPATH, load_config, load_run_checkpoint
+from ImageGeneration.DDPM.checkpoints import CKPT_RELPATH, load_run_checkpoint
+from ImageGeneration.DDPM.config import load_config
 from ImageGeneration.DDPM.unlearn import elbo_fisher_loss_fn, guided_loss_fn
 
 MODES = ("salun", "sfron", "sa_fim")

@@ -23,8 +23,9 @@ from common.tracking import add_report_args, tracking
 from ImageGeneration.core.images import check_label
 from ImageGeneration.core.runs import finish_run, open_run, parse_run_args, start_run
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, split_forget
-from ImageGeneration.DDPM.model import (
-    CKPT_RELPATH, build_unet, load_config, save_checkpoint, save_config, to_dict)
+from ImageGeneration.DDPM.checkpoints import CKPT_RELPATH, save_checkpoint
+from ImageGeneration.DDPM.config import load_config, save_config, to_dict
+from ImageGeneration.DDPM.networks import build_unet
 from ImageGeneration.DDPM.training import ddpm_batches, train_ddpm
 
 

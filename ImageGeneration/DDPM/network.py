@@ -135,7 +135,7 @@ class ConditionalModel(nn.Module):
 
     ``c`` holds class labels in ``0 .. n_classes``; label ``n_classes`` is the null class (the
     learned ``null_classes_emb``).  Dropping labels for classifier-free guidance is the
-    caller's (:func:`ImageGeneration.DDPM.model.noise_predictor`), so training and guided
+    caller's (:func:`ImageGeneration.DDPM.networks.noise_predictor`), so training and guided
     sampling share one network call.
     """
 

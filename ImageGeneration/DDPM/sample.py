@@ -22,7 +22,9 @@ from ImageGeneration.core.diffusion import beta_schedule
 from ImageGeneration.core.images import parse_class_list, save_grid_png, save_pngs, to_uint8_images
 from ImageGeneration.core.sampling import SAMPLE_TYPES, generate, make_scheduler
 from ImageGeneration.DDPM.data import DATASETS
-from ImageGeneration.DDPM.model import load_config, load_run_checkpoint, noise_predictor, null_label
+from ImageGeneration.DDPM.checkpoints import load_run_checkpoint
+from ImageGeneration.DDPM.config import load_config
+from ImageGeneration.DDPM.networks import noise_predictor, null_label
 
 MODES = ("sample_classes", "sample_fid", "visualization")
 

@@ -20,7 +20,7 @@ from common.errors import ArgumentParser, cli_main
 from common.io import ensure_writable_dir, write_run_record
 from ImageGeneration.core.images import check_label, save_pngs
 from ImageGeneration.DDPM.data import DATASETS, load_arrays
-from ImageGeneration.DDPM.model import load_config
+from ImageGeneration.DDPM.config import load_config
 
 PER_CLASS = 500
 

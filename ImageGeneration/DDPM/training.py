@@ -15,7 +15,9 @@ from common.progress import progress
 from ImageGeneration.core.batches import Batch, BatchStream
 from ImageGeneration.core.diffusion import EMA, antithetic_timesteps, noise_prediction_loss
 from ImageGeneration.DDPM.data import random_flip
-from ImageGeneration.DDPM.model import DDPMNetwork, alphas_cumprod, build_optimizer, data_transform, noise_predictor
+from ImageGeneration.DDPM.config import alphas_cumprod
+from ImageGeneration.DDPM.networks import DDPMNetwork, data_transform, noise_predictor
+from ImageGeneration.DDPM.optimizers import build_optimizer
 
 
 def ddpm_batches(batches: Iterator[Batch], device: torch.device, flip: bool) -> BatchStream:

@@ -16,42 +16,40 @@ from torch import nn
 
 from common.checkpointing import Snapshotter
 from common.distributed import SampleSharding
-from dualoptim.optimizers import DualOptim
+from dualoptim.optim import TwoObjectiveOptimizer
 from common.saliency import maybe_gradient_mask
 from ImageGeneration.core.batches import Batch, BatchStream
 from ImageGeneration.core.diffusion import (
     EMA, FORGET_LOSSES, antithetic_timesteps, ewc_penalty, guided_noise, noise_prediction_loss, per_sample_sum,
     pseudo_labels_for, q_sample)
-from ImageGeneration.core.methods import ForgetObjectives, ForgetPlan, plan_method
+from ImageGeneration.core.methods import METHODS, SA_FISHER, ForgetObjectives, ForgetPlan, plan_method
 from common.precision import MixedPrecision
 from ImageGeneration.core.unlearn import ForgetWeights, run_unlearning
-from ImageGeneration.DDPM.model import DDPMNetwork, alphas_cumprod, data_transform, noise_predictor, null_label
+from ImageGeneration.DDPM.config import alphas_cumprod
+from ImageGeneration.DDPM.networks import DDPMNetwork, data_transform, noise_predictor, null_label
 from ImageGeneration.DDPM.training import diffusion_loss_on
 
 ARCHITECTURE_KEYS = ("network", "ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "norm_num_groups",
                      "resamp_with_conv")
 DATA_SHAPE_KEYS = ("image_size", "channels", "n_classes")
-#: The research code's config of each method (``<dataset>_<kind>.yml``); the others use SalUn's.
-CONFIG_KIND = {"sfron": "sfron", "sa": "sa"}
 
 
 def config_kind(mode: str) -> str:
-    """The default config of ``--mode``: ``sfron``, ``sa`` or ``saliency_unlearn``."""
-    return CONFIG_KIND.get(mode, "saliency_unlearn")
+    """The default config of ``--mode`` (``<dataset>_<kind>.yml``), from the method table."""
+    return METHODS.get(mode).config_kind
 
 
 def adopt_architecture(run_config: SimpleNamespace, ckpt_config: SimpleNamespace) -> SimpleNamespace:
-    """``run_config`` with the network and data shape of the checkpoint it continues from.
+    """A new config: ``run_config`` with the network and data shape of the checkpoint it continues from
+    (neither input is changed).
 
     A forgetting config carries its own optimizer, EMA and schedule settings,
     but the UNet it loads is fixed by the checkpoint.
     """
-    for key in ARCHITECTURE_KEYS:
-        setattr(run_config.model, key, getattr(ckpt_config.model, key))
-    for key in DATA_SHAPE_KEYS:
-        setattr(run_config.data, key, getattr(ckpt_config.data, key))
-    run_config.diffusion = ckpt_config.diffusion
-    return run_config
+    model = {**vars(run_config.model), **{key: getattr(ckpt_config.model, key) for key in ARCHITECTURE_KEYS}}
+    data = {**vars(run_config.data), **{key: getattr(ckpt_config.data, key) for key in DATA_SHAPE_KEYS}}
+    return SimpleNamespace(**{**vars(run_config), "model": SimpleNamespace(**model),
+                              "data": SimpleNamespace(**data), "diffusion": ckpt_config.diffusion})
 
 
 @dataclass(frozen=True)
@@ -143,16 +141,17 @@ def plan_forgetting(spec: ForgetSpec, unet: DDPMNetwork, config: SimpleNamespace
                     forget_batches: Optional[BatchStream],
                     remain_batches: Optional[BatchStream], mask: Optional[Dict[str, torch.Tensor]] = None,
                     sa_fisher: Optional[Mapping[str, torch.Tensor]] = None,
-                    sharding: Optional[SampleSharding] = None) -> ForgetPlan:
-    """The registered method ``spec.mode`` applied to the DDPM's :class:`DDPMObjectives`."""
-    if spec.mode == "sa" and sa_fisher is None:
-        raise ValueError("Selective Amnesia needs the Fisher dictionary")
+                    sharding: Optional[SampleSharding] = None, dual: bool = False) -> ForgetPlan:
+    """The registered method ``spec.mode`` applied to the DDPM's :class:`DDPMObjectives` (``dual``: the
+    optimizer keeps one state per objective)."""
+    if SA_FISHER in METHODS.get(spec.mode).inputs and sa_fisher is None:
+        raise ValueError(f"--mode {spec.mode} needs the Fisher dictionary")
     objectives = DDPMObjectives(spec.label_to_forget, unet, config, forget_batches, remain_batches, mask,
                                 sa_fisher, sharding)
-    return plan_method(spec.mode, spec, objectives)
+    return plan_method(spec.mode, spec, objectives, dual)
 
 
-def forget_ddpm(spec: ForgetSpec, unet: DDPMNetwork, config: SimpleNamespace, optimizer: DualOptim,
+def forget_ddpm(spec: ForgetSpec, unet: DDPMNetwork, config: SimpleNamespace, optimizer: TwoObjectiveOptimizer,
                 plan: ForgetPlan, ema: Optional[EMA], logger: logging.Logger,
                 on_snapshot: Callable[[int], None],
                 sharding: Optional[SampleSharding] = None,

@@ -1,7 +1,8 @@
 """Forgetting objectives and Fisher statistics of the latent DiT (methods and loop from :mod:`ImageGeneration.core`).
 
-The DiT forgets with the registered ``sfron`` method
-(:data:`ImageGeneration.core.methods.METHODS`) applied to its :class:`DiTObjectives`.
+The DiT forgets with a registered method (:data:`ImageGeneration.core.methods.METHODS`,
+``--mode``, the research code's ``sfron`` by default) applied to its :class:`DiTObjectives`;
+every method that needs no extra input (:func:`dit_methods`) works.
 """
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from typing import Callable, Dict, Iterator, Optional
 import torch
 from torch import nn
 
-from dualoptim.optimizers import DualOptim, SharedOptim
+from dualoptim.optim import TwoObjectiveOptimizer
+from dualoptim.recipes import OptimizerChoice, RecipeSettings
 from common.errors import UsageError
 from common.saliency import maybe_gradient_mask
 from ImageGeneration.core.batches import Batch, BatchStream
 from ImageGeneration.core.diffusion import FORGET_LOSSES, noise_prediction_loss
-from ImageGeneration.core.methods import SFRON_METHODS, ForgetObjectives, ForgetPlan, plan_method
+from ImageGeneration.core.methods import METHODS, ForgetObjectives, ForgetPlan, plan_method
+from ImageGeneration.core.optim import build_forget_optimizer
 from ImageGeneration.core.unlearn import ForgetWeights
 from ImageGeneration.DiT.dit import LatentDiT, dit_alphas_cumprod, dit_betas
 
@@ -66,20 +69,32 @@ def resolve_vb(requested: Optional[bool], model: LatentDiT) -> bool:
     return model.learns_variance if requested is None else requested
 
 
+def dit_methods() -> list:
+    """The ``--mode`` values of the DiT: the registered methods that need no extra input (the DiT has no
+    Selective Amnesia terms)."""
+    return [name for name in METHODS if not METHODS.get(name).inputs]
+
+
 @dataclass
 class DiTForgetSpec(ForgetWeights):
     """The flags of ``DiT/main_forget.py`` that shape the objectives."""
 
     forget_class: int
+    mode: str = "sfron"
     n_iters: int = 1000
     vb_loss: bool = False
 
 
-def validate_spec(spec: DiTForgetSpec) -> None:
-    if spec.unlearn_loss not in DIT_LOSSES:
+def validate_spec(spec) -> None:
+    """Check ``spec``'s ``mode``, ``unlearn_loss`` and ``method`` (a :class:`DiTForgetSpec` or the run's config)
+    against the method's table entry (:data:`~ImageGeneration.core.methods.METHODS`)."""
+    if spec.mode not in dit_methods():
+        raise UsageError(f"--mode {spec.mode!r}: expected one of {', '.join(dit_methods())}")
+    method = METHODS.get(spec.mode)
+    if method.reads_loss and spec.unlearn_loss not in DIT_LOSSES:
         raise UsageError(f"--unlearn-loss {spec.unlearn_loss!r}: expected one of {', '.join(DIT_LOSSES)}")
-    if spec.method not in SFRON_METHODS:
-        raise UsageError(f"--method {spec.method!r}: expected one of {', '.join(SFRON_METHODS)}")
+    if method.update_methods and spec.method not in method.update_methods:
+        raise UsageError(f"--method {spec.method!r}: expected one of {', '.join(method.update_methods)}")
 
 
 class DiTObjectives(ForgetObjectives):
@@ -110,18 +125,23 @@ class DiTObjectives(ForgetObjectives):
 
 
 def dit_plan(spec: DiTForgetSpec, model: LatentDiT, forget: BatchStream, remain: BatchStream,
-             mask: Optional[Dict[str, torch.Tensor]] = None) -> ForgetPlan:
-    """SFR-on (``--method ron|joint``, ``--unlearn-loss ga|rl|adaga``) on the DiT: the registered ``sfron``."""
-    return plan_method("sfron", spec, DiTObjectives(spec, model, forget, remain, mask))
+             mask: Optional[Dict[str, torch.Tensor]] = None, dual: bool = False) -> ForgetPlan:
+    """The registered method ``spec.mode`` on the DiT's objectives (``dual``: the optimizer keeps one state per
+    objective)."""
+    return plan_method(spec.mode, spec, DiTObjectives(spec, model, forget, remain, mask), dual)
 
 
-def dit_optimizer(model: nn.Module, lr: float, spec: ForgetWeights) -> DualOptim:
-    """AdamW (weight decay 0) at ``--lr``; with ``--dual`` a second AdamW state for the forget loss at ``--forget_lr``."""
-    return spec.optimizer(
-        lambda: SharedOptim(torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0), forget_lr=lr, retain_lr=lr),
-        lambda forget_lr: DualOptim(model.parameters(), forget_optim="adamw", forget_lr=forget_lr,
-                                    forget_weight_decay=0.0, retain_optim="adamw", retain_lr=lr,
-                                    retain_weight_decay=0.0))
+#: The DiT research code's optimizer: AdamW without weight decay, for both objectives.
+DIT_ADAMW = OptimizerChoice("adamw", 0.0)
+
+
+def dit_optimizer(model: nn.Module, lr: float, recipe: str, forget_lr: float) -> TwoObjectiveOptimizer:
+    """The ``--optim recipe`` optimizer of the DiT: ``native`` is the research code's AdamW (weight decay 0) at
+    ``--lr``, ``dual_native`` (``--dual``) adds a second AdamW state for the forget loss at ``--forget_lr``;
+    the image-classification recipes get ``--forget_lr`` / ``--lr`` and SGD without weight decay."""
+    settings = RecipeSettings(forget_lr=forget_lr, retain_lr=lr, shared_lrs=(lr, lr), weight_decay=0.0,
+                              native_forget=DIT_ADAMW, native_retain=DIT_ADAMW)
+    return build_forget_optimizer(recipe, model.parameters(), settings)
 
 
 def latent_loss_fn(model: LatentDiT, vb: bool = False) -> Callable[[nn.Module, Batch], torch.Tensor]:

@@ -1,12 +1,31 @@
 """The registry of diffusion forgetting methods, shared by the DDPM and the DiT.
 
-A method is one function registered in :data:`METHODS`: given the forgetting
-flags (:class:`~ImageGeneration.core.unlearn.ForgetWeights`) and a model's
+A method is one function registered in :data:`METHODS` with its defaults
+(:class:`MethodEntry`): given the forgetting flags
+(:class:`~ImageGeneration.core.unlearn.ForgetWeights`) and a model's
 :class:`ForgetObjectives` (its data streams and diffusion losses), it returns a
 :class:`ForgetPlan` -- the forget/remain loss closures, the update schedule and
 the gradient masks that :func:`~ImageGeneration.core.unlearn.run_unlearning`
-applies.  ``--dual`` is not a method's business: :func:`plan_method` sends every
-plan through :meth:`ForgetWeights.schedule`, so a ``--dual`` run always alternates.
+applies.  The entry says what the scripts need to know of a method, so they never
+branch on its name:
+
+======= ============ =============== ================ ================== =========
+method  loss         --unlearn_loss  --method         config kind        inputs
+======= ============ =============== ================ ================== =========
+salun   ``rl``       read            --               saliency_unlearn   --
+ga      ``ga``       ignored         --               saliency_unlearn   --
+rl      ``rl``       ignored         --               saliency_unlearn   --
+sfron   ``adaga``    read            ``ron|joint``    sfron              --
+sa      ``sa``       ignored         --               sa                 ``sa_fisher``
+======= ============ =============== ================ ================== =========
+
+*loss* is the default of ``--unlearn_loss`` (the loss of a method that ignores the
+flag, ``sa`` for Selective Amnesia's own noise loss, as the research code records it);
+every method applies ``--mask_path`` when given; ``sa_fisher``: the Fisher diagonals
+of ``generate_mask.py --mode sa_fim`` and the model's own ``class_samples`` replace the
+training data.  The optimizer is not a method's business: :func:`plan_method` switches
+every plan to ``alternate`` when the optimizer keeps one state per objective
+(``--dual`` or a dual ``--optim``), which needs the two gradients separately.
 
 * ``salun``: ``forget_alpha`` x ``--unlearn_loss`` of the forget data plus the remain term in one
   joint step, the mask on the summed gradient; ``ga`` and ``rl`` are that loop with their loss.
@@ -21,7 +40,7 @@ with its EWC penalty (:meth:`ForgetObjectives.replay_term`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, FrozenSet, Tuple
 
 import torch
 
@@ -76,17 +95,60 @@ class ForgetObjectives:
 
 
 Method = Callable[[ForgetWeights, ForgetObjectives], ForgetPlan]
-METHODS: Registry[Method] = Registry("--mode")
+#: The extra input of Selective Amnesia: its Fisher diagonals and the model's own samples of the other classes.
+SA_FISHER = "sa_fisher"
+#: The config kinds of the research code's forgetting runs (``<dataset>_<kind>.yml``).
+CONFIG_KINDS = ("saliency_unlearn", "sfron", "sa")
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """A registered method and its defaults (the table of the module docstring).
+
+    Args:
+        plan: ``plan(spec, objectives) -> ForgetPlan``.
+        loss: the default of ``--unlearn_loss`` (for a method that ignores the flag, the loss it uses).
+        reads_loss: whether ``--unlearn_loss`` picks the method's forget loss (a :data:`FORGET_LOSSES` name).
+        update_methods: the ``--method`` values it takes (SFR-on's :data:`SFRON_METHODS`); () for none.
+            A method that takes them names its run folder ``<method>_<loss>``, as SFR-on's research code.
+        config_kind: the research code's config of the method (:data:`CONFIG_KINDS`).
+        inputs: extra inputs beyond the training data (:data:`SA_FISHER`).
+    """
+
+    plan: Method
+    loss: str
+    reads_loss: bool = False
+    update_methods: Tuple[str, ...] = ()
+    config_kind: str = "saliency_unlearn"
+    inputs: FrozenSet[str] = frozenset()
+
+
+METHODS: Registry[MethodEntry] = Registry("--mode")
+
+
+def register_method(name: str, *, loss: str, reads_loss: bool = False, update_methods: Tuple[str, ...] = (),
+                    config_kind: str = "saliency_unlearn", inputs: FrozenSet[str] = frozenset()):
+    """Register ``plan(spec, objectives)`` as method ``name`` with its defaults (see :class:`MethodEntry`);
+    ``loss`` has no default, so a new method says which loss ``--unlearn_loss`` defaults to."""
+    if config_kind not in CONFIG_KINDS:
+        raise ValueError(f"config_kind {config_kind!r} is not one of {', '.join(CONFIG_KINDS)}")
+
+    def decorator(plan: Method) -> Method:
+        METHODS.register(name)(MethodEntry(plan, loss, reads_loss, update_methods, config_kind, frozenset(inputs)))
+        return plan
+    return decorator
 
 
 def no_mask() -> None:
     """The gradient mask of an unmasked step."""
 
 
-def plan_method(name: str, spec: ForgetWeights, objectives: ForgetObjectives) -> ForgetPlan:
-    """The plan of method ``name``, its schedule switched to ``alternate`` under ``--dual``."""
-    plan = METHODS.get(name)(spec, objectives)
-    plan.schedule = spec.schedule(plan.schedule)
+def plan_method(name: str, spec: ForgetWeights, objectives: ForgetObjectives, dual: bool = False) -> ForgetPlan:
+    """The plan of method ``name``; ``dual`` (an optimizer with one state per objective, ``is_dual``)
+    switches its schedule to ``alternate``."""
+    plan = METHODS.get(name).plan(spec, objectives)
+    if dual:
+        plan.schedule = "alternate"
     return plan
 
 
@@ -100,25 +162,25 @@ def _joint_plan(spec: ForgetWeights, objectives: ForgetObjectives, kind: str) ->
                       "joint", objectives.masker, objectives.masker)
 
 
-@METHODS.register("salun")
+@register_method("salun", loss="rl", reads_loss=True)
 def salun(spec: ForgetWeights, objectives: ForgetObjectives) -> ForgetPlan:
     """SalUn: ``--unlearn_loss`` (default ``rl``) on the forget data, saliency-masked joint steps."""
     return _joint_plan(spec, objectives, spec.unlearn_loss)
 
 
-@METHODS.register("ga")
+@register_method("ga", loss="ga")
 def gradient_ascent(spec: ForgetWeights, objectives: ForgetObjectives) -> ForgetPlan:
     """Plain gradient ascent: SalUn's loop with the ``ga`` loss."""
     return _joint_plan(spec, objectives, "ga")
 
 
-@METHODS.register("rl")
+@register_method("rl", loss="rl")
 def random_label(spec: ForgetWeights, objectives: ForgetObjectives) -> ForgetPlan:
     """Plain relabelling: SalUn's loop with the ``rl`` loss."""
     return _joint_plan(spec, objectives, "rl")
 
 
-@METHODS.register("sfron")
+@register_method("sfron", loss="adaga", reads_loss=True, update_methods=SFRON_METHODS, config_kind="sfron")
 def sfron(spec: ForgetWeights, objectives: ForgetObjectives) -> ForgetPlan:
     """SFR-on: ``--method ron`` alternates a masked forget step (alpha cosine-decayed with
     ``--decay_forget_alpha``) and a remain step, masked too for the ``rl`` loss; ``joint`` sums them."""
@@ -129,7 +191,7 @@ def sfron(spec: ForgetWeights, objectives: ForgetObjectives) -> ForgetPlan:
                       objectives.masker, objectives.masker if spec.unlearn_loss == "rl" else no_mask)
 
 
-@METHODS.register("sa")
+@register_method("sa", loss="sa", config_kind="sa", inputs={SA_FISHER})
 def selective_amnesia(spec: ForgetWeights, objectives: ForgetObjectives) -> ForgetPlan:
     """Selective Amnesia: the diffusion loss of uniform noise labelled with the forgotten class, and the
     replay loss of the model's own samples of the other classes with its EWC penalty (weights from the config).

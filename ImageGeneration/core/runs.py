@@ -11,7 +11,7 @@ import argparse
 import datetime
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -76,10 +76,11 @@ def resumable_run_dir(parent: PathLike) -> Optional[Path]:
     return latest_snapshot_folder(sorted(parent.iterdir()) if parent.is_dir() else [])
 
 
-def open_run(exp_root: PathLike, parts: Sequence[str], sharding: SampleSharding, args: argparse.Namespace,
-             every: int, yaml_config: Optional[Mapping[str, Any]] = None
+def open_run(exp_root: PathLike, parts: Sequence[str], sharding: SampleSharding,
+             args: Union[argparse.Namespace, Mapping[str, Any]], every: int, yaml_config: Optional[Mapping[str, Any]] = None
              ) -> Tuple[Path, logging.Logger, Snapshotter]:
-    """The run folder, its resume snapshots (:func:`run_snapshots`) and its logger writing ``logs/stdout.txt``.
+    """The run folder, its resume snapshots (:func:`run_snapshots`) and its logger writing ``logs/stdout.txt``
+    (``args``: the parsed flags or a run config's record).
 
     A new folder (:func:`new_run_dir`), or with ``--resume`` the latest one of ``parts`` that holds a
     resume snapshot (a new one when there is none).  That snapshot is read and checked (its layout, the
@@ -89,7 +90,8 @@ def open_run(exp_root: PathLike, parts: Sequence[str], sharding: SampleSharding,
     """
     run_dir = None
     if sharding.is_main:
-        run_dir = (args.resume and resumable_run_dir(Path(exp_root, "results", *parts))) or new_run_dir(exp_root, parts)
+        resume = flag_settings(args)["resume"]
+        run_dir = (resume and resumable_run_dir(Path(exp_root, "results", *parts))) or new_run_dir(exp_root, parts)
     run_dir = Path(sharding.broadcast(str(run_dir) if run_dir else None))
     snapshots = run_snapshots(run_dir, args, every, sharding, yaml_config).verify()
     if sharding.is_main:
@@ -100,17 +102,23 @@ def open_run(exp_root: PathLike, parts: Sequence[str], sharding: SampleSharding,
     return run_dir, logger, snapshots
 
 
-def run_snapshots(run_dir: Path, args: argparse.Namespace, every: int, sharding: SampleSharding,
-                  yaml_config: Optional[Mapping[str, Any]] = None) -> Snapshotter:
+def flag_settings(args: Union[argparse.Namespace, Mapping[str, Any]]) -> Dict[str, Any]:
+    """The parsed flags, or a run config's ``record()`` of them, as one dict."""
+    return dict(vars(args) if isinstance(args, argparse.Namespace) else args)
+
+
+def run_snapshots(run_dir: Path, args: Union[argparse.Namespace, Mapping[str, Any]], every: int,
+                  sharding: SampleSharding, yaml_config: Optional[Mapping[str, Any]] = None) -> Snapshotter:
     """Resume snapshots of a run in ``run_dir`` every ``every`` steps, refused on resume under other
-    flags or another YAML config."""
-    config = {**vars(args), "yaml_config": yaml_config}
-    return Snapshotter(run_dir, every=every, resume=args.resume, config=config,
+    flags or another YAML config (``args``: the parsed flags or a run config's record)."""
+    settings = flag_settings(args)
+    config = {**settings, "yaml_config": yaml_config}
+    return Snapshotter(run_dir, every=every, resume=settings["resume"], config=config,
                        processes=ProcessGroup.of(sharding.accelerator))
 
 
-def finish_run(run_dir: Path, args: argparse.Namespace, metrics: dict, sharding: SampleSharding,
-               yaml_config: dict, snapshots: Optional[Snapshotter] = None) -> str:
+def finish_run(run_dir: Path, args: Union[argparse.Namespace, Mapping[str, Any]], metrics: dict,
+               sharding: SampleSharding, yaml_config: dict, snapshots: Optional[Snapshotter] = None) -> str:
     """Write ``run.json``, drop the resume snapshot and print the run folder on the main process,
     then wait for the others."""
     if sharding.is_main:

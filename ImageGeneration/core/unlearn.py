@@ -4,7 +4,7 @@ A method supplies two closures, ``forget_loss(step)`` and ``remain_loss(step)``,
 each returning a scalar to minimise (already weighted by its alpha); this
 module applies them to the model with one of two update schedules:
 
-``alternate`` (SFR-on's ``--method ron``, and every ``--dual`` run)
+``alternate`` (SFR-on's ``--method ron``, and every run of a dual optimizer, ``--dual``)
     forget backward -> forget mask -> clip -> ``optimizer.forget_step()``, then
     remain backward -> remain mask -> clip -> ``optimizer.retain_step()``.
     With :class:`~dualoptim.optimizers.DualOptim` the two steps use separate
@@ -36,7 +36,6 @@ from common import tracking
 from common.checkpointing import Snapshotter
 from common.distributed import SampleSharding
 from dualoptim.optimizers import DualOptim
-from common.errors import positive_float
 from common.nonfinite import check_finite_loss
 from common.precision import MixedPrecision
 from common.progress import progress
@@ -47,28 +46,16 @@ LossFn = Callable[[int], torch.Tensor]
 SCHEDULES = ("alternate", "joint")
 
 
-def add_dual_args(parser: argparse.ArgumentParser) -> None:
-    """``--dual`` and ``--forget_lr``, the same for every model (read by :class:`ForgetWeights`)."""
-    parser.add_argument("--dual", action="store_true", help="DualOptim: separate forget/remain optimizer states")
-    parser.add_argument("--forget_lr", type=positive_float, default=1e-4, help="learning rate of the forget optimizer")
-
-
 @dataclass(kw_only=True)
 class ForgetWeights:
-    """The forgetting knobs every model shares: the forget loss, the update method, the alphas, ``--dual``.
-
-    ``--dual`` means two things, both decided here: the forget loss gets its own
-    optimizer state at ``forget_lr`` (:meth:`optimizer`) and the forget and remain
-    steps alternate (:meth:`schedule`).
-    """
+    """The forgetting knobs every model shares: the forget loss, the update method and the alphas (the
+    optimizer is :mod:`ImageGeneration.core.optim`'s)."""
 
     unlearn_loss: str = "rl"
     method: str = "ron"
     forget_alpha: float = 1.0
     decay_forget_alpha: bool = False
     remain_alpha: float = 1.0
-    dual: bool = False
-    forget_lr: float = 1e-4
 
     @classmethod
     def args_of(cls, args: argparse.Namespace) -> Dict[str, Any]:
@@ -78,15 +65,6 @@ class ForgetWeights:
     def forget_weight(self, step: int, n_iters: int) -> float:
         """``forget_alpha``, cosine-decayed over ``n_iters`` steps with ``decay_forget_alpha``."""
         return cosine_decay(self.forget_alpha, step, n_iters) if self.decay_forget_alpha else self.forget_alpha
-
-    def schedule(self, default: str) -> str:
-        """The update schedule: ``default``, but always ``alternate`` with ``--dual`` -- DualOptim's
-        two optimizer states need the forget and remain gradients separately."""
-        return "alternate" if self.dual else default
-
-    def optimizer(self, shared: Callable[[], DualOptim], dual: Callable[[float], DualOptim]) -> DualOptim:
-        """The model's one-state optimizer ``shared()``, or with ``--dual`` its two-state ``dual(forget_lr)``."""
-        return dual(self.forget_lr) if self.dual else shared()
 
 
 def _clip(model: nn.Module, grad_clip: Optional[float], precision: MixedPrecision, stepped) -> None:

@@ -40,7 +40,7 @@ from common.io import atomic_path, atomic_write_json, read_json
 from ImageGeneration.core.images import load_image_folder
 from ImageGeneration.DDPM import classifier_evaluation, evaluator, main_forget, main_train, sample
 from ImageGeneration.DDPM.classifier import DEFAULT_ARCH, classifier_filename
-from ImageGeneration.DDPM.model import load_config, save_config
+from ImageGeneration.DDPM.config import load_config, save_config
 
 #: reported metrics (percent, FID); the gap uses UA and RA
 METRICS = ("UA", "RA", "FID")

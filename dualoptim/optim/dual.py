@@ -37,6 +37,7 @@ OPTIMIZERS: Dict[str, type] = {
     "adam": torch.optim.Adam,
     "sgd": torch.optim.SGD,
     "lion": Lion,
+    "rmsprop": torch.optim.RMSprop,
 }
 
 # The research code fixes AdamW's weight decay at 0.05 for every adaptive
@@ -46,8 +47,8 @@ ADAM_WEIGHT_DECAY = 0.05
 
 def build_optimizer(name: str, params: Params, lr: float, weight_decay: float = 0.0,
                     momentum: float = 0.0, **kwargs: Any) -> Optimizer:
-    """Build one torch optimizer by name: ``adamw``, ``adam``, ``sgd``, ``lion``, or a learning-rate-free
-    one of an optional package (``prodigy``, ``adamw_sf``: :mod:`dualoptim.optim.lrfree`)."""
+    """Build one torch optimizer by name: ``adamw``, ``adam``, ``sgd``, ``lion``, ``rmsprop``, or a
+    learning-rate-free one of an optional package (``prodigy``, ``adamw_sf``: :mod:`dualoptim.optim.lrfree`)."""
     key = name.lower()
     if key in LR_FREE_OPTIMIZERS:
         return build_lrfree_optimizer(key, params, lr, weight_decay, **kwargs)
@@ -65,8 +66,8 @@ class DualOptim(TwoObjectiveOptimizer):
 
     Args:
         params: parameters or param groups, shared by both optimizers.
-        forget_optim, retain_optim: ``"adamw"``, ``"adam"``, ``"sgd"``, ``"lion"``, or ``"prodigy"`` /
-            ``"adamw_sf"`` (learning-rate free, optional packages: :mod:`dualoptim.optim.lrfree`).
+        forget_optim, retain_optim: ``"adamw"``, ``"adam"``, ``"sgd"``, ``"lion"``, ``"rmsprop"``, or
+            ``"prodigy"`` / ``"adamw_sf"`` (learning-rate free, optional packages: :mod:`dualoptim.optim.lrfree`).
         forget_lr, retain_lr: learning rates of the two optimizers.
         forget_weight_decay, retain_weight_decay: their weight decays.
         momentum: momentum of an SGD optimizer (either side).

@@ -10,7 +10,7 @@ from benchmarks.evidence import ddpm as evidence
 from benchmarks.evidence.ddpm import (PRESETS, DDPMEvidence, DDPMEvidenceConfig, check_setting, evidence_grids, gap)
 from benchmarks.evidence.design import TIED, MethodGrid
 from benchmarks.evidence.engine import run
-from ImageGeneration.DDPM.model import load_config
+from ImageGeneration.DDPM.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,8 +17,9 @@ import yaml
 from common.errors import UsageError
 from ImageGeneration.core.diffusion import guided_noise
 from ImageGeneration.DDPM import generate_mask, main_forget, sample
-from ImageGeneration.DDPM.model import (
-    CKPT_RELPATH, build_unet, load_checkpoint, noise_predictor, null_label, to_namespace)
+from ImageGeneration.DDPM.checkpoints import CKPT_RELPATH, load_checkpoint
+from ImageGeneration.DDPM.config import to_namespace
+from ImageGeneration.DDPM.networks import build_unet, noise_predictor, null_label
 from ImageGeneration.DDPM.network import ConditionalModel
 
 from ig_fixtures import N_CLASSES, TINY_CONFIG, fake_load_arrays
@@ -235,7 +236,7 @@ def test_research_checkpoint_needs_a_config(tiny_research_run, capsys):
 def test_config_values_get_their_types_and_ranges(tmp_path):
     """``lr: 1e-3`` (a string to YAML) becomes a float; a mistyped key is one line naming the file and key."""
     from common.errors import UsageError
-    from ImageGeneration.DDPM.model import default_config_path, load_config
+    from ImageGeneration.DDPM.config import default_config_path, load_config
 
     text = default_config_path("digits", "pretrain").read_text()
     config = tmp_path / "c.yml"

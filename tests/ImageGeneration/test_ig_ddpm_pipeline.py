@@ -14,8 +14,10 @@ from dualoptim.optimizers import DualOptim, SharedOptim
 from ImageGeneration.DDPM import (
     classifier_evaluation, evaluator, generate_mask, main_forget, main_train, sample, save_base_dataset,
     train_classifier)
-from ImageGeneration.core.unlearn import ForgetWeights
-from ImageGeneration.DDPM.model import build_unet, build_unlearn_optimizer, load_checkpoint, to_namespace
+from ImageGeneration.DDPM.checkpoints import load_checkpoint
+from ImageGeneration.DDPM.config import to_namespace
+from ImageGeneration.DDPM.networks import build_unet
+from ImageGeneration.DDPM.optimizers import build_unlearn_optimizer
 from ImageGeneration.DDPM.network import ConditionalModel
 
 from ig_fixtures import IMAGE_SIZE, N_CLASSES, TINY_CONFIG, fake_load_arrays
@@ -140,6 +142,7 @@ def test_mask_gradients_are_clipped_per_batch_as_the_research_code(pretrained, c
     (["--mode", "sfron", "--unlearn_loss", "adaga", "--forget_alpha", "10", "--decay_forget_alpha"],
      "alternate", "SharedOptim"),
     (["--mode", "sfron", "--unlearn_loss", "adaga", "--dual", "--forget_lr", "1e-3"], "alternate", "DualOptim"),
+    (["--mode", "salun", "--unlearn_loss", "rl", "--optim", "dual_sa"], "alternate", "DualOptim(forget=SGD, retain=AdamW)"),
     (["--mode", "salun", "--unlearn_loss", "rl", "--remain_alpha", "1e-3"], "joint", "SharedOptim"),
     (["--mode", "salun", "--unlearn_loss", "rl", "--dual"], "alternate", "DualOptim"),
     (["--mode", "ga"], "joint", "SharedOptim"),
@@ -157,11 +160,12 @@ def test_forget_modes(pretrained, workdir, config_path, monkeypatch, extra, sche
                                      "--exp_root", str(workdir)] + extra + CPU))
     assert run_dir.parts[-5:-3] == ("digits", "forget_0")
     assert run_dir.parent.name.endswith("_dual") == ("--dual" in extra)
+    assert run_dir.parent.name.endswith("_dual_sa") == ("dual_sa" in extra)
     record = read_json(run_dir / "run.json")
     assert record["metrics"]["schedule"] == schedule
     assert record["metrics"]["optimizer"].startswith(optimizer)
     state = torch.load(run_dir / "ckpts/ckpt.pth")
-    assert set(state["optimizer"]) == ({"forget", "retain"} if optimizer == "DualOptim" else {"shared"})
+    assert set(state["optimizer"]) == ({"forget", "retain"} if optimizer.startswith("DualOptim") else {"shared"})
     before = load_checkpoint(pretrained, torch.device("cpu")).unet.state_dict()
     changed = [k for k, v in state["model"].items() if not torch.equal(v, before[k])]
     assert changed, "forgetting did not move any weight"
@@ -185,11 +189,11 @@ def test_masked_forgetting_leaves_unselected_weights(pretrained, workdir, config
 def test_dual_flag_builds_two_optimizer_states():
     config = to_namespace(TINY_CONFIG)
     unet = build_unet(config.model, config.data)
-    dual = build_unlearn_optimizer(config, unet, ForgetWeights(dual=True, forget_lr=5e-4))
+    dual = build_unlearn_optimizer(config, unet, "dual_native", 5e-4)
     assert isinstance(dual, DualOptim) and dual.forget_optimizer is not dual.retain_optimizer
     assert dual.forget_optimizer.param_groups[0]["lr"] == 5e-4
     assert dual.retain_optimizer.param_groups[0]["lr"] == config.optim.lr
-    shared = build_unlearn_optimizer(config, unet, ForgetWeights(dual=False, forget_lr=5e-4))
+    shared = build_unlearn_optimizer(config, unet, "native", 5e-4)
     assert isinstance(shared, SharedOptim) and shared.forget_optimizer is shared.retain_optimizer
 
 
@@ -310,7 +314,8 @@ def test_sa_step_is_the_originals_on_a_partial_replay_batch(pretrained):
     noise images labelled with the forgotten class (no label dropped to null), the replay's then the noise's
     Gaussian noise, ONE set of antithetic timesteps for both terms, and ``gamma`` x replay + ``lmbda`` x EWC."""
     from ImageGeneration.core.diffusion import antithetic_timesteps, q_sample
-    from ImageGeneration.DDPM.model import alphas_cumprod, data_transform
+    from ImageGeneration.DDPM.config import alphas_cumprod
+    from ImageGeneration.DDPM.networks import data_transform
     from ImageGeneration.DDPM.training import ddpm_batches
     from ImageGeneration.DDPM.unlearn import ForgetSpec, plan_forgetting
 

@@ -137,7 +137,7 @@ def test_ddpm_schedule_is_float32_as_the_research_code(name, expected):
     CIFAR-10's 1000 steps from 1e-4 to 0.02, at t = 0, 1, 10, 100, 500, 999.  The float64 product (the DiT's
     precision) differs at most of these steps."""
     from types import SimpleNamespace
-    from ImageGeneration.DDPM.model import alphas_cumprod
+    from ImageGeneration.DDPM.config import alphas_cumprod
     from ImageGeneration.DiT.dit import dit_alphas_cumprod
 
     config = SimpleNamespace(diffusion=SimpleNamespace(beta_schedule=name, beta_start=0.0001, beta_end=0.02,

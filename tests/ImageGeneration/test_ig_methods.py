@@ -10,7 +10,8 @@ import torch
 from dualoptim.optimizers import DualOptim, SharedOptim
 from common.errors import ArgumentParser, UsageError
 from ImageGeneration.core.methods import METHODS, ForgetObjectives, no_mask, plan_method
-from ImageGeneration.core.unlearn import ForgetWeights, add_dual_args
+from ImageGeneration.core.optim import add_optim_args
+from ImageGeneration.core.unlearn import ForgetWeights
 
 
 class StubObjectives(ForgetObjectives):
@@ -63,7 +64,7 @@ def test_the_methods_of_the_research_code_are_registered():
 def test_plans(name, flags, kind, forget, schedule, remain_masked):
     for dual in (False, True):
         objectives = StubObjectives()
-        plan = plan_method(name, ForgetWeights(remain_alpha=0.1, dual=dual, **flags), objectives)
+        plan = plan_method(name, ForgetWeights(remain_alpha=0.1, **flags), objectives, dual)
         assert plan.forget_loss(2).item() == pytest.approx(forget)
         assert plan.remain_loss(2).item() == pytest.approx(0.5)
         assert objectives.calls == [("forget", kind), "remain"]
@@ -96,36 +97,71 @@ def test_unknown_method_is_a_usage_error():
         plan_method("bogus", ForgetWeights(), StubObjectives())
 
 
-def test_a_registered_method_reaches_the_ddpm_script(monkeypatch):
-    """Adding a method is one registered function: ``main_forget.py --mode`` accepts it at once."""
+def test_a_registered_method_reaches_both_scripts_with_its_own_defaults(monkeypatch):
+    """Adding a method is one registered function with its table entry: ``main_forget.py --mode`` of the DDPM
+    and the DiT accept it at once, ``--unlearn_loss`` defaults to the loss it declares (not its name), its
+    config kind and run folder follow the entry."""
+    from ImageGeneration.core.methods import MethodEntry
     from ImageGeneration.DDPM import main_forget
     from ImageGeneration.DDPM.unlearn import ForgetSpec, config_kind, plan_forgetting
-    from ImageGeneration.DDPM.model import build_unet, to_namespace
+    from ImageGeneration.DDPM.config import to_namespace
+    from ImageGeneration.DDPM.networks import build_unet
+    from ImageGeneration.DDPM.run_config import ForgetRunConfig
+    from ImageGeneration.DiT.unlearn import DiTForgetSpec, dit_methods, validate_spec
     from ig_fixtures import TINY_CONFIG
 
     def toy(spec, objectives):
-        return METHODS.get("ga")(spec, objectives)
+        return METHODS.get("ga").plan(spec, objectives)
 
-    monkeypatch.setitem(METHODS._entries, "toy", toy)
-    args = main_forget.parse_args(["--ckpt_folder", "x", "--mode", "toy"])
-    main_forget.validate(args)
-    assert args.unlearn_loss == "toy" and config_kind("toy") == "saliency_unlearn"
+    monkeypatch.setitem(METHODS._entries, "toy", MethodEntry(toy, loss="ga", config_kind="sfron"))
+    args = main_forget.parse_args(["--ckpt_folder", "x", "--mode", "toy", "--method", "bogus"])
+    run = ForgetRunConfig.from_args(args, "digits")  # no update methods: --method is not read
+    assert run.unlearn_loss == "ga" and args.unlearn_loss is None and config_kind("toy") == "sfron"
+    assert main_forget.run_parts(run, to_namespace(TINY_CONFIG))[2] == "toy"
     config = to_namespace(TINY_CONFIG)
-    plan = plan_forgetting(ForgetSpec("toy", 0, dual=True), build_unet(config.model, config.data), config, None, None)
+    plan = plan_forgetting(ForgetSpec("toy", 0), build_unet(config.model, config.data), config, None, None,
+                           dual=True)
     assert plan.schedule == "alternate"
+    assert "toy" in dit_methods() and "sa" not in dit_methods()
+    validate_spec(DiTForgetSpec(forget_class=0, mode="toy", unlearn_loss="bogus"))  # reads_loss=False
+    with pytest.raises(UsageError, match="--unlearn-loss 'bogus'"):
+        validate_spec(DiTForgetSpec(forget_class=0, mode="sfron", unlearn_loss="bogus"))
+    with pytest.raises(UsageError, match="--mode 'sa': expected one of"):
+        validate_spec(DiTForgetSpec(forget_class=0, mode="sa"))
+
+
+def test_registering_a_method_needs_its_loss():
+    from ImageGeneration.core.methods import register_method
+
+    with pytest.raises(TypeError, match="loss"):
+        register_method("toy")
+
+
+def test_the_table_holds_each_methods_defaults():
+    from ImageGeneration.core.methods import SA_FISHER, SFRON_METHODS
+
+    table = {name: (e.loss, e.reads_loss, e.update_methods, e.config_kind, e.inputs)
+             for name, e in ((name, METHODS.get(name)) for name in METHODS)}
+    assert table == {"salun": ("rl", True, (), "saliency_unlearn", frozenset()),
+                     "ga": ("ga", False, (), "saliency_unlearn", frozenset()),
+                     "rl": ("rl", False, (), "saliency_unlearn", frozenset()),
+                     "sfron": ("adaga", True, SFRON_METHODS, "sfron", frozenset()),
+                     "sa": ("sa", False, (), "sa", frozenset({SA_FISHER}))}
 
 
 def test_dual_means_the_same_for_both_models():
-    """``--dual`` and ``--forget_lr`` come from one parser helper; both models' optimizers get DualOptim's
-    forget state at ``--forget_lr`` with it, one shared state without it."""
+    """``--optim``, ``--dual`` and ``--forget_lr`` come from one parser helper; both models' optimizers get
+    DualOptim's forget state at ``--forget_lr`` with ``--dual`` (``dual_native``), one shared state without it."""
+    from ImageGeneration.core.optim import forget_recipe
     from ImageGeneration.DDPM import main_forget as ddpm_forget
-    from ImageGeneration.DDPM.model import build_unlearn_optimizer, to_namespace
+    from ImageGeneration.DDPM.config import to_namespace
+    from ImageGeneration.DDPM.optimizers import build_unlearn_optimizer
     from ImageGeneration.DiT import main_forget as dit_forget
     from ImageGeneration.DiT.unlearn import dit_optimizer
     from ig_fixtures import TINY_CONFIG
 
     parser = ArgumentParser()
-    add_dual_args(parser)
+    add_optim_args(parser)
     reference = vars(parser.parse_args(["--dual", "--forget_lr", "3e-4"]))
     ddpm = ddpm_forget.parse_args(["--ckpt_folder", "x", "--dual", "--forget_lr", "3e-4"])
     dit = dit_forget.parse_args(["--data-path", "x", "--forget-class", "1", "--dual", "--forget_lr", "3e-4"])
@@ -133,10 +169,41 @@ def test_dual_means_the_same_for_both_models():
         assert {k: getattr(args, k) for k in reference} == reference
     model = torch.nn.Linear(2, 2)
     for dual in (False, True):
-        spec = ForgetWeights(dual=dual, forget_lr=3e-4)
-        for optimizer in (build_unlearn_optimizer(to_namespace(TINY_CONFIG), model, spec),
-                          dit_optimizer(model, 1e-3, spec)):
+        recipe = forget_recipe(None, dual)
+        for optimizer in (build_unlearn_optimizer(to_namespace(TINY_CONFIG), model, recipe, 3e-4),
+                          dit_optimizer(model, 1e-3, recipe, 3e-4)):
             assert isinstance(optimizer, DualOptim if dual else SharedOptim)
             assert (optimizer.forget_optimizer is optimizer.retain_optimizer) == (not dual)
             if dual:
                 assert optimizer.forget_optimizer.param_groups[0]["lr"] == 3e-4
+
+
+def test_the_ddpm_run_config_is_built_once_and_frozen():
+    """``main_forget.py``'s flags become one frozen config: the record keeps the parser's keys in order with
+    ``--unlearn_loss`` completed; a flag without a field is refused; the YAML config is not changed by adopting a
+    checkpoint's architecture."""
+    import copy
+    import dataclasses
+
+    from ImageGeneration.DDPM import main_forget
+    from ImageGeneration.DDPM.config import to_namespace
+    from ImageGeneration.DDPM.run_config import ForgetRunConfig
+    from ImageGeneration.DDPM.unlearn import adopt_architecture
+    from ig_fixtures import TINY_CONFIG
+
+    args = main_forget.parse_args(["--ckpt_folder", "x", "--mode", "salun", "--optim", "dual_sa"])
+    run = ForgetRunConfig.from_args(args, "digits")
+    assert list(run.record()) == list(vars(args))
+    assert run.record() == {**vars(args), "unlearn_loss": "rl", "dataset": "digits"} and run.recipe == "dual_sa"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.mode = "ga"
+    args.extra_flag = 1
+    with pytest.raises(TypeError, match="extra_flag"):
+        ForgetRunConfig.from_args(args, "digits")
+    with pytest.raises(UsageError, match="--dual: means --optim dual_native"):
+        ForgetRunConfig.from_args(main_forget.parse_args(["--ckpt_folder", "x", "--optim", "sgd", "--dual"]), "digits")
+    ours, ckpt = to_namespace(copy.deepcopy(TINY_CONFIG)), copy.deepcopy(TINY_CONFIG)
+    ckpt["model"]["ch"], ckpt["data"]["n_classes"] = 16, 7
+    adopted = adopt_architecture(ours, to_namespace(ckpt))
+    assert (adopted.model.ch, adopted.data.n_classes, adopted.optim.lr) == (16, 7, TINY_CONFIG["optim"]["lr"])
+    assert (ours.model.ch, ours.data.n_classes) == (TINY_CONFIG["model"]["ch"], TINY_CONFIG["data"]["n_classes"])

@@ -13,7 +13,7 @@ import pytest
 from ImageGeneration.DDPM import (
     classifier_evaluation, evaluator, generate_mask, main_forget, main_train, sample, save_base_dataset,
     train_classifier)
-from ImageGeneration.DDPM.model import load_config
+from ImageGeneration.DDPM.config import load_config
 from ImageGeneration.DiT import generate_mask as dit_generate_mask
 from ImageGeneration.DiT import main_forget as dit_forget
 from ImageGeneration.DiT import sample as dit_sample

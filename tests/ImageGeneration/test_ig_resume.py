@@ -14,7 +14,9 @@ import torch
 import yaml
 
 from ImageGeneration.DDPM import main_forget, main_train
-from ImageGeneration.DDPM.model import CKPT_RELPATH, build_unet, save_checkpoint, to_namespace
+from ImageGeneration.DDPM.checkpoints import CKPT_RELPATH, save_checkpoint
+from ImageGeneration.DDPM.config import to_namespace
+from ImageGeneration.DDPM.networks import build_unet
 
 from ig_fixtures import TINY_CONFIG
 
