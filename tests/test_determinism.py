@@ -148,10 +148,10 @@ SEEDED_SCRIPTS = [
                 str(f["tmp"])]),
     ("LLM.real_world_unlearn", "LLM.unlearn",
      lambda f: ["--model_path", f["llm"], "--data_path", f["real_world"], "--save_dir", str(f["tmp"])]),
-    ("LLM.eval", "LLM.eval",
+    ("LLM.eval", "LLM.entry",
      lambda f: ["--model_path", f["llm"], "--data_path", f["tofu"], "--split", "forget01", "--save_dir",
                 str(f["tmp"])]),
-    ("LLM.real_world_eval", "LLM.real_world_eval",
+    ("LLM.real_world_eval", "LLM.entry",
      lambda f: ["--model_path", f["llm"], "--data_path", f["real_world"], "--eval_unlearn_step", "0",
                 "--save_dir", str(f["tmp"])]),
     *[(f"ImageGeneration.DDPM.{script}", "ImageGeneration.core.runs", argv) for script, argv in (
