@@ -93,6 +93,7 @@ class UnlearnConfig:
     sfron_alpha: float
     sfron_freq: int
     sfron_iters: int
+    sfron_checkpoint_every: int
     sfron_ema_beta: float
     mask_ratio: float
     rate: float

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from benchmarks.evidence.engine import FILES, copy_results, run_launched, timed_log
-from benchmarks.evidence.tofu import OPTIMS, Prepared, TofuEvidence, report
+from benchmarks.evidence.tofu import METHODS, OPTIMS, Prepared, TofuEvidence, report
 from common.errors import UsageError, cli_main
 from common.io import atomic_write_json
 from common.launch import add_launcher_arguments
@@ -110,7 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--evidence: dual_adam's retain lrs (--lr) searched")
     parser.add_argument("--optims", nargs="+", choices=OPTIMS, default=["adam", "dual_adam"],
                         help="--evidence: optimizer families searched (dual_adam_joint: DualOptim on joint steps, "
-                             "--schedule joint)")
+                             "--schedule joint; dual_prodigy_adam / dual_sf_adam: learning-rate-free forget "
+                             "optimizers, on --lrfree_losses)")
+    parser.add_argument("--lrfree_losses", nargs="+", choices=tuple(METHODS), default=["ME+GD", "NPO+GD"],
+                        help="--evidence: the losses the learning-rate-free --optims (dual_prodigy_adam, dual_sf_adam) "
+                             "are measured on")
     parser.add_argument("--max_extensions", type=int, default=2,
                         help="--evidence: forget lrs added past a grid edge where the curve has not risen")
     parser.add_argument("--threads", type=int, default=None,

@@ -31,6 +31,9 @@ def add_method_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        help="SFR-on: one forget step every this many retain steps")
     group.add_argument("--sfron_iters", default=1500, type=positive_int,
                        help="SFR-on: number of retain steps (iterations)")
+    group.add_argument("--sfron_checkpoint_every", default=0, type=non_negative_int,
+                       help="SFR-on: also save the model as checkpoint_step{s}.pt every this many retain steps, for "
+                            "metrics along the run (0: never; ours, the research code keeps the last model only)")
     group.add_argument("--sfron_ema_beta", default=1.0, type=fraction,
                        help="SFR-on: fast-slow weight update theta <- beta*theta + (1-beta)*theta_prev "
                             "(the research code fixes beta=1, i.e. off)")

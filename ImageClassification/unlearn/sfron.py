@@ -16,6 +16,9 @@ epoch-based: ``--sfron_iters`` retain steps, with one forget step before every
 
 With ``--save_dir`` a resume snapshot is written every ``--save_every``
 iterations (default: every log interval); ``--resume`` continues from it.
+``--sfron_checkpoint_every N`` (ours) also saves the model to evaluate as
+``checkpoint_step{s}.pt`` after every ``N`` retain steps, as the epoch methods
+save ``checkpoint_{e}.pt``: the evidence benchmark's metrics along the run.
 
 With ``--optim sgd|adam`` the research code runs one optimizer at
 ``--retain_lr`` for both objectives; ``dual*`` adds a forget optimizer at
@@ -78,6 +81,11 @@ def empirical_fisher(model: nn.Module, loader: Iterable, device: torch.device) -
 
     bar = progress(loader, desc="fisher", leave=False, disable=not sharding_of(model).is_main)
     return accumulate_gradients(model, bar, batch_loss, power=2)
+
+
+def sfron_checkpoint_name(step: int) -> str:
+    """The model after ``step`` retain steps (``--sfron_checkpoint_every``)."""
+    return f"checkpoint_step{step}.pt"
 
 
 def sfron_lambda(dataset: str) -> float:
@@ -176,5 +184,9 @@ def SFRon(loaders: UnlearnLoaders, model: nn.Module, config: UnlearnConfig,
                   f"({running['remain_n'] / (time.time() - start):.2f} steps/s)")
             running = dict.fromkeys(running, 0)
             start = time.time()
+        every = config.sfron_checkpoint_every
+        if every and (step + 1) % every == 0 and save_dir is not None and sharding.is_main:
+            with optimizer.evaluation_weights():  # a schedule-free optimizer's average, not its train point
+                atomic_torch_save(model.state_dict(), save_dir / sfron_checkpoint_name(step + 1))
         snapshots.step(step + 1, iters, step=step + 1, running=running, slow=slow)
     optimizer.eval_mode()  # what the caller evaluates and saves: a schedule-free optimizer's average

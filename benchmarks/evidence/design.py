@@ -103,11 +103,16 @@ class MethodGrid:
     ``retain_lrs=None`` ties the retain lr to the forget lr: a single optimizer that serves both objectives
     (SFR-on under ``sgd``, an LLM loss under ``adam``) has one lr, which is the whole search; its points
     record the retain lr as :data:`TIED`.
+
+    ``default_lr`` marks a learning-rate-free forget optimizer (``dual_prodigy``, ``dual_sf``, ...): its
+    package's default lr, of which ``forget_lrs`` are multiples; the engine also runs
+    that default on every seed with no forget-lr search (the "no search" record).
     """
     method: str
     optim: str
     forget_lrs: Tuple[float, ...]
     retain_lrs: Optional[Tuple[float, ...]]
+    default_lr: Optional[float] = None
 
     @property
     def size(self) -> int:
@@ -250,6 +255,13 @@ def insensitive(curve: Sequence[Tuple[float, float]], spread: float) -> bool:
     if len(gaps) < 2 or not math.isfinite(spread) or not all(math.isfinite(g) for g in gaps):
         return False
     return max(gaps) - min(gaps) <= spread
+
+
+def response_range(curve: Sequence[Tuple[float, float]]) -> float:
+    """How much the forget lr moves the gap: max - min of a curve's gaps ``[(forget lr, gap), ...]`` over its
+    finished points (a diverged point is left out: it is an effect, which :func:`insensitive` counts)."""
+    gaps = [gap for _, gap in curve if math.isfinite(gap)]
+    return max(gaps) - min(gaps) if gaps else math.nan
 
 
 def seed_summary(per_seed: Sequence[Mapping[str, float]], keys: Sequence[str]) -> Dict[str, float]:

@@ -41,7 +41,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from benchmarks.evidence import report as reporting
 from benchmarks.evidence.design import (DIVERGED_GAP, MethodGrid, best_line, config_record, diverged, insensitive,
-                                        report_curve, search, seed_gaps, seed_summary, trajectory_summary)
+                                        report_curve, response_range, search, seed_gaps, seed_summary,
+                                        trajectory_summary)
 from common.errors import UsageError
 from common.evidence_runs import Call, Runner, RunsFailed
 from common.io import atomic_write_json
@@ -115,12 +116,28 @@ def evaluate_grid(modality: Any, runner: Runner, grid: MethodGrid, log: Callable
     summary["avg_std"] = sum(summary[f"{k}_std"] for k in modality.gap_metrics) / len(modality.gap_metrics)
     record = {**curve.as_dict(), "tied_lrs": grid.retain_lrs is None, "grid_size": len(points), **gaps,
               "avg_std": summary["avg_std"], "insensitive": insensitive(curve.curve, gaps["gap_std"]),
+              "response_range": response_range(curve.curve), "default_lr": grid.default_lr,
               "seed_mean": summary, "per_seed": {str(s): r for s, r in zip(config.seeds, per_seed)},
-              "grid": [asdict(p) for p in points], "stability": None}
+              "grid": [asdict(p) for p in points], "stability": None, "no_search": None}
     if getattr(config, "stability", False):
         record["stability"] = stability(modality, runner, grid, calls, per_seed)
     log(best_line(curve, gaps["avg_gap"], len(config.seeds)))
+    if grid.default_lr is not None:
+        record["no_search"] = no_search(modality, runner, grid, curve.best_retain_lr, log)
     return record
+
+
+def no_search(modality: Any, runner: Runner, grid: MethodGrid, retain_lr: float,
+              log: Callable[[str], None]) -> Dict[str, Any]:
+    """A learning-rate-free optimizer at its default forget lr on every seed, with no forget-lr search (at
+    the retain lr its search chose: the claim tested is about the forget lr): its gaps over seeds."""
+    seeds = modality.config.seeds
+    _, per_seed = _records(modality, runner, grid, [(grid.default_lr, retain_lr, seed) for seed in seeds])
+    gaps = seed_gaps(per_seed, modality.metrics, modality.gap)
+    log(f"{grid.method}/{grid.optim}: no search (default forget lr {grid.default_lr:g}), avg gap "
+        f"{gaps['avg_gap']:.2f} over {len(seeds)} seeds")
+    return {"forget_lr": grid.default_lr, "retain_lr": retain_lr, **gaps,
+            "per_seed": {str(s): r for s, r in zip(seeds, per_seed)}}
 
 
 def stability(modality: Any, runner: Runner, grid: MethodGrid, calls: Sequence[Call],
@@ -175,6 +192,9 @@ def report_text(modality: Any, results: Mapping[str, Any], caption: str) -> str:
     parts = [caption, reporting.resolution_note(), f"reference ({modality.reference_name}): {reference}",
              *results["setting"]["lines"], "",
              reporting.render_tables(results["methods"], modality.metrics, modality.cell, modality.label)]
+    table = reporting.no_search_table(results["methods"], modality.label)
+    if table:
+        parts += ["", "learning-rate-free optimizers at their default forget lr, no search (every seed):", table]
     table = reporting.stability_table(results["methods"], modality.stability_metrics, modality.label)
     if table:
         parts += ["", f"stability at the best settings (std over seeds along the run, per {modality.progress}):",

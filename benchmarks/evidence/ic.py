@@ -13,9 +13,12 @@ DualOptim claims a lower average gap to Retrain and less sensitivity to the lear
    ``main(argv)``, run in-process or in a worker, its printed log in ``<run>/log.txt``; a folder whose
    ``run.json`` exists is skipped and an unfinished one resumes from its snapshot;
 3. **the gap**: ``parse_result.py``'s average gap (mean over UA, RA, TA, MIA of ``|x - Retrain's|``);
-4. **the trajectory** of an epoch method (SalUn, SCRUB, ...): each ``checkpoint_{e}.pt`` the run saved,
-   evaluated on the run's split (:func:`evaluate_checkpoints`), after the original (epoch 0). SFR-on keeps
-   no intermediate model, so it has none.
+4. **the trajectory** of each method: each ``checkpoint_{e}.pt`` an epoch method (SalUn, SCRUB, ...) saved, or
+   each ``checkpoint_step{s}.pt`` SFR-on saved every ``sfron_iters / sfron_points`` retain steps
+   (``--sfron_checkpoint_every``), evaluated on the run's split (:func:`evaluate_checkpoints`), after the
+   original (progress 0). SFR-on's steps are scaled to the epoch methods' budget, so one figure has one axis;
+5. **the learning-rate-free recipes** (:func:`lr_free_grids`): their forget axis is a multiple of the package
+   default, and the default runs on every seed with no search.
 """
 from __future__ import annotations
 
@@ -32,11 +35,13 @@ from common.datasets import ImageTree
 from common.device import get_device
 from common.evidence_runs import DIVERGED_FILE, Call, Runner
 from common.io import atomic_path, atomic_write_json, read_json
+from dualoptim.recipes import LR_FREE_DEFAULT_LR
 from ImageClassification import data as ic_data
 from ImageClassification import main_train, parse_result
 from ImageClassification.arg_parser import parse_config
 from ImageClassification.evaluation import evaluate
 from ImageClassification.pipeline import load_original_model
+from ImageClassification.unlearn.sfron import sfron_checkpoint_name
 
 METRICS = parse_result.METRICS
 #: display name -> entry script, the flags that make the method, and its budget kind ("epochs":
@@ -75,6 +80,7 @@ class EvidenceConfig:
     mia: str = "sfron"
     max_extensions: int = 2
     stability: bool = True                   # evaluate every epoch of the best settings' runs
+    sfron_points: int = 5                    # SFR-on's trajectory: the model every sfron_iters / sfron_points steps
     device: str = "cpu"
     extra_flags: Tuple[str, ...] = ()        # e.g. --no-aug --amp --channels_last, given to every run
     thresholds: Mapping[str, float] = field(default_factory=lambda: dict(
@@ -103,6 +109,20 @@ def evidence_grids(methods: Sequence[str]) -> Tuple[MethodGrid, ...]:
             grids.append(MethodGrid(method, "sgd", SGD_FORGET_LRS, RETAIN_LRS))
         grids.append(MethodGrid(method, "dual", ADAM_FORGET_LRS, RETAIN_LRS))
     return tuple(grids)
+
+
+#: the learning-rate-free recipes measured (#29): Prodigy or schedule-free AdamW forget, SGD retain
+LR_FREE_OPTIMS = ("dual_prodigy", "dual_sf")
+
+
+def lr_free_grids(methods: Sequence[str]) -> Tuple[MethodGrid, ...]:
+    """Each learning-rate-free recipe per method: its forget axis 0.1x to 10x its package default at the design's
+    resolution (two decades, as the sgd and dual axes; the middle of :data:`dualoptim.recipes.LR_FREE_MULTIPLIERS`,
+    and the edge extension goes further where a curve has not risen), on the same retain-lr grid as ``sgd``
+    and ``dual``, and its default run on every seed (no search)."""
+    return tuple(MethodGrid(method, optim, decade_grid(LR_FREE_DEFAULT_LR[optim] / 10, LR_FREE_DEFAULT_LR[optim] * 10),
+                            RETAIN_LRS, default_lr=LR_FREE_DEFAULT_LR[optim])
+                 for optim in LR_FREE_OPTIMS for method in methods)
 
 
 #: forget and retain lr grids by optimizer family, for the optimizer-pair ablation (SFR-on): every forget axis
@@ -150,12 +170,14 @@ PRESETS: Dict[str, EvidenceConfig] = {
     # hold-out; 450 forgotten) and 5,000 test images; without augmentation a ResNet-20s fits its training
     # set in 30 epochs. Unlearning at batch 16: 4 epochs = 116 forget + 1,016 retain steps; SFR-on 1,000
     # retain steps with a forget step every 5th (200). Five seeds (the paper's protocol): Retrain, the best
-    # settings and their per-epoch trajectories on each.
+    # settings and their trajectories (per epoch; SFR-on every 200 retain steps) on each. sgd and dual first,
+    # then the learning-rate-free recipes (#29).
     "cifar10": EvidenceConfig(
         out="runs/ic_evidence_cifar10", dataset="cifar10", data=str(SHARED_CIFAR10_ZIP), train_subset=5000,
         test_subset=5000, arch="resnet20s", num_forget=450, train_epochs=30, decreasing_lr="15,23",
-        unlearn_epochs=4, sfron_iters=1000, grids=evidence_grids(("SalUn", "SFRon", "SCRUB")), seeds=(1, 2, 3, 4, 5),
-        search_seed=1, extra_flags=("--no-aug", "--amp", "--channels_last")),
+        unlearn_epochs=4, sfron_iters=1000, seeds=(1, 2, 3, 4, 5), search_seed=1,
+        grids=evidence_grids(("SalUn", "SFRon", "SCRUB")) + lr_free_grids(("SalUn", "SFRon", "SCRUB")),
+        extra_flags=("--no-aug", "--amp", "--channels_last")),
     # the paper's optimizer-pair ablation (SFR-on) in the same setting (the same folder: the original, Retrain
     # and the sgd / dual runs are shared): 11 grids of 10 or 14 points + seeds
     "cifar10_ablation": EvidenceConfig(
@@ -225,23 +247,24 @@ def evaluate_model(argv: Sequence[str]) -> Dict[str, object]:
 
 @dataclass(frozen=True)
 class CheckpointEvaluation:
-    """The epoch checkpoints of a finished run to evaluate: ``argv`` (the benchmark's flags and the run's
-    seed), the run's folder and its epochs."""
+    """The checkpoints of a finished run to evaluate: ``argv`` (the benchmark's flags and the run's seed), the
+    run's folder and its checkpoints as ``(progress, file name)``: epochs (``checkpoint_{e}.pt``) or SFR-on's
+    retain steps (``checkpoint_step{s}.pt``)."""
     argv: Tuple[str, ...]
     run_dir: str
-    epochs: int
+    checkpoints: Tuple[Tuple[int, str], ...]
 
 
 TRAJECTORY = "trajectory.json"
 
 
 def evaluate_checkpoints(spec: CheckpointEvaluation) -> None:
-    """UA, RA, TA and MIA of each ``checkpoint_{e}.pt`` (e = 1..epochs) of a run, written to
-    ``<run_dir>/trajectory/trajectory.json`` as ``[{"progress": e, ...}, ...]``."""
+    """UA, RA, TA and MIA of each checkpoint of a run, written to ``<run_dir>/trajectory/trajectory.json`` as
+    ``[{"progress": p, ...}, ...]``."""
     points = []
-    for epoch in range(1, spec.epochs + 1):
-        metrics = evaluate_model(spec.argv + ("--model_path", str(Path(spec.run_dir) / f"checkpoint_{epoch}.pt")))
-        points.append({"progress": epoch, **{k: metrics[k] for k in METRICS}})
+    for progress, name in spec.checkpoints:
+        metrics = evaluate_model(spec.argv + ("--model_path", str(Path(spec.run_dir) / name)))
+        points.append({"progress": progress, **{k: metrics[k] for k in METRICS}})
     atomic_write_json(points, Path(spec.run_dir) / "trajectory" / TRAJECTORY)
 
 
@@ -250,6 +273,7 @@ class ICEvidence(Modality):
 
     metrics = gap_metrics = stability_metrics = METRICS
     gap_label = "Avg Gap to Retrain (search seed)"
+    progress = "unlearning epoch (SFR-on: its retain steps on the same scale)"
 
     def __init__(self, config: EvidenceConfig) -> None:
         self.config = config
@@ -340,7 +364,8 @@ class ICEvidence(Modality):
         tied = retain_lr == TIED
         name = run_name(MethodGrid(method, optim, (), None), forget_lr, retain_lr)
         budget = (["--unlearn_epochs", str(config.unlearn_epochs)] if spec.kind == "epochs"
-                  else ["--sfron_iters", str(config.sfron_iters)])
+                  else ["--sfron_iters", str(config.sfron_iters)]
+                  + (["--sfron_checkpoint_every", str(self.sfron_every)] if config.stability else []))
         argv = self.seed_argv(seed) + [flag.format(mask=self.mask_path(seed)) for flag in spec.argv(optim)] + [
             "--optim", optim, "--unlearn_lr", str(forget_lr), "--retain_lr", str(forget_lr if tied else retain_lr),
             "--model_path", self.model_path] + budget
@@ -355,13 +380,25 @@ class ICEvidence(Modality):
         """parse_result's average gap: mean over UA, RA, TA, MIA of ``|metrics - Retrain's mean|``."""
         return float(np.mean([abs(metrics[k] - self.reference[k]) for k in METRICS]))
 
+    @property
+    def sfron_every(self) -> int:
+        """SFR-on's checkpoint interval in retain steps (``--sfron_checkpoint_every``)."""
+        return max(1, self.config.sfron_iters // self.config.sfron_points)
+
     def trajectory_call(self, method: str, optim: str, call: Call) -> Optional[Call]:
-        """The evaluation of an epoch method's checkpoints (None for SFR-on, which keeps none)."""
-        if METHODS[method].kind != "epochs":
-            return None
+        """The evaluation of a run's checkpoints: every epoch, or every :attr:`sfron_every` retain steps of
+        SFR-on. Progress is in epochs for both: SFR-on's steps as the fraction of its budget times the epoch
+        methods' epochs, so one stability figure has one x axis."""
         argv = list(call.argument)
         seed = argv[argv.index("--seed") + 1]
-        spec = CheckpointEvaluation(tuple(self.seed_argv(int(seed))), str(call.save_dir), self.config.unlearn_epochs)
+        config = self.config
+        if METHODS[method].kind == "epochs":
+            checkpoints = tuple((e, f"checkpoint_{e}.pt") for e in range(1, config.unlearn_epochs + 1))
+        else:
+            steps = range(self.sfron_every, config.sfron_iters + 1, self.sfron_every)
+            checkpoints = tuple((round(s * config.unlearn_epochs / config.sfron_iters, 3), sfron_checkpoint_name(s))
+                                for s in steps)
+        spec = CheckpointEvaluation(tuple(self.seed_argv(int(seed))), str(call.save_dir), checkpoints)
         return Call("benchmarks.evidence.ic:evaluate_checkpoints", spec, call.save_dir / "trajectory", TRAJECTORY)
 
     def read_trajectory(self, call: Call) -> List[Dict[str, float]]:

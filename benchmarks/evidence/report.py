@@ -6,6 +6,7 @@ see there), so a results JSON can be re-reported without running anything:
 * :func:`render_tables`: the best setting of each method x optimizer with its metrics over seeds, its
   "Avg Gap" (the gap of the seed means), the mean and std of the per-seed gaps and its sensitivity, then
   each forget-lr curve on the search seed;
+* :func:`no_search_table`: the learning-rate-free optimizers at their default forget lr, against the searched best;
 * :func:`reading`: a plain-language reading, whichever way the numbers fall;
 * :func:`stability_table`: the std over seeds at the end of the run and its mean over the run;
 * :func:`plot_curves` (gap against forget lr, the doing-nothing gap dashed), :func:`plot_lr_maps` (forget lr
@@ -34,19 +35,28 @@ def _sensitivity(record: Mapping[str, object]) -> str:
     return "insensitive" if record["insensitive"] else f"{record['robustness_decades']:.2f}"
 
 
+def _range(record: Mapping[str, object]) -> str:
+    value = record.get("response_range")  # absent from results written before it was recorded
+    return "" if value is None or not math.isfinite(value) else f"{value:.2f}"
+
+
+def _lr_free(record: Mapping[str, object]) -> bool:
+    return record.get("default_lr") is not None
+
+
 def render_tables(methods: Sequence[Mapping[str, object]], metrics: Sequence[str], cell: str = ".2f",
                   label: str = "method") -> str:
     """Markdown tables of method records: the best setting of each method x optimizer with its metrics over
     seeds, then each forget-lr curve on the search seed."""
     lines = [f"| {label} | optim | forget lr | retain lr | seeds | {' | '.join(metrics)} | Avg Gap | mean seed gap "
-             "| gap std | Avg std | robust decades | grid (points) | both ends searched |",
-             "|---|---|---:|---:|---:|" + "---|" * len(metrics) + "---:|---:|---:|---:|---:|---:|---|"]
+             "| gap std | Avg std | robust decades | response range | grid (points) | both ends searched |",
+             "|---|---|---:|---:|---:|" + "---|" * len(metrics) + "---:|---:|---:|---:|---:|---:|---:|---|"]
     for m in methods:
         mean = m["seed_mean"]
         cells = [f"{mean[k]:{cell}}+-{mean[k + '_std']:{cell}}" for k in metrics]
         lines.append(f"| {m['method']} | {m['optim']} | {m['best_forget_lr']:g} | {_retain(m)} | "
                      f"{len(m['per_seed'])} | " + " | ".join(cells) + f" | {gap_text(m['avg_gap'])} | {gap_text(m['mean_seed_gap'])} | "
-                     f"{m['gap_std']:.2f} | {m['avg_std']:.2f} | {_sensitivity(m)} | {m['grid_size']} | "
+                     f"{m['gap_std']:.2f} | {m['avg_std']:.2f} | {_sensitivity(m)} | {_range(m)} | {m['grid_size']} | "
                      f"{'yes' if m['searched_both_ends'] else 'no'} |")
     lines += ["", f"| {label} | optim | retain lr | gap at each forget lr (search seed) |", "|---|---|---:|---|"]
     for m in methods:
@@ -102,11 +112,52 @@ def reading(methods: Sequence[Mapping[str, object]], original_gap: float, refere
         no_better = [r["optim"] for r in records if r["avg_gap"] >= original_gap]
         if no_better:
             text += f" No better than doing nothing: {', '.join(no_better)}."
+        for record in records:
+            default = record.get("no_search")
+            searched = [r for r in records if not _lr_free(r)]
+            if default and searched:
+                best_searched = min(searched, key=lambda r: r["avg_gap"])
+                text += (f" {record['optim']} with no search (default forget lr {default['forget_lr']:g}): Avg Gap "
+                         f"{gap_text(default['avg_gap'])}, against the searched best ({best_searched['optim']}) "
+                         + _compare(default["avg_gap"], default["gap_std"], best_searched["avg_gap"],
+                                    best_searched["gap_std"]) + ".")
         unsearched = [r["optim"] for r in records if not r["searched_both_ends"]]
         if unsearched:
             text += f" Curve not risen at an edge of its grid (not fully searched): {', '.join(unsearched)}."
         lines.append(text)
     return "\n".join(lines)
+
+
+def no_search_table(methods: Sequence[Mapping[str, object]], label: str = "method") -> str:
+    """Markdown table of the learning-rate-free optimizers at their default forget lr (no search) on every seed,
+    against each searched optimizer of the same method at its best setting ('' when none was run). Within seed
+    noise: the difference of Avg Gaps is no larger than the larger of the two per-seed gap stds."""
+    rows = [m for m in methods if m.get("no_search")]
+    if not rows:
+        return ""
+    lines = [f"| {label} | optim | default forget lr | retain lr | seeds | Avg Gap (no search) | gap std "
+             "| searched best of the same method: Avg Gap +- gap std, and the verdict |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for m in rows:
+        default = m["no_search"]
+        against = [r for r in methods if r["method"] == m["method"] and not _lr_free(r) and math.isfinite(r["avg_gap"])]
+        verdicts = []
+        for other in against:
+            verdicts.append(f"{other['optim']} {other['avg_gap']:.2f}+-{other['gap_std']:.2f}: "
+                            + _compare(default["avg_gap"], default["gap_std"], other["avg_gap"], other["gap_std"]))
+        lines.append(f"| {m['method']} | {m['optim']} | {default['forget_lr']:g} | {default['retain_lr']:g} | "
+                     f"{len(default['per_seed'])} | {gap_text(default['avg_gap'])} | {default['gap_std']:.2f} | "
+                     + "; ".join(verdicts) + " |")
+    return "\n".join(lines)
+
+
+def _compare(gap: float, std: float, other: float, other_std: float) -> str:
+    """How a gap compares with another: within seed noise (the larger std), or better / worse by how much."""
+    if not math.isfinite(gap):
+        return "diverged"
+    difference = gap - other
+    if abs(difference) <= max(std, other_std):
+        return f"within seed noise ({difference:+.2f})"
+    return f"{'worse' if difference > 0 else 'better'} by {abs(difference):.2f}"
 
 
 def stability_table(methods: Sequence[Mapping[str, object]], keys: Sequence[str], label: str = "method") -> str:
@@ -145,22 +196,28 @@ def plot_curves(methods: Sequence[Mapping[str, object]], path: Path, ylabel: str
     original model's gap (doing nothing) dashed."""
     ensure_writable_plot(str(path))
     plt = _pyplot()
-    names = list(dict.fromkeys(record["method"] for record in methods))
-    most = max(sum(r["method"] == name for r in methods) for name in names)
+    # a learning-rate-free optimizer's axis is a multiple of its default lr: its curves get a panel of their own
+    names = list(dict.fromkeys((record["method"], _lr_free(record)) for record in methods))
+    most = max(sum((r["method"], _lr_free(r)) == name for r in methods) for name in names)
     crowded = most > 5  # the legend goes beside the axes, and more than 10 curves need 20 colours
     figure, axes = plt.subplots(1, len(names), figsize=((6.4 if crowded else 4.2) * len(names), 3.6), squeeze=False)
-    for axis, name in zip(axes[0], names):
+    for axis, (name, lr_free) in zip(axes[0], names):
         if most > 10:
             axis.set_prop_cycle(color=plt.cm.tab20.colors)
-        for record in (r for r in methods if r["method"] == name):
+        for record in (r for r in methods if (r["method"], _lr_free(r)) == (name, lr_free)):
+            scale = record["default_lr"] if lr_free else 1.0
             lrs, gaps = zip(*record["curve"])
-            line, = axis.plot(lrs, gaps, marker="o", label=f"{record['optim']} (retain lr {_retain(record)})")
-            axis.plot([record["best_forget_lr"]], [record["search_gap"]], marker="*", markersize=14,
+            line, = axis.plot([lr / scale for lr in lrs], gaps, marker="o",
+                              label=f"{record['optim']} (retain lr {_retain(record)})")
+            axis.plot([record["best_forget_lr"] / scale], [record["search_gap"]], marker="*", markersize=14,
                       color=line.get_color())
+            if record.get("no_search"):  # the default's Avg Gap over seeds, no search
+                axis.plot([1.0], [record["no_search"]["avg_gap"]], marker="D", linestyle="none",
+                          color=line.get_color(), label=f"{record['optim']} default, mean of seeds")
         axis.axhline(original_gap, color="0.4", linestyle="--", linewidth=1, label="doing nothing (original)")
         axis.set_xscale("log")
-        axis.set_title(name)
-        axis.set_xlabel("forget learning rate")
+        axis.set_title(f"{name}, learning-rate free" if lr_free else name)
+        axis.set_xlabel("forget lr / the optimizer's default" if lr_free else "forget learning rate")
         axis.set_ylabel(textwrap.fill(ylabel, 32))  # no longer than the axis is high
         axis.grid(True, which="both", alpha=0.3)
         if crowded:

@@ -31,6 +31,7 @@ from benchmarks.evidence.engine import Method, Modality, report_text
 from common.errors import UsageError
 from common.evidence_runs import Call, Runner
 from common.io import atomic_write_json, ensure_writable_dir, read_json
+from dualoptim.recipes import LR_FREE_DEFAULT_LR
 from LLM import eval as eval_script
 from LLM import main_forget, main_train
 from LLM.data import TofuSource, filter_task
@@ -48,7 +49,10 @@ METRICS = (*GAP_KEYS, "Forget Quality")
 #: and retain gradients update their own moments (``--schedule joint``, one step per forget batch)
 OPTIM_FLAGS = {"adam": ("--optim_cfg", "adam", "--alternate"),
                "dual_adam": ("--optim_cfg", "dual_adam", "--alternate"),
-               "dual_adam_joint": ("--optim_cfg", "dual_adam", "--schedule", "joint")}
+               "dual_adam_joint": ("--optim_cfg", "dual_adam", "--schedule", "joint"),
+               # learning-rate-free forget optimizers (#29), AdamW retain, alternating as dual_adam
+               "dual_prodigy_adam": ("--optim_cfg", "dual_prodigy_adam", "--alternate"),
+               "dual_sf_adam": ("--optim_cfg", "dual_sf_adam", "--alternate")}
 OPTIMS = tuple(OPTIM_FLAGS)
 EVAL_FILES = ("real_authors_perturbed", "world_facts_perturbed")
 RESULT = "metrics.json"
@@ -202,10 +206,17 @@ def tofu_gap(summary: Mapping[str, float], retain: Mapping[str, float]) -> float
 def evidence_grids(args: argparse.Namespace) -> List[MethodGrid]:
     """Per loss, each of ``--optims``: ``adam`` (one AdamW state at ``--lr`` for both objectives: a tied grid),
     ``dual_adam`` / ``dual_adam_joint`` (forget lr x each ``--retain_lrs``), every forget axis from
-    ``--grid_low`` to ``--grid_high`` at ``--points_per_decade``."""
+    ``--grid_low`` to ``--grid_high`` at ``--points_per_decade``; then, for each of ``--lrfree_losses``, each
+    learning-rate-free recipe of ``--optims`` over 0.1x to 10x its package default (the same resolution) x each
+    ``--retain_lrs``, its default also run on every seed (no search)."""
     forget_lrs = decade_grid(args.grid_low, args.grid_high, args.points_per_decade)
-    return [MethodGrid(loss, optim, forget_lrs, None if optim == "adam" else tuple(args.retain_lrs))
-            for loss in METHODS for optim in args.optims]
+    grids = [MethodGrid(loss, optim, forget_lrs, None if optim == "adam" else tuple(args.retain_lrs))
+             for loss in METHODS for optim in args.optims if optim not in LR_FREE_DEFAULT_LR]
+    for optim in (o for o in args.optims if o in LR_FREE_DEFAULT_LR):
+        default = LR_FREE_DEFAULT_LR[optim]
+        grids += [MethodGrid(loss, optim, decade_grid(default / 10, default * 10, args.points_per_decade),
+                             tuple(args.retain_lrs), default_lr=default) for loss in args.lrfree_losses]
+    return grids
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import torch
 
 from benchmarks.evidence.design import TIED, MethodGrid
 from benchmarks.evidence.ic import (ABLATION_PAIRS, METHODS, PRESETS, EvidenceConfig, ICEvidence, check_setting,
+                                    lr_free_grids,
                                     evidence_grids, report, step_budget)
 from common.evidence_runs import Runner
 
@@ -50,6 +51,15 @@ def test_evidence_grids_give_every_optimizer_the_same_resolution_and_retain_grid
     assert MethodGrid("SalUn", "sgd", (1.0, 2.0), (3.0,)).size == 2
 
 
+def test_lr_free_grids_are_multiples_of_the_default_on_the_shared_retain_grid():
+    prodigy, schedule_free = lr_free_grids(("SalUn",))
+    assert prodigy.forget_lrs == (0.1, 0.215, 0.464, 1.0, 2.15, 4.64, 10.0) and prodigy.default_lr == 1.0
+    assert schedule_free.forget_lrs == (0.00025, 0.000539, 0.00116, 0.0025, 0.00539, 0.0116, 0.025)
+    assert prodigy.retain_lrs == schedule_free.retain_lrs == evidence_grids(("SalUn",))[1].retain_lrs
+    optims = [g.optim for g in PRESETS["cifar10"].grids]  # sgd and dual first, then the lr-free recipes
+    assert optims == ["sgd", "dual"] * 3 + ["dual_prodigy"] * 3 + ["dual_sf"] * 3
+
+
 def results_record(sgd_gap, dual_gap, sgd_std=0.5, dual_std=0.5, met=True):
     def method(optim, gap, std, decades, both_ends):
         seed_mean = {k: 1.0 for k in ("UA", "RA", "TA", "MIA")}
@@ -77,6 +87,22 @@ def test_report_says_which_way_the_numbers_fall():
     assert "No better than doing nothing: sgd." in report(results_record(sgd_gap=9.5, dual_gap=3.0))
 
 
+def test_report_compares_the_lr_free_default_with_the_searched_best():
+    results = results_record(sgd_gap=6.0, dual_gap=3.0)
+    lr_free = dict(results["methods"][1], optim="dual_prodigy", default_lr=1.0, avg_gap=2.0, gap_std=0.4,
+                   curve=[(0.1, 4.0), (1.0, 2.0), (10.0, 9.5)], response_range=7.5,
+                   no_search={"forget_lr": 1.0, "retain_lr": 0.01, "avg_gap": 3.6, "mean_seed_gap": 4.0,
+                              "gap_std": 0.7, "per_seed": {"1": {}, "2": {}, "3": {}}})
+    results["methods"].append(lr_free)
+    text = report(results)
+    # 3.6 - 3.0 = 0.6 <= max(0.7, 0.5): within seed noise of dual; 3.6 - 6.0: better than sgd by 2.40
+    assert ("| SalUn | dual_prodigy | 1 | 0.01 | 3 | 3.60 | 0.70 | sgd 6.00+-0.50: better by 2.40; "
+            "dual 3.00+-0.50: within seed noise (+0.60) |") in text
+    assert "dual_prodigy with no search (default forget lr 1): Avg Gap 3.60, against the searched best (dual) " \
+           "within seed noise (+0.60)." in text
+    assert "| 7.50 | 10 |" in text  # the response range column
+
+
 def test_report_tables_list_best_settings_and_curves():
     text = report(results_record(sgd_gap=6.0, dual_gap=3.0))
     assert "| SalUn | dual | 0.01 | 0.01 | 3 | 1.00+-0.50 | 1.00+-0.50 | 1.00+-0.50 | 1.00+-0.50 | 3.00 | 4.00 | 0.50 |" \
@@ -98,15 +124,19 @@ def test_unlearn_calls_name_their_folders_by_lrs_and_tie_the_single_optimizer(tm
     assert call.target == "ImageClassification.main_random_sfron:main" and call.save_dir == tmp_path / "sfron_sgd_lr0.02/seed1"
     assert argv[argv.index("--save_dir") + 1] == str(call.save_dir) and "--resume" in argv
     assert argv[argv.index("--retain_lr") + 1] == "0.02" and argv[argv.index("--sfron_iters") + 1] == "7"
+    assert argv[argv.index("--sfron_checkpoint_every") + 1] == "1"  # 7 steps // 5 points
     call = bench.unlearn_call("SalUn", "dual", 1e-4, 0.01, 2)
     argv = list(call.argument)
     assert call.save_dir == tmp_path / "salun_dual_lr0.0001_rlr0.01/seed2" and "--mask_path" in argv
     assert argv[argv.index("--retain_lr") + 1] == "0.01" and argv[argv.index("--unlearn_epochs") + 1] == "1"
     assert argv[argv.index("--seed") + 1] == "2" and not call.done
     assert argv[argv.index("--mask_path") + 1] == str(tmp_path / "mask" / "seed2" / "with_0.5.pt")
-    assert bench.trajectory_call("SFRon", "sgd", bench.unlearn_call("SFRon", "sgd", 0.02, TIED, 1)) is None
+    sfron = bench.trajectory_call("SFRon", "sgd", bench.unlearn_call("SFRon", "sgd", 0.02, TIED, 1))
+    # every retain step (7 // 5 = 1), on the epoch methods' scale: step s of 7 is epoch s / 7
+    assert sfron.argument.checkpoints == tuple((round(s / 7, 3), f"checkpoint_step{s}.pt") for s in range(1, 8))
     trajectory = bench.trajectory_call("SalUn", "dual", call)
-    assert trajectory.save_dir == call.save_dir / "trajectory" and trajectory.argument.epochs == 1
+    assert trajectory.save_dir == call.save_dir / "trajectory"
+    assert trajectory.argument.checkpoints == ((1, "checkpoint_1.pt"),)
     assert trajectory.target == "benchmarks.evidence.ic:evaluate_checkpoints"
 
 

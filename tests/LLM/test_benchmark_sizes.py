@@ -53,6 +53,18 @@ def test_evidence_preset_meets_the_step_budget_and_grids_match_in_size(llm_tofu)
     assert config.out.endswith("evidence") and config.search_seed == 1001 and config.grids == tuple(grids)
 
 
+def test_lr_free_optims_are_searched_around_their_default_on_the_lrfree_losses(llm_tofu):
+    args = llm_tofu.parse_args(["--size", "evidence", "--optims", "dual_adam", "dual_prodigy_adam", "dual_sf_adam"])
+    grids = tofu.evidence_grids(args)
+    assert [(g.method, g.optim) for g in grids][3:] == [
+        ("ME+GD", "dual_prodigy_adam"), ("NPO+GD", "dual_prodigy_adam"), ("ME+GD", "dual_sf_adam"),
+        ("NPO+GD", "dual_sf_adam")]
+    prodigy, schedule_free = grids[3], grids[5]
+    assert prodigy.forget_lrs == (0.1, 0.215, 0.464, 1.0, 2.15, 4.64, 10.0) and prodigy.default_lr == 1.0
+    assert schedule_free.default_lr == 0.0025 and schedule_free.retain_lrs == grids[0].retain_lrs == (1e-4, 1e-3)
+    assert tofu.OPTIM_FLAGS["dual_prodigy_adam"] == ("--optim_cfg", "dual_prodigy_adam", "--alternate")
+
+
 def test_tofu_gap_is_the_mean_distance_to_the_retain_model_in_points():
     retain = {"Forget ROUGE": 0.2, "TOFU Model Utility": 0.6, "Forget Quality": 1.0}
     assert tofu.tofu_gap({"Forget ROUGE": 0.5, "TOFU Model Utility": 0.5}, retain) == pytest.approx(20.0)
@@ -72,8 +84,8 @@ def test_evidence_report_lists_each_loss_and_optimizer():
                "methods": [record]}
     table = tofu.report(results)
     assert "Doing nothing (the original model) has Avg Gap 30.00 to the retain model." in table
-    assert ("| ME+GD | adam | 0.001 | tied | 2 | 0.25+-0.01 | 0.5+-0.02 | 0.1+-0 | 3.00 | 3.20 | 0.50 | 0.01 | 0.50 | "
-            "10 | yes |") in table
+    assert ("| ME+GD | adam | 0.001 | tied | 2 | 0.25+-0.01 | 0.5+-0.02 | 0.1+-0 | 3.00 | 3.20 | 0.50 | 0.01 | 0.50 |  | "
+            "10 | yes |") in table  # no response range recorded: an empty cell
     assert "| ME+GD | adam | tied | 0.0001: 9.00, 0.001: 3.00 |" in table
 
 

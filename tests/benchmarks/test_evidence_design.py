@@ -4,6 +4,7 @@ import math
 import pytest
 
 from benchmarks.evidence.design import (DIVERGED_GAP, TIED, GridPoint, MethodGrid, best_setting, curve_at,
+                                        response_range,
                                         decade_grid, edge_extension, gap_text, insensitive, log_grid, report_curve,
                                         rises_at_both_ends, robustness_width, search, seed_gaps, seed_summary,
                                         trajectory_summary)
@@ -223,3 +224,8 @@ def test_reading_never_calls_a_method_no_better_than_doing_nothing_the_least_lr_
     text = reading([record("dual", 3.0, 0.3), record("sgd", 9.0, 0.2), record("dual_aa_v", 50.0, 1.0)],
                    original_gap=25.0, reference="Retrain")
     assert "dual is the least lr-sensitive" in text and "No better than doing nothing: dual_aa_v" in text
+
+
+def test_response_range_is_the_gap_span_over_finished_points():
+    assert response_range([(1e-4, 3.0), (1e-3, 1.5), (1e-2, 9.25), (1e-1, DIVERGED_GAP)]) == 7.75
+    assert math.isnan(response_range([(1e-4, DIVERGED_GAP)]))

@@ -134,6 +134,24 @@ def test_run_searches_extends_seeds_and_reports_the_gap_of_the_seed_means(tmp_pa
     assert len(fake_benchmark) == ran and again["methods"] == results["methods"]
 
 
+def test_a_learning_rate_free_grid_also_runs_its_default_on_every_seed(tmp_path, fake_benchmark, monkeypatch):
+    for plot in ("plot_curves", "plot_lr_maps", "plot_stability"):
+        monkeypatch.setattr(f"benchmarks.evidence.report.{plot}", lambda *args, **kwargs: None)
+    grid = MethodGrid("Valley", "dual_prodigy", (1e-4, 1e-3, 1e-2), (0.5,), default_lr=1e-2)
+    config = FakeConfig(str(tmp_path), (grid,), seeds=(1, 2), search_seed=1, max_extensions=0, stability=False)
+    record = run(FakeModality(config), log=lambda text: None)["methods"][0]
+    # best 1e-3 (UA 1 on seed 1); the default 1e-2 on seeds 1 and 2: UA 11 and 9, Avg Gap (10 + 0) / 2 = 5
+    assert record["best_forget_lr"] == 1e-3 and record["default_lr"] == 1e-2
+    no_search = record["no_search"]
+    assert (no_search["forget_lr"], no_search["retain_lr"], sorted(no_search["per_seed"])) == (1e-2, 0.5, ["1", "2"])
+    assert no_search["avg_gap"] == pytest.approx(5.0) and no_search["gap_std"] == pytest.approx(0.5)
+    # search seed: gaps 5.5, 0.5, 5.5 -> the gap moves by 5 over the grid
+    assert record["response_range"] == pytest.approx(5.0)
+    # 3 search runs on seed 1, then seed 2 at the best and at the default (seed 1's are read back)
+    assert [(argument[1], argument[3]) for argument in fake_benchmark] == [
+        (1e-4, 1), (1e-3, 1), (1e-2, 1), (1e-3, 2), (1e-2, 2)]
+
+
 def test_no_runtime_module_imports_the_evidence_engine():
     """The engine is benchmark code: only the README demo (an entry point that runs a benchmark) uses it."""
     repo = Path(__file__).resolve().parents[2]

@@ -153,6 +153,17 @@ def test_sfron_slow_weights_with_beta_zero_freeze_the_model(model, loaders, make
     assert same_params(before, params_of(model))
 
 
+def test_sfron_checkpoint_every_saves_the_model_along_the_run(model, loaders, make_args, tmp_path):
+    args = make_args(unlearn="SFRon", optim="sgd", sfron_iters=4, sfron_freq=2, sfron_checkpoint_every=2,
+                     save_dir=str(tmp_path))
+    get_unlearn_method("SFRon")(loaders, model, args, None, CPU)
+    assert sorted(p.name for p in tmp_path.glob("checkpoint_*")) == ["checkpoint_step2.pt", "checkpoint_step4.pt"]
+    last = torch.load(tmp_path / "checkpoint_step4.pt", weights_only=True)
+    middle = torch.load(tmp_path / "checkpoint_step2.pt", weights_only=True)
+    assert all(torch.equal(last[name], value) for name, value in model.state_dict().items())
+    assert not all(torch.equal(middle[name], value) for name, value in model.state_dict().items())
+
+
 # ---------------------------------------------------------------- boundary
 
 def test_boundary_expanding_sends_forget_set_to_shadow_class(model, loaders, make_args):
