@@ -72,7 +72,8 @@ class ForgetRunConfig(*in_flag_order(ForgetFlags, OptimFlags, AmpFlags, DataFlag
         A flag without a field (or a field without a flag) is a ``TypeError``: a new flag gets its field here.
         """
         check_method_flags(args)
-        return super().from_args(args, dataset=dataset, unlearn_loss=args.unlearn_loss or METHODS.get(args.mode).loss)
+        return super().from_args(args, dataset=dataset,
+                                 unlearn_loss=args.unlearn_loss or METHODS.get(args.mode).loss)
 
     @property
     def method_entry(self) -> MethodEntry:
@@ -122,7 +123,7 @@ class SampleFlags(FlagRecord):
     """``sample.py``'s own flags."""
 
     config: Optional[str]
-    dataset: str
+    dataset: str                  # resolved: the checkpoint's
     ckpt_folder: str
     mode: str
     classes_to_generate: Optional[str]

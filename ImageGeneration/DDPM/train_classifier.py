@@ -121,7 +121,8 @@ def main(argv=None) -> str:
     path = save_classifier(model, Path(save_dir) / classifier_filename(run.dataset, arch),
                            {"test_accuracy": history[-1], "judge_init": judge_init})
     write_run_record(save_dir, run.record(),
-                     {"test_accuracy": history, "checkpoint": str(path), "judge_init": judge_init}, filename=f"run_train_classifier_{run.dataset}_{arch}.json")
+                     {"test_accuracy": history, "checkpoint": str(path), "judge_init": judge_init},
+                     filename=f"run_train_classifier_{run.dataset}_{arch}.json")
     print(path)
     return str(path)
 
