@@ -115,10 +115,9 @@ def load_checkpoint(ckpt_folder: PathLike, device: torch.device, flag: str = "--
     research = research_checkpoint(state, label)
     if research is None:
         check_state_dict(state["model"], f"{label} ('model')")
-        config = to_namespace(state["config"])
-        for key, value in LEGACY_MODEL_KEYS.items():
-            if not hasattr(config.model, key):
-                setattr(config.model, key, value)
+        stored = state["config"]
+        config = to_namespace({**stored, "model": {**stored["model"], **{
+            key: value for key, value in LEGACY_MODEL_KEYS.items() if key not in stored["model"]}}})
         unet = build_unet(config.model, config.data)
         load_weights(unet, state["model"], label, "the stored config")
         return LoadedCheckpoint(unet.to(device), state, config, list(state["trained_classes"]))
@@ -138,10 +137,11 @@ def load_checkpoint(ckpt_folder: PathLike, device: torch.device, flag: str = "--
 
 
 def load_run_checkpoint(args, device: torch.device, kind: str) -> LoadedCheckpoint:
-    """Load ``args.ckpt_folder`` and settle ``args.dataset`` on the checkpoint's dataset.
+    """Load ``args.ckpt_folder`` (``args``: the parsed flags ``--ckpt_folder``, ``--config`` and ``--dataset``,
+    read and not changed).
 
-    ``--dataset``, when given, must name the dataset the checkpoint was trained on;
-    left out, the checkpoint's is used (so the default configs follow the model).  A
+    ``--dataset``, when given, must name the dataset the checkpoint was trained on; the run's dataset is
+    ``loaded.dataset`` (so the default configs follow the model).  A
     research-code checkpoint gets its network from ``--config`` (or the ``<dataset>_<kind>.yml``
     of ``--dataset``), which is required then.
     """
@@ -154,7 +154,6 @@ def load_run_checkpoint(args, device: torch.device, kind: str) -> LoadedCheckpoi
     loaded = load_checkpoint(args.ckpt_folder, device, research_config=research_config)
     if args.dataset is not None and args.dataset != loaded.dataset:
         raise UsageError(f"--dataset {args.dataset}: the checkpoint was trained on {loaded.dataset}")
-    args.dataset = loaded.dataset
     return loaded
 
 

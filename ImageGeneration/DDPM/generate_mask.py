@@ -32,6 +32,7 @@ from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, load_class_samples, make_loader, split_forget
 from ImageGeneration.DDPM.checkpoints import CKPT_RELPATH, load_run_checkpoint
 from ImageGeneration.DDPM.config import load_config
+from ImageGeneration.DDPM.run_config import MaskRunConfig
 from ImageGeneration.DDPM.unlearn import elbo_fisher_loss_fn, guided_loss_fn
 
 MODES = ("salun", "sfron", "sa_fim")
@@ -69,14 +70,14 @@ def stored_fishers(folder: Path) -> bool:
     return all((folder / name).is_file() for name in FISHER_FILES) and not (folder / CKPT_RELPATH).is_file()
 
 
-def threshold_stored_fishers(args: argparse.Namespace, fisher_dir: Path):
+def threshold_stored_fishers(run: MaskRunConfig, fisher_dir: Path):
     """SFR-on masks from the diagonals in ``fisher_dir``, written next to them (or to ``--save_dir``)."""
     forget, remain = (load_state_dict_file(fisher_dir / name, "--ckpt_folder") for name in FISHER_FILES)
     if set(forget) != set(remain):
         raise UsageError(f"--ckpt_folder {fisher_dir}: forget_fisher.pt and remain_fisher.pt cover different "
                          "parameters")
-    save_dir = ensure_writable_dir(args.save_dir or fisher_dir, "--save_dir")
-    return save_dir, fisher_ratio_masks(forget, remain, args.threshold or [1.0])
+    save_dir = ensure_writable_dir(run.save_dir or fisher_dir, "--save_dir")
+    return save_dir, fisher_ratio_masks(forget, remain, run.threshold or [1.0])
 
 
 def report_masks(masks: dict, paths) -> dict:
@@ -89,42 +90,42 @@ def report_masks(masks: dict, paths) -> dict:
     return metrics
 
 
-def fisher_information(args: argparse.Namespace, unet, ckpt_config, ckpt_folder: Path) -> dict:
+def fisher_information(run: MaskRunConfig, unet, ckpt_config, ckpt_folder: Path) -> dict:
     """Selective Amnesia's FIM over the model's own ``class_samples`` -> ``<ckpt_folder>/fisher_dict.pt``."""
     images, labels = load_class_samples(
         ckpt_folder, ckpt_config, "no class_samples/<label>/ folders; run sample.py --mode sample_classes first")
-    loader = make_loader(images, labels, 1, args.seed)
+    loader = make_loader(images, labels, 1, run.seed)
     n_steps = ckpt_config.diffusion.num_diffusion_timesteps
-    timesteps = torch.linspace(0, n_steps - 1, args.fim_timesteps or n_steps).round().long().unique()
-    fisher = accumulate_gradients(unet, loader, elbo_fisher_loss_fn(ckpt_config, timesteps, args.n_chunks), power=2)
+    timesteps = torch.linspace(0, n_steps - 1, run.fim_timesteps or n_steps).round().long().unique()
+    fisher = accumulate_gradients(unet, loader, elbo_fisher_loss_fn(ckpt_config, timesteps, run.n_chunks), power=2)
     out = atomic_torch_save({k: v.cpu() for k, v in fisher.items()}, ckpt_folder / "fisher_dict.pt")
     return {"fisher_dict": str(out), "n_samples": len(loader.dataset), "n_timesteps": len(timesteps)}
 
 
-def model_masks(args: argparse.Namespace, unet, ckpt_config, ckpt_folder: Path):
+def model_masks(run: MaskRunConfig, unet, ckpt_config, ckpt_folder: Path):
     """SalUn's saliency mask or SFR-on's Fisher diagonals and masks of a model; returns the folder and metrics.
 
     The data and config are read before the folder is created, so a bad input leaves nothing behind.
     """
-    config = load_config(args.config, args.dataset, "fisher")
-    images, labels = load_arrays(args.dataset, args.data_path, "train", ckpt_config.data.image_size,
+    config = load_config(run.config, run.dataset, "fisher")
+    images, labels = load_arrays(run.dataset, run.data_path, "train", ckpt_config.data.image_size,
                                  ckpt_config.data.channels)
-    (remain_x, remain_y), (forget_x, forget_y) = split_forget(images, labels, args.label_to_forget)
-    save_dir = ensure_writable_dir(args.save_dir or ckpt_folder / f"mask_{args.label_to_forget}", "--save_dir")
+    (remain_x, remain_y), (forget_x, forget_y) = split_forget(images, labels, run.label_to_forget)
+    save_dir = ensure_writable_dir(run.save_dir or ckpt_folder / f"mask_{run.label_to_forget}", "--save_dir")
     batch_size, clip = config.training.batch_size, config.optim.grad_clip
-    forget_loader = make_loader(forget_x, forget_y, batch_size, args.seed)
-    loss_fn = guided_loss_fn(ckpt_config, args.cond_scale)
-    if args.mode == "salun":
+    forget_loader = make_loader(forget_x, forget_y, batch_size, run.seed)
+    loss_fn = guided_loss_fn(ckpt_config, run.cond_scale)
+    if run.mode == "salun":
         gradients = accumulate_gradients(unet, forget_loader, loss_fn, power=1, grad_clip=clip)
-        masks = top_fraction_masks({k: v.abs() for k, v in gradients.items()}, args.threshold or [0.5])
+        masks = top_fraction_masks({k: v.abs() for k, v in gradients.items()}, run.threshold or [0.5])
         written = save_masks(masks, save_dir)
     else:
-        remain_loader = make_loader(remain_x, remain_y, batch_size, args.seed + 1)
+        remain_loader = make_loader(remain_x, remain_y, batch_size, run.seed + 1)
         fishers = [accumulate_gradients(unet, loader, loss_fn, power=2, grad_clip=clip)
                    for loader in (forget_loader, remain_loader)]
         for name, fisher in zip(FISHER_FILES, fishers):
             atomic_torch_save({k: v.cpu() for k, v in fisher.items()}, save_dir / name)
-        masks = fisher_ratio_masks(*fishers, args.threshold or [1.0])
+        masks = fisher_ratio_masks(*fishers, run.threshold or [1.0])
         written = save_masks(masks, save_dir, fisher_mask_filename)
     return save_dir, report_masks(masks, written)
 
@@ -133,26 +134,27 @@ def model_masks(args: argparse.Namespace, unet, ckpt_config, ckpt_folder: Path):
 def main(argv=None) -> str:
     args = parse_args(argv)
     ckpt_folder = Path(args.ckpt_folder)
-    if args.mode is None:
-        args.mode = "sfron" if stored_fishers(ckpt_folder) else "salun"
-    args.mode = MODE_ALIASES.get(args.mode, args.mode)
-    if args.mode not in MODES:
-        raise UsageError(f"--mode {args.mode!r}: expected one of {', '.join(MODES + tuple(MODE_ALIASES))}")
-    if args.mode == "salun" and args.threshold and not all(t <= 1 for t in args.threshold):
+    mode = args.mode if args.mode is not None else "sfron" if stored_fishers(ckpt_folder) else "salun"
+    mode = MODE_ALIASES.get(mode, mode)
+    if mode not in MODES:
+        raise UsageError(f"--mode {mode!r}: expected one of {', '.join(MODES + tuple(MODE_ALIASES))}")
+    if mode == "salun" and args.threshold and not all(t <= 1 for t in args.threshold):
         raise UsageError("--threshold: salun keeps a fraction of weights, expected values in [0, 1]")
     device = start_run(args)
-    if args.mode == "sfron" and stored_fishers(ckpt_folder):
-        save_dir, masks = threshold_stored_fishers(args, ckpt_folder)
+    rethreshold = mode == "sfron" and stored_fishers(ckpt_folder)
+    loaded = None if rethreshold else load_run_checkpoint(args, device, "fisher")
+    run = MaskRunConfig.from_args(args, mode=mode, dataset=loaded.dataset if loaded else args.dataset)  # frozen
+    if rethreshold:
+        save_dir, masks = threshold_stored_fishers(run, ckpt_folder)
         metrics = report_masks(masks, save_masks(masks, save_dir, fisher_mask_filename))
     else:
-        loaded = load_run_checkpoint(args, device, "fisher")
-        check_label(args.label_to_forget, loaded.config.data.n_classes, "--label_to_forget")
+        check_label(run.label_to_forget, loaded.config.data.n_classes, "--label_to_forget")
         unet = loaded.unet.eval()  # the research code scores saliency and Fisher information without dropout
-        if args.mode == "sa_fim":
-            save_dir, metrics = ckpt_folder, fisher_information(args, unet, loaded.config, ckpt_folder)
+        if run.mode == "sa_fim":
+            save_dir, metrics = ckpt_folder, fisher_information(run, unet, loaded.config, ckpt_folder)
         else:
-            save_dir, metrics = model_masks(args, unet, loaded.config, ckpt_folder)
-    write_run_record(save_dir, args, metrics, filename=f"run_{args.mode}.json")
+            save_dir, metrics = model_masks(run, unet, loaded.config, ckpt_folder)
+    write_run_record(save_dir, run.record(), metrics, filename=f"run_{run.mode}.json")
     return str(save_dir)
 
 

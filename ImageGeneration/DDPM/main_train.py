@@ -26,6 +26,7 @@ from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, s
 from ImageGeneration.DDPM.checkpoints import CKPT_RELPATH, save_checkpoint
 from ImageGeneration.DDPM.config import load_config, save_config, to_dict
 from ImageGeneration.DDPM.networks import build_unet
+from ImageGeneration.DDPM.run_config import TrainRunConfig
 from ImageGeneration.DDPM.training import ddpm_batches, train_ddpm
 
 
@@ -49,26 +50,26 @@ def main(argv=None) -> str:
     if args.mode not in ("pretrain", "retrain"):
         raise UsageError(f"--mode {args.mode!r}: expected pretrain or retrain")
     config = load_config(args.config, args.dataset, "pretrain")
-    args.dataset = config.data.dataset
+    run = TrainRunConfig.from_args(args, dataset=config.data.dataset)  # the run's settings from here on, frozen
     n_classes = config.data.n_classes
-    if args.mode == "retrain":
-        check_label(args.label_to_forget, n_classes, "--label_to_forget")
-    device = start_run(args)
-    sharding = SampleSharding.from_launch(device, args.seed)
+    if run.mode == "retrain":
+        check_label(run.label_to_forget, n_classes, "--label_to_forget")
+    device = start_run(run)
+    sharding = SampleSharding.from_launch(device, run.seed)
     device = sharding.device(device)
-    images, labels = load_arrays(args.dataset, args.data_path, "train", config.data.image_size, config.data.channels)
+    images, labels = load_arrays(run.dataset, run.data_path, "train", config.data.image_size, config.data.channels)
     if labels.max() >= n_classes:
-        raise UsageError(f"--config: data.n_classes is {n_classes} but --dataset {args.dataset} has "
+        raise UsageError(f"--config: data.n_classes is {n_classes} but --dataset {run.dataset} has "
                          f"{int(labels.max()) + 1} classes")
     trained_classes = list(range(n_classes))
-    if args.mode == "retrain":
-        (images, labels), _ = split_forget(images, labels, args.label_to_forget)
-        trained_classes.remove(args.label_to_forget)
+    if run.mode == "retrain":
+        (images, labels), _ = split_forget(images, labels, run.label_to_forget)
+        trained_classes.remove(run.label_to_forget)
 
     unet = build_unet(config.model, config.data).to(device)
-    loader = make_loader(images, labels, config.training.batch_size, args.seed)
+    loader = make_loader(images, labels, config.training.batch_size, run.seed)
     batches = ddpm_batches(EndlessLoader(loader), device, config.data.random_flip)
-    run_dir, logger, snapshots = open_run(args.exp_root, [args.dataset, args.mode], sharding, args,
+    run_dir, logger, snapshots = open_run(run.exp_root, [run.dataset, run.mode], sharding, run.record(),
                                           config.training.snapshot_freq, to_dict(config))
     if sharding.is_main:
         save_config(config, run_dir / "logs" / "config.yaml")
@@ -79,12 +80,13 @@ def main(argv=None) -> str:
             save_checkpoint(run_dir / CKPT_RELPATH, unet, config, trained_classes, step,
                             ema.state_dict() if ema is not None else None, optimizer.state_dict())
 
-    with tracking(args, run_dir, enabled=sharding.is_main) as reporter:
+    with tracking(run.record(), run_dir, enabled=sharding.is_main) as reporter:
         losses = train_ddpm(unet, config, batches, logger, snapshot, sharding, snapshots,
-                            allow_nonfinite=args.allow_nonfinite)
+                            allow_nonfinite=run.allow_nonfinite)
         reporter.metrics({"final_loss": losses[-1]})
-    return finish_run(run_dir, args, {"final_loss": losses[-1], "n_iters": len(losses), "losses": losses,
-                                      "trained_classes": trained_classes}, sharding, to_dict(config), snapshots)
+    return finish_run(run_dir, run.record(), {"final_loss": losses[-1], "n_iters": len(losses), "losses": losses,
+                                              "trained_classes": trained_classes}, sharding, to_dict(config),
+                      snapshots)
 
 
 if __name__ == "__main__":

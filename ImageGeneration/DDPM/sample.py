@@ -25,6 +25,7 @@ from ImageGeneration.DDPM.data import DATASETS
 from ImageGeneration.DDPM.checkpoints import load_run_checkpoint
 from ImageGeneration.DDPM.config import load_config
 from ImageGeneration.DDPM.networks import noise_predictor, null_label
+from ImageGeneration.DDPM.run_config import SampleRunConfig
 
 MODES = ("sample_classes", "sample_fid", "visualization")
 
@@ -55,49 +56,51 @@ def main(argv=None) -> str:
         raise UsageError(f"--sample_type {args.sample_type!r}: expected one of {', '.join(SAMPLE_TYPES)}")
     device = start_run(args)
     loaded = load_run_checkpoint(args, device, "sample")
-    config = load_config(args.config, args.dataset, "sample")
+    run = SampleRunConfig.from_args(args, dataset=loaded.dataset)  # the run's settings from here on, frozen
+    config = load_config(run.config, run.dataset, "sample")
     used_ema = bool(config.model.ema) and loaded.use_ema_weights()
     model_config = loaded.config
     n_classes = model_config.data.n_classes
-    classes, excluded = parse_class_list(args.classes_to_generate or ",".join(map(str, range(n_classes))), n_classes)
+    classes, excluded = parse_class_list(run.classes_to_generate or ",".join(map(str, range(n_classes))), n_classes)
     never_trained = [c for c in classes if c not in loaded.trained_classes]
     if never_trained:
-        raise UsageError(f"--classes_to_generate: the model in {args.ckpt_folder} was never trained on class(es) "
+        raise UsageError(f"--classes_to_generate: the model in {run.ckpt_folder} was never trained on class(es) "
                          f"{never_trained} (trained on {loaded.trained_classes})")
     n_train = model_config.diffusion.num_diffusion_timesteps
-    if args.timesteps > n_train:
-        raise UsageError(f"--timesteps {args.timesteps}: expected 1..{n_train} (the model's diffusion steps)")
+    if run.timesteps > n_train:
+        raise UsageError(f"--timesteps {run.timesteps}: expected 1..{n_train} (the model's diffusion steps)")
 
     d = model_config.diffusion
-    scheduler = make_scheduler(args.sample_type, beta_schedule(d.beta_schedule, d.beta_start, d.beta_end, n_train),
-                               args.timesteps)
-    ckpt_folder = Path(args.ckpt_folder)
+    scheduler = make_scheduler(run.sample_type, beta_schedule(d.beta_schedule, d.beta_start, d.beta_end, n_train),
+                               run.timesteps)
+    ckpt_folder = Path(run.ckpt_folder)
     unet = loaded.unet.eval()
     shape = (model_config.data.channels, model_config.data.image_size, model_config.data.image_size)
 
     def draw(n_per_class: int, on_batch) -> int:
         return generate(noise_predictor(unet), classes, n_per_class, config.sampling.batch_size, null_label(unet),
-                        shape, scheduler, args.cond_scale, args.eta, device, make_generator(args.seed),
+                        shape, scheduler, run.cond_scale, run.eta, device, make_generator(run.seed),
                         on_batch=on_batch)
 
-    if args.mode == "visualization":
+    if run.mode == "visualization":
         per_class = config.training.visualization_samples // len(classes)
         if per_class < 1:
             raise UsageError(f"--config: training.visualization_samples {config.training.visualization_samples} "
                              f"is fewer than the {len(classes)} classes to show")
         batches = []
         total = draw(per_class, lambda label, images: batches.append(images.cpu()))
-        out = save_grid_png(torch.cat(batches), per_class, ckpt_folder / f"sample-{args.cond_scale}.png")
-        write_run_record(ckpt_folder, args, {"n_images": total, "classes": classes, "ema_weights": used_ema,
-                                             "checkpoint_format": loaded.source_format, "grid": str(out)},
+        out = save_grid_png(torch.cat(batches), per_class, ckpt_folder / f"sample-{run.cond_scale}.png")
+        write_run_record(ckpt_folder, run.record(),
+                         {"n_images": total, "classes": classes, "ema_weights": used_ema,
+                          "checkpoint_format": loaded.source_format, "grid": str(out)},
                          filename="run_visualization.json")
         print(out)
         return str(out)
 
-    if args.mode == "sample_classes":
+    if run.mode == "sample_classes":
         out_dir = ckpt_folder / "class_samples"
     else:
-        name = f"fid_samples_guidance_{args.cond_scale}"
+        name = f"fid_samples_guidance_{run.cond_scale}"
         if excluded:
             name += "_excluded_class_" + "_".join(map(str, excluded))
         out_dir = ckpt_folder / name
@@ -105,13 +108,13 @@ def main(argv=None) -> str:
 
     def write(label: int, images: torch.Tensor) -> None:
         nonlocal next_id
-        folder = out_dir / str(label) if args.mode == "sample_classes" else out_dir
+        folder = out_dir / str(label) if run.mode == "sample_classes" else out_dir
         next_id = save_pngs(to_uint8_images(images), folder, next_id)
 
-    total = draw(args.n_samples_per_class, write)
-    write_run_record(out_dir, args, {"n_images": total, "classes": classes, "ema_weights": used_ema,
-                                     "checkpoint_format": loaded.source_format, "out_dir": str(out_dir)},
-                     filename=f"run_{args.mode}.json")
+    total = draw(run.n_samples_per_class, write)
+    write_run_record(out_dir, run.record(), {"n_images": total, "classes": classes, "ema_weights": used_ema,
+                                             "checkpoint_format": loaded.source_format, "out_dir": str(out_dir)},
+                     filename=f"run_{run.mode}.json")
     print(out_dir)
     return str(out_dir)
 

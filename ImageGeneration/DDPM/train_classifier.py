@@ -26,6 +26,7 @@ from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.DDPM.classifier import (
     ARCHS, DEFAULT_ARCH, DEFAULT_IMAGE_SIZE, ImageClassifier, classifier_filename, predict, save_classifier)
 from ImageGeneration.DDPM.data import add_data_args, load_arrays, make_loader, random_flip, to_unit_tensor
+from ImageGeneration.DDPM.run_config import JudgeRunConfig
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,63 +53,63 @@ def parse_args(argv=None) -> argparse.Namespace:
 IMAGENET_WEIGHTS = {"resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1}
 
 
-def judge_weights(arch: str, channels: int, args: argparse.Namespace) -> Tuple[Optional[dict], str]:
+def judge_weights(arch: str, channels: int, run: JudgeRunConfig) -> Tuple[Optional[dict], str]:
     """``resnet34``'s ImageNet weights, as the research code's judge starts from them, from ``--pretrained_weights``
     or the torch hub cache (:func:`common.pretrained.imagenet_weights`; a random initialisation only with
     ``--from_scratch``), and how the judge is initialised, for its records. Checked before any data is read."""
-    if args.pretrained_weights and args.from_scratch:
+    if run.pretrained_weights and run.from_scratch:
         raise UsageError("--pretrained_weights/--from_scratch: give one (ImageNet weights or a random start)")
     if arch not in IMAGENET_WEIGHTS:
-        if args.pretrained_weights:
+        if run.pretrained_weights:
             raise UsageError(f"--pretrained_weights: {arch} has no ImageNet weights (resnet34 has)")
         return None, "random initialisation"
-    if channels != 3 and not args.from_scratch:
-        raise UsageError(f"--arch {arch}: its ImageNet weights take RGB images; --dataset {args.dataset} is "
+    if channels != 3 and not run.from_scratch:
+        raise UsageError(f"--arch {arch}: its ImageNet weights take RGB images; --dataset {run.dataset} is "
                          f"grayscale (--from_scratch: random initialisation)")
-    state = imagenet_weights(arch, IMAGENET_WEIGHTS[arch], args.pretrained_weights, args.from_scratch)
+    state = imagenet_weights(arch, IMAGENET_WEIGHTS[arch], run.pretrained_weights, run.from_scratch)
     if state is None:
         return None, "random initialisation (--from_scratch)"
-    source = args.pretrained_weights or str(cached_weights_file(IMAGENET_WEIGHTS[arch]))
+    source = run.pretrained_weights or str(cached_weights_file(IMAGENET_WEIGHTS[arch]))
     return {k: v for k, v in state.items() if not k.startswith("fc.")}, f"ImageNet weights {source}"
 
 
 @cli_main
 def main(argv=None) -> str:
     args = parse_args(argv)
-    args.dataset = args.dataset or "digits"
-    arch = args.arch or DEFAULT_ARCH[args.dataset]
+    run = JudgeRunConfig.from_args(args, dataset=args.dataset or "digits")  # the run's settings, frozen
+    arch = run.arch or DEFAULT_ARCH[run.dataset]
     ARCHS.get(arch)
-    image_size = args.image_size or DEFAULT_IMAGE_SIZE[arch]
-    lr = args.lr or (1e-5 if arch == "resnet34" else 1e-3)
+    image_size = run.image_size or DEFAULT_IMAGE_SIZE[arch]
+    lr = run.lr or (1e-5 if arch == "resnet34" else 1e-3)
     device = start_run(args)
-    channels = 3 if args.dataset == "cifar10" else 1
-    native = 32 if args.dataset == "cifar10" else 16
-    weights, judge_init = judge_weights(arch, channels, args)
-    train_x, train_y = load_arrays(args.dataset, args.data_path, "train", native, channels)
-    test_x, test_y = load_arrays(args.dataset, args.data_path, "test", native, channels)
+    channels = 3 if run.dataset == "cifar10" else 1
+    native = 32 if run.dataset == "cifar10" else 16
+    weights, judge_init = judge_weights(arch, channels, run)
+    train_x, train_y = load_arrays(run.dataset, run.data_path, "train", native, channels)
+    test_x, test_y = load_arrays(run.dataset, run.data_path, "test", native, channels)
     n_classes = int(max(train_y.max(), test_y.max())) + 1
     model = ImageClassifier(arch, n_classes, channels, image_size)
     if weights is not None:
         model.net.load_state_dict(weights, strict=False)  # every weight but the new head (fc)
-    save_dir = ensure_writable_dir(args.save_dir, "--save_dir")
+    save_dir = ensure_writable_dir(run.save_dir, "--save_dir")
     model.to(device)
     head = model.net.fc if hasattr(model.net, "fc") else model.net[-1]
     head_ids = {id(p) for p in head.parameters()}
     optimizer = torch.optim.Adam([
         {"params": [p for p in model.parameters() if id(p) not in head_ids]},
         {"params": list(head.parameters()), "lr": lr * 10}], lr=lr, weight_decay=5e-4)
-    loader = make_loader(train_x, train_y, args.batch_size, args.seed)
+    loader = make_loader(train_x, train_y, run.batch_size, run.seed)
     test_images = to_unit_tensor(test_x) * 2 - 1
     history = []
-    for epoch in range(args.n_epochs):
+    for epoch in range(run.n_epochs):
         model.train()
         for batch, (x, y) in enumerate(progress(loader, desc=f"epoch {epoch + 1}", dynamic_ncols=True)):
             x, y = x.to(device) * 2 - 1, y.to(device)
-            if args.dataset == "cifar10":
+            if run.dataset == "cifar10":
                 x = random_flip(x)
             loss = F.cross_entropy(model(x), y)
             check_finite_loss(loss, epoch * len(loader) + batch + 1, "train", optimizer.param_groups[0]["lr"],
-                              args.allow_nonfinite)
+                              run.allow_nonfinite)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -117,10 +118,11 @@ def main(argv=None) -> str:
         accuracy = float((logits.argmax(1).numpy() == test_y).mean())
         history.append(accuracy)
         print(f"Accuracy on the test set after epoch {epoch + 1}: {accuracy * 100:.2f} %")
-    path = save_classifier(model, Path(save_dir) / classifier_filename(args.dataset, arch),
+    path = save_classifier(model, Path(save_dir) / classifier_filename(run.dataset, arch),
                            {"test_accuracy": history[-1], "judge_init": judge_init})
-    write_run_record(save_dir, args, {"test_accuracy": history, "checkpoint": str(path), "judge_init": judge_init},
-                     filename=f"run_train_classifier_{args.dataset}_{arch}.json")
+    write_run_record(save_dir, run.record(),
+                     {"test_accuracy": history, "checkpoint": str(path), "judge_init": judge_init},
+                     filename=f"run_train_classifier_{run.dataset}_{arch}.json")
     print(path)
     return str(path)
 

@@ -23,6 +23,7 @@ from common.saliency import (accumulate_gradients, fisher_mask_filename, fisher_
                              top_fraction_masks)
 from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.DiT.dit import add_model_args, check_forget_class, forget_remain_loaders, load_latent_dit
+from ImageGeneration.DiT.run_config import DiTMaskRunConfig
 from ImageGeneration.DiT.unlearn import add_vb_arg, latent_loss_fn, resolve_vb
 
 METHODS = ("sfron", "salun")
@@ -48,55 +49,55 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 @cli_main
 def main(argv=None) -> str:
-    args = parse_args(argv)
-    if args.method not in METHODS:
-        raise UsageError(f"--method {args.method!r}: expected one of {', '.join(METHODS)}")
-    if args.method == "salun" and not all(t <= 1 for t in args.thresholds):
+    run = DiTMaskRunConfig.from_args(parse_args(argv))  # the run's settings, frozen
+    if run.method not in METHODS:
+        raise UsageError(f"--method {run.method!r}: expected one of {', '.join(METHODS)}")
+    if run.method == "salun" and not all(t <= 1 for t in run.thresholds):
         raise UsageError("--thresholds: salun keeps a fraction of weights, expected values in [0, 1]")
-    device = start_run(args, tf32=True)
+    device = start_run(run, tf32=True)
     # every class's inputs are checked before the first file is written
-    out_dirs = {c: check_writable_dir(Path(args.mask_path) / str(c), "--mask-path") for c in args.forget_class}
-    to_compute = [c for c, out_dir in out_dirs.items() if args.recompute or not (
+    out_dirs = {c: check_writable_dir(Path(run.mask_path) / str(c), "--mask-path") for c in run.forget_class}
+    to_compute = [c for c, out_dir in out_dirs.items() if run.recompute or not (
         (out_dir / "forget_fisher.pt").exists() and (out_dir / "remain_fisher.pt").exists())]
     loaders = {}
     if to_compute:
-        if not args.data_path:
+        if not run.data_path:
             raise UsageError(f"--data-path: required to compute the Fisher diagonals of class {to_compute[0]} "
                              f"(none stored in {out_dirs[to_compute[0]]})")
-        model = load_latent_dit(args.ckpt, device, vae=args.vae)
+        model = load_latent_dit(run.ckpt, device, vae=run.vae)
         for forget_class in to_compute:
             check_forget_class(forget_class, model.num_classes)
-            loaders[forget_class] = forget_remain_loaders(args.data_path, forget_class, model.image_size,
-                                                          args.batch_size, args.num_workers, args.seed,
+            loaders[forget_class] = forget_remain_loaders(run.data_path, forget_class, model.image_size,
+                                                          run.batch_size, run.num_workers, run.seed,
                                                           model.num_classes)
         model.transformer.eval()  # as the research code: no label dropout in the Fisher
-        loss_fn = latent_loss_fn(model, resolve_vb(args.vb_loss, model))
+        loss_fn = latent_loss_fn(model, resolve_vb(run.vb_loss, model))
     metrics = {}
     for forget_class, out_dir in out_dirs.items():
         ensure_writable_dir(out_dir, "--mask-path")
         if forget_class in loaders:
             forget_loader, remain_loader = loaders[forget_class]
-            forget_fisher = accumulate_gradients(model.transformer, islice(EndlessLoader(forget_loader), args.n_iters),
+            forget_fisher = accumulate_gradients(model.transformer, islice(EndlessLoader(forget_loader), run.n_iters),
                                                  loss_fn, power=2)
-            remain_fisher = accumulate_gradients(model.transformer, islice(EndlessLoader(remain_loader), args.n_iters),
+            remain_fisher = accumulate_gradients(model.transformer, islice(EndlessLoader(remain_loader), run.n_iters),
                                                  loss_fn, power=2)
             atomic_torch_save({k: v.cpu() for k, v in forget_fisher.items()}, out_dir / "forget_fisher.pt")
             atomic_torch_save({k: v.cpu() for k, v in remain_fisher.items()}, out_dir / "remain_fisher.pt")
         else:
             forget_fisher = load_state_dict_file(out_dir / "forget_fisher.pt", "--mask-path")
             remain_fisher = load_state_dict_file(out_dir / "remain_fisher.pt", "--mask-path")
-        if args.method == "sfron":
-            masks = fisher_ratio_masks(forget_fisher, remain_fisher, args.thresholds)
+        if run.method == "sfron":
+            masks = fisher_ratio_masks(forget_fisher, remain_fisher, run.thresholds)
             save_masks(masks, out_dir, fisher_mask_filename)
         else:
-            masks = top_fraction_masks(forget_fisher, args.thresholds)
+            masks = top_fraction_masks(forget_fisher, run.thresholds)
             save_masks(masks, out_dir)
         for threshold, mask in masks.items():
             kept = kept_fraction(mask)
             print(f"class {forget_class} threshold {threshold}: kept {kept * 100:.2f}% of weights")
             metrics[f"{forget_class}/kept_fraction_{threshold}"] = kept
-        write_run_record(out_dir, args, metrics, filename=f"run_{args.method}.json")
-    return str(Path(args.mask_path))
+        write_run_record(out_dir, run.record(), metrics, filename=f"run_{run.method}.json")
+    return str(Path(run.mask_path))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from ImageGeneration.core.runs import parse_run_args, start_run
 from ImageGeneration.core.images import check_label, save_pngs, to_uint8_images
 from ImageGeneration.core.sampling import generate
 from ImageGeneration.DiT.dit import DiTSampling, add_model_args, load_latent_dit
+from ImageGeneration.DiT.run_config import DiTSampleRunConfig
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,12 +38,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 @cli_main
 def main(argv=None) -> str:
-    args = parse_args(argv)
-    sampling = DiTSampling.from_args(args)
-    sample_dir = check_writable_dir(args.sample_dir, "--sample-dir")
-    device = start_run(args, tf32=True)
-    model = load_latent_dit(args.ckpt, device, args.transformer_path, args.vae)
-    for label in args.class_labels:
+    run = DiTSampleRunConfig.from_args(parse_args(argv))  # the run's settings, frozen
+    sampling = DiTSampling.from_args(run)
+    sample_dir = check_writable_dir(run.sample_dir, "--sample-dir")
+    device = start_run(run, tf32=True)
+    model = load_latent_dit(run.ckpt, device, run.transformer_path, run.vae)
+    for label in run.class_labels:
         check_label(label, model.num_classes, "--class-labels")
     fn, scheduler = model.sampler(sampling)
     model.transformer.eval()
@@ -52,11 +53,11 @@ def main(argv=None) -> str:
         nonlocal next_id
         next_id = save_pngs(to_uint8_images(images), sample_dir / str(label), next_id)
 
-    total = generate(fn, args.class_labels, args.n_samples_per_class, args.batch_size, model.null_label,
+    total = generate(fn, run.class_labels, run.n_samples_per_class, run.batch_size, model.null_label,
                      model.latent_shape, scheduler, sampling.cfg_scale - 1.0, sampling.eta, device,
-                     make_generator(args.seed), decode=model.decode, on_batch=write,
+                     make_generator(run.seed), decode=model.decode, on_batch=write,
                      guided_channels=sampling.cfg_channels)
-    write_run_record(sample_dir, args, {"n_images": total}, filename="run_sample.json")
+    write_run_record(sample_dir, run.record(), {"n_images": total}, filename="run_sample.json")
     print(sample_dir)
     return str(sample_dir)
 

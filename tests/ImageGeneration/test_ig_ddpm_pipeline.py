@@ -14,7 +14,7 @@ from dualoptim.optimizers import DualOptim, SharedOptim
 from ImageGeneration.DDPM import (
     classifier_evaluation, evaluator, generate_mask, main_forget, main_train, sample, save_base_dataset,
     train_classifier)
-from ImageGeneration.DDPM.checkpoints import load_checkpoint
+from ImageGeneration.DDPM.checkpoints import load_checkpoint, load_run_checkpoint
 from ImageGeneration.DDPM.config import to_namespace
 from ImageGeneration.DDPM.networks import build_unet
 from ImageGeneration.DDPM.optimizers import build_unlearn_optimizer
@@ -73,6 +73,9 @@ def test_pretrain_writes_checkpoint_and_record(pretrained):
     record = read_json(run_dir / "run.json")
     assert record["seed"] == 1234 and record["metrics"]["n_iters"] == 3
     assert record["yaml_config"] == TINY_CONFIG
+    # the frozen config's record: the flags in the parser's order, --dataset settled on the YAML config's
+    assert list(record["config"]) == list(vars(main_train.parse_args([])))
+    assert record["config"]["dataset"] == "digits" and record["config"]["mode"] == "pretrain"
     assert (run_dir / "logs" / "config.yaml").exists()
 
 
@@ -114,12 +117,24 @@ def test_masks(pretrained, config_path, monkeypatch):
         expected = ((forget[name] + 1e-15) / (remain[name] + 1e-15) >= 1.0).float()
         assert torch.equal(value, expected)
         assert (strict[name] <= value).all()  # a higher threshold keeps a subset
+    record = read_json(mask_dir / "run_sfron.json")["config"]  # the mode and dataset as settled, the parser's keys
+    assert (record["mode"], record["dataset"], record["threshold"]) == ("sfron", "digits", [1.0, 3.0])
+    assert list(record) == list(vars(generate_mask.parse_args(common)))
     # generate_fisher_mask.py's command: --ckpt_folder is the folder of stored diagonals (sfron by default)
     generate_mask.main(["--ckpt_folder", str(mask_dir), "--threshold", "0.5"] + CPU)
+    assert read_json(mask_dir / "run_sfron.json")["config"]["dataset"] is None  # no checkpoint read
     loose = torch.load(mask_dir / "fisher_0.5.pt")
     for name, value in loose.items():
         assert torch.equal(value, ((forget[name] + 1e-15) / (remain[name] + 1e-15) >= 0.5).float())
     assert sum(int(v.sum()) for v in loose.values()) >= sum(int(v.sum()) for v in strict.values())
+
+
+def test_loading_a_checkpoint_leaves_the_flags_as_parsed(pretrained):
+    """The run's dataset is the checkpoint's (``loaded.dataset``), for the frozen config to take; the flags
+    are not changed."""
+    args = sample.parse_args(["--ckpt_folder", pretrained] + CPU)
+    loaded = load_run_checkpoint(args, torch.device("cpu"), "sample")
+    assert loaded.dataset == "digits" and args.dataset is None
 
 
 def test_mask_gradients_are_clipped_per_batch_as_the_research_code(pretrained, config_path, tmp_path, monkeypatch):
