@@ -46,6 +46,7 @@ class ForgetRunConfig(ForgetFlags):
     unlearn_loss: str             # resolved: the method's loss unless given
     method: str
     mask_path: Optional[str]
+    keep_snapshots: bool
     optim: Optional[str]
     dual: bool
     forget_lr: float
