@@ -22,7 +22,9 @@ Pipeline (every step goes through the LLM entry scripts' ``main``):
 Prints a markdown table of forget quality, model utility, forget-set ROUGE-L and unlearning throughput
 (attended tokens per second of the unlearning loop), mean ± std over seeds; writes ``results.json``.
 With ``--evidence`` step 4 is the evidence engine's search instead (:mod:`benchmarks.evidence.tofu`): its
-runs, ``results.json`` and plots go to ``<out_dir>/evidence``; a rerun reads finished runs back. Its runs go
+runs, ``results.json`` and plots go to ``<out_dir>/evidence`` (``stability.png``: each best setting's runs made
+again with a checkpoint every fifth of their forget steps, the gap's metrics at each); a rerun reads finished runs
+back. Its runs go
 to the ``--launcher`` (``slurm``: SLURM jobs; steps 1-3 still run in this process first, and a ``--dry_run``
 skips them and prints the search's first jobs).
 """

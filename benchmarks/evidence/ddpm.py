@@ -39,7 +39,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from benchmarks.evidence.design import TIED, MethodGrid, decade_grid, run_name, setting_checks
+from benchmarks.evidence.design import (TIED, TRAJECTORY_POINTS, MethodGrid, decade_grid, rerun_check, run_name,
+                                        setting_checks)
 from benchmarks.evidence.engine import Method, Modality, report_text
 from common.evidence_runs import Call, Runner
 from common.io import atomic_path, atomic_write_json, read_json
@@ -182,13 +183,7 @@ def judge_samples(run_dir: str, judging: Judging, seed: int, knows_forgotten_cla
     return metrics
 
 
-#: points of a trajectory after its start (the original): every this-many-th of the run's steps, the last one
-#: the finished model
-TRAJECTORY_POINTS = 5
 TRAJECTORY = "trajectory.json"
-#: the rerun's last point matches the finished run when no metric differs by more (the same flags and seed on
-#: CPU give the same model and samples)
-MATCH_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -217,9 +212,9 @@ def record_trajectory(spec: DDPMTrajectory) -> None:
     run_dir = Path(SCRIPTS[run.script].main([*argv, "--keep_snapshots", "--exp_root", str(out),
                                              "--seed", str(run.seed)]))
     n_iters = config.training.n_iters
+    kept = range(spec.interval, n_iters, spec.interval)
     checkpoints = {0: Path(argv[argv.index("--ckpt_folder") + 1]) / CKPT_RELPATH,
-                   **{step: run_dir / "ckpts" / f"ckpt_{step}.pth" for step in range(spec.interval, n_iters, spec.interval)},
-                   n_iters: run_dir / CKPT_RELPATH}
+                   **{step: run_dir / "ckpts" / f"ckpt_{step}.pth" for step in kept}, n_iters: run_dir / CKPT_RELPATH}
     points = []
     for step, checkpoint in checkpoints.items():
         folder = out / "steps" / f"step{step}"
@@ -228,10 +223,8 @@ def record_trajectory(spec: DDPMTrajectory) -> None:
         metrics = judge_samples(str(folder), run.judging, run.seed)
         (folder / CKPT_RELPATH).unlink()
         points.append({"progress": step, **{key: metrics[key] for key in METRICS}})
-    expected = read_json(Path(run.save_dir) / "metrics.json")
-    difference = max(abs(points[-1][key] - expected[key]) for key in METRICS)
     atomic_write_json({"points": points, "interval_steps": spec.interval, "n_iters": n_iters,
-                       "matches_finished_run": difference <= MATCH_TOLERANCE, "max_abs_difference": difference},
+                       **rerun_check(points[-1], read_json(Path(run.save_dir) / "metrics.json"), METRICS)},
                       out / TRAJECTORY)
 
 

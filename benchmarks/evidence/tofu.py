@@ -31,7 +31,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from benchmarks.evidence.design import TIED, MethodGrid, decade_grid, setting_checks
+from benchmarks.evidence.design import TIED, TRAJECTORY_POINTS, MethodGrid, decade_grid, rerun_check, setting_checks
 from benchmarks.evidence.engine import Method, Modality, report_text
 from common.errors import UsageError
 from common.evidence_runs import Call, Runner
@@ -127,13 +127,7 @@ def unlearn_and_evaluate(run: TofuRun) -> None:
     atomic_write_json(dict(summary, tokens_per_second=result["tokens_per_second"]), save / RESULT)
 
 
-#: points of a trajectory after its start (the original): every this-many-th of the run's forget steps, the
-#: last one the finished model
-TRAJECTORY_POINTS = 5
 TRAJECTORY = "trajectory.json"
-#: the rerun's last point matches the finished run when no metric differs by more (the same flags on CPU
-#: give the same numbers; another thread count may move a floating-point sum in its last bits)
-MATCH_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -183,11 +177,8 @@ def record_trajectory(spec: TofuTrajectory) -> None:
         shutil.rmtree(checkpoint)
         points.append({"progress": forget_steps_done(step, *schedule), "step": step,
                        **{key: summary[key] for key in METRICS if key in summary}})
-    expected = read_json(run / RESULT)
-    difference = max(abs(points[-1][key] - expected[key]) for key in METRICS if key in expected)
     atomic_write_json({"points": points, "interval_steps": interval, "max_steps": max_steps,
-                       "matches_finished_run": difference <= MATCH_TOLERANCE, "max_abs_difference": difference},
-                      out / TRAJECTORY)
+                       **rerun_check(points[-1], read_json(run / RESULT), METRICS)}, out / TRAJECTORY)
 
 
 class Prepared:
