@@ -6,6 +6,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from benchmarks.evidence import tofu
 from benchmarks.evidence.design import trajectory_summary
@@ -89,3 +90,37 @@ def test_a_rerun_that_ends_elsewhere_is_recorded_as_not_matching(tmp_path, tofu_
     assert not record["matches_finished_run"] and record["max_abs_difference"] == pytest.approx(0.25)
     # joint steps (no --alternate): each step is a forget step; 1 batch per epoch, 2 epochs, points every step
     assert [p["progress"] for p in record["points"]] == [1, 2]
+
+
+def test_schedule_free_checkpoints_along_the_run_hold_the_weights_to_evaluate(tmp_path, tofu_dir, tiny_model,
+                                                                              monkeypatch):
+    """A trajectory of a schedule-free optimizer (dual_sf_adam) evaluates the schedule-free average at every
+    checkpoint, not the point it trains at: checkpoint-3 is saved inside evaluation_weights."""
+    pytest.importorskip("schedulefree")
+    import contextlib
+
+    from LLM import main_forget, unlearn
+    from LLM.models import load_causal_lm
+
+    swaps = []
+    real = unlearn.evaluation_weights
+
+    @contextlib.contextmanager
+    def recording(optimizer):
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        before = [p.detach().clone() for p in params]
+        with real(optimizer):
+            swaps.append((before, [p.detach().clone() for p in params]))
+            yield
+
+    monkeypatch.setattr(unlearn, "evaluation_weights", recording)
+    save = tmp_path / "sf"
+    main_forget.main(["--model_path", str(tiny_model), "--data_path", str(tofu_dir), "--split", "forget01",
+                      "--task_list", "1", "--forget_loss", "GA+GD", "--optim_cfg", "dual_sf_adam", "--alternate",
+                      "--retain_freq", "2", "--lr", "1e-3", "--forget_lr", "0.0025", "--num_epochs", "2",
+                      "--batch_size", "2", "--gradient_accumulation_steps", "1", "--max_length", "32", "--seed", "0",
+                      "--save_steps", "3", "--save_dir", str(save), "--device", "cpu"])
+    (train_point, average), = swaps  # one intermediate checkpoint: step 3 of 6
+    saved = [p.detach() for p in load_causal_lm(str(save / "1" / "unlearn_times_1" / "checkpoint-3")).parameters()]
+    assert all(any(torch.equal(p, a) for a in average) for p in saved)
+    assert not any(any(torch.equal(p, y) for y in train_point) for p in saved if p.dim() > 1)
