@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "--schedule joint)")
     parser.add_argument("--max_extensions", type=int, default=2,
                         help="--evidence: forget lrs added past a grid edge where the curve has not risen")
+    parser.add_argument("--stability", action=argparse.BooleanOptionalAction, default=True,
+                        help="--evidence: record each best setting's trajectory (its runs made again with a "
+                             "checkpoint every fifth of their forget steps, each evaluated)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 with --quick, robust on a shared machine), "
                              "of each worker with --jobs > 1")

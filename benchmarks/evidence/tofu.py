@@ -292,7 +292,7 @@ class TofuEvidence(Modality):
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.config = TofuEvidenceConfig(str(Path(args.out_dir) / "evidence"), tuple(evidence_grids(args)),
-                                         tuple(args.seeds), args.seeds[0], args.max_extensions)
+                                         tuple(args.seeds), args.seeds[0], args.max_extensions, args.stability)
         self.prepared: Optional[Prepared] = None
         self.retain: Dict[str, float] = {}
 

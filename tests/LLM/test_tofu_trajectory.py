@@ -45,7 +45,7 @@ def test_trajectory_reruns_the_run_with_checkpoints_and_ends_at_its_metrics(tmp_
 
     modality = tofu.TofuEvidence(argparse.Namespace(out_dir=str(tmp_path), optims=["dual_adam"], seeds=[1],
                                                     grid_low=1e-3, grid_high=1e-2, points_per_decade=3,
-                                                    retain_lrs=[1e-3], max_extensions=0))
+                                                    retain_lrs=[1e-3], max_extensions=0, stability=True))
     assert modality.config.stability and modality.progress == "forget step"
     call = modality.trajectory_call("ME+GD", "dual_adam", Call("benchmarks.evidence.tofu:unlearn_and_evaluate",
                                                               run, save, tofu.RESULT))
