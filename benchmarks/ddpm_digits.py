@@ -6,7 +6,8 @@
 The design (:mod:`benchmarks.evidence.ddpm` on the engine :mod:`benchmarks.evidence.engine`): a judge
 classifier, the original DDPM and Retrain on every seed, per method x optimizer a learning-rate search on one
 seed (extended past an edge where the gap curve has not risen), then the best setting on every seed. Prints
-the tables and their reading, writes ``<out>/results.json``, ``gap_vs_lr.png``, ``lr_maps.png`` and
+the tables and their reading, writes ``<out>/results.json``, ``gap_vs_lr.png``, ``lr_maps.png``,
+``stability.png`` (UA and RA every fifth of the steps along the best settings' runs, mean +- std over seeds) and
 ``samples.png``; with ``--results NAME`` also copies them to ``benchmarks/results/NAME.json`` and
 ``NAME_<plot>.png``. A rerun skips finished runs and resumes an interrupted one.
 """

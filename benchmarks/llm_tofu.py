@@ -22,7 +22,9 @@ Pipeline (every step goes through the LLM entry scripts' ``main``):
 Prints a markdown table of forget quality, model utility, forget-set ROUGE-L and unlearning throughput
 (attended tokens per second of the unlearning loop), mean ± std over seeds; writes ``results.json``.
 With ``--evidence`` step 4 is the evidence engine's search instead (:mod:`benchmarks.evidence.tofu`): its
-runs, ``results.json`` and plots go to ``<out_dir>/evidence``; a rerun reads finished runs back. Its runs go
+runs, ``results.json`` and plots go to ``<out_dir>/evidence`` (``stability.png``: each best setting's runs made
+again with a checkpoint every fifth of their forget steps, the gap's metrics at each); a rerun reads finished runs
+back. Its runs go
 to the ``--launcher`` (``slurm``: SLURM jobs; steps 1-3 still run in this process first, and a ``--dry_run``
 skips them and prints the search's first jobs).
 """
@@ -117,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "are measured on")
     parser.add_argument("--max_extensions", type=int, default=2,
                         help="--evidence: forget lrs added past a grid edge where the curve has not risen")
+    parser.add_argument("--stability", action=argparse.BooleanOptionalAction, default=True,
+                        help="--evidence: record each best setting's trajectory (its runs made again with a "
+                             "checkpoint every fifth of their forget steps, each evaluated)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 with --quick, robust on a shared machine), "
                              "of each worker with --jobs > 1")

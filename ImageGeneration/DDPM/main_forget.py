@@ -10,18 +10,20 @@
 
 Writes ``<exp_root>/results/<dataset>/forget_<k>/<method>_<loss>/f<alpha><decay>_r<alpha>_lr<lr>[_dual]/<time>/``
 (SFR-on) or ``.../forget_<k>/<mode>/f<alpha>_r<alpha>_lr<lr>[_dual]/<time>/`` with ``ckpts/ckpt.pth``.
-Every ``training.snapshot_freq`` steps it also writes a resume snapshot there;
+Every ``training.snapshot_freq`` steps it also writes a resume snapshot there (and, with ``--keep_snapshots``, keeps
+that step's model as ``ckpts/ckpt_<step>.pth``);
 ``--resume`` continues the latest unfinished run of the same settings.
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 from common.checkpointing import EndlessLoader, add_resume_args
 from common.distributed import SampleSharding
 from common.errors import ArgumentParser, UsageError, cli_main, non_negative_float
-from common.io import load_torch_file
+from common.io import atomic_path, load_torch_file
 from common.nonfinite import add_nonfinite_args
 from common.tracking import add_report_args, tracking
 from common.saliency import check_mask
@@ -56,6 +58,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="ga | rl | adaga (default: the method's, rl for salun, adaga for sfron)")
     parser.add_argument("--method", type=str, default="ron", help="sfron update: ron (alternate) | joint")
     parser.add_argument("--mask_path", type=str, default=None, help="saliency mask (generate_mask.py)")
+    parser.add_argument("--keep_snapshots", action="store_true",
+                        help="also keep the model of every snapshot before the last (every training.snapshot_freq "
+                             "steps) as ckpts/ckpt_<step>.pth, to evaluate along the run (ours: the research code "
+                             "overwrites ckpts/ckpt.pth)")
     add_optim_args(parser)
     add_amp_args(parser)
     add_data_args(parser)
@@ -136,8 +142,11 @@ def main(argv=None) -> str:
 
     def snapshot(step: int) -> None:
         if sharding.is_main:
-            save_checkpoint(run_dir / CKPT_RELPATH, unet, config, loaded.trained_classes, step,
-                            ema.state_dict() if ema is not None else None, optimizer.state_dict())
+            path = save_checkpoint(run_dir / CKPT_RELPATH, unet, config, loaded.trained_classes, step,
+                                   ema.state_dict() if ema is not None else None, optimizer.state_dict())
+            if run.keep_snapshots and step + 1 < config.training.n_iters:
+                with atomic_path(path.with_name(f"ckpt_{step + 1}.pth")) as kept:
+                    shutil.copyfile(path, kept)
 
     with tracking(run.record(), run_dir, enabled=sharding.is_main) as reporter:
         history = forget_ddpm(spec, unet, config, optimizer, plan, ema, logger, snapshot, sharding, snapshots,

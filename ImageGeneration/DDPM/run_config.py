@@ -57,6 +57,7 @@ class ForgetFlags(FlagRecord):
     unlearn_loss: str             # resolved: the method's loss unless given
     method: str
     mask_path: Optional[str]
+    keep_snapshots: bool
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,28 +19,37 @@ What :func:`benchmarks.evidence.engine.run` needs for the conditional DDPM on th
 Every model is one :class:`ModelRun` (a call of ``main_train`` or ``main_forget``, then sampling and judging
 through ``sample`` and ``classifier_evaluation``/``evaluator``), finished once its ``metrics.json`` exists, so
 an interrupted benchmark resumes. Besides the engine's files, ``samples.png`` (a row of samples per model)
-goes to the work folder. No trajectory is recorded: sampling and judging every intermediate model would cost
-as much as the search.
+goes to the work folder.
+
+The trajectory of a best setting's run (:func:`record_trajectory`): a finished run keeps only its last model
+(the research code overwrites ``ckpts/ckpt.pth`` at every snapshot), so the run is made again (the same flags
+and seed: on CPU the same numbers) with a snapshot every :data:`TRAJECTORY_POINTS`-th of its steps kept
+(``main_forget --keep_snapshots``); the original and each kept model are sampled and judged as every model is
+(the gap's UA and RA need the samples), on the run's seed; the last point is checked against the finished run.
 """
 from __future__ import annotations
 
+import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
-from benchmarks.evidence.design import TIED, MethodGrid, decade_grid, run_name, setting_checks
+from benchmarks.evidence.design import (TIED, TRAJECTORY_POINTS, MethodGrid, decade_grid, rerun_check, run_name,
+                                        setting_checks)
 from benchmarks.evidence.engine import Method, Modality, report_text
 from common.evidence_runs import Call, Runner
 from common.io import atomic_path, atomic_write_json, read_json
 from ImageGeneration.core.images import load_image_folder
 from ImageGeneration.DDPM import classifier_evaluation, evaluator, main_forget, main_train, sample
+from ImageGeneration.DDPM.checkpoints import CKPT_RELPATH
 from ImageGeneration.DDPM.classifier import DEFAULT_ARCH, classifier_filename
 from ImageGeneration.DDPM.config import load_config, save_config
+from ImageGeneration.DDPM.unlearn import config_kind
 
 #: reported metrics (percent, FID); the gap uses UA and RA
 METRICS = ("UA", "RA", "FID")
@@ -82,7 +91,7 @@ class DDPMEvidenceConfig:
     n_samples_per_class: int = 20
     timesteps: int = 50
     max_extensions: int = 2
-    stability: bool = False     # no trajectory: see the module's docstring
+    stability: bool = True      # the best settings' runs made again with snapshots kept (record_trajectory)
     device: str = "cpu"
     thresholds: Mapping[str, float] = field(default_factory=lambda: dict(
         judge_test_acc=95.0, original_forget_acc=90.0, retrain_remain_std=5.0))
@@ -174,6 +183,51 @@ def judge_samples(run_dir: str, judging: Judging, seed: int, knows_forgotten_cla
     return metrics
 
 
+TRAJECTORY = "trajectory.json"
+
+
+@dataclass(frozen=True)
+class DDPMTrajectory:
+    """The best-setting unlearning run ``run`` to make again keeping a snapshot every ``interval`` steps."""
+    run: ModelRun
+    interval: int
+
+
+def record_trajectory(spec: DDPMTrajectory) -> None:
+    """Make the finished ``main_forget`` run ``spec.run`` again under ``<save_dir>/trajectory`` with
+    ``training.snapshot_freq`` = ``spec.interval`` and ``--keep_snapshots``; sample and judge
+    (:func:`judge_samples`, the run's seed) the original, each kept snapshot and the last model, each as a run
+    folder ``steps/step<k>`` holding its checkpoint (deleted once judged); write ``trajectory/trajectory.json``:
+    ``points`` (``progress``: steps done, and :data:`METRICS`), ``interval_steps``, and whether the last point
+    equals the finished run's ``metrics.json`` (``matches_finished_run``, with the largest absolute difference)."""
+    run = spec.run
+    out = Path(run.save_dir) / "trajectory"
+    for stale in ("results", "steps"):  # an interrupted attempt starts over
+        shutil.rmtree(out / stale, ignore_errors=True)
+    argv = list(run.argv)
+    config = load_config(argv[argv.index("--config") + 1], None, config_kind(argv[argv.index("--mode") + 1]))
+    config.training.snapshot_freq = spec.interval
+    argv[argv.index("--config") + 1] = str(out / "config.yml")
+    save_config(config, out / "config.yml")
+    run_dir = Path(SCRIPTS[run.script].main([*argv, "--keep_snapshots", "--exp_root", str(out),
+                                             "--seed", str(run.seed)]))
+    n_iters = config.training.n_iters
+    kept = range(spec.interval, n_iters, spec.interval)
+    checkpoints = {0: Path(argv[argv.index("--ckpt_folder") + 1]) / CKPT_RELPATH,
+                   **{step: run_dir / "ckpts" / f"ckpt_{step}.pth" for step in kept}, n_iters: run_dir / CKPT_RELPATH}
+    points = []
+    for step, checkpoint in checkpoints.items():
+        folder = out / "steps" / f"step{step}"
+        (folder / CKPT_RELPATH).parent.mkdir(parents=True)
+        (shutil.copyfile if step == 0 else shutil.move)(checkpoint, folder / CKPT_RELPATH)
+        metrics = judge_samples(str(folder), run.judging, run.seed)
+        (folder / CKPT_RELPATH).unlink()
+        points.append({"progress": step, **{key: metrics[key] for key in METRICS}})
+    atomic_write_json({"points": points, "interval_steps": spec.interval, "n_iters": n_iters,
+                       **rerun_check(points[-1], read_json(Path(run.save_dir) / "metrics.json"), METRICS)},
+                      out / TRAJECTORY)
+
+
 def gap(metrics: Mapping[str, float], reference: Mapping[str, float]) -> float:
     """Mean absolute difference, in points, of :data:`GAP_METRICS` to the reference."""
     return statistics.fmean(abs(metrics[key] - reference[key]) for key in GAP_METRICS)
@@ -223,6 +277,7 @@ class DDPMEvidence(Modality):
     gap_metrics = GAP_METRICS   # avg_std: the spread of the gap's metrics (the FID's std is in other units)
     stability_metrics = GAP_METRICS
     gap_label = "gap to Retrain, mean |UA-100|, |RA-RA_R| (search seed)"
+    progress = "step"           # one forget and one remain batch each
 
     def __init__(self, config: DDPMEvidenceConfig) -> None:
         self.config = config
@@ -321,6 +376,17 @@ class DDPMEvidence(Modality):
 
     def gap(self, metrics: Mapping[str, float]) -> float:
         return gap(metrics, self.reference)
+
+    def trajectory_call(self, method: str, optim: str, call: Call) -> Call:
+        """The best setting's run ``call`` made again keeping a snapshot every :data:`TRAJECTORY_POINTS`-th of
+        its steps (:func:`record_trajectory`)."""
+        interval = max(1, round(self.config.forget_iters / TRAJECTORY_POINTS))
+        return Call("benchmarks.evidence.ddpm:record_trajectory", DDPMTrajectory(call.argument, interval),
+                    call.save_dir / "trajectory", TRAJECTORY)
+
+    def read_trajectory(self, call: Call) -> List[Dict[str, float]]:
+        """Step 0 (the original, sampled on the run's seed), then each kept snapshot and the last model."""
+        return read_json(call.save_dir / TRAJECTORY)["points"]
 
     # -- reporting -------------------------------------------------------------------------------------
 

@@ -275,6 +275,21 @@ def seed_summary(per_seed: Sequence[Mapping[str, float]], keys: Sequence[str]) -
     return summary
 
 
+#: points of a trajectory recorded every N optimizer steps, after its start (the original): N is this fraction of
+#: the run's steps, so the last point is the finished model
+TRAJECTORY_POINTS = 5
+
+
+def rerun_check(last: Mapping[str, float], finished: Mapping[str, float], keys: Sequence[str],
+                tolerance: float = 1e-6) -> Dict[str, object]:
+    """Whether a trajectory recorded by making a finished run again ends where that run ended: the largest
+    ``|last[k] - finished[k]|`` over the ``keys`` both hold (``max_abs_difference``) is at most ``tolerance``
+    (``matches_finished_run``; the same flags and seed on CPU give the same numbers, another thread count may
+    move a floating-point sum in its last bits)."""
+    difference = max(abs(last[key] - finished[key]) for key in keys if key in last and key in finished)
+    return {"matches_finished_run": difference <= tolerance, "max_abs_difference": difference}
+
+
 def trajectory_summary(per_seed: Sequence[Sequence[Mapping[str, float]]], keys: Sequence[str]) -> Dict[str, object]:
     """Mean and population std over seeds of each metric along a run (the paper's Figure 1).
 

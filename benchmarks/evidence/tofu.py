@@ -13,7 +13,12 @@ preparation serves the script's table mode):
 3. **the gap** (:func:`tofu_gap`): 100 x mean of ``|forget ROUGE-L - retain model's|`` and
    ``|TOFU model utility - retain model's|``, in points.
 
-No trajectory is recorded (``main_forget.py`` keeps only its last model).
+4. **the trajectory** of a best setting's run (:func:`record_trajectory`): ``main_forget.py`` keeps only its
+   last model and the benchmark deletes it once evaluated, so the run is made again (the same flags: on CPU
+   the same numbers) with ``--save_steps`` every :data:`TRAJECTORY_POINTS`-th of its forget steps, each
+   checkpoint evaluated with ``eval.py`` and deleted; the last point is checked against the finished run's
+   metrics. The x axis is forget steps (an alternating run's retain steps come between them; a joint step
+   has one forget batch), so both schedules share one axis; the start is the original model.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from benchmarks.evidence.design import TIED, MethodGrid, decade_grid, setting_checks
+from benchmarks.evidence.design import TIED, TRAJECTORY_POINTS, MethodGrid, decade_grid, rerun_check, setting_checks
 from benchmarks.evidence.engine import Method, Modality, report_text
 from common.errors import UsageError
 from common.evidence_runs import Call, Runner
@@ -124,6 +129,60 @@ def unlearn_and_evaluate(run: TofuRun) -> None:
                                 *run.eval_argv])
     shutil.rmtree(checkpoint)
     atomic_write_json(dict(summary, tokens_per_second=result["tokens_per_second"]), save / RESULT)
+
+
+TRAJECTORY = "trajectory.json"
+
+
+@dataclass(frozen=True)
+class TofuTrajectory:
+    """The best-setting run ``run`` to make again with a checkpoint every ``points``-th of its forget steps."""
+    run: TofuRun
+    points: int = TRAJECTORY_POINTS
+
+
+def forget_steps_done(step: int, alternate: bool, forget_freq: int, retain_freq: int) -> int:
+    """Forget steps among the first ``step`` optimizer steps: every step of a joint run (one forget batch each);
+    under the alternating schedule ``forget_freq`` of each cycle of ``forget_freq + retain_freq``, first."""
+    if not alternate:
+        return step
+    cycle = forget_freq + retain_freq
+    return step // cycle * forget_freq + min(step % cycle, forget_freq)
+
+
+def trajectory_interval(max_steps: int, alternate: bool, forget_freq: int, retain_freq: int, points: int) -> int:
+    """Optimizer steps between the trajectory's checkpoints: whole cycles of the schedule (a point falls after a
+    cycle's retain steps), about ``max_steps / points``, at least one cycle."""
+    cycle = forget_freq + retain_freq if alternate else 1
+    return max(1, round(max_steps / cycle / points)) * cycle
+
+
+def record_trajectory(spec: TofuTrajectory) -> None:
+    """Make the finished run ``spec.run`` again into ``<save_dir>/trajectory`` with ``--save_steps``, evaluate
+    each ``checkpoint-<step>`` and ``checkpoint-last`` with the run's ``eval.py`` flags (then delete them), and
+    write ``trajectory/trajectory.json``: ``points`` (``progress``, the forget steps done, and the metrics at
+    each), ``interval_steps``, and whether the last point equals the finished run's ``metrics.json``
+    (``matches_finished_run``, with the largest absolute difference over :data:`METRICS`)."""
+    run = Path(spec.run.save_dir)
+    out = run / "trajectory"
+    finished = read_json(run / "1" / "unlearn_times_1" / "run.json")
+    flags, max_steps = finished["config"], finished["metrics"]["max_steps"]
+    schedule = (flags["alternate"], flags["forget_freq"], flags["retain_freq"])
+    interval = trajectory_interval(max_steps, *schedule, spec.points)
+    argv = list(spec.run.forget_argv)
+    argv[argv.index("--save_dir") + 1] = str(out)
+    main_forget.main(argv + ["--save_steps", str(interval)])
+    task = out / "1" / "unlearn_times_1"
+    points = []
+    for step in [*range(interval, max_steps, interval), max_steps]:
+        checkpoint = task / (f"checkpoint-{step}" if step < max_steps else "checkpoint-last")
+        summary = eval_script.main(["--model_path", str(checkpoint), "--save_dir", str(out / f"eval-{step}"),
+                                    *spec.run.eval_argv])
+        shutil.rmtree(checkpoint)
+        points.append({"progress": forget_steps_done(step, *schedule), "step": step,
+                       **{key: summary[key] for key in METRICS if key in summary}})
+    atomic_write_json({"points": points, "interval_steps": interval, "max_steps": max_steps,
+                       **rerun_check(points[-1], read_json(run / RESULT), METRICS)}, out / TRAJECTORY)
 
 
 class Prepared:
@@ -227,7 +286,7 @@ class TofuEvidenceConfig:
     seeds: Tuple[int, ...]
     search_seed: int
     max_extensions: int
-    stability: bool = False     # no trajectory: main_forget.py keeps only its last model
+    stability: bool = True      # the best settings' runs made again with checkpoints (record_trajectory)
 
 
 class TofuEvidence(Modality):
@@ -239,11 +298,12 @@ class TofuEvidence(Modality):
     gap_label = "gap to the retain model (search seed)"
     label = "loss"
     cell = ".3g"
+    progress = "forget step"
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.config = TofuEvidenceConfig(str(Path(args.out_dir) / "evidence"), tuple(evidence_grids(args)),
-                                         tuple(args.seeds), args.seeds[0], args.max_extensions)
+                                         tuple(args.seeds), args.seeds[0], args.max_extensions, args.stability)
         self.prepared: Optional[Prepared] = None
         self.retain: Dict[str, float] = {}
 
@@ -286,6 +346,17 @@ class TofuEvidence(Modality):
 
     def gap(self, metrics: Mapping[str, float]) -> float:
         return tofu_gap(metrics, self.retain)
+
+    def trajectory_call(self, method: str, optim: str, call: Call) -> Call:
+        """The best setting's run ``call`` made again with checkpoints (:func:`record_trajectory`)."""
+        return Call("benchmarks.evidence.tofu:record_trajectory", TofuTrajectory(call.argument),
+                    call.save_dir / "trajectory", TRAJECTORY)
+
+    def read_trajectory(self, call: Call) -> List[Dict[str, float]]:
+        """Forget step 0 (the original model: the same on every seed, which orders the batches only), then
+        each checkpoint."""
+        start = {"progress": 0, **{key: self.prepared.original[key] for key in METRICS}}
+        return [start] + read_json(call.save_dir / TRAJECTORY)["points"]
 
     def title(self, results: Mapping[str, object]) -> str:
         args, budget = self.args, results["step_budget"]

@@ -88,7 +88,7 @@ def test_benchmark_runs_every_model_records_its_results_and_resumes_without_reru
     run_script(tmp_path, monkeypatch, TINY, ["--out", str(work), "--threads", "1", "--results", "tiny"])
     printed = capsys.readouterr().out
     assert "| SalUn | dual | " in printed and "reference (Retrain): UA 100.00" in printed and "Doing nothing" in printed
-    assert "stability at the best settings" not in printed  # no trajectory for the DDPM
+    assert "stability at the best settings (std over seeds along the run, per step)" in printed
     record = json.loads((work / "results.json").read_text())
     assert json.loads((tmp_path / "benchmarks" / "results" / "tiny.json").read_text()) == record
     assert (tmp_path / "benchmarks" / "results" / "tiny_samples.png").is_file()
@@ -105,13 +105,28 @@ def test_benchmark_runs_every_model_records_its_results_and_resumes_without_reru
         assert flags["dual"] is True and flags["forget_lr"] == point["forget_lr"] and flags["seed"] == 1
     assert method["avg_gap"] == pytest.approx(min(p["gap"] for p in method["grid"]))  # one seed: the search's
     assert set(method["per_seed"]["1"]) >= {"UA", "RA", "FID", "run_dir", "images_per_s"}
-    for name in ("gap_vs_lr.png", "samples.png"):
+    for name in ("gap_vs_lr.png", "samples.png", "stability.png"):
         assert (work / name).stat().st_size > 0
+    # the trajectory: the best run made again keeping a snapshot every step (2 steps: 5 points would be 0.4 apart),
+    # judged like every model; it starts at the original (the search seed: its judged metrics) and ends at the run
+    best = f"salun_dual_lr{method['best_forget_lr']:g}_rlr0.0001/seed1"
+    trajectory = json.loads((work / best / "trajectory" / evidence.TRAJECTORY).read_text())
+    assert trajectory["interval_steps"] == 1 and trajectory["n_iters"] == 2
+    assert trajectory["matches_finished_run"] and trajectory["max_abs_difference"] == 0.0
+    start, middle, last = trajectory["points"]
+    assert [start["progress"], middle["progress"], last["progress"]] == [0, 1, 2]
+    assert start == {"progress": 0, **{k: record["original"][k] for k in ("UA", "RA", "FID")}}
+    assert last == {"progress": 2, **{k: method["per_seed"]["1"][k] for k in ("UA", "RA", "FID")}}
+    assert not list((work / best / "trajectory").glob("**/*.pth"))  # every checkpoint deleted once judged
+    stability = method["stability"]
+    assert stability["seeds"] == 1 and [p["progress"] for p in stability["points"]] == [0, 1, 2]
+    assert stability["points"][-1]["RA"] == last["RA"] and stability["end_std"] == {"UA": 0.0, "RA": 0.0}
     assert not (work / "lr_maps.png").exists()  # one retain lr: no map
 
     def refuse(run):
         raise AssertionError(f"finished run ran again: {run.save_dir}")
 
     monkeypatch.setattr(evidence, "train_and_judge", refuse)
+    monkeypatch.setattr(evidence, "record_trajectory", refuse)
     again = run(DDPMEvidence(replace(TINY, out=str(work))), log=lambda text: None)
     assert again["methods"][0]["grid"] == record["methods"][0]["grid"]

@@ -201,6 +201,27 @@ def test_masked_forgetting_leaves_unselected_weights(pretrained, workdir, config
         assert torch.equal(after[name][frozen], before[name][frozen]), name
 
 
+@pytest.mark.slow  # two forgetting runs (~8 s); the default suite runs --keep_snapshots in test_ig_ddpm_evidence
+def test_keep_snapshots_keeps_each_snapshot_model_before_the_last(pretrained, workdir, config_path, monkeypatch):
+    """--keep_snapshots (ours): the tiny config snapshots every 2 of its 3 steps, so ckpt_2.pth is kept beside the
+    final ckpt.pth; it holds the model after 2 steps (the last model of the same run stopped there), EMA included."""
+    patched(monkeypatch)
+    forget = ["--ckpt_folder", pretrained, "--mode", "rl", "--seed", "3"] + CPU
+    kept = Path(main_forget.main(forget + ["--config", config_path, "--exp_root", str(workdir / "kept"),
+                                           "--keep_snapshots"]))
+    assert sorted(p.name for p in (kept / "ckpts").iterdir()) == ["ckpt.pth", "ckpt_2.pth"]
+    two_steps = workdir / "two_steps.yml"
+    two_steps.write_text(yaml.safe_dump({**TINY_CONFIG, "training": {**TINY_CONFIG["training"], "n_iters": 2}}))
+    short = Path(main_forget.main(forget + ["--config", str(two_steps), "--exp_root", str(workdir / "short")]))
+    assert [p.name for p in (short / "ckpts").iterdir()] == ["ckpt.pth"]  # without the flag: the last model only
+    snapshot, stopped = torch.load(kept / "ckpts/ckpt_2.pth"), torch.load(short / "ckpts/ckpt.pth")
+    assert snapshot["step"] == stopped["step"] == 1
+    for part in ("model", "ema"):
+        assert all(torch.equal(snapshot[part][k], stopped[part][k]) for k in stopped[part])
+    last = torch.load(kept / "ckpts/ckpt.pth")["model"]
+    assert any(not torch.equal(last[k], snapshot["model"][k]) for k in last)
+
+
 def test_dual_flag_builds_two_optimizer_states():
     config = to_namespace(TINY_CONFIG)
     unet = build_unet(config.model, config.data)

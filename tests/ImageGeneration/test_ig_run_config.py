@@ -32,8 +32,10 @@ CASES = {
     "DDPM main_forget": (main_forget, ForgetRunConfig, ["--ckpt_folder", "x", "--mode", "sa"],
                          {"dataset": "digits", "unlearn_loss": "sa"},
                          ["exp_root", "config", "ckpt_folder", "mode", "label_to_forget", "forget_alpha",
-                          "decay_forget_alpha", "remain_alpha", "unlearn_loss", "method", "mask_path", "optim", "dual",
-                          "forget_lr", "amp", "amp_dtype", "dataset", "data_path", *RUN_CONTROL, *SEED_DEVICE]),
+                          "decay_forget_alpha", "remain_alpha", "unlearn_loss", "method", "mask_path",
+                          "keep_snapshots",  # the one flag added since (#28's trajectories)
+                          "optim", "dual", "forget_lr", "amp", "amp_dtype", "dataset", "data_path", *RUN_CONTROL,
+                          *SEED_DEVICE]),
     "DiT generate_mask": (dit_mask, DiTMaskRunConfig, ["--forget-class", "1", "2"], {},
                           ["method", "mask_path", "forget_class", "thresholds", "model", "ckpt", "vae", "data_path",
                            "n_iters", "batch_size", "num_workers", "recompute", "vb_loss", *SEED_DEVICE]),

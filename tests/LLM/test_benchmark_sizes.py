@@ -51,6 +51,8 @@ def test_evidence_preset_meets_the_step_budget_and_grids_match_in_size(llm_tofu)
     # the engine's part of the run: its folder, seeds and grids
     config = tofu.TofuEvidence(args).config
     assert config.out.endswith("evidence") and config.search_seed == 1001 and config.grids == tuple(grids)
+    assert config.stability  # trajectories by default; --no-stability leaves them out
+    assert not tofu.TofuEvidence(llm_tofu.parse_args(["--size", "evidence", "--no-stability"])).config.stability
 
 
 def test_lr_free_optims_are_searched_around_their_default_on_the_lrfree_losses(llm_tofu):
