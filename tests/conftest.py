@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -123,6 +124,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def clear_outputs(args: Sequence[str]) -> None:
+    """Remove what a dead launch wrote into its output folder (``--save_dir``, ``--exp_root``), so the retry starts
+    as the test did: a dead attempt can leave finished files (a best model saved after epoch 1), which the
+    script then refuses to overwrite. A ``--resume`` launch keeps its folder: the snapshot there is its input."""
+    if "--resume" in args:
+        return
+    for flag in ("--save_dir", "--exp_root"):
+        if flag in args:
+            shutil.rmtree(args[list(args).index(flag) + 1], ignore_errors=True)
+
+
 def launch_two_cpu_processes(script: str, args: Sequence[str]) -> subprocess.CompletedProcess:
     """Run the repository's ``script`` under ``accelerate launch`` with 2 CPU processes; assert it succeeds.
 
@@ -134,6 +146,8 @@ def launch_two_cpu_processes(script: str, args: Sequence[str]) -> subprocess.Com
                "--main_process_port", str(free_port()), str(REPO / script), *map(str, args)]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     for attempt in range(3):
+        if attempt:
+            clear_outputs(args)
         command[command.index("--main_process_port") + 1] = str(free_port())
         result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
         # A gloo worker was seen to abort (SIGABRT) during a launch on a loaded 2-core machine. The

@@ -195,7 +195,7 @@ def report_text(modality: Any, results: Mapping[str, Any], caption: str) -> str:
     table = reporting.no_search_table(results["methods"], modality.label)
     if table:
         parts += ["", "learning-rate-free optimizers at their default forget lr, no search (every seed):", table]
-    table = reporting.stability_table(results["methods"], modality.stability_metrics, modality.label)
+    table = reporting.stability_table(results["methods"], modality.stability_metrics, modality.label, modality.cell)
     if table:
         parts += ["", f"stability at the best settings (std over seeds along the run, per {modality.progress}):",
                   table]

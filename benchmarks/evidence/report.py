@@ -160,9 +160,11 @@ def _compare(gap: float, std: float, other: float, other_std: float) -> str:
     return f"{'worse' if difference > 0 else 'better'} by {abs(difference):.2f}"
 
 
-def stability_table(methods: Sequence[Mapping[str, object]], keys: Sequence[str], label: str = "method") -> str:
+def stability_table(methods: Sequence[Mapping[str, object]], keys: Sequence[str], label: str = "method",
+                    cell: str = ".2f") -> str:
     """Markdown table of the stability records: per method x optimizer with a recorded trajectory, the std
-    over seeds of each metric at the end of the run and its mean over the run ('' when none is recorded)."""
+    over seeds of each metric at the end of the run and its mean over the run, in the tables' ``cell`` format
+    ('' when none is recorded)."""
     recorded = [m for m in methods if m.get("stability")]
     if not recorded:
         return ""
@@ -172,8 +174,8 @@ def stability_table(methods: Sequence[Mapping[str, object]], keys: Sequence[str]
     for m in recorded:
         s = m["stability"]
         lines.append(f"| {m['method']} | {m['optim']} | {s['seeds']} | {len(s['points'])} | "
-                     + " | ".join(f"{s['end_std'][k]:.2f}" for k in keys) + " | "
-                     + " | ".join(f"{s['mean_std'][k]:.2f}" for k in keys) + " |")
+                     + " | ".join(f"{s['end_std'][k]:{cell}}" for k in keys) + " | "
+                     + " | ".join(f"{s['mean_std'][k]:{cell}}" for k in keys) + " |")
     return "\n".join(lines)
 
 
