@@ -273,7 +273,7 @@ class ICEvidence(Modality):
 
     metrics = gap_metrics = stability_metrics = METRICS
     gap_label = "Avg Gap to Retrain (search seed)"
-    progress = "unlearning epoch (SFR-on: its retain steps on the same scale)"
+    progress = "unlearning epoch (SFR-on: its retain steps, rescaled)"
 
     def __init__(self, config: EvidenceConfig) -> None:
         self.config = config

@@ -296,7 +296,7 @@ def plot_stability(methods: Sequence[Mapping[str, object]], path: Path, keys: Se
             if key in reference:
                 axis.axhline(reference[key], color="black", linestyle="--", linewidth=1, label=reference_name)
             axis.set_title(f"{name}: {key}", fontsize=9)
-            axis.set_xlabel(progress)
+            axis.set_xlabel(textwrap.fill(progress, 30))  # no wider than the panel
             axis.xaxis.set_major_locator(MaxNLocator(integer=True))
             axis.set_ylabel(key)
             axis.grid(True, alpha=0.3)
