@@ -23,7 +23,7 @@ DualOptim claims a lower average gap to Retrain and less sensitivity to the lear
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -234,15 +234,25 @@ def script_call(script: str, argv: Sequence[str], save_dir: Path) -> Call:
 def evaluate_model(argv: Sequence[str]) -> Dict[str, object]:
     """The model ``--model_path`` of ``argv`` (the benchmark's flags and a seed) on that seed's split: UA, RA,
     TA, MIA, its training-set accuracy and the sizes of the forget and retain sets."""
+    return evaluate_models(argv, (None,))[0]
+
+
+def evaluate_models(argv: Sequence[str], model_paths: Sequence[Optional[str]]) -> List[Dict[str, object]]:
+    """:func:`evaluate_model` for each of ``model_paths`` (``None``: ``argv``'s own ``--model_path``) on the one
+    split of ``argv``, loaded once. Each model is loaded right before its evaluation, which seeds everything with
+    ``--train_seed``, so every model gets the same numbers as evaluated alone."""
     run = parse_config(list(argv) + ["--unlearn", "FT"])
     device = get_device(run.device, run.gpu)
     data = ic_data.load_unlearn_data(run, device=device)
-    model = load_original_model(run, device)
-    metrics = evaluate(model, ic_data.evaluation_loaders(data, run), device, run.mia)
     forget, retain = len(data.forget_index), len(data.retain_index)
-    train_acc = (metrics["retain_acc"] * retain + metrics["forget_acc"] * forget) / (forget + retain)
-    return {**{k: metrics[k] for k in METRICS}, "train_acc": train_acc, "forget_size": forget,
-            "retain_size": retain}
+    results = []
+    for path in model_paths:
+        model = load_original_model(run if path is None else replace(run, model_path=path), device)
+        metrics = evaluate(model, ic_data.evaluation_loaders(data, run), device, run.mia)
+        train_acc = (metrics["retain_acc"] * retain + metrics["forget_acc"] * forget) / (forget + retain)
+        results.append({**{k: metrics[k] for k in METRICS}, "train_acc": train_acc, "forget_size": forget,
+                        "retain_size": retain})
+    return results
 
 
 @dataclass(frozen=True)
@@ -261,10 +271,9 @@ TRAJECTORY = "trajectory.json"
 def evaluate_checkpoints(spec: CheckpointEvaluation) -> None:
     """UA, RA, TA and MIA of each checkpoint of a run, written to ``<run_dir>/trajectory/trajectory.json`` as
     ``[{"progress": p, ...}, ...]``."""
-    points = []
-    for progress, name in spec.checkpoints:
-        metrics = evaluate_model(spec.argv + ("--model_path", str(Path(spec.run_dir) / name)))
-        points.append({"progress": progress, **{k: metrics[k] for k in METRICS}})
+    paths = [str(Path(spec.run_dir) / name) for _, name in spec.checkpoints]
+    points = [{"progress": progress, **{k: metrics[k] for k in METRICS}}
+              for (progress, _), metrics in zip(spec.checkpoints, evaluate_models(spec.argv, paths))]
     atomic_write_json(points, Path(spec.run_dir) / "trajectory" / TRAJECTORY)
 
 

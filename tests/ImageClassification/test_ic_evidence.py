@@ -1,4 +1,5 @@
 """The image-classification modality of the evidence engine: checks, step budget, grids, calls, trajectories."""
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -8,9 +9,9 @@ import pytest
 import torch
 
 from benchmarks.evidence.design import TIED, MethodGrid
-from benchmarks.evidence.ic import (ABLATION_PAIRS, METHODS, PRESETS, EvidenceConfig, ICEvidence, check_setting,
-                                    lr_free_grids,
-                                    evidence_grids, report, step_budget)
+from benchmarks.evidence.ic import (ABLATION_PAIRS, METHODS, PRESETS, CheckpointEvaluation, EvidenceConfig,
+                                    ICEvidence, check_setting, evaluate_checkpoints, evaluate_model, evidence_grids,
+                                    lr_free_grids, report, step_budget)
 from common.evidence_runs import Runner
 
 
@@ -138,6 +139,21 @@ def test_unlearn_calls_name_their_folders_by_lrs_and_tie_the_single_optimizer(tm
     assert trajectory.save_dir == call.save_dir / "trajectory"
     assert trajectory.argument.checkpoints == ((1, "checkpoint_1.pt"),)
     assert trajectory.target == "benchmarks.evidence.ic:evaluate_checkpoints"
+
+
+def test_checkpoints_evaluated_on_one_loaded_split_equal_each_model_evaluated_alone(tmp_path):
+    """The trajectory loads the split once for all checkpoints; every point equals :func:`evaluate_model`."""
+    from ImageClassification.models import save_untrained_digits_model
+    for seed in (1, 2):  # two different models: different initialisations
+        save_untrained_digits_model(tmp_path / f"checkpoint_{seed}.pt", seed=seed)
+    argv = ("--dataset", "digits", "--arch", "resnet20s", "--num_indexes_to_replace", "130", "--seed", "1",
+            "--data", str(tmp_path / "data"), "--device", "cpu")
+    evaluate_checkpoints(CheckpointEvaluation(argv, str(tmp_path), ((1, "checkpoint_1.pt"), (2, "checkpoint_2.pt"))))
+    points = json.loads((tmp_path / "trajectory" / "trajectory.json").read_text())
+    alone = evaluate_model(argv + ("--model_path", str(tmp_path / "checkpoint_2.pt")))  # the second, after another
+    assert [p["progress"] for p in points] == [1, 2]
+    assert {k: points[1][k] for k in ("UA", "RA", "TA", "MIA")} == {k: alone[k] for k in ("UA", "RA", "TA", "MIA")}
+    assert points[0]["RA"] != points[1]["RA"] or points[0]["MIA"] != points[1]["MIA"]  # two models, not one twice
 
 
 def test_runner_runs_a_batch_in_worker_processes_and_skips_finished_runs(tmp_path):
