@@ -164,6 +164,29 @@ def test_report_to_logs_prodigys_step_size_estimate():
     assert "estimate/retain/d" not in reporter.tracker.logged[4]
 
 
+def test_prodigys_estimate_grows_without_bound_on_an_ascent_loss_unless_its_growth_rate_is_capped():
+    """Why Prodigy's default fails with ascent forget losses (SFR-on, SCRUB on the CIFAR-10 subset): cross-entropy
+    ascent has no minimum whose distance ``d`` could estimate. Prodigy's own ``growth_rate`` (through
+    ``forget_kwargs``) bounds ``d_{t+1} <= growth_rate * d_t`` after its first estimate."""
+    from dualoptim import DualOptim
+    estimates = {}
+    for growth_rate in (float("inf"), 1.05):
+        model = small_net()
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(32, 6, generator=g), torch.randint(0, 3, (32,), generator=g)
+        optimizer = DualOptim(model.parameters(), forget_optim="prodigy", forget_lr=1.0,
+                              forget_kwargs={"growth_rate": growth_rate})
+        estimates[growth_rate] = []
+        for _ in range(25):
+            model.zero_grad()
+            (-nn.functional.cross_entropy(model(x), y)).backward()
+            optimizer.forget_step()
+            estimates[growth_rate].append(optimizer.forget_optimizer.param_groups[0]["d"])
+    capped = estimates[1.05]
+    assert all(later <= 1.05 * earlier * (1 + 1e-12) for earlier, later in zip(capped[1:], capped[2:]))
+    assert estimates[float("inf")][-1] > 1e6 * capped[-1]  # uncapped: many orders of magnitude in 25 steps
+
+
 @pytest.mark.parametrize("flag,name,package", [
     (IMAGE_FLAG, "dual_prodigy", "prodigyopt"), (IMAGE_FLAG, "dual_sf", "schedulefree"),
     (LLM_FLAG, "dual_prodigy_adam", "prodigyopt"), (LLM_FLAG, "dual_sf_adam", "schedulefree")])
