@@ -118,7 +118,8 @@ def reading(methods: Sequence[Mapping[str, object]], original_gap: float, refere
             if default and searched:
                 best_searched = min(searched, key=lambda r: r["avg_gap"])
                 text += (f" {record['optim']} with no search (default forget lr {default['forget_lr']:g}): Avg Gap "
-                         f"{gap_text(default['avg_gap'])}, against the searched best ({best_searched['optim']}) "
+                         f"{_no_search_gap(default)}, against the searched best ({best_searched['optim']} "
+                         f"{gap_text(best_searched['avg_gap'])}) "
                          + _compare(default["avg_gap"], default["gap_std"], best_searched["avg_gap"],
                                     best_searched["gap_std"]) + ".")
         unsearched = [r["optim"] for r in records if not r["searched_both_ends"]]
@@ -145,15 +146,22 @@ def no_search_table(methods: Sequence[Mapping[str, object]], label: str = "metho
             verdicts.append(f"{other['optim']} {other['avg_gap']:.2f}+-{other['gap_std']:.2f}: "
                             + _compare(default["avg_gap"], default["gap_std"], other["avg_gap"], other["gap_std"]))
         lines.append(f"| {m['method']} | {m['optim']} | {default['forget_lr']:g} | {default['retain_lr']:g} | "
-                     f"{len(default['per_seed'])} | {gap_text(default['avg_gap'])} | {default['gap_std']:.2f} | "
+                     f"{len(default['per_seed'])} | {_no_search_gap(default)} | {default['gap_std']:.2f} | "
                      + "; ".join(verdicts) + " |")
     return "\n".join(lines)
+
+
+def _no_search_gap(default: Mapping[str, object]) -> str:
+    """The Avg Gap of a no-search record, with how many of its seeds diverged when any did."""
+    diverged = sum(1 for seed in default["per_seed"].values() if seed.get("diverged"))
+    text = gap_text(default["avg_gap"])
+    return f"{text} ({diverged} of {len(default['per_seed'])} seeds)" if diverged else text
 
 
 def _compare(gap: float, std: float, other: float, other_std: float) -> str:
     """How a gap compares with another: within seed noise (the larger std), or better / worse by how much."""
     if not math.isfinite(gap):
-        return "diverged"
+        return "no result to compare"
     difference = gap - other
     if abs(difference) <= max(std, other_std):
         return f"within seed noise ({difference:+.2f})"

@@ -99,9 +99,16 @@ def test_report_compares_the_lr_free_default_with_the_searched_best():
     # 3.6 - 3.0 = 0.6 <= max(0.7, 0.5): within seed noise of dual; 3.6 - 6.0: better than sgd by 2.40
     assert ("| SalUn | dual_prodigy | 1 | 0.01 | 3 | 3.60 | 0.70 | sgd 6.00+-0.50: better by 2.40; "
             "dual 3.00+-0.50: within seed noise (+0.60) |") in text
-    assert "dual_prodigy with no search (default forget lr 1): Avg Gap 3.60, against the searched best (dual) " \
+    assert "dual_prodigy with no search (default forget lr 1): Avg Gap 3.60, against the searched best (dual 3.00) " \
            "within seed noise (+0.60)." in text
     assert "| 7.50 | 10 |" in text  # the response range column
+    diverged = {"UA": float("nan"), "diverged": "the forget loss is nan at step 576 (lr 1)"}
+    lr_free["no_search"] = dict(lr_free["no_search"], avg_gap=float("inf"), gap_std=float("nan"),
+                                per_seed={"1": diverged, "2": diverged, "3": {"UA": 1.0}})
+    text = report(results)
+    assert "| SalUn | dual_prodigy | 1 | 0.01 | 3 | diverged (2 of 3 seeds) | nan | sgd 6.00+-0.50: no result to " \
+           "compare; dual 3.00+-0.50: no result to compare |" in text
+    assert "Avg Gap diverged (2 of 3 seeds), against the searched best (dual 3.00) no result to compare." in text
 
 
 def test_report_tables_list_best_settings_and_curves():
