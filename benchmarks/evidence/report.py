@@ -206,6 +206,8 @@ def plot_curves(methods: Sequence[Mapping[str, object]], path: Path, ylabel: str
     original model's gap (doing nothing) dashed."""
     ensure_writable_plot(str(path))
     plt = _pyplot()
+    from matplotlib.ticker import NullFormatter
+    from matplotlib.transforms import blended_transform_factory
     # a learning-rate-free optimizer's axis is a multiple of its default lr: its curves get a panel of their own
     names = list(dict.fromkeys((record["method"], _lr_free(record)) for record in methods))
     most = max(sum((r["method"], _lr_free(r)) == name for r in methods) for name in names)
@@ -214,6 +216,8 @@ def plot_curves(methods: Sequence[Mapping[str, object]], path: Path, ylabel: str
     for axis, (name, lr_free) in zip(axes[0], names):
         if most > 10:
             axis.set_prop_cycle(color=plt.cm.tab20.colors)
+        # a diverged run has no gap: it is marked at the top of the panel, at its lr
+        at_top = blended_transform_factory(axis.transData, axis.transAxes)
         for record in (r for r in methods if (r["method"], _lr_free(r)) == (name, lr_free)):
             scale = record["default_lr"] if lr_free else 1.0
             lrs, gaps = zip(*record["curve"])
@@ -221,11 +225,20 @@ def plot_curves(methods: Sequence[Mapping[str, object]], path: Path, ylabel: str
                               label=f"{record['optim']} (retain lr {_retain(record)})")
             axis.plot([record["best_forget_lr"] / scale], [record["search_gap"]], marker="*", markersize=14,
                       color=line.get_color())
-            if record.get("no_search"):  # the default's Avg Gap over seeds, no search
-                axis.plot([1.0], [record["no_search"]["avg_gap"]], marker="D", linestyle="none",
+            diverged = [lr / scale for lr, gap in record["curve"] if not math.isfinite(gap)]
+            if diverged:
+                axis.plot(diverged, [0.97] * len(diverged), marker="x", linestyle="none", color=line.get_color(),
+                          transform=at_top, label=f"{record['optim']} diverged")
+            default = record.get("no_search")
+            if default and math.isfinite(default["avg_gap"]):  # the default's Avg Gap over seeds, no search
+                axis.plot([1.0], [default["avg_gap"]], marker="D", linestyle="none",
                           color=line.get_color(), label=f"{record['optim']} default, mean of seeds")
+            elif default:
+                axis.plot([1.0], [0.97], marker="D", linestyle="none", fillstyle="none", transform=at_top,
+                          color=line.get_color(), label=f"{record['optim']} default diverged")
         axis.axhline(original_gap, color="0.4", linestyle="--", linewidth=1, label="doing nothing (original)")
         axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(NullFormatter())  # a panel spanning under a decade labels its minor ticks
         axis.set_title(f"{name}, learning-rate free" if lr_free else name)
         axis.set_xlabel("forget lr / the optimizer's default" if lr_free else "forget learning rate")
         axis.set_ylabel(textwrap.fill(ylabel, 32))  # no longer than the axis is high
