@@ -3,7 +3,10 @@ pairs by name (the optional extra ``dualoptim[lrfree]`` installs both packages).
 
 * ``prodigy``: ``prodigyopt.Prodigy`` (default lr 1.0; Mishchenko & Defazio, 2024) takes Adam's step times an
   estimate :math:`d_t` of the distance :math:`\lVert\theta_0 - \theta_*\rVert`, grown from ``d0 = 1e-6`` as
-  the gradients allow; ``lr`` multiplies :math:`d_t`.
+  the gradients allow; ``lr`` multiplies :math:`d_t`.  A forget loss that is ascended (gradient ascent, SCRUB's
+  max steps, SFR-on) has no minimum to be distant from, and :math:`d_t` grows for as long as the ascent goes on;
+  Prodigy's ``growth_rate`` (``forget_kwargs={"growth_rate": ...}``) bounds
+  :math:`d_{t+1} \le \text{growth\_rate}\, d_t` (benchmarks/README.md, the CIFAR-10 subset's ``dual_prodigy`` rows).
 * ``adamw_sf``: ``schedulefree.AdamWScheduleFree`` (default lr 0.0025; Defazio et al., 2024) needs no
   schedule: gradients are taken at :math:`y = (1 - \beta_1) z + \beta_1 x`, :math:`z` takes AdamW steps and
   :math:`x`, their weighted average, is the weights to evaluate.
