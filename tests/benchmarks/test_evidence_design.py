@@ -90,6 +90,22 @@ def test_plot_curves_writes_an_image(tmp_path):
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_curves_marks_diverged_runs_and_a_diverged_default_at_the_top_of_their_panel(tmp_path, monkeypatch):
+    from benchmarks.evidence import report as reporting
+    figures = []
+    monkeypatch.setattr(reporting, "_save", lambda figure, path: figures.append(figure))
+    points = curve([6.0, 4.0, 5.0, math.inf, math.inf])  # the two largest lrs diverged
+    record = {**report_curve("SCRUB", "dual_prodigy", points).as_dict(), "tied_lrs": False, "default_lr": 1.0,
+              "no_search": {"avg_gap": math.inf}}
+    plot_curves([record], tmp_path / "curves.png", "gap", "title", original_gap=5.0)
+    lines = {line.get_label(): line for line in figures[0].axes[0].get_lines()}
+    diverged = lines["dual_prodigy diverged"]
+    assert list(diverged.get_xdata()) == [1e-1, 1.0]  # lr / default lr 1.0
+    assert list(diverged.get_ydata()) == [0.97, 0.97] and diverged.get_marker() == "x"  # axes fraction: the top
+    default = lines["dual_prodigy default diverged"]
+    assert list(default.get_xdata()) == [1.0] and default.get_fillstyle() == "none"
+
+
 def test_search_runs_the_grid_as_one_batch_then_extends_past_the_edge_holding_the_best():
     def gap(lr, retain_lr):  # a valley at lr 1e-5, below the grid; the retain lr 0.01 is better everywhere
         return 3 * abs(math.log10(lr) + 5) + (0.0 if retain_lr == 0.01 else 1.0)
